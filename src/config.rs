@@ -5,7 +5,10 @@
 //! follow it apply to that listener. This module only turns text into a [`Config`]; it opens no
 //! sockets and starts nothing.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Where log lines go (`log_dest`).
@@ -36,7 +39,8 @@ impl LogTypes {
     pub const WEBSOCKETS: u16 = 128;
     pub const ALL: u16 = 0xff;
     /// Mosquitto's default: error, warning, notice and information.
-    pub const DEFAULT: LogTypes = LogTypes(Self::ERROR | Self::WARNING | Self::NOTICE | Self::INFORMATION);
+    pub const DEFAULT: LogTypes =
+        LogTypes(Self::ERROR | Self::WARNING | Self::NOTICE | Self::INFORMATION);
 
     /// True when every bit of `bits` is enabled.
     pub fn has(self, bits: u16) -> bool {
@@ -105,4 +109,1287 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// The file this configuration was read from, if any.
     pub source: Option<PathBuf>,
+    /// Warnings about options that were read but ignored (not supported yet, or unknown), one
+    /// message each, naming the file and line. Logged once the logger runs.
+    pub warnings: Vec<String>,
+    /// Ports given with `-p`: loopback-only listeners that [`Config::finish`] adds.
+    pub cli_ports: Vec<u16>,
+}
+
+/// Where in the configuration an option was read: a file and a 1-based line number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file the line is in.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// Why a configuration could not be loaded. Each message names the file (and line) at fault,
+/// in Mosquitto's `Error: ...` style, so it can be printed as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A config file (the main one or one found by `include_dir`) could not be read.
+    Open {
+        /// The file that could not be read.
+        path: PathBuf,
+    },
+    /// An `include_dir` directory could not be listed.
+    IncludeDir {
+        /// The directory named by `include_dir`.
+        dir: PathBuf,
+        /// The `include_dir` line.
+        at: Location,
+    },
+    /// An option has a value midge does not accept.
+    InvalidValue {
+        /// The option name.
+        option: String,
+        /// The rejected value, as written.
+        value: String,
+        /// Where the option was read.
+        at: Location,
+    },
+    /// An option that needs a value has none.
+    MissingValue {
+        /// The option name.
+        option: String,
+        /// Where the option was read.
+        at: Location,
+    },
+    /// An option whose absence would weaken security (authentication, access control, TLS)
+    /// and that midge does not implement: running without it would silently open the broker.
+    Unsupported {
+        /// The option name.
+        option: String,
+        /// Where the option was read.
+        at: Location,
+    },
+    /// `listener 0 /path`: a unix socket listener, which midge cannot open.
+    UnixSocketListener {
+        /// The socket path.
+        path: String,
+        /// The `listener` line.
+        at: Location,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Open { path } => {
+                write!(f, "Error: Unable to open config file {}.", path.display())
+            }
+            ConfigError::IncludeDir { dir, at } => {
+                write!(
+                    f,
+                    "Error: Unable to open include_dir {} in {at}.",
+                    dir.display()
+                )
+            }
+            ConfigError::InvalidValue { option, value, at } => {
+                write!(f, "Error: Invalid {option} value ({value}) in {at}.")
+            }
+            ConfigError::MissingValue { option, at } => {
+                write!(f, "Error: Empty {option} value in {at}.")
+            }
+            ConfigError::Unsupported { option, at } => write!(
+                f,
+                "Error: The {option} option in {at} is not supported by this version of midge; \
+                 refusing to start rather than run without it."
+            ),
+            ConfigError::UnixSocketListener { path, at } => write!(
+                f,
+                "Error: Unix socket listeners ({path}) are not supported by this version of \
+                 midge, in {at}."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Port of the default listener (`port`, `bind_address`, and local-only mode).
+pub const DEFAULT_PORT: u16 = 1883;
+
+/// The address local-only listeners bind to.
+pub const LOOPBACK: &str = "127.0.0.1";
+
+/// The largest payload MQTT can carry (the maximum remaining length), and the meaning of
+/// `message_size_limit 0`.
+const MQTT_MAX_PAYLOAD: u32 = 268_435_455;
+
+/// Options that make a listener or the broker secure (authentication, access control, TLS,
+/// plugins). midge does not implement them yet, and ignoring them would leave the broker open,
+/// so reading one is an error rather than a warning. `bind_interface` is here too: ignoring it
+/// would listen on every interface instead of one.
+const SECURITY_OPTIONS: &[&str] = &[
+    "password_file",
+    "acl_file",
+    "psk_file",
+    "psk_hint",
+    "certfile",
+    "keyfile",
+    "cafile",
+    "capath",
+    "crlfile",
+    "dhparamfile",
+    "require_certificate",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "tls_version",
+    "ciphers",
+    "ciphers_tls1.3",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
+    "plugin",
+    "auth_plugin",
+    "bind_interface",
+];
+
+/// Option prefixes treated like [`SECURITY_OPTIONS`] (plugin options).
+const SECURITY_PREFIXES: &[&str] = &["plugin_opt_", "auth_opt_"];
+
+/// Mosquitto options midge knows but does not implement yet; harmless to ignore, so they only
+/// produce a warning. Bridge options are listed here as well: bridges are not supported.
+const UNSUPPORTED_OPTIONS: &[&str] = &[
+    // Broker-wide.
+    "allow_duplicate_messages",
+    "auth_plugin_deny_special_chars",
+    "autosave_interval",
+    "autosave_on_changes",
+    "check_retain_source",
+    "clientid_prefixes",
+    "log_facility",
+    "max_inflight_bytes",
+    "memory_limit",
+    "persistence",
+    "persistence_file",
+    "persistence_location",
+    "retry_interval",
+    "store_clean_interval",
+    "sys_interval",
+    "user",
+    "websockets_log_level",
+    "websockets_headers_size",
+    // Listener-scoped.
+    "http_dir",
+    "max_qos",
+    "max_topic_alias",
+    "mount_point",
+    "protocol",
+    "socket_domain",
+    "use_username_as_clientid",
+    // Bridges.
+    "connection",
+    "address",
+    "addresses",
+    "bridge_alpn",
+    "bridge_attempt_unsubscribe",
+    "bridge_bind_address",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_identity",
+    "bridge_insecure",
+    "bridge_keyfile",
+    "bridge_max_packet_size",
+    "bridge_outgoing_retain",
+    "bridge_protocol_version",
+    "bridge_psk",
+    "bridge_require_ocsp",
+    "bridge_tls_version",
+    "cleansession",
+    "clientid",
+    "idle_timeout",
+    "keepalive_interval",
+    "local_cleansession",
+    "local_clientid",
+    "local_password",
+    "local_username",
+    "notifications",
+    "notifications_local_only",
+    "notification_topic",
+    "password",
+    "remote_clientid",
+    "remote_password",
+    "remote_username",
+    "restart_timeout",
+    "round_robin",
+    "start_type",
+    "threshold",
+    "topic",
+    "try_private",
+    "username",
+];
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            types: LogTypes::DEFAULT,
+            dests: Vec::new(),
+            timestamp: true,
+            timestamp_format: None,
+        }
+    }
+}
+
+impl Default for Config {
+    /// Mosquitto 2.0's defaults, before [`Config::finish`] resolves the listeners.
+    fn default() -> Self {
+        Config {
+            listeners: Vec::new(),
+            allow_anonymous: None,
+            max_packet_size: 0,
+            message_size_limit: 0,
+            max_keepalive: 65535,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            retain_available: true,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".to_string(),
+            persistent_client_expiration: None,
+            upgrade_outgoing_qos: false,
+            log: LogConfig::default(),
+            connection_messages: true,
+            set_tcp_nodelay: false,
+            pid_file: None,
+            source: None,
+            warnings: Vec::new(),
+            cli_ports: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Resolves the defaults that depend on the whole configuration (call it after the command
+    /// line has been merged in, see `cli::apply`). As Mosquitto 2: when no listener was
+    /// configured (no `listener`, `port` or `bind_address` line), midge runs in "local only
+    /// mode": it listens on 127.0.0.1:1883 and `allow_anonymous` defaults to true. Otherwise
+    /// `allow_anonymous` defaults to false. Ports from `-p` become loopback listeners either way
+    /// (replacing the 1883 default in local-only mode). Calling it twice changes nothing.
+    pub fn finish(&mut self) {
+        let local_only = self.listeners.is_empty();
+        let mut local_ports = std::mem::take(&mut self.cli_ports);
+        if local_only && local_ports.is_empty() {
+            local_ports.push(DEFAULT_PORT);
+        }
+        for port in local_ports {
+            self.listeners.push(ListenerConfig {
+                port,
+                bind_address: Some(LOOPBACK.to_string()),
+                max_connections: -1,
+            });
+        }
+        if self.allow_anonymous.is_none() {
+            self.allow_anonymous = Some(local_only);
+        }
+    }
+}
+
+/// Reads the configuration file at `path` (and any `include_dir` it names). The result still
+/// needs [`Config::finish`]; warnings about ignored options are in [`Config::warnings`].
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = read_config_file(path)?;
+    let mut config = parse_str(&text, path)?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
+}
+
+/// Parses configuration text as if read from the file `origin` (used in messages; an
+/// `include_dir` line is still read from disk). Does not call [`Config::finish`].
+pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let mut parser = Parser::new();
+    parser.parse_text(text, origin, 0)?;
+    Ok(parser.into_config())
+}
+
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    match fs::read(path) {
+        // Mosquitto does not care about the encoding; neither do we.
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(_) => Err(ConfigError::Open {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Parsing state that spans all files of one configuration.
+struct Parser {
+    config: Config,
+    /// The listener that `port` and `bind_address` configure, and that listener-scoped options
+    /// before the first `listener` line apply to.
+    default_listener: ListenerConfig,
+    /// True once `port` or `bind_address` enabled the default listener.
+    default_listener_enabled: bool,
+    /// Where a listener-scoped option first configured the default listener.
+    default_listener_option: Option<(String, Location)>,
+    /// Index in `config.listeners` of the latest `listener` block.
+    current_listener: Option<usize>,
+    /// The first `log_type` line replaces the default set; later ones add to it.
+    log_type_seen: bool,
+}
+
+impl Parser {
+    fn new() -> Self {
+        Parser {
+            config: Config::default(),
+            default_listener: ListenerConfig {
+                port: DEFAULT_PORT,
+                bind_address: None,
+                max_connections: -1,
+            },
+            default_listener_enabled: false,
+            default_listener_option: None,
+            current_listener: None,
+            log_type_seen: false,
+        }
+    }
+
+    fn into_config(mut self) -> Config {
+        if self.default_listener_enabled {
+            // Mosquitto's default listener comes before the `listener` ones.
+            self.config.listeners.insert(0, self.default_listener);
+        } else if let Some((option, at)) = self.default_listener_option {
+            self.config.warnings.push(format!(
+                "Warning: The {option} option in {at} comes before any listener line and no \
+                 port or bind_address enables the default listener; ignored."
+            ));
+        }
+        self.config
+    }
+
+    /// `depth` is 0 for the main file and 1 for files read by `include_dir`.
+    fn parse_text(&mut self, text: &str, file: &Path, depth: u32) -> Result<(), ConfigError> {
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, value) = match line.split_once([' ', '\t']) {
+                Some((name, value)) => (name, value.trim_start()),
+                None => (line, ""),
+            };
+            let at = Location {
+                file: file.to_path_buf(),
+                line: index + 1,
+            };
+            self.option(name, value, &at, depth)?;
+        }
+        Ok(())
+    }
+
+    fn option(
+        &mut self,
+        name: &str,
+        value: &str,
+        at: &Location,
+        depth: u32,
+    ) -> Result<(), ConfigError> {
+        let c = &mut self.config;
+        match name {
+            "listener" => self.listener(name, value, at)?,
+            "port" => {
+                self.default_listener.port = parse_port(name, value, at)?;
+                self.default_listener_enabled = true;
+            }
+            "bind_address" => {
+                self.default_listener.bind_address = Some(required(name, value, at)?.to_string());
+                self.default_listener_enabled = true;
+            }
+            "max_connections" => {
+                let max: i64 = parse_number(name, value, at)?;
+                // Any negative value means "unlimited", as in Mosquitto.
+                self.listener_mut(name, at).max_connections = max.max(-1);
+            }
+            "allow_anonymous" => c.allow_anonymous = Some(parse_bool(name, value, at)?),
+            "max_packet_size" => {
+                let size: u32 = parse_number(name, value, at)?;
+                // No useful MQTT packet is smaller; Mosquitto rejects such limits too.
+                if size < 20 {
+                    return Err(invalid(name, value, at));
+                }
+                c.max_packet_size = size;
+            }
+            "message_size_limit" => {
+                let limit: u32 = parse_number(name, value, at)?;
+                if limit > MQTT_MAX_PAYLOAD {
+                    return Err(invalid(name, value, at));
+                }
+                c.message_size_limit = limit;
+            }
+            "max_keepalive" => c.max_keepalive = parse_number(name, value, at)?,
+            "max_inflight_messages" => c.max_inflight_messages = parse_number(name, value, at)?,
+            "max_queued_messages" => c.max_queued_messages = parse_number(name, value, at)?,
+            "max_queued_bytes" => c.max_queued_bytes = parse_number(name, value, at)?,
+            "queue_qos0_messages" => c.queue_qos0_messages = parse_bool(name, value, at)?,
+            "retain_available" => c.retain_available = parse_bool(name, value, at)?,
+            "allow_zero_length_clientid" => {
+                c.allow_zero_length_clientid = parse_bool(name, value, at)?
+            }
+            "auto_id_prefix" => c.auto_id_prefix = required(name, value, at)?.to_string(),
+            "persistent_client_expiration" => {
+                c.persistent_client_expiration = Some(parse_expiration(name, value, at)?)
+            }
+            "upgrade_outgoing_qos" => c.upgrade_outgoing_qos = parse_bool(name, value, at)?,
+            "log_type" => self.log_type(name, value, at)?,
+            "log_dest" => self.log_dest(name, value, at)?,
+            "log_timestamp" => c.log.timestamp = parse_bool(name, value, at)?,
+            "log_timestamp_format" => {
+                c.log.timestamp_format = Some(required(name, value, at)?.to_string())
+            }
+            "connection_messages" => c.connection_messages = parse_bool(name, value, at)?,
+            "set_tcp_nodelay" => c.set_tcp_nodelay = parse_bool(name, value, at)?,
+            "pid_file" => c.pid_file = Some(PathBuf::from(required(name, value, at)?)),
+            "include_dir" => {
+                let dir = Path::new(required(name, value, at)?);
+                if depth == 0 {
+                    self.include_dir(dir, at)?;
+                } else {
+                    // Mosquitto only honours include_dir in the main file.
+                    c.warnings.push(format!(
+                        "Warning: include_dir in {at} is only allowed in the main config file; \
+                         ignored."
+                    ));
+                }
+            }
+            "per_listener_settings" => {
+                // With `true`, allow_anonymous and friends would become per-listener; applying
+                // them globally instead could open a listener meant to be closed.
+                if parse_bool(name, value, at)? {
+                    return Err(unsupported(name, at));
+                }
+            }
+            _ if is_security_option(name) => return Err(unsupported(name, at)),
+            _ if UNSUPPORTED_OPTIONS.contains(&name) => c.warnings.push(format!(
+                "Warning: The {name} option in {at} is not supported by midge yet; ignored."
+            )),
+            _ => c.warnings.push(format!(
+                "Warning: Unknown configuration variable \"{name}\" in {at}; ignored."
+            )),
+        }
+        Ok(())
+    }
+
+    /// `listener PORT [ADDRESS]`: starts a new listener block.
+    fn listener(&mut self, name: &str, value: &str, at: &Location) -> Result<(), ConfigError> {
+        let (port, address) = match value.split_once([' ', '\t']) {
+            Some((port, address)) => (port, Some(address.trim())),
+            None => (value, None),
+        };
+        let port = parse_port(name, port, at)?;
+        if let Some(path) = address.filter(|a| a.starts_with('/')) {
+            return Err(ConfigError::UnixSocketListener {
+                path: path.to_string(),
+                at: at.clone(),
+            });
+        }
+        self.config.listeners.push(ListenerConfig {
+            port,
+            bind_address: address.map(str::to_string),
+            max_connections: -1,
+        });
+        self.current_listener = Some(self.config.listeners.len() - 1);
+        Ok(())
+    }
+
+    /// The listener a listener-scoped option applies to: the latest `listener` block, or the
+    /// default listener before the first one.
+    fn listener_mut(&mut self, name: &str, at: &Location) -> &mut ListenerConfig {
+        match self.current_listener {
+            Some(index) => &mut self.config.listeners[index],
+            None => {
+                if self.default_listener_option.is_none() {
+                    self.default_listener_option = Some((name.to_string(), at.clone()));
+                }
+                &mut self.default_listener
+            }
+        }
+    }
+
+    fn log_type(&mut self, name: &str, value: &str, at: &Location) -> Result<(), ConfigError> {
+        let bits = match required(name, value, at)? {
+            "debug" => LogTypes::DEBUG,
+            "error" => LogTypes::ERROR,
+            "warning" => LogTypes::WARNING,
+            "notice" => LogTypes::NOTICE,
+            "information" => LogTypes::INFORMATION,
+            "subscribe" => LogTypes::SUBSCRIBE,
+            "unsubscribe" => LogTypes::UNSUBSCRIBE,
+            "websockets" => LogTypes::WEBSOCKETS,
+            "all" => LogTypes::ALL,
+            "none" => 0,
+            _ => return Err(invalid(name, value, at)),
+        };
+        let types = &mut self.config.log.types;
+        if !self.log_type_seen || bits == 0 {
+            types.0 = 0;
+        }
+        types.0 |= bits;
+        self.log_type_seen = true;
+        Ok(())
+    }
+
+    fn log_dest(&mut self, name: &str, value: &str, at: &Location) -> Result<(), ConfigError> {
+        let (kind, rest) = match required(name, value, at)?.split_once([' ', '\t']) {
+            Some((kind, rest)) => (kind, rest.trim_start()),
+            None => (value, ""),
+        };
+        let dest = match kind {
+            "stdout" => LogDest::Stdout,
+            "stderr" => LogDest::Stderr,
+            "file" => LogDest::File(PathBuf::from(required("log_dest file", rest, at)?)),
+            "none" => LogDest::None,
+            "syslog" | "topic" | "dlt" => {
+                self.config.warnings.push(format!(
+                    "Warning: log_dest {kind} in {at} is not supported yet; ignored."
+                ));
+                return Ok(());
+            }
+            _ => return Err(invalid(name, value, at)),
+        };
+        let dests = &mut self.config.log.dests;
+        if dest == LogDest::None {
+            // `none` switches off every destination named so far.
+            dests.clear();
+        } else {
+            dests.retain(|d| *d != LogDest::None);
+        }
+        if !dests.contains(&dest) {
+            dests.push(dest);
+        }
+        Ok(())
+    }
+
+    /// Reads every `*.conf` file in `dir`, in byte order of the names (Mosquitto's
+    /// "case-sensitive alphabetical order, capital letters first").
+    fn include_dir(&mut self, dir: &Path, at: &Location) -> Result<(), ConfigError> {
+        let dir_error = || ConfigError::IncludeDir {
+            dir: dir.to_path_buf(),
+            at: at.clone(),
+        };
+        let mut files = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|_| dir_error())? {
+            let path = entry.map_err(|_| dir_error())?.path();
+            let is_conf = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() > ".conf".len() && n.ends_with(".conf"));
+            if is_conf && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        for path in files {
+            let text = read_config_file(&path)?;
+            self.parse_text(&text, &path, 1)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_security_option(name: &str) -> bool {
+    SECURITY_OPTIONS.contains(&name) || SECURITY_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+fn invalid(option: &str, value: &str, at: &Location) -> ConfigError {
+    ConfigError::InvalidValue {
+        option: option.to_string(),
+        value: value.to_string(),
+        at: at.clone(),
+    }
+}
+
+fn unsupported(option: &str, at: &Location) -> ConfigError {
+    ConfigError::Unsupported {
+        option: option.to_string(),
+        at: at.clone(),
+    }
+}
+
+fn required<'a>(option: &str, value: &'a str, at: &Location) -> Result<&'a str, ConfigError> {
+    if value.is_empty() {
+        Err(ConfigError::MissingValue {
+            option: option.to_string(),
+            at: at.clone(),
+        })
+    } else {
+        Ok(value)
+    }
+}
+
+/// `true` or `false`, nothing else (as Mosquitto).
+fn parse_bool(option: &str, value: &str, at: &Location) -> Result<bool, ConfigError> {
+    match required(option, value, at)? {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(option, value, at)),
+    }
+}
+
+fn parse_number<T: FromStr>(option: &str, value: &str, at: &Location) -> Result<T, ConfigError> {
+    required(option, value, at)?
+        .parse()
+        .map_err(|_| invalid(option, value, at))
+}
+
+fn parse_port(option: &str, value: &str, at: &Location) -> Result<u16, ConfigError> {
+    parse_number(option, value, at)
+}
+
+/// `<n>h|d|w|m|y`: hours, days, weeks, months of 30 days, years of 365 days; `n` > 0.
+fn parse_expiration(option: &str, value: &str, at: &Location) -> Result<Duration, ConfigError> {
+    const DAY: u64 = 24 * 3600;
+    let value = required(option, value, at)?;
+    let split = value.len().saturating_sub(1);
+    let (count, unit) = (
+        value.get(..split).unwrap_or(""),
+        value.get(split..).unwrap_or(""),
+    );
+    let unit_seconds = match unit {
+        "h" => 3600,
+        "d" => DAY,
+        "w" => 7 * DAY,
+        "m" => 30 * DAY,
+        "y" => 365 * DAY,
+        _ => return Err(invalid(option, value, at)),
+    };
+    match count.parse::<u64>() {
+        Ok(n) if n > 0 => n
+            .checked_mul(unit_seconds)
+            .map(Duration::from_secs)
+            .ok_or_else(|| invalid(option, value, at)),
+        _ => Err(invalid(option, value, at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_str(text, Path::new("/etc/midge.conf"))
+    }
+
+    fn ok(text: &str) -> Config {
+        match parse(text) {
+            Ok(config) => config,
+            Err(e) => panic!("{text:?} failed: {e}"),
+        }
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => panic!("{text:?} parsed: {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn at(line: usize) -> Location {
+        Location {
+            file: PathBuf::from("/etc/midge.conf"),
+            line,
+        }
+    }
+
+    /// A scratch directory removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("midge-config-{}-{name}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn defaults_are_mosquitto_2() {
+        let c = Config::default();
+        assert!(c.listeners.is_empty());
+        assert_eq!(c.allow_anonymous, None);
+        assert_eq!(c.max_packet_size, 0);
+        assert_eq!(c.message_size_limit, 0);
+        assert_eq!(c.max_keepalive, 65535);
+        assert_eq!(c.max_inflight_messages, 20);
+        assert_eq!(c.max_queued_messages, 1000);
+        assert_eq!(c.max_queued_bytes, 0);
+        assert!(!c.queue_qos0_messages);
+        assert!(c.retain_available);
+        assert!(c.allow_zero_length_clientid);
+        assert_eq!(c.auto_id_prefix, "auto-");
+        assert_eq!(c.persistent_client_expiration, None);
+        assert!(!c.upgrade_outgoing_qos);
+        assert_eq!(c.log.types, LogTypes::DEFAULT);
+        assert!(c.log.dests.is_empty());
+        assert!(c.log.timestamp);
+        assert_eq!(c.log.timestamp_format, None);
+        assert!(c.connection_messages);
+        assert!(!c.set_tcp_nodelay);
+        assert_eq!(c.pid_file, None);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn empty_text_is_the_default_config() {
+        assert_eq!(ok(""), Config::default());
+    }
+
+    #[test]
+    fn comments_blank_lines_and_trailing_whitespace_are_ignored() {
+        let c = ok(
+            "# comment\n\n   \n  # indented comment\nmax_keepalive 60  \r\nauto_id_prefix x-\t\r\n",
+        );
+        assert_eq!(c.max_keepalive, 60);
+        assert_eq!(c.auto_id_prefix, "x-");
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn numeric_options_are_read() {
+        let c = ok(
+            "max_packet_size 1000\nmessage_size_limit 500\nmax_keepalive 0\n\
+                    max_inflight_messages 1\nmax_queued_messages 0\nmax_queued_bytes 65536\n",
+        );
+        assert_eq!(c.max_packet_size, 1000);
+        assert_eq!(c.message_size_limit, 500);
+        assert_eq!(c.max_keepalive, 0);
+        assert_eq!(c.max_inflight_messages, 1);
+        assert_eq!(c.max_queued_messages, 0);
+        assert_eq!(c.max_queued_bytes, 65536);
+    }
+
+    #[test]
+    fn boolean_options_are_read() {
+        let c = ok("queue_qos0_messages true\nretain_available false\n\
+                    allow_zero_length_clientid false\nupgrade_outgoing_qos true\n\
+                    log_timestamp false\nconnection_messages false\nset_tcp_nodelay true\n\
+                    allow_anonymous true\n");
+        assert!(c.queue_qos0_messages);
+        assert!(!c.retain_available);
+        assert!(!c.allow_zero_length_clientid);
+        assert!(c.upgrade_outgoing_qos);
+        assert!(!c.log.timestamp);
+        assert!(!c.connection_messages);
+        assert!(c.set_tcp_nodelay);
+        assert_eq!(c.allow_anonymous, Some(true));
+        assert_eq!(ok("allow_anonymous false").allow_anonymous, Some(false));
+    }
+
+    #[test]
+    fn booleans_accept_only_true_and_false() {
+        assert_eq!(
+            err("\nretain_available yes"),
+            "Error: Invalid retain_available value (yes) in /etc/midge.conf:2."
+        );
+        assert!(parse("allow_anonymous 1").is_err());
+        assert!(parse("set_tcp_nodelay TRUE").is_err());
+    }
+
+    #[test]
+    fn bad_number_names_option_value_file_and_line() {
+        assert_eq!(
+            err("# x\n\n\n\n\n\n\n\n\n\n\nmax_keepalive abc"),
+            "Error: Invalid max_keepalive value (abc) in /etc/midge.conf:12."
+        );
+        assert!(parse("max_keepalive 65536").is_err());
+        assert!(parse("max_keepalive -1").is_err());
+        assert!(parse("max_inflight_messages 70000").is_err());
+        assert!(parse("max_queued_messages -5").is_err());
+    }
+
+    #[test]
+    fn missing_value_is_an_error() {
+        assert_eq!(
+            parse("max_keepalive").unwrap_err(),
+            ConfigError::MissingValue {
+                option: "max_keepalive".into(),
+                at: at(1)
+            }
+        );
+        assert_eq!(
+            err("auto_id_prefix"),
+            "Error: Empty auto_id_prefix value in /etc/midge.conf:1."
+        );
+    }
+
+    #[test]
+    fn max_packet_size_below_20_is_rejected() {
+        assert!(parse("max_packet_size 19").is_err());
+        assert!(parse("max_packet_size 0").is_err());
+        assert_eq!(ok("max_packet_size 20").max_packet_size, 20);
+    }
+
+    #[test]
+    fn message_size_limit_is_capped_at_the_mqtt_maximum() {
+        assert_eq!(
+            ok("message_size_limit 268435455").message_size_limit,
+            MQTT_MAX_PAYLOAD
+        );
+        assert!(parse("message_size_limit 268435456").is_err());
+    }
+
+    #[test]
+    fn persistent_client_expiration_units() {
+        let exp =
+            |v: &str| ok(&format!("persistent_client_expiration {v}")).persistent_client_expiration;
+        assert_eq!(exp("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(exp("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(exp("2w"), Some(Duration::from_secs(14 * 86400)));
+        assert_eq!(exp("1m"), Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(exp("1y"), Some(Duration::from_secs(365 * 86400)));
+    }
+
+    #[test]
+    fn persistent_client_expiration_rejects_bad_durations() {
+        for bad in ["10s", "10", "h", "0d", "-1d", "1.5d", "xd", "1é"] {
+            assert!(
+                parse(&format!("persistent_client_expiration {bad}")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_id_prefix_pid_file_and_timestamp_format_take_the_rest_of_the_line() {
+        let c = ok(
+            "auto_id_prefix gen-\npid_file /run/midge.pid\nlog_timestamp_format %Y-%m-%d %H:%M:%S",
+        );
+        assert_eq!(c.auto_id_prefix, "gen-");
+        assert_eq!(c.pid_file, Some(PathBuf::from("/run/midge.pid")));
+        assert_eq!(c.log.timestamp_format.as_deref(), Some("%Y-%m-%d %H:%M:%S"));
+    }
+
+    #[test]
+    fn listener_blocks_scope_max_connections() {
+        let c = ok("listener 1883\nmax_connections 10\nlistener 8883 192.168.1.2\nlistener 0 ::1\nmax_connections 3");
+        assert_eq!(
+            c.listeners,
+            vec![
+                ListenerConfig {
+                    port: 1883,
+                    bind_address: None,
+                    max_connections: 10
+                },
+                ListenerConfig {
+                    port: 8883,
+                    bind_address: Some("192.168.1.2".into()),
+                    max_connections: -1
+                },
+                ListenerConfig {
+                    port: 0,
+                    bind_address: Some("::1".into()),
+                    max_connections: 3
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn negative_max_connections_means_unlimited() {
+        assert_eq!(
+            ok("listener 1\nmax_connections -7").listeners[0].max_connections,
+            -1
+        );
+        assert!(parse("listener 1\nmax_connections many").is_err());
+    }
+
+    #[test]
+    fn listener_port_must_be_valid() {
+        assert_eq!(
+            err("listener 70000"),
+            "Error: Invalid listener value (70000) in /etc/midge.conf:1."
+        );
+        assert!(parse("listener").is_err());
+        assert!(parse("listener x 127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn unix_socket_listener_is_an_error() {
+        assert!(matches!(
+            parse("listener 0 /run/midge.sock"),
+            Err(ConfigError::UnixSocketListener { .. })
+        ));
+    }
+
+    #[test]
+    fn port_and_bind_address_configure_the_default_listener_first() {
+        let c = ok("listener 8883\nport 1884\nbind_address 10.0.0.1");
+        assert_eq!(c.listeners[0].port, 1884);
+        assert_eq!(c.listeners[0].bind_address.as_deref(), Some("10.0.0.1"));
+        assert_eq!(c.listeners[1].port, 8883);
+        let c = ok("bind_address 10.0.0.1");
+        assert_eq!(
+            c.listeners,
+            vec![ListenerConfig {
+                port: 1883,
+                bind_address: Some("10.0.0.1".into()),
+                max_connections: -1
+            }]
+        );
+    }
+
+    #[test]
+    fn listener_options_before_any_listener_apply_to_the_default_listener() {
+        let c = ok("max_connections 5\nport 1883");
+        assert_eq!(c.listeners[0].max_connections, 5);
+        assert!(c.warnings.is_empty());
+        let c = ok("max_connections 5\nlistener 1883");
+        assert_eq!(c.listeners[0].max_connections, -1);
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0].contains("max_connections option in /etc/midge.conf:1"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn first_log_type_replaces_the_default_and_later_ones_add() {
+        assert_eq!(ok("log_type error").log.types, LogTypes(LogTypes::ERROR));
+        assert_eq!(
+            ok("log_type error\nlog_type subscribe\nlog_type unsubscribe")
+                .log
+                .types,
+            LogTypes(LogTypes::ERROR | LogTypes::SUBSCRIBE | LogTypes::UNSUBSCRIBE)
+        );
+        assert_eq!(ok("log_type all").log.types, LogTypes(LogTypes::ALL));
+        assert_eq!(ok("log_type all\nlog_type none").log.types, LogTypes(0));
+        assert_eq!(
+            ok("log_type none\nlog_type debug").log.types,
+            LogTypes(LogTypes::DEBUG)
+        );
+        let named = "log_type warning\nlog_type notice\nlog_type information\nlog_type websockets";
+        assert_eq!(
+            ok(named).log.types,
+            LogTypes(
+                LogTypes::WARNING | LogTypes::NOTICE | LogTypes::INFORMATION | LogTypes::WEBSOCKETS
+            )
+        );
+        assert!(parse("log_type verbose").is_err());
+    }
+
+    #[test]
+    fn log_dest_variants() {
+        let c = ok("log_dest stdout\nlog_dest file /var/log/midge dir/midge.log\nlog_dest stderr\nlog_dest stdout");
+        assert_eq!(
+            c.log.dests,
+            vec![
+                LogDest::Stdout,
+                LogDest::File(PathBuf::from("/var/log/midge dir/midge.log")),
+                LogDest::Stderr
+            ]
+        );
+        assert_eq!(
+            ok("log_dest stdout\nlog_dest none").log.dests,
+            vec![LogDest::None]
+        );
+        assert_eq!(
+            ok("log_dest none\nlog_dest stdout").log.dests,
+            vec![LogDest::Stdout]
+        );
+        assert!(matches!(
+            parse("log_dest file"),
+            Err(ConfigError::MissingValue { .. })
+        ));
+        assert!(parse("log_dest printer").is_err());
+    }
+
+    #[test]
+    fn unsupported_log_dests_warn() {
+        for dest in ["syslog", "topic", "dlt"] {
+            let c = ok(&format!("log_dest {dest}"));
+            assert!(c.log.dests.is_empty());
+            assert_eq!(
+                c.warnings,
+                vec![format!(
+                    "Warning: log_dest {dest} in /etc/midge.conf:1 is not supported yet; ignored."
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_options_warn_with_file_and_line() {
+        let c = ok("persistence true\nsys_interval 10\nprotocol websockets\nconnection bridge1\naddress 10.0.0.1");
+        assert_eq!(c.warnings.len(), 5);
+        assert_eq!(
+            c.warnings[0],
+            "Warning: The persistence option in /etc/midge.conf:1 is not supported by midge yet; ignored."
+        );
+        assert!(c.warnings[4].contains("address option in /etc/midge.conf:5"));
+    }
+
+    #[test]
+    fn unknown_options_warn() {
+        let c = ok("\nmax_keeplive 10");
+        assert_eq!(
+            c.warnings,
+            vec!["Warning: Unknown configuration variable \"max_keeplive\" in /etc/midge.conf:2; ignored."]
+        );
+        assert_eq!(c.max_keepalive, 65535);
+    }
+
+    #[test]
+    fn security_options_are_fatal() {
+        for option in SECURITY_OPTIONS
+            .iter()
+            .chain(&["plugin_opt_db", "auth_opt_host"])
+        {
+            let text = format!("listener 1883\n{option} /etc/x");
+            assert_eq!(
+                parse(&text).unwrap_err(),
+                ConfigError::Unsupported {
+                    option: option.to_string(),
+                    at: at(2)
+                },
+                "{option}"
+            );
+        }
+        assert_eq!(
+            err("password_file /etc/midge/passwd"),
+            "Error: The password_file option in /etc/midge.conf:1 is not supported by this \
+             version of midge; refusing to start rather than run without it."
+        );
+    }
+
+    #[test]
+    fn per_listener_settings_true_is_fatal_false_is_fine() {
+        assert!(matches!(
+            parse("per_listener_settings true"),
+            Err(ConfigError::Unsupported { .. })
+        ));
+        assert!(ok("per_listener_settings false").warnings.is_empty());
+        assert!(parse("per_listener_settings maybe").is_err());
+    }
+
+    #[test]
+    fn finish_without_listeners_is_local_only_mode() {
+        let mut c = Config::default();
+        c.finish();
+        assert_eq!(
+            c.listeners,
+            vec![ListenerConfig {
+                port: 1883,
+                bind_address: Some("127.0.0.1".into()),
+                max_connections: -1
+            }]
+        );
+        assert_eq!(c.allow_anonymous, Some(true));
+    }
+
+    #[test]
+    fn finish_with_a_listener_defaults_to_no_anonymous() {
+        for text in ["listener 1883", "port 1883", "bind_address 0.0.0.0"] {
+            let mut c = ok(text);
+            c.finish();
+            assert_eq!(c.listeners.len(), 1, "{text}");
+            assert_ne!(
+                c.listeners[0].bind_address.as_deref(),
+                Some(LOOPBACK),
+                "{text}"
+            );
+            assert_eq!(c.allow_anonymous, Some(false), "{text}");
+        }
+    }
+
+    #[test]
+    fn finish_keeps_an_explicit_allow_anonymous() {
+        let mut c = ok("listener 1883\nallow_anonymous true");
+        c.finish();
+        assert_eq!(c.allow_anonymous, Some(true));
+        let mut c = ok("allow_anonymous false");
+        c.finish();
+        assert_eq!(c.allow_anonymous, Some(false));
+        assert_eq!(c.listeners[0].bind_address.as_deref(), Some(LOOPBACK));
+    }
+
+    #[test]
+    fn finish_turns_cli_ports_into_loopback_listeners() {
+        let mut c = Config {
+            cli_ports: vec![1884, 1885],
+            ..Config::default()
+        };
+        c.finish();
+        let ports: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| (l.port, l.bind_address.as_deref()))
+            .collect();
+        assert_eq!(ports, vec![(1884, Some(LOOPBACK)), (1885, Some(LOOPBACK))]);
+        assert_eq!(c.allow_anonymous, Some(true));
+
+        let mut c = ok("listener 1883");
+        c.cli_ports = vec![1884];
+        c.finish();
+        let ports: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| (l.port, l.bind_address.as_deref()))
+            .collect();
+        assert_eq!(ports, vec![(1883, None), (1884, Some(LOOPBACK))]);
+        assert_eq!(c.allow_anonymous, Some(false));
+    }
+
+    #[test]
+    fn finish_twice_changes_nothing() {
+        let mut c = Config {
+            cli_ports: vec![1884],
+            ..Config::default()
+        };
+        c.finish();
+        let once = c.clone();
+        c.finish();
+        assert_eq!(c, once);
+    }
+
+    #[test]
+    fn load_reports_a_missing_file() {
+        let e = load(Path::new("/x/y.conf")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Error: Unable to open config file /x/y.conf."
+        );
+    }
+
+    #[test]
+    fn load_records_the_source_and_names_it_in_errors() {
+        let dir = TempDir::new("load");
+        let path = dir.write("m.conf", "listener 1883\nmax_keepalive 10\n");
+        let c = load(&path).unwrap();
+        assert_eq!(c.source.as_deref(), Some(path.as_path()));
+        assert_eq!(c.max_keepalive, 10);
+        let path = dir.write("bad.conf", "\n\nmax_keepalive x\n");
+        assert_eq!(
+            load(&path).unwrap_err().to_string(),
+            format!(
+                "Error: Invalid max_keepalive value (x) in {}:3.",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn include_dir_reads_conf_files_in_byte_order() {
+        let dir = TempDir::new("include");
+        dir.write("b.conf", "listener 3\n");
+        dir.write("a.conf", "listener 2\n");
+        dir.write("A.conf", "listener 1\nmax_connections 9\n");
+        dir.write("c.txt", "this is not config\n");
+        dir.write(".conf", "listener 99\n");
+        fs::create_dir(dir.0.join("d.conf")).unwrap();
+        let c = ok(&format!(
+            "listener 0\ninclude_dir {}\nmax_keepalive 5",
+            dir.0.display()
+        ));
+        let ports: Vec<_> = c.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, vec![0, 1, 2, 3]);
+        assert_eq!(c.listeners[1].max_connections, 9);
+        assert_eq!(c.max_keepalive, 5);
+    }
+
+    #[test]
+    fn include_dir_errors_name_the_included_file() {
+        let dir = TempDir::new("include-error");
+        let path = dir.write("x.conf", "max_keepalive\n");
+        let e = err(&format!("include_dir {}", dir.0.display()));
+        assert_eq!(
+            e,
+            format!("Error: Empty max_keepalive value in {}:1.", path.display())
+        );
+    }
+
+    #[test]
+    fn include_dir_missing_is_an_error() {
+        assert_eq!(
+            err("\ninclude_dir /nonexistent/midge.d"),
+            "Error: Unable to open include_dir /nonexistent/midge.d in /etc/midge.conf:2."
+        );
+    }
+
+    #[test]
+    fn include_dir_inside_an_included_file_is_ignored_with_a_warning() {
+        let dir = TempDir::new("nested");
+        let inner = TempDir::new("nested-inner");
+        inner.write("x.conf", "listener 7\n");
+        dir.write("x.conf", &format!("include_dir {}\n", inner.0.display()));
+        let c = ok(&format!("include_dir {}", dir.0.display()));
+        assert!(c.listeners.is_empty());
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("only allowed in the main config file"));
+    }
+
+    #[test]
+    fn debian_stock_config_loads_with_persistence_warnings() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian-mosquitto.conf");
+        let text = fs::read_to_string(fixture).unwrap();
+        let root = TempDir::new("debian");
+        let conf_d = root.0.join("conf.d");
+        fs::create_dir(&conf_d).unwrap();
+        fs::write(
+            conf_d.join("README"),
+            "Any files placed in this directory that have a .conf ending will be loaded as\n\
+             config files by the broker. Use this to make your local config.\n",
+        )
+        .unwrap();
+        assert!(text.contains("include_dir /etc/mosquitto/conf.d"));
+        let text = text.replace("/etc/mosquitto/conf.d", &conf_d.display().to_string());
+        let path = root.write("mosquitto.conf", &text);
+
+        let mut c = load(&path).unwrap();
+        assert_eq!(
+            c.pid_file,
+            Some(PathBuf::from("/run/mosquitto/mosquitto.pid"))
+        );
+        assert_eq!(
+            c.log.dests,
+            vec![LogDest::File(PathBuf::from(
+                "/var/log/mosquitto/mosquitto.log"
+            ))]
+        );
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("persistence option"));
+        assert!(c.warnings[1].contains("persistence_location option"));
+        c.finish();
+        assert_eq!(c.allow_anonymous, Some(true));
+        assert_eq!(c.listeners[0].bind_address.as_deref(), Some(LOOPBACK));
+    }
+
+    #[test]
+    fn shipped_midge_conf_loads_without_warnings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("midge.conf");
+        let mut c = load(&path).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        c.finish();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].port, 1883);
+        assert_eq!(c.listeners[0].bind_address, None);
+    }
 }
