@@ -5,7 +5,9 @@
 //! logic (sessions, routing, retained messages) with no sockets and no clock of its own, and
 //! [`server`] is the thin `mio` loop that moves bytes between sockets and the broker.
 
+pub mod broker;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod logging;
 pub mod server;

@@ -1,0 +1,103 @@
+//! One network connection, as the protocol sees it.
+//!
+//! A connection starts waiting for CONNECT, becomes `Active` once CONNACK accepted it (bound to
+//! a session), and ends `Closing` when either side ends it. It keeps the bytes of a packet
+//! that has only partly arrived, the bytes waiting to be written, and the keepalive clock:
+//! a client silent for one and a half times its keepalive is disconnected (v311:[MQTT-3.1.2-24]).
+
+use super::session::SessionId;
+use crate::codec::{LastWill, ProtocolVersion};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Accepted by TCP; the first packet must be CONNECT.
+    AwaitConnect,
+    /// CONNACK accepted; bound to a session.
+    Active(SessionId),
+    /// Being closed: no more input is processed.
+    Closing,
+}
+
+/// Protocol state of one connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Distinguishes this connection from earlier ones that used the same slot.
+    pub serial: u64,
+    pub state: ConnState,
+    pub version: ProtocolVersion,
+    /// Peer address as `ip:port`, for logs.
+    pub peer: Box<str>,
+    /// Port of the listener it arrived on.
+    pub local_port: u16,
+    /// Client id for logs (`<unknown>` until CONNECT).
+    pub client_id: Rc<str>,
+    /// Bytes of a packet that has not completely arrived.
+    pub inbuf: Vec<u8>,
+    /// Bytes waiting to be written to the socket.
+    pub out: Vec<u8>,
+    /// Listed in the broker's dirty list.
+    pub dirty: bool,
+    /// Queued messages are waiting for `out` to drain.
+    pub throttled: bool,
+    /// Keepalive in seconds; 0 = none.
+    pub keep_alive: u16,
+    pub last_rx: Instant,
+    pub will: Option<Box<LastWill>>,
+    /// MQTT 5: how many QoS 1/2 messages the client accepts in flight (Receive Maximum).
+    pub receive_maximum: u16,
+    /// MQTT 5: largest packet the client accepts (0 = no limit).
+    pub max_packet_size: u32,
+}
+
+impl Conn {
+    /// A connection that has just been accepted.
+    pub fn new(serial: u64, peer: Box<str>, local_port: u16, now: Instant) -> Conn {
+        Conn {
+            serial,
+            state: ConnState::AwaitConnect,
+            version: ProtocolVersion::V311,
+            peer,
+            local_port,
+            client_id: Rc::from("<unknown>"),
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            dirty: false,
+            throttled: false,
+            keep_alive: 0,
+            last_rx: now,
+            will: None,
+            receive_maximum: u16::MAX,
+            max_packet_size: 0,
+        }
+    }
+
+    /// When the connection times out for silence, if it has a keepalive.
+    pub fn keepalive_deadline(&self) -> Option<Instant> {
+        if self.keep_alive == 0 {
+            return None;
+        }
+        // 1.5 × keepalive, in milliseconds to keep the half second of odd keepalives.
+        let ms = u64::from(self.keep_alive) * 1500;
+        Some(self.last_rx + Duration::from_millis(ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_deadline_is_one_and_a_half_times_mqtt_3_1_2_24() {
+        let now = Instant::now();
+        let mut c = Conn::new(1, "127.0.0.1:1".into(), 1883, now);
+        assert_eq!(c.keepalive_deadline(), None);
+        c.keep_alive = 15;
+        assert_eq!(
+            c.keepalive_deadline(),
+            Some(now + Duration::from_millis(22_500))
+        );
+    }
+}

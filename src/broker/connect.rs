@@ -1,0 +1,307 @@
+//! CONNECT and CONNACK: who the client is, whether it may connect, and which session it gets.
+
+use super::conn::ConnState;
+use super::session::{Expiry, OutState, Session};
+use super::{Broker, CloseReason, ConnId, SessionId, Timer};
+use crate::codec::{
+    self, connack_v3, reason, Connack, Connect, Packet, Properties, ProtocolVersion,
+};
+use std::cmp::Reverse;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Why a CONNECT is refused, in terms that map to both 3.x and 5.0 codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    IdentifierRejected,
+    NotAuthorized,
+    BadAuthMethod,
+}
+
+impl Refusal {
+    fn code(self, version: ProtocolVersion) -> u8 {
+        match (self, version.is_v5()) {
+            (Refusal::IdentifierRejected, false) => connack_v3::IDENTIFIER_REJECTED,
+            (Refusal::IdentifierRejected, true) => reason::CLIENT_IDENTIFIER_NOT_VALID,
+            (Refusal::NotAuthorized, false) => connack_v3::NOT_AUTHORIZED,
+            (Refusal::NotAuthorized, true) => reason::NOT_AUTHORIZED,
+            (Refusal::BadAuthMethod, false) => connack_v3::NOT_AUTHORIZED,
+            (Refusal::BadAuthMethod, true) => reason::BAD_AUTHENTICATION_METHOD,
+        }
+    }
+}
+
+impl Broker {
+    /// CONNECT with a protocol level midge does not speak: CONNACK 0x01 (3.x numbering, since
+    /// that is what such a client can be expected to read, v311:[MQTT-3.1.2-2]), then close.
+    pub(super) fn refuse_unsupported_protocol(&mut self, id: ConnId, level: u8, now: Instant) {
+        let peer = self.conn(id).map(|c| c.peer.clone()).unwrap_or_default();
+        log::info!(target: "notice", "Client {peer} rejected: unsupported protocol version {level}.");
+        self.send(
+            id,
+            &Packet::Connack(Connack {
+                session_present: false,
+                code: connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
+                properties: Properties::default(),
+            }),
+        );
+        self.close(id, CloseReason::Refused, now);
+    }
+
+    fn refuse(&mut self, id: ConnId, c: &Connect, why: Refusal, now: Instant) {
+        let code = why.code(c.version);
+        let peer = self.conn(id).map(|c| c.peer.clone()).unwrap_or_default();
+        let what = match why {
+            Refusal::IdentifierRejected => "identifier rejected",
+            Refusal::NotAuthorized => "not authorised",
+            Refusal::BadAuthMethod => "unsupported authentication method",
+        };
+        log::info!(
+            target: "notice",
+            "Client {} from {} refused: {} (CONNACK {}).",
+            if c.client_id.is_empty() { "<unknown>" } else { &c.client_id },
+            peer,
+            what,
+            code
+        );
+        log::debug!("Sending CONNACK to {} (0, {})", c.client_id, code);
+        self.send(
+            id,
+            &Packet::Connack(Connack {
+                session_present: false,
+                code,
+                properties: Properties::default(),
+            }),
+        );
+        self.close(id, CloseReason::Refused, now);
+    }
+
+    fn auto_client_id(&mut self) -> String {
+        let a = self.random();
+        let b = self.random();
+        let hex = format!("{a:016X}{b:016X}");
+        format!(
+            "{}{}-{}-{}-{}-{}",
+            self.settings.auto_id_prefix,
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    }
+
+    pub(super) fn handle_connect(&mut self, id: ConnId, mut c: Connect, now: Instant) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.version = c.version;
+        }
+        log::debug!("Received CONNECT from {}", c.client_id);
+
+        // Client identifier rules.
+        let mut assigned = false;
+        match c.version {
+            // MQTT 3.1 allows 1 to 23 characters.
+            ProtocolVersion::V31 if c.client_id.is_empty() || c.client_id.chars().count() > 23 => {
+                return self.refuse(id, &c, Refusal::IdentifierRejected, now);
+            }
+            ProtocolVersion::V311 | ProtocolVersion::V5 if c.client_id.is_empty() => {
+                // v311:[MQTT-3.1.3-7], [MQTT-3.1.3-8]: a zero-length id needs Clean Session 1.
+                if !self.settings.allow_zero_length_clientid
+                    || (c.version == ProtocolVersion::V311 && !c.clean_start)
+                {
+                    return self.refuse(id, &c, Refusal::IdentifierRejected, now);
+                }
+                c.client_id = self.auto_client_id();
+                assigned = true;
+            }
+            _ => {}
+        }
+
+        // Keepalive limits, as Mosquitto 2.0: 3.x clients asking more than max_keepalive (or 0,
+        // which means "never") are refused; 5.0 clients are told the server's value.
+        let max_ka = self.settings.max_keepalive;
+        let mut server_keep_alive = None;
+        if max_ka != 0 && (c.keep_alive > max_ka || c.keep_alive == 0) {
+            if c.version.is_v5() {
+                c.keep_alive = max_ka;
+                server_keep_alive = Some(max_ka);
+            } else {
+                return self.refuse(id, &c, Refusal::IdentifierRejected, now);
+            }
+        }
+
+        if c.properties.authentication_method.is_some() {
+            // v5 §4.12: midge offers no enhanced authentication method.
+            return self.refuse(id, &c, Refusal::BadAuthMethod, now);
+        }
+        if c.username.is_none() && !self.settings.allow_anonymous {
+            return self.refuse(id, &c, Refusal::NotAuthorized, now);
+        }
+        if let Some(w) = &c.will {
+            if w.retain && !self.settings.retain_available {
+                return self.refuse(id, &c, Refusal::NotAuthorized, now);
+            }
+        }
+
+        let client_id: Rc<str> = Rc::from(c.client_id.as_str());
+
+        // Take over: a client id already connected loses its old connection
+        // (v311:[MQTT-3.1.4-2], v5:[MQTT-3.1.4-3]).
+        if let Some(old_conn) = self
+            .clients
+            .get(&client_id)
+            .and_then(|sid| self.session(*sid))
+            .and_then(|s| s.conn)
+        {
+            self.send_disconnect(old_conn, reason::SESSION_TAKEN_OVER);
+            self.close(old_conn, CloseReason::TakenOver, now);
+        }
+
+        let expiry = if c.version.is_v5() {
+            match c.properties.session_expiry_interval.unwrap_or(0) {
+                0 => Expiry::OnDisconnect,
+                u32::MAX => Expiry::Never,
+                n => Expiry::After(n),
+            }
+        } else if c.clean_start {
+            Expiry::OnDisconnect
+        } else {
+            Expiry::Never
+        };
+
+        // Clean start discards any previous session (v311:[MQTT-3.1.2-6]).
+        let existing = self.clients.get(&client_id).copied();
+        if let (Some(sid), true) = (existing, c.clean_start) {
+            self.remove_session(sid);
+        }
+        let (sid, session_present) = match self.clients.get(&client_id).copied() {
+            Some(sid) => (sid, true),
+            None => {
+                self.next_gen = self.next_gen.wrapping_add(1);
+                let gen = self.next_gen;
+                let idx =
+                    self.sessions
+                        .insert(Session::new(gen, client_id.clone(), c.version, expiry));
+                let sid = SessionId {
+                    idx: idx as u32,
+                    gen,
+                };
+                self.clients.insert(client_id.clone(), sid);
+                (sid, false)
+            }
+        };
+        if let Some(s) = self.session_mut(sid) {
+            s.conn = Some(id);
+            s.version = c.version;
+            s.expiry = expiry;
+            s.expires_at = None;
+        }
+
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        conn.state = ConnState::Active(sid);
+        conn.client_id = client_id.clone();
+        conn.keep_alive = c.keep_alive;
+        conn.will = c.will.take().map(Box::new);
+        if let Some(rm) = c.properties.receive_maximum {
+            conn.receive_maximum = rm;
+        }
+        if let Some(mps) = c.properties.maximum_packet_size {
+            conn.max_packet_size = mps;
+        }
+        let serial = conn.serial;
+        let peer = conn.peer.clone();
+        if let Some(deadline) = conn.keepalive_deadline() {
+            self.timers
+                .push(Reverse((deadline, Timer::Conn(id, serial))));
+        }
+        self.stats.clients_connected += 1;
+        self.stats.clients_maximum = self.stats.clients_maximum.max(self.stats.clients_connected);
+
+        if self.settings.connection_messages {
+            let p = match c.version {
+                ProtocolVersion::V31 => 1,
+                ProtocolVersion::V311 => 2,
+                ProtocolVersion::V5 => 5,
+            };
+            match &c.username {
+                Some(u) => log::info!(
+                    target: "notice",
+                    "New client connected from {} as {} (p{}, c{}, k{}, u'{}').",
+                    peer, client_id, p, u8::from(c.clean_start), c.keep_alive, u
+                ),
+                None => log::info!(
+                    target: "notice",
+                    "New client connected from {} as {} (p{}, c{}, k{}).",
+                    peer, client_id, p, u8::from(c.clean_start), c.keep_alive
+                ),
+            }
+        }
+
+        let mut properties = Properties::default();
+        if c.version.is_v5() {
+            if assigned {
+                properties.assigned_client_identifier = Some(client_id.to_string());
+            }
+            properties.server_keep_alive = server_keep_alive;
+            if self.settings.max_packet_size != 0 {
+                properties.maximum_packet_size = Some(self.settings.max_packet_size as u32);
+            }
+            if !self.settings.retain_available {
+                properties.retain_available = Some(0);
+            }
+        }
+        log::debug!(
+            "Sending CONNACK to {} ({}, 0)",
+            client_id,
+            u8::from(session_present)
+        );
+        self.send(
+            id,
+            &Packet::Connack(Connack {
+                session_present,
+                code: 0,
+                properties,
+            }),
+        );
+        if session_present {
+            self.resend_inflight(id, sid);
+        }
+        self.pump(sid);
+    }
+
+    /// Resends every unacknowledged PUBLISH (with DUP) and PUBREL of a resumed session, in
+    /// their original order and with their original ids (v311:[MQTT-4.4.0-1]).
+    fn resend_inflight(&mut self, id: ConnId, sid: SessionId) {
+        let Some(s) = self.session(sid) else {
+            return;
+        };
+        let mut packets = Vec::new();
+        for m in &s.inflight {
+            match m.state {
+                OutState::AwaitPubcomp => {
+                    Packet::Pubrel(codec::Ack::new(m.packet_id)).encode(s.version, &mut packets)
+                }
+                OutState::AwaitPuback | OutState::AwaitPubrec => super::publish::write_delivery(
+                    &mut packets,
+                    &s.client_id,
+                    &m.delivery,
+                    m.packet_id,
+                    true,
+                    s.version,
+                    self.now,
+                ),
+            }
+        }
+        let count = s.inflight.len() as u64;
+        if let Some(conn) = self.conn_mut(id) {
+            conn.out.extend_from_slice(&packets);
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+        self.stats.messages_sent += count;
+    }
+}

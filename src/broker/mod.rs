@@ -1,0 +1,824 @@
+//! The broker logic: sessions, routing and retained messages, with no sockets and no clock.
+//!
+//! The server loop tells the broker what happened (a connection opened, bytes arrived, a socket
+//! closed, time passed) and the broker answers by appending bytes to each connection's output
+//! buffer and by queueing [`Action`]s (close this connection). It never blocks, never reads the
+//! clock (every call takes `now`), and owns no socket, so tests drive it directly with a
+//! simulated clock.
+//!
+//! Files: [`conn`] is one network connection (framing, keepalive), [`session`] what is kept
+//! about a client, [`router`] the subscription table; `connect.rs`, `publish.rs` and
+//! `subscribe.rs` handle those packets.
+
+pub mod conn;
+mod connect;
+mod publish;
+pub mod router;
+pub mod session;
+mod subscribe;
+
+use crate::codec::{self, reason, DecodeError, Packet};
+use crate::config::Config;
+use conn::{Conn, ConnState};
+use router::{Router, Subscriber, TopicMap};
+pub use session::SessionId;
+use session::{Expiry, Message, Session};
+use slab::Slab;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Index of a network connection (the server loop's slab key).
+pub type ConnId = usize;
+
+/// Largest packet MQTT can express: 268 435 455 bytes of body plus a 5 byte fixed header.
+const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
+/// Mosquitto's sanity limit for CONNECT, checked before a client is known.
+const MAX_CONNECT_PACKET: usize = 100_000;
+/// A connection must send CONNECT within this time (protection against idle sockets).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Output bytes held for one connection before QoS 0 messages to it are dropped and queued
+/// ones wait (a slow or stopped reader cannot make the broker grow without bound).
+pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
+
+/// The broker's settings, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub allow_anonymous: bool,
+    pub max_packet_size: usize,
+    pub message_size_limit: usize,
+    pub max_keepalive: u16,
+    pub max_inflight_messages: usize,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub queue_qos0_messages: bool,
+    pub retain_available: bool,
+    pub allow_zero_length_clientid: bool,
+    pub auto_id_prefix: String,
+    pub persistent_client_expiration: Option<Duration>,
+    pub upgrade_outgoing_qos: bool,
+    pub connection_messages: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            allow_anonymous: true,
+            max_packet_size: 0,
+            message_size_limit: 0,
+            max_keepalive: 65535,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            retain_available: true,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".into(),
+            persistent_client_expiration: None,
+            upgrade_outgoing_qos: false,
+            connection_messages: true,
+        }
+    }
+}
+
+impl Settings {
+    /// The broker-wide settings of a configuration.
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            allow_anonymous: c.allow_anonymous.unwrap_or(false),
+            max_packet_size: c.max_packet_size as usize,
+            message_size_limit: c.message_size_limit as usize,
+            max_keepalive: c.max_keepalive,
+            max_inflight_messages: usize::from(c.max_inflight_messages),
+            max_queued_messages: c.max_queued_messages,
+            max_queued_bytes: c.max_queued_bytes,
+            queue_qos0_messages: c.queue_qos0_messages,
+            retain_available: c.retain_available,
+            allow_zero_length_clientid: c.allow_zero_length_clientid,
+            auto_id_prefix: c.auto_id_prefix.clone(),
+            persistent_client_expiration: c.persistent_client_expiration,
+            upgrade_outgoing_qos: c.upgrade_outgoing_qos,
+            connection_messages: c.connection_messages,
+        }
+    }
+
+    fn packet_limit(&self) -> usize {
+        if self.max_packet_size == 0 {
+            PROTOCOL_MAX_PACKET
+        } else {
+            self.max_packet_size
+        }
+    }
+
+    /// The in-flight window: 0 means "no limit", but ids are 16 bits.
+    fn inflight_limit(&self) -> usize {
+        match self.max_inflight_messages {
+            0 => 65_000,
+            n => n.min(65_000),
+        }
+    }
+}
+
+/// Something the server loop must do for the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Write what is left in the connection's output buffer, then close its socket and call
+    /// [`Broker::release`].
+    Close(ConnId),
+}
+
+/// Why a connection ends; decides the log line and whether the will is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT (`with_will`: v5 reason 0x04).
+    Disconnected { with_will: bool },
+    /// The socket reached end of file without DISCONNECT.
+    ClosedByClient,
+    /// A read or write on the socket failed.
+    SocketError(String),
+    /// No packet within 1.5 × keepalive.
+    KeepaliveTimeout,
+    /// No CONNECT within the connect timeout.
+    ConnectTimeout,
+    /// A packet that could not be decoded, or broke the protocol.
+    Protocol(DecodeError),
+    /// CONNECT was refused with a CONNACK error.
+    Refused,
+    /// Another connection took over this client id.
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    fn publishes_will(&self) -> bool {
+        match self {
+            CloseReason::Disconnected { with_will } => *with_will,
+            CloseReason::Refused | CloseReason::Shutdown => false,
+            _ => true,
+        }
+    }
+}
+
+/// Counters behind `$SYS/broker/...`.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub publish_received: u64,
+    pub publish_sent: u64,
+    pub publish_dropped: u64,
+    pub clients_connected: usize,
+    pub clients_maximum: usize,
+    pub clients_expired: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Keepalive or connect timeout of a connection (checked against its serial).
+    Conn(ConnId, u64),
+    /// Expiry of an offline session.
+    SessionExpiry(SessionId),
+}
+
+/// The broker: every session, subscription and retained message, and the protocol state of
+/// every connection.
+pub struct Broker {
+    settings: Settings,
+    conns: Vec<Option<Conn>>,
+    sessions: Slab<Session>,
+    next_gen: u32,
+    clients: HashMap<Rc<str>, SessionId>,
+    router: Router,
+    retained: TopicMap<Rc<Message>>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    actions: Vec<Action>,
+    dirty: Vec<ConnId>,
+    /// Reused for every publish: the subscriptions that match it.
+    matches: Vec<Subscriber>,
+    next_serial: u64,
+    rng: u64,
+    /// The time of the event being handled.
+    now: Instant,
+    /// Counters for `$SYS`.
+    pub stats: Stats,
+}
+
+impl Broker {
+    /// A broker with no clients.
+    pub fn new(settings: Settings) -> Broker {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()) << 32;
+        Broker {
+            settings,
+            conns: Vec::new(),
+            sessions: Slab::new(),
+            next_gen: 0,
+            clients: HashMap::new(),
+            router: Router::default(),
+            retained: TopicMap::default(),
+            timers: BinaryHeap::new(),
+            actions: Vec::new(),
+            dirty: Vec::new(),
+            matches: Vec::new(),
+            next_serial: 0,
+            rng: seed | 1,
+            now: Instant::now(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Replaces the settings (SIGHUP); existing sessions keep what they negotiated.
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    /// A new network connection from `peer` arrived on a listener bound to `local_port`.
+    pub fn connection_opened(
+        &mut self,
+        id: ConnId,
+        peer: SocketAddr,
+        local_port: u16,
+        now: Instant,
+    ) {
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        if self.conns.len() <= id {
+            self.conns.resize_with(id + 1, || None);
+        }
+        let peer_text: Box<str> = match peer {
+            SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()).into(),
+            SocketAddr::V6(a) => format!("{}:{}", a.ip(), a.port()).into(),
+        };
+        if self.settings.connection_messages {
+            log::info!(target: "notice", "New connection from {} on port {}.", peer_text, local_port);
+        }
+        self.conns[id] = Some(Conn::new(serial, peer_text, local_port, now));
+        self.timers
+            .push(Reverse((now + CONNECT_TIMEOUT, Timer::Conn(id, serial))));
+    }
+
+    /// The socket of connection `id` reached end of file or failed. The broker forgets the
+    /// connection at once (no [`Action::Close`] follows).
+    pub fn connection_lost(&mut self, id: ConnId, error: Option<String>, now: Instant) {
+        let reason = match error {
+            Some(e) => CloseReason::SocketError(e),
+            None => CloseReason::ClosedByClient,
+        };
+        self.close(id, reason, now);
+        self.release(id);
+    }
+
+    /// The server loop has closed the socket of a connection the broker asked to close.
+    pub fn release(&mut self, id: ConnId) {
+        if let Some(slot) = self.conns.get_mut(id) {
+            *slot = None;
+        }
+        self.actions.retain(|a| *a != Action::Close(id));
+    }
+
+    /// Output waiting to be written to connection `id`.
+    pub fn output(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
+        self.conns.get_mut(id)?.as_mut().map(|c| &mut c.out)
+    }
+
+    /// Tells the broker the server wrote `n` bytes of connection `id`'s output (for `$SYS`),
+    /// and lets queued messages flow again once a slow reader has caught up.
+    pub fn output_written(&mut self, id: ConnId, n: usize) {
+        self.stats.bytes_sent += n as u64;
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.throttled && conn.out.len() < OUTPUT_HIGH_WATER / 2 {
+            conn.throttled = false;
+            if let ConnState::Active(sid) = conn.state {
+                self.pump(sid);
+            }
+        }
+    }
+
+    /// Connections that have new output since the last call (each listed once).
+    pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.dirty);
+        for &id in into.iter() {
+            if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
+                c.dirty = false;
+            }
+        }
+    }
+
+    /// Actions for the server loop, oldest first.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Number of sessions (connected and not).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.router.len()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// When [`Broker::tick`] next has work to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Runs every timer due at `now`: keepalive and connect timeouts, session expiry.
+    pub fn tick(&mut self, now: Instant) {
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Conn(id, serial) => self.check_conn_timer(id, serial, now),
+                Timer::SessionExpiry(sid) => self.check_session_expiry(sid, now),
+            }
+        }
+    }
+
+    /// Closes every connection (v5 clients get DISCONNECT 0x8B, server shutting down).
+    pub fn shutdown(&mut self, now: Instant) {
+        for id in 0..self.conns.len() {
+            let v5_active = match self.conn(id) {
+                Some(c) => c.version.is_v5() && matches!(c.state, ConnState::Active(_)),
+                None => continue,
+            };
+            if v5_active {
+                self.send_disconnect(id, reason::SERVER_SHUTTING_DOWN);
+            }
+            self.close(id, CloseReason::Shutdown, now);
+        }
+    }
+
+    fn check_conn_timer(&mut self, id: ConnId, serial: u64, now: Instant) {
+        let Some(conn) = self.conn(id) else {
+            return;
+        };
+        if conn.serial != serial {
+            return;
+        }
+        let deadline = match conn.state {
+            ConnState::AwaitConnect => {
+                self.close(id, CloseReason::ConnectTimeout, now);
+                return;
+            }
+            ConnState::Closing => return,
+            ConnState::Active(_) => match conn.keepalive_deadline() {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        if now >= deadline {
+            self.close(id, CloseReason::KeepaliveTimeout, now);
+        } else {
+            self.timers
+                .push(Reverse((deadline, Timer::Conn(id, serial))));
+        }
+    }
+
+    fn check_session_expiry(&mut self, sid: SessionId, now: Instant) {
+        let Some(s) = self.session(sid) else {
+            return;
+        };
+        if s.conn.is_some() {
+            return;
+        }
+        match s.expires_at {
+            Some(at) if at <= now => {
+                log::info!(target: "notice", "Expiring client {} (session expired).", s.client_id);
+                self.stats.clients_expired += 1;
+                self.remove_session(sid);
+            }
+            Some(at) => self.timers.push(Reverse((at, Timer::SessionExpiry(sid)))),
+            None => {}
+        }
+    }
+
+    fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns.get(id)?.as_ref()
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id)?.as_mut()
+    }
+
+    fn session(&self, sid: SessionId) -> Option<&Session> {
+        self.sessions
+            .get(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+    }
+
+    fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+    }
+
+    /// Appends an encoded packet to a connection's output.
+    fn send(&mut self, id: ConnId, packet: &Packet<'_>) {
+        let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        packet.encode(conn.version, &mut conn.out);
+        self.stats.messages_sent += 1;
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Sends an MQTT 5 DISCONNECT with `code` (nothing for 3.x, which has no server DISCONNECT).
+    fn send_disconnect(&mut self, id: ConnId, code: u8) {
+        let is_v5 = self.conn(id).is_some_and(|c| c.version.is_v5());
+        if is_v5 {
+            log::debug!("Sending DISCONNECT to {} (rc{})", self.conn_name(id), code);
+            self.send(
+                id,
+                &Packet::Disconnect(codec::Disconnect {
+                    reason: code,
+                    properties: codec::Properties::default(),
+                }),
+            );
+        }
+    }
+
+    fn conn_name(&self, id: ConnId) -> Rc<str> {
+        self.conn(id)
+            .map(|c| c.client_id.clone())
+            .unwrap_or_else(|| Rc::from("<unknown>"))
+    }
+
+    /// Ends connection `id`: logs why, detaches its session (ending it if it is not
+    /// persistent), publishes the will when the reason calls for it, and asks the server loop
+    /// to close the socket.
+    fn close(&mut self, id: ConnId, reason: CloseReason, now: Instant) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let state = std::mem::replace(&mut conn.state, ConnState::Closing);
+        if state == ConnState::Closing {
+            return;
+        }
+        let will = if reason.publishes_will() {
+            conn.will.take()
+        } else {
+            None
+        };
+        conn.will = None;
+        let name = conn.client_id.clone();
+        let peer = conn.peer.clone();
+        self.log_close(&name, &peer, &reason);
+        if let ConnState::Active(sid) = state {
+            self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
+            self.detach_session(sid, now);
+        }
+        if let Some(will) = will {
+            self.publish_will(*will, now);
+        }
+        self.actions.push(Action::Close(id));
+    }
+
+    fn log_close(&self, name: &str, peer: &str, reason: &CloseReason) {
+        if !self.settings.connection_messages {
+            return;
+        }
+        match reason {
+            CloseReason::Disconnected { .. } => {
+                log::info!(target: "notice", "Client {name} disconnected.")
+            }
+            CloseReason::ClosedByClient => {
+                log::info!(target: "notice", "Client {name} closed its connection.")
+            }
+            CloseReason::SocketError(e) => {
+                log::info!(target: "notice", "Socket error on client {name}, disconnecting ({e}).")
+            }
+            CloseReason::KeepaliveTimeout => {
+                log::info!(target: "notice", "Client {name} has exceeded timeout, disconnecting.")
+            }
+            CloseReason::ConnectTimeout => log::info!(
+                target: "notice",
+                "Client {peer} sent no CONNECT within {} seconds, disconnecting.",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            CloseReason::Protocol(e @ DecodeError::PacketTooLarge(_)) => {
+                log::info!(target: "notice", "Client {name} disconnected due to oversize packet ({e}).")
+            }
+            CloseReason::Protocol(e) if e.reason_code() == reason::MALFORMED_PACKET => {
+                log::info!(target: "notice", "Client {name} disconnected due to malformed packet ({e}).")
+            }
+            CloseReason::Protocol(e) => {
+                log::info!(target: "notice", "Client {name} disconnected due to protocol error ({e}).")
+            }
+            CloseReason::Refused => {}
+            CloseReason::TakenOver => {
+                log::info!(target: "notice", "Client {name} already connected, closing old connection.")
+            }
+            CloseReason::Shutdown => {}
+        }
+    }
+
+    /// The connection of session `sid` has gone: keep the session for its client's return, or
+    /// end it.
+    fn detach_session(&mut self, sid: SessionId, now: Instant) {
+        let expiration = self.settings.persistent_client_expiration;
+        let qos0_kept = self.settings.queue_qos0_messages;
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        s.conn = None;
+        let expires_at = match s.expiry {
+            Expiry::OnDisconnect => {
+                self.remove_session(sid);
+                return;
+            }
+            Expiry::After(secs) => {
+                let at = now + Duration::from_secs(u64::from(secs));
+                Some(expiration.map_or(at, |e| at.min(now + e)))
+            }
+            Expiry::Never => expiration.map(|e| now + e),
+        };
+        // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
+        if !qos0_kept {
+            let mut kept = std::collections::VecDeque::with_capacity(s.queue.len());
+            while let Some(d) = s.dequeue() {
+                if d.qos != codec::QoS::AtMostOnce {
+                    kept.push_back(d);
+                }
+            }
+            for d in kept {
+                s.enqueue(d);
+            }
+        }
+        s.expires_at = expires_at;
+        if let Some(at) = expires_at {
+            self.timers.push(Reverse((at, Timer::SessionExpiry(sid))));
+        }
+    }
+
+    /// Forgets a session and its subscriptions.
+    fn remove_session(&mut self, sid: SessionId) {
+        if self.session(sid).is_none() {
+            return;
+        }
+        let s = self.sessions.remove(sid.idx as usize);
+        for (filter, _, _) in &s.subscriptions {
+            self.router.unsubscribe(filter, sid);
+        }
+        if self.clients.get(&s.client_id) == Some(&sid) {
+            self.clients.remove(&s.client_id);
+        }
+    }
+
+    /// Feeds bytes read from connection `id`'s socket. Complete packets are handled at once;
+    /// a partial packet waits in the connection's buffer for the rest.
+    pub fn bytes_received(&mut self, id: ConnId, mut data: &[u8], now: Instant) {
+        self.stats.bytes_received += data.len() as u64;
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.state == ConnState::Closing {
+            return;
+        }
+        conn.last_rx = now;
+        let mut pending = std::mem::take(&mut conn.inbuf);
+        if !pending.is_empty() {
+            // Finish the packet that was waiting for more bytes.
+            loop {
+                match self.frame(id, &pending, now) {
+                    Framed::Need if data.is_empty() => return self.keep_pending(id, pending),
+                    Framed::Need => {
+                        pending.push(data[0]);
+                        data = &data[1..];
+                    }
+                    Framed::Bad => return,
+                    Framed::Packet(h) => {
+                        let take = (h.total() - pending.len()).min(data.len());
+                        pending.extend_from_slice(&data[..take]);
+                        data = &data[take..];
+                        if pending.len() < h.total() {
+                            return self.keep_pending(id, pending);
+                        }
+                        if !self.dispatch(id, h.first, &pending[h.header_len..], now) {
+                            return;
+                        }
+                        pending.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        loop {
+            match self.frame(id, data, now) {
+                Framed::Packet(h) if h.total() <= data.len() => {
+                    let (packet, rest) = data.split_at(h.total());
+                    if !self.dispatch(id, h.first, &packet[h.header_len..], now) {
+                        return;
+                    }
+                    data = rest;
+                }
+                Framed::Packet(_) | Framed::Need => break,
+                Framed::Bad => return,
+            }
+        }
+        if pending.capacity() > 64 * 1024 {
+            pending = Vec::new();
+        }
+        pending.extend_from_slice(data);
+        self.keep_pending(id, pending);
+    }
+
+    fn keep_pending(&mut self, id: ConnId, pending: Vec<u8>) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.inbuf = pending;
+        }
+    }
+
+    /// Looks at the fixed header at the start of `buf`, enforcing size limits before any body
+    /// is buffered; closes the connection on a bad header.
+    fn frame(&mut self, id: ConnId, buf: &[u8], now: Instant) -> Framed {
+        let h = match codec::parse_fixed_header(buf) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Framed::Need,
+            Err(e) => {
+                self.protocol_failure(id, e, now);
+                return Framed::Bad;
+            }
+        };
+        let awaiting_connect = self
+            .conn(id)
+            .is_some_and(|c| c.state == ConnState::AwaitConnect);
+        if awaiting_connect {
+            if h.first >> 4 != codec::kind::CONNECT {
+                // v311:[MQTT-3.1.0-1]: the first packet must be CONNECT.
+                self.protocol_failure(
+                    id,
+                    DecodeError::Protocol("first packet is not CONNECT"),
+                    now,
+                );
+                return Framed::Bad;
+            }
+            if h.total() > MAX_CONNECT_PACKET {
+                self.protocol_failure(id, DecodeError::PacketTooLarge(h.total()), now);
+                return Framed::Bad;
+            }
+        }
+        if h.total() > self.settings.packet_limit() {
+            self.protocol_failure(id, DecodeError::PacketTooLarge(h.total()), now);
+            return Framed::Bad;
+        }
+        Framed::Packet(h)
+    }
+
+    /// Closes a connection that broke the protocol, telling a v5 client why.
+    fn protocol_failure(&mut self, id: ConnId, e: DecodeError, now: Instant) {
+        let connected = self
+            .conn(id)
+            .is_some_and(|c| matches!(c.state, ConnState::Active(_)));
+        if connected {
+            self.send_disconnect(id, e.reason_code());
+        }
+        self.close(id, CloseReason::Protocol(e), now);
+    }
+
+    /// Decodes and handles one packet. Returns false once the connection is closing.
+    fn dispatch(&mut self, id: ConnId, first: u8, body: &[u8], now: Instant) -> bool {
+        let Some(conn) = self.conn(id) else {
+            return false;
+        };
+        let version = conn.version;
+        self.stats.messages_received += 1;
+        match codec::decode(first, body, version) {
+            Ok(packet) => self.handle(id, packet, now),
+            Err(e) => self.decode_failure(id, e, now),
+        }
+        self.conn(id).is_some_and(|c| c.state != ConnState::Closing)
+    }
+
+    fn decode_failure(&mut self, id: ConnId, e: DecodeError, now: Instant) {
+        let awaiting_connect = self
+            .conn(id)
+            .is_some_and(|c| c.state == ConnState::AwaitConnect);
+        if awaiting_connect {
+            if let DecodeError::UnsupportedProtocol(level) = e {
+                return self.refuse_unsupported_protocol(id, level, now);
+            }
+        }
+        self.protocol_failure(id, e, now);
+    }
+
+    fn handle(&mut self, id: ConnId, packet: Packet<'_>, now: Instant) {
+        let sid = match self.conn(id).map(|c| c.state) {
+            Some(ConnState::AwaitConnect) => {
+                if let Packet::Connect(c) = packet {
+                    self.handle_connect(id, *c, now);
+                }
+                return;
+            }
+            Some(ConnState::Active(sid)) => sid,
+            _ => return,
+        };
+        match packet {
+            Packet::Connect(_) => {
+                // v311:[MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
+                self.protocol_failure(id, DecodeError::Protocol("second CONNECT"), now)
+            }
+            Packet::Publish(p) => self.handle_publish(id, sid, p, now),
+            Packet::Puback(a) => self.handle_puback(id, sid, a),
+            Packet::Pubrec(a) => self.handle_pubrec(id, sid, a),
+            Packet::Pubrel(a) => self.handle_pubrel(id, sid, a),
+            Packet::Pubcomp(a) => self.handle_pubcomp(id, sid, a),
+            Packet::Subscribe(s) => self.handle_subscribe(id, sid, s, now),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(id, sid, u),
+            Packet::Pingreq => {
+                log::debug!("Received PINGREQ from {}", self.conn_name(id));
+                log::debug!("Sending PINGRESP to {}", self.conn_name(id));
+                self.send(id, &Packet::Pingresp);
+            }
+            Packet::Disconnect(d) => self.handle_disconnect(id, sid, d, now),
+            Packet::Auth(_) => self.protocol_failure(
+                id,
+                DecodeError::Protocol("AUTH without an authentication method"),
+                now,
+            ),
+            Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => self
+                .protocol_failure(
+                    id,
+                    DecodeError::Protocol("server-only packet from a client"),
+                    now,
+                ),
+        }
+    }
+
+    fn handle_disconnect(
+        &mut self,
+        id: ConnId,
+        sid: SessionId,
+        d: codec::Disconnect,
+        now: Instant,
+    ) {
+        log::debug!("Received DISCONNECT from {}", self.conn_name(id));
+        if let Some(secs) = d.properties.session_expiry_interval {
+            let Some(s) = self.session_mut(sid) else {
+                return;
+            };
+            if s.expiry == Expiry::OnDisconnect && secs != 0 {
+                // v5:[MQTT-3.14.2-2]: cannot turn a 0 expiry into a non-zero one at DISCONNECT.
+                self.protocol_failure(
+                    id,
+                    DecodeError::Protocol("session expiry set at DISCONNECT after 0 at CONNECT"),
+                    now,
+                );
+                return;
+            }
+            s.expiry = if secs == 0 {
+                Expiry::OnDisconnect
+            } else {
+                Expiry::After(secs)
+            };
+        }
+        let with_will = d.reason == reason::DISCONNECT_WITH_WILL;
+        self.close(id, CloseReason::Disconnected { with_will }, now);
+    }
+
+    /// A pseudo-random 64 bit number (xorshift), for assigned client ids.
+    fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+}
+
+enum Framed {
+    Packet(codec::FixedHeader),
+    Need,
+    Bad,
+}
+
+#[cfg(test)]
+mod tests;

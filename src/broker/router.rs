@@ -1,0 +1,371 @@
+//! The routing table: which sessions want a message published on a topic.
+//!
+//! Most subscriptions name an exact topic (`home/kitchen/temp`), so those live in a `HashMap`
+//! from topic to subscribers: one hash lookup per publish. Filters with wildcards live in a tree
+//! with one level per node: `+` is a child that matches any one level, and `#` a list at a node
+//! that matches that level and everything below it (so `a/#` also matches `a`,
+//! v311 §4.7.1.2). Topics starting with `$` are not matched by a filter whose first level is a
+//! wildcard (v311:[MQTT-4.7.2-1], v5:[MQTT-4.7.2-1]).
+//!
+//! Subscribers are sessions ([`SessionId`]), never connections: a persistent session keeps
+//! receiving (into its queue) while its client is away.
+
+use super::SessionId;
+use crate::codec::SubscribeOptions;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+/// A small, fast hasher for topic strings (FNV-1a): the router hashes every published topic,
+/// and SipHash's protection against hash flooding buys little for a table keyed by the
+/// subscriptions clients chose.
+#[derive(Default)]
+pub struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A `HashMap` keyed by topic strings, using [`FnvHasher`].
+pub type TopicMap<V> = HashMap<Box<str>, V, BuildHasherDefault<FnvHasher>>;
+
+/// One subscription as the router stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscriber {
+    pub session: SessionId,
+    pub options: SubscribeOptions,
+    /// MQTT 5 subscription identifier; 0 when none was given.
+    pub sub_id: u32,
+}
+
+#[derive(Default)]
+struct Node {
+    children: TopicMap<Node>,
+    plus: Option<Box<Node>>,
+    /// Subscribers whose filter ends with `#` right below this node.
+    hash: Vec<Subscriber>,
+    /// Subscribers whose filter ends exactly at this node.
+    here: Vec<Subscriber>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_empty()
+            && self.here.is_empty()
+    }
+}
+
+/// Adds `sub` to `list`, replacing the same session's entry; true if it replaced one.
+fn upsert(list: &mut Vec<Subscriber>, sub: Subscriber) -> bool {
+    match list.iter_mut().find(|s| s.session == sub.session) {
+        Some(s) => {
+            *s = sub;
+            true
+        }
+        None => {
+            list.push(sub);
+            false
+        }
+    }
+}
+
+fn remove(list: &mut Vec<Subscriber>, session: SessionId) -> bool {
+    let before = list.len();
+    list.retain(|s| s.session != session);
+    list.len() != before
+}
+
+/// The routing table.
+#[derive(Default)]
+pub struct Router {
+    exact: TopicMap<Vec<Subscriber>>,
+    tree: Node,
+    count: usize,
+}
+
+fn has_wildcard(filter: &str) -> bool {
+    filter.bytes().any(|b| b == b'+' || b == b'#')
+}
+
+impl Router {
+    /// Number of subscriptions held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when nobody subscribes to anything.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds or replaces (same session, same filter) a subscription. Returns true if it
+    /// replaced an existing one (v311:[MQTT-3.8.4-3]).
+    pub fn subscribe(&mut self, filter: &str, sub: Subscriber) -> bool {
+        let replaced = if !has_wildcard(filter) {
+            match self.exact.get_mut(filter) {
+                Some(list) => upsert(list, sub),
+                None => {
+                    self.exact.insert(filter.into(), vec![sub]);
+                    false
+                }
+            }
+        } else {
+            let mut node = &mut self.tree;
+            let mut replaced = false;
+            let mut levels = filter.split('/').peekable();
+            while let Some(level) = levels.next() {
+                if level == "#" {
+                    replaced = upsert(&mut node.hash, sub);
+                    break;
+                }
+                node = if level == "+" {
+                    node.plus.get_or_insert_with(Box::default)
+                } else {
+                    node.children.entry(level.into()).or_default()
+                };
+                if levels.peek().is_none() {
+                    replaced = upsert(&mut node.here, sub);
+                }
+            }
+            replaced
+        };
+        if !replaced {
+            self.count += 1;
+        }
+        replaced
+    }
+
+    /// Removes a session's subscription to `filter`; true if there was one.
+    pub fn unsubscribe(&mut self, filter: &str, session: SessionId) -> bool {
+        let removed = if !has_wildcard(filter) {
+            match self.exact.get_mut(filter) {
+                Some(list) => {
+                    let removed = remove(list, session);
+                    if list.is_empty() {
+                        self.exact.remove(filter);
+                    }
+                    removed
+                }
+                None => false,
+            }
+        } else {
+            let levels: Vec<&str> = filter.split('/').collect();
+            Self::remove_in(&mut self.tree, &levels, session)
+        };
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    /// Removes from the subtree, pruning nodes left empty.
+    fn remove_in(node: &mut Node, levels: &[&str], session: SessionId) -> bool {
+        let Some((&level, rest)) = levels.split_first() else {
+            return remove(&mut node.here, session);
+        };
+        if level == "#" {
+            return remove(&mut node.hash, session);
+        }
+        if level == "+" {
+            let Some(child) = node.plus.as_deref_mut() else {
+                return false;
+            };
+            let removed = Self::remove_in(child, rest, session);
+            if child.is_empty() {
+                node.plus = None;
+            }
+            removed
+        } else {
+            let Some(child) = node.children.get_mut(level) else {
+                return false;
+            };
+            let removed = Self::remove_in(child, rest, session);
+            if child.is_empty() {
+                node.children.remove(level);
+            }
+            removed
+        }
+    }
+
+    /// Appends every subscription matching `topic` to `out` (a session may appear more than
+    /// once when several of its filters match).
+    pub fn collect(&self, topic: &str, out: &mut Vec<Subscriber>) {
+        if let Some(list) = self.exact.get(topic) {
+            out.extend_from_slice(list);
+        }
+        if self.tree.is_empty() {
+            return;
+        }
+        let dollar = topic.starts_with('$');
+        let levels = topic.split('/');
+        if !dollar {
+            out.extend_from_slice(&self.tree.hash);
+        }
+        Self::walk_children(&self.tree, levels, !dollar, out);
+    }
+
+    /// Matches the remaining `levels` against `node`'s children.
+    fn walk_children(
+        node: &Node,
+        mut levels: std::str::Split<'_, char>,
+        allow_plus: bool,
+        out: &mut Vec<Subscriber>,
+    ) {
+        let Some(level) = levels.next() else {
+            return;
+        };
+        if let Some(child) = node.children.get(level) {
+            Self::walk(child, levels.clone(), out);
+        }
+        if allow_plus {
+            if let Some(child) = node.plus.as_deref() {
+                Self::walk(child, levels, out);
+            }
+        }
+    }
+
+    /// `node` matched one level; `levels` are those still to match.
+    fn walk(node: &Node, levels: std::str::Split<'_, char>, out: &mut Vec<Subscriber>) {
+        // `x/#` matches `x` itself and everything below it.
+        out.extend_from_slice(&node.hash);
+        if levels.clone().next().is_none() {
+            out.extend_from_slice(&node.here);
+            return;
+        }
+        Self::walk_children(node, levels, true, out);
+    }
+}
+
+/// True if `topic` matches `filter` (used for retained messages, where the filter is the
+/// variable part). Same rules as the router.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::QoS;
+
+    fn sid(i: u32) -> SessionId {
+        SessionId { idx: i, gen: 0 }
+    }
+
+    fn sub(i: u32) -> Subscriber {
+        Subscriber {
+            session: sid(i),
+            options: SubscribeOptions::qos(QoS::AtMostOnce),
+            sub_id: 0,
+        }
+    }
+
+    fn matching(r: &Router, topic: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        r.collect(topic, &mut out);
+        let mut ids: Vec<u32> = out.iter().map(|s| s.session.idx).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn wildcards_match_as_mqtt_4_7_1() {
+        let mut r = Router::default();
+        r.subscribe("a/b", sub(1));
+        r.subscribe("a/+", sub(2));
+        r.subscribe("a/#", sub(3));
+        r.subscribe("#", sub(4));
+        r.subscribe("+/b", sub(5));
+        r.subscribe("+", sub(6));
+        r.subscribe("a/+/c", sub(7));
+        assert_eq!(matching(&r, "a/b"), vec![1, 2, 3, 4, 5]);
+        assert_eq!(matching(&r, "a"), vec![3, 4, 6]);
+        assert_eq!(matching(&r, "a/x/c"), vec![3, 4, 7]);
+        assert_eq!(matching(&r, "b"), vec![4, 6]);
+        assert_eq!(matching(&r, "a/"), vec![2, 3, 4]);
+        assert_eq!(r.len(), 7);
+    }
+
+    #[test]
+    fn dollar_topics_not_matched_by_leading_wildcards_mqtt_4_7_2_1() {
+        let mut r = Router::default();
+        r.subscribe("#", sub(1));
+        r.subscribe("+/x", sub(2));
+        r.subscribe("$SYS/#", sub(3));
+        r.subscribe("$SYS/x", sub(4));
+        assert_eq!(matching(&r, "$SYS/x"), vec![3, 4]);
+        assert!(!topic_matches("#", "$SYS/x"));
+        assert!(!topic_matches("+/x", "$SYS/x"));
+        assert!(topic_matches("$SYS/#", "$SYS/x"));
+    }
+
+    #[test]
+    fn resubscribe_replaces_mqtt_3_8_4_3() {
+        let mut r = Router::default();
+        assert!(!r.subscribe("a/#", sub(1)));
+        assert!(r.subscribe("a/#", sub(1)));
+        assert!(!r.subscribe("x", sub(1)));
+        assert!(r.subscribe("x", sub(1)));
+        assert_eq!(r.len(), 2);
+        assert_eq!(matching(&r, "a/q"), vec![1]);
+    }
+
+    #[test]
+    fn unsubscribe_removes_and_prunes() {
+        let mut r = Router::default();
+        r.subscribe("a/+/c", sub(1));
+        r.subscribe("a/b", sub(2));
+        assert!(r.unsubscribe("a/+/c", sid(1)));
+        assert!(!r.unsubscribe("a/+/c", sid(1)));
+        assert!(r.tree.is_empty());
+        assert!(r.unsubscribe("a/b", sid(2)));
+        assert!(r.exact.is_empty());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn topic_matches_agrees_with_router() {
+        let filters = [
+            "a/b", "a/+", "a/#", "#", "+/b", "+", "a/+/c", "+/+", "/#", "+/",
+        ];
+        let topics = ["a/b", "a", "a/x/c", "b", "a/", "/", "/a", "x/b/c"];
+        for (i, f) in filters.iter().enumerate() {
+            let mut r = Router::default();
+            r.subscribe(f, sub(i as u32));
+            for t in topics {
+                assert_eq!(
+                    !matching(&r, t).is_empty(),
+                    topic_matches(f, t),
+                    "filter {f} topic {t}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Sessions: what the broker remembers about a client, connected or not.
+//!
+//! A session outlives its network connection when the client asked for that (Clean Session 0
+//! in 3.x, a Session Expiry Interval in 5.0). It holds the client's subscriptions, the QoS 1/2
+//! messages sent to it but not yet acknowledged (*in flight*, bounded by
+//! `max_inflight_messages`), the messages waiting behind them (*queued*, bounded by
+//! `max_queued_messages`/`max_queued_bytes`), and the packet ids of QoS 2 messages it sent us
+//! whose PUBREL has not arrived yet (for exactly-once, v311:[MQTT-4.3.3-2]).
+
+use super::ConnId;
+use crate::codec::{Properties, ProtocolVersion, QoS, SubscribeOptions};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// A message accepted by the broker, shared by every queue and in-flight slot that holds it.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: Box<str>,
+    pub payload: Box<[u8]>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 properties to forward (never a topic alias or subscription identifier).
+    pub properties: Option<Box<Properties>>,
+    /// When a v5 Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+    /// The publishing session, for No Local.
+    pub origin: Option<super::SessionId>,
+}
+
+impl Message {
+    /// Bytes this message's data takes, for `max_queued_bytes` accounting.
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 sent, waiting for PUBACK.
+    AwaitPuback,
+    /// QoS 2 sent, waiting for PUBREC.
+    AwaitPubrec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubcomp,
+}
+
+/// One outgoing message between PUBLISH and its final acknowledgement.
+#[derive(Debug)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub state: OutState,
+    pub delivery: Delivery,
+}
+
+/// A message on its way to one session: the shared message plus what is particular to this
+/// subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub msg: Rc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 subscription identifiers of the matching subscriptions.
+    pub sub_ids: Vec<u32>,
+    /// Counted against the queue limits (live traffic); retained messages sent on subscribe
+    /// are not, so that a new subscriber gets all of them (flow controlled, not truncated).
+    pub counted: bool,
+}
+
+/// Identifies a session across slab reuse: index plus generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId {
+    pub idx: u32,
+    pub gen: u32,
+}
+
+/// Session expiry: when the broker may forget a session after its client leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Clean session (3.x) or expiry 0 (5.0): ends with the connection.
+    OnDisconnect,
+    /// 5.0 Session Expiry Interval in seconds.
+    After(u32),
+    /// 3.x Clean Session 0: kept until `persistent_client_expiration`, if any.
+    Never,
+}
+
+/// What the broker keeps about one client.
+#[derive(Debug)]
+pub struct Session {
+    pub gen: u32,
+    pub client_id: Rc<str>,
+    pub conn: Option<ConnId>,
+    /// Version of the client's latest connection (decides how messages are encoded).
+    pub version: ProtocolVersion,
+    pub expiry: Expiry,
+    /// When an offline session expires (set when its client leaves).
+    pub expires_at: Option<Instant>,
+    pub subscriptions: Vec<(Box<str>, SubscribeOptions, u32)>,
+    pub inflight: VecDeque<Inflight>,
+    pub queue: VecDeque<Delivery>,
+    /// Queued deliveries counted against the limits, and their bytes.
+    pub queued_count: usize,
+    pub queued_bytes: usize,
+    /// Inbound QoS 2 packet ids received but not yet released.
+    pub incoming_qos2: Vec<u16>,
+    next_packet_id: u16,
+    /// Set while messages for this session are being dropped, so the log says it once.
+    pub dropping: bool,
+}
+
+impl Session {
+    /// A fresh, empty session.
+    pub fn new(gen: u32, client_id: Rc<str>, version: ProtocolVersion, expiry: Expiry) -> Session {
+        Session {
+            gen,
+            client_id,
+            conn: None,
+            version,
+            expiry,
+            expires_at: None,
+            subscriptions: Vec::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_count: 0,
+            queued_bytes: 0,
+            incoming_qos2: Vec::new(),
+            next_packet_id: 0,
+            dropping: false,
+        }
+    }
+
+    /// Allocates a packet id not used by any message in flight (v311:[MQTT-2.3.1-2]).
+    /// The caller keeps the in-flight window below 65535, so a free id always exists.
+    pub fn alloc_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id == 0 {
+                self.next_packet_id = 1;
+            }
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|m| m.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Adds a delivery to the back of the queue, updating the counters.
+    pub fn enqueue(&mut self, d: Delivery) {
+        if d.counted {
+            self.queued_count += 1;
+            self.queued_bytes += d.msg.size();
+        }
+        self.queue.push_back(d);
+    }
+
+    /// Takes the delivery at the front of the queue, updating the counters.
+    pub fn dequeue(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        if d.counted {
+            self.queued_count -= 1;
+            self.queued_bytes -= d.msg.size();
+        }
+        Some(d)
+    }
+
+    /// Position in `inflight` of the message with this packet id.
+    pub fn find_inflight(&self, packet_id: u16) -> Option<usize> {
+        self.inflight.iter().position(|m| m.packet_id == packet_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery() -> Delivery {
+        Delivery {
+            msg: Rc::new(Message {
+                topic: "t".into(),
+                payload: Box::new([1, 2, 3]),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: None,
+                expires_at: None,
+                origin: None,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Vec::new(),
+            counted: true,
+        }
+    }
+
+    #[test]
+    fn packet_ids_skip_ids_in_flight_mqtt_2_3_1_2() {
+        let mut s = Session::new(0, "c".into(), ProtocolVersion::V311, Expiry::Never);
+        assert_eq!(s.alloc_packet_id(), 1);
+        s.inflight.push_back(Inflight {
+            packet_id: 2,
+            state: OutState::AwaitPuback,
+            delivery: delivery(),
+        });
+        assert_eq!(s.alloc_packet_id(), 3);
+        s.next_packet_id = 65534;
+        assert_eq!(s.alloc_packet_id(), 65535);
+        // wraps past 0 and skips 2, still in flight
+        s.inflight.push_back(Inflight {
+            packet_id: 1,
+            state: OutState::AwaitPuback,
+            delivery: delivery(),
+        });
+        assert_eq!(s.alloc_packet_id(), 3);
+    }
+
+    #[test]
+    fn queue_counts_only_counted_deliveries() {
+        let mut s = Session::new(0, "c".into(), ProtocolVersion::V311, Expiry::Never);
+        s.enqueue(delivery());
+        let mut d = delivery();
+        d.counted = false;
+        s.enqueue(d);
+        assert_eq!((s.queued_count, s.queued_bytes), (1, 4));
+        s.dequeue();
+        s.dequeue();
+        assert_eq!((s.queued_count, s.queued_bytes), (0, 0));
+    }
+}

@@ -1,0 +1,128 @@
+//! SUBSCRIBE and UNSUBSCRIBE: editing a session's entries in the routing table.
+//!
+//! Each filter of a SUBSCRIBE gets its own answer in SUBACK: the QoS granted, or a failure
+//! code for a filter that is not valid (0x80 in 3.1.1, 0x8F in 5.0). MQTT 3.1 has no failure
+//! code, so a 3.1 client that sends a bad filter is disconnected. Retained messages matching a
+//! new subscription are queued right after the SUBACK.
+
+use super::router::Subscriber;
+use super::{Broker, ConnId, SessionId};
+use crate::codec::{
+    reason, valid_topic_filter, DecodeError, Packet, Properties, ProtocolVersion, Suback,
+    Subscribe, Unsuback, Unsubscribe,
+};
+use std::time::Instant;
+
+impl Broker {
+    pub(super) fn handle_subscribe(
+        &mut self,
+        id: ConnId,
+        sid: SessionId,
+        s: Subscribe,
+        now: Instant,
+    ) {
+        self.now = now;
+        let name = self.conn_name(id);
+        let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
+        log::debug!("Received SUBSCRIBE from {}", name);
+        let sub_id = s
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let mut codes = Vec::with_capacity(s.subscriptions.len());
+        let mut retained = Vec::new();
+        for sub in &s.subscriptions {
+            log::debug!("\t{} (QoS {})", sub.filter, sub.options.qos as u8);
+            if !valid_topic_filter(&sub.filter) {
+                if version == ProtocolVersion::V31 {
+                    self.protocol_failure(id, DecodeError::Protocol("invalid topic filter"), now);
+                    return;
+                }
+                codes.push(if version.is_v5() {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            let options = sub.options;
+            let replaced = self.router.subscribe(
+                &sub.filter,
+                Subscriber {
+                    session: sid,
+                    options,
+                    sub_id,
+                },
+            );
+            let Some(session) = self.session_mut(sid) else {
+                return;
+            };
+            match session
+                .subscriptions
+                .iter_mut()
+                .find(|(f, _, _)| **f == *sub.filter)
+            {
+                Some(entry) => {
+                    entry.1 = options;
+                    entry.2 = sub_id;
+                }
+                None => session
+                    .subscriptions
+                    .push((sub.filter.as_str().into(), options, sub_id)),
+            }
+            log::info!(target: "subscribe", "{} {} {}", name, options.qos as u8, sub.filter);
+            codes.push(options.qos as u8);
+            // Retain Handling (v5 §3.8.3.1): 0 always, 1 only for a new subscription, 2 never.
+            let send_retained = match options.retain_handling {
+                0 => true,
+                1 => !replaced,
+                _ => false,
+            };
+            if send_retained {
+                retained.push((sub.filter.clone(), options.qos));
+            }
+        }
+        log::debug!("Sending SUBACK to {}", name);
+        self.send(
+            id,
+            &Packet::Suback(Suback {
+                packet_id: s.packet_id,
+                codes,
+                properties: Properties::default(),
+            }),
+        );
+        for (filter, qos) in retained {
+            self.queue_retained(sid, &filter, qos, sub_id);
+        }
+        self.pump(sid);
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, id: ConnId, sid: SessionId, u: Unsubscribe) {
+        let name = self.conn_name(id);
+        log::debug!("Received UNSUBSCRIBE from {}", name);
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let removed = self.router.unsubscribe(filter, sid);
+            if let Some(s) = self.session_mut(sid) {
+                s.subscriptions.retain(|(f, _, _)| **f != **filter);
+            }
+            log::info!(target: "unsubscribe", "{} {}", name, filter);
+            codes.push(if removed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        log::debug!("Sending UNSUBACK to {}", name);
+        self.send(
+            id,
+            &Packet::Unsuback(Unsuback {
+                packet_id: u.packet_id,
+                codes,
+                properties: Properties::default(),
+            }),
+        );
+    }
+}
