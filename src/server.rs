@@ -1,8 +1,540 @@
-//! The mio event loop (work in progress).
+//! The event loop: one thread, one `mio::Poll`, every socket non-blocking.
+//!
+//! This is the thin shell around [`crate::broker`]. It owns the listeners and a slab of client
+//! sockets (the slab key is the connection id the broker knows), and does four things in a
+//! loop, like Mosquitto's `loop.c` or redis's `ae.c`:
+//!
+//! 1. wait in `poll` until a socket is ready, a signal arrives, or the broker's next timer is
+//!    due (an idle broker sleeps until then, it does not tick);
+//! 2. accept new connections until `WouldBlock`;
+//! 3. read each readable socket in 64 KiB chunks and hand the bytes to the broker, flushing the
+//!    output the broker produced after each chunk so buffers stay small; a socket that still
+//!    has data after its budget is revisited next turn (edge-triggered, so we must remember);
+//! 4. write pending output, asking for WRITABLE only while a socket has bytes left over.
+//!
+//! Signals only set flags through a self-pipe; the loop acts on them (SIGINT/SIGTERM stop,
+//! SIGHUP reloads, SIGPIPE is ignored so a dead peer is an error, not a crash).
 
-use crate::config::Config;
+use crate::broker::{Action, Broker, ConnId, Settings};
+use crate::config::{Config, ListenerConfig};
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
 
-/// Runs the broker until it is asked to stop.
-pub fn run(_config: Config) -> std::io::Result<()> {
-    Err(std::io::Error::other("server not built yet"))
+/// Token of the signal self-pipe.
+const SIGNAL: Token = Token(usize::MAX);
+/// Listener tokens count down from here; connection tokens are slab keys, far below.
+const LISTENER_BASE: usize = usize::MAX - 1;
+/// Bytes read from a socket in one call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per socket per loop turn, so one busy publisher cannot starve the others.
+const READS_PER_TURN: usize = 4;
+/// Output above this is written before more input is read from the same socket.
+const EAGER_FLUSH: usize = 64 * 1024;
+
+/// Write end of the signal self-pipe, for the signal handler.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let b = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a local byte.
+        unsafe {
+            libc::write(fd, (&b as *const u8).cast(), 1);
+        }
+    }
+}
+
+fn install_signal_handlers(write_fd: i32) {
+    SIGNAL_FD.store(write_fd, Ordering::Relaxed);
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installing handlers that only call write(2); SIG_IGN for SIGPIPE.
+    unsafe {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+            libc::signal(sig, handler);
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// A client socket and the loop's bookkeeping for it.
+struct Client {
+    stream: TcpStream,
+    listener: usize,
+    /// WRITABLE is part of the registered interest.
+    wants_write: bool,
+}
+
+/// A listening socket.
+struct Listener {
+    socket: TcpListener,
+    port: u16,
+    max_connections: i64,
+    connections: i64,
+}
+
+/// Reloads the configuration on SIGHUP; returns the new config or a message saying why not.
+pub type Reloader = Box<dyn FnMut() -> Result<Config, String>>;
+
+/// Runs the broker until SIGINT or SIGTERM.
+pub fn run(config: Config) -> io::Result<()> {
+    run_with_reload(config, None)
+}
+
+/// Runs the broker; `reload` is called on SIGHUP.
+pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> io::Result<()> {
+    let mut server = Server::new(&config, reload)?;
+    server.run()
+}
+
+struct Server {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    clients: Slab<Client>,
+    broker: Broker,
+    signal_rx: UnixStream,
+    _signal_tx: UnixStream,
+    read_buf: Vec<u8>,
+    /// Sockets with unread data left after their read budget.
+    backlog: Vec<ConnId>,
+    dirty: Vec<ConnId>,
+    nodelay: bool,
+    reload: Option<Reloader>,
+    /// After EMFILE, accepting is paused until this time (no busy loop).
+    accept_paused_until: Option<Instant>,
+    running: bool,
+}
+
+/// Binds an IPv6 socket with IPV6_V6ONLY so it can sit beside an IPv4 one on the same port.
+fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
+    // SAFETY: plain socket calls on a descriptor we own; it is closed on every error path.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET6,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let one: libc::c_int = 1;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let opt = (&one as *const libc::c_int).cast();
+        libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, opt, len);
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, opt, len);
+        let SocketAddr::V6(a) = addr else {
+            libc::close(fd);
+            return Err(io::Error::new(ErrorKind::InvalidInput, "not an IPv6 address"));
+        };
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = a.port().to_be();
+        sa.sin6_addr.s6_addr = a.ip().octets();
+        let salen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        if libc::bind(fd, (&sa as *const libc::sockaddr_in6).cast(), salen) != 0
+            || libc::listen(fd, 1024) != 0
+        {
+            let e = io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(TcpListener::from_std(std::net::TcpListener::from_raw_fd(fd)))
+    }
+}
+
+/// The socket addresses one `listener` line asks for.
+fn listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
+    match &l.bind_address {
+        None => Ok(vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port),
+        ]),
+        Some(host) => {
+            let addrs: Vec<SocketAddr> = (host.as_str(), l.port).to_socket_addrs()?.collect();
+            if addrs.is_empty() {
+                return Err(io::Error::new(
+                    ErrorKind::NotFound,
+                    format!("no address for {host}"),
+                ));
+            }
+            Ok(addrs)
+        }
+    }
+}
+
+impl Server {
+    fn new(config: &Config, reload: Option<Reloader>) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let mut port = l.port;
+            let addrs = listener_addrs(l)?;
+            let all_interfaces = l.bind_address.is_none();
+            for mut addr in addrs {
+                // With `listener 0`, every address of the listener shares the port the first got.
+                addr.set_port(port);
+                let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+                let bound = if addr.is_ipv6() && all_interfaces {
+                    bind_v6_only(addr)
+                } else {
+                    TcpListener::bind(addr)
+                };
+                let socket = match bound {
+                    Ok(s) => s,
+                    // A machine without IPv6 still serves IPv4 on "all interfaces".
+                    Err(e) if addr.is_ipv6() && all_interfaces => {
+                        log::warn!("Warning: Unable to open ipv6 listen socket on port {port}: {e}.");
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("Unable to listen on {addr}: {e}"),
+                        ))
+                    }
+                };
+                port = socket.local_addr()?.port();
+                log::info!(target: "notice", "Opening {family} listen socket on port {port}.");
+                listeners.push(Listener {
+                    socket,
+                    port,
+                    max_connections: l.max_connections,
+                    connections: 0,
+                });
+            }
+        }
+        if listeners.is_empty() {
+            return Err(io::Error::other("no listener could be opened"));
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(&mut l.socket, Token(LISTENER_BASE - i), Interest::READABLE)?;
+        }
+        let (mut signal_rx, signal_tx) = UnixStream::pair()?;
+        poll.registry()
+            .register(&mut signal_rx, SIGNAL, Interest::READABLE)?;
+        install_signal_handlers(signal_tx.as_raw_fd());
+        Ok(Server {
+            poll,
+            listeners,
+            clients: Slab::new(),
+            broker: Broker::new(Settings::from_config(config)),
+            signal_rx,
+            _signal_tx: signal_tx,
+            read_buf: vec![0; READ_CHUNK],
+            backlog: Vec::new(),
+            dirty: Vec::new(),
+            nodelay: config.set_tcp_nodelay,
+            reload,
+            accept_paused_until: None,
+            running: true,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut backlog = Vec::new();
+        while self.running {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            // Sockets left with unread data last turn go first, then the new events.
+            std::mem::swap(&mut backlog, &mut self.backlog);
+            for id in backlog.drain(..) {
+                self.read_client(id, now);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL => self.handle_signals(now),
+                    Token(t) if t > LISTENER_BASE - self.listeners.len() => {
+                        self.accept(LISTENER_BASE - t, now)
+                    }
+                    Token(id) => {
+                        if event.is_writable() {
+                            self.flush(id, now);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_client(id, now);
+                        }
+                    }
+                }
+            }
+            if self.accept_paused_until.is_some_and(|t| t <= now) {
+                self.accept_paused_until = None;
+                for i in 0..self.listeners.len() {
+                    self.accept(i, now);
+                }
+            }
+            self.broker.tick(now);
+            self.flush_dirty(now);
+            self.apply_actions(now);
+        }
+        let now = Instant::now();
+        self.broker.shutdown(now);
+        self.flush_dirty(now);
+        self.apply_actions(now);
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.backlog.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let next = match (self.broker.next_deadline(), self.accept_paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Round up to the next millisecond so we do not wake just before the deadline.
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn handle_signals(&mut self, now: Instant) {
+        let mut buf = [0u8; 64];
+        loop {
+            match self.signal_rx.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    for &sig in &buf[..n] {
+                        self.on_signal(i32::from(sig), now);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: i32, _now: Instant) {
+        match sig {
+            libc::SIGINT | libc::SIGTERM => {
+                log::info!(target: "notice", "Signal received, shutting down.");
+                self.running = false;
+            }
+            libc::SIGHUP => {
+                let Some(reload) = self.reload.as_mut() else {
+                    return;
+                };
+                log::info!(target: "notice", "Reloading config.");
+                match reload() {
+                    Ok(config) => self.broker.set_settings(Settings::from_config(&config)),
+                    Err(e) => log::error!("Error: Unable to reload config: {e}"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(l) = self.listeners.get_mut(index) else {
+                return;
+            };
+            let (mut stream, peer) = match l.socket.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOMEM: the pending connection stays in the backlog;
+                    // pause accepting for a moment instead of spinning on it.
+                    log::error!("Error: Unable to accept new connection: {e}.");
+                    self.accept_paused_until = Some(now + Duration::from_millis(500));
+                    return;
+                }
+            };
+            if l.max_connections >= 0 && l.connections >= l.max_connections {
+                log::info!(
+                    target: "notice",
+                    "Client connection from {} denied: max_connections exceeded.",
+                    peer.ip()
+                );
+                drop(stream);
+                continue;
+            }
+            if self.nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            let entry = self.clients.vacant_entry();
+            let id = entry.key();
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(id), Interest::READABLE)
+            {
+                log::error!("Error: Unable to register connection from {peer}: {e}.");
+                continue;
+            }
+            l.connections += 1;
+            let port = l.port;
+            entry.insert(Client {
+                stream,
+                listener: index,
+                wants_write: false,
+            });
+            self.broker.connection_opened(id, unmap_v4(peer), port, now);
+            // Data may already be waiting; edge-triggered readiness would not tell us again.
+            self.read_client(id, now);
+        }
+    }
+
+    /// Reads from a client, up to its budget for this turn.
+    fn read_client(&mut self, id: ConnId, now: Instant) {
+        for _ in 0..READS_PER_TURN {
+            let Some(client) = self.clients.get_mut(id) else {
+                return;
+            };
+            match client.stream.read(&mut self.read_buf) {
+                Ok(0) => return self.drop_client(id, None, now),
+                Ok(n) => {
+                    self.broker.bytes_received(id, &self.read_buf[..n], now);
+                    self.flush_dirty(now);
+                    if n < self.read_buf.len() {
+                        // A short read means the socket is drained (or nearly: the next
+                        // readiness edge will tell).
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.drop_client(id, Some(e.to_string()), now),
+            }
+        }
+        self.backlog.push(id);
+    }
+
+    /// Writes output of every connection the broker wrote to.
+    fn flush_dirty(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        self.broker.take_dirty(&mut dirty);
+        for &id in &dirty {
+            self.flush(id, now);
+        }
+        self.dirty = dirty;
+    }
+
+    /// Writes as much of a connection's pending output as the socket takes, and asks for
+    /// WRITABLE only while something is left.
+    fn flush(&mut self, id: ConnId, now: Instant) {
+        let Some(client) = self.clients.get_mut(id) else {
+            return;
+        };
+        let Some(out) = self.broker.output(id) else {
+            return;
+        };
+        let mut written = 0;
+        let mut failure = None;
+        while written < out.len() {
+            match client.stream.write(&out[written..]) {
+                Ok(0) => {
+                    failure = Some("connection closed while writing".to_string());
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if written == out.len() {
+            out.clear();
+            if out.capacity() > EAGER_FLUSH {
+                *out = Vec::new();
+            }
+        } else {
+            out.drain(..written);
+        }
+        let pending = !out.is_empty();
+        if let Some(e) = failure {
+            return self.drop_client(id, Some(e), now);
+        }
+        if pending != client.wants_write {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut client.stream, Token(id), interest)
+                .is_ok()
+            {
+                client.wants_write = pending;
+            }
+        }
+        if written > 0 {
+            self.broker.output_written(id, written);
+        }
+    }
+
+    /// The socket died or reached end of file: tell the broker and forget the socket.
+    fn drop_client(&mut self, id: ConnId, error: Option<String>, now: Instant) {
+        if !self.clients.contains(id) {
+            return;
+        }
+        self.broker.connection_lost(id, error, now);
+        self.remove_client(id);
+    }
+
+    fn remove_client(&mut self, id: ConnId) {
+        if !self.clients.contains(id) {
+            return;
+        }
+        let mut client = self.clients.remove(id);
+        let _ = self.poll.registry().deregister(&mut client.stream);
+        if let Some(l) = self.listeners.get_mut(client.listener) {
+            l.connections -= 1;
+        }
+        self.backlog.retain(|&b| b != id);
+    }
+
+    fn apply_actions(&mut self, now: Instant) {
+        loop {
+            let actions = self.broker.take_actions();
+            if actions.is_empty() {
+                return;
+            }
+            for action in actions {
+                match action {
+                    Action::Close(id) => {
+                        self.flush(id, now);
+                        if let Some(client) = self.clients.get(id) {
+                            let _ = client.stream.shutdown(std::net::Shutdown::Both);
+                        }
+                        self.remove_client(id);
+                        self.broker.release(id);
+                    }
+                }
+            }
+            self.flush_dirty(now);
+        }
+    }
+}
+
+/// `::ffff:1.2.3.4` as `1.2.3.4`, for logs that read like Mosquitto's.
+fn unmap_v4(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => peer,
+        },
+        v4 => v4,
+    }
 }

@@ -95,7 +95,10 @@ impl Broker {
         if let Some(conn) = self.conn_mut(id) {
             conn.version = c.version;
         }
-        log::debug!("Received CONNECT from {}", c.client_id);
+        log::debug!(
+            "Received CONNECT from {}",
+            self.conn(id).map_or("", |c| &*c.peer)
+        );
 
         // Client identifier rules.
         let mut assigned = false;
