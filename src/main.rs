@@ -1,6 +1,6 @@
 //! The `midge` executable: reads the command line and the configuration, starts the logger,
 //! optionally detaches into the background and writes a pid file, then hands the configuration
-//! to [`midge::server::run`]. Everything it needs is in the library; this file only sequences
+//! to [`midge::server::run_with_reload`]. Everything it needs is in the library; this file only sequences
 //! start-up and turns failures into messages and exit codes.
 
 use std::fs::OpenOptions;
@@ -58,8 +58,8 @@ fn run(cli: &Cli) -> ExitCode {
     cfg.finish();
     cfg.pid_file = cfg.pid_file.as_deref().map(absolute);
 
-    // Kept alive for the life of the process; the server will use it to reopen log files.
-    let _log = match logging::init(&cfg.log) {
+    // Kept alive for the life of the process; SIGHUP uses it to reopen log files.
+    let log = match logging::init(&cfg.log) {
         Ok(handle) => handle,
         Err(message) => {
             eprintln!("{message}");
@@ -82,7 +82,23 @@ fn run(cli: &Cli) -> ExitCode {
         }
     }
 
-    let result = midge::server::run(cfg);
+    let reload_cli = cli.clone();
+    let reloader: midge::server::Reloader = Box::new(move || {
+        let Some(path) = &config_file else {
+            // Without -c there is nothing to re-read, but log files are still reopened.
+            log.reopen()?;
+            return Err("no config file was given with -c".to_string());
+        };
+        let mut cfg = config::load(path).map_err(|e| e.to_string())?;
+        cli::apply(&reload_cli, &mut cfg);
+        cfg.finish();
+        log.reconfigure(&cfg.log)?;
+        for warning in &cfg.warnings {
+            warn!("{warning}");
+        }
+        Ok(cfg)
+    });
+    let result = midge::server::run_with_reload(cfg, Some(reloader));
 
     if let Some(path) = &pid_file {
         let _ = std::fs::remove_file(path);
