@@ -725,24 +725,3 @@ impl Broker {
         }
     }
 }
-
-/// Used by tests to build an inbound PUBLISH.
-#[cfg(test)]
-pub(super) fn publish_bytes(
-    topic: &str,
-    payload: &[u8],
-    qos: QoS,
-    retain: bool,
-    packet_id: u16,
-) -> Vec<u8> {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain,
-        topic,
-        packet_id,
-        payload,
-        properties: Properties::default(),
-    })
-    .to_bytes(ProtocolVersion::V311)
-}

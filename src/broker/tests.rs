@@ -1,1 +1,648 @@
+//! Broker logic driven without sockets: bytes in, bytes out, a simulated clock.
 
+use super::*;
+use crate::codec::{
+    Ack, Connect, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS, SubscribeOptions,
+    Subscription,
+};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+struct World {
+    broker: Broker,
+    t0: Instant,
+    now: Instant,
+}
+
+/// A decoded packet from the broker, with owned fields for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Out {
+    Connack(bool, u8),
+    Publish {
+        dup: bool,
+        qos: u8,
+        retain: bool,
+        topic: String,
+        id: u16,
+        payload: Vec<u8>,
+    },
+    Puback(u16),
+    Pubrec(u16),
+    Pubrel(u16),
+    Pubcomp(u16),
+    Suback(u16, Vec<u8>),
+    Unsuback(u16),
+    Pingresp,
+    Disconnect(u8),
+}
+
+fn peer(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+fn connect_bytes(
+    id: &str,
+    clean: bool,
+    keep_alive: u16,
+    will: Option<(&str, &[u8], QoS, bool)>,
+) -> Vec<u8> {
+    Packet::Connect(Box::new(Connect {
+        version: ProtocolVersion::V311,
+        bridge: false,
+        clean_start: clean,
+        keep_alive,
+        client_id: id.into(),
+        will: will.map(|(t, p, q, r)| LastWill {
+            topic: t.into(),
+            payload: p.to_vec(),
+            qos: q,
+            retain: r,
+            properties: Properties::default(),
+        }),
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    }))
+    .to_bytes(ProtocolVersion::V311)
+}
+
+fn subscribe_bytes(packet_id: u16, filters: &[(&str, QoS)]) -> Vec<u8> {
+    Packet::Subscribe(crate::codec::Subscribe {
+        packet_id,
+        subscriptions: filters
+            .iter()
+            .map(|(f, q)| Subscription {
+                filter: (*f).into(),
+                options: SubscribeOptions::qos(*q),
+            })
+            .collect(),
+        properties: Properties::default(),
+    })
+    .to_bytes(ProtocolVersion::V311)
+}
+
+fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool, id: u16) -> Vec<u8> {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain,
+        topic,
+        packet_id: id,
+        payload,
+        properties: Properties::default(),
+    })
+    .to_bytes(ProtocolVersion::V311)
+}
+
+fn ack(kind: fn(Ack) -> Packet<'static>, id: u16) -> Vec<u8> {
+    kind(Ack::new(id)).to_bytes(ProtocolVersion::V311)
+}
+
+impl World {
+    fn new(settings: Settings) -> World {
+        let now = Instant::now();
+        World {
+            broker: Broker::new(settings),
+            t0: now,
+            now,
+        }
+    }
+
+    fn open(&mut self, id: ConnId) {
+        self.broker
+            .connection_opened(id, peer(40000 + id as u16), 1883, self.now);
+    }
+
+    fn send(&mut self, id: ConnId, bytes: &[u8]) {
+        self.broker.bytes_received(id, bytes, self.now);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.broker.tick(self.now);
+    }
+
+    /// Opens connection `id` and connects it as `client`, returning CONNACK's session present.
+    fn connect(&mut self, id: ConnId, client: &str, clean: bool) -> bool {
+        self.open(id);
+        self.send(id, &connect_bytes(client, clean, 60, None));
+        match self.take(id).first() {
+            Some(Out::Connack(sp, 0)) => *sp,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Drains and decodes connection `id`'s output.
+    fn take(&mut self, id: ConnId) -> Vec<Out> {
+        let Some(buf) = self.broker.output(id) else {
+            return Vec::new();
+        };
+        let bytes = std::mem::take(buf);
+        decode_all(&bytes)
+    }
+
+    /// True if the broker asked to close `id` (and forget it).
+    fn closed(&mut self, id: ConnId) -> bool {
+        let actions = self.broker.take_actions();
+        let closed = actions.contains(&Action::Close(id));
+        for a in actions {
+            let Action::Close(c) = a;
+            self.broker.release(c);
+        }
+        closed
+    }
+}
+
+fn decode_all(mut bytes: &[u8]) -> Vec<Out> {
+    let mut out = Vec::new();
+    while let Ok(Some(h)) = codec::parse_fixed_header(bytes) {
+        let body = &bytes[h.header_len..h.total()];
+        let p = codec::decode(h.first, body, ProtocolVersion::V311).expect("broker output decodes");
+        out.push(match p {
+            Packet::Connack(c) => Out::Connack(c.session_present, c.code),
+            Packet::Publish(p) => Out::Publish {
+                dup: p.dup,
+                qos: p.qos as u8,
+                retain: p.retain,
+                topic: p.topic.into(),
+                id: p.packet_id,
+                payload: p.payload.to_vec(),
+            },
+            Packet::Puback(a) => Out::Puback(a.packet_id),
+            Packet::Pubrec(a) => Out::Pubrec(a.packet_id),
+            Packet::Pubrel(a) => Out::Pubrel(a.packet_id),
+            Packet::Pubcomp(a) => Out::Pubcomp(a.packet_id),
+            Packet::Suback(s) => Out::Suback(s.packet_id, s.codes),
+            Packet::Unsuback(u) => Out::Unsuback(u.packet_id),
+            Packet::Pingresp => Out::Pingresp,
+            Packet::Disconnect(d) => Out::Disconnect(d.reason),
+            other => panic!("unexpected packet from broker: {other:?}"),
+        });
+        bytes = &bytes[h.total()..];
+    }
+    assert!(bytes.is_empty(), "trailing partial packet in output");
+    out
+}
+
+fn pub_out(topic: &str, payload: &[u8], qos: u8, id: u16) -> Out {
+    Out::Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        id,
+        payload: payload.to_vec(),
+    }
+}
+
+#[test]
+fn connect_fed_one_byte_at_a_time_is_accepted() {
+    let mut w = World::new(Settings::default());
+    w.open(1);
+    for b in connect_bytes("c1", true, 60, None) {
+        assert!(w.take(1).is_empty());
+        w.send(1, &[b]);
+    }
+    assert_eq!(w.take(1), vec![Out::Connack(false, 0)]);
+}
+
+#[test]
+fn stream_of_packets_in_random_splits_routes_everything_in_order() {
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    for _round in 0..20 {
+        let mut w = World::new(Settings::default());
+        w.connect(1, "sub", true);
+        w.send(1, &subscribe_bytes(1, &[("t/#", QoS::AtLeastOnce)]));
+        w.take(1);
+        w.open(2);
+        let mut stream = connect_bytes("pub", true, 60, None);
+        for i in 0..200u16 {
+            let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(i % 3)];
+            let id = if qos == QoS::AtMostOnce { 0 } else { i + 1 };
+            stream.extend(publish("t/x", &i.to_be_bytes(), qos, false, id));
+            if qos == QoS::ExactlyOnce {
+                stream.extend(ack(Packet::Pubrel, id));
+            }
+        }
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let n = (rng % 37 + 1) as usize;
+            let n = n.min(rest.len());
+            w.send(2, &rest[..n]);
+            rest = &rest[n..];
+            // The subscriber acknowledges everything it gets, so the window keeps moving.
+            for o in w.take(1) {
+                if let Out::Publish { id, qos, .. } = o {
+                    if qos == 1 {
+                        w.send(1, &ack(Packet::Puback, id));
+                    }
+                }
+                // Keep the payloads to check order.
+            }
+        }
+        let _ = w.take(2);
+        assert_eq!(w.broker.stats.publish_received, 200);
+        assert_eq!(w.broker.stats.publish_sent, 200);
+    }
+}
+
+#[test]
+fn qos0_routing_follows_subscriptions_and_granted_qos() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "s", true);
+    w.send(
+        1,
+        &subscribe_bytes(7, &[("a/+", QoS::AtLeastOnce), ("a/#/b", QoS::AtMostOnce)]),
+    );
+    // v311:[MQTT-3.9.3-2]: 0x80 for the invalid filter, granted QoS for the other.
+    assert_eq!(w.take(1), vec![Out::Suback(7, vec![1, 0x80])]);
+    w.connect(2, "p", true);
+    w.send(2, &publish("a/b", b"x", QoS::ExactlyOnce, false, 5));
+    assert_eq!(w.take(2), vec![Out::Pubrec(5)]);
+    // min(2, 1) = 1
+    assert_eq!(w.take(1), vec![pub_out("a/b", b"x", 1, 1)]);
+}
+
+#[test]
+fn qos2_inbound_not_delivered_twice_mqtt_4_3_3_2() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "s", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
+    w.take(1);
+    w.connect(2, "p", true);
+    let mut p = publish("t", b"once", QoS::ExactlyOnce, false, 9);
+    w.send(2, &p);
+    p[0] |= 0x08; // DUP resend before PUBREL
+    w.send(2, &p);
+    assert_eq!(w.take(2), vec![Out::Pubrec(9), Out::Pubrec(9)]);
+    assert_eq!(w.take(1), vec![pub_out("t", b"once", 0, 0)]);
+    w.send(2, &ack(Packet::Pubrel, 9));
+    assert_eq!(w.take(2), vec![Out::Pubcomp(9)]);
+    // After release the same id is a new message.
+    w.send(2, &publish("t", b"again", QoS::ExactlyOnce, false, 9));
+    assert_eq!(w.take(1), vec![pub_out("t", b"again", 0, 0)]);
+}
+
+#[test]
+fn overlapping_subscriptions_get_one_copy_at_highest_qos() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "s", true);
+    w.send(
+        1,
+        &subscribe_bytes(
+            1,
+            &[
+                ("a/#", QoS::AtMostOnce),
+                ("a/b", QoS::AtLeastOnce),
+                ("+/b", QoS::AtMostOnce),
+            ],
+        ),
+    );
+    w.take(1);
+    w.connect(2, "p", true);
+    w.send(2, &publish("a/b", b"m", QoS::AtLeastOnce, false, 1));
+    assert_eq!(w.take(1), vec![pub_out("a/b", b"m", 1, 1)]);
+}
+
+#[test]
+fn inflight_window_holds_back_the_rest_in_order() {
+    let settings = Settings {
+        max_inflight_messages: 3,
+        ..Settings::default()
+    };
+    let mut w = World::new(settings);
+    w.connect(1, "s", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
+    w.take(1);
+    w.connect(2, "p", true);
+    for i in 1..=5u16 {
+        w.send(2, &publish("t", &[i as u8], QoS::AtLeastOnce, false, i));
+    }
+    let got = w.take(1);
+    assert_eq!(
+        got,
+        vec![
+            pub_out("t", &[1], 1, 1),
+            pub_out("t", &[2], 1, 2),
+            pub_out("t", &[3], 1, 3)
+        ]
+    );
+    w.send(1, &ack(Packet::Puback, 2));
+    assert_eq!(w.take(1), vec![pub_out("t", &[4], 1, 4)]);
+    // A PUBACK for an id not in flight changes nothing.
+    w.send(1, &ack(Packet::Puback, 2));
+    assert!(w.take(1).is_empty());
+    w.send(1, &ack(Packet::Puback, 1));
+    assert_eq!(w.take(1), vec![pub_out("t", &[5], 1, 5)]);
+}
+
+#[test]
+fn persistent_session_queues_offline_and_resends_with_dup_mqtt_4_4_0_1() {
+    let mut w = World::new(Settings::default());
+    assert!(!w.connect(1, "s", false));
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::ExactlyOnce)]));
+    w.take(1);
+    w.connect(2, "p", true);
+    w.send(2, &publish("t", b"in-flight", QoS::AtLeastOnce, false, 1));
+    assert_eq!(w.take(1), vec![pub_out("t", b"in-flight", 1, 1)]);
+    w.broker.connection_lost(1, None, w.now);
+    w.send(2, &publish("t", b"queued1", QoS::AtLeastOnce, false, 2));
+    w.send(2, &publish("t", b"queued2", QoS::ExactlyOnce, false, 3));
+    w.send(
+        2,
+        &publish("t", b"qos0-not-queued", QoS::AtMostOnce, false, 0),
+    );
+    // Reconnect: session present, in-flight resent with DUP and the same id, then the queue.
+    w.open(3);
+    w.send(3, &connect_bytes("s", false, 60, None));
+    let got = w.take(3);
+    assert_eq!(
+        got,
+        vec![
+            Out::Connack(true, 0),
+            Out::Publish {
+                dup: true,
+                qos: 1,
+                retain: false,
+                topic: "t".into(),
+                id: 1,
+                payload: b"in-flight".to_vec()
+            },
+            pub_out("t", b"queued1", 1, 2),
+            pub_out("t", b"queued2", 2, 3),
+        ]
+    );
+}
+
+#[test]
+fn clean_session_discards_previous_state_mqtt_3_1_2_6() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "s", false);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
+    w.take(1);
+    w.broker.connection_lost(1, None, w.now);
+    assert!(!w.connect(2, "s", true));
+    assert_eq!(w.broker.subscription_count(), 0);
+}
+
+#[test]
+fn takeover_closes_the_old_connection_mqtt_3_1_4_2() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "dup", true);
+    w.connect(2, "dup", true);
+    assert!(w.closed(1));
+    assert_eq!(w.broker.session_count(), 1);
+}
+
+#[test]
+fn keepalive_timeout_at_one_and_a_half_publishes_will() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "watcher", true);
+    w.send(1, &subscribe_bytes(1, &[("status", QoS::AtLeastOnce)]));
+    w.take(1);
+    w.open(2);
+    w.send(
+        2,
+        &connect_bytes(
+            "dev",
+            true,
+            10,
+            Some(("status", b"offline", QoS::AtLeastOnce, true)),
+        ),
+    );
+    w.take(2);
+    w.advance(Duration::from_millis(14_900));
+    assert!(!w.closed(2));
+    w.advance(Duration::from_millis(200));
+    assert!(w.closed(2));
+    assert_eq!(w.take(1), vec![pub_out("status", b"offline", 1, 1)]);
+    assert_eq!(w.broker.retained_count(), 1);
+}
+
+#[test]
+fn keepalive_is_extended_by_traffic() {
+    let mut w = World::new(Settings::default());
+    w.open(1);
+    w.send(1, &connect_bytes("dev", true, 2, None));
+    w.take(1);
+    for _ in 0..5 {
+        w.advance(Duration::from_millis(2_900));
+        w.send(1, &[0xc0, 0x00]);
+        assert_eq!(w.take(1), vec![Out::Pingresp]);
+        assert!(!w.closed(1));
+    }
+    w.advance(Duration::from_millis(3_001));
+    assert!(w.closed(1));
+}
+
+#[test]
+fn no_will_after_disconnect_mqtt_3_1_2_10() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "watcher", true);
+    w.send(1, &subscribe_bytes(1, &[("status", QoS::AtMostOnce)]));
+    w.take(1);
+    w.open(2);
+    w.send(
+        2,
+        &connect_bytes(
+            "dev",
+            true,
+            60,
+            Some(("status", b"offline", QoS::AtMostOnce, false)),
+        ),
+    );
+    w.send(2, &[0xe0, 0x00]);
+    assert!(w.closed(2));
+    assert!(w.take(1).is_empty());
+}
+
+#[test]
+fn will_published_on_protocol_violation() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "watcher", true);
+    w.send(1, &subscribe_bytes(1, &[("status", QoS::AtMostOnce)]));
+    w.take(1);
+    w.open(2);
+    w.send(
+        2,
+        &connect_bytes(
+            "dev",
+            true,
+            60,
+            Some(("status", b"gone", QoS::AtMostOnce, false)),
+        ),
+    );
+    w.send(2, &connect_bytes("dev", true, 60, None)); // second CONNECT
+    assert!(w.closed(2));
+    assert_eq!(w.take(1), vec![pub_out("status", b"gone", 0, 0)]);
+}
+
+#[test]
+fn retained_replay_is_not_truncated_by_queue_limits() {
+    let settings = Settings {
+        max_queued_messages: 10,
+        max_inflight_messages: 5,
+        ..Settings::default()
+    };
+    let mut w = World::new(settings);
+    w.connect(1, "p", true);
+    for i in 0..100u16 {
+        w.send(
+            1,
+            &publish(&format!("r/{i:03}"), b"v", QoS::AtLeastOnce, true, i + 1),
+        );
+    }
+    w.take(1);
+    w.connect(2, "s", true);
+    w.send(2, &subscribe_bytes(1, &[("r/#", QoS::AtLeastOnce)]));
+    let mut got = 0;
+    let mut out = w.take(2);
+    assert_eq!(out.remove(0), Out::Suback(1, vec![1]));
+    while !out.is_empty() {
+        for o in out {
+            let Out::Publish { id, retain, .. } = o else {
+                panic!("unexpected {o:?}")
+            };
+            assert!(retain, "retained on subscribe carry the retain flag");
+            got += 1;
+            w.send(2, &ack(Packet::Puback, id));
+        }
+        out = w.take(2);
+    }
+    assert_eq!(got, 100);
+}
+
+#[test]
+fn newer_live_publish_follows_queued_retained_value() {
+    let settings = Settings {
+        max_inflight_messages: 1,
+        ..Settings::default()
+    };
+    let mut w = World::new(settings);
+    w.connect(1, "p", true);
+    w.send(1, &publish("a", b"old-a", QoS::AtLeastOnce, true, 1));
+    w.send(1, &publish("b", b"old-b", QoS::AtLeastOnce, true, 2));
+    w.connect(2, "s", true);
+    w.send(2, &subscribe_bytes(1, &[("#", QoS::AtLeastOnce)]));
+    w.send(1, &publish("b", b"new-b", QoS::AtLeastOnce, true, 3));
+    let mut payloads = Vec::new();
+    loop {
+        let out = w.take(2);
+        if out.is_empty() {
+            break;
+        }
+        for o in out {
+            if let Out::Publish { id, payload, .. } = o {
+                payloads.push(String::from_utf8(payload).unwrap());
+                w.send(2, &ack(Packet::Puback, id));
+            }
+        }
+    }
+    assert_eq!(payloads, vec!["old-a", "old-b", "new-b"]);
+}
+
+#[test]
+fn empty_retained_payload_clears_mqtt_3_3_1_10() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "p", true);
+    w.send(1, &publish("r", b"v", QoS::AtMostOnce, true, 0));
+    assert_eq!(w.broker.retained_count(), 1);
+    w.send(1, &publish("r", b"", QoS::AtMostOnce, true, 0));
+    assert_eq!(w.broker.retained_count(), 0);
+}
+
+#[test]
+fn first_packet_must_be_connect_mqtt_3_1_0_1() {
+    let mut w = World::new(Settings::default());
+    w.open(1);
+    w.send(1, &[0xc0, 0x00]);
+    assert!(w.closed(1));
+}
+
+#[test]
+fn oversize_packet_is_refused_from_its_header() {
+    let settings = Settings {
+        max_packet_size: 100,
+        ..Settings::default()
+    };
+    let mut w = World::new(settings);
+    w.connect(1, "p", true);
+    // Only the fixed header of a 1000 byte PUBLISH: refused before the body arrives.
+    w.send(1, &[0x30, 0xe8, 0x07]);
+    assert!(w.closed(1));
+}
+
+#[test]
+fn garbage_closes_without_panic() {
+    let mut rng = 42u64;
+    for round in 0..200 {
+        let mut w = World::new(Settings::default());
+        w.open(1);
+        let mut bytes = if round % 2 == 0 {
+            connect_bytes("g", true, 60, None)
+        } else {
+            Vec::new()
+        };
+        for _ in 0..512 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            bytes.push(rng as u8);
+        }
+        w.send(1, &bytes);
+        let _ = w.take(1);
+        let _ = w.closed(1);
+    }
+}
+
+#[test]
+fn zero_length_client_id_rules_mqtt_3_1_3_8() {
+    let mut w = World::new(Settings::default());
+    w.open(1);
+    w.send(1, &connect_bytes("", false, 60, None));
+    assert_eq!(w.take(1), vec![Out::Connack(false, 2)]);
+    assert!(w.closed(1));
+    w.open(2);
+    w.send(2, &connect_bytes("", true, 60, None));
+    assert_eq!(w.take(2), vec![Out::Connack(false, 0)]);
+}
+
+#[test]
+fn persistent_client_expiration_removes_abandoned_sessions() {
+    let settings = Settings {
+        persistent_client_expiration: Some(Duration::from_secs(3600)),
+        ..Settings::default()
+    };
+    let mut w = World::new(settings);
+    w.connect(1, "gone", false);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
+    w.broker.connection_lost(1, None, w.now);
+    w.advance(Duration::from_secs(3599));
+    assert_eq!(w.broker.session_count(), 1);
+    w.advance(Duration::from_secs(2));
+    assert_eq!(w.broker.session_count(), 0);
+    assert_eq!(w.broker.subscription_count(), 0);
+    assert_eq!(w.broker.stats.clients_expired, 1);
+    let _ = w.t0;
+}
+
+#[test]
+fn slow_reader_qos0_dropped_past_output_bound_and_counted() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "slow", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
+    w.connect(2, "p", true);
+    let payload = vec![0u8; 1000];
+    for _ in 0..2000 {
+        w.send(2, &publish("t", &payload, QoS::AtMostOnce, false, 0));
+    }
+    let held = w.broker.output(1).map_or(0, |o| o.len());
+    assert!(held <= OUTPUT_HIGH_WATER + 2000, "output bounded: {held}");
+    assert!(w.broker.stats.publish_dropped > 0);
+    assert_eq!(
+        w.broker.stats.publish_dropped + w.broker.stats.publish_sent,
+        2000
+    );
+}

@@ -490,3 +490,255 @@ fn decode_subscribe(r: &mut Reader<'_>, v5: bool) -> Result<Subscribe, DecodeErr
         properties,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::frame::parse_fixed_header;
+
+    fn round_trip(p: &Packet<'_>, v: ProtocolVersion) {
+        let bytes = p.to_bytes(v);
+        let h = parse_fixed_header(&bytes).unwrap().unwrap();
+        assert_eq!(h.total(), bytes.len());
+        let back = decode(h.first, &bytes[h.header_len..], v).unwrap();
+        assert_eq!(&back, p);
+    }
+
+    fn props() -> Properties {
+        Properties {
+            user_properties: vec![("k".into(), "v".into())],
+            reason_string: Some("why".into()),
+            ..Properties::default()
+        }
+    }
+
+    #[test]
+    fn every_packet_round_trips_v311_and_v5() {
+        for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            let p5 = |p: Properties| if v.is_v5() { p } else { Properties::default() };
+            let connect = Connect {
+                version: v,
+                bridge: false,
+                clean_start: true,
+                keep_alive: 15,
+                client_id: "esp32".into(),
+                will: Some(LastWill {
+                    topic: "s".into(),
+                    payload: b"offline".to_vec(),
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    properties: p5(Properties {
+                        will_delay_interval: Some(5),
+                        ..Properties::default()
+                    }),
+                }),
+                username: Some("u".into()),
+                password: Some(b"p".to_vec()),
+                properties: p5(Properties {
+                    session_expiry_interval: Some(60),
+                    receive_maximum: Some(10),
+                    ..Properties::default()
+                }),
+            };
+            round_trip(&Packet::Connect(Box::new(connect)), v);
+            round_trip(
+                &Packet::Connack(Connack {
+                    session_present: true,
+                    code: 0,
+                    properties: p5(Properties {
+                        topic_alias_maximum: Some(10),
+                        ..Properties::default()
+                    }),
+                }),
+                v,
+            );
+            round_trip(
+                &Packet::Publish(Publish {
+                    dup: true,
+                    qos: QoS::ExactlyOnce,
+                    retain: true,
+                    topic: "a/b",
+                    packet_id: 7,
+                    payload: b"hello",
+                    properties: p5(Properties {
+                        content_type: Some("text".into()),
+                        ..Properties::default()
+                    }),
+                }),
+                v,
+            );
+            let ack = Ack {
+                packet_id: 3,
+                reason: if v.is_v5() { 0x10 } else { 0 },
+                properties: p5(props()),
+            };
+            round_trip(&Packet::Puback(ack.clone()), v);
+            round_trip(&Packet::Pubrec(ack.clone()), v);
+            round_trip(&Packet::Pubrel(ack.clone()), v);
+            round_trip(&Packet::Pubcomp(ack), v);
+            round_trip(
+                &Packet::Subscribe(Subscribe {
+                    packet_id: 2,
+                    subscriptions: vec![Subscription {
+                        filter: "a/#".into(),
+                        options: SubscribeOptions {
+                            qos: QoS::AtLeastOnce,
+                            no_local: v.is_v5(),
+                            retain_as_published: v.is_v5(),
+                            retain_handling: if v.is_v5() { 2 } else { 0 },
+                        },
+                    }],
+                    properties: p5(Properties {
+                        subscription_identifiers: vec![9],
+                        ..Properties::default()
+                    }),
+                }),
+                v,
+            );
+            round_trip(
+                &Packet::Suback(Suback {
+                    packet_id: 2,
+                    codes: vec![0, 1, 0x80],
+                    properties: p5(props()),
+                }),
+                v,
+            );
+            round_trip(
+                &Packet::Unsubscribe(Unsubscribe {
+                    packet_id: 4,
+                    filters: vec!["a".into(), "b/+".into()],
+                    properties: Properties::default(),
+                }),
+                v,
+            );
+            round_trip(&Packet::Pingreq, v);
+            round_trip(&Packet::Pingresp, v);
+            round_trip(
+                &Packet::Disconnect(Disconnect {
+                    reason: 0,
+                    properties: Properties::default(),
+                }),
+                v,
+            );
+        }
+    }
+
+    #[test]
+    fn pubsubclient_connect_from_fixture_decodes() {
+        // The CONNECT of ../shared/fixtures/pubsubclient-2.8-session.md, connection 1.
+        let hex = "105700044d51545404ee000f000f65737033322d73696d2d3234323336001f657370333273696d2f65737033322d73696d2d32343233362f73746174757300076f66666c696e65000565737033320009657370333270617373";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let h = parse_fixed_header(&bytes).unwrap().unwrap();
+        let Packet::Connect(c) =
+            decode(h.first, &bytes[h.header_len..], ProtocolVersion::V311).unwrap()
+        else {
+            panic!("not CONNECT");
+        };
+        assert_eq!(c.client_id, "esp32-sim-24236");
+        assert_eq!(c.keep_alive, 15);
+        let will = c.will.unwrap();
+        assert_eq!(
+            (will.topic.as_str(), will.qos, will.retain),
+            ("esp32sim/esp32-sim-24236/status", QoS::AtLeastOnce, true)
+        );
+        assert_eq!(c.username.as_deref(), Some("esp32"));
+        assert_eq!(c.password.as_deref(), Some(&b"esp32pass"[..]));
+    }
+
+    #[test]
+    fn malformed_bodies_are_typed_errors() {
+        let v = ProtocolVersion::V311;
+        // PUBREL without its required flags (v311:[MQTT-3.6.1-1])
+        assert_eq!(decode(0x60, &[0, 1], v), Err(DecodeError::InvalidFlags));
+        // SUBSCRIBE with flags 0 (v311:[MQTT-3.8.1-1])
+        assert_eq!(
+            decode(0x80, &[0, 1, 0, 1, b'a', 0], v),
+            Err(DecodeError::InvalidFlags)
+        );
+        // QoS 3 PUBLISH
+        assert_eq!(
+            decode(0x36, &[0, 1, b'a', 0, 1], v),
+            Err(DecodeError::InvalidQos)
+        );
+        // wildcard in topic name
+        assert!(matches!(
+            decode(0x30, &[0, 1, b'#'], v),
+            Err(DecodeError::Protocol(_))
+        ));
+        // invalid UTF-8 topic
+        assert_eq!(
+            decode(0x30, &[0, 1, 0xff], v),
+            Err(DecodeError::InvalidUtf8)
+        );
+        // U+0000 in a string (v311:[MQTT-1.5.3-2])
+        assert_eq!(decode(0x30, &[0, 1, 0], v), Err(DecodeError::InvalidUtf8));
+        // truncated PUBACK
+        assert_eq!(decode(0x40, &[0], v), Err(DecodeError::Truncated));
+        // PUBACK with an extra byte in 3.1.1
+        assert_eq!(decode(0x40, &[0, 1, 0], v), Err(DecodeError::TrailingBytes));
+        // packet id 0 (v311:[MQTT-2.3.1-1])
+        assert!(matches!(
+            decode(0x40, &[0, 0], v),
+            Err(DecodeError::Protocol(_))
+        ));
+        // subscription options with reserved bits (v311:[MQTT-3.8.3-4])
+        assert!(matches!(
+            decode(0x82, &[0, 1, 0, 1, b'a', 0x04], v),
+            Err(DecodeError::Malformed(_))
+        ));
+        // SUBSCRIBE without filters (v311:[MQTT-3.8.3-3])
+        assert!(matches!(
+            decode(0x82, &[0, 1], v),
+            Err(DecodeError::Protocol(_))
+        ));
+        // AUTH is not a 3.1.1 packet
+        assert_eq!(
+            decode(0xf0, &[], v),
+            Err(DecodeError::InvalidPacketType(15))
+        );
+        // CONNECT reserved flag (v311:[MQTT-3.1.2-3])
+        let c = [0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'c'];
+        assert!(matches!(
+            decode(0x10, &c, v),
+            Err(DecodeError::Malformed(_))
+        ));
+        // Unsupported level → the CONNACK 0x01 path
+        let c = [0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'c'];
+        assert_eq!(
+            decode(0x10, &c, v),
+            Err(DecodeError::UnsupportedProtocol(6))
+        );
+    }
+
+    #[test]
+    fn decoder_never_panics_on_any_prefix_or_mutation() {
+        let p = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "x/y",
+            packet_id: 1,
+            payload: b"payload",
+            properties: Properties {
+                user_properties: vec![("a".into(), "b".into())],
+                ..Properties::default()
+            },
+        })
+        .to_bytes(ProtocolVersion::V5);
+        for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            for cut in 0..p.len() {
+                let _ = decode(p[0], &p[2..cut.max(2)], v);
+            }
+            for i in 2..p.len() {
+                for b in [0u8, 0x7f, 0x80, 0xff] {
+                    let mut m = p.clone();
+                    m[i] = b;
+                    let _ = decode(m[0], &m[2..], v);
+                }
+            }
+        }
+    }
+}
