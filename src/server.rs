@@ -56,7 +56,13 @@ fn install_signal_handlers(write_fd: i32) {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: installing handlers that only call write(2); SIG_IGN for SIGPIPE.
     unsafe {
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
             libc::signal(sig, handler);
         }
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -130,7 +136,10 @@ fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
         libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, opt, len);
         let SocketAddr::V6(a) = addr else {
             libc::close(fd);
-            return Err(io::Error::new(ErrorKind::InvalidInput, "not an IPv6 address"));
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "not an IPv6 address",
+            ));
         };
         let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
         sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
@@ -144,7 +153,9 @@ fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
             libc::close(fd);
             return Err(e);
         }
-        Ok(TcpListener::from_std(std::net::TcpListener::from_raw_fd(fd)))
+        Ok(TcpListener::from_std(std::net::TcpListener::from_raw_fd(
+            fd,
+        )))
     }
 }
 
@@ -189,7 +200,9 @@ impl Server {
                     Ok(s) => s,
                     // A machine without IPv6 still serves IPv4 on "all interfaces".
                     Err(e) if addr.is_ipv6() && all_interfaces => {
-                        log::warn!("Warning: Unable to open ipv6 listen socket on port {port}: {e}.");
+                        log::warn!(
+                            "Warning: Unable to open ipv6 listen socket on port {port}: {e}."
+                        );
                         continue;
                     }
                     Err(e) => {
@@ -213,8 +226,11 @@ impl Server {
             return Err(io::Error::other("no listener could be opened"));
         }
         for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(&mut l.socket, Token(LISTENER_BASE - i), Interest::READABLE)?;
+            poll.registry().register(
+                &mut l.socket,
+                Token(LISTENER_BASE - i),
+                Interest::READABLE,
+            )?;
         }
         let (mut signal_rx, signal_tx) = UnixStream::pair()?;
         poll.registry()
@@ -370,10 +386,10 @@ impl Server {
             }
             let entry = self.clients.vacant_entry();
             let id = entry.key();
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut stream, Token(id), Interest::READABLE)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(id), Interest::READABLE)
             {
                 log::error!("Error: Unable to register connection from {peer}: {e}.");
                 continue;
