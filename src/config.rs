@@ -82,6 +82,9 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `max_keepalive` seconds (default 65535).
     pub max_keepalive: u16,
+    /// `max_topic_alias` (default 10): topic aliases an MQTT 5 client may use towards midge.
+    /// Mosquitto scopes it per listener; midge applies the last value to every listener.
+    pub max_topic_alias: u16,
     /// `max_inflight_messages` (default 20; 0 = no limit).
     pub max_inflight_messages: u16,
     /// `max_queued_messages` (default 1000; 0 = no limit).
@@ -282,7 +285,6 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     // Listener-scoped.
     "http_dir",
     "max_qos",
-    "max_topic_alias",
     "mount_point",
     "protocol",
     "socket_domain",
@@ -350,6 +352,7 @@ impl Default for Config {
             max_packet_size: 0,
             message_size_limit: 0,
             max_keepalive: 65535,
+            max_topic_alias: 10,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
@@ -529,6 +532,7 @@ impl Parser {
             }
             "max_keepalive" => c.max_keepalive = parse_number(name, value, at)?,
             "max_inflight_messages" => c.max_inflight_messages = parse_number(name, value, at)?,
+            "max_topic_alias" => c.max_topic_alias = parse_number(name, value, at)?,
             "max_queued_messages" => c.max_queued_messages = parse_number(name, value, at)?,
             "max_queued_bytes" => c.max_queued_bytes = parse_number(name, value, at)?,
             "queue_qos0_messages" => c.queue_qos0_messages = parse_bool(name, value, at)?,

@@ -50,6 +50,34 @@ pub struct Conn {
     pub receive_maximum: u16,
     /// MQTT 5: largest packet the client accepts (0 = no limit).
     pub max_packet_size: u32,
+    /// MQTT 5 topic aliases; absent for 3.x clients, so they cost nothing.
+    pub aliases: Option<Box<Aliases>>,
+}
+
+/// Topic aliases of one MQTT 5 connection (v5 §3.3.2.3.4). Each direction has its own map,
+/// and both die with the connection.
+#[derive(Debug, Default)]
+pub struct Aliases {
+    /// Aliases the client set for its PUBLISHes to us, index = alias - 1.
+    pub inbound: Vec<Option<Box<str>>>,
+    /// The highest alias we accept (our CONNACK's Topic Alias Maximum).
+    pub inbound_max: u16,
+    /// Aliases we set for PUBLISHes to the client.
+    pub outbound: super::router::TopicMap<u16>,
+    /// The client's Topic Alias Maximum.
+    pub outbound_max: u16,
+}
+
+impl Aliases {
+    /// The alias to use for `topic` towards the client, and whether the topic name must be
+    /// sent with it (first use). `None` when aliases are off or all are taken.
+    pub fn outbound_for(&self, topic: &str) -> Option<(u16, bool)> {
+        if let Some(&a) = self.outbound.get(topic) {
+            return Some((a, false));
+        }
+        let next = self.outbound.len() as u16 + 1;
+        (next <= self.outbound_max).then_some((next, true))
+    }
 }
 
 impl Conn {
@@ -71,6 +99,7 @@ impl Conn {
             will: None,
             receive_maximum: u16::MAX,
             max_packet_size: 0,
+            aliases: None,
         }
     }
 

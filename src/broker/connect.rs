@@ -198,6 +198,8 @@ impl Broker {
             s.version = c.version;
             s.expiry = expiry;
             s.expires_at = None;
+            // A delayed will is cancelled when its session resumes in time (v5 §3.1.3.2.2).
+            s.pending_will = None;
         }
 
         let Some(conn) = self.conn_mut(id) else {
@@ -222,6 +224,7 @@ impl Broker {
         self.stats.clients_connected += 1;
         self.stats.clients_maximum = self.stats.clients_maximum.max(self.stats.clients_connected);
 
+        self.now = now;
         if self.settings.connection_messages {
             let p = match c.version {
                 ProtocolVersion::V31 => 1,
@@ -244,6 +247,24 @@ impl Broker {
 
         let mut properties = Properties::default();
         if c.version.is_v5() {
+            let alias_max = self.settings.max_topic_alias;
+            let client_alias_max = c.properties.topic_alias_maximum.unwrap_or(0);
+            if alias_max > 0 || client_alias_max > 0 {
+                if let Some(conn) = self.conn_mut(id) {
+                    conn.aliases = Some(Box::new(super::conn::Aliases {
+                        inbound_max: alias_max,
+                        outbound_max: client_alias_max,
+                        ..Default::default()
+                    }));
+                }
+            }
+            if alias_max > 0 {
+                properties.topic_alias_maximum = Some(alias_max);
+            }
+            let receive_maximum = self.settings.receive_maximum();
+            if receive_maximum < 65_535 {
+                properties.receive_maximum = Some(receive_maximum as u16);
+            }
             if assigned {
                 properties.assigned_client_identifier = Some(client_id.to_string());
             }
@@ -277,34 +298,31 @@ impl Broker {
     /// Resends every unacknowledged PUBLISH (with DUP) and PUBREL of a resumed session, in
     /// their original order and with their original ids (v311:[MQTT-4.4.0-1]).
     fn resend_inflight(&mut self, id: ConnId, sid: SessionId) {
-        let Some(s) = self.session(sid) else {
+        let now = self.now;
+        let Some(s) = self
+            .sessions
+            .get(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+        else {
             return;
         };
-        let mut packets = Vec::new();
+        let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
         for m in &s.inflight {
             match m.state {
                 OutState::AwaitPubcomp => {
-                    Packet::Pubrel(codec::Ack::new(m.packet_id)).encode(s.version, &mut packets)
+                    Packet::Pubrel(codec::Ack::new(m.packet_id)).encode(c.version, &mut c.out)
                 }
-                OutState::AwaitPuback | OutState::AwaitPubrec => super::publish::write_delivery(
-                    &mut packets,
-                    &s.client_id,
-                    &m.delivery,
-                    m.packet_id,
-                    true,
-                    s.version,
-                    self.now,
-                ),
+                OutState::AwaitPuback | OutState::AwaitPubrec => {
+                    super::publish::write_delivery(c, &m.delivery, m.packet_id, true, now);
+                }
             }
+            self.stats.messages_sent += 1;
         }
-        let count = s.inflight.len() as u64;
-        if let Some(conn) = self.conn_mut(id) {
-            conn.out.extend_from_slice(&packets);
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(id);
-            }
+        if !c.out.is_empty() && !c.dirty {
+            c.dirty = true;
+            self.dirty.push(id);
         }
-        self.stats.messages_sent += count;
     }
 }

@@ -60,6 +60,8 @@ pub struct Settings {
     pub persistent_client_expiration: Option<Duration>,
     pub upgrade_outgoing_qos: bool,
     pub connection_messages: bool,
+    /// Topic aliases MQTT 5 clients may use towards midge.
+    pub max_topic_alias: u16,
 }
 
 impl Default for Settings {
@@ -79,6 +81,7 @@ impl Default for Settings {
             persistent_client_expiration: None,
             upgrade_outgoing_qos: false,
             connection_messages: true,
+            max_topic_alias: 10,
         }
     }
 }
@@ -101,6 +104,7 @@ impl Settings {
             persistent_client_expiration: c.persistent_client_expiration,
             upgrade_outgoing_qos: c.upgrade_outgoing_qos,
             connection_messages: c.connection_messages,
+            max_topic_alias: c.max_topic_alias,
         }
     }
 
@@ -109,6 +113,15 @@ impl Settings {
             PROTOCOL_MAX_PACKET
         } else {
             self.max_packet_size
+        }
+    }
+
+    /// The Receive Maximum midge announces to MQTT 5 clients: how many QoS 2 messages a
+    /// client may have unreleased at once (QoS 1 is acknowledged at once).
+    fn receive_maximum(&self) -> usize {
+        match self.max_inflight_messages {
+            0 => 65_535,
+            n => n.min(65_535),
         }
     }
 
@@ -183,6 +196,8 @@ enum Timer {
     Conn(ConnId, u64),
     /// Expiry of an offline session.
     SessionExpiry(SessionId),
+    /// A delayed will falls due.
+    WillDelay(SessionId),
 }
 
 /// The broker: every session, subscription and retained message, and the protocol state of
@@ -355,6 +370,7 @@ impl Broker {
             match timer {
                 Timer::Conn(id, serial) => self.check_conn_timer(id, serial, now),
                 Timer::SessionExpiry(sid) => self.check_session_expiry(sid, now),
+                Timer::WillDelay(sid) => self.check_will_delay(sid, now),
             }
         }
     }
@@ -392,6 +408,7 @@ impl Broker {
             },
         };
         if now >= deadline {
+            self.send_disconnect(id, reason::KEEP_ALIVE_TIMEOUT);
             self.close(id, CloseReason::KeepaliveTimeout, now);
         } else {
             self.timers
@@ -399,7 +416,20 @@ impl Broker {
         }
     }
 
+    fn check_will_delay(&mut self, sid: SessionId, now: Instant) {
+        self.now = now;
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        if s.pending_will.as_ref().is_some_and(|(_, at)| *at <= now) {
+            if let Some((will, _)) = s.pending_will.take() {
+                self.publish_will(*will, now);
+            }
+        }
+    }
+
     fn check_session_expiry(&mut self, sid: SessionId, now: Instant) {
+        self.now = now;
         let Some(s) = self.session(sid) else {
             return;
         };
@@ -491,8 +521,26 @@ impl Broker {
         let name = conn.client_id.clone();
         let peer = conn.peer.clone();
         self.log_close(&name, &peer, &reason);
+        self.now = now;
+        let mut will = will;
         if let ConnState::Active(sid) = state {
             self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
+            // v5 §3.1.3.2.2: a will with a delay waits in its session (if the session outlives
+            // the connection) until the delay passes or the session ends.
+            let delay = will
+                .as_ref()
+                .and_then(|w| w.properties.will_delay_interval)
+                .unwrap_or(0);
+            let persists = self
+                .session(sid)
+                .is_some_and(|s| s.expiry != Expiry::OnDisconnect);
+            if delay > 0 && persists {
+                if let (Some(w), Some(s)) = (will.take(), self.session_mut(sid)) {
+                    let at = now + Duration::from_secs(u64::from(delay));
+                    s.pending_will = Some((w, at));
+                    self.timers.push(Reverse((at, Timer::WillDelay(sid))));
+                }
+            }
             self.detach_session(sid, now);
         }
         if let Some(will) = will {
@@ -583,12 +631,27 @@ impl Broker {
         if self.session(sid).is_none() {
             return;
         }
-        let s = self.sessions.remove(sid.idx as usize);
+        let mut s = self.sessions.remove(sid.idx as usize);
         for (filter, _, _) in &s.subscriptions {
             self.router.unsubscribe(filter, sid);
         }
         if self.clients.get(&s.client_id) == Some(&sid) {
             self.clients.remove(&s.client_id);
+        }
+        let mut unfinished: Vec<session::Delivery> = s
+            .inflight
+            .drain(..)
+            .filter(|m| m.state == session::OutState::AwaitPuback)
+            .map(|m| m.delivery)
+            .collect();
+        unfinished.extend(s.queue.drain(..));
+        if unfinished.iter().any(|d| d.group.is_some()) {
+            self.reassign_shared(sid, unfinished);
+        }
+        if let Some((will, _)) = s.pending_will.take() {
+            // The session ends before the will delay: the will goes now.
+            let now = self.now;
+            self.publish_will(*will, now);
         }
     }
 

@@ -7,9 +7,11 @@
 //!
 //! Outgoing QoS is the lower of the published QoS and the granted QoS (v311 §3.8.4), or the
 //! granted QoS with `upgrade_outgoing_qos`. At most `max_inflight_messages` QoS 1/2 messages
-//! are in flight per session; the rest wait in its queue, in order.
+//! (fewer if an MQTT 5 client's Receive Maximum says so) are in flight per session; the rest
+//! wait in its queue, in order. Every PUBLISH to a client goes through [`write_message`], which
+//! applies the client's Maximum Packet Size and outbound topic aliases.
 
-use super::conn::ConnState;
+use super::conn::{Conn, ConnState};
 use super::router::Subscriber;
 use super::session::{Delivery, Inflight, Message, OutState};
 use super::{Broker, CloseReason, ConnId, SessionId, OUTPUT_HIGH_WATER};
@@ -28,25 +30,50 @@ struct Outgoing<'a> {
     qos: QoS,
     retain: bool,
     properties: Option<&'a Properties>,
+    expires_at: Option<Instant>,
     origin: Option<SessionId>,
 }
 
 impl Outgoing<'_> {
-    fn to_message(&self, now: Instant) -> Message {
-        let expires_at = self
-            .properties
-            .and_then(|p| p.message_expiry_interval)
-            .map(|s| now + Duration::from_secs(u64::from(s)));
+    fn to_message(&self) -> Message {
         Message {
             topic: self.topic.into(),
             payload: self.payload.into(),
             qos: self.qos,
             retain: self.retain,
             properties: self.properties.map(|p| Box::new(p.clone())),
-            expires_at,
+            expires_at: self.expires_at,
             origin: self.origin,
         }
     }
+}
+
+/// The parts of a message [`write_message`] needs, from a borrowed or a shared message.
+struct MsgView<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    properties: Option<&'a Properties>,
+    expires_at: Option<Instant>,
+}
+
+impl<'a> From<&'a Message> for MsgView<'a> {
+    fn from(m: &'a Message) -> MsgView<'a> {
+        MsgView {
+            topic: &m.topic,
+            payload: &m.payload,
+            properties: m.properties.as_deref(),
+            expires_at: m.expires_at,
+        }
+    }
+}
+
+/// How one PUBLISH goes to one client.
+struct Framing<'a> {
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+    packet_id: u16,
+    sub_ids: &'a [u32],
 }
 
 /// The properties a v5 subscriber gets with a message: the publisher's, plus this
@@ -69,51 +96,73 @@ fn delivery_properties<'a>(
     Some(Cow::Owned(p))
 }
 
-/// Writes one PUBLISH of a delivery and logs it like Mosquitto's `-v`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn write_delivery(
-    out: &mut Vec<u8>,
-    name: &str,
-    d: &Delivery,
-    packet_id: u16,
-    dup: bool,
-    version: ProtocolVersion,
-    now: Instant,
-) {
-    let props = if version.is_v5() {
-        delivery_properties(
-            d.msg.properties.as_deref(),
-            &d.sub_ids,
-            d.msg.expires_at,
-            now,
-        )
+/// Writes one PUBLISH to a client's output buffer and logs it like Mosquitto's `-v`. Returns
+/// false, writing nothing, when the packet would exceed the client's Maximum Packet Size
+/// (v5:[MQTT-3.1.2-25]: the message is then dropped for this client).
+fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> bool {
+    let v5 = c.version.is_v5();
+    let mut props = if v5 {
+        delivery_properties(m.properties, f.sub_ids, m.expires_at, now)
     } else {
         None
     };
+    let mut topic = m.topic;
+    let mut new_alias = None;
+    if let Some((alias, first_use)) = c.aliases.as_ref().and_then(|a| a.outbound_for(m.topic)) {
+        let mut p = props.map(Cow::into_owned).unwrap_or_default();
+        p.topic_alias = Some(alias);
+        props = Some(Cow::Owned(p));
+        if first_use {
+            new_alias = Some(alias);
+        } else {
+            topic = "";
+        }
+    }
     let p = PublishOut {
-        topic: &d.msg.topic,
-        payload: &d.msg.payload,
+        topic,
+        payload: m.payload,
+        qos: f.qos,
+        retain: f.retain,
+        dup: f.dup,
+        packet_id: f.packet_id,
+        properties: props.as_deref(),
+    };
+    if c.max_packet_size != 0 && p.wire_len(v5) > c.max_packet_size as usize {
+        return false;
+    }
+    if let (Some(alias), Some(a)) = (new_alias, c.aliases.as_mut()) {
+        a.outbound.insert(m.topic.into(), alias);
+    }
+    log::debug!(
+        "Sending PUBLISH to {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+        c.client_id,
+        u8::from(f.dup),
+        f.qos as u8,
+        u8::from(f.retain),
+        f.packet_id,
+        m.topic,
+        m.payload.len()
+    );
+    write_publish(&mut c.out, &p, c.version);
+    true
+}
+
+/// Writes a delivery (in flight or from the queue) to a client.
+pub(super) fn write_delivery(
+    c: &mut Conn,
+    d: &Delivery,
+    packet_id: u16,
+    dup: bool,
+    now: Instant,
+) -> bool {
+    let f = Framing {
         qos: d.qos,
         retain: d.retain,
         dup,
         packet_id,
-        properties: props.as_deref(),
+        sub_ids: &d.sub_ids,
     };
-    log_sending(name, &p);
-    write_publish(out, &p, version);
-}
-
-fn log_sending(name: &str, p: &PublishOut<'_>) {
-    log::debug!(
-        "Sending PUBLISH to {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-        name,
-        u8::from(p.dup),
-        p.qos as u8,
-        u8::from(p.retain),
-        p.packet_id,
-        p.topic,
-        p.payload.len()
-    );
+    write_message(c, MsgView::from(&*d.msg), f, now)
 }
 
 impl Broker {
@@ -121,7 +170,7 @@ impl Broker {
         &mut self,
         id: ConnId,
         sid: SessionId,
-        p: Publish<'_>,
+        mut p: Publish<'_>,
         now: Instant,
     ) {
         self.now = now;
@@ -139,33 +188,69 @@ impl Broker {
         self.stats.publish_received += 1;
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
         if p.retain && !self.settings.retain_available {
-            self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
-            self.close(
+            // v5:[MQTT-3.3.1-19]
+            return self.fail(
                 id,
-                CloseReason::Protocol(DecodeError::Protocol("retain is not available")),
+                reason::RETAIN_NOT_SUPPORTED,
+                "retain is not available",
                 now,
             );
-            return;
         }
-        if p.properties.topic_alias.is_some() {
-            // Topic Alias Maximum is 0 in CONNACK: any alias is invalid (v5:[MQTT-3.3.2-8]).
-            self.send_disconnect(id, reason::TOPIC_ALIAS_INVALID);
-            self.close(
-                id,
-                CloseReason::Protocol(DecodeError::Protocol("topic alias not allowed")),
-                now,
-            );
-            return;
+        // Resolve an inbound topic alias (v5 §3.3.2.3.4).
+        let aliased: Option<Box<str>>;
+        if let Some(alias) = p.properties.topic_alias.take() {
+            let Some(a) = self.conn_mut(id).and_then(|c| c.aliases.as_deref_mut()) else {
+                return self.fail(id, reason::TOPIC_ALIAS_INVALID, "topic alias", now);
+            };
+            if alias == 0 || alias > a.inbound_max {
+                // v5:[MQTT-3.3.2-8], [MQTT-3.3.2-9]
+                return self.fail(
+                    id,
+                    reason::TOPIC_ALIAS_INVALID,
+                    "topic alias out of range",
+                    now,
+                );
+            }
+            let slot = usize::from(alias - 1);
+            if a.inbound.len() <= slot {
+                a.inbound.resize(slot + 1, None);
+            }
+            if p.topic.is_empty() {
+                match &a.inbound[slot] {
+                    Some(t) => aliased = Some(t.clone()),
+                    None => {
+                        return self.fail(id, reason::PROTOCOL_ERROR, "unknown topic alias", now)
+                    }
+                }
+            } else {
+                a.inbound[slot] = Some(p.topic.into());
+                aliased = None;
+            }
+        } else {
+            aliased = None;
         }
+        let topic: &str = aliased.as_deref().unwrap_or(p.topic);
         if p.qos == QoS::ExactlyOnce {
-            let duplicate = self
-                .session(sid)
-                .is_some_and(|s| s.incoming_qos2.contains(&p.packet_id));
+            let (duplicate, held) = self.session(sid).map_or((false, 0), |s| {
+                (
+                    s.incoming_qos2.contains(&p.packet_id),
+                    s.incoming_qos2.len(),
+                )
+            });
             if duplicate {
                 // Already accepted and routed: acknowledge again, deliver nothing
                 // (v311:[MQTT-4.3.3-2] method B).
                 self.send_pubrec(id, p.packet_id, reason::SUCCESS);
                 return;
+            }
+            if version.is_v5() && held >= self.settings.receive_maximum() {
+                // v5:[MQTT-3.3.4-9]: more unacknowledged QoS 2 than our Receive Maximum.
+                return self.fail(
+                    id,
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    "receive maximum exceeded",
+                    now,
+                );
             }
         }
         if p.properties.payload_format_indicator == Some(1)
@@ -184,18 +269,19 @@ impl Broker {
                 p.qos as u8,
                 u8::from(p.retain),
                 p.packet_id,
-                p.topic,
+                topic,
                 p.payload.len()
             );
             reason::IMPLEMENTATION_SPECIFIC_ERROR
         } else {
             let props = (!p.properties.is_empty()).then_some(&p.properties);
             let out = Outgoing {
-                topic: p.topic,
+                topic,
                 payload: p.payload,
                 qos: p.qos,
                 retain: p.retain,
                 properties: props,
+                expires_at: expiry(props, now),
                 origin: Some(sid),
             };
             let routed = self.route(&out, now);
@@ -206,6 +292,13 @@ impl Broker {
             }
         };
         self.ack_publish(id, sid, &p, code);
+    }
+
+    /// Ends a connection for a protocol breach found while handling a packet, telling an MQTT 5
+    /// client the reason code.
+    fn fail(&mut self, id: ConnId, code: u8, why: &'static str, now: Instant) {
+        self.send_disconnect(id, code);
+        self.close(id, CloseReason::Protocol(DecodeError::Protocol(why)), now);
     }
 
     /// Sends PUBACK or PUBREC (recording the QoS 2 id) for an accepted PUBLISH.
@@ -260,20 +353,24 @@ impl Broker {
             will.payload.len()
         );
         self.stats.publish_received += 1;
-        let props = (!will.properties.is_empty()).then_some(&will.properties);
+        let mut props = will.properties;
+        // The delay belongs to the will, not to the message.
+        props.will_delay_interval = None;
+        let props = (!props.is_empty()).then_some(&props);
         let out = Outgoing {
             topic: &will.topic,
             payload: &will.payload,
             qos: will.qos,
             retain: will.retain,
             properties: props,
+            expires_at: expiry(props, now),
             origin: None,
         };
         self.route(&out, now);
     }
 
     /// Stores a retained message (or clears it) and delivers the message to every matching
-    /// subscription. Returns how many sessions it went to.
+    /// subscription. Returns how many subscriptions it went to.
     fn route(&mut self, m: &Outgoing<'_>, now: Instant) -> usize {
         let mut shared: Option<Rc<Message>> = None;
         if m.retain {
@@ -281,7 +378,7 @@ impl Broker {
                 // v311:[MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears.
                 self.retained.remove(m.topic);
             } else {
-                let msg = Rc::new(m.to_message(now));
+                let msg = Rc::new(m.to_message());
                 self.retained.insert(m.topic.into(), msg.clone());
                 shared = Some(msg);
             }
@@ -315,33 +412,84 @@ impl Broker {
                 .map(|s: &Subscriber| s.sub_id)
                 .filter(|&x| x != 0)
                 .collect();
-            let qos = if self.settings.upgrade_outgoing_qos {
-                qos
-            } else {
-                qos.min(m.qos)
-            };
-            // v311:[MQTT-3.3.1-9]: the retain flag is cleared on normal forwarding; v5 keeps it
-            // for Retain As Published subscriptions.
-            let retain = m.retain && rap;
-            self.deliver(first.session, m, &mut shared, qos, retain, sub_ids, now);
+            self.deliver_matched(first.session, m, &mut shared, qos, rap, sub_ids, None, now);
             delivered += 1;
             i = j;
         }
         self.matches = matches;
+        if self.router.has_shared() {
+            let mut picks = Vec::new();
+            let sessions = &self.sessions;
+            self.router.collect_shared(
+                m.topic,
+                |sid| {
+                    sessions
+                        .get(sid.idx as usize)
+                        .is_some_and(|s| s.conn.is_some())
+                },
+                &mut picks,
+            );
+            for (sub, group) in picks {
+                let sub_ids = if sub.sub_id != 0 {
+                    vec![sub.sub_id]
+                } else {
+                    Vec::new()
+                };
+                let (qos, rap) = (sub.options.qos, sub.options.retain_as_published);
+                self.deliver_matched(
+                    sub.session,
+                    m,
+                    &mut shared,
+                    qos,
+                    rap,
+                    sub_ids,
+                    Some(group),
+                    now,
+                );
+                delivered += 1;
+            }
+        }
         delivered
+    }
+
+    /// Applies the QoS and retain rules of a matching subscription, then delivers.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_matched(
+        &mut self,
+        sid: SessionId,
+        m: &Outgoing<'_>,
+        shared: &mut Option<Rc<Message>>,
+        granted: QoS,
+        retain_as_published: bool,
+        sub_ids: Vec<u32>,
+        group: Option<Rc<str>>,
+        now: Instant,
+    ) {
+        let qos = if self.settings.upgrade_outgoing_qos {
+            granted
+        } else {
+            granted.min(m.qos)
+        };
+        // v311:[MQTT-3.3.1-9]: the retain flag is cleared on normal forwarding; v5 keeps it
+        // for Retain As Published subscriptions (v5:[MQTT-3.3.1-12], [MQTT-3.3.1-13]).
+        let retain = m.retain && retain_as_published;
+        let target = Target {
+            qos,
+            retain,
+            sub_ids,
+            group,
+        };
+        self.deliver(sid, m, shared, target, now);
     }
 
     /// Hands one message to one session: straight to its socket buffer when possible,
     /// otherwise into its queue, within the limits.
-    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         sid: SessionId,
         m: &Outgoing<'_>,
         shared: &mut Option<Rc<Message>>,
-        qos: QoS,
-        retain: bool,
-        sub_ids: Vec<u32>,
+        t: Target,
         now: Instant,
     ) {
         let inflight_limit = self.settings.inflight_limit();
@@ -363,25 +511,7 @@ impl Broker {
             .filter(|(_, c)| matches!(c.state, ConnState::Active(_)));
         match conn {
             Some((cid, c)) if s.queue.is_empty() => {
-                let fits = c.max_packet_size == 0 || {
-                    let props = delivery_properties(m.properties, &sub_ids, None, now);
-                    let p = PublishOut {
-                        topic: m.topic,
-                        payload: m.payload,
-                        qos,
-                        retain,
-                        dup: false,
-                        packet_id: 1,
-                        properties: props.as_deref(),
-                    };
-                    p.wire_len(c.version.is_v5()) <= c.max_packet_size as usize
-                };
-                if !fits {
-                    // v5:[MQTT-3.1.2-25]: never send a packet larger than the client accepts.
-                    self.stats.publish_dropped += 1;
-                    return;
-                }
-                if qos == QoS::AtMostOnce {
+                if t.qos == QoS::AtMostOnce {
                     if c.out.len() >= OUTPUT_HIGH_WATER {
                         self.stats.publish_dropped += 1;
                         if !s.dropping {
@@ -391,23 +521,23 @@ impl Broker {
                         return;
                     }
                     s.dropping = false;
-                    let expires_at = shared.as_ref().and_then(|m| m.expires_at);
-                    let props = if c.version.is_v5() {
-                        delivery_properties(m.properties, &sub_ids, expires_at, now)
-                    } else {
-                        None
-                    };
-                    let p = PublishOut {
+                    let view = MsgView {
                         topic: m.topic,
                         payload: m.payload,
-                        qos,
-                        retain,
+                        properties: m.properties,
+                        expires_at: m.expires_at,
+                    };
+                    let f = Framing {
+                        qos: QoS::AtMostOnce,
+                        retain: t.retain,
                         dup: false,
                         packet_id: 0,
-                        properties: props.as_deref(),
+                        sub_ids: &t.sub_ids,
                     };
-                    log_sending(&s.client_id, &p);
-                    write_publish(&mut c.out, &p, c.version);
+                    if !write_message(c, view, f, now) {
+                        self.stats.publish_dropped += 1;
+                        return;
+                    }
                     self.stats.publish_sent += 1;
                     self.stats.messages_sent += 1;
                     if !c.dirty {
@@ -419,28 +549,24 @@ impl Broker {
                 let limit = inflight_limit.min(usize::from(c.receive_maximum));
                 if s.inflight.len() < limit && c.out.len() < OUTPUT_HIGH_WATER {
                     let msg = shared
-                        .get_or_insert_with(|| Rc::new(m.to_message(now)))
+                        .get_or_insert_with(|| Rc::new(m.to_message()))
                         .clone();
                     let d = Delivery {
                         msg,
-                        qos,
-                        retain,
-                        sub_ids,
+                        qos: t.qos,
+                        retain: t.retain,
+                        sub_ids: t.sub_ids,
                         counted: true,
+                        group: t.group,
                     };
                     let packet_id = s.alloc_packet_id();
-                    write_delivery(
-                        &mut c.out,
-                        &s.client_id,
-                        &d,
-                        packet_id,
-                        false,
-                        c.version,
-                        now,
-                    );
+                    if !write_delivery(c, &d, packet_id, false, now) {
+                        self.stats.publish_dropped += 1;
+                        return;
+                    }
                     s.inflight.push_back(Inflight {
                         packet_id,
-                        state: if qos == QoS::AtLeastOnce {
+                        state: if t.qos == QoS::AtLeastOnce {
                             OutState::AwaitPuback
                         } else {
                             OutState::AwaitPubrec
@@ -456,7 +582,7 @@ impl Broker {
                     return;
                 }
             }
-            None if qos == QoS::AtMostOnce && !self.settings.queue_qos0_messages => return,
+            None if t.qos == QoS::AtMostOnce && !self.settings.queue_qos0_messages => return,
             _ => {}
         }
         // Queue it, within max_queued_messages / max_queued_bytes.
@@ -475,14 +601,15 @@ impl Broker {
         }
         s.dropping = false;
         let msg = shared
-            .get_or_insert_with(|| Rc::new(m.to_message(now)))
+            .get_or_insert_with(|| Rc::new(m.to_message()))
             .clone();
         s.enqueue(Delivery {
             msg,
-            qos,
-            retain,
-            sub_ids,
+            qos: t.qos,
+            retain: t.retain,
+            sub_ids: t.sub_ids,
             counted: true,
+            group: t.group,
         });
     }
 
@@ -526,56 +653,74 @@ impl Broker {
             let Some(d) = s.dequeue() else {
                 break;
             };
-            if c.max_packet_size != 0 {
-                let props = delivery_properties(
-                    d.msg.properties.as_deref(),
-                    &d.sub_ids,
-                    d.msg.expires_at,
-                    now,
-                );
-                let p = PublishOut {
-                    topic: &d.msg.topic,
-                    payload: &d.msg.payload,
-                    qos: d.qos,
-                    retain: d.retain,
-                    dup: false,
-                    packet_id: 1,
-                    properties: props.as_deref(),
-                };
-                if p.wire_len(c.version.is_v5()) > c.max_packet_size as usize {
-                    self.stats.publish_dropped += 1;
-                    continue;
-                }
+            let packet_id = if d.qos == QoS::AtMostOnce {
+                0
+            } else {
+                s.alloc_packet_id()
+            };
+            if !write_delivery(c, &d, packet_id, false, now) {
+                self.stats.publish_dropped += 1;
+                continue;
             }
             self.stats.publish_sent += 1;
             self.stats.messages_sent += 1;
-            if d.qos == QoS::AtMostOnce {
-                write_delivery(&mut c.out, &s.client_id, &d, 0, false, c.version, now);
-                continue;
+            if d.qos != QoS::AtMostOnce {
+                s.inflight.push_back(Inflight {
+                    packet_id,
+                    state: if d.qos == QoS::AtLeastOnce {
+                        OutState::AwaitPuback
+                    } else {
+                        OutState::AwaitPubrec
+                    },
+                    delivery: d,
+                });
             }
-            let packet_id = s.alloc_packet_id();
-            write_delivery(
-                &mut c.out,
-                &s.client_id,
-                &d,
-                packet_id,
-                false,
-                c.version,
-                now,
-            );
-            s.inflight.push_back(Inflight {
-                packet_id,
-                state: if d.qos == QoS::AtLeastOnce {
-                    OutState::AwaitPuback
-                } else {
-                    OutState::AwaitPubrec
-                },
-                delivery: d,
-            });
         }
         if c.out.len() != start && !c.dirty {
             c.dirty = true;
             self.dirty.push(cid);
+        }
+    }
+
+    /// A session ended for good: messages it got through shared subscriptions and had not
+    /// finished go to another member of their group. QoS 0 and QoS 1 move; QoS 2 messages
+    /// already sent stay with the session they were sent to (v5:[MQTT-4.8.2-4],
+    /// [MQTT-4.8.2-5]), so they end with it.
+    pub(super) fn reassign_shared(&mut self, sid: SessionId, deliveries: Vec<Delivery>) {
+        let now = self.now;
+        for d in deliveries {
+            let Some(group) = d.group.clone() else {
+                continue;
+            };
+            let sessions = &self.sessions;
+            let Some(sub) = self.router.pick_shared(&group, sid, |s| {
+                sessions
+                    .get(s.idx as usize)
+                    .is_some_and(|x| x.conn.is_some())
+            }) else {
+                continue;
+            };
+            let m = Outgoing {
+                topic: &d.msg.topic,
+                payload: &d.msg.payload,
+                qos: d.msg.qos,
+                retain: d.msg.retain,
+                properties: d.msg.properties.as_deref(),
+                expires_at: d.msg.expires_at,
+                origin: d.msg.origin,
+            };
+            let mut shared = Some(d.msg.clone());
+            let target = Target {
+                qos: d.qos.min(sub.options.qos),
+                retain: d.retain,
+                sub_ids: if sub.sub_id != 0 {
+                    vec![sub.sub_id]
+                } else {
+                    Vec::new()
+                },
+                group: Some(group),
+            };
+            self.deliver(sub.session, &m, &mut shared, target, now);
         }
     }
 
@@ -721,7 +866,23 @@ impl Broker {
                     Vec::new()
                 },
                 counted: false,
+                group: None,
             });
         }
     }
+}
+
+/// Where and how a matched message goes to one session.
+struct Target {
+    qos: QoS,
+    retain: bool,
+    sub_ids: Vec<u32>,
+    group: Option<Rc<str>>,
+}
+
+/// When a message with these properties expires (v5 Message Expiry Interval).
+fn expiry(props: Option<&Properties>, now: Instant) -> Option<Instant> {
+    props
+        .and_then(|p| p.message_expiry_interval)
+        .map(|s| now + Duration::from_secs(u64::from(s)))
 }

@@ -9,6 +9,10 @@
 //!
 //! Subscribers are sessions ([`SessionId`]), never connections: a persistent session keeps
 //! receiving (into its queue) while its client is away.
+//!
+//! Shared subscriptions (`$share/GROUP/FILTER`, v5 §4.8.2) are kept apart: each group is a list
+//! of members, and a matching message goes to one member, taken in turn (round robin),
+//! preferring members whose client is connected.
 
 use super::SessionId;
 use crate::codec::SubscribeOptions;
@@ -90,11 +94,39 @@ fn remove(list: &mut Vec<Subscriber>, session: SessionId) -> bool {
     list.len() != before
 }
 
+/// One shared subscription group: `$share/{name}/{filter}`.
+struct SharedGroup {
+    /// The whole `$share/...` string, which identifies the group.
+    key: std::rc::Rc<str>,
+    filter: Box<str>,
+    members: Vec<Subscriber>,
+    next: usize,
+}
+
+/// Splits `$share/GROUP/FILTER` into group and filter; `None` for an ordinary filter.
+pub fn parse_shared(filter: &str) -> Option<(&str, &str)> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (group, filter) = rest.split_once('/')?;
+    Some((group, filter))
+}
+
+/// True for a valid shared subscription (v5:[MQTT-4.8.2-1], [MQTT-4.8.2-2]): a non-empty
+/// group name without wildcards or `/`, then a valid filter.
+pub fn valid_shared(filter: &str) -> bool {
+    match parse_shared(filter) {
+        Some((group, f)) => {
+            !group.is_empty() && !group.contains(['+', '#']) && crate::codec::valid_topic_filter(f)
+        }
+        None => false,
+    }
+}
+
 /// The routing table.
 #[derive(Default)]
 pub struct Router {
     exact: TopicMap<Vec<Subscriber>>,
     tree: Node,
+    shared: Vec<SharedGroup>,
     count: usize,
 }
 
@@ -108,6 +140,11 @@ impl Router {
         self.count
     }
 
+    /// True when any shared subscription exists.
+    pub fn has_shared(&self) -> bool {
+        !self.shared.is_empty()
+    }
+
     /// True when nobody subscribes to anything.
     pub fn is_empty(&self) -> bool {
         self.count == 0
@@ -116,7 +153,20 @@ impl Router {
     /// Adds or replaces (same session, same filter) a subscription. Returns true if it
     /// replaced an existing one (v311:[MQTT-3.8.4-3]).
     pub fn subscribe(&mut self, filter: &str, sub: Subscriber) -> bool {
-        let replaced = if !has_wildcard(filter) {
+        let replaced = if let Some((_, f)) = parse_shared(filter) {
+            match self.shared.iter_mut().find(|g| &*g.key == filter) {
+                Some(g) => upsert(&mut g.members, sub),
+                None => {
+                    self.shared.push(SharedGroup {
+                        key: filter.into(),
+                        filter: f.into(),
+                        members: vec![sub],
+                        next: 0,
+                    });
+                    false
+                }
+            }
+        } else if !has_wildcard(filter) {
             match self.exact.get_mut(filter) {
                 Some(list) => upsert(list, sub),
                 None => {
@@ -152,7 +202,18 @@ impl Router {
 
     /// Removes a session's subscription to `filter`; true if there was one.
     pub fn unsubscribe(&mut self, filter: &str, session: SessionId) -> bool {
-        let removed = if !has_wildcard(filter) {
+        let removed = if parse_shared(filter).is_some() {
+            match self.shared.iter().position(|g| &*g.key == filter) {
+                Some(i) => {
+                    let removed = remove(&mut self.shared[i].members, session);
+                    if self.shared[i].members.is_empty() {
+                        self.shared.swap_remove(i);
+                    }
+                    removed
+                }
+                None => false,
+            }
+        } else if !has_wildcard(filter) {
             match self.exact.get_mut(filter) {
                 Some(list) => {
                     let removed = remove(list, session);
@@ -217,6 +278,57 @@ impl Router {
             out.extend_from_slice(&self.tree.hash);
         }
         Self::walk_children(&self.tree, levels, !dollar, out);
+    }
+
+    /// For each shared group matching `topic`, picks the member whose turn it is, preferring
+    /// members for which `online` is true, and appends it with the group's key.
+    pub fn collect_shared(
+        &mut self,
+        topic: &str,
+        online: impl Fn(SessionId) -> bool,
+        out: &mut Vec<(Subscriber, std::rc::Rc<str>)>,
+    ) {
+        for g in &mut self.shared {
+            if !topic_matches(&g.filter, topic) {
+                continue;
+            }
+            if let Some(sub) = Self::next_member(g, None, &online) {
+                out.push((sub, g.key.clone()));
+            }
+        }
+    }
+
+    /// Another member of the group `key` than `not`, for a message whose member went away
+    /// (v5:[MQTT-4.8.2-4]).
+    pub fn pick_shared(
+        &mut self,
+        key: &str,
+        not: SessionId,
+        online: impl Fn(SessionId) -> bool,
+    ) -> Option<Subscriber> {
+        let g = self.shared.iter_mut().find(|g| &*g.key == key)?;
+        Self::next_member(g, Some(not), &online)
+    }
+
+    fn next_member(
+        g: &mut SharedGroup,
+        not: Option<SessionId>,
+        online: &impl Fn(SessionId) -> bool,
+    ) -> Option<Subscriber> {
+        let n = g.members.len();
+        let eligible = |s: &Subscriber| Some(s.session) != not;
+        // First choice: the next connected member in turn; else the next member at all.
+        for want_online in [true, false] {
+            for k in 0..n {
+                let i = (g.next + k) % n;
+                let m = g.members[i];
+                if eligible(&m) && (!want_online || online(m.session)) {
+                    g.next = (i + 1) % n;
+                    return Some(m);
+                }
+            }
+        }
+        None
     }
 
     /// Matches the remaining `levels` against `node`'s children.
@@ -348,6 +460,37 @@ mod tests {
         assert!(r.unsubscribe("a/b", sid(2)));
         assert!(r.exact.is_empty());
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn shared_groups_take_turns_mqtt_4_8_2() {
+        let mut r = Router::default();
+        r.subscribe("$share/g/t/+", sub(1));
+        r.subscribe("$share/g/t/+", sub(2));
+        r.subscribe("$share/h/t/#", sub(3));
+        let mut picks = Vec::new();
+        for _ in 0..4 {
+            let mut out = Vec::new();
+            r.collect_shared("t/x", |_| true, &mut out);
+            picks.extend(out.into_iter().map(|(s, _)| s.session.idx));
+        }
+        assert_eq!(picks, vec![1, 3, 2, 3, 1, 3, 2, 3]);
+        // Offline members are skipped while a connected one exists.
+        let mut out = Vec::new();
+        r.collect_shared("t/x", |s| s.idx != 1, &mut out);
+        assert_eq!(out[0].0.session.idx, 2);
+        assert_eq!(
+            r.pick_shared("$share/g/t/+", sid(2), |_| true)
+                .map(|s| s.session.idx),
+            Some(1)
+        );
+        assert!(r.unsubscribe("$share/g/t/+", sid(1)));
+        assert!(r.unsubscribe("$share/g/t/+", sid(2)));
+        assert_eq!(r.len(), 1);
+        assert!(valid_shared("$share/g/a/#"));
+        assert!(!valid_shared("$share//a"));
+        assert!(!valid_shared("$share/g+/a"));
+        assert!(!valid_shared("$share/g"));
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Delivery {
     /// Counted against the queue limits (live traffic); retained messages sent on subscribe
     /// are not, so that a new subscriber gets all of them (flow controlled, not truncated).
     pub counted: bool,
+    /// The shared subscription (`$share/...`) it came through, if any: if this session ends
+    /// before acknowledging it, another member of the group gets it.
+    pub group: Option<Rc<str>>,
 }
 
 /// Identifies a session across slab reuse: index plus generation.
@@ -108,6 +111,8 @@ pub struct Session {
     next_packet_id: u16,
     /// Set while messages for this session are being dropped, so the log says it once.
     pub dropping: bool,
+    /// An MQTT 5 will waiting for its Will Delay Interval, and when it is due.
+    pub pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
 }
 
 impl Session {
@@ -128,6 +133,7 @@ impl Session {
             incoming_qos2: Vec::new(),
             next_packet_id: 0,
             dropping: false,
+            pending_will: None,
         }
     }
 
@@ -190,6 +196,7 @@ mod tests {
             retain: false,
             sub_ids: Vec::new(),
             counted: true,
+            group: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! code, so a 3.1 client that sends a bad filter is disconnected. Retained messages matching a
 //! new subscription are queued right after the SUBACK.
 
-use super::router::Subscriber;
+use super::router::{valid_shared, Subscriber};
 use super::{Broker, ConnId, SessionId};
 use crate::codec::{
     reason, valid_topic_filter, DecodeError, Packet, Properties, ProtocolVersion, Suback,
@@ -35,7 +35,22 @@ impl Broker {
         let mut retained = Vec::new();
         for sub in &s.subscriptions {
             log::debug!("\t{} (QoS {})", sub.filter, sub.options.qos as u8);
-            if !valid_topic_filter(&sub.filter) {
+            let is_shared = sub.filter.starts_with("$share/");
+            if is_shared && sub.options.no_local && version.is_v5() {
+                // v5:[MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+                self.protocol_failure(
+                    id,
+                    DecodeError::Protocol("No Local on a shared subscription"),
+                    now,
+                );
+                return;
+            }
+            let valid = if is_shared {
+                valid_shared(&sub.filter)
+            } else {
+                valid_topic_filter(&sub.filter)
+            };
+            if !valid {
                 if version == ProtocolVersion::V31 {
                     self.protocol_failure(id, DecodeError::Protocol("invalid topic filter"), now);
                     return;
@@ -75,11 +90,13 @@ impl Broker {
             log::info!(target: "subscribe", "{} {} {}", name, options.qos as u8, sub.filter);
             codes.push(options.qos as u8);
             // Retain Handling (v5 §3.8.3.1): 0 always, 1 only for a new subscription, 2 never.
-            let send_retained = match options.retain_handling {
-                0 => true,
-                1 => !replaced,
-                _ => false,
-            };
+            // Retained messages are not sent when a shared subscription is made (v5 §4.8.2).
+            let send_retained = !is_shared
+                && match options.retain_handling {
+                    0 => true,
+                    1 => !replaced,
+                    _ => false,
+                };
             if send_retained {
                 retained.push((sub.filter.clone(), options.qos));
             }
