@@ -74,6 +74,13 @@ impl TempDir {
         &self.0
     }
 
+    /// chmod 0777: Mosquitto run as root drops to user `mosquitto` before writing its pid and
+    /// log files.
+    pub fn open_to_all(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o777));
+    }
+
     /// Writes `name` in this directory and returns its path.
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let p = self.0.join(name);

@@ -1,0 +1,231 @@
+//! The binary, its flags and its config file (issue 2, items 1 and 2): `--help`, `--version`,
+//! unknown flags, `-p`, `-c` errors naming the file and line, fatal security options, warned
+//! unknown options, `listener 0`, `include_dir`, `pid_file`, SIGTERM.
+
+mod common;
+use common::*;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn help_exits_0_with_usage() {
+    if skip_on_mosquitto("midge's CLI") {
+        return;
+    }
+    for flag in ["--help", "-h"] {
+        let o = run_midge(&[flag], Duration::from_secs(10));
+        assert_eq!(o.status.code(), Some(0), "{flag}: {}", text(&o));
+        let t = text(&o);
+        for opt in ["-c", "-p", "-v"] {
+            assert!(t.contains(opt), "{flag}: usage lacks {opt}: {t}");
+        }
+    }
+}
+
+#[test]
+fn unknown_flag_exits_1_with_usage() {
+    if skip_on_mosquitto("midge's CLI") {
+        return;
+    }
+    let o = run_midge(&["--bogus-flag"], Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.to_lowercase().contains("usage"), "no usage text: {t}");
+    assert!(t.contains("-c"), "usage lacks -c: {t}");
+}
+
+#[test]
+fn version_flag_prints_version() {
+    if skip_on_mosquitto("midge's CLI") {
+        return;
+    }
+    let o = run_midge(&["--version"], Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains(env!("CARGO_PKG_VERSION")), "{t}");
+    assert!(t.to_lowercase().contains("midge"), "{t}");
+}
+
+/// Spawns the broker with `args`, waits (bounded) until `ports` accept connections.
+fn spawn_and_wait(args: &[&str], ports: &[u16]) -> std::process::Child {
+    let bin = if is_mosquitto() {
+        MOSQUITTO
+    } else {
+        midge_bin()
+    };
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for &p in ports {
+        while TcpStream::connect(("127.0.0.1", p)).is_err() {
+            if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker {args:?} never listened on {p}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    child
+}
+
+// `-p PORT`, repeatable, like Mosquitto (no config file: loopback, anonymous allowed).
+#[test]
+fn dash_p_listens_on_each_port() {
+    let (p1, p2) = (free_port(), free_port());
+    let (s1, s2) = (p1.to_string(), p2.to_string());
+    // Debian's Mosquitto 2.0.11 crashes (SIGSEGV) with two -p; check one there.
+    let (args, ports): (Vec<&str>, Vec<u16>) = if is_mosquitto() {
+        (vec!["-p", &s1], vec![p1])
+    } else {
+        (vec!["-p", &s1, "-p", &s2], vec![p1, p2])
+    };
+    let mut child = spawn_and_wait(&args, &ports);
+    for &p in &ports {
+        let mut c = Raw::mqtt_connect(p, "dash-p");
+        c.send(&PINGREQ);
+        c.expect_bytes(&PINGRESP, WAIT);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn missing_config_file_exits_1_naming_it() {
+    if skip_on_mosquitto("midge's messages") {
+        return;
+    }
+    let dir = TempDir::new();
+    let path = dir.path().join("does-not-exist.conf");
+    let o = run_midge(&["-c", path.to_str().unwrap()], Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("does-not-exist.conf"), "{}", text(&o));
+}
+
+#[test]
+fn bad_value_exits_1_naming_file_and_line() {
+    if skip_on_mosquitto("midge's messages") {
+        return;
+    }
+    let dir = TempDir::new();
+    let path = dir.write(
+        "bad.conf",
+        "listener 0 127.0.0.1\n# a comment\nmax_inflight_messages banana\n",
+    );
+    let o = run_midge(&["-c", path.to_str().unwrap()], Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let want = format!("{}:3", path.display());
+    assert!(text(&o).contains(&want), "no {want:?} in: {}", text(&o));
+    assert!(text(&o).contains("max_inflight_messages"), "{}", text(&o));
+}
+
+// Options whose absence would weaken security are fatal until implemented: never an open broker.
+#[test]
+fn security_options_are_fatal_until_implemented() {
+    if skip_on_mosquitto("midge-only rule") {
+        return;
+    }
+    let dir = TempDir::new();
+    let pw = dir.write("passwd", "user:$7$101$c2FsdHNhbHRzYWx0$aGFzaA==\n");
+    for opt in ["password_file", "acl_file"] {
+        let path = dir.write(
+            &format!("{opt}.conf"),
+            &format!("listener 0 127.0.0.1\n{opt} {}\n", pw.display()),
+        );
+        let o = run_midge(&["-c", path.to_str().unwrap()], Duration::from_secs(10));
+        // Either rejected at start-up, or (once implemented) not an open broker; today: exit 1.
+        assert_eq!(o.status.code(), Some(1), "{opt}: {}", text(&o));
+        assert!(text(&o).contains(opt), "{opt} not named: {}", text(&o));
+        assert!(
+            !text(&o).contains("Opening ipv4 listen socket"),
+            "{opt}: broker started listening"
+        );
+    }
+}
+
+// An option midge does not support yet is a warning naming it, and the broker runs.
+#[test]
+fn unknown_option_warned_and_broker_runs() {
+    if skip_on_mosquitto("Mosquitto refuses unknown options") {
+        return;
+    }
+    let mut b = Broker::start("frobnicate_level 7");
+    let line = b
+        .wait_for_log_line("frobnicate_level", WAIT)
+        .unwrap_or_else(|| panic!("no warning; logs:\n{}", b.logs().join("\n")));
+    assert!(line.to_lowercase().contains("warning"), "{line:?}");
+    b.assert_serves();
+}
+
+// `listener 0`: the OS picks the port and midge logs the real one.
+#[test]
+fn listener_0_logs_real_port() {
+    if skip_on_mosquitto("midge-only") {
+        return;
+    }
+    let mut b = Broker::start("");
+    assert_ne!(b.port(), 0);
+    b.assert_serves();
+}
+
+// `include_dir`: files are read in name order (the last `max_packet_size` wins).
+#[test]
+fn include_dir_files_read_in_name_order() {
+    let inc = TempDir::new();
+    inc.write("b.conf", "max_packet_size 1000\n");
+    inc.write("a.conf", "max_packet_size 100000\n");
+    inc.write("c.txt", "this file is not a .conf file and is ignored\n");
+    let mut b = Broker::start(&format!("include_dir {}", inc.path().display()));
+    let mut c = Raw::mqtt_connect(b.port(), "inc-ok");
+    c.send(&publish("t", &[b'a'; 900], 1, false, false, 1));
+    c.expect_bytes(&puback(1), WAIT);
+    let mut c = Raw::mqtt_connect(b.port(), "inc-big");
+    c.send(&publish("t", &[b'a'; 1500], 1, false, false, 1));
+    c.expect_closed(WAIT);
+    b.assert_serves();
+}
+
+// `pid_file`: the file holds the broker's pid.
+#[test]
+fn pid_file_written() {
+    let dir = TempDir::new();
+    dir.open_to_all();
+    let path = dir.path().join("broker.pid");
+    let b = Broker::start(&format!("pid_file {}", path.display()));
+    let deadline = Instant::now() + WAIT;
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(text.trim(), b.pid().to_string());
+}
+
+// SIGTERM: a clean exit (status 0) within a few seconds.
+#[test]
+fn sigterm_exits_cleanly() {
+    let mut b = Broker::start("");
+    let _c = Raw::mqtt_connect(b.port(), "sigterm-client");
+    b.sigterm();
+    let st = b
+        .wait_exit(Duration::from_secs(5))
+        .expect("did not exit on SIGTERM");
+    assert!(st.success(), "exit status {st}");
+}
