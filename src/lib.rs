@@ -5,6 +5,7 @@
 //! logic (sessions, routing, retained messages) with no sockets and no clock of its own, and
 //! [`server`] is the thin `mio` loop that moves bytes between sockets and the broker.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod codec;

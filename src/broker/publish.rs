@@ -196,6 +196,15 @@ impl Broker {
                 now,
             );
         }
+        if !p.properties.subscription_identifiers.is_empty() {
+            // v5:[MQTT-3.3.4-6]: a client must not send subscription identifiers.
+            return self.fail(
+                id,
+                reason::PROTOCOL_ERROR,
+                "subscription identifier in PUBLISH",
+                now,
+            );
+        }
         // Resolve an inbound topic alias (v5 §3.3.2.3.4).
         let aliased: Option<Box<str>>;
         if let Some(alias) = p.properties.topic_alias.take() {

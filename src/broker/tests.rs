@@ -646,3 +646,417 @@ fn slow_reader_qos0_dropped_past_output_bound_and_counted() {
         2000
     );
 }
+
+// ---- MQTT 5 ----
+
+fn connect_v5(id: &str, clean: bool, props: Properties, will: Option<LastWill>) -> Vec<u8> {
+    Packet::Connect(Box::new(Connect {
+        version: ProtocolVersion::V5,
+        bridge: false,
+        clean_start: clean,
+        keep_alive: 60,
+        client_id: id.into(),
+        will,
+        username: None,
+        password: None,
+        properties: props,
+    }))
+    .to_bytes(ProtocolVersion::V5)
+}
+
+fn publish_v5(topic: &str, payload: &[u8], qos: QoS, id: u16, props: Properties) -> Vec<u8> {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic,
+        packet_id: id,
+        payload,
+        properties: props,
+    })
+    .to_bytes(ProtocolVersion::V5)
+}
+
+fn subscribe_v5(id: u16, filter: &str, options: SubscribeOptions, sub_id: Option<u32>) -> Vec<u8> {
+    Packet::Subscribe(crate::codec::Subscribe {
+        packet_id: id,
+        subscriptions: vec![Subscription {
+            filter: filter.into(),
+            options,
+        }],
+        properties: Properties {
+            subscription_identifiers: sub_id.into_iter().collect(),
+            ..Properties::default()
+        },
+    })
+    .to_bytes(ProtocolVersion::V5)
+}
+
+/// Decodes v5 output into packets with owned data.
+fn take_v5(w: &mut World, id: ConnId) -> Vec<Packet<'static>> {
+    let bytes = w.broker.output(id).map(std::mem::take).unwrap_or_default();
+    let mut rest = &bytes[..];
+    let mut out = Vec::new();
+    while let Ok(Some(h)) = codec::parse_fixed_header(rest) {
+        let body = &rest[h.header_len..h.total()];
+        let p = codec::decode(h.first, body, ProtocolVersion::V5).expect("v5 output decodes");
+        out.push(match p {
+            Packet::Publish(p) => Packet::Publish(Publish {
+                topic: Box::leak(p.topic.to_string().into_boxed_str()),
+                payload: Box::leak(p.payload.to_vec().into_boxed_slice()),
+                ..p
+            }),
+            Packet::Connack(c) => Packet::Connack(c),
+            Packet::Suback(s) => Packet::Suback(s),
+            Packet::Puback(a) => Packet::Puback(a),
+            Packet::Pubrec(a) => Packet::Pubrec(a),
+            Packet::Disconnect(d) => Packet::Disconnect(d),
+            Packet::Pubcomp(a) => Packet::Pubcomp(a),
+            other => panic!("unexpected {other:?}"),
+        });
+        rest = &rest[h.total()..];
+    }
+    out
+}
+
+fn connect5(w: &mut World, id: ConnId, client: &str, props: Properties) -> Properties {
+    w.open(id);
+    w.send(id, &connect_v5(client, true, props, None));
+    match take_v5(w, id).into_iter().next() {
+        Some(Packet::Connack(c)) if c.code == 0 => c.properties,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn v5_connack_announces_limits_mqtt_3_2_2_3() {
+    let mut w = World::new(Settings::default());
+    w.open(1);
+    w.send(1, &connect_v5("", true, Properties::default(), None));
+    let Some(Packet::Connack(c)) = take_v5(&mut w, 1).into_iter().next() else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(c.properties.topic_alias_maximum, Some(10));
+    assert_eq!(c.properties.receive_maximum, Some(20));
+    // v5:[MQTT-3.2.2-16]: an assigned id for an empty client id.
+    assert!(c
+        .properties
+        .assigned_client_identifier
+        .unwrap()
+        .starts_with("auto-"));
+}
+
+#[test]
+fn v5_inbound_topic_alias_maps_and_rejects_out_of_range_mqtt_3_3_2_8() {
+    let mut w = World::new(Settings::default());
+    connect5(&mut w, 1, "sub", Properties::default());
+    w.send(
+        1,
+        &subscribe_v5(1, "t/a", SubscribeOptions::qos(QoS::AtMostOnce), None),
+    );
+    take_v5(&mut w, 1);
+    connect5(&mut w, 2, "pub", Properties::default());
+    let alias = |a| Properties {
+        topic_alias: Some(a),
+        ..Properties::default()
+    };
+    w.send(2, &publish_v5("t/a", b"1", QoS::AtMostOnce, 0, alias(3)));
+    w.send(2, &publish_v5("", b"2", QoS::AtMostOnce, 0, alias(3)));
+    let got: Vec<_> = take_v5(&mut w, 1)
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (
+                p.topic.to_string(),
+                p.payload.to_vec(),
+                p.properties.topic_alias,
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("t/a".into(), b"1".to_vec(), None),
+            ("t/a".into(), b"2".to_vec(), None)
+        ]
+    );
+    w.send(2, &publish_v5("t/a", b"3", QoS::AtMostOnce, 0, alias(11)));
+    assert!(matches!(take_v5(&mut w, 2)[..], [Packet::Disconnect(ref d)] if d.reason == 0x94));
+    assert!(w.closed(2));
+}
+
+#[test]
+fn v5_outbound_topic_alias_sent_once_then_alias_only() {
+    let mut w = World::new(Settings::default());
+    connect5(
+        &mut w,
+        1,
+        "sub",
+        Properties {
+            topic_alias_maximum: Some(1),
+            ..Properties::default()
+        },
+    );
+    w.send(
+        1,
+        &subscribe_v5(1, "#", SubscribeOptions::qos(QoS::AtMostOnce), None),
+    );
+    take_v5(&mut w, 1);
+    connect5(&mut w, 2, "pub", Properties::default());
+    for t in ["a", "a", "b"] {
+        w.send(
+            2,
+            &publish_v5(t, b"x", QoS::AtMostOnce, 0, Properties::default()),
+        );
+    }
+    let got: Vec<_> = take_v5(&mut w, 1)
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (p.topic.to_string(), p.properties.topic_alias),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), Some(1)),
+            ("".into(), Some(1)),
+            ("b".into(), None)
+        ]
+    );
+}
+
+#[test]
+fn v5_receive_maximum_of_client_caps_inflight_mqtt_3_3_4_7() {
+    let mut w = World::new(Settings::default());
+    connect5(
+        &mut w,
+        1,
+        "sub",
+        Properties {
+            receive_maximum: Some(2),
+            ..Properties::default()
+        },
+    );
+    w.send(
+        1,
+        &subscribe_v5(1, "t", SubscribeOptions::qos(QoS::AtLeastOnce), None),
+    );
+    take_v5(&mut w, 1);
+    connect5(&mut w, 2, "pub", Properties::default());
+    for i in 1..=4 {
+        w.send(
+            2,
+            &publish_v5("t", b"x", QoS::AtLeastOnce, i, Properties::default()),
+        );
+    }
+    assert_eq!(take_v5(&mut w, 1).len(), 2);
+}
+
+#[test]
+fn v5_inbound_receive_maximum_exceeded_disconnects_0x93() {
+    let settings = Settings {
+        max_inflight_messages: 2,
+        ..Settings::default()
+    };
+    let mut w = World::new(settings);
+    connect5(&mut w, 1, "pub", Properties::default());
+    for i in 1..=3 {
+        w.send(
+            1,
+            &publish_v5("t", b"x", QoS::ExactlyOnce, i, Properties::default()),
+        );
+    }
+    let out = take_v5(&mut w, 1);
+    assert!(
+        matches!(out.last(), Some(Packet::Disconnect(d)) if d.reason == 0x93),
+        "{out:?}"
+    );
+    assert!(w.closed(1));
+}
+
+#[test]
+fn v5_subscription_identifiers_all_sent_mqtt_3_3_4_3() {
+    let mut w = World::new(Settings::default());
+    connect5(&mut w, 1, "sub", Properties::default());
+    w.send(
+        1,
+        &subscribe_v5(1, "a/+", SubscribeOptions::qos(QoS::AtMostOnce), Some(5)),
+    );
+    w.send(
+        1,
+        &subscribe_v5(2, "a/#", SubscribeOptions::qos(QoS::AtMostOnce), Some(9)),
+    );
+    take_v5(&mut w, 1);
+    connect5(&mut w, 2, "pub", Properties::default());
+    w.send(
+        2,
+        &publish_v5("a/b", b"x", QoS::AtMostOnce, 0, Properties::default()),
+    );
+    let out = take_v5(&mut w, 1);
+    let [Packet::Publish(p)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let mut ids = p.properties.subscription_identifiers.clone();
+    ids.sort();
+    assert_eq!(ids, vec![5, 9]);
+}
+
+#[test]
+fn v5_no_local_and_retain_as_published_mqtt_3_8_3_3() {
+    let mut w = World::new(Settings::default());
+    connect5(&mut w, 1, "me", Properties::default());
+    let opts = SubscribeOptions {
+        qos: QoS::AtMostOnce,
+        no_local: true,
+        retain_as_published: true,
+        retain_handling: 0,
+    };
+    w.send(1, &subscribe_v5(1, "t", opts, None));
+    take_v5(&mut w, 1);
+    w.send(
+        1,
+        &publish_v5("t", b"mine", QoS::AtMostOnce, 0, Properties::default()),
+    );
+    assert!(take_v5(&mut w, 1).is_empty());
+    connect5(&mut w, 2, "other", Properties::default());
+    let mut p = publish_v5("t", b"theirs", QoS::AtMostOnce, 0, Properties::default());
+    p[0] |= 1; // retain
+    w.send(2, &p);
+    let out = take_v5(&mut w, 1);
+    assert!(matches!(&out[..], [Packet::Publish(p)] if p.retain));
+}
+
+#[test]
+fn v5_will_delay_cancelled_when_session_resumes_in_time() {
+    let mut w = World::new(Settings::default());
+    connect5(&mut w, 1, "watch", Properties::default());
+    w.send(
+        1,
+        &subscribe_v5(1, "will", SubscribeOptions::qos(QoS::AtMostOnce), None),
+    );
+    take_v5(&mut w, 1);
+    let will = || LastWill {
+        topic: "will".into(),
+        payload: b"gone".to_vec(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties {
+            will_delay_interval: Some(5),
+            ..Properties::default()
+        },
+    };
+    let session = Properties {
+        session_expiry_interval: Some(60),
+        ..Properties::default()
+    };
+    w.open(2);
+    w.send(2, &connect_v5("dev", true, session.clone(), Some(will())));
+    take_v5(&mut w, 2);
+    w.broker.connection_lost(2, None, w.now);
+    w.advance(Duration::from_secs(4));
+    assert!(take_v5(&mut w, 1).is_empty());
+    w.open(3);
+    w.send(3, &connect_v5("dev", false, session.clone(), Some(will())));
+    w.advance(Duration::from_secs(10));
+    assert!(take_v5(&mut w, 1).is_empty(), "resumed in time: no will");
+    // Now leave for good: the will goes after 5 s.
+    w.broker.connection_lost(3, None, w.now);
+    w.advance(Duration::from_millis(4_900));
+    assert!(take_v5(&mut w, 1).is_empty());
+    w.advance(Duration::from_millis(200));
+    assert_eq!(take_v5(&mut w, 1).len(), 1);
+}
+
+#[test]
+fn v5_session_expiry_interval_removes_session_mqtt_3_1_2_23() {
+    let mut w = World::new(Settings::default());
+    w.open(1);
+    let props = Properties {
+        session_expiry_interval: Some(30),
+        ..Properties::default()
+    };
+    w.send(1, &connect_v5("s", true, props.clone(), None));
+    w.send(
+        1,
+        &subscribe_v5(1, "t", SubscribeOptions::qos(QoS::AtLeastOnce), None),
+    );
+    take_v5(&mut w, 1);
+    w.broker.connection_lost(1, None, w.now);
+    w.advance(Duration::from_secs(29));
+    assert_eq!(w.broker.session_count(), 1);
+    w.advance(Duration::from_secs(2));
+    assert_eq!(w.broker.session_count(), 0);
+}
+
+#[test]
+fn v5_message_expiry_drops_stale_and_forwards_remaining_mqtt_3_3_2_6() {
+    let mut w = World::new(Settings::default());
+    w.open(1);
+    let props = Properties {
+        session_expiry_interval: Some(300),
+        ..Properties::default()
+    };
+    w.send(1, &connect_v5("s", true, props.clone(), None));
+    w.send(
+        1,
+        &subscribe_v5(1, "t", SubscribeOptions::qos(QoS::AtLeastOnce), None),
+    );
+    take_v5(&mut w, 1);
+    w.broker.connection_lost(1, None, w.now);
+    connect5(&mut w, 2, "p", Properties::default());
+    let exp = |s| Properties {
+        message_expiry_interval: Some(s),
+        ..Properties::default()
+    };
+    w.send(2, &publish_v5("t", b"short", QoS::AtLeastOnce, 1, exp(5)));
+    w.send(2, &publish_v5("t", b"long", QoS::AtLeastOnce, 2, exp(100)));
+    w.advance(Duration::from_secs(10));
+    w.open(3);
+    w.send(3, &connect_v5("s", false, props, None));
+    let out = take_v5(&mut w, 3);
+    let pubs: Vec<_> = out
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.payload.to_vec(), p.properties.message_expiry_interval)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pubs, vec![(b"long".to_vec(), Some(90))]);
+}
+
+#[test]
+fn v5_shared_subscription_qos1_moves_to_another_member_mqtt_4_8_2_4() {
+    let mut w = World::new(Settings::default());
+    connect5(&mut w, 1, "a", Properties::default());
+    connect5(&mut w, 2, "b", Properties::default());
+    for id in [1, 2] {
+        w.send(
+            id,
+            &subscribe_v5(
+                1,
+                "$share/g/job",
+                SubscribeOptions::qos(QoS::AtLeastOnce),
+                None,
+            ),
+        );
+        take_v5(&mut w, id);
+    }
+    connect5(&mut w, 3, "p", Properties::default());
+    w.send(
+        3,
+        &publish_v5("job", b"j1", QoS::AtLeastOnce, 1, Properties::default()),
+    );
+    let (holder, other) = if take_v5(&mut w, 1).is_empty() {
+        (2, 1)
+    } else {
+        (1, 2)
+    };
+    // The member holding the unacknowledged message leaves for good (clean session).
+    w.broker.connection_lost(holder, None, w.now);
+    let out = take_v5(&mut w, other);
+    assert!(
+        matches!(&out[..], [Packet::Publish(p)] if p.payload == b"j1"),
+        "{out:?}"
+    );
+}
