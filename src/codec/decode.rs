@@ -434,12 +434,6 @@ fn decode_publish<'a>(flags: u8, r: &mut Reader<'a>, v5: bool) -> Result<Publish
         // v311:[MQTT-4.7.3-1], v5:[MQTT-3.3.2-1]
         return Err(DecodeError::Protocol("empty PUBLISH topic"));
     }
-    if !properties.subscription_identifiers.is_empty() {
-        // v5:[MQTT-3.3.4-6]: a client must not send subscription identifiers.
-        return Err(DecodeError::Protocol(
-            "subscription identifier in client PUBLISH",
-        ));
-    }
     Ok(Publish {
         dup,
         qos,
