@@ -124,7 +124,7 @@ fn interrupted_qos2_flows_resumed_after_reconnect_mqtt_4_4_0_1() {
     drop(a); // no PUBCOMP for one, no PUBREC for two
     std::thread::sleep(Duration::from_millis(200));
     let mut a = Raw::mqtt_connect_with(b.port(), &durable("resend-2"), &[0x20, 2, 1, 0]);
-    let mut got = vec![a.expect_packet(WAIT), a.expect_packet(WAIT)];
+    let mut got = [a.expect_packet(WAIT), a.expect_packet(WAIT)];
     got.sort_by_key(|p| p.kind());
     // PUBLISH (kind 3) "two" with DUP, and PUBREL (kind 6) for "one".
     assert_eq!(

@@ -133,3 +133,25 @@ fn will_from_mqtt31_client() {
     let p = m.collect_publishes(1, WAIT);
     assert_eq!(p[0].topic(), "will/v31");
 }
+
+// PubSubClient's `stop()` right after a publish: the client's FIN arrives a fraction of a
+// millisecond after its last packet. The broker must still notice the close (read EOF), close
+// its side and publish the will (the recorded session's connection 2).
+#[test]
+fn will_published_when_fin_follows_publish_closely() {
+    let b = Broker::start("");
+    let mut m = monitor(&b, "will/fin/#");
+    for (i, micros) in [0u64, 300, 1000, 5000].into_iter().enumerate() {
+        let topic = format!("will/fin/{i}");
+        let mut c = with_will(&b, &format!("w-fin-{i}"), &topic, 1, false);
+        c.send(&publish("will/other", b"online", 0, true, false, 0));
+        std::thread::sleep(Duration::from_micros(micros));
+        c.shutdown_write();
+        assert!(
+            c.closes_within(WAIT),
+            "FIN {micros} us after a PUBLISH: broker kept the connection open"
+        );
+        let p = m.collect_publishes(1, WAIT);
+        assert_eq!(p[0].topic(), topic);
+    }
+}

@@ -830,7 +830,10 @@ impl Raw {
         if self.buf.len() < i + len {
             return None;
         }
-        let bytes: Vec<u8> = self.buf.drain(..i + len).collect();
+        // memcpy + one memmove: fast even in a debug build (the flood test's reader must keep
+        // up with the broker).
+        let bytes = self.buf[..i + len].to_vec();
+        self.buf.drain(..i + len);
         Some(Pkt { bytes, body_at: i })
     }
 
@@ -879,7 +882,9 @@ impl Raw {
             }
         }
         let k = n.min(self.buf.len());
-        self.buf.drain(..k).collect()
+        let out = self.buf[..k].to_vec();
+        self.buf.drain(..k);
+        out
     }
 
     /// Waits for the broker to close the connection; packets that arrive first are returned.
