@@ -121,7 +121,8 @@ impl Pattern {
 }
 
 /// A loaded ACL file.
-#[derive(Debug, Clone, Default)]
+/// Equality lets a SIGHUP reload tell whether anything changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
     /// `topic` lines before the first `user` line.
     anonymous: Vec<Rule>,

@@ -291,8 +291,9 @@ pub fn hash_password(password: &[u8], iterations: u32) -> io::Result<String> {
     Ok(PasswordHash::generate(HashType::Sha512Pbkdf2, password, iterations)?.to_string())
 }
 
-/// A loaded password file: who may log in, with which hash.
-#[derive(Debug, Default)]
+/// A loaded password file: who may log in, with which hash. Equality lets a SIGHUP reload tell
+/// whether anything changed.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct PasswordFile {
     /// `None`: the user's line was malformed or unsupported, so that user cannot log in.
     users: HashMap<String, Option<PasswordHash>>,
