@@ -82,6 +82,8 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `max_keepalive` seconds (default 65535).
     pub max_keepalive: u16,
+    /// `sys_interval` seconds between `$SYS` updates (default 10; 0 disables `$SYS`).
+    pub sys_interval: u32,
     /// `max_topic_alias` (default 10): topic aliases an MQTT 5 client may use towards midge.
     /// Mosquitto scopes it per listener; midge applies the last value to every listener.
     pub max_topic_alias: u16,
@@ -280,7 +282,6 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     "persistence_location",
     "retry_interval",
     "store_clean_interval",
-    "sys_interval",
     "user",
     "websockets_log_level",
     "websockets_headers_size",
@@ -354,6 +355,7 @@ impl Default for Config {
             max_packet_size: 0,
             message_size_limit: 0,
             max_keepalive: 65535,
+            sys_interval: 10,
             max_topic_alias: 10,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
@@ -535,6 +537,7 @@ impl Parser {
             "max_keepalive" => c.max_keepalive = parse_number(name, value, at)?,
             "max_inflight_messages" => c.max_inflight_messages = parse_number(name, value, at)?,
             "max_topic_alias" => c.max_topic_alias = parse_number(name, value, at)?,
+            "sys_interval" => c.sys_interval = parse_number(name, value, at)?,
             "max_queued_messages" => c.max_queued_messages = parse_number(name, value, at)?,
             "max_queued_bytes" => c.max_queued_bytes = parse_number(name, value, at)?,
             "queue_qos0_messages" => c.queue_qos0_messages = parse_bool(name, value, at)?,
@@ -1143,7 +1146,7 @@ mod tests {
 
     #[test]
     fn unsupported_options_warn_with_file_and_line() {
-        let c = ok("persistence true\nsys_interval 10\nprotocol websockets\nconnection bridge1\naddress 10.0.0.1");
+        let c = ok("persistence true\nmemory_limit 10\nprotocol websockets\nconnection bridge1\naddress 10.0.0.1");
         assert_eq!(c.warnings.len(), 5);
         assert_eq!(
             c.warnings[0],

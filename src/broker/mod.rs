@@ -16,6 +16,7 @@ mod publish;
 pub mod router;
 pub mod session;
 mod subscribe;
+mod sys;
 
 use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
@@ -62,6 +63,8 @@ pub struct Settings {
     pub connection_messages: bool,
     /// Topic aliases MQTT 5 clients may use towards midge.
     pub max_topic_alias: u16,
+    /// Seconds between `$SYS` updates; 0 turns `$SYS` off.
+    pub sys_interval: u32,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             upgrade_outgoing_qos: false,
             connection_messages: true,
             max_topic_alias: 10,
+            sys_interval: 10,
         }
     }
 }
@@ -105,6 +109,7 @@ impl Settings {
             upgrade_outgoing_qos: c.upgrade_outgoing_qos,
             connection_messages: c.connection_messages,
             max_topic_alias: c.max_topic_alias,
+            sys_interval: c.sys_interval,
         }
     }
 
@@ -188,6 +193,11 @@ pub struct Stats {
     pub clients_connected: usize,
     pub clients_maximum: usize,
     pub clients_expired: u64,
+    /// Connections accepted.
+    pub connections: u64,
+    /// Payload bytes of PUBLISH received and sent.
+    pub publish_bytes_received: u64,
+    pub publish_bytes_sent: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -221,6 +231,7 @@ pub struct Broker {
     now: Instant,
     /// Counters for `$SYS`.
     pub stats: Stats,
+    sys: sys::SysState,
 }
 
 impl Broker {
@@ -232,7 +243,7 @@ impl Broker {
             .unwrap_or(0)
             ^ u64::from(std::process::id()) << 32;
         Broker {
-            settings,
+            settings: settings.clone(),
             conns: Vec::new(),
             sessions: Slab::new(),
             next_gen: 0,
@@ -246,6 +257,10 @@ impl Broker {
             next_serial: 0,
             rng: seed | 1,
             now: Instant::now(),
+            sys: sys::SysState::new(
+                Instant::now(),
+                Duration::from_secs(u64::from(settings.sys_interval)),
+            ),
             stats: Stats::default(),
         }
     }
@@ -257,6 +272,8 @@ impl Broker {
 
     /// Replaces the settings (SIGHUP); existing sessions keep what they negotiated.
     pub fn set_settings(&mut self, settings: Settings) {
+        self.sys
+            .set_interval(Duration::from_secs(u64::from(settings.sys_interval)));
         self.settings = settings;
     }
 
@@ -281,6 +298,7 @@ impl Broker {
             log::info!(target: "notice", "New connection from {} on port {}.", peer_text, local_port);
         }
         self.conns[id] = Some(Conn::new(serial, peer_text, local_port, now));
+        self.stats.connections += 1;
         self.timers
             .push(Reverse((now + CONNECT_TIMEOUT, Timer::Conn(id, serial))));
     }
@@ -357,11 +375,19 @@ impl Broker {
 
     /// When [`Broker::tick`] next has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        match (timer, self.sys.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs every timer due at `now`: keepalive and connect timeouts, session expiry.
     pub fn tick(&mut self, now: Instant) {
+        self.now = now;
+        if self.sys.next_due().is_some_and(|t| t <= now) {
+            self.publish_sys(now);
+        }
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
                 break;

@@ -186,6 +186,7 @@ impl Broker {
             p.payload.len()
         );
         self.stats.publish_received += 1;
+        self.stats.publish_bytes_received += p.payload.len() as u64;
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
         if p.retain && !self.settings.retain_available {
             // v5:[MQTT-3.3.1-19]
@@ -352,6 +353,27 @@ impl Broker {
             a.reason = code;
         }
         a
+    }
+
+    /// Publishes a message from the broker itself (`$SYS`).
+    pub(super) fn publish_internal(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        now: Instant,
+    ) {
+        let out = Outgoing {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: None,
+            expires_at: None,
+            origin: None,
+        };
+        self.route(&out, now);
     }
 
     /// Publishes a client's will as if the client had sent it.
@@ -548,6 +570,7 @@ impl Broker {
                         return;
                     }
                     self.stats.publish_sent += 1;
+                    self.stats.publish_bytes_sent += m.payload.len() as u64;
                     self.stats.messages_sent += 1;
                     if !c.dirty {
                         c.dirty = true;
@@ -583,6 +606,7 @@ impl Broker {
                         delivery: d,
                     });
                     self.stats.publish_sent += 1;
+                    self.stats.publish_bytes_sent += m.payload.len() as u64;
                     self.stats.messages_sent += 1;
                     if !c.dirty {
                         c.dirty = true;
@@ -672,6 +696,7 @@ impl Broker {
                 continue;
             }
             self.stats.publish_sent += 1;
+            self.stats.publish_bytes_sent += d.msg.payload.len() as u64;
             self.stats.messages_sent += 1;
             if d.qos != QoS::AtMostOnce {
                 s.inflight.push_back(Inflight {

@@ -140,6 +140,11 @@ impl Router {
         self.count
     }
 
+    /// Number of shared subscriptions (members of all groups).
+    pub fn shared_count(&self) -> usize {
+        self.shared.iter().map(|g| g.members.len()).sum()
+    }
+
     /// True when any shared subscription exists.
     pub fn has_shared(&self) -> bool {
         !self.shared.is_empty()

@@ -98,10 +98,20 @@ fn ack(kind: fn(Ack) -> Packet<'static>, id: u16) -> Vec<u8> {
 }
 
 impl World {
+    /// A broker without `$SYS` (its timer would add retained messages to every test).
     fn new(settings: Settings) -> World {
+        World::with_sys(Settings {
+            sys_interval: 0,
+            ..settings
+        })
+    }
+
+    fn with_sys(settings: Settings) -> World {
+        // The broker starts its `$SYS` clock at creation; the test clock starts after it.
+        let broker = Broker::new(settings);
         let now = Instant::now();
         World {
-            broker: Broker::new(settings),
+            broker,
             t0: now,
             now,
         }
@@ -1058,5 +1068,43 @@ fn v5_shared_subscription_qos1_moves_to_another_member_mqtt_4_8_2_4() {
     assert!(
         matches!(&out[..], [Packet::Publish(p)] if p.payload == b"j1"),
         "{out:?}"
+    );
+}
+
+#[test]
+fn sys_topics_reach_sys_subscribers_not_hash_mqtt_4_7_2_1() {
+    let mut w = World::with_sys(Settings::default());
+    w.connect(1, "all", true);
+    w.send(1, &subscribe_bytes(1, &[("#", QoS::AtMostOnce)]));
+    w.connect(2, "sys", true);
+    w.send(
+        2,
+        &subscribe_bytes(
+            1,
+            &[
+                ("$SYS/broker/uptime", QoS::AtMostOnce),
+                ("$SYS/broker/clients/connected", QoS::AtMostOnce),
+            ],
+        ),
+    );
+    w.take(1);
+    w.take(2);
+    w.advance(Duration::from_secs(10));
+    assert!(w.take(1).is_empty());
+    let got = w.take(2);
+    assert!(
+        got.contains(&pub_out("$SYS/broker/uptime", b"10 seconds", 0, 0)),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&pub_out("$SYS/broker/clients/connected", b"2", 0, 0)),
+        "{got:?}"
+    );
+    // Only changed values are published again.
+    w.advance(Duration::from_secs(10));
+    let got = w.take(2);
+    assert_eq!(
+        got,
+        vec![pub_out("$SYS/broker/uptime", b"20 seconds", 0, 0)]
     );
 }
