@@ -133,27 +133,73 @@ fn bad_value_exits_1_naming_file_and_line() {
     assert!(text(&o).contains("max_inflight_messages"), "{}", text(&o));
 }
 
-// Options whose absence would weaken security are fatal until implemented: never an open broker.
+// Options whose absence would weaken security are never ignored: either midge refuses to start
+// (exit 1 naming the option, the rule until the option is implemented), or it starts and
+// enforces them — then, with no `allow_anonymous` line, an anonymous client is refused with
+// CONNACK 0x05. Never an open broker.
 #[test]
-fn security_options_are_fatal_until_implemented() {
+fn security_options_never_give_an_open_broker() {
     if skip_on_mosquitto("midge-only rule") {
         return;
     }
     let dir = TempDir::new();
     let pw = dir.write("passwd", "user:$7$101$c2FsdHNhbHRzYWx0$aGFzaA==\n");
-    for opt in ["password_file", "acl_file"] {
+    let acl = dir.write("acl", "topic readwrite #\n");
+    for (opt, file) in [("password_file", &pw), ("acl_file", &acl)] {
         let path = dir.write(
             &format!("{opt}.conf"),
-            &format!("listener 0 127.0.0.1\n{opt} {}\n", pw.display()),
+            &format!("listener 0 127.0.0.1\n{opt} {}\n", file.display()),
         );
-        let o = run_midge(&["-c", path.to_str().unwrap()], Duration::from_secs(10));
-        // Either rejected at start-up, or (once implemented) not an open broker; today: exit 1.
-        assert_eq!(o.status.code(), Some(1), "{opt}: {}", text(&o));
-        assert!(text(&o).contains(opt), "{opt} not named: {}", text(&o));
-        assert!(
-            !text(&o).contains("Opening ipv4 listen socket"),
-            "{opt}: broker started listening"
-        );
+        let mut child = Command::new(midge_bin())
+            .args(["-c", path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn midge");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        for pipe in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(l);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                let all = lines.lock().unwrap().join("\n");
+                assert_eq!(st.code(), Some(1), "{opt}: {all}");
+                assert!(all.contains(opt), "{opt} not named: {all}");
+                break None;
+            }
+            let found = lines.lock().unwrap().iter().find_map(|l| {
+                l.split("Opening ipv4 listen socket on port ")
+                    .nth(1)
+                    .and_then(|r| r.trim_end_matches('.').parse::<u16>().ok())
+            });
+            if found.is_some() {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{opt}: neither exited nor listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(port) = port {
+            let mut c = Raw::connect(port);
+            c.send(&Connect::v311(&format!("anon-{opt}")).bytes());
+            c.expect_bytes(&[0x20, 2, 0, 5], WAIT);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
