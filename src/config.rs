@@ -82,6 +82,10 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `max_keepalive` seconds (default 65535).
     pub max_keepalive: u16,
+    /// `password_file`: a mosquitto_passwd file; clients with a username must match it.
+    pub password_file: Option<PathBuf>,
+    /// `acl_file`: Mosquitto ACL rules for publishing, subscribing and receiving.
+    pub acl_file: Option<PathBuf>,
     /// `sys_interval` seconds between `$SYS` updates (default 10; 0 disables `$SYS`).
     pub sys_interval: u32,
     /// `max_topic_alias` (default 10): topic aliases an MQTT 5 client may use towards midge.
@@ -237,8 +241,6 @@ const MQTT_MAX_PAYLOAD: u32 = 268_435_455;
 /// so reading one is an error rather than a warning. `bind_interface` is here too: ignoring it
 /// would listen on every interface instead of one.
 const SECURITY_OPTIONS: &[&str] = &[
-    "password_file",
-    "acl_file",
     "psk_file",
     "psk_hint",
     "certfile",
@@ -355,6 +357,8 @@ impl Default for Config {
             max_packet_size: 0,
             message_size_limit: 0,
             max_keepalive: 65535,
+            password_file: None,
+            acl_file: None,
             sys_interval: 10,
             max_topic_alias: 10,
             max_inflight_messages: 20,
@@ -538,6 +542,8 @@ impl Parser {
             "max_inflight_messages" => c.max_inflight_messages = parse_number(name, value, at)?,
             "max_topic_alias" => c.max_topic_alias = parse_number(name, value, at)?,
             "sys_interval" => c.sys_interval = parse_number(name, value, at)?,
+            "password_file" => c.password_file = Some(PathBuf::from(required(name, value, at)?)),
+            "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
             "max_queued_messages" => c.max_queued_messages = parse_number(name, value, at)?,
             "max_queued_bytes" => c.max_queued_bytes = parse_number(name, value, at)?,
             "queue_qos0_messages" => c.queue_qos0_messages = parse_bool(name, value, at)?,
@@ -1182,10 +1188,17 @@ mod tests {
             );
         }
         assert_eq!(
-            err("password_file /etc/midge/passwd"),
-            "Error: The password_file option in /etc/midge.conf:1 is not supported by this \
+            err("plugin /usr/lib/x.so"),
+            "Error: The plugin option in /etc/midge.conf:1 is not supported by this \
              version of midge; refusing to start rather than run without it."
         );
+    }
+
+    #[test]
+    fn password_and_acl_files_are_read() {
+        let c = ok("password_file /etc/midge/passwd\nacl_file /etc/midge/acl");
+        assert_eq!(c.password_file, Some(PathBuf::from("/etc/midge/passwd")));
+        assert_eq!(c.acl_file, Some(PathBuf::from("/etc/midge/acl")));
     }
 
     #[test]

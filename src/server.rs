@@ -240,7 +240,7 @@ impl Server {
             poll,
             listeners,
             clients: Slab::new(),
-            broker: Broker::new(Settings::from_config(config)),
+            broker: Broker::new(Settings::load(config).map_err(io::Error::other)?),
             signal_rx,
             _signal_tx: signal_tx,
             read_buf: vec![0; READ_CHUNK],
@@ -344,7 +344,10 @@ impl Server {
                 };
                 log::info!(target: "notice", "Reloading config.");
                 match reload() {
-                    Ok(config) => self.broker.set_settings(Settings::from_config(&config)),
+                    Ok(config) => match Settings::load(&config) {
+                        Ok(settings) => self.broker.set_settings(settings),
+                        Err(e) => log::error!("Error: Unable to reload config: {e}"),
+                    },
                     Err(e) => log::error!("Error: Unable to reload config: {e}"),
                 }
             }
@@ -418,11 +421,9 @@ impl Server {
                 Ok(n) => {
                     self.broker.bytes_received(id, &self.read_buf[..n], now);
                     self.flush_dirty(now);
-                    if n < self.read_buf.len() {
-                        // A short read means the socket is drained (or nearly: the next
-                        // readiness edge will tell).
-                        return;
-                    }
+                    // Even after a short read, read again: readiness is edge-triggered, and an
+                    // end of file (a client that closes right after its last packet) arrives
+                    // in the same edge as the data before it.
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

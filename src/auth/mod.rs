@@ -13,3 +13,71 @@ pub mod passwd;
 
 pub use acl::{filter_covers, filters_intersect, Acl};
 pub use passwd::{hash_password, PasswordFile};
+
+use crate::config::Config;
+
+/// The password file and ACL in force, as loaded from a configuration.
+#[derive(Debug, Default, PartialEq)]
+pub struct Security {
+    /// Users and their password hashes; `None` without `password_file`.
+    pub passwords: Option<PasswordFile>,
+    /// Access rules; `None` without `acl_file` (everything allowed).
+    pub acl: Option<Acl>,
+}
+
+impl Security {
+    /// Loads the files a configuration names. Warnings (a malformed password line, an odd ACL
+    /// pattern) come back to be logged; an unreadable file or an invalid ACL line is an error,
+    /// as in Mosquitto: better not to start than to run with the wrong rules.
+    pub fn load(c: &Config) -> Result<(Security, Vec<String>), String> {
+        let mut warnings = Vec::new();
+        let passwords = match &c.password_file {
+            Some(path) => {
+                let (file, w) = PasswordFile::load(path)
+                    .map_err(|e| format!("Unable to open password file {}: {e}", path.display()))?;
+                warnings.extend(w);
+                Some(file)
+            }
+            None => None,
+        };
+        let acl = match &c.acl_file {
+            Some(path) => {
+                let acl = Acl::load(path)?;
+                warnings.extend(acl.warnings().iter().cloned());
+                Some(acl)
+            }
+            None => None,
+        };
+        Ok((Security { passwords, acl }, warnings))
+    }
+
+    /// A line for the log describing what changed from `old` to `self` (for SIGHUP).
+    pub fn describe_change(&self, old: &Security) -> Vec<String> {
+        let mut lines = Vec::new();
+        match (&old.passwords, &self.passwords) {
+            (Some(a), Some(b)) if a != b => {
+                let (au, bu) = (a.users(), b.users());
+                let added: Vec<&str> = bu.iter().filter(|u| !au.contains(u)).copied().collect();
+                let removed: Vec<&str> = au.iter().filter(|u| !bu.contains(u)).copied().collect();
+                lines.push(format!(
+                    "Password file reloaded: {} users (added: {}; removed: {}; others may have new passwords).",
+                    bu.len(),
+                    if added.is_empty() { "none".into() } else { added.join(", ") },
+                    if removed.is_empty() { "none".into() } else { removed.join(", ") },
+                ));
+            }
+            (None, Some(b)) => {
+                lines.push(format!("Password file loaded: {} users.", b.users().len()))
+            }
+            (Some(_), None) => lines.push("Password file removed from the configuration.".into()),
+            _ => {}
+        }
+        match (&old.acl, &self.acl) {
+            (Some(a), Some(b)) if a != b => lines.push("ACL file reloaded: rules changed.".into()),
+            (None, Some(_)) => lines.push("ACL file loaded.".into()),
+            (Some(_), None) => lines.push("ACL file removed from the configuration.".into()),
+            _ => {}
+        }
+        lines
+    }
+}

@@ -120,11 +120,14 @@ impl Broker {
             _ => {}
         }
 
-        // Keepalive limits, as Mosquitto 2.0: 3.x clients asking more than max_keepalive (or 0,
-        // which means "never") are refused; 5.0 clients are told the server's value.
+        // Keepalive limits, as Mosquitto 2.0.20 documents them: 3.x clients asking more than
+        // max_keepalive are refused; 5.0 clients are told the server's value. Keepalive 0
+        // ("never") counts as more than a max_keepalive the user lowered, but the default
+        // (65535) accepts it, as Mosquitto 2.0.11 does and as keepalive-0 clients expect.
         let max_ka = self.settings.max_keepalive;
         let mut server_keep_alive = None;
-        if max_ka != 0 && (c.keep_alive > max_ka || c.keep_alive == 0) {
+        let zero_too_long = c.keep_alive == 0 && max_ka != 0 && max_ka < u16::MAX;
+        if max_ka != 0 && (c.keep_alive > max_ka || zero_too_long) {
             if c.version.is_v5() {
                 c.keep_alive = max_ka;
                 server_keep_alive = Some(max_ka);

@@ -18,6 +18,7 @@ pub mod session;
 mod subscribe;
 mod sys;
 
+use crate::auth::Security;
 use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
@@ -65,6 +66,8 @@ pub struct Settings {
     pub max_topic_alias: u16,
     /// Seconds between `$SYS` updates; 0 turns `$SYS` off.
     pub sys_interval: u32,
+    /// Password file and ACL (shared, since settings are cloned on reload).
+    pub security: Rc<Security>,
 }
 
 impl Default for Settings {
@@ -86,6 +89,7 @@ impl Default for Settings {
             connection_messages: true,
             max_topic_alias: 10,
             sys_interval: 10,
+            security: Rc::new(Security::default()),
         }
     }
 }
@@ -110,7 +114,21 @@ impl Settings {
             connection_messages: c.connection_messages,
             max_topic_alias: c.max_topic_alias,
             sys_interval: c.sys_interval,
+            security: Rc::new(Security::default()),
         }
+    }
+
+    /// The settings of a configuration with its password file and ACL loaded; warnings about
+    /// the files are logged.
+    pub fn load(c: &Config) -> Result<Settings, String> {
+        let (security, warnings) = Security::load(c)?;
+        for w in warnings {
+            log::warn!("Warning: {w}");
+        }
+        Ok(Settings {
+            security: Rc::new(security),
+            ..Settings::from_config(c)
+        })
     }
 
     fn packet_limit(&self) -> usize {
@@ -272,6 +290,9 @@ impl Broker {
 
     /// Replaces the settings (SIGHUP); existing sessions keep what they negotiated.
     pub fn set_settings(&mut self, settings: Settings) {
+        for line in settings.security.describe_change(&self.settings.security) {
+            log::info!(target: "notice", "{line}");
+        }
         self.sys
             .set_interval(Duration::from_secs(u64::from(settings.sys_interval)));
         self.settings = settings;
