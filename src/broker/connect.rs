@@ -76,6 +76,18 @@ impl Broker {
         self.close(id, CloseReason::Refused, now);
     }
 
+    /// Mosquitto 2.0's rules: without a username a client needs `allow_anonymous`; with one,
+    /// the password file (if any) must match; with neither a password file nor
+    /// `allow_anonymous`, nobody gets in.
+    fn authenticate(&self, c: &Connect) -> bool {
+        let passwords = self.settings.security.passwords.as_ref();
+        match (&c.username, passwords) {
+            (None, _) => self.settings.allow_anonymous,
+            (Some(user), Some(file)) => file.check(user, c.password.as_deref().unwrap_or_default()),
+            (Some(_), None) => self.settings.allow_anonymous,
+        }
+    }
+
     fn auto_client_id(&mut self) -> String {
         let a = self.random();
         let b = self.random();
@@ -140,12 +152,18 @@ impl Broker {
             // v5 §4.12: midge offers no enhanced authentication method.
             return self.refuse(id, &c, Refusal::BadAuthMethod, now);
         }
-        if c.username.is_none() && !self.settings.allow_anonymous {
+        if !self.authenticate(&c) {
             return self.refuse(id, &c, Refusal::NotAuthorized, now);
         }
         if let Some(w) = &c.will {
             if w.retain && !self.settings.retain_available {
                 return self.refuse(id, &c, Refusal::NotAuthorized, now);
+            }
+            // A will the client could not publish itself is refused at CONNECT, as Mosquitto.
+            if let Some(acl) = &self.settings.security.acl {
+                if !acl.can_publish(c.username.as_deref(), &c.client_id, &w.topic) {
+                    return self.refuse(id, &c, Refusal::NotAuthorized, now);
+                }
             }
         }
 
@@ -201,6 +219,7 @@ impl Broker {
             s.version = c.version;
             s.expiry = expiry;
             s.expires_at = None;
+            s.username = c.username.as_deref().map(Rc::from);
             // A delayed will is cancelled when its session resumes in time (v5 §3.1.3.2.2).
             s.pending_will = None;
         }

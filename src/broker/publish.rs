@@ -270,6 +270,15 @@ impl Broker {
             self.ack_publish(id, sid, &p, reason::PAYLOAD_FORMAT_INVALID);
             return;
         }
+        let security = self.settings.security.clone();
+        if let (Some(acl), Some(s)) = (&security.acl, self.session(sid)) {
+            if !acl.can_publish(s.username.as_deref(), &s.client_id, topic) {
+                // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
+                log::info!(target: "notice", "Denied PUBLISH from {} to '{}' (ACL).", name, topic);
+                self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
+                return;
+            }
+        }
         let limit = self.settings.message_size_limit;
         let code = if limit != 0 && p.payload.len() > limit {
             log::info!(
@@ -421,6 +430,16 @@ impl Broker {
         if let Some(origin) = m.origin {
             matches.retain(|s| !(s.options.no_local && s.session == origin));
         }
+        let security = self.settings.security.clone();
+        if let Some(acl) = &security.acl {
+            // The READ check happens per recipient, at delivery (as Mosquitto's subs__send).
+            let sessions = &self.sessions;
+            matches.retain(|sub| {
+                sessions
+                    .get(sub.session.idx as usize)
+                    .is_some_and(|s| acl.can_read(s.username.as_deref(), &s.client_id, m.topic))
+            });
+        }
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|s| s.session);
         }
@@ -460,6 +479,14 @@ impl Broker {
                 },
                 &mut picks,
             );
+            if let Some(acl) = &security.acl {
+                let sessions = &self.sessions;
+                picks.retain(|(sub, _)| {
+                    sessions
+                        .get(sub.session.idx as usize)
+                        .is_some_and(|s| acl.can_read(s.username.as_deref(), &s.client_id, m.topic))
+                });
+            }
             for (sub, group) in picks {
                 let sub_ids = if sub.sub_id != 0 {
                     vec![sub.sub_id]
@@ -878,12 +905,18 @@ impl Broker {
             found.push(m.clone());
         }
         let upgrade = self.settings.upgrade_outgoing_qos;
+        let security = self.settings.security.clone();
         let Some(s) = self.session_mut(sid) else {
             return;
         };
         for msg in found {
             if msg.expires_at.is_some_and(|t| t <= now) {
                 continue;
+            }
+            if let Some(acl) = &security.acl {
+                if !acl.can_read(s.username.as_deref(), &s.client_id, &msg.topic) {
+                    continue;
+                }
             }
             let qos = if upgrade {
                 granted

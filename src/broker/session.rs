@@ -94,6 +94,8 @@ pub enum Expiry {
 pub struct Session {
     pub gen: u32,
     pub client_id: Rc<str>,
+    /// Username of the latest connection, for ACL checks.
+    pub username: Option<Rc<str>>,
     pub conn: Option<ConnId>,
     /// Version of the client's latest connection (decides how messages are encoded).
     pub version: ProtocolVersion,
@@ -121,6 +123,7 @@ impl Session {
         Session {
             gen,
             client_id,
+            username: None,
             conn: None,
             version,
             expiry,

@@ -62,6 +62,27 @@ impl Broker {
                 });
                 continue;
             }
+            // Beyond Mosquitto 2.0 (which grants every filter and filters at delivery): a filter
+            // the ACL can never let through is refused, so the client knows.
+            if let Some(acl) = &self.settings.security.acl {
+                let (user, client) = self
+                    .session(sid)
+                    .map(|s| (s.username.clone(), s.client_id.clone()))
+                    .unwrap_or((None, name.clone()));
+                let bare =
+                    super::router::parse_shared(&sub.filter).map_or(&*sub.filter, |(_, f)| f);
+                if !acl.can_subscribe(user.as_deref(), &client, bare)
+                    && version != ProtocolVersion::V31
+                {
+                    log::info!(target: "notice", "Denied SUBSCRIBE from {} to '{}' (ACL).", name, sub.filter);
+                    codes.push(if version.is_v5() {
+                        reason::NOT_AUTHORIZED
+                    } else {
+                        reason::UNSPECIFIED_ERROR
+                    });
+                    continue;
+                }
+            }
             let options = sub.options;
             let replaced = self.router.subscribe(
                 &sub.filter,
