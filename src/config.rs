@@ -20,6 +20,8 @@ pub enum LogDest {
     Stderr,
     /// `log_dest file PATH`
     File(PathBuf),
+    /// `log_dest syslog`
+    Syslog,
     /// `log_dest none`
     None,
 }
@@ -82,6 +84,9 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `max_keepalive` seconds (default 65535).
     pub max_keepalive: u16,
+    /// `user`: when started as root, run as this user once the listeners are open. Unlike
+    /// Mosquitto (default `mosquitto`), midge keeps the user it was started as unless told.
+    pub user: Option<String>,
     /// `password_file`: a mosquitto_passwd file; clients with a username must match it.
     pub password_file: Option<PathBuf>,
     /// `acl_file`: Mosquitto ACL rules for publishing, subscribing and receiving.
@@ -284,7 +289,6 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     "persistence_location",
     "retry_interval",
     "store_clean_interval",
-    "user",
     "websockets_log_level",
     "websockets_headers_size",
     // Listener-scoped.
@@ -357,6 +361,7 @@ impl Default for Config {
             max_packet_size: 0,
             message_size_limit: 0,
             max_keepalive: 65535,
+            user: None,
             password_file: None,
             acl_file: None,
             sys_interval: 10,
@@ -544,6 +549,7 @@ impl Parser {
             "sys_interval" => c.sys_interval = parse_number(name, value, at)?,
             "password_file" => c.password_file = Some(PathBuf::from(required(name, value, at)?)),
             "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
+            "user" => c.user = Some(required(name, value, at)?.to_string()),
             "max_queued_messages" => c.max_queued_messages = parse_number(name, value, at)?,
             "max_queued_bytes" => c.max_queued_bytes = parse_number(name, value, at)?,
             "queue_qos0_messages" => c.queue_qos0_messages = parse_bool(name, value, at)?,
@@ -664,7 +670,8 @@ impl Parser {
             "stderr" => LogDest::Stderr,
             "file" => LogDest::File(PathBuf::from(required("log_dest file", rest, at)?)),
             "none" => LogDest::None,
-            "syslog" | "topic" | "dlt" => {
+            "syslog" => LogDest::Syslog,
+            "topic" | "dlt" => {
                 self.config.warnings.push(format!(
                     "Warning: log_dest {kind} in {at} is not supported yet; ignored."
                 ));
@@ -1138,7 +1145,8 @@ mod tests {
 
     #[test]
     fn unsupported_log_dests_warn() {
-        for dest in ["syslog", "topic", "dlt"] {
+        assert_eq!(ok("log_dest syslog").log.dests, vec![LogDest::Syslog]);
+        for dest in ["topic", "dlt"] {
             let c = ok(&format!("log_dest {dest}"));
             assert!(c.log.dests.is_empty());
             assert_eq!(

@@ -11,4 +11,6 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod logging;
+pub mod privileges;
 pub mod server;
+pub mod store;

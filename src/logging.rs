@@ -45,6 +45,8 @@ enum Output {
     Stdout,
     Stderr,
     File(File),
+    /// The system log (`log_dest syslog`), facility daemon, as Mosquitto.
+    Syslog,
     /// An in-memory destination for tests.
     #[cfg(test)]
     Memory(Arc<Mutex<Vec<u8>>>),
@@ -61,6 +63,8 @@ impl Output {
             }
             Output::Stderr => io::stderr().write_all(line),
             Output::File(file) => file.write_all(line),
+            // Written by `Sinks::write`, which knows the priority and the bare message.
+            Output::Syslog => Ok(()),
             #[cfg(test)]
             Output::Memory(buf) => {
                 lock(buf).extend_from_slice(line);
@@ -156,6 +160,14 @@ impl Sinks {
                     LogDest::Stdout => Some(Ok(Output::Stdout)),
                     LogDest::Stderr => Some(Ok(Output::Stderr)),
                     LogDest::File(path) => Some(open_log_file(path).map(Output::File)),
+                    LogDest::Syslog => {
+                        // SAFETY: the identifier is a static NUL-terminated string, as openlog
+                        // keeps the pointer.
+                        unsafe {
+                            libc::openlog(c"midge".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON)
+                        };
+                        Some(Ok(Output::Syslog))
+                    }
                     LogDest::None => None,
                 })
                 .collect::<Result<Vec<_>, _>>()?
@@ -189,6 +201,18 @@ impl Sinks {
         for output in &mut self.outputs {
             output.write_line(line.as_bytes());
         }
+    }
+
+    /// Sends a bare message (no timestamp: syslog adds its own) to the system log.
+    fn write_syslog(&self, priority: libc::c_int, message: &std::fmt::Arguments<'_>) {
+        if !self.outputs.iter().any(|o| matches!(o, Output::Syslog)) {
+            return;
+        }
+        let Ok(text) = CString::new(message.to_string().replace('\0', " ")) else {
+            return;
+        };
+        // SAFETY: "%s" with one NUL-terminated string argument.
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
     }
 }
 
@@ -253,6 +277,14 @@ impl Log for Logger {
         let mut sinks = lock(&self.shared.sinks);
         let line = sinks.format(SystemTime::now(), record.args());
         sinks.write(&line);
+        let priority = match record.level() {
+            log::Level::Error => libc::LOG_ERR,
+            log::Level::Warn => libc::LOG_WARNING,
+            log::Level::Info if record.target() == "notice" => libc::LOG_NOTICE,
+            log::Level::Info => libc::LOG_INFO,
+            _ => libc::LOG_DEBUG,
+        };
+        sinks.write_syslog(priority, record.args());
     }
 
     fn flush(&self) {}

@@ -96,6 +96,9 @@ pub fn run(config: Config) -> io::Result<()> {
 /// Runs the broker; `reload` is called on SIGHUP.
 pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> io::Result<()> {
     let mut server = Server::new(&config, reload)?;
+    if let Some(user) = &config.user {
+        crate::privileges::drop_to(user)?;
+    }
     server.run()
 }
 
