@@ -453,6 +453,7 @@ mod tests {
                     Output::Stdout => "stdout",
                     Output::Stderr => "stderr",
                     Output::File(_) => "file",
+                    Output::Syslog => "syslog",
                     Output::Memory(_) => "memory",
                 })
                 .collect::<Vec<_>>()
