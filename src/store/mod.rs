@@ -1,0 +1,617 @@
+//! The durable store: what `persistence true` keeps across a restart, in SQLite.
+//!
+//! # What it owns, what it must not do
+//! The store owns `midge.db` in `persistence_location` and one helper thread, the *writer*,
+//! which owns the SQLite connection. It holds no broker state and makes no decisions: the
+//! broker hands it [`Change`]s (plain data, see [`model`]) and learns back, through
+//! [`Store::committed`] and the `notify` callback, which batches are committed. The broker's
+//! loop never waits on the disk.
+//!
+//! # Flow
+//! 1. [`Store::open`] runs at start-up on the caller's thread: it opens (or creates) the file,
+//!    checks it (`PRAGMA quick_check`), reads everything into a [`Snapshot`] and starts the
+//!    writer. A damaged file is moved aside and salvaged first (see `recover.rs`).
+//! 2. Each loop turn, the broker passes everything it accepted in that turn to
+//!    [`Store::submit`], which numbers the batch and queues it for the writer. The broker holds
+//!    back the acknowledgements (PUBACK/PUBREC...) of that turn.
+//! 3. The writer applies queued batches in one transaction (group commit: batches that queued
+//!    up while it was busy share a commit), stores the highest batch number in an atomic and
+//!    calls `notify` (the broker passes a closure that wakes the mio loop with a `mio::Waker`).
+//!    The loop then sends the acknowledgements of every batch up to [`Store::committed`].
+//! 4. At most every `sync_interval`, when there were commits, the writer checkpoints the WAL
+//!    into the main file, which fsyncs both. [`Store::sync_now`] (SIGUSR1) does it at once;
+//!    [`Store::close`] (SIGTERM) commits what is queued, checkpoints and joins the thread.
+//!
+//! # Durability bounds
+//! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to `midge.db-wal` with
+//! `write(2)` and no fsync, so it costs microseconds and the data is in the OS page cache.
+//! - Process crash (SIGKILL, panic=abort): every committed batch survives; the OS writes the
+//!   pages, and SQLite replays the WAL on the next open. Only batches submitted but not yet
+//!   committed are lost, and the broker has not acknowledged those.
+//! - Power loss / kernel crash: commits since the last checkpoint may be lost, so at most
+//!   `sync_interval` (plus the time the fsync itself takes) of acknowledged messages.
+//!   Automatic checkpoints are off (`wal_autocheckpoint=0`), so fsync runs once per interval
+//!   under load, not per commit and not per 1000 WAL pages; docs/store.md shows it with strace.
+//! - SIGTERM / [`Store::close`]: everything submitted is committed and fsynced before return.
+//!
+//! # Mosquitto's file
+//! midge never opens, changes or deletes a file that starts with Mosquitto's signature: a
+//! configured `persistence_file mosquitto.db` is ignored with a warning and `midge.db` is used
+//! beside it.
+
+mod model;
+mod recover;
+mod schema;
+
+pub use model::*;
+pub use schema::{SCHEMA, SCHEMA_VERSION};
+
+use rusqlite::Connection;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The store's file name inside `persistence_location`.
+pub const STORE_FILE: &str = "midge.db";
+
+/// The first bytes of a Mosquitto persistence file (`mosquitto.db`).
+pub const MOSQUITTO_SIGNATURE: &[u8] = b"\x00\xB5\x00mosquitto db";
+
+/// The WAL is truncated back to this size after a checkpoint that emptied it, so one burst of
+/// traffic does not leave a large file behind.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// How long a failed commit waits before it is tried again (a full disk, an I/O error).
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Why the store could not be opened or closed cleanly.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Creating the directory, renaming a damaged file, starting the writer thread...
+    Io(std::io::Error),
+    /// SQLite refused something that is not damage (permissions, a full disk, a file that is
+    /// not midge's).
+    Sql(rusqlite::Error),
+    /// `midge.db` itself carries Mosquitto's signature: midge will not touch it.
+    MosquittoFile(PathBuf),
+    /// The store was written by a newer midge with a schema this one does not know.
+    NewerSchema { found: i64, supported: i64 },
+    /// Even a freshly created store reads as damaged.
+    Corrupt(String),
+    /// The writer thread ended abnormally.
+    WriterGone,
+    /// At close, some submitted batches could not be committed.
+    Unsaved { committed: u64, submitted: u64 },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io(e) => write!(f, "store: {e}"),
+            StoreError::Sql(e) => write!(f, "store: {e}"),
+            StoreError::MosquittoFile(p) => write!(
+                f,
+                "store: {} is a Mosquitto database; midge does not open it",
+                p.display()
+            ),
+            StoreError::NewerSchema { found, supported } => write!(
+                f,
+                "store: schema version {found} is newer than this midge supports ({supported})"
+            ),
+            StoreError::Corrupt(why) => write!(f, "store: damaged: {why}"),
+            StoreError::WriterGone => write!(f, "store: the writer thread ended abnormally"),
+            StoreError::Unsaved {
+                committed,
+                submitted,
+            } => write!(
+                f,
+                "store: only batches up to {committed} of {submitted} could be committed"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> StoreError {
+        StoreError::Io(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Sql(e)
+    }
+}
+
+/// What the writer and the broker's side share.
+#[derive(Default)]
+struct Shared {
+    /// Highest batch number committed.
+    committed: AtomicU64,
+    /// False while commits are failing (they are retried).
+    healthy: AtomicBool,
+    /// Number of completed syncs (checkpoints), for tests and `$SYS`.
+    syncs: AtomicU64,
+}
+
+enum Command {
+    Batch(u64, Vec<Change>),
+    Sync,
+    Close,
+}
+
+/// Handle to the durable store, owned by the broker's loop.
+pub struct Store {
+    sender: Option<Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    submitted: u64,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens `midge.db` in `dir` (created if missing), reads it into a [`Snapshot`] and starts
+    /// the writer thread.
+    ///
+    /// `configured_file` is the `persistence_file` option: anything but `midge.db` is ignored
+    /// with a warning (and a Mosquitto database of that name is never opened). A damaged
+    /// store is moved aside and salvaged; the snapshot then says so in
+    /// [`Snapshot::recovery`]. `notify` runs on the writer thread after each commit.
+    pub fn open(
+        dir: &Path,
+        configured_file: Option<&str>,
+        sync_interval: Duration,
+        notify: Box<dyn Fn() + Send>,
+    ) -> Result<(Store, Snapshot), StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = store_path(dir, configured_file)?;
+        let (conn, snapshot) = open_or_recover(&path)?;
+        let shared = Arc::new(Shared::default());
+        shared.healthy.store(true, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            receiver,
+            shared: Arc::clone(&shared),
+            notify,
+            interval: sync_interval,
+            wal_path: recover::with_suffix(&path, "-wal"),
+            pending: Vec::new(),
+            dirty_since: None,
+            retry_at: None,
+            failures: 0,
+        };
+        let writer = std::thread::Builder::new()
+            .name("midge-store".into())
+            .spawn(move || writer.run())?;
+        let store = Store {
+            sender: Some(sender),
+            writer: Some(writer),
+            shared,
+            submitted: 0,
+            path,
+        };
+        Ok((store, snapshot))
+    }
+
+    /// Queues one batch (everything accepted in one loop turn) for the writer and returns its
+    /// number; the batch is committed once [`Store::committed`] reaches that number. An empty
+    /// batch is not queued: the number of the last batch is returned.
+    pub fn submit(&mut self, changes: Vec<Change>) -> u64 {
+        if changes.is_empty() {
+            return self.submitted;
+        }
+        self.submitted += 1;
+        let n = self.submitted;
+        let sent = self
+            .sender
+            .as_ref()
+            .map(|s| s.send(Command::Batch(n, changes)).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            log::error!("store: the writer thread is gone; batch {n} is not stored");
+        }
+        n
+    }
+
+    /// The highest batch number committed (every batch up to it is committed).
+    pub fn committed(&self) -> u64 {
+        self.shared.committed.load(Ordering::Acquire)
+    }
+
+    /// The number of the last batch submitted.
+    pub fn submitted(&self) -> u64 {
+        self.submitted
+    }
+
+    /// False while commits are failing (a full disk, an I/O error); they are retried every
+    /// second, and the broker's acknowledgements wait meanwhile.
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    /// How many times the store has been made durable (fsynced) since it was opened.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Asks the writer to make every commit durable now (SIGUSR1); does not wait.
+    pub fn sync_now(&self) {
+        if let Some(s) = &self.sender {
+            let _ = s.send(Command::Sync);
+        }
+    }
+
+    /// Commits everything submitted, makes it durable and stops the writer (SIGTERM).
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StoreError> {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(Command::Close);
+        }
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                return Err(StoreError::WriterGone);
+            }
+        }
+        let committed = self.committed();
+        if committed < self.submitted {
+            return Err(StoreError::Unsaved {
+                committed,
+                submitted: self.submitted,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    /// Dropping the store closes it as [`Store::close`] does, logging a failure.
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            if let Err(e) = self.shutdown() {
+                log::error!("{e}");
+            }
+        }
+    }
+}
+
+/// The store's path, after warning about a `persistence_file` midge does not use.
+fn store_path(dir: &Path, configured_file: Option<&str>) -> Result<PathBuf, StoreError> {
+    let path = dir.join(STORE_FILE);
+    if let Some(name) = configured_file.filter(|n| *n != STORE_FILE) {
+        let configured = dir.join(name);
+        if is_mosquitto_db(&configured) {
+            log::warn!(
+                "{} is a Mosquitto database: midge never opens, changes or deletes it; \
+                 using {} beside it",
+                configured.display(),
+                path.display()
+            );
+        } else {
+            log::warn!(
+                "persistence_file {name} is ignored: midge keeps its store in {}",
+                path.display()
+            );
+        }
+    }
+    if is_mosquitto_db(&path) {
+        return Err(StoreError::MosquittoFile(path));
+    }
+    Ok(path)
+}
+
+/// Whether the file exists and starts with Mosquitto's signature (read-only peek).
+pub fn is_mosquitto_db(path: &Path) -> bool {
+    let mut head = [0u8; MOSQUITTO_SIGNATURE.len()];
+    match std::fs::File::open(path) {
+        Ok(mut f) => f.read_exact(&mut head).is_ok() && head == MOSQUITTO_SIGNATURE,
+        Err(_) => false,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why opening failed: damage (recoverable by salvage) or anything else.
+enum Fault {
+    Damaged(String),
+    Fatal(StoreError),
+}
+
+fn classify(e: rusqlite::Error) -> Fault {
+    if recover::is_corruption(&e) {
+        Fault::Damaged(e.to_string())
+    } else {
+        Fault::Fatal(StoreError::Sql(e))
+    }
+}
+
+/// Connection settings; see the module documentation for why.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // Another reader (the sqlite3 CLI) may hold a lock for a moment.
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!("store: SQLite refused WAL mode (journal_mode={mode}); commits will be slower");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// Opens and fully reads a store, telling damage apart from other failures.
+fn open_checked(path: &Path) -> Result<(Connection, Snapshot), Fault> {
+    let conn = Connection::open(path).map_err(classify)?;
+    configure(&conn).map_err(classify)?;
+    if let Some(problem) = recover::quick_check(&conn).map_err(classify)? {
+        return Err(Fault::Damaged(format!("integrity check: {problem}")));
+    }
+    match schema::create(&conn) {
+        Ok(()) => {}
+        Err(schema::SchemaError::Newer(found)) => {
+            return Err(Fault::Fatal(StoreError::NewerSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            }))
+        }
+        Err(schema::SchemaError::Sql(e)) => return Err(classify(e)),
+    }
+    let orphans = schema::delete_orphans(&conn).map_err(classify)?;
+    if orphans > 0 {
+        log::warn!("store: deleted {orphans} rows that belonged to no session");
+    }
+    let snapshot = schema::load(&conn).map_err(classify)?;
+    Ok((conn, snapshot))
+}
+
+fn open_or_recover(path: &Path) -> Result<(Connection, Snapshot), StoreError> {
+    match open_checked(path) {
+        Ok(opened) => Ok(opened),
+        Err(Fault::Fatal(e)) => Err(e),
+        Err(Fault::Damaged(reason)) => rebuild(path, reason),
+    }
+}
+
+/// Moves a damaged store aside and salvages it into a fresh one.
+fn rebuild(path: &Path, reason: String) -> Result<(Connection, Snapshot), StoreError> {
+    let aside = recover::move_aside(path, unix_now())?;
+    log::error!(
+        "store: {} is damaged ({reason}); moved to {} and recovering what can be read",
+        path.display(),
+        aside.display()
+    );
+    let (mut conn, _) = match open_checked(path) {
+        Ok(opened) => opened,
+        Err(Fault::Damaged(why)) => return Err(StoreError::Corrupt(why)),
+        Err(Fault::Fatal(e)) => return Err(e),
+    };
+    let tables = recover::salvage(&aside, &mut conn)?;
+    for t in &tables {
+        let lost = if t.lost_is_exact {
+            t.lost.to_string()
+        } else {
+            format!("at least {}", t.lost)
+        };
+        if t.lost == 0 && t.lost_is_exact {
+            log::warn!(
+                "store: {}: {} rows recovered, none lost",
+                t.table,
+                t.recovered
+            );
+        } else {
+            log::error!(
+                "store: {}: {} rows recovered, {lost} lost",
+                t.table,
+                t.recovered
+            );
+        }
+    }
+    let orphans = schema::delete_orphans(&conn)?;
+    if orphans > 0 {
+        log::error!("store: {orphans} recovered rows belonged to a lost session and were dropped");
+    }
+    let mut snapshot = schema::load(&conn)?;
+    // The salvage is the only copy of this state now: make it durable before starting.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    snapshot.recovery = Some(RecoveryReport {
+        moved_to: aside,
+        reason,
+        tables,
+    });
+    Ok((conn, snapshot))
+}
+
+/// The helper thread: owns the connection, applies batches, syncs on schedule.
+struct Writer {
+    conn: Connection,
+    receiver: Receiver<Command>,
+    shared: Arc<Shared>,
+    notify: Box<dyn Fn() + Send>,
+    interval: Duration,
+    wal_path: PathBuf,
+    /// Batches received and not committed yet.
+    pending: Vec<(u64, Vec<Change>)>,
+    /// When the oldest commit not yet made durable happened.
+    dirty_since: Option<Instant>,
+    /// After a failed commit: when to try again.
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut closing = false;
+        while !closing {
+            let mut sync_requested = false;
+            // A closed channel means the Store was dropped without a Close: close all the same.
+            let mut next = match self.deadline() {
+                None => Some(self.receiver.recv().unwrap_or(Command::Close)),
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    match self.receiver.recv_timeout(wait) {
+                        Ok(cmd) => Some(cmd),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => Some(Command::Close),
+                    }
+                }
+            };
+            // Group commit: take everything that queued up while we were busy.
+            while let Some(cmd) = next {
+                match cmd {
+                    Command::Batch(n, changes) => self.pending.push((n, changes)),
+                    Command::Sync => sync_requested = true,
+                    Command::Close => closing = true,
+                }
+                next = self.receiver.try_recv().ok();
+            }
+            let now = Instant::now();
+            if !self.pending.is_empty() && (closing || self.retry_at.is_none_or(|t| now >= t)) {
+                self.commit_pending();
+            }
+            let sync_due = self.dirty_since.is_some_and(|t| now >= t + self.interval);
+            if self.dirty_since.is_some() && (sync_requested || closing || sync_due) {
+                self.sync();
+            }
+        }
+        self.finish();
+    }
+
+    /// The next moment the writer must wake without a command.
+    fn deadline(&self) -> Option<Instant> {
+        let sync = self.dirty_since.map(|t| t + self.interval);
+        let retry = self.retry_at.filter(|_| !self.pending.is_empty());
+        match (sync, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies every pending batch in one transaction and publishes the new commit number.
+    fn commit_pending(&mut self) {
+        let batches = std::mem::take(&mut self.pending);
+        let Some(last) = batches.last().map(|b| b.0) else {
+            return;
+        };
+        match apply_batches(&mut self.conn, &batches) {
+            Ok(()) => {
+                self.shared.committed.store(last, Ordering::Release);
+                self.dirty_since.get_or_insert_with(Instant::now);
+                if self.failures > 0 {
+                    log::warn!("store: commits work again after {} failures", self.failures);
+                }
+                self.failures = 0;
+                self.retry_at = None;
+                self.shared.healthy.store(true, Ordering::Relaxed);
+                (self.notify)();
+            }
+            Err(e) => {
+                self.failures += 1;
+                if self.failures == 1 || self.failures.is_multiple_of(60) {
+                    log::error!(
+                        "store: commit of {} batches failed ({e}); retrying every {}s",
+                        batches.len(),
+                        RETRY_DELAY.as_secs()
+                    );
+                }
+                self.pending = batches;
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                self.shared.healthy.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Makes every commit so far durable: a WAL checkpoint fsyncs the WAL, copies it into
+    /// the main file and fsyncs that. If a reader (the sqlite3 CLI) keeps the checkpoint
+    /// from finishing, the WAL is fsynced directly, which is enough for durability.
+    fn sync(&mut self) {
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        let synced = match result {
+            Ok((0, log, done)) if log == done => Ok(()),
+            Ok(_) => std::fs::File::open(&self.wal_path).and_then(|f| f.sync_data()),
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        match synced {
+            Ok(()) => {
+                self.dirty_since = None;
+                self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => log::error!("store: sync failed: {e}; retrying at the next interval"),
+        }
+    }
+
+    /// At close: whatever could not be committed is retried a few times, then everything
+    /// is checkpointed into the main file (which also empties the WAL).
+    fn finish(mut self) {
+        for _ in 0..3 {
+            if self.pending.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            self.commit_pending();
+        }
+        if !self.pending.is_empty() {
+            log::error!(
+                "store: {} batches could not be committed before exit",
+                self.pending.len()
+            );
+        }
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            Ok(()) => {
+                self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => log::error!("store: final checkpoint failed: {e}"),
+        }
+    }
+}
+
+/// Applies batches in one transaction. A change that fails for a reason that retrying cannot
+/// cure (a constraint, a value too big) is logged and skipped, so one bad change cannot block
+/// every later commit; any other failure rolls the whole transaction back for a retry.
+fn apply_batches(conn: &mut Connection, batches: &[(u64, Vec<Change>)]) -> rusqlite::Result<()> {
+    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    let tx = conn.transaction()?;
+    for (n, changes) in batches {
+        for change in changes {
+            if let Err(e) = schema::apply(&tx, change) {
+                match e.sqlite_error_code() {
+                    Some(ConstraintViolation | TooBig | TypeMismatch) => {
+                        log::error!("store: a change in batch {n} is not stored: {e}");
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    tx.commit()
+}

@@ -1,0 +1,228 @@
+//! What the store keeps, as plain data: the [`Change`]s the broker submits and the [`Snapshot`]
+//! it gets back at start.
+//!
+//! These types deliberately know nothing of the broker (no `Rc`, no `Instant`, no codec types):
+//! they cross to the store's helper thread, and times are Unix seconds because an `Instant`
+//! means nothing after a restart. The broker converts both ways.
+
+/// Where one message to a session stands (the `state` column of `messages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageState {
+    /// Waiting behind the in-flight window; not sent yet (packet id 0).
+    Queued,
+    /// QoS 1 sent, waiting for PUBACK.
+    AwaitPuback,
+    /// QoS 2 sent, waiting for PUBREC.
+    AwaitPubrec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubcomp,
+}
+
+impl MessageState {
+    /// The value stored in the `state` column.
+    pub fn code(self) -> u8 {
+        match self {
+            MessageState::Queued => 0,
+            MessageState::AwaitPuback => 1,
+            MessageState::AwaitPubrec => 2,
+            MessageState::AwaitPubcomp => 3,
+        }
+    }
+
+    /// The state a `state` column value stands for, if it is a valid one.
+    pub fn from_code(code: i64) -> Option<MessageState> {
+        match code {
+            0 => Some(MessageState::Queued),
+            1 => Some(MessageState::AwaitPuback),
+            2 => Some(MessageState::AwaitPubrec),
+            3 => Some(MessageState::AwaitPubcomp),
+            _ => None,
+        }
+    }
+}
+
+/// An application message as the broker accepted it: a retained value, or the message inside
+/// a queued / in-flight delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// 0, 1 or 2.
+    pub qos: u8,
+    pub retain: bool,
+    /// MQTT 5 properties to forward, encoded as the broker likes (opaque to the store; empty
+    /// when there are none).
+    pub properties: Vec<u8>,
+    /// When a v5 Message Expiry Interval runs out, in Unix seconds.
+    pub expires_at: Option<u64>,
+}
+
+/// How long an offline session is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionExpiry {
+    /// 3.x Clean Session 0 (or v5 0xFFFFFFFF): until `persistent_client_expiration`, if any.
+    Never,
+    /// v5 Session Expiry Interval, in seconds.
+    After(u32),
+}
+
+/// One session the broker keeps across a restart (clean-session-false / session-expiry
+/// clients; sessions that end with their connection are never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub client_id: String,
+    /// Protocol level of the client's latest connection: 3 (3.1), 4 (3.1.1) or 5.
+    pub protocol: u8,
+    pub expiry: SessionExpiry,
+    /// When the session expires, in Unix seconds, while its client is offline; `None` while
+    /// it is connected (or when it never expires).
+    pub expires_at: Option<u64>,
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub filter: String,
+    /// The SUBSCRIBE options byte (QoS in bits 0-1; v5 No Local, Retain As Published and
+    /// Retain Handling above it).
+    pub options: u8,
+    /// MQTT 5 subscription identifier, 0 for none.
+    pub sub_id: u32,
+}
+
+/// One message on its way to a session: queued, or in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Orders a session's messages; chosen by the broker, unique within the session.
+    pub seq: u64,
+    /// 0 while queued.
+    pub packet_id: u16,
+    pub state: MessageState,
+    /// QoS of this delivery (the minimum of the message's and the subscription's).
+    pub qos: u8,
+    /// Retain flag of this delivery.
+    pub retain: bool,
+    /// MQTT 5 subscription identifiers of the matching subscriptions.
+    pub sub_ids: Vec<u32>,
+    pub message: StoredMessage,
+}
+
+/// An MQTT 5 will waiting for its Will Delay Interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillRecord {
+    pub client_id: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    /// Will properties, opaque to the store.
+    pub properties: Vec<u8>,
+    /// When it must be published, in Unix seconds.
+    pub due_at: u64,
+}
+
+/// One change to the durable state. The broker collects every change of one loop turn and
+/// submits them as one batch, applied in order in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Sets the retained message of `message.topic`.
+    RetainedSet { message: StoredMessage },
+    /// Removes the retained message of a topic.
+    RetainedClear { topic: String },
+    /// Creates a session or replaces its record (its subscriptions, messages, QoS 2 ids and
+    /// will are kept).
+    SessionUpsert { session: SessionRecord },
+    /// Deletes a session with its subscriptions, messages, inbound QoS 2 ids and will.
+    SessionDelete { client_id: String },
+    /// Adds a subscription or replaces the one with the same filter.
+    SubscriptionSet {
+        client_id: String,
+        subscription: Subscription,
+    },
+    /// Removes a subscription.
+    SubscriptionDelete { client_id: String, filter: String },
+    /// Adds a message to a session (replacing one with the same `seq`).
+    MessageAdd {
+        client_id: String,
+        message: QueuedMessage,
+    },
+    /// A message was sent or advanced in the QoS 1/2 flow.
+    MessageState {
+        client_id: String,
+        seq: u64,
+        packet_id: u16,
+        state: MessageState,
+    },
+    /// A message was acknowledged, dropped or expired.
+    MessageDelete { client_id: String, seq: u64 },
+    /// An inbound QoS 2 PUBLISH was received; its PUBREL has not come yet.
+    Qos2Add { client_id: String, packet_id: u16 },
+    /// The PUBREL of an inbound QoS 2 message came.
+    Qos2Delete { client_id: String, packet_id: u16 },
+    /// Sets the pending delayed will of a client (replacing any).
+    WillSet { will: WillRecord },
+    /// The delayed will was published or cancelled.
+    WillDelete { client_id: String },
+}
+
+/// Everything of one stored session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    pub session: SessionRecord,
+    /// In filter order.
+    pub subscriptions: Vec<Subscription>,
+    /// Queued and in-flight messages, in `seq` order.
+    pub messages: Vec<QueuedMessage>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL, ascending.
+    pub qos2_inbound: Vec<u16>,
+}
+
+/// Everything needed to rebuild the broker at start.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// In topic order.
+    pub retained: Vec<StoredMessage>,
+    /// In client id order.
+    pub sessions: Vec<SessionState>,
+    /// Pending delayed wills, in client id order.
+    pub wills: Vec<WillRecord>,
+    /// Set when the store was found damaged and rebuilt from what could be read.
+    pub recovery: Option<RecoveryReport>,
+}
+
+/// What became of a damaged store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Where the damaged file was moved (`midge.db.corrupt-<unix time>`).
+    pub moved_to: std::path::PathBuf,
+    /// Why the store was judged damaged.
+    pub reason: String,
+    /// One entry per table of the schema.
+    pub tables: Vec<TableRecovery>,
+}
+
+/// Rows of one table saved from a damaged store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRecovery {
+    pub table: &'static str,
+    /// Rows copied into the fresh store.
+    pub recovered: u64,
+    /// Rows known lost: rows that failed to read or held invalid values, or, when the
+    /// damaged table could still count its rows, that count minus `recovered`.
+    pub lost: u64,
+    /// False when the damaged table could not even count its rows: more than `lost` rows
+    /// may be gone (a destroyed page takes rows nobody can count).
+    pub lost_is_exact: bool,
+}
+
+impl TableRecovery {
+    /// A table of which nothing could be read.
+    pub(crate) fn unreadable(table: &'static str) -> TableRecovery {
+        TableRecovery {
+            table,
+            recovered: 0,
+            lost: 0,
+            lost_is_exact: false,
+        }
+    }
+}

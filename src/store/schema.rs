@@ -1,0 +1,701 @@
+//! The SQL side of the store: the schema, how a [`Change`] becomes statements, and how rows
+//! become a [`Snapshot`] again.
+//!
+//! Every table is an ordinary rowid table with its natural key as a UNIQUE constraint. The
+//! rowid is what recovery walks when a damaged table can no longer be scanned in one go (see
+//! `recover.rs`). Nothing read from disk is trusted: each row is decoded into a [`Change`]
+//! with its values range-checked, and a row that fails is skipped and counted, never unwrapped.
+//! docs/store.md shows the same schema for users of the `sqlite3` CLI.
+
+use super::model::*;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::BTreeMap;
+
+/// The schema version this build writes (the single row of `schema_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The schema, created on first open.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retained (
+    topic       TEXT    NOT NULL UNIQUE,
+    payload     BLOB    NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    properties  BLOB    NOT NULL,
+    expires_at  INTEGER
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    client_id       TEXT    NOT NULL UNIQUE,
+    protocol        INTEGER NOT NULL,
+    expiry_interval INTEGER,
+    expires_at      INTEGER
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    client_id   TEXT    NOT NULL,
+    filter      TEXT    NOT NULL,
+    options     INTEGER NOT NULL,
+    sub_id      INTEGER NOT NULL,
+    UNIQUE (client_id, filter)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    client_id   TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    packet_id   INTEGER NOT NULL,
+    state       INTEGER NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    sub_ids     TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    msg_qos     INTEGER NOT NULL,
+    msg_retain  INTEGER NOT NULL,
+    properties  BLOB    NOT NULL,
+    expires_at  INTEGER,
+    UNIQUE (client_id, seq)
+);
+CREATE TABLE IF NOT EXISTS qos2_inbound (
+    client_id   TEXT    NOT NULL,
+    packet_id   INTEGER NOT NULL,
+    UNIQUE (client_id, packet_id)
+);
+CREATE TABLE IF NOT EXISTS wills (
+    client_id   TEXT    NOT NULL UNIQUE,
+    topic       TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    properties  BLOB    NOT NULL,
+    due_at      INTEGER NOT NULL
+);
+";
+
+/// One data table: how to select its rows and how to decode one (column 0 is the rowid, the
+/// table's columns follow from index 1).
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static str,
+    pub decode: fn(&Row<'_>) -> Result<Change, String>,
+}
+
+/// The data tables, sessions before the tables that hang off them.
+pub const TABLES: &[Table] = &[
+    Table {
+        name: "retained",
+        columns: "topic, payload, qos, retain, properties, expires_at",
+        decode: decode_retained,
+    },
+    Table {
+        name: "sessions",
+        columns: "client_id, protocol, expiry_interval, expires_at",
+        decode: decode_session,
+    },
+    Table {
+        name: "subscriptions",
+        columns: "client_id, filter, options, sub_id",
+        decode: decode_subscription,
+    },
+    Table {
+        name: "messages",
+        columns: "client_id, seq, packet_id, state, qos, retain, sub_ids, topic, payload, \
+                  msg_qos, msg_retain, properties, expires_at",
+        decode: decode_message,
+    },
+    Table {
+        name: "qos2_inbound",
+        columns: "client_id, packet_id",
+        decode: decode_qos2,
+    },
+    Table {
+        name: "wills",
+        columns: "client_id, topic, payload, qos, retain, properties, due_at",
+        decode: decode_will,
+    },
+];
+
+/// Why the schema could not be used.
+#[derive(Debug)]
+pub enum SchemaError {
+    Sql(rusqlite::Error),
+    /// Written by a newer midge: left alone rather than misread.
+    Newer(i64),
+}
+
+impl From<rusqlite::Error> for SchemaError {
+    fn from(e: rusqlite::Error) -> SchemaError {
+        SchemaError::Sql(e)
+    }
+}
+
+/// Creates the tables if they are missing and checks the schema version.
+pub fn create(conn: &Connection) -> Result<(), SchemaError> {
+    conn.execute_batch(SCHEMA)?;
+    let version: Option<i64> = conn
+        .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    match version {
+        None => {
+            conn.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [SCHEMA_VERSION],
+            )?;
+            Ok(())
+        }
+        Some(v) if v > SCHEMA_VERSION => Err(SchemaError::Newer(v)),
+        // Version 1 is the first; later versions migrate older stores here.
+        Some(_) => Ok(()),
+    }
+}
+
+/// SQLite integers are i64; u64 values beyond that (never produced by a sane broker) are
+/// clamped rather than refused, so one odd value cannot make a batch fail.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn sub_ids_text(ids: &[u32]) -> String {
+    let mut s = String::new();
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.to_string());
+    }
+    s
+}
+
+/// Applies one change. Runs inside the caller's transaction; statements are cached.
+pub fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
+    match change {
+        Change::RetainedSet { message: m } => {
+            conn.prepare_cached(
+                "INSERT INTO retained (topic, payload, qos, retain, properties, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload,
+                   qos = excluded.qos, retain = excluded.retain,
+                   properties = excluded.properties, expires_at = excluded.expires_at",
+            )?
+            .execute(params![
+                m.topic,
+                m.payload,
+                m.qos,
+                m.retain,
+                m.properties,
+                m.expires_at.map(int)
+            ])?;
+        }
+        Change::RetainedClear { topic } => {
+            conn.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
+                .execute([topic])?;
+        }
+        Change::SessionUpsert { session: s } => {
+            let interval = match s.expiry {
+                SessionExpiry::Never => None,
+                SessionExpiry::After(secs) => Some(secs),
+            };
+            conn.prepare_cached(
+                "INSERT INTO sessions (client_id, protocol, expiry_interval, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (client_id) DO UPDATE SET protocol = excluded.protocol,
+                   expiry_interval = excluded.expiry_interval, expires_at = excluded.expires_at",
+            )?
+            .execute(params![
+                s.client_id,
+                s.protocol,
+                interval,
+                s.expires_at.map(int)
+            ])?;
+        }
+        Change::SessionDelete { client_id } => {
+            for sql in [
+                "DELETE FROM sessions WHERE client_id = ?1",
+                "DELETE FROM subscriptions WHERE client_id = ?1",
+                "DELETE FROM messages WHERE client_id = ?1",
+                "DELETE FROM qos2_inbound WHERE client_id = ?1",
+                "DELETE FROM wills WHERE client_id = ?1",
+            ] {
+                conn.prepare_cached(sql)?.execute([client_id])?;
+            }
+        }
+        Change::SubscriptionSet {
+            client_id,
+            subscription: s,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO subscriptions (client_id, filter, options, sub_id)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (client_id, filter) DO UPDATE SET options = excluded.options,
+                   sub_id = excluded.sub_id",
+            )?
+            .execute(params![client_id, s.filter, s.options, s.sub_id])?;
+        }
+        Change::SubscriptionDelete { client_id, filter } => {
+            conn.prepare_cached("DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2")?
+                .execute([client_id, filter])?;
+        }
+        Change::MessageAdd {
+            client_id,
+            message: q,
+        } => {
+            let m = &q.message;
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO messages (client_id, seq, packet_id, state, qos, retain,
+                   sub_ids, topic, payload, msg_qos, msg_retain, properties, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                client_id,
+                int(q.seq),
+                q.packet_id,
+                q.state.code(),
+                q.qos,
+                q.retain,
+                sub_ids_text(&q.sub_ids),
+                m.topic,
+                m.payload,
+                m.qos,
+                m.retain,
+                m.properties,
+                m.expires_at.map(int)
+            ])?;
+        }
+        Change::MessageState {
+            client_id,
+            seq,
+            packet_id,
+            state,
+        } => {
+            conn.prepare_cached(
+                "UPDATE messages SET packet_id = ?3, state = ?4 WHERE client_id = ?1 AND seq = ?2",
+            )?
+            .execute(params![client_id, int(*seq), packet_id, state.code()])?;
+        }
+        Change::MessageDelete { client_id, seq } => {
+            conn.prepare_cached("DELETE FROM messages WHERE client_id = ?1 AND seq = ?2")?
+                .execute(params![client_id, int(*seq)])?;
+        }
+        Change::Qos2Add {
+            client_id,
+            packet_id,
+        } => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO qos2_inbound (client_id, packet_id) VALUES (?1, ?2)",
+            )?
+            .execute(params![client_id, packet_id])?;
+        }
+        Change::Qos2Delete {
+            client_id,
+            packet_id,
+        } => {
+            conn.prepare_cached(
+                "DELETE FROM qos2_inbound WHERE client_id = ?1 AND packet_id = ?2",
+            )?
+            .execute(params![client_id, packet_id])?;
+        }
+        Change::WillSet { will: w } => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO wills (client_id, topic, payload, qos, retain,
+                   properties, due_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                w.client_id,
+                w.topic,
+                w.payload,
+                w.qos,
+                w.retain,
+                w.properties,
+                int(w.due_at)
+            ])?;
+        }
+        Change::WillDelete { client_id } => {
+            conn.prepare_cached("DELETE FROM wills WHERE client_id = ?1")?
+                .execute([client_id])?;
+        }
+    }
+    Ok(())
+}
+
+// ---- decoding rows: every value range-checked, every failure a message, never a panic ----
+
+fn text(row: &Row<'_>, i: usize) -> Result<String, String> {
+    row.get::<_, String>(i)
+        .map_err(|e| format!("column {i}: {e}"))
+}
+
+fn blob(row: &Row<'_>, i: usize) -> Result<Vec<u8>, String> {
+    row.get::<_, Vec<u8>>(i)
+        .map_err(|e| format!("column {i}: {e}"))
+}
+
+fn integer(row: &Row<'_>, i: usize) -> Result<i64, String> {
+    row.get::<_, i64>(i).map_err(|e| format!("column {i}: {e}"))
+}
+
+fn opt_integer(row: &Row<'_>, i: usize) -> Result<Option<i64>, String> {
+    row.get::<_, Option<i64>>(i)
+        .map_err(|e| format!("column {i}: {e}"))
+}
+
+fn ranged<T: TryFrom<i64>>(row: &Row<'_>, i: usize, max: i64) -> Result<T, String> {
+    let v = integer(row, i)?;
+    if !(0..=max).contains(&v) {
+        return Err(format!("column {i}: {v} out of range 0..={max}"));
+    }
+    T::try_from(v).map_err(|_| format!("column {i}: {v} out of range"))
+}
+
+fn unix_time(v: Option<i64>) -> Result<Option<u64>, String> {
+    match v {
+        None => Ok(None),
+        Some(t) => u64::try_from(t)
+            .map(Some)
+            .map_err(|_| format!("negative time {t}")),
+    }
+}
+
+fn qos(row: &Row<'_>, i: usize) -> Result<u8, String> {
+    ranged(row, i, 2)
+}
+
+fn flag(row: &Row<'_>, i: usize) -> Result<bool, String> {
+    Ok(ranged::<u8>(row, i, 1)? == 1)
+}
+
+fn parse_sub_ids(s: &str) -> Result<Vec<u32>, String> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|p| {
+            p.parse::<u32>()
+                .ok()
+                .filter(|id| *id <= MAX_SUB_ID)
+                .ok_or_else(|| format!("bad subscription identifier list {s:?}"))
+        })
+        .collect()
+}
+
+/// Largest MQTT 5 subscription identifier (a variable byte integer).
+const MAX_SUB_ID: u32 = 268_435_455;
+
+fn decode_retained(row: &Row<'_>) -> Result<Change, String> {
+    Ok(Change::RetainedSet {
+        message: StoredMessage {
+            topic: text(row, 1)?,
+            payload: blob(row, 2)?,
+            qos: qos(row, 3)?,
+            retain: flag(row, 4)?,
+            properties: blob(row, 5)?,
+            expires_at: unix_time(opt_integer(row, 6)?)?,
+        },
+    })
+}
+
+fn decode_session(row: &Row<'_>) -> Result<Change, String> {
+    let protocol: u8 = ranged(row, 2, 5)?;
+    if protocol < 3 {
+        return Err(format!("protocol level {protocol}"));
+    }
+    let expiry = match opt_integer(row, 3)? {
+        None => SessionExpiry::Never,
+        Some(secs) => SessionExpiry::After(
+            u32::try_from(secs).map_err(|_| format!("expiry interval {secs}"))?,
+        ),
+    };
+    Ok(Change::SessionUpsert {
+        session: SessionRecord {
+            client_id: text(row, 1)?,
+            protocol,
+            expiry,
+            expires_at: unix_time(opt_integer(row, 4)?)?,
+        },
+    })
+}
+
+fn decode_subscription(row: &Row<'_>) -> Result<Change, String> {
+    Ok(Change::SubscriptionSet {
+        client_id: text(row, 1)?,
+        subscription: Subscription {
+            filter: text(row, 2)?,
+            options: ranged(row, 3, 255)?,
+            sub_id: ranged(row, 4, i64::from(MAX_SUB_ID))?,
+        },
+    })
+}
+
+fn decode_message(row: &Row<'_>) -> Result<Change, String> {
+    let state_code = integer(row, 4)?;
+    let state =
+        MessageState::from_code(state_code).ok_or_else(|| format!("message state {state_code}"))?;
+    Ok(Change::MessageAdd {
+        client_id: text(row, 1)?,
+        message: QueuedMessage {
+            seq: ranged(row, 2, i64::MAX)?,
+            packet_id: ranged(row, 3, 65535)?,
+            state,
+            qos: qos(row, 5)?,
+            retain: flag(row, 6)?,
+            sub_ids: parse_sub_ids(&text(row, 7)?)?,
+            message: StoredMessage {
+                topic: text(row, 8)?,
+                payload: blob(row, 9)?,
+                qos: qos(row, 10)?,
+                retain: flag(row, 11)?,
+                properties: blob(row, 12)?,
+                expires_at: unix_time(opt_integer(row, 13)?)?,
+            },
+        },
+    })
+}
+
+fn decode_qos2(row: &Row<'_>) -> Result<Change, String> {
+    Ok(Change::Qos2Add {
+        client_id: text(row, 1)?,
+        packet_id: ranged(row, 2, 65535)?,
+    })
+}
+
+fn decode_will(row: &Row<'_>) -> Result<Change, String> {
+    Ok(Change::WillSet {
+        will: WillRecord {
+            client_id: text(row, 1)?,
+            topic: text(row, 2)?,
+            payload: blob(row, 3)?,
+            qos: qos(row, 4)?,
+            retain: flag(row, 5)?,
+            properties: blob(row, 6)?,
+            due_at: ranged(row, 7, i64::MAX)?,
+        },
+    })
+}
+
+/// Builds a [`Snapshot`] from decoded rows, in any order.
+#[derive(Default)]
+pub struct Assembly {
+    retained: BTreeMap<String, StoredMessage>,
+    sessions: BTreeMap<String, SessionRecord>,
+    subscriptions: BTreeMap<String, BTreeMap<String, Subscription>>,
+    messages: BTreeMap<String, BTreeMap<u64, QueuedMessage>>,
+    qos2: BTreeMap<String, Vec<u16>>,
+    wills: BTreeMap<String, WillRecord>,
+}
+
+impl Assembly {
+    /// Adds one decoded row (a `*Set`/`*Add`/`SessionUpsert` change).
+    pub fn add(&mut self, change: Change) {
+        match change {
+            Change::RetainedSet { message } => {
+                self.retained.insert(message.topic.clone(), message);
+            }
+            Change::SessionUpsert { session } => {
+                self.sessions.insert(session.client_id.clone(), session);
+            }
+            Change::SubscriptionSet {
+                client_id,
+                subscription,
+            } => {
+                self.subscriptions
+                    .entry(client_id)
+                    .or_default()
+                    .insert(subscription.filter.clone(), subscription);
+            }
+            Change::MessageAdd { client_id, message } => {
+                self.messages
+                    .entry(client_id)
+                    .or_default()
+                    .insert(message.seq, message);
+            }
+            Change::Qos2Add {
+                client_id,
+                packet_id,
+            } => self.qos2.entry(client_id).or_default().push(packet_id),
+            Change::WillSet { will } => {
+                self.wills.insert(will.client_id.clone(), will);
+            }
+            // Rows decode only to the variants above.
+            _ => {}
+        }
+    }
+
+    /// The snapshot, and how many rows hung off sessions that do not exist (left out).
+    pub fn finish(mut self) -> (Snapshot, u64) {
+        let mut sessions = Vec::with_capacity(self.sessions.len());
+        for (client_id, session) in std::mem::take(&mut self.sessions) {
+            let subscriptions = self
+                .subscriptions
+                .remove(&client_id)
+                .map(|m| m.into_values().collect())
+                .unwrap_or_default();
+            let messages = self
+                .messages
+                .remove(&client_id)
+                .map(|m| m.into_values().collect())
+                .unwrap_or_default();
+            let mut qos2_inbound = self.qos2.remove(&client_id).unwrap_or_default();
+            qos2_inbound.sort_unstable();
+            qos2_inbound.dedup();
+            sessions.push(SessionState {
+                session,
+                subscriptions,
+                messages,
+                qos2_inbound,
+            });
+        }
+        let orphans = self.subscriptions.values().map(|m| m.len()).sum::<usize>()
+            + self.messages.values().map(|m| m.len()).sum::<usize>()
+            + self.qos2.values().map(|v| v.len()).sum::<usize>();
+        let snapshot = Snapshot {
+            retained: self.retained.into_values().collect(),
+            sessions,
+            wills: self.wills.into_values().collect(),
+            recovery: None,
+        };
+        (snapshot, orphans as u64)
+    }
+}
+
+/// Deletes subscriptions, messages and QoS 2 ids of sessions that do not exist (the broker
+/// could not use them, and a later session with the same id must not inherit them).
+/// Returns how many rows went.
+pub fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
+    let mut n = 0;
+    for table in ["subscriptions", "messages", "qos2_inbound"] {
+        n += conn.execute(
+            &format!("DELETE FROM {table} WHERE client_id NOT IN (SELECT client_id FROM sessions)"),
+            [],
+        )?;
+    }
+    Ok(n)
+}
+
+/// Reads every table of a healthy store. A read error (a damaged page) is returned, so the
+/// caller can recover; rows with invalid values are skipped, logged and deleted.
+pub fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    let mut assembly = Assembly::default();
+    for table in TABLES {
+        let mut invalid: Vec<i64> = Vec::new();
+        {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT rowid, {} FROM {} ORDER BY rowid",
+                table.columns, table.name
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                match (table.decode)(row) {
+                    Ok(change) => assembly.add(change),
+                    Err(why) => {
+                        let rowid = row.get::<_, i64>(0)?;
+                        log::warn!(
+                            "store: {} row {rowid} skipped and deleted: {why}",
+                            table.name
+                        );
+                        invalid.push(rowid);
+                    }
+                }
+            }
+        }
+        for rowid in invalid {
+            conn.execute(
+                &format!("DELETE FROM {} WHERE rowid = ?1", table.name),
+                [rowid],
+            )?;
+        }
+    }
+    let (snapshot, orphans) = assembly.finish();
+    if orphans > 0 {
+        log::warn!("store: {orphans} rows of unknown sessions left out");
+    }
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        create(&conn).unwrap();
+        conn
+    }
+
+    #[test]
+    fn sub_ids_round_trip_as_text() {
+        for ids in [vec![], vec![1], vec![1, 268_435_455, 7]] {
+            assert_eq!(parse_sub_ids(&sub_ids_text(&ids)).unwrap(), ids);
+        }
+        assert!(parse_sub_ids("1,,2").is_err());
+        assert!(parse_sub_ids("268435456").is_err());
+        assert!(parse_sub_ids("-1").is_err());
+    }
+
+    #[test]
+    fn create_twice_keeps_one_version_row() {
+        let conn = memory();
+        create(&conn).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let conn = memory();
+        conn.execute("UPDATE schema_version SET version = 99", [])
+            .unwrap();
+        assert!(matches!(create(&conn), Err(SchemaError::Newer(99))));
+    }
+
+    #[test]
+    fn out_of_range_values_are_invalid_rows() {
+        let conn = memory();
+        conn.execute_batch(
+            "INSERT INTO sessions VALUES ('ok', 4, NULL, NULL);
+             INSERT INTO sessions VALUES ('proto', 2, NULL, NULL);
+             INSERT INTO sessions VALUES ('interval', 5, 4294967296, NULL);
+             INSERT INTO sessions VALUES ('time', 5, 10, -5);
+             INSERT INTO sessions VALUES (x'00ff', 5, 10, 5);
+             INSERT INTO qos2_inbound VALUES ('ok', 65536);
+             INSERT INTO qos2_inbound VALUES ('ok', 'text');
+             INSERT INTO qos2_inbound VALUES ('ok', 3);",
+        )
+        .unwrap();
+        let snapshot = load(&conn).unwrap();
+        assert_eq!(snapshot.sessions.len(), 1);
+        assert_eq!(snapshot.sessions[0].session.client_id, "ok");
+        assert_eq!(snapshot.sessions[0].qos2_inbound, vec![3]);
+        // The invalid rows were deleted.
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn rows_of_unknown_sessions_are_orphans() {
+        let mut a = Assembly::default();
+        a.add(Change::Qos2Add {
+            client_id: "ghost".into(),
+            packet_id: 1,
+        });
+        let (snapshot, orphans) = a.finish();
+        assert!(snapshot.sessions.is_empty());
+        assert_eq!(orphans, 1);
+    }
+
+    #[test]
+    fn message_state_codes_round_trip() {
+        for s in [
+            MessageState::Queued,
+            MessageState::AwaitPuback,
+            MessageState::AwaitPubrec,
+            MessageState::AwaitPubcomp,
+        ] {
+            assert_eq!(MessageState::from_code(i64::from(s.code())), Some(s));
+        }
+        assert_eq!(MessageState::from_code(4), None);
+    }
+}
