@@ -84,6 +84,10 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `max_keepalive` seconds (default 65535).
     pub max_keepalive: u16,
+    /// `memory_limit` in bytes (0 = midge's default, 128 MiB). Mosquitto refuses new
+    /// connections past it; midge instead stops reading from publishers while queued messages
+    /// hold more than this (TCP back-pressure), so nothing accepted is dropped.
+    pub memory_limit: usize,
     /// `user`: when started as root, run as this user once the listeners are open. Unlike
     /// Mosquitto (default `mosquitto`), midge keeps the user it was started as unless told.
     pub user: Option<String>,
@@ -283,7 +287,6 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     "clientid_prefixes",
     "log_facility",
     "max_inflight_bytes",
-    "memory_limit",
     "persistence",
     "persistence_file",
     "persistence_location",
@@ -361,6 +364,7 @@ impl Default for Config {
             max_packet_size: 0,
             message_size_limit: 0,
             max_keepalive: 65535,
+            memory_limit: 0,
             user: None,
             password_file: None,
             acl_file: None,
@@ -550,6 +554,7 @@ impl Parser {
             "password_file" => c.password_file = Some(PathBuf::from(required(name, value, at)?)),
             "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
             "user" => c.user = Some(required(name, value, at)?.to_string()),
+            "memory_limit" => c.memory_limit = parse_number(name, value, at)?,
             "max_queued_messages" => c.max_queued_messages = parse_number(name, value, at)?,
             "max_queued_bytes" => c.max_queued_bytes = parse_number(name, value, at)?,
             "queue_qos0_messages" => c.queue_qos0_messages = parse_bool(name, value, at)?,
@@ -1160,7 +1165,7 @@ mod tests {
 
     #[test]
     fn unsupported_options_warn_with_file_and_line() {
-        let c = ok("persistence true\nmemory_limit 10\nprotocol websockets\nconnection bridge1\naddress 10.0.0.1");
+        let c = ok("persistence true\nautosave_interval 10\nprotocol websockets\nconnection bridge1\naddress 10.0.0.1");
         assert_eq!(c.warnings.len(), 5);
         assert_eq!(
             c.warnings[0],

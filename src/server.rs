@@ -112,6 +112,8 @@ struct Server {
     read_buf: Vec<u8>,
     /// Sockets with unread data left after their read budget.
     backlog: Vec<ConnId>,
+    /// Publishers not read while queued messages are over `memory_limit`.
+    paused: Vec<ConnId>,
     dirty: Vec<ConnId>,
     nodelay: bool,
     reload: Option<Reloader>,
@@ -248,6 +250,7 @@ impl Server {
             _signal_tx: signal_tx,
             read_buf: vec![0; READ_CHUNK],
             backlog: Vec::new(),
+            paused: Vec::new(),
             dirty: Vec::new(),
             nodelay: config.set_tcp_nodelay,
             reload,
@@ -298,6 +301,9 @@ impl Server {
             self.broker.tick(now);
             self.flush_dirty(now);
             self.apply_actions(now);
+            if !self.paused.is_empty() && !self.broker.memory_pressure() {
+                self.backlog.append(&mut self.paused);
+            }
         }
         let now = Instant::now();
         self.broker.shutdown(now);
@@ -415,6 +421,13 @@ impl Server {
 
     /// Reads from a client, up to its budget for this turn.
     fn read_client(&mut self, id: ConnId, now: Instant) {
+        if self.broker.memory_pressure() && self.broker.is_publisher(id) {
+            // Back-pressure: leave the publisher's bytes in the kernel until queues drain.
+            if !self.paused.contains(&id) {
+                self.paused.push(id);
+            }
+            return;
+        }
         for _ in 0..READS_PER_TURN {
             let Some(client) = self.clients.get_mut(id) else {
                 return;
@@ -523,6 +536,7 @@ impl Server {
             l.connections -= 1;
         }
         self.backlog.retain(|&b| b != id);
+        self.paused.retain(|&b| b != id);
     }
 
     fn apply_actions(&mut self, now: Instant) {

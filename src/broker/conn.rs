@@ -50,6 +50,8 @@ pub struct Conn {
     pub receive_maximum: u16,
     /// MQTT 5: largest packet the client accepts (0 = no limit).
     pub max_packet_size: u32,
+    /// Has sent a PUBLISH (see `Broker::is_publisher`).
+    pub published: bool,
     /// MQTT 5 topic aliases; absent for 3.x clients, so they cost nothing.
     pub aliases: Option<Box<Aliases>>,
 }
@@ -100,6 +102,7 @@ impl Conn {
             receive_maximum: u16::MAX,
             max_packet_size: 0,
             aliases: None,
+            published: false,
         }
     }
 

@@ -45,6 +45,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// ones wait (a slow or stopped reader cannot make the broker grow without bound).
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
 
+/// Queued message bytes at which publishers are paused when `memory_limit` is not set.
+pub const DEFAULT_MEMORY_LIMIT: usize = 128 << 20;
+
 /// The broker's settings, taken from [`Config`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -66,6 +69,8 @@ pub struct Settings {
     pub max_topic_alias: u16,
     /// Seconds between `$SYS` updates; 0 turns `$SYS` off.
     pub sys_interval: u32,
+    /// Bytes of queued messages above which the server stops reading from publishers.
+    pub memory_limit: usize,
     /// Password file and ACL (shared, since settings are cloned on reload).
     pub security: Rc<Security>,
 }
@@ -89,6 +94,7 @@ impl Default for Settings {
             connection_messages: true,
             max_topic_alias: 10,
             sys_interval: 10,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
             security: Rc::new(Security::default()),
         }
     }
@@ -114,6 +120,10 @@ impl Settings {
             connection_messages: c.connection_messages,
             max_topic_alias: c.max_topic_alias,
             sys_interval: c.sys_interval,
+            memory_limit: match c.memory_limit {
+                0 => DEFAULT_MEMORY_LIMIT,
+                n => n,
+            },
             security: Rc::new(Security::default()),
         }
     }
@@ -250,6 +260,8 @@ pub struct Broker {
     /// Counters for `$SYS`.
     pub stats: Stats,
     sys: sys::SysState,
+    /// Bytes of messages waiting in session queues, against `memory_limit`.
+    held_bytes: usize,
 }
 
 impl Broker {
@@ -280,6 +292,7 @@ impl Broker {
                 Duration::from_secs(u64::from(settings.sys_interval)),
             ),
             stats: Stats::default(),
+            held_bytes: 0,
         }
     }
 
@@ -377,6 +390,18 @@ impl Broker {
     /// Actions for the server loop, oldest first.
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
+    }
+
+    /// True while queued messages hold more than `memory_limit` bytes: the server then stops
+    /// reading from publishers (TCP back-pressure) instead of dropping (../DELIVERY.md).
+    pub fn memory_pressure(&self) -> bool {
+        self.held_bytes > self.settings.memory_limit
+    }
+
+    /// True if connection `id` has published since it connected (a publisher to pause under
+    /// memory pressure; subscribers keep being read, since their acks free memory).
+    pub fn is_publisher(&self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(|c| c.published)
     }
 
     /// Number of sessions (connected and not).
@@ -640,7 +665,11 @@ impl Broker {
     fn detach_session(&mut self, sid: SessionId, now: Instant) {
         let expiration = self.settings.persistent_client_expiration;
         let qos0_kept = self.settings.queue_qos0_messages;
-        let Some(s) = self.session_mut(sid) else {
+        let Some(s) = self
+            .sessions
+            .get_mut(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+        else {
             return;
         };
         s.conn = None;
@@ -656,6 +685,7 @@ impl Broker {
             Expiry::Never => expiration.map(|e| now + e),
         };
         // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
+        let queued_before = s.queued_bytes;
         if !qos0_kept {
             let mut kept = std::collections::VecDeque::with_capacity(s.queue.len());
             while let Some(d) = s.dequeue() {
@@ -667,6 +697,7 @@ impl Broker {
                 s.enqueue(d);
             }
         }
+        self.held_bytes -= queued_before - s.queued_bytes;
         s.expires_at = expires_at;
         if let Some(at) = expires_at {
             self.timers.push(Reverse((at, Timer::SessionExpiry(sid))));
@@ -679,6 +710,7 @@ impl Broker {
             return;
         }
         let mut s = self.sessions.remove(sid.idx as usize);
+        self.held_bytes -= s.queued_bytes;
         for (filter, _, _) in &s.subscriptions {
             self.router.unsubscribe(filter, sid);
         }

@@ -187,6 +187,9 @@ impl Broker {
         );
         self.stats.publish_received += 1;
         self.stats.publish_bytes_received += p.payload.len() as u64;
+        if let Some(c) = self.conn_mut(id) {
+            c.published = true;
+        }
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
         if p.retain && !self.settings.retain_available {
             // v5:[MQTT-3.3.1-19]
@@ -660,6 +663,7 @@ impl Broker {
             return;
         }
         s.dropping = false;
+        self.held_bytes += size;
         let msg = shared
             .get_or_insert_with(|| Rc::new(m.to_message()))
             .clone();
@@ -696,6 +700,7 @@ impl Broker {
         }
         let limit = inflight_limit.min(usize::from(c.receive_maximum));
         let start = c.out.len();
+        let queued_before = s.queued_bytes;
         while let Some(front) = s.queue.front() {
             if front.msg.expires_at.is_some_and(|t| t <= now) {
                 // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
@@ -737,6 +742,7 @@ impl Broker {
                 });
             }
         }
+        self.held_bytes -= queued_before - s.queued_bytes;
         if c.out.len() != start && !c.dirty {
             c.dirty = true;
             self.dirty.push(cid);
