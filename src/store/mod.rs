@@ -555,6 +555,8 @@ impl Writer {
             });
         let synced = match result {
             Ok((0, log, done)) if log == done => Ok(()),
+            // Not in WAL mode (SQLite refused it): every commit was synced already.
+            Ok((_, -1, _)) => Ok(()),
             Ok(_) => std::fs::File::open(&self.wal_path).and_then(|f| f.sync_data()),
             Err(e) => Err(std::io::Error::other(e)),
         };
@@ -563,7 +565,11 @@ impl Writer {
                 self.dirty_since = None;
                 self.shared.syncs.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => log::error!("store: sync failed: {e}; retrying at the next interval"),
+            Err(e) => {
+                log::error!("store: sync failed: {e}; retrying at the next interval");
+                // Not at once: a failing disk must not make the writer spin.
+                self.dirty_since = Some(Instant::now());
+            }
         }
     }
 
