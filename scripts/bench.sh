@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: midge vs Mosquitto (Debian package) vs rumqttd (cargo install).
+#
+# Each broker runs pinned to core 0 (taskset -c 0), the load generator (midge-bench) to core 1.
+# Every run starts a fresh broker, so its peak RSS (VmHWM) and CPU time (utime+stime) belong to
+# that run alone. Brokers alternate A B C A B C ... so a noisy neighbour hits them all alike;
+# each scenario prints the median per broker and the ratio midge/peer.
+#
+# Usage: scripts/bench.sh [--quick] [--rounds N] [--duration S] [--brokers "midge mosquitto rumqttd"]
+#                         [--scenarios "fanin0 fanout0 ..."] [--out DIR]
+#   --quick   one round, 2-second runs (a smoke test of the whole pipeline, about 1 minute)
+#   --brokers may also name "forward": midge-bench's forwarding server, the generator's ceiling
+#             (message scenarios only; it keeps no retained messages).
+# Scenarios: fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm (default: all).
+# Not a pass/fail test: never run it in CI. Loopback only.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=3
+DURATION=10
+QUICK=0
+BROKERS="midge mosquitto rumqttd"
+SCENARIOS="fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm"
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1; ROUNDS=1; DURATION=2 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --brokers) BROKERS=$2; shift ;;
+        --scenarios) SCENARIOS=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+OUT=${OUT:-$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.tsv
+: > "$RESULTS"
+BENCH=$ROOT/target/release/midge-bench
+MIDGE=$ROOT/target/release/midge
+RUMQTTD=$ROOT/bench-tools/bin/rumqttd
+MOSQUITTO=/usr/sbin/mosquitto
+
+log() { echo "[bench] $*" >&2; }
+
+# --- tools ---------------------------------------------------------------------------------
+log "building midge and midge-bench (release)"
+if ! cargo build --release --bin midge --bin midge-bench >"$OUT/build.log" 2>&1; then
+    log "midge does not build yet (see $OUT/build.log); building midge-bench alone"
+    cargo build --release --bin midge-bench >>"$OUT/build.log" 2>&1
+fi
+if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$RUMQTTD" ]; then
+    log "installing rumqttd into ./bench-tools (takes a few minutes)"
+    cargo install rumqttd --root "$ROOT/bench-tools" >"$OUT/rumqttd-install.log" 2>&1
+fi
+if [[ " $BROKERS " == *" mosquitto "* ]] && [ ! -x "$MOSQUITTO" ]; then
+    log "installing Debian's mosquitto"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get install -y mosquitto >"$OUT/mosquitto-install.log" 2>&1
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # thousands of idle connections
+command -v taskset >/dev/null || { log "taskset (util-linux) is required"; exit 1; }
+
+# --- brokers -------------------------------------------------------------------------------
+free_port() {
+    local p
+    for p in $(shuf -i 20000-29999 -n 100); do
+        if [ -z "$(ss -Htln "sport = :$p")" ]; then echo "$p"; return; fi
+    done
+    return 1
+}
+
+wait_listen() { # port pid
+    local i
+    for i in $(seq 1 100); do
+        [ -n "$(ss -Htln "sport = :$1")" ] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+BROKER_PID=""
+# start_broker NAME PORT LOGFILE: starts NAME pinned to core 0, sets BROKER_PID.
+start_broker() {
+    local name=$1 port=$2 logf=$3 conf=$OUT/$1.conf
+    [ "$name" = rumqttd ] && conf=$OUT/rumqttd.toml # rumqttd picks the format by extension
+    case "$name" in
+        midge)
+            printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$conf"
+            taskset -c 0 "$MIDGE" -c "$conf" >"$logf" 2>&1 &
+            ;;
+        mosquitto)
+            printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$conf"
+            taskset -c 0 "$MOSQUITTO" -c "$conf" >"$logf" 2>&1 &
+            ;;
+        rumqttd)
+            # rumqttd 0.20's format (its own rumqttd.toml demo), one plain-TCP v4 listener with
+            # generous limits: no connection-rate delay, room for 20000 clients and deep windows.
+            cat >"$conf" <<EOF
+id = 0
+
+[router]
+id = 0
+max_connections = 20000
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$port"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 1000
+    dynamic_filters = true
+EOF
+            taskset -c 0 "$RUMQTTD" -q -c "$conf" >"$logf" 2>&1 &
+            ;;
+        forward)
+            # Not a broker: midge-bench's byte-forwarding server, the generator's ceiling.
+            taskset -c 0 "$BENCH" forward-server --port "$port" >"$logf" 2>&1 &
+            ;;
+        *) log "unknown broker $name"; return 1 ;;
+    esac
+    BROKER_PID=$!
+    if ! wait_listen "$port" "$BROKER_PID"; then
+        stop_broker
+        return 1
+    fi
+}
+
+stop_broker() {
+    [ -n "$BROKER_PID" ] || return 0
+    kill "$BROKER_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+}
+trap stop_broker EXIT INT TERM
+
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo NA; }
+cpu_ms() { # utime+stime (fields 14, 15 of /proc/PID/stat) in ms
+    local tck; tck=$(getconf CLK_TCK)
+    [ -r "/proc/$1/stat" ] || { echo NA; return; }
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk -v t="$tck" '{print int(($12+$13)*1000/t)}' || echo NA
+}
+
+# Which brokers can run at all (midge may not be finished yet).
+AVAILABLE=""
+for b in $BROKERS; do
+    port=$(free_port)
+    case "$b" in
+        midge) [ -x "$MIDGE" ] || { log "midge: no binary, skipped"; continue; } ;;
+        mosquitto) [ -x "$MOSQUITTO" ] || { log "mosquitto: not installed, skipped"; continue; } ;;
+        rumqttd) [ -x "$RUMQTTD" ] || { log "rumqttd: not installed, skipped"; continue; } ;;
+        forward) ;;
+    esac
+    if start_broker "$b" "$port" "$OUT/$b-probe.log"; then
+        AVAILABLE="$AVAILABLE $b"
+        stop_broker
+    else
+        log "$b: did not listen on 127.0.0.1:$port within 5 s, skipped (see $OUT/$b-probe.log)"
+    fi
+done
+[ -n "$AVAILABLE" ] || { log "no broker available"; exit 1; }
+log "brokers: $AVAILABLE; rounds: $ROUNDS; duration: ${DURATION}s; output: $OUT"
+
+# --- scenarios -----------------------------------------------------------------------------
+# args SCENARIO: the generator's arguments. metric SCENARIO: the RESULT key compared.
+LATENCY_RATE=50000
+args() {
+    case "$1" in
+        fanin0) echo "fanin --qos 0 --pubs 8 --size 64 --duration $DURATION" ;;
+        fanout0) echo "fanout --qos 0 --subs 100 --size 64 --duration $DURATION" ;;
+        p2p1) echo "p2p --qos 1 --pairs 32 --size 256 --duration $DURATION" ;;
+        fanin2) echo "fanin --qos 2 --pubs 8 --size 64 --duration $DURATION" ;;
+        latency) echo "fanin --qos 0 --pubs 8 --size 64 --duration $DURATION --rate $LATENCY_RATE" ;;
+        idle) if [ "$QUICK" = 1 ]; then echo "idle --conns 5000 --wait 1"; else echo "idle --conns 5000 --wait 3"; fi ;;
+        retained) echo "retained --count 10000 --size 64" ;;
+        connstorm) echo "connstorm --parallel 8 --duration $DURATION" ;;
+    esac
+}
+metric() {
+    case "$1" in
+        latency) echo p99_us ;;
+        idle) echo bytes_per_conn ;;
+        *) echo rate ;;
+    esac
+}
+describe() {
+    case "$1" in
+        fanin0) echo "QoS 0 fan-in, 8 pubs -> 1 sub, 64 B (msg/s)" ;;
+        fanout0) echo "QoS 0 fan-out, 1 pub -> 100 subs, 64 B (deliveries/s)" ;;
+        p2p1) echo "QoS 1 point-to-point, 32 pairs, 256 B (msg/s)" ;;
+        fanin2) echo "QoS 2 fan-in, 8 pubs -> 1 sub, 64 B (msg/s)" ;;
+        latency) echo "p99 latency, QoS 0 fan-in at $LATENCY_RATE msg/s offered (us, lower is better)" ;;
+        idle) echo "RSS per idle connection, 5000 connections (bytes, lower is better)" ;;
+        retained) echo "retained replay, 10000 topics -> new '#' subscriber (msg/s)" ;;
+        connstorm) echo "connection storm (connect/CONNACK/DISCONNECT per s)" ;;
+    esac
+}
+field() { # field KEY LINE
+    local kv
+    for kv in $2; do [ "${kv%%=*}" = "$1" ] && { echo "${kv#*=}"; return; }; done
+    echo NA
+}
+
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "NA"} else if (NR%2) {print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
+
+run_one() { # scenario broker round
+    local scen=$1 b=$2 round=$3 port line hwm cpu gen load status=ok
+    port=$(free_port)
+    if ! start_broker "$b" "$port" "$OUT/$b-$scen-$round.log"; then
+        log "$scen $b round $round: broker did not start"
+        printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tbroker-failed\tNA\n' "$scen" "$b" "$round" >>"$RESULTS"
+        return
+    fi
+    gen=$(args "$scen")
+    [ "$scen" = idle ] && gen="$gen --pid $BROKER_PID"
+    # shellcheck disable=SC2086
+    line=$(timeout $((DURATION + 90)) taskset -c 1 "$BENCH" $gen --port "$port" --label "$b" \
+        2>"$OUT/gen-$b-$scen-$round.err" | grep '^RESULT' || true)
+    hwm=$(hwm_kb "$BROKER_PID")
+    cpu=$(cpu_ms "$BROKER_PID")
+    stop_broker
+    if [ -z "$line" ]; then
+        status="generator-failed:$(tr '\n' ' ' <"$OUT/gen-$b-$scen-$round.err" | cut -c1-120)"
+    fi
+    echo "$line" >>"$OUT/raw.txt"
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$b" "$round" \
+        "$(field "$(metric "$scen")" "$line")" "$(field lost "$line")" "$(field dup "$line")" \
+        "$hwm" "$cpu" "$status" "$load" >>"$RESULTS"
+    log "$scen $b round $round: $(metric "$scen")=$(field "$(metric "$scen")" "$line") lost=$(field lost "$line") hwm=${hwm}kB cpu=${cpu}ms load=$load $status"
+}
+
+START=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+for scen in $SCENARIOS; do
+    if [ "$scen" = latency ]; then
+        # Half of Mosquitto's maximum fan-in rate from this run (the issue's offered load).
+        m=$(awk -F'\t' '$1=="fanin0" && $2=="mosquitto" && $4!="NA" {print $4}' "$RESULTS" | median)
+        if [ "$m" != NA ]; then LATENCY_RATE=$(awk -v m="$m" 'BEGIN {printf "%d", m/2}'); fi
+    fi
+    for round in $(seq 1 "$ROUNDS"); do
+        for b in $AVAILABLE; do
+            run_one "$scen" "$b" "$round"
+        done
+    done
+done
+
+# --- summary -------------------------------------------------------------------------------
+{
+    echo "# midge benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)"
+    echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+    [ -x "$MOSQUITTO" ] && echo "# $($MOSQUITTO -h 2>/dev/null | head -1)"
+    [ -x "$RUMQTTD" ] && echo "# $($RUMQTTD -V 2>/dev/null)"
+    echo "# rounds=$ROUNDS duration=${DURATION}s; medians; brokers on core 0, generator on core 1"
+    echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (above ~0.5 the machine was shared)"
+    echo
+    for scen in $SCENARIOS; do
+        echo "## $(describe "$scen")"
+        printf '| broker | median | lost | dup | peak RSS (kB) | CPU (ms) | runs |\n|---|---|---|---|---|---|---|\n'
+        for b in $AVAILABLE; do
+            sel() { awk -F'\t' -v s="$scen" -v b="$b" -v c="$1" '$1==s && $2==b && $c!="NA" {print $c}' "$RESULTS"; }
+            printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$b" "$(sel 4 | median)" "$(sel 5 | median)" \
+                "$(sel 6 | median)" "$(sel 7 | median)" "$(sel 8 | median)" "$(sel 4 | wc -l)/$ROUNDS"
+        done
+        if [[ " $AVAILABLE " == *" midge "* ]]; then
+            mid=$(awk -F'\t' -v s="$scen" '$1==s && $2=="midge" && $4!="NA" {print $4}' "$RESULTS" | median)
+            for b in $AVAILABLE; do
+                [ "$b" = midge ] && continue
+                peer=$(awk -F'\t' -v s="$scen" -v b="$b" '$1==s && $2==b && $4!="NA" {print $4}' "$RESULTS" | median)
+                awk -v m="$mid" -v p="$peer" -v b="$b" 'BEGIN {
+                    if (m == "NA" || p == "NA" || p == 0) print "ratio midge/" b ": n/a";
+                    else printf "ratio midge/%s: %.2f\n", b, m / p }'
+            done
+        fi
+        echo
+    done
+    echo "elapsed: $(( $(date +%s) - START )) s; raw RESULT lines: $OUT/raw.txt; table: $RESULTS"
+} | tee "$OUT/summary.md"
