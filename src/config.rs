@@ -84,6 +84,17 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `max_keepalive` seconds (default 65535).
     pub max_keepalive: u16,
+    /// `persistence` (default false): keep retained messages, persistent sessions and their
+    /// queued messages in `midge.db` (SQLite) across restarts.
+    pub persistence: bool,
+    /// `persistence_location`: the directory of the store (default: the working directory).
+    pub persistence_location: Option<PathBuf>,
+    /// `persistence_file` as configured; midge always writes `midge.db` (never Mosquitto's
+    /// file) and says so when this names something else.
+    pub persistence_file: Option<String>,
+    /// `persistence_sync_interval` (midge's own, default 1 s): the longest time accepted
+    /// messages can stay un-fsynced, i.e. what a power cut can lose.
+    pub persistence_sync_interval: Duration,
     /// `memory_limit` in bytes (0 = midge's default, 128 MiB). Mosquitto refuses new
     /// connections past it; midge instead stops reading from publishers while queued messages
     /// hold more than this (TCP back-pressure), so nothing accepted is dropped.
@@ -281,15 +292,10 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     // Broker-wide.
     "allow_duplicate_messages",
     "auth_plugin_deny_special_chars",
-    "autosave_interval",
-    "autosave_on_changes",
     "check_retain_source",
     "clientid_prefixes",
     "log_facility",
     "max_inflight_bytes",
-    "persistence",
-    "persistence_file",
-    "persistence_location",
     "retry_interval",
     "store_clean_interval",
     "websockets_log_level",
@@ -364,6 +370,10 @@ impl Default for Config {
             max_packet_size: 0,
             message_size_limit: 0,
             max_keepalive: 65535,
+            persistence: false,
+            persistence_location: None,
+            persistence_file: None,
+            persistence_sync_interval: Duration::from_secs(1),
             memory_limit: 0,
             user: None,
             password_file: None,
@@ -555,6 +565,23 @@ impl Parser {
             "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
             "user" => c.user = Some(required(name, value, at)?.to_string()),
             "memory_limit" => c.memory_limit = parse_number(name, value, at)?,
+            "persistence" => c.persistence = parse_bool(name, value, at)?,
+            "persistence_location" => {
+                c.persistence_location = Some(PathBuf::from(required(name, value, at)?))
+            }
+            "persistence_file" => c.persistence_file = Some(required(name, value, at)?.to_string()),
+            "persistence_sync_interval" => {
+                let secs: u64 = parse_number(name, value, at)?;
+                c.persistence_sync_interval = Duration::from_secs(secs.max(1));
+            }
+            "autosave_interval" | "autosave_on_changes" => {
+                // Validated, then superseded: midge writes every change as it happens.
+                required(name, value, at)?;
+                c.warnings.push(format!(
+                    "Warning: {name} in {at} is superseded: midge stores every change as it \
+                     happens and fsyncs every persistence_sync_interval."
+                ));
+            }
             "max_queued_messages" => c.max_queued_messages = parse_number(name, value, at)?,
             "max_queued_bytes" => c.max_queued_bytes = parse_number(name, value, at)?,
             "queue_qos0_messages" => c.queue_qos0_messages = parse_bool(name, value, at)?,
@@ -1165,11 +1192,11 @@ mod tests {
 
     #[test]
     fn unsupported_options_warn_with_file_and_line() {
-        let c = ok("persistence true\nautosave_interval 10\nprotocol websockets\nconnection bridge1\naddress 10.0.0.1");
+        let c = ok("retry_interval 3\nautosave_interval 10\nprotocol websockets\nconnection bridge1\naddress 10.0.0.1");
         assert_eq!(c.warnings.len(), 5);
         assert_eq!(
             c.warnings[0],
-            "Warning: The persistence option in /etc/midge.conf:1 is not supported by midge yet; ignored."
+            "Warning: The retry_interval option in /etc/midge.conf:1 is not supported by midge yet; ignored."
         );
         assert!(c.warnings[4].contains("address option in /etc/midge.conf:5"));
     }
@@ -1381,7 +1408,7 @@ mod tests {
     }
 
     #[test]
-    fn debian_stock_config_loads_with_persistence_warnings() {
+    fn debian_stock_config_loads_with_persistence() {
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian-mosquitto.conf");
         let text = fs::read_to_string(fixture).unwrap();
@@ -1409,9 +1436,12 @@ mod tests {
                 "/var/log/mosquitto/mosquitto.log"
             ))]
         );
-        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("persistence option"));
-        assert!(c.warnings[1].contains("persistence_location option"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.persistence);
+        assert_eq!(
+            c.persistence_location,
+            Some(PathBuf::from("/var/lib/mosquitto/"))
+        );
         c.finish();
         assert_eq!(c.allow_anonymous, Some(true));
         assert_eq!(c.listeners[0].bind_address.as_deref(), Some(LOOPBACK));

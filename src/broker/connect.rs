@@ -221,8 +221,12 @@ impl Broker {
             s.expires_at = None;
             s.username = c.username.as_deref().map(Rc::from);
             // A delayed will is cancelled when its session resumes in time (v5 §3.1.3.2.2).
-            s.pending_will = None;
+            let had_will = s.pending_will.take().is_some();
+            if had_will {
+                self.persist_will(sid);
+            }
         }
+        self.persist_session(sid);
 
         let Some(conn) = self.conn_mut(id) else {
             return;

@@ -12,6 +12,7 @@
 
 pub mod conn;
 mod connect;
+mod persist;
 mod publish;
 pub mod router;
 pub mod session;
@@ -262,6 +263,8 @@ pub struct Broker {
     sys: sys::SysState,
     /// Bytes of messages waiting in session queues, against `memory_limit`.
     held_bytes: usize,
+    /// Change recording for the store, when persistence is on.
+    persist: Option<Box<persist::Persist>>,
 }
 
 impl Broker {
@@ -293,6 +296,7 @@ impl Broker {
             ),
             stats: Stats::default(),
             held_bytes: 0,
+            persist: None,
         }
     }
 
@@ -495,6 +499,7 @@ impl Broker {
         };
         if s.pending_will.as_ref().is_some_and(|(_, at)| *at <= now) {
             if let Some((will, _)) = s.pending_will.take() {
+                self.persist_will(sid);
                 self.publish_will(*will, now);
             }
         }
@@ -611,6 +616,7 @@ impl Broker {
                     let at = now + Duration::from_secs(u64::from(delay));
                     s.pending_will = Some((w, at));
                     self.timers.push(Reverse((at, Timer::WillDelay(sid))));
+                    self.persist_will(sid);
                 }
             }
             self.detach_session(sid, now);
@@ -702,6 +708,7 @@ impl Broker {
         if let Some(at) = expires_at {
             self.timers.push(Reverse((at, Timer::SessionExpiry(sid))));
         }
+        self.persist_session(sid);
     }
 
     /// Forgets a session and its subscriptions.
@@ -711,6 +718,7 @@ impl Broker {
         }
         let mut s = self.sessions.remove(sid.idx as usize);
         self.held_bytes -= s.queued_bytes;
+        self.persist_session_deleted(&s);
         for (filter, _, _) in &s.subscriptions {
             self.router.unsubscribe(filter, sid);
         }

@@ -12,6 +12,7 @@
 //! applies the client's Maximum Packet Size and outbound topic aliases.
 
 use super::conn::{Conn, ConnState};
+use super::persist::{record_delivery, record_dropped, record_sent};
 use super::router::Subscriber;
 use super::session::{Delivery, Inflight, Message, OutState};
 use super::{Broker, CloseReason, ConnId, SessionId, OUTPUT_HIGH_WATER};
@@ -19,6 +20,7 @@ use crate::codec::encode::{write_publish, PublishOut};
 use crate::codec::{
     reason, Ack, DecodeError, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS,
 };
+use crate::store::MessageState;
 use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -334,13 +336,14 @@ impl Broker {
                     p.packet_id,
                     code
                 );
-                self.send(id, &Packet::Puback(self.ack_for(id, p.packet_id, code)));
+                self.send_ack(id, &Packet::Puback(self.ack_for(id, p.packet_id, code)));
             }
             QoS::ExactlyOnce => {
                 if code < 0x80 {
                     if let Some(s) = self.session_mut(sid) {
                         s.incoming_qos2.push(p.packet_id);
                     }
+                    self.persist_qos2(sid, p.packet_id, true);
                 }
                 self.send_pubrec(id, p.packet_id, code);
             }
@@ -354,7 +357,7 @@ impl Broker {
             packet_id,
             code
         );
-        self.send(id, &Packet::Pubrec(self.ack_for(id, packet_id, code)));
+        self.send_ack(id, &Packet::Pubrec(self.ack_for(id, packet_id, code)));
     }
 
     /// An acknowledgement carrying `code` (3.x acknowledgements have no reason code).
@@ -420,9 +423,11 @@ impl Broker {
             if m.payload.is_empty() {
                 // v311:[MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears.
                 self.retained.remove(m.topic);
+                self.persist_retained(m.topic, None);
             } else {
                 let msg = Rc::new(m.to_message());
                 self.retained.insert(m.topic.into(), msg.clone());
+                self.persist_retained(m.topic, Some(&msg));
                 shared = Some(msg);
             }
         }
@@ -613,15 +618,22 @@ impl Broker {
                     let msg = shared
                         .get_or_insert_with(|| Rc::new(m.to_message()))
                         .clone();
-                    let d = Delivery {
+                    let mut d = Delivery {
                         msg,
                         qos: t.qos,
                         retain: t.retain,
                         sub_ids: t.sub_ids,
                         counted: true,
                         group: t.group,
+                        seq: 0,
                     };
                     let packet_id = s.alloc_packet_id();
+                    let state = if t.qos == QoS::AtLeastOnce {
+                        MessageState::AwaitPuback
+                    } else {
+                        MessageState::AwaitPubrec
+                    };
+                    record_delivery(self.persist.as_deref_mut(), s, &mut d, packet_id, state);
                     if !write_delivery(c, &d, packet_id, false, now) {
                         self.stats.publish_dropped += 1;
                         return;
@@ -667,14 +679,23 @@ impl Broker {
         let msg = shared
             .get_or_insert_with(|| Rc::new(m.to_message()))
             .clone();
-        s.enqueue(Delivery {
+        let mut d = Delivery {
             msg,
             qos: t.qos,
             retain: t.retain,
             sub_ids: t.sub_ids,
             counted: true,
             group: t.group,
-        });
+            seq: 0,
+        };
+        record_delivery(
+            self.persist.as_deref_mut(),
+            s,
+            &mut d,
+            0,
+            MessageState::Queued,
+        );
+        s.enqueue(d);
     }
 
     /// Moves queued messages of a connected session into flight, as far as the in-flight
@@ -704,7 +725,9 @@ impl Broker {
         while let Some(front) = s.queue.front() {
             if front.msg.expires_at.is_some_and(|t| t <= now) {
                 // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
-                s.dequeue();
+                if let Some(d) = s.dequeue() {
+                    record_dropped(self.persist.as_deref_mut(), s, &d);
+                }
                 self.stats.publish_dropped += 1;
                 continue;
             }
@@ -724,8 +747,12 @@ impl Broker {
                 s.alloc_packet_id()
             };
             if !write_delivery(c, &d, packet_id, false, now) {
+                record_dropped(self.persist.as_deref_mut(), s, &d);
                 self.stats.publish_dropped += 1;
                 continue;
+            }
+            if d.qos != QoS::AtMostOnce {
+                record_sent(self.persist.as_deref_mut(), s, &d, packet_id);
             }
             self.stats.publish_sent += 1;
             self.stats.publish_bytes_sent += d.msg.payload.len() as u64;
@@ -815,12 +842,15 @@ impl Broker {
         let code = match found {
             Some(i) if a.reason >= 0x80 => {
                 // v5: an error PUBREC ends the flow (v5 §4.3.3).
-                s.inflight.remove(i);
+                let seq = s.inflight.remove(i).map_or(0, |m| m.delivery.seq);
+                self.persist_done(sid, seq);
                 self.pump(sid);
                 return;
             }
             Some(i) => {
                 s.inflight[i].state = OutState::AwaitPubcomp;
+                let seq = s.inflight[i].delivery.seq;
+                self.persist_state(sid, seq, a.packet_id, OutState::AwaitPubcomp);
                 reason::SUCCESS
             }
             None => reason::PACKET_IDENTIFIER_NOT_FOUND,
@@ -845,6 +875,7 @@ impl Broker {
         let code = match s.incoming_qos2.iter().position(|&p| p == a.packet_id) {
             Some(i) => {
                 s.incoming_qos2.swap_remove(i);
+                self.persist_qos2(sid, a.packet_id, false);
                 reason::SUCCESS
             }
             None => reason::PACKET_IDENTIFIER_NOT_FOUND,
@@ -880,7 +911,8 @@ impl Broker {
         };
         if let Some(i) = pos {
             if s.inflight[i].state == expected {
-                s.inflight.remove(i);
+                let seq = s.inflight.remove(i).map_or(0, |m| m.delivery.seq);
+                self.persist_done(sid, seq);
                 self.pump(sid);
             }
         }
@@ -912,7 +944,12 @@ impl Broker {
         }
         let upgrade = self.settings.upgrade_outgoing_qos;
         let security = self.settings.security.clone();
-        let Some(s) = self.session_mut(sid) else {
+        let persist = &mut self.persist;
+        let Some(s) = self
+            .sessions
+            .get_mut(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+        else {
             return;
         };
         for msg in found {
@@ -929,7 +966,7 @@ impl Broker {
             } else {
                 granted.min(msg.qos)
             };
-            s.enqueue(Delivery {
+            let mut d = Delivery {
                 msg,
                 qos,
                 retain: true,
@@ -940,7 +977,10 @@ impl Broker {
                 },
                 counted: false,
                 group: None,
-            });
+                seq: 0,
+            };
+            record_delivery(persist.as_deref_mut(), s, &mut d, 0, MessageState::Queued);
+            s.enqueue(d);
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct Delivery {
     /// The shared subscription (`$share/...`) it came through, if any: if this session ends
     /// before acknowledging it, another member of the group gets it.
     pub group: Option<Rc<str>>,
+    /// Its number in the store (0 = not stored).
+    pub seq: u64,
 }
 
 /// Identifies a session across slab reuse: index plus generation.
@@ -115,6 +117,8 @@ pub struct Session {
     pub dropping: bool,
     /// An MQTT 5 will waiting for its Will Delay Interval, and when it is due.
     pub pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
+    /// The last sequence number given to a stored delivery.
+    pub next_seq: u64,
 }
 
 impl Session {
@@ -137,6 +141,7 @@ impl Session {
             next_packet_id: 0,
             dropping: false,
             pending_will: None,
+            next_seq: 0,
         }
     }
 
@@ -200,6 +205,7 @@ mod tests {
             sub_ids: Vec::new(),
             counted: true,
             group: None,
+            seq: 0,
         }
     }
 

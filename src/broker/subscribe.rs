@@ -108,6 +108,7 @@ impl Broker {
                     .subscriptions
                     .push((sub.filter.as_str().into(), options, sub_id)),
             }
+            self.persist_subscription(sid, &sub.filter, Some((options, sub_id)));
             log::info!(target: "subscribe", "{} {} {}", name, options.qos as u8, sub.filter);
             codes.push(options.qos as u8);
             // Retain Handling (v5 §3.8.3.1): 0 always, 1 only for a new subscription, 2 never.
@@ -145,6 +146,9 @@ impl Broker {
             let removed = self.router.unsubscribe(filter, sid);
             if let Some(s) = self.session_mut(sid) {
                 s.subscriptions.retain(|(f, _, _)| **f != **filter);
+            }
+            if removed {
+                self.persist_subscription(sid, filter, None);
             }
             log::info!(target: "unsubscribe", "{} {}", name, filter);
             codes.push(if removed {

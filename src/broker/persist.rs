@@ -1,0 +1,537 @@
+//! Persistence glue: what the broker tells the store, and how it comes back at start.
+//!
+//! With `persistence true` the broker records every change to durable state as a
+//! [`Change`] (retained messages, persistent sessions and their subscriptions, queued and
+//! in-flight QoS 1/2 messages, inbound QoS 2 ids, delayed wills). The server hands each loop
+//! turn's changes to the store as one batch, and the PUBACK/PUBREC written during that turn are
+//! held back until the store reports the batch committed (../shared/DELIVERY.md: a message is
+//! acknowledged only once it is safe). Clean sessions are never stored: they end with their
+//! connection anyway. The broker still never touches the disk itself.
+
+use super::conn::ConnState;
+use super::session::{Delivery, Expiry, Inflight, Message, OutState, Session};
+use super::{Broker, ConnId, SessionId, Timer};
+use crate::codec::decode::Reader;
+use crate::codec::properties::PropContext;
+use crate::codec::{LastWill, Packet, Properties, ProtocolVersion, QoS, SubscribeOptions};
+use crate::store::{
+    Change, MessageState, QueuedMessage, SessionExpiry, SessionRecord, Snapshot, StoredMessage,
+    Subscription, WillRecord,
+};
+use std::cmp::Reverse;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Changes not yet handed to the store, and acknowledgements waiting for a commit.
+pub struct Persist {
+    changes: Vec<Change>,
+    /// Acks written this turn: (connection, its serial, encoded packet).
+    pending_acks: Vec<(ConnId, u64, Vec<u8>)>,
+    /// Acks waiting for batch number `.0` to be committed.
+    held_acks: VecDeque<(u64, ConnId, u64, Vec<u8>)>,
+    /// A reference point to convert `Instant`s to Unix seconds and back.
+    epoch: (Instant, u64),
+}
+
+impl Persist {
+    fn new() -> Persist {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Persist {
+            changes: Vec::new(),
+            pending_acks: Vec::new(),
+            held_acks: VecDeque::new(),
+            epoch: (Instant::now(), unix),
+        }
+    }
+
+    fn to_unix(&self, t: Instant) -> u64 {
+        let (i0, u0) = self.epoch;
+        match t.checked_duration_since(i0) {
+            Some(d) => u0 + d.as_secs(),
+            None => u0.saturating_sub(i0.saturating_duration_since(t).as_secs()),
+        }
+    }
+
+    fn to_instant(&self, unix: u64, now: Instant) -> Instant {
+        let (i0, u0) = self.epoch;
+        if unix >= u0 {
+            i0 + Duration::from_secs(unix - u0)
+        } else {
+            // In the past: due now.
+            i0.checked_sub(Duration::from_secs(u0 - unix))
+                .unwrap_or(now)
+        }
+    }
+}
+
+fn properties_bytes(p: Option<&Properties>) -> Vec<u8> {
+    match p {
+        Some(p) if !p.is_empty() => {
+            let mut out = Vec::with_capacity(p.wire_len());
+            p.write(&mut out);
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn properties_from(bytes: &[u8], ctx: PropContext) -> Option<Box<Properties>> {
+    if bytes.is_empty() {
+        return None;
+    }
+    Properties::read(&mut Reader::new(bytes), ctx)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Box::new)
+}
+
+fn qos(q: u8) -> QoS {
+    QoS::from_u8(q).unwrap_or(QoS::AtLeastOnce)
+}
+
+fn out_state(s: OutState) -> MessageState {
+    match s {
+        OutState::AwaitPuback => MessageState::AwaitPuback,
+        OutState::AwaitPubrec => MessageState::AwaitPubrec,
+        OutState::AwaitPubcomp => MessageState::AwaitPubcomp,
+    }
+}
+
+/// True for sessions that outlive their connection, the only ones stored.
+fn persistent(s: &Session) -> bool {
+    s.expiry != Expiry::OnDisconnect
+}
+
+fn stored(p: &Persist, m: &Message) -> StoredMessage {
+    StoredMessage {
+        topic: m.topic.to_string(),
+        payload: m.payload.to_vec(),
+        qos: m.qos as u8,
+        retain: m.retain,
+        properties: properties_bytes(m.properties.as_deref()),
+        expires_at: m.expires_at.map(|t| p.to_unix(t)),
+    }
+}
+
+/// Gives a QoS 1/2 delivery of a persistent session its sequence number and records it (for
+/// call sites that already hold the session borrowed).
+pub(super) fn record_delivery(
+    p: Option<&mut Persist>,
+    s: &mut Session,
+    d: &mut Delivery,
+    packet_id: u16,
+    state: MessageState,
+) {
+    let Some(p) = p else {
+        return;
+    };
+    if d.qos == QoS::AtMostOnce || !persistent(s) {
+        return;
+    }
+    s.next_seq += 1;
+    d.seq = s.next_seq;
+    let message = QueuedMessage {
+        seq: d.seq,
+        packet_id,
+        state,
+        qos: d.qos as u8,
+        retain: d.retain,
+        sub_ids: d.sub_ids.clone(),
+        message: stored(p, &d.msg),
+    };
+    p.changes.push(Change::MessageAdd {
+        client_id: s.client_id.to_string(),
+        message,
+    });
+}
+
+/// Records a stored delivery sent (now in flight with `packet_id`).
+pub(super) fn record_sent(p: Option<&mut Persist>, s: &Session, d: &Delivery, packet_id: u16) {
+    let (Some(p), true) = (p, d.seq != 0) else {
+        return;
+    };
+    let state = if d.qos == QoS::AtLeastOnce {
+        MessageState::AwaitPuback
+    } else {
+        MessageState::AwaitPubrec
+    };
+    p.changes.push(Change::MessageState {
+        client_id: s.client_id.to_string(),
+        seq: d.seq,
+        packet_id,
+        state,
+    });
+}
+
+/// Records a stored delivery dropped from a queue.
+pub(super) fn record_dropped(p: Option<&mut Persist>, s: &Session, d: &Delivery) {
+    if let (Some(p), true) = (p, d.seq != 0) {
+        p.changes.push(Change::MessageDelete {
+            client_id: s.client_id.to_string(),
+            seq: d.seq,
+        });
+    }
+}
+
+impl Broker {
+    /// Turns on change recording (call before [`Broker::restore`]).
+    pub fn enable_persistence(&mut self) {
+        self.persist = Some(Box::new(Persist::new()));
+    }
+
+    /// The changes recorded since the last call, for one store batch.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.persist
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.changes))
+            .unwrap_or_default()
+    }
+
+    /// Tags the acknowledgements written since the last call with batch `batch` (the last
+    /// batch submitted, which holds their messages), then releases every held acknowledgement
+    /// whose batch is committed.
+    pub fn seal_acks(&mut self, batch: u64, committed: u64) {
+        if let Some(p) = self.persist.as_mut() {
+            for (id, serial, bytes) in p.pending_acks.drain(..) {
+                p.held_acks.push_back((batch, id, serial, bytes));
+            }
+        }
+        self.release_acks(committed);
+    }
+
+    /// Writes out every held acknowledgement of a committed batch, in order.
+    pub fn release_acks(&mut self, committed: u64) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        while p.held_acks.front().is_some_and(|(b, ..)| *b <= committed) {
+            let Some((_, id, serial, bytes)) = p.held_acks.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+                continue;
+            };
+            if c.serial != serial || c.state == ConnState::Closing {
+                continue;
+            }
+            c.out.extend_from_slice(&bytes);
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Sends a PUBACK or PUBREC now, or holds it for the store's commit.
+    pub(super) fn send_ack(&mut self, id: ConnId, packet: &Packet<'_>) {
+        let Some(p) = self.persist.as_mut() else {
+            return self.send(id, packet);
+        };
+        let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
+            return;
+        };
+        let mut bytes = Vec::with_capacity(4);
+        packet.encode(c.version, &mut bytes);
+        p.pending_acks.push((id, c.serial, bytes));
+        self.stats.messages_sent += 1;
+    }
+
+    fn message_from(&self, s: StoredMessage, now: Instant) -> Message {
+        let p = self.persist.as_deref();
+        Message {
+            topic: s.topic.into(),
+            payload: s.payload.into(),
+            qos: qos(s.qos),
+            retain: s.retain,
+            properties: properties_from(&s.properties, PropContext::Publish),
+            expires_at: s.expires_at.and_then(|u| p.map(|p| p.to_instant(u, now))),
+            origin: None,
+        }
+    }
+
+    fn record(&mut self, c: Change) {
+        if let Some(p) = self.persist.as_mut() {
+            p.changes.push(c);
+        }
+    }
+
+    /// Records a retained message being set or cleared.
+    pub(super) fn persist_retained(&mut self, topic: &str, msg: Option<&Message>) {
+        let Some(p) = self.persist.as_deref() else {
+            return;
+        };
+        let c = match msg {
+            Some(m) => Change::RetainedSet {
+                message: stored(p, m),
+            },
+            None => Change::RetainedClear {
+                topic: topic.to_string(),
+            },
+        };
+        self.record(c);
+    }
+
+    /// Records a persistent session's record (at connect, and when it goes offline).
+    pub(super) fn persist_session(&mut self, sid: SessionId) {
+        let Some(p) = self.persist.as_deref() else {
+            return;
+        };
+        let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
+            return;
+        };
+        let record = SessionRecord {
+            client_id: s.client_id.to_string(),
+            protocol: s.version.level(),
+            expiry: match s.expiry {
+                Expiry::After(n) => SessionExpiry::After(n),
+                _ => SessionExpiry::Never,
+            },
+            expires_at: s.expires_at.map(|t| p.to_unix(t)),
+        };
+        self.record(Change::SessionUpsert { session: record });
+    }
+
+    /// Records the end of a session (cascades to everything it owned in the store). Recorded
+    /// for every session: one that was persistent may have turned clean at its DISCONNECT.
+    pub(super) fn persist_session_deleted(&mut self, s: &Session) {
+        self.record(Change::SessionDelete {
+            client_id: s.client_id.to_string(),
+        });
+    }
+
+    /// Records a subscription set (`Some`) or removed (`None`) for a persistent session.
+    pub(super) fn persist_subscription(
+        &mut self,
+        sid: SessionId,
+        filter: &str,
+        set: Option<(SubscribeOptions, u32)>,
+    ) {
+        if self.persist.is_none() {
+            return;
+        }
+        let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
+            return;
+        };
+        let client_id = s.client_id.to_string();
+        let c = match set {
+            Some((o, sub_id)) => Change::SubscriptionSet {
+                client_id,
+                subscription: Subscription {
+                    filter: filter.to_string(),
+                    options: o.qos as u8
+                        | (u8::from(o.no_local) << 2)
+                        | (u8::from(o.retain_as_published) << 3)
+                        | (o.retain_handling << 4),
+                    sub_id,
+                },
+            },
+            None => Change::SubscriptionDelete {
+                client_id,
+                filter: filter.to_string(),
+            },
+        };
+        self.record(c);
+    }
+
+    /// Records a stored delivery's new state (sent, or PUBREC received).
+    pub(super) fn persist_state(&mut self, sid: SessionId, seq: u64, packet_id: u16, s: OutState) {
+        if seq == 0 || self.persist.is_none() {
+            return;
+        }
+        if let Some(session) = self.session(sid) {
+            let client_id = session.client_id.to_string();
+            self.record(Change::MessageState {
+                client_id,
+                seq,
+                packet_id,
+                state: out_state(s),
+            });
+        }
+    }
+
+    /// Records a stored delivery finished or dropped.
+    pub(super) fn persist_done(&mut self, sid: SessionId, seq: u64) {
+        if seq == 0 || self.persist.is_none() {
+            return;
+        }
+        if let Some(s) = self.session(sid) {
+            let client_id = s.client_id.to_string();
+            self.record(Change::MessageDelete { client_id, seq });
+        }
+    }
+
+    /// Records an inbound QoS 2 id received (`true`) or released.
+    pub(super) fn persist_qos2(&mut self, sid: SessionId, packet_id: u16, added: bool) {
+        if self.persist.is_none() {
+            return;
+        }
+        let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
+            return;
+        };
+        let client_id = s.client_id.to_string();
+        self.record(if added {
+            Change::Qos2Add {
+                client_id,
+                packet_id,
+            }
+        } else {
+            Change::Qos2Delete {
+                client_id,
+                packet_id,
+            }
+        });
+    }
+
+    /// Records a delayed will waiting (`Some`) or gone.
+    pub(super) fn persist_will(&mut self, sid: SessionId) {
+        let Some(p) = self.persist.as_deref() else {
+            return;
+        };
+        let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
+            return;
+        };
+        let c = match &s.pending_will {
+            Some((w, due)) => Change::WillSet {
+                will: WillRecord {
+                    client_id: s.client_id.to_string(),
+                    topic: w.topic.clone(),
+                    payload: w.payload.clone(),
+                    qos: w.qos as u8,
+                    retain: w.retain,
+                    properties: properties_bytes(Some(&w.properties)),
+                    due_at: p.to_unix(*due),
+                },
+            },
+            None => Change::WillDelete {
+                client_id: s.client_id.to_string(),
+            },
+        };
+        self.record(c);
+    }
+
+    /// Rebuilds retained messages, sessions, subscriptions, queues and wills from the store.
+    pub fn restore(&mut self, snapshot: Snapshot, now: Instant) {
+        let mut messages = 0usize;
+        for m in snapshot.retained {
+            let msg = self.message_from(m, now);
+            self.retained.insert(msg.topic.clone(), Rc::new(msg));
+        }
+        let sessions = snapshot.sessions.len();
+        for st in snapshot.sessions {
+            let rec = st.session;
+            let version = match rec.protocol {
+                3 => ProtocolVersion::V31,
+                5 => ProtocolVersion::V5,
+                _ => ProtocolVersion::V311,
+            };
+            let expiry = match rec.expiry {
+                SessionExpiry::Never => Expiry::Never,
+                SessionExpiry::After(n) => Expiry::After(n),
+            };
+            let client_id: Rc<str> = Rc::from(rec.client_id.as_str());
+            self.next_gen = self.next_gen.wrapping_add(1);
+            let gen = self.next_gen;
+            let mut s = Session::new(gen, client_id.clone(), version, expiry);
+            // Every restored session is offline: it expires as if its client left now, or at
+            // the time recorded when it left.
+            let p = self.persist.as_deref();
+            let recorded = rec.expires_at.and_then(|u| p.map(|p| p.to_instant(u, now)));
+            s.expires_at = recorded.or_else(|| match expiry {
+                Expiry::After(n) => Some(now + Duration::from_secs(u64::from(n))),
+                _ => self.settings.persistent_client_expiration.map(|e| now + e),
+            });
+            s.incoming_qos2 = st.qos2_inbound;
+            for q in st.messages {
+                s.next_seq = s.next_seq.max(q.seq);
+                let msg = Rc::new(self.message_from(q.message, now));
+                let d = Delivery {
+                    msg,
+                    qos: qos(q.qos),
+                    retain: q.retain,
+                    sub_ids: q.sub_ids,
+                    counted: true,
+                    group: None,
+                    seq: q.seq,
+                };
+                messages += 1;
+                let state = match q.state {
+                    MessageState::Queued => None,
+                    MessageState::AwaitPuback => Some(OutState::AwaitPuback),
+                    MessageState::AwaitPubrec => Some(OutState::AwaitPubrec),
+                    MessageState::AwaitPubcomp => Some(OutState::AwaitPubcomp),
+                };
+                match state {
+                    Some(state) => s.inflight.push_back(Inflight {
+                        packet_id: q.packet_id,
+                        state,
+                        delivery: d,
+                    }),
+                    None => {
+                        self.held_bytes += d.msg.size();
+                        s.enqueue(d);
+                    }
+                }
+            }
+            let idx = self.sessions.insert(s);
+            let sid = SessionId {
+                idx: idx as u32,
+                gen,
+            };
+            for sub in st.subscriptions {
+                let o = sub.options;
+                let options = SubscribeOptions {
+                    qos: qos(o & 3),
+                    no_local: o & 4 != 0,
+                    retain_as_published: o & 8 != 0,
+                    retain_handling: (o >> 4) & 3,
+                };
+                self.router.subscribe(
+                    &sub.filter,
+                    super::router::Subscriber {
+                        session: sid,
+                        options,
+                        sub_id: sub.sub_id,
+                    },
+                );
+                if let Some(s) = self.session_mut(sid) {
+                    s.subscriptions
+                        .push((sub.filter.as_str().into(), options, sub.sub_id));
+                }
+            }
+            if let Some(at) = self.session(sid).and_then(|s| s.expires_at) {
+                self.timers.push(Reverse((at, Timer::SessionExpiry(sid))));
+            }
+            self.clients.insert(client_id, sid);
+        }
+        for w in snapshot.wills {
+            let Some(&sid) = self.clients.get(w.client_id.as_str()) else {
+                continue;
+            };
+            let p = self.persist.as_deref();
+            let due = p.map_or(now, |p| p.to_instant(w.due_at, now));
+            let will = LastWill {
+                topic: w.topic,
+                payload: w.payload,
+                qos: qos(w.qos),
+                retain: w.retain,
+                properties: properties_from(&w.properties, PropContext::Will)
+                    .map(|b| *b)
+                    .unwrap_or_default(),
+            };
+            if let Some(s) = self.session_mut(sid) {
+                s.pending_will = Some((Box::new(will), due));
+                self.timers.push(Reverse((due, Timer::WillDelay(sid))));
+            }
+        }
+        log::info!(
+            target: "notice",
+            "Restored {} retained messages, {} sessions and {} queued messages from the store.",
+            self.retained.len(),
+            sessions,
+            messages
+        );
+    }
+}
