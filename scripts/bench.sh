@@ -213,7 +213,7 @@ field() { # field KEY LINE
     echo NA
 }
 
-median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "NA"} else if (NR%2) {print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "NA"} else if (NR%2) {print v[(NR+1)/2]} else {printf "%.10g\n", (v[NR/2]+v[NR/2+1])/2}}'; }
 
 run_one() { # scenario broker round
     local scen=$1 b=$2 round=$3 port line hwm cpu gen load status=ok
