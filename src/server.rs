@@ -17,6 +17,7 @@
 
 use crate::broker::{Action, Broker, ConnId, Settings};
 use crate::config::{Config, ListenerConfig};
+use crate::store::Store;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 const SIGNAL: Token = Token(usize::MAX);
 /// Listener tokens count down from here; connection tokens are slab keys, far below.
 const LISTENER_BASE: usize = usize::MAX - 1;
+/// Token of the waker the store's writer thread uses to say a batch is committed.
+const STORE_WAKER: Token = Token(usize::MAX / 2);
 /// Bytes read from a socket in one call.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per socket per loop turn, so one busy publisher cannot starve the others.
@@ -117,6 +120,8 @@ struct Server {
     dirty: Vec<ConnId>,
     nodelay: bool,
     reload: Option<Reloader>,
+    /// The durable store (`persistence true`), written by its own thread.
+    store: Option<Store>,
     /// After EMFILE, accepting is paused until this time (no busy loop).
     accept_paused_until: Option<Instant>,
     running: bool,
@@ -241,11 +246,18 @@ impl Server {
         poll.registry()
             .register(&mut signal_rx, SIGNAL, Interest::READABLE)?;
         install_signal_handlers(signal_tx.as_raw_fd());
+        let mut broker = Broker::new(Settings::load(config).map_err(io::Error::other)?);
+        let store = if config.persistence {
+            Some(open_store(config, &poll, &mut broker)?)
+        } else {
+            None
+        };
         Ok(Server {
+            store,
             poll,
             listeners,
             clients: Slab::new(),
-            broker: Broker::new(Settings::load(config).map_err(io::Error::other)?),
+            broker,
             signal_rx,
             _signal_tx: signal_tx,
             read_buf: vec![0; READ_CHUNK],
@@ -279,6 +291,11 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     SIGNAL => self.handle_signals(now),
+                    STORE_WAKER => {
+                        if let Some(store) = &self.store {
+                            self.broker.release_acks(store.committed());
+                        }
+                    }
                     Token(t) if t > LISTENER_BASE - self.listeners.len() => {
                         self.accept(LISTENER_BASE - t, now)
                     }
@@ -299,6 +316,7 @@ impl Server {
                 }
             }
             self.broker.tick(now);
+            self.commit_turn();
             self.flush_dirty(now);
             self.apply_actions(now);
             if !self.paused.is_empty() && !self.broker.memory_pressure() {
@@ -307,9 +325,29 @@ impl Server {
         }
         let now = Instant::now();
         self.broker.shutdown(now);
+        self.commit_turn();
         self.flush_dirty(now);
         self.apply_actions(now);
+        if let Some(store) = self.store.take() {
+            // Everything accepted is on disk before exit (DELIVERY.md, SIGTERM/SIGINT).
+            if let Err(e) = store.close() {
+                log::error!("Error: Unable to save the store at exit: {e}.");
+            }
+        }
         Ok(())
+    }
+
+    /// Hands this turn's changes to the store as one batch and holds this turn's
+    /// acknowledgements until it is committed (group commit: one transaction per turn).
+    fn commit_turn(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let changes = self.broker.take_changes();
+        if !changes.is_empty() {
+            store.submit(changes);
+        }
+        self.broker.seal_acks(store.submitted(), store.committed());
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -346,6 +384,12 @@ impl Server {
             libc::SIGINT | libc::SIGTERM => {
                 log::info!(target: "notice", "Signal received, shutting down.");
                 self.running = false;
+            }
+            libc::SIGUSR1 => {
+                if let Some(store) = &self.store {
+                    log::info!(target: "notice", "Saving the store now (SIGUSR1).");
+                    store.sync_now();
+                }
             }
             libc::SIGHUP => {
                 let Some(reload) = self.reload.as_mut() else {
@@ -560,6 +604,35 @@ impl Server {
             self.flush_dirty(now);
         }
     }
+}
+
+/// Opens the store, wires its commits to the loop through a `mio::Waker`, and restores the
+/// broker's durable state from it.
+fn open_store(config: &Config, poll: &Poll, broker: &mut Broker) -> io::Result<Store> {
+    let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), STORE_WAKER)?);
+    let dir = config
+        .persistence_location
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let notify = Box::new(move || {
+        let _ = waker.wake();
+    });
+    let (store, snapshot) = Store::open(
+        &dir,
+        config.persistence_file.as_deref(),
+        config.persistence_sync_interval,
+        notify,
+    )
+    .map_err(|e| {
+        io::Error::other(format!(
+            "Unable to open the store in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    log::info!(target: "notice", "Using the store {}.", store.path().display());
+    broker.enable_persistence();
+    broker.restore(snapshot, Instant::now());
+    Ok(store)
 }
 
 /// `::ffff:1.2.3.4` as `1.2.3.4`, for logs that read like Mosquitto's.
