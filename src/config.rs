@@ -8,6 +8,9 @@
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+pub mod bridge;
+pub use bridge::BridgeConfig;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -95,6 +98,8 @@ pub struct Config {
     /// `persistence_sync_interval` (midge's own, default 1 s): the longest time accepted
     /// messages can stay un-fsynced, i.e. what a power cut can lose.
     pub persistence_sync_interval: Duration,
+    /// `connection` blocks: bridges to other brokers.
+    pub bridges: Vec<BridgeConfig>,
     /// `memory_limit` in bytes (0 = midge's default, 128 MiB). Mosquitto refuses new
     /// connections past it; midge instead stops reading from publishers while queued messages
     /// hold more than this (TCP back-pressure), so nothing accepted is dropped.
@@ -308,46 +313,6 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     "socket_domain",
     "use_username_as_clientid",
     // Bridges.
-    "connection",
-    "address",
-    "addresses",
-    "bridge_alpn",
-    "bridge_attempt_unsubscribe",
-    "bridge_bind_address",
-    "bridge_cafile",
-    "bridge_capath",
-    "bridge_certfile",
-    "bridge_identity",
-    "bridge_insecure",
-    "bridge_keyfile",
-    "bridge_max_packet_size",
-    "bridge_outgoing_retain",
-    "bridge_protocol_version",
-    "bridge_psk",
-    "bridge_require_ocsp",
-    "bridge_tls_version",
-    "cleansession",
-    "clientid",
-    "idle_timeout",
-    "keepalive_interval",
-    "local_cleansession",
-    "local_clientid",
-    "local_password",
-    "local_username",
-    "notifications",
-    "notifications_local_only",
-    "notification_topic",
-    "password",
-    "remote_clientid",
-    "remote_password",
-    "remote_username",
-    "restart_timeout",
-    "round_robin",
-    "start_type",
-    "threshold",
-    "topic",
-    "try_private",
-    "username",
 ];
 
 impl Default for LogConfig {
@@ -374,6 +339,7 @@ impl Default for Config {
             persistence_location: None,
             persistence_file: None,
             persistence_sync_interval: Duration::from_secs(1),
+            bridges: Vec::new(),
             memory_limit: 0,
             user: None,
             password_file: None,
@@ -525,8 +491,16 @@ impl Parser {
         at: &Location,
         depth: u32,
     ) -> Result<(), ConfigError> {
+        if let Some(b) = self.config.bridges.last_mut() {
+            if bridge::apply(b, name, value, at, &mut self.config.warnings)? {
+                return Ok(());
+            }
+        }
         let c = &mut self.config;
         match name {
+            "connection" => c
+                .bridges
+                .push(BridgeConfig::new(required(name, value, at)?)),
             "listener" => self.listener(name, value, at)?,
             "port" => {
                 self.default_listener.port = parse_port(name, value, at)?;
@@ -622,7 +596,9 @@ impl Parser {
                     return Err(unsupported(name, at));
                 }
             }
-            _ if is_security_option(name) => return Err(unsupported(name, at)),
+            _ if is_security_option(name) || bridge::SECURITY.contains(&name) => {
+                return Err(unsupported(name, at))
+            }
             _ if UNSUPPORTED_OPTIONS.contains(&name) => c.warnings.push(format!(
                 "Warning: The {name} option in {at} is not supported by midge yet; ignored."
             )),
@@ -1192,13 +1168,29 @@ mod tests {
 
     #[test]
     fn unsupported_options_warn_with_file_and_line() {
-        let c = ok("retry_interval 3\nautosave_interval 10\nprotocol websockets\nconnection bridge1\naddress 10.0.0.1");
-        assert_eq!(c.warnings.len(), 5);
+        let c = ok("retry_interval 3\nautosave_interval 10\nprotocol websockets\nconnection b1\nidle_timeout 5");
+        assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
         assert_eq!(
             c.warnings[0],
             "Warning: The retry_interval option in /etc/midge.conf:1 is not supported by midge yet; ignored."
         );
-        assert!(c.warnings[4].contains("address option in /etc/midge.conf:5"));
+        assert!(c.warnings[3].contains("idle_timeout option in /etc/midge.conf:5"));
+    }
+
+    #[test]
+    fn bridge_blocks_are_read() {
+        let c = ok(
+            "connection hub\naddress 127.0.0.1:1884\ntopic sensors/# out 1\n\
+                    remote_clientid kitchen\ncleansession true\nconnection other\naddress h",
+        );
+        assert_eq!(c.bridges.len(), 2);
+        let b = &c.bridges[0];
+        assert_eq!(b.addresses, vec![("127.0.0.1".to_string(), 1884)]);
+        assert_eq!(b.topics.len(), 1);
+        assert_eq!(b.client_id(), "kitchen");
+        assert!(b.clean_session);
+        assert_eq!(b.state_topic(), "$SYS/broker/connection/kitchen/state");
+        assert!(parse("connection x\nbridge_cafile /etc/ca.pem").is_err());
     }
 
     #[test]

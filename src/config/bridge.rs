@@ -1,0 +1,316 @@
+//! Bridge blocks of the config: `connection NAME` followed by its options, as in Mosquitto.
+//!
+//! A bridge is midge acting as a client of another broker: it subscribes there to the `in`
+//! topics and forwards them here, and subscribes here to the `out` topics and forwards them
+//! there. `topic PATTERN [in|out|both] [QOS] [LOCAL_PREFIX] [REMOTE_PREFIX]` lines say which,
+//! with optional prefixes to remap topics between the two trees.
+
+use super::{invalid, parse_bool, parse_number, required, ConfigError, Location};
+use std::time::Duration;
+
+/// Which way a bridged topic flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From this broker to the remote one (Mosquitto's default).
+    Out,
+    /// From the remote broker to this one.
+    In,
+    /// Both ways.
+    Both,
+}
+
+/// One `topic` line of a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeTopic {
+    /// The pattern (may be empty when both prefixes are set: a single topic remapped).
+    pub pattern: String,
+    pub direction: Direction,
+    pub qos: u8,
+    pub local_prefix: String,
+    pub remote_prefix: String,
+}
+
+impl BridgeTopic {
+    /// The filter subscribed on this broker for an `out` topic.
+    pub fn local_filter(&self) -> String {
+        format!("{}{}", self.local_prefix, self.pattern)
+    }
+
+    /// The filter subscribed on the remote broker for an `in` topic.
+    pub fn remote_filter(&self) -> String {
+        format!("{}{}", self.remote_prefix, self.pattern)
+    }
+}
+
+/// MQTT version a bridge speaks to its remote broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeProtocol {
+    Mqtt31,
+    Mqtt311,
+    Mqtt5,
+}
+
+/// One `connection` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    pub name: String,
+    /// `address` / `addresses`: host and port (default 1883), tried in turn.
+    pub addresses: Vec<(String, u16)>,
+    pub topics: Vec<BridgeTopic>,
+    /// `remote_clientid` (default `NAME.HOSTNAME`, as Mosquitto's `<name>.<hostname>`).
+    pub remote_clientid: Option<String>,
+    pub remote_username: Option<String>,
+    pub remote_password: Option<String>,
+    /// `cleansession` (default false: the remote keeps our subscriptions and queue).
+    pub clean_session: bool,
+    /// `keepalive_interval` seconds (default 60, at least 5).
+    pub keepalive: u16,
+    /// `restart_timeout BASE [CAP]`: reconnect back-off in seconds (default 5, cap 30).
+    pub restart_base: Duration,
+    pub restart_cap: Duration,
+    /// `try_private` (default true): announce ourselves as a bridge (protocol level | 0x80).
+    pub try_private: bool,
+    /// `notifications` (default true): retained 1/0 on the notification topic.
+    pub notifications: bool,
+    /// `notification_topic` (default `$SYS/broker/connection/REMOTE_CLIENTID/state`).
+    pub notification_topic: Option<String>,
+    pub protocol: BridgeProtocol,
+    /// `bridge_outgoing_retain` (default true): keep the retain flag on forwarded messages.
+    pub outgoing_retain: bool,
+}
+
+impl BridgeConfig {
+    /// A bridge named `name` with Mosquitto's defaults.
+    pub fn new(name: &str) -> BridgeConfig {
+        BridgeConfig {
+            name: name.to_string(),
+            addresses: Vec::new(),
+            topics: Vec::new(),
+            remote_clientid: None,
+            remote_username: None,
+            remote_password: None,
+            clean_session: false,
+            keepalive: 60,
+            restart_base: Duration::from_secs(5),
+            restart_cap: Duration::from_secs(30),
+            try_private: true,
+            notifications: true,
+            notification_topic: None,
+            protocol: BridgeProtocol::Mqtt311,
+            outgoing_retain: true,
+        }
+    }
+
+    /// The client id used on the remote broker.
+    pub fn client_id(&self) -> String {
+        self.remote_clientid.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "midge".into());
+            format!("{}.{}", self.name, host)
+        })
+    }
+
+    /// The topic carrying the bridge's state, 1 (up) or 0 (down).
+    pub fn state_topic(&self) -> String {
+        self.notification_topic
+            .clone()
+            .unwrap_or_else(|| format!("$SYS/broker/connection/{}/state", self.client_id()))
+    }
+}
+
+/// Bridge options that would weaken security if ignored (TLS to the remote): refused until
+/// bridges speak TLS.
+pub const SECURITY: &[&str] = &[
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_keyfile",
+    "bridge_insecure",
+    "bridge_tls_version",
+    "bridge_alpn",
+    "bridge_require_ocsp",
+    "bridge_identity",
+    "bridge_psk",
+];
+
+fn address(value: &str, at: &Location, name: &str) -> Result<(String, u16), ConfigError> {
+    // host[:port]; an IPv6 address needs the port to disambiguate (as Mosquitto says).
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+            let port: u16 = port.parse().map_err(|_| invalid(name, value, at))?;
+            Ok((host.trim_matches(['[', ']']).to_string(), port))
+        }
+        _ => Ok((value.to_string(), 1883)),
+    }
+}
+
+fn prefix(token: &str) -> String {
+    if token == "\"\"" {
+        String::new()
+    } else {
+        token.to_string()
+    }
+}
+
+fn topic(value: &str, at: &Location) -> Result<BridgeTopic, ConfigError> {
+    let bad = || invalid("topic", value, at);
+    let tokens: Vec<&str> = value.split_whitespace().collect();
+    let (pattern, rest) = tokens.split_first().ok_or_else(bad)?;
+    let mut t = BridgeTopic {
+        pattern: prefix(pattern),
+        direction: Direction::Out,
+        qos: 0,
+        local_prefix: String::new(),
+        remote_prefix: String::new(),
+    };
+    if let Some(d) = rest.first() {
+        t.direction = match *d {
+            "out" => Direction::Out,
+            "in" => Direction::In,
+            "both" => Direction::Both,
+            _ => return Err(bad()),
+        };
+    }
+    if let Some(q) = rest.get(1) {
+        t.qos = q.parse().ok().filter(|q| *q <= 2).ok_or_else(bad)?;
+    }
+    if let Some(l) = rest.get(2) {
+        t.local_prefix = prefix(l);
+    }
+    if let Some(r) = rest.get(3) {
+        t.remote_prefix = prefix(r);
+    }
+    if rest.len() > 4 {
+        return Err(bad());
+    }
+    // An empty pattern only remaps one topic, and needs both prefixes (Mosquitto's table).
+    if t.pattern.is_empty() && (t.local_prefix.is_empty() || t.remote_prefix.is_empty()) {
+        return Err(bad());
+    }
+    Ok(t)
+}
+
+/// Applies a bridge option to `b`; `Ok(false)` when `name` is not a bridge option.
+pub fn apply(
+    b: &mut BridgeConfig,
+    name: &str,
+    value: &str,
+    at: &Location,
+    warnings: &mut Vec<String>,
+) -> Result<bool, ConfigError> {
+    match name {
+        "address" | "addresses" => {
+            for a in required(name, value, at)?.split_whitespace() {
+                b.addresses.push(address(a, at, name)?);
+            }
+        }
+        "topic" => b.topics.push(topic(required(name, value, at)?, at)?),
+        "remote_clientid" | "clientid" => {
+            b.remote_clientid = Some(required(name, value, at)?.to_string())
+        }
+        "remote_username" | "username" => {
+            b.remote_username = Some(required(name, value, at)?.to_string())
+        }
+        "remote_password" | "password" => {
+            b.remote_password = Some(required(name, value, at)?.to_string())
+        }
+        "cleansession" => b.clean_session = parse_bool(name, value, at)?,
+        "keepalive_interval" => {
+            let k: u16 = parse_number(name, value, at)?;
+            b.keepalive = k.max(5);
+        }
+        "restart_timeout" => {
+            let mut parts = required(name, value, at)?.split_whitespace();
+            let base: u64 = parse_number(name, parts.next().unwrap_or(""), at)?;
+            let cap: u64 = match parts.next() {
+                Some(c) => parse_number(name, c, at)?,
+                None => base,
+            };
+            b.restart_base = Duration::from_secs(base.max(1));
+            b.restart_cap = Duration::from_secs(cap.max(base).max(1));
+        }
+        "try_private" => b.try_private = parse_bool(name, value, at)?,
+        "notifications" => b.notifications = parse_bool(name, value, at)?,
+        "notification_topic" => b.notification_topic = Some(required(name, value, at)?.to_string()),
+        "bridge_protocol_version" => {
+            b.protocol = match required(name, value, at)? {
+                "mqttv31" => BridgeProtocol::Mqtt31,
+                "mqttv311" => BridgeProtocol::Mqtt311,
+                "mqttv50" => BridgeProtocol::Mqtt5,
+                _ => return Err(invalid(name, value, at)),
+            }
+        }
+        "bridge_outgoing_retain" => b.outgoing_retain = parse_bool(name, value, at)?,
+        "start_type" => {
+            if required(name, value, at)? != "automatic" {
+                warnings.push(format!(
+                    "Warning: start_type {value} in {at} is not supported; the bridge starts automatically."
+                ));
+            }
+        }
+        "round_robin"
+        | "local_clientid"
+        | "local_username"
+        | "local_password"
+        | "local_cleansession"
+        | "notifications_local_only"
+        | "idle_timeout"
+        | "threshold"
+        | "bridge_attempt_unsubscribe"
+        | "bridge_bind_address"
+        | "bridge_max_packet_size" => {
+            warnings.push(format!(
+                "Warning: The {name} option in {at} is not supported by midge yet; ignored."
+            ));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn at() -> Location {
+        Location {
+            file: PathBuf::from("/etc/midge.conf"),
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn topic_lines_follow_mosquitto_syntax() {
+        let t = topic("# both 2 local/topic/ remote/topic/", &at()).unwrap();
+        assert_eq!(t.direction, Direction::Both);
+        assert_eq!(t.qos, 2);
+        assert_eq!(t.local_filter(), "local/topic/#");
+        assert_eq!(t.remote_filter(), "remote/topic/#");
+        let t = topic("sensors/#", &at()).unwrap();
+        assert_eq!((t.direction, t.qos), (Direction::Out, 0));
+        let t = topic("\"\" in 1 here/one there/one", &at()).unwrap();
+        assert_eq!(
+            (t.local_filter(), t.remote_filter()),
+            ("here/one".into(), "there/one".into())
+        );
+        assert!(topic("\"\" in 1 here/one \"\"", &at()).is_err());
+        assert!(topic("a sideways", &at()).is_err());
+        assert!(topic("a in 3", &at()).is_err());
+    }
+
+    #[test]
+    fn addresses_take_an_optional_port() {
+        let mut b = BridgeConfig::new("b");
+        let mut w = Vec::new();
+        apply(&mut b, "address", "hub.local:1884 10.0.0.2", &at(), &mut w).unwrap();
+        assert_eq!(
+            b.addresses,
+            vec![("hub.local".into(), 1884), ("10.0.0.2".into(), 1883)]
+        );
+        apply(&mut b, "restart_timeout", "2 10", &at(), &mut w).unwrap();
+        assert_eq!((b.restart_base.as_secs(), b.restart_cap.as_secs()), (2, 10));
+        assert!(!apply(&mut b, "listener", "1", &at(), &mut w).unwrap());
+    }
+}
