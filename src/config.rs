@@ -98,6 +98,9 @@ pub struct Config {
     /// `persistence_sync_interval` (midge's own, default 1 s): the longest time accepted
     /// messages can stay un-fsynced, i.e. what a power cut can lose.
     pub persistence_sync_interval: Duration,
+    /// `max_qos` (default 2): the highest QoS midge accepts and grants. Mosquitto scopes it
+    /// per listener; midge applies the last value to every listener.
+    pub max_qos: u8,
     /// `connection` blocks: bridges to other brokers.
     pub bridges: Vec<BridgeConfig>,
     /// `memory_limit` in bytes (0 = midge's default, 128 MiB). Mosquitto refuses new
@@ -307,7 +310,6 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     "websockets_headers_size",
     // Listener-scoped.
     "http_dir",
-    "max_qos",
     "mount_point",
     "protocol",
     "socket_domain",
@@ -339,6 +341,7 @@ impl Default for Config {
             persistence_location: None,
             persistence_file: None,
             persistence_sync_interval: Duration::from_secs(1),
+            max_qos: 2,
             bridges: Vec::new(),
             memory_limit: 0,
             user: None,
@@ -539,6 +542,13 @@ impl Parser {
             "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
             "user" => c.user = Some(required(name, value, at)?.to_string()),
             "memory_limit" => c.memory_limit = parse_number(name, value, at)?,
+            "max_qos" => {
+                let q: u8 = parse_number(name, value, at)?;
+                if q > 2 {
+                    return Err(invalid(name, value, at));
+                }
+                c.max_qos = q;
+            }
             "persistence" => c.persistence = parse_bool(name, value, at)?,
             "persistence_location" => {
                 c.persistence_location = Some(PathBuf::from(required(name, value, at)?))

@@ -16,6 +16,8 @@ enum Refusal {
     IdentifierRejected,
     NotAuthorized,
     BadAuthMethod,
+    QosNotSupported,
+    RetainNotSupported,
 }
 
 impl Refusal {
@@ -27,6 +29,11 @@ impl Refusal {
             (Refusal::NotAuthorized, true) => reason::NOT_AUTHORIZED,
             (Refusal::BadAuthMethod, false) => connack_v3::NOT_AUTHORIZED,
             (Refusal::BadAuthMethod, true) => reason::BAD_AUTHENTICATION_METHOD,
+            (Refusal::QosNotSupported | Refusal::RetainNotSupported, false) => {
+                connack_v3::NOT_AUTHORIZED
+            }
+            (Refusal::QosNotSupported, true) => reason::QOS_NOT_SUPPORTED,
+            (Refusal::RetainNotSupported, true) => reason::RETAIN_NOT_SUPPORTED,
         }
     }
 }
@@ -55,6 +62,8 @@ impl Broker {
             Refusal::IdentifierRejected => "identifier rejected",
             Refusal::NotAuthorized => "not authorised",
             Refusal::BadAuthMethod => "unsupported authentication method",
+            Refusal::QosNotSupported => "will QoS above max_qos",
+            Refusal::RetainNotSupported => "retained will but retain_available is false",
         };
         log::info!(
             target: "notice",
@@ -156,8 +165,12 @@ impl Broker {
             return self.refuse(id, &c, Refusal::NotAuthorized, now);
         }
         if let Some(w) = &c.will {
+            // v5:[MQTT-3.2.2-12], [MQTT-3.2.2-13]
             if w.retain && !self.settings.retain_available {
-                return self.refuse(id, &c, Refusal::NotAuthorized, now);
+                return self.refuse(id, &c, Refusal::RetainNotSupported, now);
+            }
+            if w.qos > self.settings.max_qos {
+                return self.refuse(id, &c, Refusal::QosNotSupported, now);
             }
             // A will the client could not publish itself is refused at CONNECT, as Mosquitto.
             if let Some(acl) = &self.settings.security.acl {
@@ -300,6 +313,9 @@ impl Broker {
             }
             if !self.settings.retain_available {
                 properties.retain_available = Some(0);
+            }
+            if self.settings.max_qos < codec::QoS::ExactlyOnce {
+                properties.maximum_qos = Some(self.settings.max_qos as u8);
             }
         }
         log::debug!(

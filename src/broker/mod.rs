@@ -70,6 +70,8 @@ pub struct Settings {
     pub max_topic_alias: u16,
     /// Seconds between `$SYS` updates; 0 turns `$SYS` off.
     pub sys_interval: u32,
+    /// The highest QoS accepted from clients and granted to subscriptions.
+    pub max_qos: codec::QoS,
     /// Bytes of queued messages above which the server stops reading from publishers.
     pub memory_limit: usize,
     /// Password file and ACL (shared, since settings are cloned on reload).
@@ -96,6 +98,7 @@ impl Default for Settings {
             max_topic_alias: 10,
             sys_interval: 10,
             memory_limit: DEFAULT_MEMORY_LIMIT,
+            max_qos: codec::QoS::ExactlyOnce,
             security: Rc::new(Security::default()),
         }
     }
@@ -121,6 +124,7 @@ impl Settings {
             connection_messages: c.connection_messages,
             max_topic_alias: c.max_topic_alias,
             sys_interval: c.sys_interval,
+            max_qos: codec::QoS::from_u8(c.max_qos).unwrap_or(codec::QoS::ExactlyOnce),
             memory_limit: match c.memory_limit {
                 0 => DEFAULT_MEMORY_LIMIT,
                 n => n,

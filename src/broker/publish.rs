@@ -193,6 +193,10 @@ impl Broker {
             c.published = true;
         }
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
+        if p.qos > self.settings.max_qos {
+            // A QoS above the Maximum QoS announced in CONNACK is refused (v5 §3.3.1.2).
+            return self.fail(id, reason::QOS_NOT_SUPPORTED, "QoS above max_qos", now);
+        }
         if p.retain && !self.settings.retain_available {
             // v5:[MQTT-3.3.1-19]
             return self.fail(

@@ -83,7 +83,9 @@ impl Broker {
                     continue;
                 }
             }
-            let options = sub.options;
+            let mut options = sub.options;
+            // v5:[MQTT-3.2.2-10]: a request above max_qos is granted at max_qos.
+            options.qos = options.qos.min(self.settings.max_qos);
             let replaced = self.router.subscribe(
                 &sub.filter,
                 Subscriber {
