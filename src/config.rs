@@ -73,6 +73,94 @@ pub struct ListenerConfig {
     pub bind_address: Option<String>,
     /// `max_connections` (-1 = unlimited).
     pub max_connections: i64,
+    /// `protocol`: MQTT straight over TCP (the default) or inside WebSockets.
+    pub protocol: ListenerProtocol,
+    /// TLS options; TLS is on when `certfile` and `keyfile` are set.
+    pub tls: TlsOptions,
+}
+
+impl Default for ListenerConfig {
+    /// A plain MQTT listener on port 1883, all interfaces, no connection limit.
+    fn default() -> Self {
+        ListenerConfig {
+            port: DEFAULT_PORT,
+            bind_address: None,
+            max_connections: -1,
+            protocol: ListenerProtocol::Mqtt,
+            tls: TlsOptions::default(),
+        }
+    }
+}
+
+/// What a listener speaks on top of TCP (or TLS): `protocol mqtt|websockets`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// MQTT packets straight on the byte stream.
+    #[default]
+    Mqtt,
+    /// MQTT packets in binary WebSocket messages (subprotocol `mqtt`).
+    WebSockets,
+}
+
+/// The lowest TLS version a listener accepts (`tls_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// `tlsv1.2` (TLS 1.3 is accepted too).
+    Tls12,
+    /// `tlsv1.3` only.
+    Tls13,
+}
+
+/// A listener's TLS options, as Mosquitto names them. Paths are kept as written; the files are
+/// read when the listener starts and again on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// `certfile`: the server certificate chain (PEM).
+    pub certfile: Option<PathBuf>,
+    /// `keyfile`: the server private key (PEM).
+    pub keyfile: Option<PathBuf>,
+    /// `cafile`: CA certificates (PEM) that client certificates are checked against.
+    pub cafile: Option<PathBuf>,
+    /// `capath`: a directory of CA certificates (PEM files).
+    pub capath: Option<PathBuf>,
+    /// `crlfile`: certificate revocation lists (PEM) for client certificates.
+    pub crlfile: Option<PathBuf>,
+    /// `require_certificate`: clients must present a certificate signed by the CA.
+    pub require_certificate: bool,
+    /// `use_identity_as_username`: the client certificate's CN is the username.
+    pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the client certificate's whole subject is the username.
+    pub use_subject_as_username: bool,
+    /// `tls_version`; `None` accepts TLS 1.2 and 1.3.
+    pub tls_version: Option<TlsVersion>,
+    /// `ciphers`: OpenSSL-style list of TLS 1.2 cipher suites.
+    pub ciphers: Option<String>,
+    /// `ciphers_tls1.3`: list of TLS 1.3 cipher suites.
+    pub ciphers_tls13: Option<String>,
+}
+
+impl TlsOptions {
+    /// True when the listener speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.certfile.is_some() && self.keyfile.is_some()
+    }
+
+    /// The first option that only makes sense with TLS, if any is set.
+    fn first_tls_only_option(&self) -> Option<&'static str> {
+        [
+            (self.cafile.is_some(), "cafile"),
+            (self.capath.is_some(), "capath"),
+            (self.crlfile.is_some(), "crlfile"),
+            (self.require_certificate, "require_certificate"),
+            (self.use_identity_as_username, "use_identity_as_username"),
+            (self.use_subject_as_username, "use_subject_as_username"),
+            (self.tls_version.is_some(), "tls_version"),
+            (self.ciphers.is_some(), "ciphers"),
+            (self.ciphers_tls13.is_some(), "ciphers_tls1.3"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
 }
 
 /// The whole broker configuration, with Mosquitto 2.0's defaults.
@@ -210,6 +298,14 @@ pub enum ConfigError {
         /// Where the option was read.
         at: Location,
     },
+    /// A listener's TLS options do not fit together (say `certfile` without `keyfile`):
+    /// starting anyway would leave a listener the user meant to encrypt in plain text.
+    Tls {
+        /// What is wrong, in words.
+        problem: String,
+        /// The `listener` line (or the first option of the default listener).
+        at: Location,
+    },
     /// `listener 0 /path`: a unix socket listener, which midge cannot open.
     UnixSocketListener {
         /// The socket path.
@@ -243,6 +339,9 @@ impl fmt::Display for ConfigError {
                 "Error: The {option} option in {at} is not supported by this version of midge; \
                  refusing to start rather than run without it."
             ),
+            ConfigError::Tls { problem, at } => {
+                write!(f, "Error: {problem}, for the listener in {at}.")
+            }
             ConfigError::UnixSocketListener { path, at } => write!(
                 f,
                 "Error: Unix socket listeners ({path}) are not supported by this version of \
@@ -271,18 +370,6 @@ const MQTT_MAX_PAYLOAD: u32 = 268_435_455;
 const SECURITY_OPTIONS: &[&str] = &[
     "psk_file",
     "psk_hint",
-    "certfile",
-    "keyfile",
-    "cafile",
-    "capath",
-    "crlfile",
-    "dhparamfile",
-    "require_certificate",
-    "use_identity_as_username",
-    "use_subject_as_username",
-    "tls_version",
-    "ciphers",
-    "ciphers_tls1.3",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
@@ -308,10 +395,11 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     "store_clean_interval",
     "websockets_log_level",
     "websockets_headers_size",
+    // TLS: Diffie-Hellman parameters; rustls only offers ECDHE key exchange, which needs none.
+    "dhparamfile",
     // Listener-scoped.
     "http_dir",
     "mount_point",
-    "protocol",
     "socket_domain",
     "use_username_as_clientid",
     // Bridges.
@@ -386,7 +474,7 @@ impl Config {
             self.listeners.push(ListenerConfig {
                 port,
                 bind_address: Some(LOOPBACK.to_string()),
-                max_connections: -1,
+                ..ListenerConfig::default()
             });
         }
         if self.allow_anonymous.is_none() {
@@ -409,6 +497,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let mut parser = Parser::new();
     parser.parse_text(text, origin, 0)?;
+    parser.check_listeners()?;
     Ok(parser.into_config())
 }
 
@@ -432,6 +521,10 @@ struct Parser {
     default_listener_enabled: bool,
     /// Where a listener-scoped option first configured the default listener.
     default_listener_option: Option<(String, Location)>,
+    /// Where the default listener was first configured (for messages about it).
+    default_listener_at: Option<Location>,
+    /// The `listener` line of each entry of `config.listeners`, in the same order.
+    listener_at: Vec<Location>,
     /// Index in `config.listeners` of the latest `listener` block.
     current_listener: Option<usize>,
     /// The first `log_type` line replaces the default set; later ones add to it.
@@ -442,11 +535,9 @@ impl Parser {
     fn new() -> Self {
         Parser {
             config: Config::default(),
-            default_listener: ListenerConfig {
-                port: DEFAULT_PORT,
-                bind_address: None,
-                max_connections: -1,
-            },
+            default_listener: ListenerConfig::default(),
+            default_listener_at: None,
+            listener_at: Vec::new(),
             default_listener_enabled: false,
             default_listener_option: None,
             current_listener: None,
@@ -465,6 +556,24 @@ impl Parser {
             ));
         }
         self.config
+    }
+
+    /// Checks that each listener's TLS options fit together.
+    fn check_listeners(&self) -> Result<(), ConfigError> {
+        let default = self
+            .default_listener_enabled
+            .then_some(&self.default_listener)
+            .zip(self.default_listener_at.as_ref());
+        let others = self.config.listeners.iter().zip(&self.listener_at);
+        for (listener, at) in default.into_iter().chain(others) {
+            if let Some(problem) = tls_problem(&listener.tls) {
+                return Err(ConfigError::Tls {
+                    problem,
+                    at: at.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// `depth` is 0 for the main file and 1 for files read by `include_dir`.
@@ -508,10 +617,63 @@ impl Parser {
             "port" => {
                 self.default_listener.port = parse_port(name, value, at)?;
                 self.default_listener_enabled = true;
+                self.default_listener_at.get_or_insert_with(|| at.clone());
             }
             "bind_address" => {
                 self.default_listener.bind_address = Some(required(name, value, at)?.to_string());
                 self.default_listener_enabled = true;
+                self.default_listener_at.get_or_insert_with(|| at.clone());
+            }
+            "protocol" => {
+                self.listener_mut(name, at).protocol = match required(name, value, at)? {
+                    "mqtt" => ListenerProtocol::Mqtt,
+                    "websockets" => ListenerProtocol::WebSockets,
+                    _ => return Err(invalid(name, value, at)),
+                }
+            }
+            "certfile" | "keyfile" | "cafile" | "capath" | "crlfile" => {
+                let path = Some(PathBuf::from(required(name, value, at)?));
+                let tls = &mut self.listener_mut(name, at).tls;
+                match name {
+                    "certfile" => tls.certfile = path,
+                    "keyfile" => tls.keyfile = path,
+                    "cafile" => tls.cafile = path,
+                    "capath" => tls.capath = path,
+                    _ => tls.crlfile = path,
+                }
+            }
+            "require_certificate" | "use_identity_as_username" | "use_subject_as_username" => {
+                let on = parse_bool(name, value, at)?;
+                let tls = &mut self.listener_mut(name, at).tls;
+                match name {
+                    "require_certificate" => tls.require_certificate = on,
+                    "use_identity_as_username" => tls.use_identity_as_username = on,
+                    _ => tls.use_subject_as_username = on,
+                }
+            }
+            "tls_version" => {
+                let version = match required(name, value, at)? {
+                    "tlsv1.3" => TlsVersion::Tls13,
+                    "tlsv1.2" => TlsVersion::Tls12,
+                    "tlsv1.1" | "tlsv1" => {
+                        // rustls does not speak TLS 1.1 or 1.0; 1.2 is the oldest it offers.
+                        c.warnings.push(format!(
+                            "Warning: tls_version {value} in {at} is older than midge supports; \
+                             TLS 1.2 is the minimum."
+                        ));
+                        TlsVersion::Tls12
+                    }
+                    _ => return Err(invalid(name, value, at)),
+                };
+                self.listener_mut(name, at).tls.tls_version = Some(version);
+            }
+            "ciphers" => {
+                let list = required(name, value, at)?.to_string();
+                self.listener_mut(name, at).tls.ciphers = Some(list);
+            }
+            "ciphers_tls1.3" => {
+                let list = required(name, value, at)?.to_string();
+                self.listener_mut(name, at).tls.ciphers_tls13 = Some(list);
             }
             "max_connections" => {
                 let max: i64 = parse_number(name, value, at)?;
@@ -635,8 +797,9 @@ impl Parser {
         self.config.listeners.push(ListenerConfig {
             port,
             bind_address: address.map(str::to_string),
-            max_connections: -1,
+            ..ListenerConfig::default()
         });
+        self.listener_at.push(at.clone());
         self.current_listener = Some(self.config.listeners.len() - 1);
         Ok(())
     }
@@ -650,6 +813,7 @@ impl Parser {
                 if self.default_listener_option.is_none() {
                     self.default_listener_option = Some((name.to_string(), at.clone()));
                 }
+                self.default_listener_at.get_or_insert_with(|| at.clone());
                 &mut self.default_listener
             }
         }
@@ -735,6 +899,28 @@ impl Parser {
         }
         Ok(())
     }
+}
+
+/// Why a listener's TLS options cannot work, if they cannot. Mosquitto refuses these too.
+fn tls_problem(tls: &TlsOptions) -> Option<String> {
+    match (&tls.certfile, &tls.keyfile) {
+        (Some(_), None) => return Some("certfile is set but keyfile is not".into()),
+        (None, Some(_)) => return Some("keyfile is set but certfile is not".into()),
+        (None, None) => {
+            return tls
+                .first_tls_only_option()
+                .map(|o| format!("{o} needs TLS, but certfile and keyfile are not set"))
+        }
+        (Some(_), Some(_)) => {}
+    }
+    let has_ca = tls.cafile.is_some() || tls.capath.is_some();
+    if tls.require_certificate && !has_ca {
+        return Some("require_certificate needs cafile or capath to check certificates".into());
+    }
+    if tls.crlfile.is_some() && !has_ca {
+        return Some("crlfile needs cafile or capath".into());
+    }
+    None
 }
 
 fn is_security_option(name: &str) -> bool {
@@ -1035,17 +1221,20 @@ mod tests {
                 ListenerConfig {
                     port: 1883,
                     bind_address: None,
-                    max_connections: 10
+                    max_connections: 10,
+                    ..ListenerConfig::default()
                 },
                 ListenerConfig {
                     port: 8883,
                     bind_address: Some("192.168.1.2".into()),
-                    max_connections: -1
+                    max_connections: -1,
+                    ..ListenerConfig::default()
                 },
                 ListenerConfig {
                     port: 0,
                     bind_address: Some("::1".into()),
-                    max_connections: 3
+                    max_connections: 3,
+                    ..ListenerConfig::default()
                 },
             ]
         );
@@ -1090,7 +1279,8 @@ mod tests {
             vec![ListenerConfig {
                 port: 1883,
                 bind_address: Some("10.0.0.1".into()),
-                max_connections: -1
+                max_connections: -1,
+                ..ListenerConfig::default()
             }]
         );
     }
@@ -1178,7 +1368,7 @@ mod tests {
 
     #[test]
     fn unsupported_options_warn_with_file_and_line() {
-        let c = ok("retry_interval 3\nautosave_interval 10\nprotocol websockets\nconnection b1\nidle_timeout 5");
+        let c = ok("retry_interval 3\nautosave_interval 10\nhttp_dir /var/www\nconnection b1\nidle_timeout 5");
         assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
         assert_eq!(
             c.warnings[0],
@@ -1201,6 +1391,99 @@ mod tests {
         assert!(b.clean_session);
         assert_eq!(b.state_topic(), "$SYS/broker/connection/kitchen/state");
         assert!(parse("connection x\nbridge_cafile /etc/ca.pem").is_err());
+    }
+
+    #[test]
+    fn tls_options_are_listener_scoped() {
+        let c = ok(
+            "listener 1883\nlistener 8883\ncertfile /c/server.pem\nkeyfile /c/key.pem\n\
+             cafile /c/ca.pem\ncapath /c/certs\ncrlfile /c/crl.pem\nrequire_certificate true\n\
+             use_identity_as_username true\nuse_subject_as_username false\ntls_version tlsv1.3\n\
+             ciphers ECDHE-RSA-AES128-GCM-SHA256\nciphers_tls1.3 TLS_AES_128_GCM_SHA256\n\
+             dhparamfile /c/dh.pem",
+        );
+        assert_eq!(c.listeners[0].tls, TlsOptions::default());
+        assert!(!c.listeners[0].tls.enabled());
+        let tls = &c.listeners[1].tls;
+        assert!(tls.enabled());
+        assert_eq!(
+            *tls,
+            TlsOptions {
+                certfile: Some("/c/server.pem".into()),
+                keyfile: Some("/c/key.pem".into()),
+                cafile: Some("/c/ca.pem".into()),
+                capath: Some("/c/certs".into()),
+                crlfile: Some("/c/crl.pem".into()),
+                require_certificate: true,
+                use_identity_as_username: true,
+                use_subject_as_username: false,
+                tls_version: Some(TlsVersion::Tls13),
+                ciphers: Some("ECDHE-RSA-AES128-GCM-SHA256".into()),
+                ciphers_tls13: Some("TLS_AES_128_GCM_SHA256".into()),
+            }
+        );
+        // dhparamfile has no meaning for rustls (ECDHE only): a warning, not an error.
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("dhparamfile option in /etc/midge.conf:14"));
+    }
+
+    #[test]
+    fn protocol_websockets_is_listener_scoped() {
+        let c =
+            ok("listener 1883\nlistener 8080\nprotocol websockets\nlistener 1884\nprotocol mqtt");
+        let protocols: Vec<_> = c.listeners.iter().map(|l| l.protocol).collect();
+        assert_eq!(
+            protocols,
+            vec![
+                ListenerProtocol::Mqtt,
+                ListenerProtocol::WebSockets,
+                ListenerProtocol::Mqtt
+            ]
+        );
+        assert!(c.warnings.is_empty());
+        assert!(parse("listener 1\nprotocol http").is_err());
+    }
+
+    #[test]
+    fn old_tls_versions_warn_and_mean_tls_1_2() {
+        let c = ok("listener 8883\ncertfile c\nkeyfile k\ntls_version tlsv1.1");
+        assert_eq!(c.listeners[0].tls.tls_version, Some(TlsVersion::Tls12));
+        assert_eq!(c.warnings.len(), 1);
+        assert!(parse("listener 8883\ncertfile c\nkeyfile k\ntls_version sslv3").is_err());
+    }
+
+    #[test]
+    fn tls_options_that_do_not_fit_together_are_fatal() {
+        assert_eq!(
+            err("listener 1883\n\nlistener 8883\ncertfile /c/server.pem"),
+            "Error: certfile is set but keyfile is not, for the listener in /etc/midge.conf:3."
+        );
+        assert_eq!(
+            err("listener 8883\nkeyfile k"),
+            "Error: keyfile is set but certfile is not, for the listener in /etc/midge.conf:1."
+        );
+        assert_eq!(
+            err("listener 8883\nrequire_certificate true"),
+            "Error: require_certificate needs TLS, but certfile and keyfile are not set, for \
+             the listener in /etc/midge.conf:1."
+        );
+        assert_eq!(
+            err("listener 8883\ncertfile c\nkeyfile k\nrequire_certificate true"),
+            "Error: require_certificate needs cafile or capath to check certificates, for the \
+             listener in /etc/midge.conf:1."
+        );
+        assert!(parse("listener 8883\ncertfile c\nkeyfile k\ncrlfile r").is_err());
+        // The default listener is checked too, and named by its first line.
+        assert_eq!(
+            err("port 8883\ncafile /c/ca.pem"),
+            "Error: cafile needs TLS, but certfile and keyfile are not set, for the listener \
+             in /etc/midge.conf:1."
+        );
+        assert!(
+            ok("cafile c\ncertfile c\nkeyfile k\nport 8883").listeners[0]
+                .tls
+                .enabled()
+        );
     }
 
     #[test]
@@ -1262,7 +1545,8 @@ mod tests {
             vec![ListenerConfig {
                 port: 1883,
                 bind_address: Some("127.0.0.1".into()),
-                max_connections: -1
+                max_connections: -1,
+                ..ListenerConfig::default()
             }]
         );
         assert_eq!(c.allow_anonymous, Some(true));
