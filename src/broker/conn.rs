@@ -54,6 +54,9 @@ pub struct Conn {
     pub published: bool,
     /// MQTT 5 topic aliases; absent for 3.x clients, so they cost nothing.
     pub aliases: Option<Box<Aliases>>,
+    /// The username a TLS client certificate gives, on listeners that use certificates as
+    /// identities (see `identity.rs`).
+    pub cert_identity: Option<super::identity::CertIdentity>,
 }
 
 /// Topic aliases of one MQTT 5 connection (v5 §3.3.2.3.4). Each direction has its own map,
@@ -103,6 +106,7 @@ impl Conn {
             max_packet_size: 0,
             aliases: None,
             published: false,
+            cert_identity: None,
         }
     }
 

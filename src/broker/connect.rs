@@ -161,7 +161,12 @@ impl Broker {
             // v5 §4.12: midge offers no enhanced authentication method.
             return self.refuse(id, &c, Refusal::BadAuthMethod, now);
         }
-        if !self.authenticate(&c) {
+        // A TLS client certificate, where the listener uses it, replaces username and password.
+        let authenticated = match self.apply_certificate_identity(id, &mut c) {
+            Some(by_certificate) => by_certificate,
+            None => self.authenticate(&c),
+        };
+        if !authenticated {
             return self.refuse(id, &c, Refusal::NotAuthorized, now);
         }
         if let Some(w) = &c.will {

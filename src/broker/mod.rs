@@ -13,6 +13,7 @@
 pub mod conn;
 mod connect;
 mod persist;
+mod identity;
 mod publish;
 pub mod router;
 pub mod session;
@@ -24,6 +25,7 @@ use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
 use router::{Router, Subscriber, TopicMap};
+pub use identity::CertIdentity;
 pub use session::SessionId;
 use session::{Expiry, Message, Session};
 use slab::Slab;

@@ -1,0 +1,109 @@
+//! Client identities that come from the transport rather than from CONNECT.
+//!
+//! On a TLS listener with `use_identity_as_username` or `use_subject_as_username`, Mosquitto
+//! takes the username from the client certificate (its CN, or its whole subject) and ignores
+//! the username and password in CONNECT: the certificate, already verified against the
+//! listener's CA during the TLS handshake, is the authentication. The server loop learns the
+//! certificate when the handshake completes and hands it over with
+//! [`Broker::set_certificate_identity`], before any CONNECT byte reaches the broker; CONNECT
+//! handling then asks [`Broker::apply_certificate_identity`].
+
+use super::{Broker, ConnId};
+use crate::codec::Connect;
+
+/// What a TLS listener that takes usernames from certificates learnt about a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertIdentity {
+    /// The username the certificate gives (its CN, or its subject).
+    Username(Box<str>),
+    /// The client presented no certificate (or one without a CN): it cannot connect, as in
+    /// Mosquitto, whatever CONNECT says.
+    Missing,
+}
+
+impl Broker {
+    /// Records the certificate identity of connection `id` (call before its first bytes).
+    pub fn set_certificate_identity(&mut self, id: ConnId, identity: CertIdentity) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.cert_identity = Some(identity);
+        }
+    }
+
+    /// For CONNECT: when the connection has a certificate identity, it replaces the username
+    /// and password in `c` and decides authentication (`Some(true)`: connect as that user;
+    /// `Some(false)`: refuse). `None`: the listener does not use certificates as identities,
+    /// and the usual password rules apply.
+    pub(super) fn apply_certificate_identity(&self, id: ConnId, c: &mut Connect) -> Option<bool> {
+        let identity = self.conn(id)?.cert_identity.as_ref()?;
+        c.password = None;
+        match identity {
+            CertIdentity::Username(name) => {
+                c.username = Some(name.to_string());
+                Some(true)
+            }
+            CertIdentity::Missing => {
+                c.username = None;
+                Some(false)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::Settings;
+    use crate::codec::{Packet, Properties, ProtocolVersion};
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    /// CONNACK bytes the broker answers a 3.1.1 CONNECT with, when the connection's
+    /// certificate identity is `identity` and CONNECT carries `user`/`password`.
+    fn connack_for(identity: Option<CertIdentity>, user: Option<&str>) -> Vec<u8> {
+        let mut broker = Broker::new(Settings {
+            allow_anonymous: false,
+            ..Settings::default()
+        });
+        let now = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        broker.connection_opened(0, peer, 8883, now);
+        if let Some(identity) = identity {
+            broker.set_certificate_identity(0, identity);
+        }
+        let connect = Packet::Connect(Box::new(Connect {
+            version: ProtocolVersion::V311,
+            bridge: false,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: "dev1".into(),
+            will: None,
+            username: user.map(str::to_string),
+            password: user.map(|_| b"wrong".to_vec()),
+            properties: Properties::default(),
+        }));
+        broker.bytes_received(0, &connect.to_bytes(ProtocolVersion::V311), now);
+        broker.output(0).map(|o| o.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn certificate_username_authenticates_without_password() {
+        let name = CertIdentity::Username("device-1".into());
+        assert_eq!(connack_for(Some(name.clone()), None), [0x20, 2, 0, 0]);
+        // A username and password in CONNECT are ignored, as in Mosquitto.
+        assert_eq!(connack_for(Some(name), Some("mallory")), [0x20, 2, 0, 0]);
+    }
+
+    #[test]
+    fn missing_certificate_is_refused_even_with_a_username() {
+        assert_eq!(
+            connack_for(Some(CertIdentity::Missing), Some("alice")),
+            [0x20, 2, 0, 5]
+        );
+    }
+
+    #[test]
+    fn without_certificate_identity_the_usual_rules_apply() {
+        // allow_anonymous false and no password file: nobody gets in.
+        assert_eq!(connack_for(None, None), [0x20, 2, 0, 5]);
+    }
+}
