@@ -14,3 +14,4 @@ pub mod logging;
 pub mod privileges;
 pub mod server;
 pub mod store;
+pub mod transport;

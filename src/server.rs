@@ -14,10 +14,21 @@
 //!
 //! Signals only set flags through a self-pipe; the loop acts on them (SIGINT/SIGTERM stop,
 //! SIGHUP reloads, SIGPIPE is ignored so a dead peer is an error, not a crash).
+//!
+//! Clients of TLS and WebSocket listeners carry a [`Transport`] (see [`crate::transport`]):
+//! their bytes go through it on the way in and out, and it may have bytes of its own to write
+//! (handshakes, pongs, alerts), so their WRITABLE interest follows the transport too. A plain
+//! TCP client has none, and its path stays as above, without a copy. A transport failure (a
+//! failed TLS handshake, a text frame) closes only that connection, with a log line naming
+//! the peer and the cause. On SIGHUP each TLS listener's certificates and keys are read again;
+//! if that fails, the listener keeps the ones it had.
 
-use crate::broker::{Action, Broker, ConnId, Settings};
-use crate::config::{Config, ListenerConfig};
+use crate::broker::{Action, Broker, CertIdentity, ConnId, Settings};
+use crate::config::{Config, ListenerConfig, ListenerProtocol};
 use crate::store::Store;
+use crate::transport::tls::TlsListener;
+use crate::transport::ws::WsSession;
+use crate::transport::{Status, Transport, TransportError, Upstream};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -39,6 +50,11 @@ const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Output above this is written before more input is read from the same socket.
 const EAGER_FLUSH: usize = 64 * 1024;
+/// WebSocket frames and messages may be this large at least (the broker applies
+/// `max_packet_size` to the MQTT packets inside; this bound only protects memory).
+const WS_MIN_MESSAGE_LIMIT: usize = 1 << 20;
+/// The largest MQTT packet (remaining length 268 435 455 plus a 5 byte fixed header).
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// Write end of the signal self-pipe, for the signal handler.
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
@@ -78,6 +94,10 @@ struct Client {
     listener: usize,
     /// WRITABLE is part of the registered interest.
     wants_write: bool,
+    /// TLS and/or WebSocket layers; `None` for plain TCP.
+    transport: Option<Box<Transport>>,
+    /// The peer, for transport log lines (the broker has its own copy for MQTT ones).
+    peer: SocketAddr,
 }
 
 /// A listening socket.
@@ -86,6 +106,44 @@ struct Listener {
     port: u16,
     max_connections: i64,
     connections: i64,
+    /// Index of its `listener` block in the configuration (several sockets share one when a
+    /// listener binds IPv4 and IPv6).
+    config_index: usize,
+    /// The port as configured (0 = chosen by the OS), to recognise the block on reload.
+    configured_port: u16,
+    /// TLS settings, for TLS listeners.
+    tls: Option<TlsListener>,
+    /// `protocol websockets`.
+    websockets: bool,
+}
+
+/// The broker, as the place transports deliver to.
+struct ToBroker<'a> {
+    broker: &'a mut Broker,
+    id: ConnId,
+    now: Instant,
+}
+
+impl Upstream for ToBroker<'_> {
+    fn certificate_identity(&mut self, identity: CertIdentity) {
+        self.broker.set_certificate_identity(self.id, identity);
+    }
+
+    fn mqtt_bytes(&mut self, bytes: &[u8]) {
+        self.broker.bytes_received(self.id, bytes, self.now);
+    }
+}
+
+/// The TLS settings of one `listener` block, if it has TLS; warnings are logged.
+fn load_tls(l: &ListenerConfig) -> Result<Option<TlsListener>, String> {
+    if !l.tls.enabled() {
+        return Ok(None);
+    }
+    let (tls, warnings) = TlsListener::load(&l.tls)?;
+    for w in warnings {
+        log::warn!("{w} (listener on port {})", l.port);
+    }
+    Ok(Some(tls))
 }
 
 /// Reloads the configuration on SIGHUP; returns the new config or a message saying why not.
@@ -193,7 +251,9 @@ impl Server {
     fn new(config: &Config, reload: Option<Reloader>) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        for l in &config.listeners {
+        for (config_index, l) in config.listeners.iter().enumerate() {
+            let tls = load_tls(l)
+                .map_err(|e| io::Error::other(format!("{e} (listener on port {})", l.port)))?;
             let mut port = l.port;
             let addrs = listener_addrs(l)?;
             let all_interfaces = l.bind_address.is_none();
@@ -229,6 +289,10 @@ impl Server {
                     port,
                     max_connections: l.max_connections,
                     connections: 0,
+                    config_index,
+                    configured_port: l.port,
+                    tls: tls.clone(),
+                    websockets: l.protocol == ListenerProtocol::WebSockets,
                 });
             }
         }
@@ -397,15 +461,93 @@ impl Server {
                 };
                 log::info!(target: "notice", "Reloading config.");
                 match reload() {
-                    Ok(config) => match Settings::load(&config) {
-                        Ok(settings) => self.broker.set_settings(settings),
-                        Err(e) => log::error!("Error: Unable to reload config: {e}"),
-                    },
+                    Ok(config) => {
+                        self.reload_tls(&config);
+                        match Settings::load(&config) {
+                            Ok(settings) => self.broker.set_settings(settings),
+                            Err(e) => log::error!("Error: Unable to reload config: {e}"),
+                        }
+                    }
                     Err(e) => log::error!("Error: Unable to reload config: {e}"),
                 }
             }
             _ => {}
         }
+    }
+
+    /// Reads each TLS listener's certificates and keys again (SIGHUP). New connections use
+    /// the new ones; on failure the listener keeps the old ones.
+    fn reload_tls(&mut self, config: &Config) {
+        let mut loaded: Vec<(usize, Option<TlsListener>)> = Vec::new();
+        for l in &mut self.listeners {
+            let Some(new) = config.listeners.get(l.config_index) else {
+                continue;
+            };
+            if l.tls.is_none() && !new.tls.enabled() {
+                continue;
+            }
+            let port = l.port;
+            if new.port != l.configured_port || l.tls.is_some() != new.tls.enabled() {
+                log::warn!(
+                    "Warning: The listener on port {port} changed in the config file; listeners \
+                     are only changed by a restart."
+                );
+                continue;
+            }
+            // The IPv4 and IPv6 sockets of one listener block share what was loaded.
+            if let Some((_, tls)) = loaded.iter().find(|(i, _)| *i == l.config_index) {
+                if tls.is_some() {
+                    l.tls = tls.clone();
+                }
+                continue;
+            }
+            match TlsListener::load(&new.tls) {
+                Ok((tls, warnings)) => {
+                    for w in warnings {
+                        log::warn!("{w} (listener on port {port})");
+                    }
+                    log::info!(
+                        target: "notice",
+                        "Reloaded the TLS certificate and key of the listener on port {port}."
+                    );
+                    l.tls = Some(tls.clone());
+                    loaded.push((l.config_index, Some(tls)));
+                }
+                Err(e) => {
+                    log::error!(
+                        "Error: Unable to reload TLS for the listener on port {port}: {e}; \
+                         keeping the certificate and key loaded before."
+                    );
+                    loaded.push((l.config_index, None));
+                }
+            }
+        }
+    }
+
+    /// The transport layers a new connection on listener `index` needs, if any.
+    fn new_transport(&self, index: usize, peer: SocketAddr) -> Result<Option<Box<Transport>>, ()> {
+        let Some(l) = self.listeners.get(index) else {
+            return Err(());
+        };
+        if l.tls.is_none() && !l.websockets {
+            return Ok(None);
+        }
+        let tls = match l.tls.as_ref().map(TlsListener::session).transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                log::error!("Error: Unable to start TLS for {peer}: {e}.");
+                return Err(());
+            }
+        };
+        let ws = l.websockets.then(|| {
+            let max_packet = self.broker.settings().max_packet_size;
+            let limit = match max_packet {
+                0 => MQTT_MAX_PACKET,
+                n => n.max(WS_MIN_MESSAGE_LIMIT),
+            };
+            WsSession::new(limit)
+        });
+        Ok(Some(Box::new(Transport::new(tls, ws))))
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
@@ -440,6 +582,13 @@ impl Server {
             if self.nodelay {
                 let _ = stream.set_nodelay(true);
             }
+            let peer = unmap_v4(peer);
+            let Ok(transport) = self.new_transport(index, peer) else {
+                continue;
+            };
+            let Some(l) = self.listeners.get_mut(index) else {
+                return;
+            };
             let entry = self.clients.vacant_entry();
             let id = entry.key();
             if let Err(e) =
@@ -456,8 +605,10 @@ impl Server {
                 stream,
                 listener: index,
                 wants_write: false,
+                transport,
+                peer,
             });
-            self.broker.connection_opened(id, unmap_v4(peer), port, now);
+            self.broker.connection_opened(id, peer, port, now);
             // Data may already be waiting; edge-triggered readiness would not tell us again.
             self.read_client(id, now);
         }
@@ -471,6 +622,9 @@ impl Server {
                 self.paused.push(id);
             }
             return;
+        }
+        if self.clients.get(id).is_some_and(|c| c.transport.is_some()) {
+            return self.read_transport_client(id, now);
         }
         for _ in 0..READS_PER_TURN {
             let Some(client) = self.clients.get_mut(id) else {
@@ -493,6 +647,63 @@ impl Server {
         self.backlog.push(id);
     }
 
+    /// Reads from a TLS or WebSocket client, up to its budget for this turn: the bytes go
+    /// through its transport, which hands MQTT bytes to the broker.
+    fn read_transport_client(&mut self, id: ConnId, now: Instant) {
+        for _ in 0..READS_PER_TURN {
+            let Some(client) = self.clients.get_mut(id) else {
+                return;
+            };
+            let n = match client.stream.read(&mut self.read_buf) {
+                Ok(0) => return self.drop_client(id, None, now),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.drop_client(id, Some(e.to_string()), now),
+            };
+            let Some(transport) = client.transport.as_mut() else {
+                return;
+            };
+            let mut up = ToBroker {
+                broker: &mut self.broker,
+                id,
+                now,
+            };
+            match transport.received(&self.read_buf[..n], &mut up) {
+                Ok(Status::Open) => {
+                    self.flush_dirty(now);
+                    // The transport may have answered by itself (handshake, pong).
+                    self.flush(id, now);
+                }
+                Ok(Status::Closed) => {
+                    self.flush_dirty(now);
+                    self.flush(id, now);
+                    return self.drop_client(id, None, now);
+                }
+                Err(e) => return self.transport_failed(id, e, now),
+            }
+        }
+        self.backlog.push(id);
+    }
+
+    /// A transport gave up: say why, send its last words (alert, close frame, HTTP 400) if
+    /// the socket takes them, and close the connection.
+    fn transport_failed(&mut self, id: ConnId, error: TransportError, now: Instant) {
+        let Some(client) = self.clients.get_mut(id) else {
+            return;
+        };
+        log::info!(target: "notice", "Client {} {error}.", client.peer);
+        if let Some(transport) = client.transport.as_mut() {
+            let _ = transport.write_to(&mut client.stream);
+        }
+        let _ = client.stream.shutdown(std::net::Shutdown::Both);
+        let short = match error {
+            TransportError::Tls(_) => "TLS error",
+            TransportError::WebSocket(_) => "WebSocket error",
+        };
+        self.drop_client(id, Some(short.to_string()), now);
+    }
+
     /// Writes output of every connection the broker wrote to.
     fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -509,6 +720,9 @@ impl Server {
         let Some(client) = self.clients.get_mut(id) else {
             return;
         };
+        if client.transport.is_some() {
+            return self.flush_transport(id, now);
+        }
         let Some(out) = self.broker.output(id) else {
             return;
         };
@@ -561,6 +775,63 @@ impl Server {
         }
     }
 
+    /// [`Server::flush`] for a client with a transport: broker output goes into the transport
+    /// as far as it takes it, and the transport writes to the socket.
+    fn flush_transport(&mut self, id: ConnId, now: Instant) {
+        let Some(client) = self.clients.get_mut(id) else {
+            return;
+        };
+        let Some(transport) = client.transport.as_mut() else {
+            return;
+        };
+        let mut empty = Vec::new();
+        let out = self.broker.output(id).unwrap_or(&mut empty);
+        let mut taken = 0;
+        let mut failure = None;
+        loop {
+            let n = transport.send(&out[taken..]);
+            taken += n;
+            match transport.write_to(&mut client.stream) {
+                Ok(false) if n > 0 && taken < out.len() => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if taken == out.len() {
+            out.clear();
+            if out.capacity() > EAGER_FLUSH {
+                *out = Vec::new();
+            }
+        } else {
+            out.drain(..taken);
+        }
+        let pending = !out.is_empty() || transport.wants_write();
+        if let Some(e) = failure {
+            return self.drop_client(id, Some(e), now);
+        }
+        if pending != client.wants_write {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut client.stream, Token(id), interest)
+                .is_ok()
+            {
+                client.wants_write = pending;
+            }
+        }
+        if taken > 0 {
+            self.broker.output_written(id, taken);
+        }
+    }
+
     /// The socket died or reached end of file: tell the broker and forget the socket.
     fn drop_client(&mut self, id: ConnId, error: Option<String>, now: Instant) {
         if !self.clients.contains(id) {
@@ -593,6 +864,12 @@ impl Server {
                 match action {
                     Action::Close(id) => {
                         self.flush(id, now);
+                        let transport = self.clients.get_mut(id).and_then(|c| c.transport.as_mut());
+                        if let Some(transport) = transport {
+                            // Goodbyes: a WebSocket close frame, TLS close_notify.
+                            transport.close();
+                            self.flush(id, now);
+                        }
                         if let Some(client) = self.clients.get(id) {
                             let _ = client.stream.shutdown(std::net::Shutdown::Both);
                         }
