@@ -44,6 +44,8 @@ const SIGNAL: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1;
 /// Token of the waker the store's writer thread uses to say a batch is committed.
 const STORE_WAKER: Token = Token(usize::MAX / 2);
+/// Token of the waker the bridge resolver thread uses to say an address is resolved.
+const DNS_WAKER: Token = Token(usize::MAX / 2 + 1);
 /// Bytes read from a socket in one call.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per socket per loop turn, so one busy publisher cannot starve the others.
@@ -98,6 +100,8 @@ struct Client {
     transport: Option<Box<Transport>>,
     /// The peer, for transport log lines (the broker has its own copy for MQTT ones).
     peer: SocketAddr,
+    /// An outgoing bridge connection still being established: the bridge's index.
+    connecting: Option<usize>,
 }
 
 /// A listening socket.
@@ -180,6 +184,8 @@ struct Server {
     reload: Option<Reloader>,
     /// The durable store (`persistence true`), written by its own thread.
     store: Option<Store>,
+    /// The resolver thread for bridge host names, started with the first bridge.
+    resolver: Option<Resolver>,
     /// After EMFILE, accepting is paused until this time (no busy loop).
     accept_paused_until: Option<Instant>,
     running: bool,
@@ -316,8 +322,10 @@ impl Server {
         } else {
             None
         };
+        broker.add_bridges(&config.bridges, Instant::now());
         Ok(Server {
             store,
+            resolver: None,
             poll,
             listeners,
             clients: Slab::new(),
@@ -362,6 +370,10 @@ impl Server {
                     }
                     Token(t) if t > LISTENER_BASE - self.listeners.len() => {
                         self.accept(LISTENER_BASE - t, now)
+                    }
+                    DNS_WAKER => self.bridge_addresses_resolved(now),
+                    Token(id) if self.clients.get(id).is_some_and(|c| c.connecting.is_some()) => {
+                        self.finish_bridge_connect(id, now)
                     }
                     Token(id) => {
                         if event.is_writable() {
@@ -607,6 +619,7 @@ impl Server {
                 wants_write: false,
                 transport,
                 peer,
+                connecting: None,
             });
             self.broker.connection_opened(id, peer, port, now);
             // Data may already be waiting; edge-triggered readiness would not tell us again.
@@ -862,6 +875,9 @@ impl Server {
             }
             for action in actions {
                 match action {
+                    Action::ConnectBridge { bridge, host, port } => {
+                        self.resolve_bridge(bridge, host, port, now)
+                    }
                     Action::Close(id) => {
                         self.flush(id, now);
                         let transport = self.clients.get_mut(id).and_then(|c| c.transport.as_mut());
@@ -880,6 +896,137 @@ impl Server {
             }
             self.flush_dirty(now);
         }
+    }
+}
+
+/// Resolves bridge host names on its own thread (getaddrinfo blocks; /etc/hosts, DNS and
+/// mDNS `.local` names all go through it), so the loop never waits on it.
+struct Resolver {
+    requests: std::sync::mpsc::Sender<(usize, String, u16)>,
+    answers: std::sync::mpsc::Receiver<(usize, String, io::Result<Vec<SocketAddr>>)>,
+}
+
+impl Resolver {
+    fn start(poll: &Poll) -> io::Result<Resolver> {
+        let waker = mio::Waker::new(poll.registry(), DNS_WAKER)?;
+        let (requests, jobs) = std::sync::mpsc::channel::<(usize, String, u16)>();
+        let (done, answers) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("midge-resolver".into())
+            .spawn(move || {
+                for (bridge, host, port) in jobs {
+                    let found = (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map(|a| a.collect::<Vec<_>>());
+                    if done.send((bridge, host, found)).is_err() {
+                        return;
+                    }
+                    let _ = waker.wake();
+                }
+            })?;
+        Ok(Resolver { requests, answers })
+    }
+}
+
+impl Server {
+    /// A bridge wants a connection: resolve its host off the loop.
+    fn resolve_bridge(&mut self, bridge: usize, host: String, port: u16, now: Instant) {
+        if self.resolver.is_none() {
+            match Resolver::start(&self.poll) {
+                Ok(r) => self.resolver = Some(r),
+                Err(e) => return self.broker.bridge_failed(bridge, &e.to_string(), now),
+            }
+        }
+        if let Some(r) = &self.resolver {
+            if r.requests.send((bridge, host, port)).is_err() {
+                self.broker
+                    .bridge_failed(bridge, "the resolver thread stopped", now);
+            }
+        }
+    }
+
+    /// Addresses came back: start a non-blocking connect to the first one.
+    fn bridge_addresses_resolved(&mut self, now: Instant) {
+        let mut answers = Vec::new();
+        if let Some(r) = &self.resolver {
+            while let Ok(a) = r.answers.try_recv() {
+                answers.push(a);
+            }
+        }
+        for (bridge, host, found) in answers {
+            let addr = match found {
+                Ok(addrs) => match addrs.first() {
+                    Some(a) => *a,
+                    None => {
+                        self.broker
+                            .bridge_failed(bridge, &format!("no address for {host}"), now);
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    self.broker
+                        .bridge_failed(bridge, &format!("cannot resolve {host}: {e}"), now);
+                    continue;
+                }
+            };
+            let mut stream = match TcpStream::connect(addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.broker.bridge_failed(bridge, &e.to_string(), now);
+                    continue;
+                }
+            };
+            let entry = self.clients.vacant_entry();
+            let id = entry.key();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(id), interest)
+            {
+                self.broker.bridge_failed(bridge, &e.to_string(), now);
+                continue;
+            }
+            entry.insert(Client {
+                stream,
+                listener: usize::MAX,
+                wants_write: true,
+                transport: None,
+                peer: addr,
+                connecting: Some(bridge),
+            });
+        }
+    }
+
+    /// The outgoing connection of a bridge became writable (or failed): hand it to the broker.
+    fn finish_bridge_connect(&mut self, id: ConnId, now: Instant) {
+        let Some(client) = self.clients.get_mut(id) else {
+            return;
+        };
+        let Some(bridge) = client.connecting else {
+            return;
+        };
+        let failed = match client.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e.to_string()),
+            Ok(None) => match client.stream.peer_addr() {
+                Ok(_) => None,
+                // Still in progress: wait for the next readiness.
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(e) = failed {
+            self.remove_client(id);
+            self.broker.bridge_failed(bridge, &e, now);
+            return;
+        }
+        client.connecting = None;
+        if self.nodelay {
+            let _ = client.stream.set_nodelay(true);
+        }
+        let peer = client.peer;
+        self.broker.bridge_connected(id, bridge, peer, now);
+        self.flush(id, now);
     }
 }
 

@@ -17,6 +17,8 @@ pub enum ConnState {
     AwaitConnect,
     /// CONNACK accepted; bound to a session.
     Active(SessionId),
+    /// A bridge's outgoing connection, CONNECT sent, waiting for CONNACK.
+    BridgeConnecting(usize),
     /// Being closed: no more input is processed.
     Closing,
 }
@@ -52,6 +54,11 @@ pub struct Conn {
     pub max_packet_size: u32,
     /// Has sent a PUBLISH (see `Broker::is_publisher`).
     pub published: bool,
+    /// This is one of our bridges' outgoing connections: topics are remapped.
+    pub bridge: Option<Rc<super::bridge::BridgeLink>>,
+    /// The client is another broker's bridge (`try_private`): it never gets its own
+    /// messages back, and retain flags reach it as published.
+    pub remote_bridge: bool,
     /// MQTT 5 topic aliases; absent for 3.x clients, so they cost nothing.
     pub aliases: Option<Box<Aliases>>,
     /// The username a TLS client certificate gives, on listeners that use certificates as
@@ -107,6 +114,8 @@ impl Conn {
             aliases: None,
             published: false,
             cert_identity: None,
+            bridge: None,
+            remote_bridge: false,
         }
     }
 

@@ -252,6 +252,7 @@ impl Broker {
         conn.state = ConnState::Active(sid);
         conn.client_id = client_id.clone();
         conn.keep_alive = c.keep_alive;
+        conn.remote_bridge = c.bridge;
         conn.will = c.will.take().map(Box::new);
         if let Some(rm) = c.properties.receive_maximum {
             conn.receive_maximum = rm;
@@ -344,7 +345,7 @@ impl Broker {
 
     /// Resends every unacknowledged PUBLISH (with DUP) and PUBREL of a resumed session, in
     /// their original order and with their original ids (v311:[MQTT-4.4.0-1]).
-    fn resend_inflight(&mut self, id: ConnId, sid: SessionId) {
+    pub(super) fn resend_inflight(&mut self, id: ConnId, sid: SessionId) {
         let now = self.now;
         let Some(s) = self
             .sessions

@@ -10,10 +10,11 @@
 //! about a client, [`router`] the subscription table; `connect.rs`, `publish.rs` and
 //! `subscribe.rs` handle those packets.
 
+pub mod bridge;
 pub mod conn;
 mod connect;
-mod persist;
 mod identity;
+mod persist;
 mod publish;
 pub mod router;
 pub mod session;
@@ -24,8 +25,8 @@ use crate::auth::Security;
 use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
-use router::{Router, Subscriber, TopicMap};
 pub use identity::CertIdentity;
+use router::{Router, Subscriber, TopicMap};
 pub use session::SessionId;
 use session::{Expiry, Message, Session};
 use slab::Slab;
@@ -175,11 +176,18 @@ impl Settings {
 }
 
 /// Something the server loop must do for the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Write what is left in the connection's output buffer, then close its socket and call
     /// [`Broker::release`].
     Close(ConnId),
+    /// Resolve `host` (off the loop thread) and open a connection to it for bridge `bridge`,
+    /// then call [`Broker::bridge_connected`] or [`Broker::bridge_failed`].
+    ConnectBridge {
+        bridge: usize,
+        host: String,
+        port: u16,
+    },
 }
 
 /// Why a connection ends; decides the log line and whether the will is published.
@@ -243,6 +251,8 @@ enum Timer {
     SessionExpiry(SessionId),
     /// A delayed will falls due.
     WillDelay(SessionId),
+    /// A bridge's next connection attempt.
+    Bridge(usize),
 }
 
 /// The broker: every session, subscription and retained message, and the protocol state of
@@ -271,6 +281,8 @@ pub struct Broker {
     held_bytes: usize,
     /// Change recording for the store, when persistence is on.
     persist: Option<Box<persist::Persist>>,
+    /// Configured bridges.
+    bridges: Vec<bridge::Bridge>,
 }
 
 impl Broker {
@@ -303,6 +315,7 @@ impl Broker {
             stats: Stats::default(),
             held_bytes: 0,
             persist: None,
+            bridges: Vec::new(),
         }
     }
 
@@ -453,6 +466,7 @@ impl Broker {
                 Timer::Conn(id, serial) => self.check_conn_timer(id, serial, now),
                 Timer::SessionExpiry(sid) => self.check_session_expiry(sid, now),
                 Timer::WillDelay(sid) => self.check_will_delay(sid, now),
+                Timer::Bridge(index) => self.bridge_due(index),
             }
         }
     }
@@ -478,11 +492,22 @@ impl Broker {
         if conn.serial != serial {
             return;
         }
+        let is_bridge = conn.bridge.is_some();
         let deadline = match conn.state {
-            ConnState::AwaitConnect => {
+            ConnState::AwaitConnect | ConnState::BridgeConnecting(_) => {
                 self.close(id, CloseReason::ConnectTimeout, now);
                 return;
             }
+            ConnState::Active(_) if is_bridge => match self.bridge_keepalive(id, now) {
+                Some(next) => {
+                    self.timers.push(Reverse((next, Timer::Conn(id, serial))));
+                    return;
+                }
+                None => {
+                    self.close(id, CloseReason::KeepaliveTimeout, now);
+                    return;
+                }
+            },
             ConnState::Closing => return,
             ConnState::Active(_) => match conn.keepalive_deadline() {
                 Some(d) => d,
@@ -606,6 +631,9 @@ impl Broker {
         self.log_close(&name, &peer, &reason);
         self.now = now;
         let mut will = will;
+        if let ConnState::BridgeConnecting(index) = state {
+            self.bridge_down(index, now);
+        }
         if let ConnState::Active(sid) = state {
             self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
             // v5 §3.1.3.2.2: a will with a delay waits in its session (if the session outlives
@@ -626,6 +654,9 @@ impl Broker {
                 }
             }
             self.detach_session(sid, now);
+            if let Some(index) = self.bridge_of(sid) {
+                self.bridge_down(index, now);
+            }
         }
         if let Some(will) = will {
             self.publish_will(*will, now);
@@ -694,6 +725,8 @@ impl Broker {
                 let at = now + Duration::from_secs(u64::from(secs));
                 Some(expiration.map_or(at, |e| at.min(now + e)))
             }
+            // A bridge's own session waits for its link as long as it takes.
+            Expiry::Never if s.bridge => None,
             Expiry::Never => expiration.map(|e| now + e),
         };
         // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
@@ -868,18 +901,33 @@ impl Broker {
         self.stats.messages_received += 1;
         match codec::decode(first, body, version) {
             Ok(packet) => self.handle(id, packet, now),
-            Err(e) => self.decode_failure(id, e, now),
+            Err(e) => self.decode_failure(id, e, connect_level(first, body) == Some(5), now),
         }
         self.conn(id).is_some_and(|c| c.state != ConnState::Closing)
     }
 
-    fn decode_failure(&mut self, id: ConnId, e: DecodeError, now: Instant) {
+    fn decode_failure(&mut self, id: ConnId, e: DecodeError, v5_connect: bool, now: Instant) {
         let awaiting_connect = self
             .conn(id)
             .is_some_and(|c| c.state == ConnState::AwaitConnect);
         if awaiting_connect {
             if let DecodeError::UnsupportedProtocol(level) = e {
                 return self.refuse_unsupported_protocol(id, level, now);
+            }
+            if v5_connect {
+                // v5 §3.1.4: a CONNECT that fails validation may be answered with a CONNACK
+                // carrying the reason, so the client learns why before the close.
+                if let Some(c) = self.conn_mut(id) {
+                    c.version = codec::ProtocolVersion::V5;
+                }
+                self.send(
+                    id,
+                    &Packet::Connack(codec::Connack {
+                        session_present: false,
+                        code: e.reason_code(),
+                        properties: codec::Properties::default(),
+                    }),
+                );
             }
         }
         self.protocol_failure(id, e, now);
@@ -892,6 +940,9 @@ impl Broker {
                     self.handle_connect(id, *c, now);
                 }
                 return;
+            }
+            Some(ConnState::BridgeConnecting(index)) => {
+                return self.bridge_connack(id, index, packet, now);
             }
             Some(ConnState::Active(sid)) => sid,
             _ => return,
@@ -919,6 +970,9 @@ impl Broker {
                 DecodeError::Protocol("AUTH without an authentication method"),
                 now,
             ),
+            // Answers to what a bridge sent as a client.
+            Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp
+                if self.conn(id).is_some_and(|c| c.bridge.is_some()) => {}
             Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => self
                 .protocol_failure(
                     id,
@@ -968,6 +1022,16 @@ impl Broker {
         self.rng = x;
         x
     }
+}
+
+/// The protocol level of a CONNECT body, read without decoding the rest (for answering a
+/// CONNECT that fails to decode in its own version).
+fn connect_level(first: u8, body: &[u8]) -> Option<u8> {
+    if first >> 4 != codec::kind::CONNECT {
+        return None;
+    }
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).map(|l| l & 0x7f)
 }
 
 enum Framed {

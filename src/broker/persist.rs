@@ -102,7 +102,7 @@ fn out_state(s: OutState) -> MessageState {
 
 /// True for sessions that outlive their connection, the only ones stored.
 fn persistent(s: &Session) -> bool {
-    s.expiry != Expiry::OnDisconnect
+    s.expiry != Expiry::OnDisconnect && !s.bridge
 }
 
 fn stored(p: &Persist, m: &Message) -> StoredMessage {

@@ -103,6 +103,12 @@ fn delivery_properties<'a>(
 /// (v5:[MQTT-3.1.2-25]: the message is then dropped for this client).
 fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> bool {
     let v5 = c.version.is_v5();
+    // A bridge's link carries the message under the remote broker's name for the topic.
+    let remote_topic = c.bridge.as_ref().and_then(|b| b.to_remote(m.topic));
+    let m = MsgView {
+        topic: remote_topic.as_deref().unwrap_or(m.topic),
+        ..m
+    };
     let mut props = if v5 {
         delivery_properties(m.properties, f.sub_ids, m.expires_at, now)
     } else {
@@ -248,7 +254,13 @@ impl Broker {
         } else {
             aliased = None;
         }
-        let topic: &str = aliased.as_deref().unwrap_or(p.topic);
+        // From a bridge's remote broker: the topic under its local name.
+        let bridged: Option<String> = self.conn(id).and_then(|c| c.bridge.as_ref()).map(|b| {
+            b.to_local(aliased.as_deref().unwrap_or(p.topic))
+                .unwrap_or_else(|| p.topic.to_string())
+        });
+        let from_bridge = bridged.is_some();
+        let topic: &str = bridged.as_deref().or(aliased.as_deref()).unwrap_or(p.topic);
         if p.qos == QoS::ExactlyOnce {
             let (duplicate, held) = self.session(sid).map_or((false, 0), |s| {
                 (
@@ -280,7 +292,7 @@ impl Broker {
             return;
         }
         let security = self.settings.security.clone();
-        if let (Some(acl), Some(s)) = (&security.acl, self.session(sid)) {
+        if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
             if !acl.can_publish(s.username.as_deref(), &s.client_id, topic) {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
                 log::info!(target: "notice", "Denied PUBLISH from {} to '{}' (ACL).", name, topic);

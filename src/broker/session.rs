@@ -119,6 +119,8 @@ pub struct Session {
     pub pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
     /// The last sequence number given to a stored delivery.
     pub next_seq: u64,
+    /// The local side of one of midge's bridges (never stored, never expired).
+    pub bridge: bool,
 }
 
 impl Session {
@@ -142,6 +144,7 @@ impl Session {
             dropping: false,
             pending_will: None,
             next_seq: 0,
+            bridge: false,
         }
     }
 

@@ -86,6 +86,12 @@ impl Broker {
             let mut options = sub.options;
             // v5:[MQTT-3.2.2-10]: a request above max_qos is granted at max_qos.
             options.qos = options.qos.min(self.settings.max_qos);
+            if self.conn(id).is_some_and(|c| c.remote_bridge) {
+                // Another broker's bridge (try_private): as Mosquitto, never echo its own
+                // messages back (which would loop between the brokers) and keep retain flags.
+                options.no_local = true;
+                options.retain_as_published = true;
+            }
             let replaced = self.router.subscribe(
                 &sub.filter,
                 Subscriber {

@@ -155,7 +155,7 @@ impl World {
         let actions = self.broker.take_actions();
         let closed = actions.contains(&Action::Close(id));
         for a in actions {
-            let Action::Close(c) = a;
+            let Action::Close(c) = a else { continue };
             self.broker.release(c);
         }
         closed

@@ -153,7 +153,10 @@ impl Properties {
         while !r.is_empty() {
             let id = r.varint()?;
             if !allowed(id, ctx) {
-                return Err(DecodeError::Protocol("property not allowed in this packet"));
+                // v5 §2.2.2.2: an identifier not valid for the packet is a Malformed Packet.
+                return Err(DecodeError::Malformed(
+                    "property not allowed in this packet",
+                ));
             }
             match id {
                 id::PAYLOAD_FORMAT_INDICATOR => {
@@ -230,7 +233,7 @@ impl Properties {
                 id::SHARED_SUBSCRIPTION_AVAILABLE => {
                     set_once(&mut p.shared_subscription_available, flag(&mut r)?)?
                 }
-                _ => return Err(DecodeError::Protocol("unknown property")),
+                _ => return Err(DecodeError::Malformed("unknown property")),
             }
         }
         Ok(p)
@@ -461,13 +464,13 @@ mod tests {
     }
 
     #[test]
-    fn property_not_allowed_in_packet_is_rejected() {
+    fn property_not_allowed_in_packet_is_malformed_v5_2_2_2_2() {
         // session expiry interval inside PUBLISH
         let bytes = [5, 0x11, 0, 0, 0, 1];
         let mut r = Reader::new(&bytes);
         assert!(matches!(
             Properties::read(&mut r, PropContext::Publish),
-            Err(DecodeError::Protocol(_))
+            Err(DecodeError::Malformed(_))
         ));
     }
 
