@@ -51,6 +51,7 @@ fn second_connect_mqtt_3_1_0_2() {
 }
 
 // v311:[MQTT-3.8.1-1] SUBSCRIBE fixed-header flags must be 0010.
+/// v311:[MQTT-2.2.2-2]/[MQTT-4.8.0-1]
 #[test]
 fn subscribe_reserved_flags_mqtt_3_8_1_1() {
     let mut b = Broker::start("");
@@ -60,6 +61,7 @@ fn subscribe_reserved_flags_mqtt_3_8_1_1() {
 }
 
 // v311:[MQTT-3.6.1-1] PUBREL fixed-header flags must be 0010.
+/// v311:[MQTT-2.2.2-2]
 #[test]
 fn pubrel_reserved_flags_mqtt_3_6_1_1() {
     let mut b = Broker::start("");
@@ -72,6 +74,7 @@ fn pubrel_reserved_flags_mqtt_3_6_1_1() {
 }
 
 // v311:[MQTT-3.10.1-1] UNSUBSCRIBE flags must be 0010.
+/// v311:[MQTT-2.2.2-2]
 #[test]
 fn unsubscribe_reserved_flags_mqtt_3_10_1_1() {
     let mut b = Broker::start("");
@@ -114,6 +117,7 @@ fn packet_over_max_packet_size() {
 }
 
 // v311:[MQTT-1.5.3-1] ill-formed UTF-8 in a topic name → close.
+/// v311:[MQTT-3.3.2-1]
 #[test]
 fn invalid_utf8_topic_mqtt_1_5_3_1() {
     let mut b = Broker::start("");
@@ -130,6 +134,7 @@ fn invalid_utf8_topic_mqtt_1_5_3_1() {
 }
 
 // v311:[MQTT-1.5.3-2] U+0000 in a topic name → close.
+/// v311:[MQTT-4.7.3-2]
 #[test]
 fn nul_in_topic_mqtt_1_5_3_2() {
     let mut b = Broker::start("");
@@ -141,6 +146,7 @@ fn nul_in_topic_mqtt_1_5_3_2() {
 }
 
 // v311:[MQTT-3.3.2-2] a PUBLISH topic name must not contain wildcards.
+/// v311:[MQTT-4.7.1-1]
 #[test]
 fn wildcard_in_publish_topic_mqtt_3_3_2_2() {
     let mut b = Broker::start("");
@@ -178,6 +184,7 @@ fn publish_qos3_mqtt_3_3_1_4() {
 
 // v311:[MQTT-3-8.3-4] SUBSCRIBE requesting QoS 3 / reserved bits → close; [MQTT-3.8.3-3] a
 // SUBSCRIBE without any filter → close.
+/// v311:[MQTT-3.8.3-4]
 #[test]
 fn subscribe_bad_qos_or_empty_mqtt_3_8_3_3() {
     let mut b = Broker::start("");

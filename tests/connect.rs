@@ -88,6 +88,7 @@ fn zero_length_client_id_clean_session_gets_auto_id_mqtt_3_1_3_6() {
 }
 
 // v311:[MQTT-3.1.3-8] zero-byte client id with clean session 0 → CONNACK 0x02 and close.
+/// v311:[MQTT-3.1.3-7]/[MQTT-3.2.2-4]/[MQTT-3.2.2-5]
 #[test]
 fn zero_length_client_id_without_clean_session_rejected_mqtt_3_1_3_8() {
     let b = Broker::start("");
@@ -98,6 +99,7 @@ fn zero_length_client_id_without_clean_session_rejected_mqtt_3_1_3_8() {
 }
 
 // `allow_zero_length_clientid false`: even with clean session the empty id is rejected.
+/// v311:[MQTT-3.1.3-9]
 #[test]
 fn zero_length_client_id_refused_when_disallowed() {
     let b = Broker::start("allow_zero_length_clientid false");
@@ -171,6 +173,7 @@ fn username_without_password_accepted() {
 }
 
 // v311:[MQTT-3.1.2-3] the reserved connect flag (bit 0) must be zero, else disconnect.
+/// v311:[MQTT-3.1.4-1]
 #[test]
 fn reserved_connect_flag_set_disconnects_mqtt_3_1_2_3() {
     let b = Broker::start("");
@@ -186,6 +189,7 @@ fn reserved_connect_flag_set_disconnects_mqtt_3_1_2_3() {
 }
 
 // v311:[MQTT-3.1.2-13]/[MQTT-3.1.2-14] will flag 0 with will QoS bits set → disconnect.
+/// v311:[MQTT-3.1.2-11]
 #[test]
 fn will_qos_without_will_flag_disconnects_mqtt_3_1_2_13() {
     let b = Broker::start("");
@@ -202,6 +206,7 @@ fn will_qos_without_will_flag_disconnects_mqtt_3_1_2_13() {
 
 // v311:[MQTT-3.2.2-1]/[MQTT-3.2.2-2] session present is 0 for clean session, and 1 when a
 // clean-session-0 client resumes a stored session.
+/// v311:[MQTT-3.2.2-1]/[MQTT-3.2.2-3]/[MQTT-3.1.4-3]/[MQTT-3.1.2-6]
 #[test]
 fn connack_session_present_flag_mqtt_3_2_2_2() {
     let b = Broker::start("");

@@ -15,6 +15,7 @@ fn pair(b: &Broker, topic: &str, sub_qos: u8) -> (Raw, Raw) {
 }
 
 // v311:[MQTT-4.3.1-1] QoS 0: no acknowledgement, delivered once as QoS 0.
+/// v311:[MQTT-2.3.1-5]/[MQTT-3.3.1-2]
 #[test]
 fn qos0_publish_forwarded_byte_exact_mqtt_4_3_1_1() {
     let b = Broker::start("");
@@ -26,6 +27,7 @@ fn qos0_publish_forwarded_byte_exact_mqtt_4_3_1_1() {
 
 // v311:[MQTT-4.3.2-2] the receiver of a QoS 1 PUBLISH answers PUBACK with its packet id; the
 // broker's own QoS 1 PUBLISH to the subscriber carries a fresh non-zero id [MQTT-2.3.1-1].
+/// v311:[MQTT-2.3.1-1]/[MQTT-2.3.1-6]/[MQTT-3.3.4-1]/[MQTT-4.3.2-1]
 #[test]
 fn qos1_both_directions_puback_flow_mqtt_4_3_2_2() {
     let b = Broker::start("");
@@ -44,6 +46,7 @@ fn qos1_both_directions_puback_flow_mqtt_4_3_2_2() {
 
 // v311:[MQTT-4.3.3-2] QoS 2 inbound: PUBREC, then PUBREL → PUBCOMP with the same id; outbound
 // to a QoS 2 subscriber: PUBLISH, PUBREC → PUBREL (flags 0x2) → PUBCOMP.
+/// v311:[MQTT-2.2.2-1]/[MQTT-2.3.1-6]
 #[test]
 fn qos2_both_directions_full_flow_mqtt_4_3_3_2() {
     let b = Broker::start("");
@@ -187,6 +190,7 @@ fn outgoing_qos_is_min_of_publish_and_granted_mqtt_3_8_4_6() {
 }
 
 // v311:[MQTT-2.3.1-2]/[MQTT-2.3.1-3] a packet id is not reused while its flow is unfinished.
+/// v311:[MQTT-2.3.1-4]
 #[test]
 fn outgoing_packet_ids_never_reused_while_in_flight_mqtt_2_3_1_2() {
     let b = Broker::start("max_inflight_messages 10");
@@ -277,6 +281,7 @@ fn large_payload_delivered_intact() {
 }
 
 // mosquitto_pub → mosquitto_sub at each QoS (Debian's clients).
+/// v311:[MQTT-7.0.0-2]/[MQTT-7.1.1-1]
 #[test]
 fn mosquitto_pub_to_mosquitto_sub_each_qos() {
     let b = Broker::start("");

@@ -28,6 +28,7 @@ fn retain(b: &Broker, topic: &str, payload: &[u8], q: u8) {
 
 // v311:[MQTT-3.3.1-5]/[MQTT-3.3.1-6]/[MQTT-3.3.1-8] a retained message is stored and sent to a
 // new subscriber with RETAIN=1.
+/// v311:[MQTT-3.3.1-5]/[MQTT-3.3.1-6]
 #[test]
 fn retained_message_sent_to_new_subscriber_with_retain_flag_mqtt_3_3_1_8() {
     let b = Broker::start("");
@@ -56,6 +57,7 @@ fn retained_message_replaced_mqtt_3_3_1_7() {
 
 // v311:[MQTT-3.3.1-10]/[MQTT-3.3.1-11] an empty retained payload removes the retained message;
 // it is still forwarded to current subscribers as a normal (zero-length) message.
+/// v311:[MQTT-3.3.1-11]
 #[test]
 fn empty_retained_payload_clears_mqtt_3_3_1_10() {
     let b = Broker::start("");

@@ -21,6 +21,7 @@ fn routed(b: &Broker, filter: &str, topics: &[&str], expect: usize) -> Vec<Strin
 }
 
 // v311:[MQTT-4.7.1-3] `+` matches exactly one level, including an empty one.
+/// v311:[MQTT-3.3.2-3]
 #[test]
 fn plus_matches_exactly_one_level_mqtt_4_7_1_3() {
     let b = Broker::start("");
@@ -90,6 +91,7 @@ fn sys_topic_not_matched_by_hash_or_plus_mqtt_4_7_2_1() {
 }
 
 // Exact topics are case sensitive and distinguish trailing slashes [MQTT-4.7.3-4 non-normative].
+/// v311:[MQTT-4.7.3-4]
 #[test]
 fn exact_topics_case_sensitive_and_slash_sensitive() {
     let b = Broker::start("");
@@ -130,6 +132,7 @@ fn overlapping_subscriptions_one_copy_at_highest_qos_mqtt_3_3_5_1() {
 
 // v311 §4.6: per-publisher order is kept: 1000 QoS 1 messages (rumqttc publisher) arrive at a
 // QoS 1 raw subscriber in publish order.
+/// v311:[MQTT-4.6.0-5]
 #[test]
 fn per_publisher_order_kept_for_1000_messages_mqtt_4_6_0_6() {
     let b = Broker::start("");

@@ -122,6 +122,7 @@ fn acl_broker() -> (Broker, TempDir) {
     (b, dir)
 }
 
+/// v311:[MQTT-3.3.5-2]
 #[test]
 fn acl_write_denied_is_dropped_and_read_is_checked_per_delivery() {
     let (b, _dir) = acl_broker();

@@ -28,6 +28,7 @@ fn qos_publish(p: &mut Raw, topic: &str, payload: &[u8], q: u8, pid: u16) {
 
 // v311:[MQTT-3.1.2-4] a clean-session-0 session keeps its subscriptions across connections;
 // [MQTT-3.2.2-2] CONNACK session present = 1.
+/// v311:[MQTT-3.1.3-2]/[MQTT-4.1.0-1]
 #[test]
 fn subscriptions_kept_without_clean_session_mqtt_3_1_2_4() {
     let b = Broker::start("");
@@ -45,6 +46,7 @@ fn subscriptions_kept_without_clean_session_mqtt_3_1_2_4() {
 // v311:[MQTT-3.1.2-5] QoS 1 and 2 messages published while the client is offline are stored
 // and delivered on reconnect, in order [MQTT-4.6.0-6]; QoS 0 ones are not (queue_qos0_messages
 // false, Mosquitto's default).
+/// v311:[MQTT-4.5.0-1]/[MQTT-4.6.0-6]
 #[test]
 fn offline_qos1_qos2_queued_and_delivered_in_order_mqtt_3_1_2_5() {
     let b = Broker::start("");
@@ -78,6 +80,7 @@ fn offline_qos1_qos2_queued_and_delivered_in_order_mqtt_3_1_2_5() {
 
 // v311:[MQTT-4.4.0-1] on reconnect with clean session 0, unacknowledged PUBLISHes are resent
 // with the original packet id and DUP=1 [MQTT-3.3.1-1].
+/// v311:[MQTT-3.3.1-1]
 #[test]
 fn unacked_qos1_resent_with_dup_after_reconnect_mqtt_4_4_0_1() {
     let b = Broker::start("");

@@ -6,6 +6,8 @@ use common::*;
 use std::time::Duration;
 
 // v311:[MQTT-3.8.4-1]/[MQTT-3.9.3-1] one SUBACK with one return code per filter, in order.
+/// v311:[MQTT-3.8.4-1]/[MQTT-3.8.4-2]/[MQTT-3.8.4-4]/[MQTT-3.8.4-5]/[MQTT-3.9.3-2]
+/// v311:[MQTT-2.3.1-7]
 #[test]
 fn subscribe_several_filters_granted_qos_in_order_mqtt_3_9_3_1() {
     let b = Broker::start("");
@@ -46,6 +48,7 @@ fn resubscribe_replaces_qos_mqtt_3_8_4_3() {
 // Issue 2 item 3: an invalid filter from a 3.1.1 client gets return code 0x80 (Failure) and the
 // other filters of the same SUBSCRIBE are still granted. v311 §4.7.1: `#` must be last and `+`
 // must occupy a whole level.
+/// v311:[MQTT-3.8.4-5]/[MQTT-4.7.1-2]/[MQTT-4.7.1-3]
 #[test]
 fn invalid_filters_get_0x80_for_mqtt311() {
     if skip_on_mosquitto("Mosquitto 2.0.11 disconnects instead of answering 0x80") {
@@ -91,6 +94,7 @@ fn invalid_filter_from_mqtt31_client_disconnects() {
 
 // v311:[MQTT-3.10.4-4]/[MQTT-3.11.2-1] UNSUBACK carries the UNSUBSCRIBE's packet id, and the
 // server stops adding messages for that filter [MQTT-3.10.4-2].
+/// v311:[MQTT-3.10.4-2]/[MQTT-2.3.1-7]
 #[test]
 fn unsubscribe_gets_unsuback_and_stops_delivery_mqtt_3_10_4_4() {
     let b = Broker::start("");
@@ -120,6 +124,7 @@ fn unsubscribe_unknown_filter_still_acked_mqtt_3_10_4_5() {
 }
 
 // v311 §4.7.1: a wildcard unsubscribe removes the identical filter only.
+/// v311:[MQTT-3.10.4-1]
 #[test]
 fn unsubscribe_wildcard_filter_is_matched_literally() {
     let b = Broker::start("");

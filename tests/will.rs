@@ -81,6 +81,7 @@ fn will_published_on_malformed_packet() {
 }
 
 // v311:[MQTT-3.1.2-10]/[MQTT-3.14.4-3] after DISCONNECT the will is discarded, not published.
+/// v311:[MQTT-3.1.2-10]
 #[test]
 fn will_not_published_after_disconnect_mqtt_3_14_4_3() {
     let b = Broker::start("");
