@@ -50,8 +50,6 @@ const DNS_WAKER: Token = Token(usize::MAX / 2 + 1);
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per socket per loop turn, so one busy publisher cannot starve the others.
 const READS_PER_TURN: usize = 4;
-/// Output above this is written before more input is read from the same socket.
-const EAGER_FLUSH: usize = 64 * 1024;
 /// WebSocket frames and messages may be this large at least (the broker applies
 /// `max_packet_size` to the MQTT packets inside; this bound only protects memory).
 const WS_MIN_MESSAGE_LIMIT: usize = 1 << 20;
@@ -757,10 +755,9 @@ impl Server {
             }
         }
         if written == out.len() {
-            out.clear();
-            if out.capacity() > EAGER_FLUSH {
-                *out = Vec::new();
-            }
+            // Give the buffer back: an idle connection then holds no output memory at all
+            // (one allocation per busy turn is cheap next to the write system call).
+            *out = Vec::new();
         } else {
             out.drain(..written);
         }
@@ -814,10 +811,9 @@ impl Server {
             }
         }
         if taken == out.len() {
-            out.clear();
-            if out.capacity() > EAGER_FLUSH {
-                *out = Vec::new();
-            }
+            // Give the buffer back: an idle connection then holds no output memory at all
+            // (one allocation per busy turn is cheap next to the write system call).
+            *out = Vec::new();
         } else {
             out.drain(..taken);
         }

@@ -262,9 +262,14 @@ impl Broker {
         }
         let serial = conn.serial;
         let peer = conn.peer.clone();
+        // The connect-timeout timer (due at most CONNECT_TIMEOUT from now) re-arms itself to
+        // the keepalive deadline; a second heap entry per connection is only needed when the
+        // keepalive runs out before it (saves memory with thousands of idle clients).
         if let Some(deadline) = conn.keepalive_deadline() {
-            self.timers
-                .push(Reverse((deadline, Timer::Conn(id, serial))));
+            if deadline < now + super::CONNECT_TIMEOUT {
+                self.timers
+                    .push(Reverse((deadline, Timer::Conn(id, serial))));
+            }
         }
         self.stats.clients_connected += 1;
         self.stats.clients_maximum = self.stats.clients_maximum.max(self.stats.clients_connected);
