@@ -303,6 +303,8 @@ fn mosquitto(port: u16, extra: &str) -> (Child, TempDir) {
     (child, dir)
 }
 
+/// v311:[MQTT-7.0.0-1]
+/// v5:[MQTT-7.0.0-1]
 #[test]
 fn midge_bridges_to_mosquitto_both_ways() {
     if skip() {

@@ -593,6 +593,8 @@ fn assert_ws_served(ws: &mut Ws) {
     assert_eq!(ws.mqtt_bytes(2, WAIT), [0xd0, 0]);
 }
 
+/// v311:[MQTT-6.0.0-4]
+/// v5:[MQTT-6.0.0-4]
 #[test]
 fn upgrade_answers_with_the_mqtt_subprotocol() {
     if skip_on_mosquitto("listener layout of midge's harness") {
@@ -626,6 +628,8 @@ fn upgrade_answers_with_the_mqtt_subprotocol() {
     b.assert_serves();
 }
 
+/// v311:[MQTT-6.0.0-2]
+/// v5:[MQTT-6.0.0-2]
 #[test]
 fn packet_split_across_frames_and_packets_sharing_a_frame() {
     if skip_on_mosquitto("listener layout of midge's harness") {
@@ -704,6 +708,8 @@ fn broker_initiated_close_sends_a_close_frame() {
     b.assert_serves();
 }
 
+/// v311:[MQTT-6.0.0-1]
+/// v5:[MQTT-6.0.0-1]
 #[test]
 fn text_frame_closes_only_that_connection() {
     if skip_on_mosquitto("listener layout of midge's harness") {

@@ -1108,3 +1108,50 @@ fn sys_topics_reach_sys_subscribers_not_hash_mqtt_4_7_2_1() {
         vec![pub_out("$SYS/broker/uptime", b"20 seconds", 0, 0)]
     );
 }
+
+fn shared_pair(w: &mut World, qos: QoS) -> (ConnId, ConnId) {
+    connect5(w, 1, "a", Properties::default());
+    connect5(w, 2, "b", Properties::default());
+    for id in [1, 2] {
+        w.send(
+            id,
+            &subscribe_v5(1, "$share/g/job", SubscribeOptions::qos(qos), None),
+        );
+        take_v5(w, id);
+    }
+    connect5(w, 3, "p", Properties::default());
+    w.send(3, &publish_v5("job", b"j1", qos, 1, Properties::default()));
+    let holder = if take_v5(w, 1).is_empty() { 2 } else { 1 };
+    (holder, 3 - holder)
+}
+
+/// v5:[MQTT-4.8.2-5]
+#[test]
+fn v5_shared_qos2_in_flight_not_moved_when_session_ends_mqtt_4_8_2_5() {
+    let mut w = World::new(Settings::default());
+    let (holder, other) = shared_pair(&mut w, QoS::ExactlyOnce);
+    w.broker.connection_lost(holder, None, w.now);
+    assert!(
+        take_v5(&mut w, other).is_empty(),
+        "QoS 2 stays with the session it was sent to"
+    );
+}
+
+/// v5:[MQTT-4.8.2-6]
+#[test]
+fn v5_shared_error_puback_not_sent_to_another_member_mqtt_4_8_2_6() {
+    let mut w = World::new(Settings::default());
+    let (holder, other) = shared_pair(&mut w, QoS::AtLeastOnce);
+    let refused = Packet::Puback(Ack {
+        packet_id: 1,
+        reason: 0x80,
+        properties: Properties::default(),
+    })
+    .to_bytes(ProtocolVersion::V5);
+    w.send(holder, &refused);
+    w.broker.connection_lost(holder, None, w.now);
+    assert!(
+        take_v5(&mut w, other).is_empty(),
+        "discarded, not retried elsewhere"
+    );
+}
