@@ -100,7 +100,8 @@ start_broker() {
             ;;
         rumqttd)
             # rumqttd 0.20's format (its own rumqttd.toml demo), one plain-TCP v4 listener with
-            # generous limits: no connection-rate delay, room for 20000 clients and deep windows.
+            # its shipped limits (max_inflight_count 100, as the demo config; midge and Mosquitto
+            # keep 20), no connection-rate delay and room for 20000 clients.
             cat >"$conf" <<EOF
 id = 0
 
@@ -118,7 +119,7 @@ next_connection_delay_ms = 0
     [v4.1.connections]
     connection_timeout_ms = 60000
     max_payload_size = 20480
-    max_inflight_count = 1000
+    max_inflight_count = 100
     dynamic_filters = true
 EOF
             taskset -c 0 "$RUMQTTD" -q -c "$conf" >"$logf" 2>&1 &
