@@ -77,6 +77,19 @@ pub struct ListenerConfig {
     pub protocol: ListenerProtocol,
     /// TLS options; TLS is on when `certfile` and `keyfile` are set.
     pub tls: TlsOptions,
+    /// With `per_listener_settings true`: this listener's own authentication options
+    /// (`None` fields are not set for it).
+    pub auth: ListenerAuth,
+}
+
+/// Options that `per_listener_settings true` makes per listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerAuth {
+    pub allow_anonymous: Option<bool>,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
+    pub allow_zero_length_clientid: Option<bool>,
+    pub auto_id_prefix: Option<String>,
 }
 
 impl Default for ListenerConfig {
@@ -88,6 +101,7 @@ impl Default for ListenerConfig {
             max_connections: -1,
             protocol: ListenerProtocol::Mqtt,
             tls: TlsOptions::default(),
+            auth: ListenerAuth::default(),
         }
     }
 }
@@ -186,6 +200,8 @@ pub struct Config {
     /// `persistence_sync_interval` (midge's own, default 1 s): the longest time accepted
     /// messages can stay un-fsynced, i.e. what a power cut can lose.
     pub persistence_sync_interval: Duration,
+    /// `per_listener_settings` (default false): authentication options per listener.
+    pub per_listener_settings: bool,
     /// `max_qos` (default 2): the highest QoS midge accepts and grants. Mosquitto scopes it
     /// per listener; midge applies the last value to every listener.
     pub max_qos: u8,
@@ -429,6 +445,7 @@ impl Default for Config {
             persistence_location: None,
             persistence_file: None,
             persistence_sync_interval: Duration::from_secs(1),
+            per_listener_settings: false,
             max_qos: 2,
             bridges: Vec::new(),
             memory_limit: 0,
@@ -479,6 +496,13 @@ impl Config {
         }
         if self.allow_anonymous.is_none() {
             self.allow_anonymous = Some(local_only);
+        }
+        if self.per_listener_settings {
+            for l in &mut self.listeners {
+                if l.auth.allow_anonymous.is_none() {
+                    l.auth.allow_anonymous = Some(local_only);
+                }
+            }
         }
     }
 }
@@ -607,6 +631,9 @@ impl Parser {
             if bridge::apply(b, name, value, at, &mut self.config.warnings)? {
                 return Ok(());
             }
+        }
+        if self.config.per_listener_settings && self.per_listener_option(name, value, at)? {
+            return Ok(());
         }
         let c = &mut self.config;
         match name {
@@ -761,13 +788,7 @@ impl Parser {
                     ));
                 }
             }
-            "per_listener_settings" => {
-                // With `true`, allow_anonymous and friends would become per-listener; applying
-                // them globally instead could open a listener meant to be closed.
-                if parse_bool(name, value, at)? {
-                    return Err(unsupported(name, at));
-                }
-            }
+            "per_listener_settings" => c.per_listener_settings = parse_bool(name, value, at)?,
             _ if is_security_option(name) || bridge::SECURITY.contains(&name) => {
                 return Err(unsupported(name, at))
             }
@@ -779,6 +800,34 @@ impl Parser {
             )),
         }
         Ok(())
+    }
+
+    /// With `per_listener_settings true`, the authentication options belong to the latest
+    /// listener (as Mosquitto); returns false for other options.
+    fn per_listener_option(
+        &mut self,
+        name: &str,
+        value: &str,
+        at: &Location,
+    ) -> Result<bool, ConfigError> {
+        let auth = match name {
+            "allow_anonymous"
+            | "password_file"
+            | "acl_file"
+            | "allow_zero_length_clientid"
+            | "auto_id_prefix" => &mut self.listener_mut(name, at).auth,
+            _ => return Ok(false),
+        };
+        match name {
+            "allow_anonymous" => auth.allow_anonymous = Some(parse_bool(name, value, at)?),
+            "password_file" => auth.password_file = Some(PathBuf::from(required(name, value, at)?)),
+            "acl_file" => auth.acl_file = Some(PathBuf::from(required(name, value, at)?)),
+            "allow_zero_length_clientid" => {
+                auth.allow_zero_length_clientid = Some(parse_bool(name, value, at)?)
+            }
+            _ => auth.auto_id_prefix = Some(required(name, value, at)?.to_string()),
+        }
+        Ok(true)
     }
 
     /// `listener PORT [ADDRESS]`: starts a new listener block.
@@ -1390,7 +1439,7 @@ mod tests {
         assert_eq!(b.client_id(), "kitchen");
         assert!(b.clean_session);
         assert_eq!(b.state_topic(), "$SYS/broker/connection/kitchen/state");
-        assert!(parse("connection x\nbridge_cafile /etc/ca.pem").is_err());
+        assert!(parse("connection x\nbridge_psk 0a1b").is_err());
     }
 
     #[test]
@@ -1527,11 +1576,21 @@ mod tests {
     }
 
     #[test]
-    fn per_listener_settings_true_is_fatal_false_is_fine() {
-        assert!(matches!(
-            parse("per_listener_settings true"),
-            Err(ConfigError::Unsupported { .. })
-        ));
+    fn per_listener_settings_make_auth_options_per_listener() {
+        let mut c = ok(
+            "per_listener_settings true\nlistener 1883\nallow_anonymous true\n\
+                        listener 8883\npassword_file /etc/p\nacl_file /etc/a",
+        );
+        c.finish();
+        assert!(c.per_listener_settings);
+        assert_eq!(c.listeners[0].auth.allow_anonymous, Some(true));
+        assert_eq!(c.listeners[1].auth.allow_anonymous, Some(false));
+        assert_eq!(
+            c.listeners[1].auth.password_file,
+            Some(PathBuf::from("/etc/p"))
+        );
+        assert_eq!(c.listeners[0].auth.password_file, None);
+        assert_eq!(c.password_file, None);
         assert!(ok("per_listener_settings false").warnings.is_empty());
         assert!(parse("per_listener_settings maybe").is_err());
     }

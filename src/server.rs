@@ -611,6 +611,7 @@ impl Server {
             }
             l.connections += 1;
             let port = l.port;
+            let config_index = l.config_index;
             entry.insert(Client {
                 stream,
                 listener: index,
@@ -620,6 +621,7 @@ impl Server {
                 connecting: None,
             });
             self.broker.connection_opened(id, peer, port, now);
+            self.broker.set_listener(id, config_index);
             // Data may already be waiting; edge-triggered readiness would not tell us again.
             self.read_client(id, now);
         }

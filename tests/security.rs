@@ -221,3 +221,32 @@ fn sighup_reloads_password_file_without_dropping_clients() {
     alice.expect_bytes(&PINGRESP, WAIT);
     assert!(b.alive());
 }
+
+#[test]
+fn per_listener_settings_give_each_listener_its_own_rules() {
+    let dir = TempDir::new();
+    let file = passwd_file(&dir, &[("alice", "wonder")]);
+    let open_port = free_port();
+    // The harness's own listener comes first (anonymous allowed, per listener too); a second
+    // listener needs a password.
+    let b = Broker::start(&format!(
+        "per_listener_settings true\nallow_anonymous true\nlistener {open_port} 127.0.0.1\nallow_anonymous false\npassword_file {}",
+        file.display()
+    ));
+    assert!(pub_status(
+        b.port(),
+        &["-t", "t", "-m", "anonymous on the open listener"]
+    ));
+    assert!(!pub_status(
+        open_port,
+        &["-t", "t", "-m", "anonymous refused here"]
+    ));
+    assert!(pub_status(
+        open_port,
+        &["-u", "alice", "-P", "wonder", "-t", "t", "-m", "x"]
+    ));
+    assert!(!pub_status(
+        open_port,
+        &["-u", "alice", "-P", "bad", "-t", "t", "-m", "x"]
+    ));
+}

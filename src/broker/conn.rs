@@ -52,6 +52,8 @@ pub struct Conn {
     pub receive_maximum: u16,
     /// MQTT 5: largest packet the client accepts (0 = no limit).
     pub max_packet_size: u32,
+    /// Index of the configured listener it came in on (`per_listener_settings`).
+    pub listener: u16,
     /// Has sent a PUBLISH (see `Broker::is_publisher`).
     pub published: bool,
     /// This is one of our bridges' outgoing connections: topics are remapped.
@@ -113,6 +115,7 @@ impl Conn {
             max_packet_size: 0,
             aliases: None,
             published: false,
+            listener: 0,
             cert_identity: None,
             bridge: None,
             remote_bridge: false,

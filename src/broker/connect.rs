@@ -88,22 +88,24 @@ impl Broker {
     /// Mosquitto 2.0's rules: without a username a client needs `allow_anonymous`; with one,
     /// the password file (if any) must match; with neither a password file nor
     /// `allow_anonymous`, nobody gets in.
-    fn authenticate(&self, c: &Connect) -> bool {
-        let passwords = self.settings.security.passwords.as_ref();
+    fn authenticate(&self, id: ConnId, c: &Connect) -> bool {
+        let listener = self.conn(id).map_or(0, |c| c.listener);
+        let passwords = self.settings.security_for(listener).passwords.as_ref();
+        let allow_anonymous = self.settings.allow_anonymous_for(listener);
         match (&c.username, passwords) {
-            (None, _) => self.settings.allow_anonymous,
+            (None, _) => allow_anonymous,
             (Some(user), Some(file)) => file.check(user, c.password.as_deref().unwrap_or_default()),
-            (Some(_), None) => self.settings.allow_anonymous,
+            (Some(_), None) => allow_anonymous,
         }
     }
 
-    fn auto_client_id(&mut self) -> String {
+    fn auto_client_id(&mut self, listener: u16) -> String {
         let a = self.random();
         let b = self.random();
         let hex = format!("{a:016X}{b:016X}");
         format!(
             "{}{}-{}-{}-{}-{}",
-            self.settings.auto_id_prefix,
+            self.settings.auto_id_prefix_for(listener),
             &hex[0..8],
             &hex[8..12],
             &hex[12..16],
@@ -116,6 +118,7 @@ impl Broker {
         if let Some(conn) = self.conn_mut(id) {
             conn.version = c.version;
         }
+        let listener = self.conn(id).map_or(0, |c| c.listener);
         log::debug!(
             "Received CONNECT from {}",
             self.conn(id).map_or("", |c| &*c.peer)
@@ -130,12 +133,12 @@ impl Broker {
             }
             ProtocolVersion::V311 | ProtocolVersion::V5 if c.client_id.is_empty() => {
                 // v311:[MQTT-3.1.3-7], [MQTT-3.1.3-8]: a zero-length id needs Clean Session 1.
-                if !self.settings.allow_zero_length_clientid
+                if !self.settings.allow_zero_length_clientid_for(listener)
                     || (c.version == ProtocolVersion::V311 && !c.clean_start)
                 {
                     return self.refuse(id, &c, Refusal::IdentifierRejected, now);
                 }
-                c.client_id = self.auto_client_id();
+                c.client_id = self.auto_client_id(listener);
                 assigned = true;
             }
             _ => {}
@@ -164,7 +167,7 @@ impl Broker {
         // A TLS client certificate, where the listener uses it, replaces username and password.
         let authenticated = match self.apply_certificate_identity(id, &mut c) {
             Some(by_certificate) => by_certificate,
-            None => self.authenticate(&c),
+            None => self.authenticate(id, &c),
         };
         if !authenticated {
             return self.refuse(id, &c, Refusal::NotAuthorized, now);
@@ -178,7 +181,7 @@ impl Broker {
                 return self.refuse(id, &c, Refusal::QosNotSupported, now);
             }
             // A will the client could not publish itself is refused at CONNECT, as Mosquitto.
-            if let Some(acl) = &self.settings.security.acl {
+            if let Some(acl) = &self.settings.security_for(listener).acl {
                 if !acl.can_publish(c.username.as_deref(), &c.client_id, &w.topic) {
                     return self.refuse(id, &c, Refusal::NotAuthorized, now);
                 }
@@ -238,6 +241,7 @@ impl Broker {
             s.expiry = expiry;
             s.expires_at = None;
             s.username = c.username.as_deref().map(Rc::from);
+            s.listener = listener;
             // A delayed will is cancelled when its session resumes in time (v5 §3.1.3.2.2).
             let had_will = s.pending_will.take().is_some();
             if had_will {

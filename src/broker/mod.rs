@@ -79,6 +79,17 @@ pub struct Settings {
     pub memory_limit: usize,
     /// Password file and ACL (shared, since settings are cloned on reload).
     pub security: Rc<Security>,
+    /// With `per_listener_settings true`: each listener's own policy, by listener index.
+    pub per_listener: Vec<ListenerPolicy>,
+}
+
+/// The authentication options of one listener (`per_listener_settings true`).
+#[derive(Debug, Clone)]
+pub struct ListenerPolicy {
+    pub allow_anonymous: bool,
+    pub allow_zero_length_clientid: bool,
+    pub auto_id_prefix: String,
+    pub security: Rc<Security>,
 }
 
 impl Default for Settings {
@@ -103,6 +114,7 @@ impl Default for Settings {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             max_qos: codec::QoS::ExactlyOnce,
             security: Rc::new(Security::default()),
+            per_listener: Vec::new(),
         }
     }
 }
@@ -133,7 +145,40 @@ impl Settings {
                 n => n,
             },
             security: Rc::new(Security::default()),
+            per_listener: Vec::new(),
         }
+    }
+
+    /// The password file and ACL for clients of listener `listener`.
+    pub fn security_for(&self, listener: u16) -> &Rc<Security> {
+        self.per_listener
+            .get(usize::from(listener))
+            .map_or(&self.security, |p| &p.security)
+    }
+
+    fn allow_anonymous_for(&self, listener: u16) -> bool {
+        self.per_listener
+            .get(usize::from(listener))
+            .map_or(self.allow_anonymous, |p| p.allow_anonymous)
+    }
+
+    fn allow_zero_length_clientid_for(&self, listener: u16) -> bool {
+        self.per_listener
+            .get(usize::from(listener))
+            .map_or(self.allow_zero_length_clientid, |p| {
+                p.allow_zero_length_clientid
+            })
+    }
+
+    fn auto_id_prefix_for(&self, listener: u16) -> &str {
+        self.per_listener
+            .get(usize::from(listener))
+            .map_or(&self.auto_id_prefix, |p| &p.auto_id_prefix)
+    }
+
+    /// True when any listener has an ACL (delivery then checks READ per recipient).
+    pub(super) fn any_acl(&self) -> bool {
+        self.security.acl.is_some() || self.per_listener.iter().any(|p| p.security.acl.is_some())
     }
 
     /// The settings of a configuration with its password file and ACL loaded; warnings about
@@ -143,8 +188,36 @@ impl Settings {
         for w in warnings {
             log::warn!("Warning: {w}");
         }
+        let mut per_listener = Vec::new();
+        if c.per_listener_settings {
+            for l in &c.listeners {
+                let files = Config {
+                    password_file: l.auth.password_file.clone(),
+                    acl_file: l.auth.acl_file.clone(),
+                    ..Config::default()
+                };
+                let (security, warnings) = Security::load(&files)?;
+                for w in warnings {
+                    log::warn!("Warning: {w}");
+                }
+                per_listener.push(ListenerPolicy {
+                    allow_anonymous: l.auth.allow_anonymous.unwrap_or(false),
+                    allow_zero_length_clientid: l
+                        .auth
+                        .allow_zero_length_clientid
+                        .unwrap_or(c.allow_zero_length_clientid),
+                    auto_id_prefix: l
+                        .auth
+                        .auto_id_prefix
+                        .clone()
+                        .unwrap_or_else(|| c.auto_id_prefix.clone()),
+                    security: Rc::new(security),
+                });
+            }
+        }
         Ok(Settings {
             security: Rc::new(security),
+            per_listener,
             ..Settings::from_config(c)
         })
     }
@@ -419,6 +492,14 @@ impl Broker {
     /// reading from publishers (TCP back-pressure) instead of dropping (../DELIVERY.md).
     pub fn memory_pressure(&self) -> bool {
         self.held_bytes > self.settings.memory_limit
+    }
+
+    /// Tells the broker which configured listener (by index) connection `id` came in on, for
+    /// `per_listener_settings`.
+    pub fn set_listener(&mut self, id: ConnId, listener: usize) {
+        if let Some(c) = self.conn_mut(id) {
+            c.listener = u16::try_from(listener).unwrap_or(u16::MAX);
+        }
     }
 
     /// True if connection `id` has published since it connected (a publisher to pause under

@@ -291,7 +291,8 @@ impl Broker {
             self.ack_publish(id, sid, &p, reason::PAYLOAD_FORMAT_INVALID);
             return;
         }
-        let security = self.settings.security.clone();
+        let listener = self.session(sid).map_or(0, |s| s.listener);
+        let security = self.settings.security_for(listener).clone();
         if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
             if !acl.can_publish(s.username.as_deref(), &s.client_id, topic) {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
@@ -454,14 +455,14 @@ impl Broker {
         if let Some(origin) = m.origin {
             matches.retain(|s| !(s.options.no_local && s.session == origin));
         }
-        let security = self.settings.security.clone();
-        if let Some(acl) = &security.acl {
+        let check_read = self.settings.any_acl();
+        if check_read {
             // The READ check happens per recipient, at delivery (as Mosquitto's subs__send).
-            let sessions = &self.sessions;
+            let (sessions, settings) = (&self.sessions, &self.settings);
             matches.retain(|sub| {
                 sessions
                     .get(sub.session.idx as usize)
-                    .is_some_and(|s| acl.can_read(s.username.as_deref(), &s.client_id, m.topic))
+                    .is_some_and(|s| may_read(settings, s, m.topic))
             });
         }
         if matches.len() > 1 {
@@ -503,12 +504,12 @@ impl Broker {
                 },
                 &mut picks,
             );
-            if let Some(acl) = &security.acl {
-                let sessions = &self.sessions;
+            if check_read {
+                let (sessions, settings) = (&self.sessions, &self.settings);
                 picks.retain(|(sub, _)| {
                     sessions
                         .get(sub.session.idx as usize)
-                        .is_some_and(|s| acl.can_read(s.username.as_deref(), &s.client_id, m.topic))
+                        .is_some_and(|s| may_read(settings, s, m.topic))
                 });
             }
             for (sub, group) in picks {
@@ -959,7 +960,7 @@ impl Broker {
             found.push(m.clone());
         }
         let upgrade = self.settings.upgrade_outgoing_qos;
-        let security = self.settings.security.clone();
+        let settings = &self.settings;
         let persist = &mut self.persist;
         let Some(s) = self
             .sessions
@@ -972,10 +973,8 @@ impl Broker {
             if msg.expires_at.is_some_and(|t| t <= now) {
                 continue;
             }
-            if let Some(acl) = &security.acl {
-                if !acl.can_read(s.username.as_deref(), &s.client_id, &msg.topic) {
-                    continue;
-                }
+            if !may_read(settings, s, &msg.topic) {
+                continue;
             }
             let qos = if upgrade {
                 granted
@@ -1007,6 +1006,15 @@ struct Target {
     retain: bool,
     sub_ids: Vec<u32>,
     group: Option<Rc<str>>,
+}
+
+/// The ACL READ check for one recipient session, with the ACL of its listener (bridges'
+/// own sessions are not subject to ACLs).
+fn may_read(settings: &super::Settings, s: &super::session::Session, topic: &str) -> bool {
+    match &settings.security_for(s.listener).acl {
+        Some(acl) if !s.bridge => acl.can_read(s.username.as_deref(), &s.client_id, topic),
+        _ => true,
+    }
 }
 
 /// When a message with these properties expires (v5 Message Expiry Interval).

@@ -98,6 +98,8 @@ pub struct Session {
     pub client_id: Rc<str>,
     /// Username of the latest connection, for ACL checks.
     pub username: Option<Rc<str>>,
+    /// Listener of the latest connection: its ACL applies, also while offline.
+    pub listener: u16,
     pub conn: Option<ConnId>,
     /// Version of the client's latest connection (decides how messages are encoded).
     pub version: ProtocolVersion,
@@ -130,6 +132,7 @@ impl Session {
             gen,
             client_id,
             username: None,
+            listener: 0,
             conn: None,
             version,
             expiry,

@@ -64,7 +64,9 @@ impl Broker {
             }
             // Beyond Mosquitto 2.0 (which grants every filter and filters at delivery): a filter
             // the ACL can never let through is refused, so the client knows.
-            if let Some(acl) = &self.settings.security.acl {
+            let listener = self.session(sid).map_or(0, |s| s.listener);
+            let security = self.settings.security_for(listener).clone();
+            if let Some(acl) = &security.acl {
                 let (user, client) = self
                     .session(sid)
                     .map(|s| (s.username.clone(), s.client_id.clone()))
