@@ -267,9 +267,11 @@ pub fn decode(
             expect_flags(0)?;
             let packet_id = r.u16()?;
             let properties = props_if(v5, &mut r, PropContext::Unsuback)?;
+            // 3.x UNSUBACK is just the packet id; only 5.0 has reason codes.
+            let codes = if v5 { r.rest().to_vec() } else { Vec::new() };
             Packet::Unsuback(Unsuback {
                 packet_id,
-                codes: r.rest().to_vec(),
+                codes,
                 properties,
             })
         }
