@@ -65,7 +65,7 @@ pub struct Conn {
     pub aliases: Option<Box<Aliases>>,
     /// The username a TLS client certificate gives, on listeners that use certificates as
     /// identities (see `identity.rs`).
-    pub cert_identity: Option<super::identity::CertIdentity>,
+    pub cert_identity: Option<Box<super::identity::CertIdentity>>,
 }
 
 /// Topic aliases of one MQTT 5 connection (v5 §3.3.2.3.4). Each direction has its own map,

@@ -239,11 +239,11 @@ impl Broker {
             s.conn = Some(id);
             s.version = c.version;
             s.expiry = expiry;
-            s.expires_at = None;
-            s.username = c.username.as_deref().map(Rc::from);
+            s.set_expires_at(None);
+            s.set_username(c.username.as_deref());
             s.listener = listener;
             // A delayed will is cancelled when its session resumes in time (v5 §3.1.3.2.2).
-            let had_will = s.pending_will.take().is_some();
+            let had_will = s.take_pending_will().is_some();
             if had_will {
                 self.persist_will(sid);
             }

@@ -609,8 +609,8 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        if s.pending_will.as_ref().is_some_and(|(_, at)| *at <= now) {
-            if let Some((will, _)) = s.pending_will.take() {
+        if s.pending_will().is_some_and(|(_, at)| *at <= now) {
+            if let Some((will, _)) = s.take_pending_will() {
                 self.persist_will(sid);
                 self.publish_will(*will, now);
             }
@@ -625,7 +625,7 @@ impl Broker {
         if s.conn.is_some() {
             return;
         }
-        match s.expires_at {
+        match s.expires_at() {
             Some(at) if at <= now => {
                 log::info!(target: "notice", "Expiring client {} (session expired).", s.client_id);
                 self.stats.clients_expired += 1;
@@ -729,7 +729,7 @@ impl Broker {
             if delay > 0 && persists {
                 if let (Some(w), Some(s)) = (will.take(), self.session_mut(sid)) {
                     let at = now + Duration::from_secs(u64::from(delay));
-                    s.pending_will = Some((w, at));
+                    s.set_pending_will(w, at);
                     self.timers.push(Reverse((at, Timer::WillDelay(sid))));
                     self.persist_will(sid);
                 }
@@ -824,7 +824,7 @@ impl Broker {
             }
         }
         self.held_bytes -= queued_before - s.queued_bytes;
-        s.expires_at = expires_at;
+        s.set_expires_at(expires_at);
         if let Some(at) = expires_at {
             self.timers.push(Reverse((at, Timer::SessionExpiry(sid))));
         }
@@ -855,7 +855,7 @@ impl Broker {
         if unfinished.iter().any(|d| d.group.is_some()) {
             self.reassign_shared(sid, unfinished);
         }
-        if let Some((will, _)) = s.pending_will.take() {
+        if let Some((will, _)) = s.take_pending_will() {
             // The session ends before the will delay: the will goes now.
             let now = self.now;
             self.publish_will(*will, now);

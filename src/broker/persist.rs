@@ -131,8 +131,7 @@ pub(super) fn record_delivery(
     if d.qos == QoS::AtMostOnce || !persistent(s) {
         return;
     }
-    s.next_seq += 1;
-    d.seq = s.next_seq;
+    d.seq = s.next_seq();
     let message = QueuedMessage {
         seq: d.seq,
         packet_id,
@@ -289,7 +288,7 @@ impl Broker {
                 Expiry::After(n) => SessionExpiry::After(n),
                 _ => SessionExpiry::Never,
             },
-            expires_at: s.expires_at.map(|t| p.to_unix(t)),
+            expires_at: s.expires_at().map(|t| p.to_unix(t)),
         };
         self.record(Change::SessionUpsert { session: record });
     }
@@ -393,7 +392,7 @@ impl Broker {
         let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
             return;
         };
-        let c = match &s.pending_will {
+        let c = match s.pending_will() {
             Some((w, due)) => Change::WillSet {
                 will: WillRecord {
                     client_id: s.client_id.to_string(),
@@ -439,13 +438,13 @@ impl Broker {
             // the time recorded when it left.
             let p = self.persist.as_deref();
             let recorded = rec.expires_at.and_then(|u| p.map(|p| p.to_instant(u, now)));
-            s.expires_at = recorded.or_else(|| match expiry {
+            s.set_expires_at(recorded.or_else(|| match expiry {
                 Expiry::After(n) => Some(now + Duration::from_secs(u64::from(n))),
                 _ => self.settings.persistent_client_expiration.map(|e| now + e),
-            });
-            s.incoming_qos2 = st.qos2_inbound;
+            }));
+            s.set_incoming_qos2(st.qos2_inbound);
             for q in st.messages {
-                s.next_seq = s.next_seq.max(q.seq);
+                s.raise_seq(q.seq);
                 let msg = Rc::new(self.message_from(q.message, now));
                 let d = Delivery {
                     msg,
@@ -501,7 +500,7 @@ impl Broker {
                         .push((sub.filter.as_str().into(), options, sub.sub_id));
                 }
             }
-            if let Some(at) = self.session(sid).and_then(|s| s.expires_at) {
+            if let Some(at) = self.session(sid).and_then(|s| s.expires_at()) {
                 self.timers.push(Reverse((at, Timer::SessionExpiry(sid))));
             }
             self.clients.insert(client_id, sid);
@@ -522,7 +521,7 @@ impl Broker {
                     .unwrap_or_default(),
             };
             if let Some(s) = self.session_mut(sid) {
-                s.pending_will = Some((Box::new(will), due));
+                s.set_pending_will(Box::new(will), due);
                 self.timers.push(Reverse((due, Timer::WillDelay(sid))));
             }
         }

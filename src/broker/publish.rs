@@ -264,8 +264,8 @@ impl Broker {
         if p.qos == QoS::ExactlyOnce {
             let (duplicate, held) = self.session(sid).map_or((false, 0), |s| {
                 (
-                    s.incoming_qos2.contains(&p.packet_id),
-                    s.incoming_qos2.len(),
+                    s.incoming_qos2().contains(&p.packet_id),
+                    s.incoming_qos2().len(),
                 )
             });
             if duplicate {
@@ -294,7 +294,7 @@ impl Broker {
         let listener = self.session(sid).map_or(0, |s| s.listener);
         let security = self.settings.security_for(listener).clone();
         if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
-            if !acl.can_publish(s.username.as_deref(), &s.client_id, topic) {
+            if !acl.can_publish(s.username(), &s.client_id, topic) {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
                 log::info!(target: "notice", "Denied PUBLISH from {} to '{}' (ACL).", name, topic);
                 self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
@@ -358,7 +358,7 @@ impl Broker {
             QoS::ExactlyOnce => {
                 if code < 0x80 {
                     if let Some(s) = self.session_mut(sid) {
-                        s.incoming_qos2.push(p.packet_id);
+                        s.add_incoming_qos2(p.packet_id);
                     }
                     self.persist_qos2(sid, p.packet_id, true);
                 }
@@ -889,13 +889,11 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        let code = match s.incoming_qos2.iter().position(|&p| p == a.packet_id) {
-            Some(i) => {
-                s.incoming_qos2.swap_remove(i);
-                self.persist_qos2(sid, a.packet_id, false);
-                reason::SUCCESS
-            }
-            None => reason::PACKET_IDENTIFIER_NOT_FOUND,
+        let code = if s.release_incoming_qos2(a.packet_id) {
+            self.persist_qos2(sid, a.packet_id, false);
+            reason::SUCCESS
+        } else {
+            reason::PACKET_IDENTIFIER_NOT_FOUND
         };
         log::debug!(
             "Sending PUBCOMP to {} (m{})",
@@ -1012,7 +1010,7 @@ struct Target {
 /// own sessions are not subject to ACLs).
 fn may_read(settings: &super::Settings, s: &super::session::Session, topic: &str) -> bool {
     match &settings.security_for(s.listener).acl {
-        Some(acl) if !s.bridge => acl.can_read(s.username.as_deref(), &s.client_id, topic),
+        Some(acl) if !s.bridge => acl.can_read(s.username(), &s.client_id, topic),
         _ => true,
     }
 }

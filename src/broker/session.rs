@@ -92,37 +92,41 @@ pub enum Expiry {
 }
 
 /// What the broker keeps about one client.
+///
+/// Thousands of idle clients each have one, so the fields a quiet session never uses live in
+/// a separately allocated [`Cold`] part that exists only once something needs it.
 #[derive(Debug)]
 pub struct Session {
     pub gen: u32,
-    pub client_id: Rc<str>,
-    /// Username of the latest connection, for ACL checks.
-    pub username: Option<Rc<str>>,
     /// Listener of the latest connection: its ACL applies, also while offline.
     pub listener: u16,
-    pub conn: Option<ConnId>,
     /// Version of the client's latest connection (decides how messages are encoded).
     pub version: ProtocolVersion,
+    /// Set while messages for this session are being dropped, so the log says it once.
+    pub dropping: bool,
+    /// The local side of one of midge's bridges (never stored, never expired).
+    pub bridge: bool,
+    next_packet_id: u16,
     pub expiry: Expiry,
-    /// When an offline session expires (set when its client leaves).
-    pub expires_at: Option<Instant>,
+    pub client_id: Rc<str>,
+    pub conn: Option<ConnId>,
     pub subscriptions: Vec<(Box<str>, SubscribeOptions, u32)>,
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Delivery>,
     /// Queued deliveries counted against the limits, and their bytes.
     pub queued_count: usize,
     pub queued_bytes: usize,
-    /// Inbound QoS 2 packet ids received but not yet released.
-    pub incoming_qos2: Vec<u16>,
-    next_packet_id: u16,
-    /// Set while messages for this session are being dropped, so the log says it once.
-    pub dropping: bool,
-    /// An MQTT 5 will waiting for its Will Delay Interval, and when it is due.
-    pub pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
-    /// The last sequence number given to a stored delivery.
-    pub next_seq: u64,
-    /// The local side of one of midge's bridges (never stored, never expired).
-    pub bridge: bool,
+    cold: Option<Box<Cold>>,
+}
+
+/// The rarely used part of a session.
+#[derive(Debug, Default)]
+struct Cold {
+    username: Option<Rc<str>>,
+    expires_at: Option<Instant>,
+    pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
+    incoming_qos2: Vec<u16>,
+    next_seq: u64,
 }
 
 impl Session {
@@ -130,25 +134,113 @@ impl Session {
     pub fn new(gen: u32, client_id: Rc<str>, version: ProtocolVersion, expiry: Expiry) -> Session {
         Session {
             gen,
-            client_id,
-            username: None,
             listener: 0,
-            conn: None,
             version,
+            dropping: false,
+            bridge: false,
+            next_packet_id: 0,
             expiry,
-            expires_at: None,
+            client_id,
+            conn: None,
             subscriptions: Vec::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_count: 0,
             queued_bytes: 0,
-            incoming_qos2: Vec::new(),
-            next_packet_id: 0,
-            dropping: false,
-            pending_will: None,
-            next_seq: 0,
-            bridge: false,
+            cold: None,
         }
+    }
+
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// Username of the latest connection, for ACL checks.
+    pub fn username(&self) -> Option<&str> {
+        self.cold.as_ref().and_then(|c| c.username.as_deref())
+    }
+
+    /// Sets the username (at CONNECT).
+    pub fn set_username(&mut self, username: Option<&str>) {
+        match username {
+            Some(u) => self.cold().username = Some(Rc::from(u)),
+            None => {
+                if let Some(c) = self.cold.as_mut() {
+                    c.username = None;
+                }
+            }
+        }
+    }
+
+    /// When an offline session expires (set when its client leaves).
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.cold.as_ref().and_then(|c| c.expires_at)
+    }
+
+    /// Sets or clears the expiry time.
+    pub fn set_expires_at(&mut self, at: Option<Instant>) {
+        if at.is_some() || self.cold.is_some() {
+            self.cold().expires_at = at;
+        }
+    }
+
+    /// An MQTT 5 will waiting for its Will Delay Interval, and when it is due.
+    pub fn pending_will(&self) -> Option<&(Box<crate::codec::LastWill>, Instant)> {
+        self.cold.as_ref().and_then(|c| c.pending_will.as_ref())
+    }
+
+    /// Sets the delayed will.
+    pub fn set_pending_will(&mut self, will: Box<crate::codec::LastWill>, due: Instant) {
+        self.cold().pending_will = Some((will, due));
+    }
+
+    /// Takes the delayed will away.
+    pub fn take_pending_will(&mut self) -> Option<(Box<crate::codec::LastWill>, Instant)> {
+        self.cold.as_mut().and_then(|c| c.pending_will.take())
+    }
+
+    /// Inbound QoS 2 packet ids received but not yet released.
+    pub fn incoming_qos2(&self) -> &[u16] {
+        self.cold.as_ref().map_or(&[], |c| &c.incoming_qos2)
+    }
+
+    /// Records an inbound QoS 2 id as received.
+    pub fn add_incoming_qos2(&mut self, packet_id: u16) {
+        self.cold().incoming_qos2.push(packet_id);
+    }
+
+    /// Releases an inbound QoS 2 id; false if it was not held.
+    pub fn release_incoming_qos2(&mut self, packet_id: u16) -> bool {
+        let Some(c) = self.cold.as_mut() else {
+            return false;
+        };
+        match c.incoming_qos2.iter().position(|&p| p == packet_id) {
+            Some(i) => {
+                c.incoming_qos2.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Replaces the inbound QoS 2 ids (restore from the store).
+    pub fn set_incoming_qos2(&mut self, ids: Vec<u16>) {
+        if !ids.is_empty() {
+            self.cold().incoming_qos2 = ids;
+        }
+    }
+
+    /// The next sequence number for a stored delivery.
+    pub fn next_seq(&mut self) -> u64 {
+        let c = self.cold();
+        c.next_seq += 1;
+        c.next_seq
+    }
+
+    /// Makes sure later sequence numbers come after `seq` (restore from the store).
+    pub fn raise_seq(&mut self, seq: u64) {
+        let c = self.cold();
+        c.next_seq = c.next_seq.max(seq);
     }
 
     /// Allocates a packet id not used by any message in flight (v311:[MQTT-2.3.1-2]).
