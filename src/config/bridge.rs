@@ -4,8 +4,13 @@
 //! topics and forwards them here, and subscribes here to the `out` topics and forwards them
 //! there. `topic PATTERN [in|out|both] [QOS] [LOCAL_PREFIX] [REMOTE_PREFIX]` lines say which,
 //! with optional prefixes to remap topics between the two trees.
+//!
+//! TLS to the remote follows Mosquitto too: `bridge_cafile` or `bridge_capath` turns it on.
+//! Only the paths are kept here; the server reads the files when it starts
+//! (`crate::transport::tls_client`).
 
-use super::{invalid, parse_bool, parse_number, required, ConfigError, Location};
+use super::{invalid, parse_bool, parse_number, required, ConfigError, Location, TlsVersion};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Which way a bridged topic flows.
@@ -50,6 +55,33 @@ pub enum BridgeProtocol {
     Mqtt5,
 }
 
+/// TLS towards the remote broker, as Mosquitto's `bridge_*` options name it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeTls {
+    /// `bridge_cafile`: CA certificates (PEM) the remote's certificate must chain to.
+    pub cafile: Option<PathBuf>,
+    /// `bridge_capath`: a directory of CA certificates (PEM files).
+    pub capath: Option<PathBuf>,
+    /// `bridge_certfile`: our client certificate chain (PEM), for remotes that require one.
+    pub certfile: Option<PathBuf>,
+    /// `bridge_keyfile`: the key of `bridge_certfile` (PEM).
+    pub keyfile: Option<PathBuf>,
+    /// `bridge_insecure`: do not check the remote certificate's name against the host in
+    /// `address` (the chain is still checked).
+    pub insecure: bool,
+    /// `bridge_tls_version`: the lowest TLS version offered; `None` offers 1.2 and 1.3.
+    pub version: Option<TlsVersion>,
+    /// `bridge_alpn`: the application protocol announced with ALPN.
+    pub alpn: Option<String>,
+}
+
+impl BridgeTls {
+    /// True when the bridge speaks TLS: a CA to check the remote against is configured.
+    pub fn enabled(&self) -> bool {
+        self.cafile.is_some() || self.capath.is_some()
+    }
+}
+
 /// One `connection` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeConfig {
@@ -77,6 +109,8 @@ pub struct BridgeConfig {
     pub protocol: BridgeProtocol,
     /// `bridge_outgoing_retain` (default true): keep the retain flag on forwarded messages.
     pub outgoing_retain: bool,
+    /// TLS to the remote (off unless a CA is configured).
+    pub tls: BridgeTls,
 }
 
 impl BridgeConfig {
@@ -98,6 +132,7 @@ impl BridgeConfig {
             notification_topic: None,
             protocol: BridgeProtocol::Mqtt311,
             outgoing_retain: true,
+            tls: BridgeTls::default(),
         }
     }
 
@@ -119,20 +154,9 @@ impl BridgeConfig {
     }
 }
 
-/// Bridge options that would weaken security if ignored (TLS to the remote): refused until
-/// bridges speak TLS.
-pub const SECURITY: &[&str] = &[
-    "bridge_cafile",
-    "bridge_capath",
-    "bridge_certfile",
-    "bridge_keyfile",
-    "bridge_insecure",
-    "bridge_tls_version",
-    "bridge_alpn",
-    "bridge_require_ocsp",
-    "bridge_identity",
-    "bridge_psk",
-];
+/// Bridge options that would weaken security if ignored, and that midge cannot honour: rustls
+/// has no TLS-PSK, and no way to require a stapled OCSP response. Refused at start-up.
+pub const SECURITY: &[&str] = &["bridge_require_ocsp", "bridge_identity", "bridge_psk"];
 
 fn address(value: &str, at: &Location, name: &str) -> Result<(String, u16), ConfigError> {
     // host[:port]; an IPv6 address needs the port to disambiguate (as Mosquitto says).
@@ -242,6 +266,32 @@ pub fn apply(
             }
         }
         "bridge_outgoing_retain" => b.outgoing_retain = parse_bool(name, value, at)?,
+        "bridge_cafile" | "bridge_capath" | "bridge_certfile" | "bridge_keyfile" => {
+            let path = Some(PathBuf::from(required(name, value, at)?));
+            match name {
+                "bridge_cafile" => b.tls.cafile = path,
+                "bridge_capath" => b.tls.capath = path,
+                "bridge_certfile" => b.tls.certfile = path,
+                _ => b.tls.keyfile = path,
+            }
+        }
+        "bridge_insecure" => b.tls.insecure = parse_bool(name, value, at)?,
+        "bridge_tls_version" => {
+            b.tls.version = Some(match required(name, value, at)? {
+                "tlsv1.3" => TlsVersion::Tls13,
+                "tlsv1.2" => TlsVersion::Tls12,
+                "tlsv1.1" | "tlsv1" => {
+                    // rustls does not speak TLS 1.1 or 1.0; 1.2 is the oldest it offers.
+                    warnings.push(format!(
+                        "Warning: bridge_tls_version {value} in {at} is older than midge \
+                         supports; TLS 1.2 is the minimum."
+                    ));
+                    TlsVersion::Tls12
+                }
+                _ => return Err(invalid(name, value, at)),
+            })
+        }
+        "bridge_alpn" => b.tls.alpn = Some(required(name, value, at)?.to_string()),
         "start_type" => {
             if required(name, value, at)? != "automatic" {
                 warnings.push(format!(
@@ -312,5 +362,50 @@ mod tests {
         apply(&mut b, "restart_timeout", "2 10", &at(), &mut w).unwrap();
         assert_eq!((b.restart_base.as_secs(), b.restart_cap.as_secs()), (2, 10));
         assert!(!apply(&mut b, "listener", "1", &at(), &mut w).unwrap());
+    }
+
+    #[test]
+    fn tls_options_are_kept_and_a_ca_turns_tls_on() {
+        let mut b = BridgeConfig::new("b");
+        let mut w = Vec::new();
+        assert!(!b.tls.enabled());
+        for (name, value) in [
+            ("bridge_certfile", "/c/client.pem"),
+            ("bridge_keyfile", "/c/client.key"),
+            ("bridge_insecure", "true"),
+            ("bridge_tls_version", "tlsv1.3"),
+            ("bridge_alpn", "mqtt"),
+        ] {
+            assert!(apply(&mut b, name, value, &at(), &mut w).unwrap(), "{name}");
+        }
+        assert!(!b.tls.enabled(), "only a CA turns TLS on, as in Mosquitto");
+        apply(&mut b, "bridge_capath", "/etc/ssl/certs", &at(), &mut w).unwrap();
+        assert!(b.tls.enabled());
+        let want = BridgeTls {
+            cafile: None,
+            capath: Some("/etc/ssl/certs".into()),
+            certfile: Some("/c/client.pem".into()),
+            keyfile: Some("/c/client.key".into()),
+            insecure: true,
+            version: Some(TlsVersion::Tls13),
+            alpn: Some("mqtt".into()),
+        };
+        assert_eq!(b.tls, want);
+        assert!(w.is_empty(), "{w:?}");
+        apply(&mut b, "bridge_tls_version", "tlsv1.1", &at(), &mut w).unwrap();
+        assert_eq!(b.tls.version, Some(TlsVersion::Tls12));
+        assert_eq!(w.len(), 1);
+        assert!(apply(&mut b, "bridge_tls_version", "sslv3", &at(), &mut w).is_err());
+        assert!(apply(&mut b, "bridge_insecure", "maybe", &at(), &mut w).is_err());
+        assert!(apply(&mut b, "bridge_cafile", "", &at(), &mut w).is_err());
+    }
+
+    #[test]
+    fn psk_and_ocsp_stay_refused() {
+        for name in ["bridge_psk", "bridge_identity", "bridge_require_ocsp"] {
+            assert!(SECURITY.contains(&name));
+            let mut b = BridgeConfig::new("b");
+            assert!(!apply(&mut b, name, "x", &at(), &mut Vec::new()).unwrap());
+        }
     }
 }
