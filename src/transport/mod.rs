@@ -11,6 +11,10 @@
 //!   into MQTT bytes and wraps broker output into frames;
 //! - WebSockets over TLS (`wss`): both, TLS below WebSocket.
 //!
+//! Outgoing bridge connections use the same [`Transport`] with a client-side TLS session
+//! ([`tls_client`]): the broker writes CONNECT as it would on plain TCP and the layer below
+//! encrypts it once the handshake is done.
+//!
 //! A [`Transport`] stacks the layers a listener needs. Like the broker it is sans-IO: it never
 //! reads a socket. The loop feeds it the bytes it read ([`Transport::received`]), offers it the
 //! broker's output ([`Transport::send`], which takes only what the layers can buffer, so a slow
@@ -20,6 +24,7 @@
 //! [`Transport::wants_write`] rather than looking only at the broker's output.
 
 pub mod tls;
+pub mod tls_client;
 pub mod ws;
 mod x509;
 
@@ -174,6 +179,11 @@ impl Transport {
                 (None, None) => return Ok(false),
             }
         }
+    }
+
+    /// True while a TLS layer has not completed its handshake.
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(TlsSession::is_handshaking)
     }
 
     /// True while bytes of the transport's own wait for the socket.

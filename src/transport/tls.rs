@@ -10,6 +10,10 @@
 //! and [`TlsSession::write_to`] moves TLS records to the socket until it would block. Nothing
 //! here waits: a handshake advances whenever bytes arrive.
 //!
+//! The same session type carries the client side of outgoing bridge connections: its rustls
+//! `ClientConnection` is built by [`super::tls_client`], and the loop drives it exactly like a
+//! server session (the remote's answer to our ClientHello arrives through `received`).
+//!
 //! Failures are described in words a user can act on ("the client sent plain MQTT to a TLS
 //! port", "certificate not signed by the configured CA"), because "TLS error" alone sends
 //! people to packet captures. A listener's configuration is rebuilt on SIGHUP; sessions already
@@ -23,8 +27,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
-    AlertDescription, CertificateError, CipherSuite, RootCertStore, ServerConfig, ServerConnection,
-    SupportedCipherSuite,
+    AlertDescription, CertificateError, CipherSuite, ClientConnection, Connection, RootCertStore,
+    ServerConfig, ServerConnection, SupportedCipherSuite,
 };
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
@@ -89,7 +93,7 @@ impl TlsListener {
                 format!("the ciphers and tls_version options leave nothing usable: {e}")
             })?;
         let builder = if opts.cafile.is_some() || opts.capath.is_some() {
-            let roots = load_roots(opts)?;
+            let roots = load_roots(opts.cafile.as_deref(), opts.capath.as_deref())?;
             let mut verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             if let Some(crlfile) = &opts.crlfile {
@@ -127,14 +131,14 @@ impl TlsListener {
     /// A TLS session for a newly accepted socket.
     pub fn session(&self) -> Result<TlsSession, rustls::Error> {
         Ok(TlsSession {
-            conn: ServerConnection::new(self.config.clone())?,
+            conn: Connection::Server(ServerConnection::new(self.config.clone())?),
             identity: self.identity,
             phase: Phase::AwaitClientHello,
         })
     }
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| e.to_string())?
         .collect::<Result<Vec<_>, _>>()
@@ -146,9 +150,12 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The CAs of `cafile` and of every PEM file in `capath`.
-fn load_roots(opts: &TlsOptions) -> Result<RootCertStore, String> {
+pub(super) fn load_roots(
+    cafile: Option<&Path>,
+    capath: Option<&Path>,
+) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    if let Some(cafile) = &opts.cafile {
+    if let Some(cafile) = cafile {
         let certs = load_certs(cafile).map_err(|e| {
             format!(
                 "Unable to load CA certificates \"{}\": {e}",
@@ -163,7 +170,7 @@ fn load_roots(opts: &TlsOptions) -> Result<RootCertStore, String> {
             ));
         }
     }
-    if let Some(capath) = &opts.capath {
+    if let Some(capath) = capath {
         let entries = std::fs::read_dir(capath)
             .map_err(|e| format!("Unable to read capath \"{}\": {e}", capath.display()))?;
         let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -315,14 +322,39 @@ pub struct Received {
     pub peer_closed: bool,
 }
 
-/// One client's TLS state.
+/// One connection's TLS state: a client of a TLS listener (server side), or an outgoing bridge
+/// connection (client side).
 pub struct TlsSession {
-    conn: ServerConnection,
+    conn: Connection,
     identity: IdentityMode,
     phase: Phase,
 }
 
 impl TlsSession {
+    /// The client side of an outgoing connection; its ClientHello is ready to be written.
+    pub(super) fn client(conn: ClientConnection) -> TlsSession {
+        TlsSession {
+            conn: Connection::Client(conn),
+            identity: IdentityMode::Connect,
+            phase: Phase::Handshaking,
+        }
+    }
+
+    /// True until the handshake has completed.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// A rustls error as this side of the connection words it.
+    fn error(&self, during_handshake: bool, e: rustls::Error) -> TlsError {
+        match (&self.conn, during_handshake) {
+            (Connection::Server(_), true) => TlsError::Handshake(e),
+            (Connection::Server(_), false) => TlsError::Session(e),
+            (Connection::Client(_), true) => TlsError::RemoteHandshake(e),
+            (Connection::Client(_), false) => TlsError::RemoteSession(e),
+        }
+    }
+
     /// Feeds bytes read from the socket; decrypted bytes are appended to `plain`.
     pub fn received(&mut self, data: &[u8], plain: &mut Vec<u8>) -> Result<Received, TlsError> {
         let mut result = Received::default();
@@ -341,13 +373,10 @@ impl TlsSession {
                 Err(e) => return Err(TlsError::Buffer(e)),
             }
             let handshaking = self.conn.is_handshaking();
-            let state = self.conn.process_new_packets().map_err(|e| {
-                if handshaking {
-                    TlsError::Handshake(e)
-                } else {
-                    TlsError::Session(e)
-                }
-            })?;
+            let state = match self.conn.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => return Err(self.error(handshaking, e)),
+            };
             if self.phase == Phase::Handshaking && !self.conn.is_handshaking() {
                 self.phase = Phase::Established;
                 result.identity = self.certificate_identity();
@@ -432,6 +461,10 @@ pub enum TlsError {
     Handshake(rustls::Error),
     /// A TLS error after the handshake.
     Session(rustls::Error),
+    /// Our handshake with a remote broker (a bridge) failed.
+    RemoteHandshake(rustls::Error),
+    /// A TLS error on a bridge connection after the handshake.
+    RemoteSession(rustls::Error),
     /// rustls could not take more input (it should not happen: plaintext is drained each time).
     Buffer(io::Error),
 }
@@ -454,6 +487,16 @@ impl fmt::Display for TlsError {
             ),
             TlsError::Handshake(e) => write!(f, "TLS handshake failed: {}", describe(e)),
             TlsError::Session(e) => write!(f, "TLS error: {}", describe(e)),
+            TlsError::RemoteHandshake(e) => {
+                write!(
+                    f,
+                    "TLS handshake failed: {}",
+                    super::tls_client::describe(e)
+                )
+            }
+            TlsError::RemoteSession(e) => {
+                write!(f, "TLS error: {}", super::tls_client::describe(e))
+            }
             TlsError::Buffer(e) => write!(f, "TLS error: {e}"),
         }
     }
