@@ -22,11 +22,17 @@
 //! failed TLS handshake, a text frame) closes only that connection, with a log line naming
 //! the peer and the cause. On SIGHUP each TLS listener's certificates and keys are read again;
 //! if that fails, the listener keeps the ones it had.
+//!
+//! Bridges open outgoing connections from here (their host names resolved on a helper
+//! thread). A bridge with `bridge_cafile`/`bridge_capath` gets a client-side TLS transport
+//! before the broker writes its CONNECT; a TLS failure is logged naming the bridge and the
+//! address, and closing the connection hands the attempt back to the broker's back-off.
 
 use crate::broker::{Action, Broker, CertIdentity, ConnId, Settings};
 use crate::config::{Config, ListenerConfig, ListenerProtocol};
 use crate::store::Store;
 use crate::transport::tls::TlsListener;
+use crate::transport::tls_client::TlsConnector;
 use crate::transport::ws::WsSession;
 use crate::transport::{Status, Transport, TransportError, Upstream};
 use mio::net::{TcpListener, TcpStream, UnixStream};
@@ -100,6 +106,39 @@ struct Client {
     peer: SocketAddr,
     /// An outgoing bridge connection still being established: the bridge's index.
     connecting: Option<usize>,
+    /// For outgoing bridge connections, "NAME (host:port)", the subject of transport log
+    /// lines.
+    bridge: Option<String>,
+}
+
+/// What the loop needs to open a bridge's connections (the broker knows the rest).
+struct BridgeDialer {
+    name: String,
+    /// Client-side TLS, when the bridge has a CA configured.
+    tls: Option<TlsConnector>,
+}
+
+/// The dialers of the bridges, in the broker's bridge index order: [`Broker::add_bridges`]
+/// skips bridges without an address, and so does this. TLS files are read now, so a missing
+/// one stops start-up with its name.
+fn load_bridge_dialers(config: &Config) -> Result<Vec<BridgeDialer>, String> {
+    let mut dialers = Vec::new();
+    for b in config.bridges.iter().filter(|b| !b.addresses.is_empty()) {
+        let tls = TlsConnector::load(&b.tls).map_err(|e| format!("Bridge {}: {e}", b.name))?;
+        if tls.is_some() && b.tls.insecure {
+            log::warn!(
+                "Warning: Bridge {}: bridge_insecure is true, so the remote broker's certificate \
+                 is not checked against the host in address; any holder of a certificate from \
+                 the CA can pose as the remote. Do not use this in production.",
+                b.name
+            );
+        }
+        dialers.push(BridgeDialer {
+            name: b.name.clone(),
+            tls,
+        });
+    }
+    Ok(dialers)
 }
 
 /// A listening socket.
@@ -184,6 +223,8 @@ struct Server {
     store: Option<Store>,
     /// The resolver thread for bridge host names, started with the first bridge.
     resolver: Option<Resolver>,
+    /// Per bridge (by the broker's index): its name and TLS settings.
+    bridges: Vec<BridgeDialer>,
     /// After EMFILE, accepting is paused until this time (no busy loop).
     accept_paused_until: Option<Instant>,
     running: bool,
@@ -320,8 +361,10 @@ impl Server {
         } else {
             None
         };
+        let bridges = load_bridge_dialers(config).map_err(io::Error::other)?;
         broker.add_bridges(&config.bridges, Instant::now());
         Ok(Server {
+            bridges,
             store,
             resolver: None,
             poll,
@@ -619,6 +662,7 @@ impl Server {
                 transport,
                 peer,
                 connecting: None,
+                bridge: None,
             });
             self.broker.connection_opened(id, peer, port, now);
             self.broker.set_listener(id, config_index);
@@ -668,7 +712,7 @@ impl Server {
                 return;
             };
             let n = match client.stream.read(&mut self.read_buf) {
-                Ok(0) => return self.drop_client(id, None, now),
+                Ok(0) => return self.transport_eof(id, now),
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -699,13 +743,34 @@ impl Server {
         self.backlog.push(id);
     }
 
+    /// The peer of a transport closed the socket. A remote broker that hangs up during our
+    /// TLS handshake is worth a line of its own: otherwise the bridge just seems to flap.
+    fn transport_eof(&mut self, id: ConnId, now: Instant) {
+        let Some(client) = self.clients.get(id) else {
+            return;
+        };
+        let handshaking = client.transport.as_ref().is_some_and(|t| t.handshaking());
+        if let (Some(bridge), true) = (&client.bridge, handshaking) {
+            log::error!(
+                "Error: Bridge {bridge} TLS handshake failed: the remote broker closed the \
+                 connection (is that port a TLS listener? does it want a client certificate?)."
+            );
+            return self.drop_client(id, Some("TLS error".to_string()), now);
+        }
+        self.drop_client(id, None, now)
+    }
+
     /// A transport gave up: say why, send its last words (alert, close frame, HTTP 400) if
-    /// the socket takes them, and close the connection.
+    /// the socket takes them, and close the connection. For a bridge, the broker then counts a
+    /// failed attempt and retries after its back-off.
     fn transport_failed(&mut self, id: ConnId, error: TransportError, now: Instant) {
         let Some(client) = self.clients.get_mut(id) else {
             return;
         };
-        log::info!(target: "notice", "Client {} {error}.", client.peer);
+        match &client.bridge {
+            Some(bridge) => log::error!("Error: Bridge {bridge} {error}."),
+            None => log::info!(target: "notice", "Client {} {error}.", client.peer),
+        }
         if let Some(transport) = client.transport.as_mut() {
             let _ = transport.write_to(&mut client.stream);
         }
@@ -967,6 +1032,13 @@ impl Server {
                     continue;
                 }
             };
+            let transport = match self.bridge_transport(bridge, &host) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.broker.bridge_failed(bridge, &e, now);
+                    continue;
+                }
+            };
             let mut stream = match TcpStream::connect(addr) {
                 Ok(s) => s,
                 Err(e) => {
@@ -985,18 +1057,35 @@ impl Server {
                 self.broker.bridge_failed(bridge, &e.to_string(), now);
                 continue;
             }
+            let name = self.bridges.get(bridge).map_or("?", |d| d.name.as_str());
             entry.insert(Client {
                 stream,
                 listener: usize::MAX,
                 wants_write: true,
-                transport: None,
+                transport,
                 peer: addr,
                 connecting: Some(bridge),
+                bridge: Some(format!("{name} ({host}:{})", addr.port())),
             });
         }
     }
 
+    /// The TLS layer of a new connection of `bridge` to `host`, if the bridge uses TLS. The
+    /// certificate's name is checked against `host` as written in `address`.
+    fn bridge_transport(
+        &self,
+        bridge: usize,
+        host: &str,
+    ) -> Result<Option<Box<Transport>>, String> {
+        let Some(tls) = self.bridges.get(bridge).and_then(|d| d.tls.as_ref()) else {
+            return Ok(None);
+        };
+        let session = tls.session(host)?;
+        Ok(Some(Box::new(Transport::new(Some(session), None))))
+    }
+
     /// The outgoing connection of a bridge became writable (or failed): hand it to the broker.
+    /// With TLS, the broker's CONNECT waits in the transport until the handshake is done.
     fn finish_bridge_connect(&mut self, id: ConnId, now: Instant) {
         let Some(client) = self.clients.get_mut(id) else {
             return;
