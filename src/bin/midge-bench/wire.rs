@@ -137,14 +137,17 @@ fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.extend_from_slice(s);
 }
 
-/// Appends a CONNECT (protocol level 4, clean session, no will, no credentials).
+/// Appends a CONNECT (protocol level 4, no will, no credentials). Clean session, unless the
+/// environment has `MIDGE_BENCH_PERSISTENT=1`: then every session is persistent (clean
+/// session 0), which is what a broker with `persistence true` has to store.
 pub fn connect(buf: &mut Vec<u8>, client_id: &str, keepalive: u16) {
     let rem = 10 + 2 + client_id.len();
+    let persistent = std::env::var_os("MIDGE_BENCH_PERSISTENT").is_some_and(|v| v == "1");
     buf.push(CONNECT);
     put_len(buf, rem);
     put_str(buf, b"MQTT");
     buf.push(4); // protocol level 3.1.1
-    buf.push(0x02); // clean session
+    buf.push(if persistent { 0x00 } else { 0x02 });
     buf.extend_from_slice(&keepalive.to_be_bytes());
     put_str(buf, client_id.as_bytes());
 }
