@@ -95,13 +95,22 @@ fn install_signal_handlers(write_fd: i32) {
 }
 
 /// A client socket and the loop's bookkeeping for it.
+///
+/// Kept small (thousands of idle clients): what only TLS, WebSocket and bridge connections
+/// need lives in [`ClientExtra`], allocated for those alone.
 struct Client {
     stream: TcpStream,
-    listener: usize,
+    /// Index into `Server::listeners`; `u32::MAX` for a bridge's outgoing connection.
+    listener: u32,
     /// WRITABLE is part of the registered interest.
     wants_write: bool,
     /// TLS and/or WebSocket layers; `None` for plain TCP.
     transport: Option<Box<Transport>>,
+    extra: Option<Box<ClientExtra>>,
+}
+
+/// The part of a [`Client`] that plain TCP clients do without.
+struct ClientExtra {
     /// The peer, for transport log lines (the broker has its own copy for MQTT ones).
     peer: SocketAddr,
     /// An outgoing bridge connection still being established: the bridge's index.
@@ -109,6 +118,16 @@ struct Client {
     /// For outgoing bridge connections, "NAME (host:port)", the subject of transport log
     /// lines.
     bridge: Option<String>,
+}
+
+impl Client {
+    fn connecting(&self) -> Option<usize> {
+        self.extra.as_ref().and_then(|e| e.connecting)
+    }
+
+    fn bridge(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.bridge.as_deref())
+    }
 }
 
 /// What the loop needs to open a bridge's connections (the broker knows the rest).
@@ -413,7 +432,12 @@ impl Server {
                         self.accept(LISTENER_BASE - t, now)
                     }
                     DNS_WAKER => self.bridge_addresses_resolved(now),
-                    Token(id) if self.clients.get(id).is_some_and(|c| c.connecting.is_some()) => {
+                    Token(id)
+                        if self
+                            .clients
+                            .get(id)
+                            .is_some_and(|c| c.connecting().is_some()) =>
+                    {
                         self.finish_bridge_connect(id, now)
                     }
                     Token(id) => {
@@ -655,14 +679,19 @@ impl Server {
             l.connections += 1;
             let port = l.port;
             let config_index = l.config_index;
+            let extra = transport.is_some().then(|| {
+                Box::new(ClientExtra {
+                    peer,
+                    connecting: None,
+                    bridge: None,
+                })
+            });
             entry.insert(Client {
                 stream,
-                listener: index,
+                listener: index as u32,
                 wants_write: false,
                 transport,
-                peer,
-                connecting: None,
-                bridge: None,
+                extra,
             });
             self.broker.connection_opened(id, peer, port, now);
             self.broker.set_listener(id, config_index);
@@ -750,7 +779,7 @@ impl Server {
             return;
         };
         let handshaking = client.transport.as_ref().is_some_and(|t| t.handshaking());
-        if let (Some(bridge), true) = (&client.bridge, handshaking) {
+        if let (Some(bridge), true) = (client.bridge(), handshaking) {
             log::error!(
                 "Error: Bridge {bridge} TLS handshake failed: the remote broker closed the \
                  connection (is that port a TLS listener? does it want a client certificate?)."
@@ -767,9 +796,10 @@ impl Server {
         let Some(client) = self.clients.get_mut(id) else {
             return;
         };
-        match &client.bridge {
-            Some(bridge) => log::error!("Error: Bridge {bridge} {error}."),
-            None => log::info!(target: "notice", "Client {} {error}.", client.peer),
+        match (client.bridge(), client.extra.as_ref()) {
+            (Some(bridge), _) => log::error!("Error: Bridge {bridge} {error}."),
+            (None, Some(extra)) => log::info!(target: "notice", "Client {} {error}.", extra.peer),
+            (None, None) => log::info!(target: "notice", "Client {error}."),
         }
         if let Some(transport) = client.transport.as_mut() {
             let _ = transport.write_to(&mut client.stream);
@@ -923,7 +953,7 @@ impl Server {
         }
         let mut client = self.clients.remove(id);
         let _ = self.poll.registry().deregister(&mut client.stream);
-        if let Some(l) = self.listeners.get_mut(client.listener) {
+        if let Some(l) = self.listeners.get_mut(client.listener as usize) {
             l.connections -= 1;
         }
         self.backlog.retain(|&b| b != id);
@@ -1060,12 +1090,14 @@ impl Server {
             let name = self.bridges.get(bridge).map_or("?", |d| d.name.as_str());
             entry.insert(Client {
                 stream,
-                listener: usize::MAX,
+                listener: u32::MAX,
                 wants_write: true,
                 transport,
-                peer: addr,
-                connecting: Some(bridge),
-                bridge: Some(format!("{name} ({host}:{})", addr.port())),
+                extra: Some(Box::new(ClientExtra {
+                    peer: addr,
+                    connecting: Some(bridge),
+                    bridge: Some(format!("{name} ({host}:{})", addr.port())),
+                })),
             });
         }
     }
@@ -1090,7 +1122,7 @@ impl Server {
         let Some(client) = self.clients.get_mut(id) else {
             return;
         };
-        let Some(bridge) = client.connecting else {
+        let Some(bridge) = client.connecting() else {
             return;
         };
         let failed = match client.stream.take_error() {
@@ -1107,11 +1139,14 @@ impl Server {
             self.broker.bridge_failed(bridge, &e, now);
             return;
         }
-        client.connecting = None;
+        let Some(extra) = client.extra.as_mut() else {
+            return;
+        };
+        extra.connecting = None;
+        let peer = extra.peer;
         if self.nodelay {
             let _ = client.stream.set_nodelay(true);
         }
-        let peer = client.peer;
         self.broker.bridge_connected(id, bridge, peer, now);
         self.flush(id, now);
     }
