@@ -366,7 +366,7 @@ impl Broker {
         let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
             return;
         };
-        for m in &s.inflight {
+        for m in s.inflight.iter() {
             match m.state {
                 OutState::AwaitPubcomp => {
                     Packet::Pubrel(codec::Ack::new(m.packet_id)).encode(c.version, &mut c.out)

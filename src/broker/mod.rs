@@ -847,11 +847,11 @@ impl Broker {
         }
         let mut unfinished: Vec<session::Delivery> = s
             .inflight
-            .drain(..)
+            .drain_all()
             .filter(|m| m.state == session::OutState::AwaitPuback)
             .map(|m| m.delivery)
             .collect();
-        unfinished.extend(s.queue.drain(..));
+        unfinished.extend(s.queue.drain_all());
         if unfinished.iter().any(|d| d.group.is_some()) {
             self.reassign_shared(sid, unfinished);
         }

@@ -865,8 +865,11 @@ impl Broker {
                 return;
             }
             Some(i) => {
-                s.inflight[i].state = OutState::AwaitPubcomp;
-                let seq = s.inflight[i].delivery.seq;
+                let Some(m) = s.inflight.get_mut(i) else {
+                    return;
+                };
+                m.state = OutState::AwaitPubcomp;
+                let seq = m.delivery.seq;
                 self.persist_state(sid, seq, a.packet_id, OutState::AwaitPubcomp);
                 reason::SUCCESS
             }
@@ -925,7 +928,7 @@ impl Broker {
             _ => s.find_inflight(packet_id),
         };
         if let Some(i) = pos {
-            if s.inflight[i].state == expected {
+            if s.inflight.get(i).is_some_and(|m| m.state == expected) {
                 let seq = s.inflight.remove(i).map_or(0, |m| m.delivery.seq);
                 self.persist_done(sid, seq);
                 self.pump(sid);

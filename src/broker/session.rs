@@ -73,6 +73,71 @@ pub struct Delivery {
     pub seq: u64,
 }
 
+/// A `VecDeque` that allocates nothing until first used: most sessions of a big fleet of idle
+/// devices never hold a QoS 1/2 message, and this keeps them 24 bytes lighter per queue.
+#[derive(Debug)]
+// Boxed on purpose: the point is an 8-byte field until the first element arrives.
+#[allow(clippy::box_collection)]
+pub struct LazyDeque<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> Default for LazyDeque<T> {
+    fn default() -> Self {
+        LazyDeque(None)
+    }
+}
+
+impl<T> LazyDeque<T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |d| d.len())
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends at the back.
+    pub fn push_back(&mut self, v: T) {
+        self.0.get_or_insert_with(Box::default).push_back(v);
+    }
+
+    /// Takes the front element.
+    pub fn pop_front(&mut self) -> Option<T> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    /// The front element.
+    pub fn front(&self) -> Option<&T> {
+        self.0.as_ref()?.front()
+    }
+
+    /// Removes the element at `i`.
+    pub fn remove(&mut self, i: usize) -> Option<T> {
+        self.0.as_mut()?.remove(i)
+    }
+
+    /// Iterates front to back.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().flat_map(|d| d.iter())
+    }
+
+    /// The element at `i`.
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.0.as_mut()?.get_mut(i)
+    }
+
+    /// The element at `i`.
+    pub fn get(&self, i: usize) -> Option<&T> {
+        self.0.as_ref()?.get(i)
+    }
+
+    /// Takes every element, leaving the queue empty (and unallocated).
+    pub fn drain_all(&mut self) -> impl Iterator<Item = T> {
+        self.0.take().into_iter().flat_map(|d| d.into_iter())
+    }
+}
+
 /// Identifies a session across slab reuse: index plus generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId {
@@ -111,8 +176,8 @@ pub struct Session {
     pub client_id: Rc<str>,
     pub conn: Option<ConnId>,
     pub subscriptions: Vec<(Box<str>, SubscribeOptions, u32)>,
-    pub inflight: VecDeque<Inflight>,
-    pub queue: VecDeque<Delivery>,
+    pub inflight: LazyDeque<Inflight>,
+    pub queue: LazyDeque<Delivery>,
     /// Queued deliveries counted against the limits, and their bytes.
     pub queued_count: usize,
     pub queued_bytes: usize,
@@ -143,8 +208,8 @@ impl Session {
             client_id,
             conn: None,
             subscriptions: Vec::new(),
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
+            inflight: LazyDeque::default(),
+            queue: LazyDeque::default(),
             queued_count: 0,
             queued_bytes: 0,
             cold: None,
