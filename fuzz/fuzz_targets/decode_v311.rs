@@ -1,0 +1,12 @@
+//! Arbitrary bytes as a stream of packets on a connection speaking MQTT 3.1.1: framing and
+//! decoding must not panic, and every packet that decodes must survive encode → decode.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use midge::codec::ProtocolVersion;
+
+#[path = "../../tests/fuzz_support/mod.rs"]
+mod support;
+
+fuzz_target!(|data: &[u8]| support::check_decode(data, ProtocolVersion::V311));
