@@ -200,6 +200,9 @@ pub struct Config {
     /// `persistence_sync_interval` (midge's own, default 1 s): the longest time accepted
     /// messages can stay un-fsynced, i.e. what a power cut can lose.
     pub persistence_sync_interval: Duration,
+    /// `connect_timeout` seconds (midge's own, default 20): a connection that has not sent a
+    /// complete CONNECT by then is closed (slowloris protection).
+    pub connect_timeout: Duration,
     /// `per_listener_settings` (default false): authentication options per listener.
     pub per_listener_settings: bool,
     /// `max_qos` (default 2): the highest QoS midge accepts and grants. Mosquitto scopes it
@@ -445,6 +448,7 @@ impl Default for Config {
             persistence_location: None,
             persistence_file: None,
             persistence_sync_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(20),
             per_listener_settings: false,
             max_qos: 2,
             bridges: Vec::new(),
@@ -731,6 +735,10 @@ impl Parser {
             "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
             "user" => c.user = Some(required(name, value, at)?.to_string()),
             "memory_limit" => c.memory_limit = parse_number(name, value, at)?,
+            "connect_timeout" => {
+                let secs: u64 = parse_number(name, value, at)?;
+                c.connect_timeout = Duration::from_secs(secs.max(1));
+            }
             "max_qos" => {
                 let q: u8 = parse_number(name, value, at)?;
                 if q > 2 {

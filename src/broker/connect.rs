@@ -266,11 +266,11 @@ impl Broker {
         }
         let serial = conn.serial;
         let peer = conn.peer.clone();
-        // The connect-timeout timer (due at most CONNECT_TIMEOUT from now) re-arms itself to
+        // The connect-timeout timer (due at most connect_timeout from now) re-arms itself to
         // the keepalive deadline; a second heap entry per connection is only needed when the
         // keepalive runs out before it (saves memory with thousands of idle clients).
         if let Some(deadline) = conn.keepalive_deadline() {
-            if deadline < now + super::CONNECT_TIMEOUT {
+            if deadline < now + self.settings.connect_timeout {
                 self.timers
                     .push(Reverse((deadline, Timer::Conn(id, serial))));
             }

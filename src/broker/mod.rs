@@ -43,8 +43,9 @@ pub type ConnId = usize;
 const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 /// Mosquitto's sanity limit for CONNECT, checked before a client is known.
 const MAX_CONNECT_PACKET: usize = 100_000;
-/// A connection must send CONNECT within this time (protection against idle sockets).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A connection must send CONNECT within this time unless `connect_timeout` says otherwise
+/// (protection against sockets that never speak, slowloris style).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Output bytes held for one connection before QoS 0 messages to it are dropped and queued
 /// ones wait (a slow or stopped reader cannot make the broker grow without bound).
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
@@ -75,6 +76,8 @@ pub struct Settings {
     pub sys_interval: u32,
     /// The highest QoS accepted from clients and granted to subscriptions.
     pub max_qos: codec::QoS,
+    /// Time a new connection has to send a complete CONNECT.
+    pub connect_timeout: Duration,
     /// Bytes of queued messages above which the server stops reading from publishers.
     pub memory_limit: usize,
     /// Password file and ACL (shared, since settings are cloned on reload).
@@ -113,6 +116,7 @@ impl Default for Settings {
             sys_interval: 10,
             memory_limit: DEFAULT_MEMORY_LIMIT,
             max_qos: codec::QoS::ExactlyOnce,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             security: Rc::new(Security::default()),
             per_listener: Vec::new(),
         }
@@ -140,6 +144,7 @@ impl Settings {
             max_topic_alias: c.max_topic_alias,
             sys_interval: c.sys_interval,
             max_qos: codec::QoS::from_u8(c.max_qos).unwrap_or(codec::QoS::ExactlyOnce),
+            connect_timeout: c.connect_timeout,
             memory_limit: match c.memory_limit {
                 0 => DEFAULT_MEMORY_LIMIT,
                 n => n,
@@ -429,8 +434,10 @@ impl Broker {
         }
         self.conns[id] = Some(Conn::new(serial, peer_text, local_port, now));
         self.stats.connections += 1;
-        self.timers
-            .push(Reverse((now + CONNECT_TIMEOUT, Timer::Conn(id, serial))));
+        self.timers.push(Reverse((
+            now + self.settings.connect_timeout,
+            Timer::Conn(id, serial),
+        )));
     }
 
     /// The socket of connection `id` reached end of file or failed. The broker forgets the
@@ -765,7 +772,7 @@ impl Broker {
             CloseReason::ConnectTimeout => log::info!(
                 target: "notice",
                 "Client {peer} sent no CONNECT within {} seconds, disconnecting.",
-                CONNECT_TIMEOUT.as_secs()
+                self.settings.connect_timeout.as_secs()
             ),
             CloseReason::Protocol(e @ DecodeError::PacketTooLarge(_)) => {
                 log::info!(target: "notice", "Client {name} disconnected due to oversize packet ({e}).")
