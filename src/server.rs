@@ -862,21 +862,7 @@ impl Server {
         if let Some(e) = failure {
             return self.drop_client(id, Some(e), now);
         }
-        if pending != client.wants_write {
-            let interest = if pending {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut client.stream, Token(id), interest)
-                .is_ok()
-            {
-                client.wants_write = pending;
-            }
-        }
+        follow_output(&self.poll, client, id, pending);
         if written > 0 {
             self.broker.output_written(id, written);
         }
@@ -918,21 +904,7 @@ impl Server {
         if let Some(e) = failure {
             return self.drop_client(id, Some(e), now);
         }
-        if pending != client.wants_write {
-            let interest = if pending {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut client.stream, Token(id), interest)
-                .is_ok()
-            {
-                client.wants_write = pending;
-            }
-        }
+        follow_output(&self.poll, client, id, pending);
         if taken > 0 {
             self.broker.output_written(id, taken);
         }
@@ -1179,6 +1151,26 @@ fn open_store(config: &Config, poll: &Poll, broker: &mut Broker) -> io::Result<S
     broker.enable_persistence();
     broker.restore(snapshot, Instant::now());
     Ok(store)
+}
+
+/// Interest follows pending output: ask for WRITABLE only while the client has bytes left
+/// to write, and only re-register when that changes.
+fn follow_output(poll: &Poll, client: &mut Client, id: ConnId, pending: bool) {
+    if pending == client.wants_write {
+        return;
+    }
+    let interest = if pending {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    if poll
+        .registry()
+        .reregister(&mut client.stream, Token(id), interest)
+        .is_ok()
+    {
+        client.wants_write = pending;
+    }
 }
 
 /// `::ffff:1.2.3.4` as `1.2.3.4`, for logs that read like Mosquitto's.

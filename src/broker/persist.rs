@@ -92,7 +92,8 @@ fn qos(q: u8) -> QoS {
     QoS::from_u8(q).unwrap_or(QoS::AtLeastOnce)
 }
 
-fn out_state(s: OutState) -> MessageState {
+/// The store's name for an in-flight state.
+pub(super) fn out_state(s: OutState) -> MessageState {
     match s {
         OutState::AwaitPuback => MessageState::AwaitPuback,
         OutState::AwaitPubrec => MessageState::AwaitPubrec,
@@ -152,11 +153,7 @@ pub(super) fn record_sent(p: Option<&mut Persist>, s: &Session, d: &Delivery, pa
     let (Some(p), true) = (p, d.seq != 0) else {
         return;
     };
-    let state = if d.qos == QoS::AtLeastOnce {
-        MessageState::AwaitPuback
-    } else {
-        MessageState::AwaitPubrec
-    };
+    let state = out_state(OutState::sent(d.qos));
     p.changes.push(Change::MessageState {
         client_id: s.client_id.to_string(),
         seq: d.seq,

@@ -632,24 +632,9 @@ impl Broker {
                 }
                 let limit = inflight_limit.min(usize::from(c.receive_maximum));
                 if s.inflight.len() < limit && c.out.len() < OUTPUT_HIGH_WATER {
-                    let msg = shared
-                        .get_or_insert_with(|| Rc::new(m.to_message()))
-                        .clone();
-                    let mut d = Delivery {
-                        msg,
-                        qos: t.qos,
-                        retain: t.retain,
-                        sub_ids: t.sub_ids,
-                        counted: true,
-                        group: t.group,
-                        seq: 0,
-                    };
+                    let mut d = t.into_delivery(shared, m);
                     let packet_id = s.alloc_packet_id();
-                    let state = if t.qos == QoS::AtLeastOnce {
-                        MessageState::AwaitPuback
-                    } else {
-                        MessageState::AwaitPubrec
-                    };
+                    let state = super::persist::out_state(OutState::sent(d.qos));
                     record_delivery(self.persist.as_deref_mut(), s, &mut d, packet_id, state);
                     if !write_delivery(c, &d, packet_id, false, now) {
                         self.stats.publish_dropped += 1;
@@ -657,11 +642,7 @@ impl Broker {
                     }
                     s.inflight.push_back(Inflight {
                         packet_id,
-                        state: if t.qos == QoS::AtLeastOnce {
-                            OutState::AwaitPuback
-                        } else {
-                            OutState::AwaitPubrec
-                        },
+                        state: OutState::sent(d.qos),
                         delivery: d,
                     });
                     self.stats.publish_sent += 1;
@@ -693,18 +674,7 @@ impl Broker {
         }
         s.dropping = false;
         self.held_bytes += size;
-        let msg = shared
-            .get_or_insert_with(|| Rc::new(m.to_message()))
-            .clone();
-        let mut d = Delivery {
-            msg,
-            qos: t.qos,
-            retain: t.retain,
-            sub_ids: t.sub_ids,
-            counted: true,
-            group: t.group,
-            seq: 0,
-        };
+        let mut d = t.into_delivery(shared, m);
         record_delivery(
             self.persist.as_deref_mut(),
             s,
@@ -777,11 +747,7 @@ impl Broker {
             if d.qos != QoS::AtMostOnce {
                 s.inflight.push_back(Inflight {
                     packet_id,
-                    state: if d.qos == QoS::AtLeastOnce {
-                        OutState::AwaitPuback
-                    } else {
-                        OutState::AwaitPubrec
-                    },
+                    state: OutState::sent(d.qos),
                     delivery: d,
                 });
             }
@@ -1007,6 +973,25 @@ struct Target {
     retain: bool,
     sub_ids: Vec<u32>,
     group: Option<Rc<str>>,
+}
+
+impl Target {
+    /// The delivery of `m` to this target, sharing the one copy of the message (made on
+    /// first need) with every other session that keeps it.
+    fn into_delivery(self, shared: &mut Option<Rc<Message>>, m: &Outgoing<'_>) -> Delivery {
+        let msg = shared
+            .get_or_insert_with(|| Rc::new(m.to_message()))
+            .clone();
+        Delivery {
+            msg,
+            qos: self.qos,
+            retain: self.retain,
+            sub_ids: self.sub_ids,
+            counted: true,
+            group: self.group,
+            seq: 0,
+        }
+    }
 }
 
 /// The ACL READ check for one recipient session, with the ACL of its listener (bridges'

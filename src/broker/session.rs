@@ -46,6 +46,17 @@ pub enum OutState {
     AwaitPubcomp,
 }
 
+impl OutState {
+    /// The state of a message just sent at `qos` (1 or 2).
+    pub fn sent(qos: QoS) -> OutState {
+        if qos == QoS::AtLeastOnce {
+            OutState::AwaitPuback
+        } else {
+            OutState::AwaitPubrec
+        }
+    }
+}
+
 /// One outgoing message between PUBLISH and its final acknowledgement.
 #[derive(Debug)]
 pub struct Inflight {
