@@ -216,6 +216,7 @@ pub fn run(config: Config) -> io::Result<()> {
 
 /// Runs the broker; `reload` is called on SIGHUP.
 pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> io::Result<()> {
+    raise_fd_limit();
     let mut server = Server::new(&config, reload)?;
     if let Some(user) = &config.user {
         crate::privileges::drop_to(user)?;
@@ -1151,6 +1152,25 @@ fn open_store(config: &Config, poll: &Poll, broker: &mut Broker) -> io::Result<S
     broker.enable_persistence();
     broker.restore(snapshot, Instant::now());
     Ok(store)
+}
+
+/// Raises the soft limit on open files to the hard limit: every client is a descriptor, and
+/// the usual soft limit (1024) is far below what a fleet of idle devices needs.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = lim.rlim_max;
+            lim.rlim_cur = wanted;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                log::debug!("Raised the open file limit to {wanted}.");
+            }
+        }
+    }
 }
 
 /// Interest follows pending output: ask for WRITABLE only while the client has bytes left
