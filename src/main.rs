@@ -76,6 +76,11 @@ fn run(cli: &Cli) -> ExitCode {
     }
     let pid_file = cfg.pid_file.clone();
     if let Some(path) = &pid_file {
+        // Debian's mosquitto.conf names /run/mosquitto/mosquitto.pid, a directory systemd
+        // only creates for Mosquitto's own service: create it, so the same config runs midge.
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
             error!("Error: Unable to write pid file {}: {e}.", path.display());
             return ExitCode::FAILURE;

@@ -105,3 +105,22 @@ fn sighup_reopens_a_moved_log_file() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn pid_file_directory_is_created_like_debian_needs() {
+    if skip_on_mosquitto("midge creates the pid file's directory") {
+        return;
+    }
+    // Debian's mosquitto.conf names /run/mosquitto/mosquitto.pid, whose directory only exists
+    // while Mosquitto's own systemd service runs.
+    let dir = TempDir::new();
+    let pid_path = dir
+        .path()
+        .join("run")
+        .join("mosquitto")
+        .join("mosquitto.pid");
+    let mut b = Broker::start(&format!("pid_file {}", pid_path.display()));
+    b.assert_serves();
+    let written = std::fs::read_to_string(&pid_path).unwrap_or_default();
+    assert_eq!(written.trim(), b.pid().to_string());
+}
