@@ -70,8 +70,16 @@ fn daemon_writes_pid_file_and_sigterm_removes_it() {
         assert!(t0.elapsed() < WAIT, "pid file removed at exit");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(log.contains("terminating"), "{log}");
+    // The last line is written right after the pid file is removed: wait for it.
+    let t0 = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("terminating") {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "exit logged: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
