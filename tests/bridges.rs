@@ -130,7 +130,21 @@ fn first_attempt_fails_then_connects_and_queued_qos1_is_delivered() {
         return;
     }
     let port_b = free_port();
-    // The remote is not there yet: the first attempts fail, midge keeps trying.
+    // A durable subscriber exists on the remote before the bridge ever reaches it (made on an
+    // earlier run of the remote, kept in its store), so nothing depends on timing.
+    let dir = TempDir::new();
+    let remote_conf = format!(
+        "listener {port_b} 127.0.0.1\npersistence true\npersistence_location {}",
+        dir.path().display()
+    );
+    let mut b = Broker::start(&remote_conf);
+    let mut s =
+        Raw::mqtt_connect_with(port_b, &Connect::v311("late-sub").clean(false), &CONNACK_OK);
+    s.subscribe(1, &[("q/#", 1)], &[1]);
+    s.send(&DISCONNECT);
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).is_some());
+    // The remote is down: the first attempts fail, midge keeps trying.
     let a = Broker::start(&bridge_conf(
         "late",
         &format!("127.0.0.1:{port_b}"),
@@ -150,12 +164,12 @@ fn first_attempt_fails_then_connects_and_queued_qos1_is_delivered() {
         ));
         p.expect_bytes(&puback(i), WAIT);
     }
-    // The remote appears; subscribe there before the bridge's next attempt lands.
-    let b = remote_on(port_b);
-    let mut sub_b = Raw::mqtt_connect(port_b, "sub-late");
-    sub_b.subscribe(1, &[("q/#", 1)], &[1]);
+    let b = Broker::start(&remote_conf);
     assert!(a.wait_for_log("Bridge late connected.", Duration::from_secs(15)));
-    let got = sub_b.collect_publishes(5, Duration::from_secs(10));
+    let mut s = Raw::connect(port_b);
+    s.send(&Connect::v311("late-sub").clean(false).bytes());
+    s.expect_bytes(&[0x20, 2, 1, 0], WAIT);
+    let got = s.collect_publishes(5, Duration::from_secs(10));
     let payloads: Vec<Vec<u8>> = got.iter().map(|p| p.payload().to_vec()).collect();
     let want: Vec<Vec<u8>> = (1..=5).map(|i| format!("m{i}").into_bytes()).collect();
     assert_eq!(payloads, want, "queued while down, delivered in order");
