@@ -23,7 +23,6 @@ use crate::codec::{
     Subscription,
 };
 use crate::config::bridge::{BridgeConfig, BridgeProtocol, Direction};
-use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -139,7 +138,7 @@ impl Broker {
                 failures: 0,
                 next_address: 0,
             });
-            self.timers.push(Reverse((now, Timer::Bridge(index))));
+            self.timers.push(now, Timer::Bridge(index));
         }
     }
 
@@ -185,8 +184,7 @@ impl Broker {
         let exp = base.saturating_mul(1 << b.failures.saturating_sub(1).min(10));
         let delay = exp.min(cap);
         let jitter = Duration::from_millis(seed % (delay.as_millis() as u64 / 4 + 1));
-        self.timers
-            .push(Reverse((now + delay + jitter, Timer::Bridge(index))));
+        self.timers.push(now + delay + jitter, Timer::Bridge(index));
     }
 
     /// The server opened the bridge's socket (connection `id`): send CONNECT.
@@ -202,12 +200,12 @@ impl Broker {
             BridgeProtocol::Mqtt311 => ProtocolVersion::V311,
             BridgeProtocol::Mqtt5 => ProtocolVersion::V5,
         };
-        self.next_serial += 1;
+        self.next_serial = self.next_serial.wrapping_add(1);
         if self.conns.len() <= id {
             self.conns.resize_with(id + 1, || None);
         }
-        let mut conn = Conn::new(self.next_serial, peer.to_string().into(), peer.port(), now);
-        conn.state = ConnState::BridgeConnecting(index);
+        let mut conn = Conn::new(self.next_serial, peer.into(), now);
+        conn.state = ConnState::BridgeConnecting(index as u32);
         conn.version = version;
         conn.client_id = Rc::from(format!("bridge:{}", cfg.name).as_str());
         conn.keep_alive = cfg.keepalive;
@@ -238,8 +236,7 @@ impl Broker {
         log::debug!("Sending CONNECT to bridge {}", cfg.name);
         self.send(id, &Packet::Connect(Box::new(connect)));
         let deadline = now + Duration::from_secs(u64::from(cfg.keepalive));
-        self.timers
-            .push(Reverse((deadline, Timer::Conn(id, serial))));
+        self.timers.push(deadline, Timer::Conn(id, serial));
     }
 
     /// CONNACK from the remote broker.
@@ -271,7 +268,7 @@ impl Broker {
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
         if let Some(c) = self.conn_mut(id) {
             c.state = ConnState::Active(sid);
-            c.bridge = Some(link);
+            c.extra_mut().bridge = Some(link);
         }
         if let Some(s) = self.session_mut(sid) {
             s.conn = Some(id);
@@ -320,7 +317,7 @@ impl Broker {
             })
             .encode(version, &mut out);
             if let Some(c) = self.conn_mut(id) {
-                c.out.extend_from_slice(&out);
+                c.out_mut().extend_from_slice(&out);
             }
         }
         self.resend_inflight(id, sid);

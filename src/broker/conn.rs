@@ -4,9 +4,16 @@
 //! a session), and ends `Closing` when either side ends it. It keeps the bytes of a packet
 //! that has only partly arrived, the bytes waiting to be written, and the keepalive clock:
 //! a client silent for one and a half times its keepalive is disconnected (v311:[MQTT-3.1.2-24]).
+//!
+//! Thousands of idle devices each hold one, so a `Conn` keeps inline only what every
+//! connection uses; buffers exist only while bytes wait in them, and what few connections
+//! need (a will, topic aliases, a bridge, a certificate identity) sits in a separate
+//! [`ConnExtra`] allocated on first use.
 
 use super::session::SessionId;
 use crate::codec::{LastWill, ProtocolVersion};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -17,29 +24,75 @@ pub enum ConnState {
     AwaitConnect,
     /// CONNACK accepted; bound to a session.
     Active(SessionId),
-    /// A bridge's outgoing connection, CONNECT sent, waiting for CONNACK.
-    BridgeConnecting(usize),
+    /// A bridge's outgoing connection (the bridge's index), CONNECT sent, waiting for CONNACK.
+    BridgeConnecting(u32),
     /// Being closed: no more input is processed.
     Closing,
+}
+
+/// The peer's address, kept inline (20 bytes) rather than as text: it is only formatted for
+/// log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Peer {
+        Peer {
+            ip: a.ip(),
+            port: a.port(),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    /// `ip:port`, as Mosquitto writes it (IPv6 without brackets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.ip, self.port)
+    }
+}
+
+/// The two byte buffers of a connection, allocated together while either holds bytes.
+#[derive(Debug, Default)]
+struct Buffers {
+    /// Bytes of a packet that has not completely arrived.
+    inbuf: Vec<u8>,
+    /// Bytes waiting to be written to the socket.
+    out: Vec<u8>,
+}
+
+/// The parts of a connection that most connections never use.
+#[derive(Debug, Default)]
+pub struct ConnExtra {
+    /// The will from CONNECT, until it is published or discarded.
+    pub will: Option<LastWill>,
+    /// This is one of our bridges' outgoing connections: topics are remapped.
+    pub bridge: Option<Rc<super::bridge::BridgeLink>>,
+    /// MQTT 5 topic aliases (absent for 3.x clients).
+    pub aliases: Option<Aliases>,
+    /// The username a TLS client certificate gives, on listeners that use certificates as
+    /// identities (see `identity.rs`).
+    pub cert_identity: Option<super::identity::CertIdentity>,
+    /// MQTT 5: the largest packet the client accepts (Maximum Packet Size; 0 = no limit).
+    pub max_packet_size: u32,
 }
 
 /// Protocol state of one connection.
 #[derive(Debug)]
 pub struct Conn {
     /// Distinguishes this connection from earlier ones that used the same slot.
-    pub serial: u64,
+    pub serial: u32,
     pub state: ConnState,
     pub version: ProtocolVersion,
-    /// Peer address as `ip:port`, for logs.
-    pub peer: Box<str>,
-    /// Port of the listener it arrived on.
-    pub local_port: u16,
-    /// Client id for logs (`<unknown>` until CONNECT).
+    /// Peer address, for logs.
+    pub peer: Peer,
+
+    /// Client id for logs (`<unknown>` until CONNECT); shared with the session.
     pub client_id: Rc<str>,
-    /// Bytes of a packet that has not completely arrived.
-    pub inbuf: Vec<u8>,
-    /// Bytes waiting to be written to the socket.
-    pub out: Vec<u8>,
+    /// Input and output buffers; `None` while both are empty.
+    bufs: Option<Box<Buffers>>,
     /// Listed in the broker's dirty list.
     pub dirty: bool,
     /// Queued messages are waiting for `out` to drain.
@@ -47,25 +100,18 @@ pub struct Conn {
     /// Keepalive in seconds; 0 = none.
     pub keep_alive: u16,
     pub last_rx: Instant,
-    pub will: Option<Box<LastWill>>,
     /// MQTT 5: how many QoS 1/2 messages the client accepts in flight (Receive Maximum).
     pub receive_maximum: u16,
-    /// MQTT 5: largest packet the client accepts (0 = no limit).
-    pub max_packet_size: u32,
+
     /// Index of the configured listener it came in on (`per_listener_settings`).
     pub listener: u16,
     /// Has sent a PUBLISH (see `Broker::is_publisher`).
     pub published: bool,
-    /// This is one of our bridges' outgoing connections: topics are remapped.
-    pub bridge: Option<Rc<super::bridge::BridgeLink>>,
     /// The client is another broker's bridge (`try_private`): it never gets its own
     /// messages back, and retain flags reach it as published.
     pub remote_bridge: bool,
-    /// MQTT 5 topic aliases; absent for 3.x clients, so they cost nothing.
-    pub aliases: Option<Box<Aliases>>,
-    /// The username a TLS client certificate gives, on listeners that use certificates as
-    /// identities (see `identity.rs`).
-    pub cert_identity: Option<Box<super::identity::CertIdentity>>,
+    /// Will, bridge link, topic aliases, certificate identity: `None` while all are unset.
+    extra: Option<Box<ConnExtra>>,
 }
 
 /// Topic aliases of one MQTT 5 connection (v5 §3.3.2.3.4). Each direction has its own map,
@@ -96,30 +142,112 @@ impl Aliases {
 
 impl Conn {
     /// A connection that has just been accepted.
-    pub fn new(serial: u64, peer: Box<str>, local_port: u16, now: Instant) -> Conn {
+    pub fn new(serial: u32, peer: Peer, now: Instant) -> Conn {
+        thread_local! {
+            // Every connection starts with this name; sharing it saves an allocation each.
+            static UNKNOWN: Rc<str> = Rc::from("<unknown>");
+        }
         Conn {
             serial,
             state: ConnState::AwaitConnect,
             version: ProtocolVersion::V311,
             peer,
-            local_port,
-            client_id: Rc::from("<unknown>"),
-            inbuf: Vec::new(),
-            out: Vec::new(),
+            client_id: UNKNOWN.with(Rc::clone),
+            bufs: None,
             dirty: false,
             throttled: false,
             keep_alive: 0,
             last_rx: now,
-            will: None,
             receive_maximum: u16::MAX,
-            max_packet_size: 0,
-            aliases: None,
+
             published: false,
             listener: 0,
-            cert_identity: None,
-            bridge: None,
             remote_bridge: false,
+            extra: None,
         }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn out(&self) -> &[u8] {
+        self.bufs.as_ref().map_or(&[], |b| &b.out)
+    }
+
+    /// The output buffer, to append to.
+    pub fn out_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.bufs.get_or_insert_with(Box::default).out
+    }
+
+    /// The output buffer if it exists (the server drains it into the socket).
+    pub fn out_if_any(&mut self) -> Option<&mut Vec<u8>> {
+        self.bufs.as_mut().map(|b| &mut b.out)
+    }
+
+    /// Takes the bytes of the partly arrived packet.
+    pub fn take_inbuf(&mut self) -> Vec<u8> {
+        self.bufs
+            .as_mut()
+            .map(|b| std::mem::take(&mut b.inbuf))
+            .unwrap_or_default()
+    }
+
+    /// Keeps the bytes of a partly arrived packet (or none).
+    pub fn set_inbuf(&mut self, inbuf: Vec<u8>) {
+        if inbuf.is_empty() && self.out().is_empty() {
+            self.bufs = None;
+        } else {
+            self.bufs.get_or_insert_with(Box::default).inbuf = inbuf;
+        }
+    }
+
+    /// Frees the buffers once both are empty.
+    pub fn trim(&mut self) {
+        if self
+            .bufs
+            .as_ref()
+            .is_some_and(|b| b.out.is_empty() && b.inbuf.is_empty())
+        {
+            self.bufs = None;
+        }
+    }
+
+    /// The rarely used parts, allocated on first use.
+    pub fn extra_mut(&mut self) -> &mut ConnExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The will, if one is pending.
+    pub fn will(&self) -> Option<&LastWill> {
+        self.extra.as_ref()?.will.as_ref()
+    }
+
+    /// Takes the will (it is published or discarded).
+    pub fn take_will(&mut self) -> Option<LastWill> {
+        self.extra.as_mut()?.will.take()
+    }
+
+    /// The bridge link of one of our bridges' outgoing connections.
+    pub fn bridge(&self) -> Option<&Rc<super::bridge::BridgeLink>> {
+        self.extra.as_ref()?.bridge.as_ref()
+    }
+
+    /// MQTT 5 topic aliases.
+    pub fn aliases(&self) -> Option<&Aliases> {
+        self.extra.as_ref()?.aliases.as_ref()
+    }
+
+    /// MQTT 5 topic aliases, to change.
+    pub fn aliases_mut(&mut self) -> Option<&mut Aliases> {
+        self.extra.as_mut()?.aliases.as_mut()
+    }
+
+    /// The largest packet the client accepts (0 = no limit).
+    pub fn max_packet_size(&self) -> u32 {
+        self.extra.as_ref().map_or(0, |e| e.max_packet_size)
+    }
+
+    /// The identity a TLS client certificate gives.
+    pub fn cert_identity(&self) -> Option<&super::identity::CertIdentity> {
+        self.extra.as_ref()?.cert_identity.as_ref()
     }
 
     /// When the connection times out for silence, if it has a keepalive.
@@ -140,12 +268,40 @@ mod tests {
     #[test]
     fn keepalive_deadline_is_one_and_a_half_times_mqtt_3_1_2_24() {
         let now = Instant::now();
-        let mut c = Conn::new(1, "127.0.0.1:1".into(), 1883, now);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut c = Conn::new(1, peer.into(), now);
         assert_eq!(c.keepalive_deadline(), None);
         c.keep_alive = 15;
         assert_eq!(
             c.keepalive_deadline(),
             Some(now + Duration::from_millis(22_500))
         );
+    }
+
+    #[test]
+    fn an_idle_connection_is_small() {
+        // Guards the per-connection memory budget (issue 3): grow it only on purpose.
+        assert!(
+            std::mem::size_of::<Conn>() <= 96,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
+    }
+
+    #[test]
+    fn buffers_exist_only_while_bytes_wait() {
+        let peer: SocketAddr = "[::1]:2".parse().unwrap();
+        let mut c = Conn::new(1, peer.into(), Instant::now());
+        assert_eq!(c.peer.to_string(), "::1:2");
+        assert!(c.out_if_any().is_none());
+        c.out_mut().extend_from_slice(b"ab");
+        c.set_inbuf(Vec::new());
+        assert_eq!(c.out(), b"ab");
+        c.out_mut().clear();
+        c.set_inbuf(vec![1]);
+        c.trim();
+        assert_eq!(c.take_inbuf(), vec![1]);
+        c.trim();
+        assert!(c.out_if_any().is_none());
     }
 }

@@ -6,7 +6,6 @@ use super::{Broker, CloseReason, ConnId, SessionId, Timer};
 use crate::codec::{
     self, connack_v3, reason, Connack, Connect, Packet, Properties, ProtocolVersion,
 };
-use std::cmp::Reverse;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -42,7 +41,10 @@ impl Broker {
     /// CONNECT with a protocol level midge does not speak: CONNACK 0x01 (3.x numbering, since
     /// that is what such a client can be expected to read, v311:[MQTT-3.1.2-2]), then close.
     pub(super) fn refuse_unsupported_protocol(&mut self, id: ConnId, level: u8, now: Instant) {
-        let peer = self.conn(id).map(|c| c.peer.clone()).unwrap_or_default();
+        let peer = self
+            .conn(id)
+            .map(|c| c.peer.to_string())
+            .unwrap_or_default();
         log::info!(target: "notice", "Client {peer} rejected: unsupported protocol version {level}.");
         self.send(
             id,
@@ -57,7 +59,10 @@ impl Broker {
 
     fn refuse(&mut self, id: ConnId, c: &Connect, why: Refusal, now: Instant) {
         let code = why.code(c.version);
-        let peer = self.conn(id).map(|c| c.peer.clone()).unwrap_or_default();
+        let peer = self
+            .conn(id)
+            .map(|c| c.peer.to_string())
+            .unwrap_or_default();
         let what = match why {
             Refusal::IdentifierRejected => "identifier rejected",
             Refusal::NotAuthorized => "not authorised",
@@ -121,7 +126,9 @@ impl Broker {
         let listener = self.conn(id).map_or(0, |c| c.listener);
         log::debug!(
             "Received CONNECT from {}",
-            self.conn(id).map_or("", |c| &*c.peer)
+            self.conn(id)
+                .map(|c| c.peer.to_string())
+                .unwrap_or_default()
         );
 
         // Client identifier rules.
@@ -193,9 +200,8 @@ impl Broker {
         // Take over: a client id already connected loses its old connection
         // (v311:[MQTT-3.1.4-2], v5:[MQTT-3.1.4-3]).
         if let Some(old_conn) = self
-            .clients
-            .get(&client_id)
-            .and_then(|sid| self.session(*sid))
+            .session_of(&client_id)
+            .and_then(|sid| self.session(sid))
             .and_then(|s| s.conn)
         {
             self.send_disconnect(old_conn, reason::SESSION_TAKEN_OVER);
@@ -215,11 +221,11 @@ impl Broker {
         };
 
         // Clean start discards any previous session (v311:[MQTT-3.1.2-6]).
-        let existing = self.clients.get(&client_id).copied();
+        let existing = self.session_of(&client_id);
         if let (Some(sid), true) = (existing, c.clean_start) {
             self.remove_session(sid);
         }
-        let (sid, session_present) = match self.clients.get(&client_id).copied() {
+        let (sid, session_present) = match self.session_of(&client_id) {
             Some(sid) => (sid, true),
             None => {
                 self.next_gen = self.next_gen.wrapping_add(1);
@@ -231,7 +237,7 @@ impl Broker {
                     idx: idx as u32,
                     gen,
                 };
-                self.clients.insert(client_id.clone(), sid);
+                self.clients.insert(sid.idx, &self.sessions);
                 (sid, false)
             }
         };
@@ -257,22 +263,23 @@ impl Broker {
         conn.client_id = client_id.clone();
         conn.keep_alive = c.keep_alive;
         conn.remote_bridge = c.bridge;
-        conn.will = c.will.take().map(Box::new);
+        if let Some(will) = c.will.take() {
+            conn.extra_mut().will = Some(will);
+        }
         if let Some(rm) = c.properties.receive_maximum {
             conn.receive_maximum = rm;
         }
         if let Some(mps) = c.properties.maximum_packet_size {
-            conn.max_packet_size = mps;
+            conn.extra_mut().max_packet_size = mps;
         }
         let serial = conn.serial;
-        let peer = conn.peer.clone();
+        let peer = conn.peer;
         // The connect-timeout timer (due at most connect_timeout from now) re-arms itself to
         // the keepalive deadline; a second heap entry per connection is only needed when the
         // keepalive runs out before it (saves memory with thousands of idle clients).
         if let Some(deadline) = conn.keepalive_deadline() {
             if deadline < now + self.settings.connect_timeout {
-                self.timers
-                    .push(Reverse((deadline, Timer::Conn(id, serial))));
+                self.timers.push(deadline, Timer::Conn(id, serial));
             }
         }
         self.stats.clients_connected += 1;
@@ -305,11 +312,11 @@ impl Broker {
             let client_alias_max = c.properties.topic_alias_maximum.unwrap_or(0);
             if alias_max > 0 || client_alias_max > 0 {
                 if let Some(conn) = self.conn_mut(id) {
-                    conn.aliases = Some(Box::new(super::conn::Aliases {
+                    conn.extra_mut().aliases = Some(super::conn::Aliases {
                         inbound_max: alias_max,
                         outbound_max: client_alias_max,
                         ..Default::default()
-                    }));
+                    });
                 }
             }
             if alias_max > 0 {
@@ -369,7 +376,7 @@ impl Broker {
         for m in s.inflight.iter() {
             match m.state {
                 OutState::AwaitPubcomp => {
-                    Packet::Pubrel(codec::Ack::new(m.packet_id)).encode(c.version, &mut c.out)
+                    Packet::Pubrel(codec::Ack::new(m.packet_id)).encode(c.version, c.out_mut())
                 }
                 OutState::AwaitPuback | OutState::AwaitPubrec => {
                     super::publish::write_delivery(c, &m.delivery, m.packet_id, true, now);
@@ -377,7 +384,7 @@ impl Broker {
             }
             self.stats.messages_sent += 1;
         }
-        if !c.out.is_empty() && !c.dirty {
+        if !c.out().is_empty() && !c.dirty {
             c.dirty = true;
             self.dirty.push(id);
         }

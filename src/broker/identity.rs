@@ -25,7 +25,7 @@ impl Broker {
     /// Records the certificate identity of connection `id` (call before its first bytes).
     pub fn set_certificate_identity(&mut self, id: ConnId, identity: CertIdentity) {
         if let Some(conn) = self.conn_mut(id) {
-            conn.cert_identity = Some(Box::new(identity));
+            conn.extra_mut().cert_identity = Some(identity);
         }
     }
 
@@ -34,7 +34,7 @@ impl Broker {
     /// `Some(false)`: refuse). `None`: the listener does not use certificates as identities,
     /// and the usual password rules apply.
     pub(super) fn apply_certificate_identity(&self, id: ConnId, c: &mut Connect) -> Option<bool> {
-        let identity = self.conn(id)?.cert_identity.as_deref()?;
+        let identity = self.conn(id)?.cert_identity()?;
         c.password = None;
         match identity {
             CertIdentity::Username(name) => {

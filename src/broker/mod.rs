@@ -11,6 +11,7 @@
 //! `subscribe.rs` handle those packets.
 
 pub mod bridge;
+mod clients;
 pub mod conn;
 mod connect;
 mod identity;
@@ -20,6 +21,7 @@ pub mod router;
 pub mod session;
 mod subscribe;
 mod sys;
+mod timers;
 
 use crate::auth::Security;
 use crate::codec::{self, reason, DecodeError, Packet};
@@ -30,11 +32,10 @@ use router::{Router, Subscriber, TopicMap};
 pub use session::SessionId;
 use session::{Expiry, Message, Session};
 use slab::Slab;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use timers::{Timer, Timers};
 
 /// Index of a network connection (the server loop's slab key).
 pub type ConnId = usize;
@@ -321,18 +322,6 @@ pub struct Stats {
     pub publish_bytes_sent: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    /// Keepalive or connect timeout of a connection (checked against its serial).
-    Conn(ConnId, u64),
-    /// Expiry of an offline session.
-    SessionExpiry(SessionId),
-    /// A delayed will falls due.
-    WillDelay(SessionId),
-    /// A bridge's next connection attempt.
-    Bridge(usize),
-}
-
 /// The broker: every session, subscription and retained message, and the protocol state of
 /// every connection.
 pub struct Broker {
@@ -340,15 +329,15 @@ pub struct Broker {
     conns: Vec<Option<Conn>>,
     sessions: Slab<Session>,
     next_gen: u32,
-    clients: HashMap<Rc<str>, SessionId>,
+    clients: clients::ClientIndex,
     router: Router,
     retained: TopicMap<Rc<Message>>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: Timers,
     actions: Vec<Action>,
     dirty: Vec<ConnId>,
     /// Reused for every publish: the subscriptions that match it.
     matches: Vec<Subscriber>,
-    next_serial: u64,
+    next_serial: u32,
     rng: u64,
     /// The time of the event being handled.
     now: Instant,
@@ -376,10 +365,10 @@ impl Broker {
             conns: Vec::new(),
             sessions: Slab::new(),
             next_gen: 0,
-            clients: HashMap::new(),
+            clients: clients::ClientIndex::default(),
             router: Router::default(),
             retained: TopicMap::default(),
-            timers: BinaryHeap::new(),
+            timers: Timers::new(Instant::now()),
             actions: Vec::new(),
             dirty: Vec::new(),
             matches: Vec::new(),
@@ -420,24 +409,19 @@ impl Broker {
         local_port: u16,
         now: Instant,
     ) {
-        self.next_serial += 1;
+        self.next_serial = self.next_serial.wrapping_add(1);
         let serial = self.next_serial;
         if self.conns.len() <= id {
             self.conns.resize_with(id + 1, || None);
         }
-        let peer_text: Box<str> = match peer {
-            SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()).into(),
-            SocketAddr::V6(a) => format!("{}:{}", a.ip(), a.port()).into(),
-        };
+        let peer = conn::Peer::from(peer);
         if self.settings.connection_messages {
-            log::info!(target: "notice", "New connection from {} on port {}.", peer_text, local_port);
+            log::info!(target: "notice", "New connection from {} on port {}.", peer, local_port);
         }
-        self.conns[id] = Some(Conn::new(serial, peer_text, local_port, now));
+        self.conns[id] = Some(Conn::new(serial, peer, now));
         self.stats.connections += 1;
-        self.timers.push(Reverse((
-            now + self.settings.connect_timeout,
-            Timer::Conn(id, serial),
-        )));
+        self.timers
+            .push(now + self.settings.connect_timeout, Timer::Conn(id, serial));
     }
 
     /// The socket of connection `id` reached end of file or failed. The broker forgets the
@@ -461,7 +445,7 @@ impl Broker {
 
     /// Output waiting to be written to connection `id`.
     pub fn output(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
-        self.conns.get_mut(id)?.as_mut().map(|c| &mut c.out)
+        self.conns.get_mut(id)?.as_mut()?.out_if_any()
     }
 
     /// Tells the broker the server wrote `n` bytes of connection `id`'s output (for `$SYS`),
@@ -471,7 +455,8 @@ impl Broker {
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
-        if conn.throttled && conn.out.len() < OUTPUT_HIGH_WATER / 2 {
+        conn.trim();
+        if conn.throttled && conn.out().len() < OUTPUT_HIGH_WATER / 2 {
             conn.throttled = false;
             if let ConnState::Active(sid) = conn.state {
                 self.pump(sid);
@@ -532,7 +517,7 @@ impl Broker {
 
     /// When [`Broker::tick`] next has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let timer = self.timers.next_deadline();
         match (timer, self.sys.next_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -545,11 +530,7 @@ impl Broker {
         if self.sys.next_due().is_some_and(|t| t <= now) {
             self.publish_sys(now);
         }
-        while let Some(&Reverse((at, timer))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Conn(id, serial) => self.check_conn_timer(id, serial, now),
                 Timer::SessionExpiry(sid) => self.check_session_expiry(sid, now),
@@ -573,14 +554,14 @@ impl Broker {
         }
     }
 
-    fn check_conn_timer(&mut self, id: ConnId, serial: u64, now: Instant) {
+    fn check_conn_timer(&mut self, id: ConnId, serial: u32, now: Instant) {
         let Some(conn) = self.conn(id) else {
             return;
         };
         if conn.serial != serial {
             return;
         }
-        let is_bridge = conn.bridge.is_some();
+        let is_bridge = conn.bridge().is_some();
         let deadline = match conn.state {
             ConnState::AwaitConnect | ConnState::BridgeConnecting(_) => {
                 self.close(id, CloseReason::ConnectTimeout, now);
@@ -588,7 +569,7 @@ impl Broker {
             }
             ConnState::Active(_) if is_bridge => match self.bridge_keepalive(id, now) {
                 Some(next) => {
-                    self.timers.push(Reverse((next, Timer::Conn(id, serial))));
+                    self.timers.push(next, Timer::Conn(id, serial));
                     return;
                 }
                 None => {
@@ -606,8 +587,7 @@ impl Broker {
             self.send_disconnect(id, reason::KEEP_ALIVE_TIMEOUT);
             self.close(id, CloseReason::KeepaliveTimeout, now);
         } else {
-            self.timers
-                .push(Reverse((deadline, Timer::Conn(id, serial))));
+            self.timers.push(deadline, Timer::Conn(id, serial));
         }
     }
 
@@ -638,7 +618,7 @@ impl Broker {
                 self.stats.clients_expired += 1;
                 self.remove_session(sid);
             }
-            Some(at) => self.timers.push(Reverse((at, Timer::SessionExpiry(sid)))),
+            Some(at) => self.timers.push(at, Timer::SessionExpiry(sid)),
             None => {}
         }
     }
@@ -649,6 +629,13 @@ impl Broker {
 
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(id)?.as_mut()
+    }
+
+    /// The session of client `id`, if the broker has one.
+    fn session_of(&self, id: &str) -> Option<SessionId> {
+        let idx = self.clients.get(id, &self.sessions)?;
+        let gen = self.sessions.get(idx as usize)?.gen;
+        Some(SessionId { idx, gen })
     }
 
     fn session(&self, sid: SessionId) -> Option<&Session> {
@@ -668,7 +655,7 @@ impl Broker {
         let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else {
             return;
         };
-        packet.encode(conn.version, &mut conn.out);
+        packet.encode(conn.version, conn.out_mut());
         self.stats.messages_sent += 1;
         if !conn.dirty {
             conn.dirty = true;
@@ -708,19 +695,14 @@ impl Broker {
         if state == ConnState::Closing {
             return;
         }
-        let will = if reason.publishes_will() {
-            conn.will.take()
-        } else {
-            None
-        };
-        conn.will = None;
+        let will = conn.take_will().filter(|_| reason.publishes_will());
         let name = conn.client_id.clone();
-        let peer = conn.peer.clone();
-        self.log_close(&name, &peer, &reason);
+        let peer = conn.peer;
+        self.log_close(&name, peer, &reason);
         self.now = now;
         let mut will = will;
         if let ConnState::BridgeConnecting(index) = state {
-            self.bridge_down(index, now);
+            self.bridge_down(index as usize, now);
         }
         if let ConnState::Active(sid) = state {
             self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
@@ -736,8 +718,8 @@ impl Broker {
             if delay > 0 && persists {
                 if let (Some(w), Some(s)) = (will.take(), self.session_mut(sid)) {
                     let at = now + Duration::from_secs(u64::from(delay));
-                    s.set_pending_will(w, at);
-                    self.timers.push(Reverse((at, Timer::WillDelay(sid))));
+                    s.set_pending_will(Box::new(w), at);
+                    self.timers.push(at, Timer::WillDelay(sid));
                     self.persist_will(sid);
                 }
             }
@@ -747,12 +729,12 @@ impl Broker {
             }
         }
         if let Some(will) = will {
-            self.publish_will(*will, now);
+            self.publish_will(will, now);
         }
         self.actions.push(Action::Close(id));
     }
 
-    fn log_close(&self, name: &str, peer: &str, reason: &CloseReason) {
+    fn log_close(&self, name: &str, peer: conn::Peer, reason: &CloseReason) {
         if !self.settings.connection_messages {
             return;
         }
@@ -833,7 +815,7 @@ impl Broker {
         self.held_bytes -= queued_before - s.queued_bytes;
         s.set_expires_at(expires_at);
         if let Some(at) = expires_at {
-            self.timers.push(Reverse((at, Timer::SessionExpiry(sid))));
+            self.timers.push(at, Timer::SessionExpiry(sid));
         }
         self.persist_session(sid);
     }
@@ -843,15 +825,14 @@ impl Broker {
         if self.session(sid).is_none() {
             return;
         }
+        self.clients.remove(sid.idx, &self.sessions);
         let mut s = self.sessions.remove(sid.idx as usize);
         self.held_bytes -= s.queued_bytes;
         self.persist_session_deleted(&s);
         for (filter, _, _) in &s.subscriptions {
             self.router.unsubscribe(filter, sid);
         }
-        if self.clients.get(&s.client_id) == Some(&sid) {
-            self.clients.remove(&s.client_id);
-        }
+
         let mut unfinished: Vec<session::Delivery> = s
             .inflight
             .drain_all()
@@ -880,7 +861,7 @@ impl Broker {
             return;
         }
         conn.last_rx = now;
-        let mut pending = std::mem::take(&mut conn.inbuf);
+        let mut pending = conn.take_inbuf();
         if !pending.is_empty() {
             // Finish the packet that was waiting for more bytes.
             loop {
@@ -920,7 +901,8 @@ impl Broker {
                 Framed::Bad => return,
             }
         }
-        if pending.capacity() > 64 * 1024 {
+        if pending.capacity() > 64 * 1024 || data.is_empty() {
+            // Nothing waits: give the buffer back (an idle connection holds none).
             pending = Vec::new();
         }
         pending.extend_from_slice(data);
@@ -929,7 +911,7 @@ impl Broker {
 
     fn keep_pending(&mut self, id: ConnId, pending: Vec<u8>) {
         if let Some(conn) = self.conn_mut(id) {
-            conn.inbuf = pending;
+            conn.set_inbuf(pending);
         }
     }
 
@@ -1030,7 +1012,7 @@ impl Broker {
                 return;
             }
             Some(ConnState::BridgeConnecting(index)) => {
-                return self.bridge_connack(id, index, packet, now);
+                return self.bridge_connack(id, index as usize, packet, now);
             }
             Some(ConnState::Active(sid)) => sid,
             _ => return,
@@ -1060,7 +1042,7 @@ impl Broker {
             ),
             // Answers to what a bridge sent as a client.
             Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp
-                if self.conn(id).is_some_and(|c| c.bridge.is_some()) => {}
+                if self.conn(id).is_some_and(|c| c.bridge().is_some()) => {}
             Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => self
                 .protocol_failure(
                     id,

@@ -18,7 +18,6 @@ use crate::store::{
     Change, MessageState, QueuedMessage, SessionExpiry, SessionRecord, Snapshot, StoredMessage,
     Subscription, WillRecord,
 };
-use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,9 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct Persist {
     changes: Vec<Change>,
     /// Acks written this turn: (connection, its serial, encoded packet).
-    pending_acks: Vec<(ConnId, u64, Vec<u8>)>,
+    pending_acks: Vec<(ConnId, u32, Vec<u8>)>,
     /// Acks waiting for batch number `.0` to be committed.
-    held_acks: VecDeque<(u64, ConnId, u64, Vec<u8>)>,
+    held_acks: VecDeque<(u64, ConnId, u32, Vec<u8>)>,
     /// A reference point to convert `Instant`s to Unix seconds and back.
     epoch: (Instant, u64),
 }
@@ -213,7 +212,7 @@ impl Broker {
             if c.serial != serial || c.state == ConnState::Closing {
                 continue;
             }
-            c.out.extend_from_slice(&bytes);
+            c.out_mut().extend_from_slice(&bytes);
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(id);
@@ -498,12 +497,12 @@ impl Broker {
                 }
             }
             if let Some(at) = self.session(sid).and_then(|s| s.expires_at()) {
-                self.timers.push(Reverse((at, Timer::SessionExpiry(sid))));
+                self.timers.push(at, Timer::SessionExpiry(sid));
             }
-            self.clients.insert(client_id, sid);
+            self.clients.insert(sid.idx, &self.sessions);
         }
         for w in snapshot.wills {
-            let Some(&sid) = self.clients.get(w.client_id.as_str()) else {
+            let Some(sid) = self.session_of(&w.client_id) else {
                 continue;
             };
             let p = self.persist.as_deref();
@@ -519,7 +518,7 @@ impl Broker {
             };
             if let Some(s) = self.session_mut(sid) {
                 s.set_pending_will(Box::new(will), due);
-                self.timers.push(Reverse((due, Timer::WillDelay(sid))));
+                self.timers.push(due, Timer::WillDelay(sid));
             }
         }
         log::info!(

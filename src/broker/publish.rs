@@ -104,7 +104,7 @@ fn delivery_properties<'a>(
 fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> bool {
     let v5 = c.version.is_v5();
     // A bridge's link carries the message under the remote broker's name for the topic.
-    let remote_topic = c.bridge.as_ref().and_then(|b| b.to_remote(m.topic));
+    let remote_topic = c.bridge().and_then(|b| b.to_remote(m.topic));
     let m = MsgView {
         topic: remote_topic.as_deref().unwrap_or(m.topic),
         ..m
@@ -116,7 +116,7 @@ fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> 
     };
     let mut topic = m.topic;
     let mut new_alias = None;
-    if let Some((alias, first_use)) = c.aliases.as_ref().and_then(|a| a.outbound_for(m.topic)) {
+    if let Some((alias, first_use)) = c.aliases().and_then(|a| a.outbound_for(m.topic)) {
         let mut p = props.map(Cow::into_owned).unwrap_or_default();
         p.topic_alias = Some(alias);
         props = Some(Cow::Owned(p));
@@ -135,10 +135,11 @@ fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> 
         packet_id: f.packet_id,
         properties: props.as_deref(),
     };
-    if c.max_packet_size != 0 && p.wire_len(v5) > c.max_packet_size as usize {
+    let max_size = c.max_packet_size();
+    if max_size != 0 && p.wire_len(v5) > max_size as usize {
         return false;
     }
-    if let (Some(alias), Some(a)) = (new_alias, c.aliases.as_mut()) {
+    if let (Some(alias), Some(a)) = (new_alias, c.aliases_mut()) {
         a.outbound.insert(m.topic.into(), alias);
     }
     log::debug!(
@@ -151,7 +152,8 @@ fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> 
         m.topic,
         m.payload.len()
     );
-    write_publish(&mut c.out, &p, c.version);
+    let version = c.version;
+    write_publish(c.out_mut(), &p, version);
     true
 }
 
@@ -224,7 +226,7 @@ impl Broker {
         // Resolve an inbound topic alias (v5 §3.3.2.3.4).
         let aliased: Option<Box<str>>;
         if let Some(alias) = p.properties.topic_alias.take() {
-            let Some(a) = self.conn_mut(id).and_then(|c| c.aliases.as_deref_mut()) else {
+            let Some(a) = self.conn_mut(id).and_then(|c| c.aliases_mut()) else {
                 return self.fail(id, reason::TOPIC_ALIAS_INVALID, "topic alias", now);
             };
             if alias == 0 || alias > a.inbound_max {
@@ -255,7 +257,7 @@ impl Broker {
             aliased = None;
         }
         // From a bridge's remote broker: the topic under its local name.
-        let bridged: Option<String> = self.conn(id).and_then(|c| c.bridge.as_ref()).map(|b| {
+        let bridged: Option<String> = self.conn(id).and_then(|c| c.bridge()).map(|b| {
             b.to_local(aliased.as_deref().unwrap_or(p.topic))
                 .unwrap_or_else(|| p.topic.to_string())
         });
@@ -595,7 +597,7 @@ impl Broker {
         match conn {
             Some((cid, c)) if s.queue.is_empty() => {
                 if t.qos == QoS::AtMostOnce {
-                    if c.out.len() >= OUTPUT_HIGH_WATER {
+                    if c.out().len() >= OUTPUT_HIGH_WATER {
                         self.stats.publish_dropped += 1;
                         if !s.dropping {
                             s.dropping = true;
@@ -631,7 +633,7 @@ impl Broker {
                     return;
                 }
                 let limit = inflight_limit.min(usize::from(c.receive_maximum));
-                if s.inflight.len() < limit && c.out.len() < OUTPUT_HIGH_WATER {
+                if s.inflight.len() < limit && c.out().len() < OUTPUT_HIGH_WATER {
                     let mut d = t.into_delivery(shared, m);
                     let packet_id = s.alloc_packet_id();
                     let state = super::persist::out_state(OutState::sent(d.qos));
@@ -707,7 +709,7 @@ impl Broker {
             return;
         }
         let limit = inflight_limit.min(usize::from(c.receive_maximum));
-        let start = c.out.len();
+        let start = c.out().len();
         let queued_before = s.queued_bytes;
         while let Some(front) = s.queue.front() {
             if front.msg.expires_at.is_some_and(|t| t <= now) {
@@ -718,7 +720,7 @@ impl Broker {
                 self.stats.publish_dropped += 1;
                 continue;
             }
-            if c.out.len() >= OUTPUT_HIGH_WATER {
+            if c.out().len() >= OUTPUT_HIGH_WATER {
                 c.throttled = true;
                 break;
             }
@@ -753,7 +755,7 @@ impl Broker {
             }
         }
         self.held_bytes -= queued_before - s.queued_bytes;
-        if c.out.len() != start && !c.dirty {
+        if c.out().len() != start && !c.dirty {
             c.dirty = true;
             self.dirty.push(cid);
         }
