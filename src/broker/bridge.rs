@@ -207,7 +207,7 @@ impl Broker {
         let mut conn = Conn::new(self.next_serial, peer.into(), now);
         conn.state = ConnState::BridgeConnecting(index as u32);
         conn.version = version;
-        conn.client_id = Rc::from(format!("bridge:{}", cfg.name).as_str());
+
         conn.keep_alive = cfg.keepalive;
         let serial = conn.serial;
         self.conns[id] = Some(conn);
@@ -271,7 +271,7 @@ impl Broker {
             c.extra_mut().bridge = Some(link);
         }
         if let Some(s) = self.session_mut(sid) {
-            s.conn = Some(id);
+            s.set_conn(Some(id));
             s.version = version;
         }
         self.stats.clients_connected += 1;
@@ -334,6 +334,12 @@ impl Broker {
             self.publish_internal(&cfg.state_topic(), b"0", QoS::AtLeastOnce, true, now);
         }
         self.schedule_bridge(index, now);
+    }
+
+    /// The client id of a bridge's local session (`bridge:NAME`), for logs.
+    pub(super) fn bridge_name(&self, index: usize) -> Option<Rc<str>> {
+        let b = self.bridges.get(index)?;
+        Some(self.session(b.sid)?.client_id.clone())
     }
 
     /// The bridge a session belongs to, if it is a bridge's.

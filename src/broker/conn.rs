@@ -54,6 +54,14 @@ impl fmt::Display for Peer {
     }
 }
 
+/// The name logs give a connection that has no client id (yet, or any more).
+pub fn unknown_name() -> Rc<str> {
+    thread_local! {
+        static UNKNOWN: Rc<str> = Rc::from("<unknown>");
+    }
+    UNKNOWN.with(Rc::clone)
+}
+
 /// The two byte buffers of a connection, allocated together while either holds bytes.
 #[derive(Debug, Default)]
 struct Buffers {
@@ -89,8 +97,6 @@ pub struct Conn {
     /// Peer address, for logs.
     pub peer: Peer,
 
-    /// Client id for logs (`<unknown>` until CONNECT); shared with the session.
-    pub client_id: Rc<str>,
     /// Input and output buffers; `None` while both are empty.
     bufs: Option<Box<Buffers>>,
     /// Listed in the broker's dirty list.
@@ -143,16 +149,12 @@ impl Aliases {
 impl Conn {
     /// A connection that has just been accepted.
     pub fn new(serial: u32, peer: Peer, now: Instant) -> Conn {
-        thread_local! {
-            // Every connection starts with this name; sharing it saves an allocation each.
-            static UNKNOWN: Rc<str> = Rc::from("<unknown>");
-        }
         Conn {
             serial,
             state: ConnState::AwaitConnect,
             version: ProtocolVersion::V311,
             peer,
-            client_id: UNKNOWN.with(Rc::clone),
+
             bufs: None,
             dirty: false,
             throttled: false,
@@ -282,7 +284,7 @@ mod tests {
     fn an_idle_connection_is_small() {
         // Guards the per-connection memory budget (issue 3): grow it only on purpose.
         assert!(
-            std::mem::size_of::<Conn>() <= 96,
+            std::mem::size_of::<Conn>() <= 80,
             "{}",
             std::mem::size_of::<Conn>()
         );

@@ -202,7 +202,7 @@ impl Broker {
         if let Some(old_conn) = self
             .session_of(&client_id)
             .and_then(|sid| self.session(sid))
-            .and_then(|s| s.conn)
+            .and_then(|s| s.conn())
         {
             self.send_disconnect(old_conn, reason::SESSION_TAKEN_OVER);
             self.close(old_conn, CloseReason::TakenOver, now);
@@ -242,7 +242,7 @@ impl Broker {
             }
         };
         if let Some(s) = self.session_mut(sid) {
-            s.conn = Some(id);
+            s.set_conn(Some(id));
             s.version = c.version;
             s.expiry = expiry;
             s.set_expires_at(None);
@@ -260,7 +260,7 @@ impl Broker {
             return;
         };
         conn.state = ConnState::Active(sid);
-        conn.client_id = client_id.clone();
+
         conn.keep_alive = c.keep_alive;
         conn.remote_bridge = c.bridge;
         if let Some(will) = c.will.take() {
@@ -379,7 +379,8 @@ impl Broker {
                     Packet::Pubrel(codec::Ack::new(m.packet_id)).encode(c.version, c.out_mut())
                 }
                 OutState::AwaitPuback | OutState::AwaitPubrec => {
-                    super::publish::write_delivery(c, &m.delivery, m.packet_id, true, now);
+                    let name = &s.client_id;
+                    super::publish::write_delivery(c, name, &m.delivery, m.packet_id, true, now);
                 }
             }
             self.stats.messages_sent += 1;

@@ -609,7 +609,7 @@ impl Broker {
         let Some(s) = self.session(sid) else {
             return;
         };
-        if s.conn.is_some() {
+        if s.conn().is_some() {
             return;
         }
         match s.expires_at() {
@@ -678,16 +678,30 @@ impl Broker {
         }
     }
 
+    /// The client id of connection `id`, for logs: its session's, or `<unknown>` before
+    /// CONNECT and after the connection closed.
     fn conn_name(&self, id: ConnId) -> Rc<str> {
-        self.conn(id)
-            .map(|c| c.client_id.clone())
-            .unwrap_or_else(|| Rc::from("<unknown>"))
+        match self.conn(id).map(|c| c.state) {
+            Some(ConnState::Active(sid)) => {
+                if let Some(s) = self.session(sid) {
+                    return s.client_id.clone();
+                }
+            }
+            Some(ConnState::BridgeConnecting(index)) => {
+                if let Some(name) = self.bridge_name(index as usize) {
+                    return name;
+                }
+            }
+            _ => {}
+        }
+        conn::unknown_name()
     }
 
     /// Ends connection `id`: logs why, detaches its session (ending it if it is not
     /// persistent), publishes the will when the reason calls for it, and asks the server loop
     /// to close the socket.
     fn close(&mut self, id: ConnId, reason: CloseReason, now: Instant) {
+        let name = self.conn_name(id);
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
@@ -696,7 +710,6 @@ impl Broker {
             return;
         }
         let will = conn.take_will().filter(|_| reason.publishes_will());
-        let name = conn.client_id.clone();
         let peer = conn.peer;
         self.log_close(&name, peer, &reason);
         self.now = now;
@@ -785,7 +798,7 @@ impl Broker {
         else {
             return;
         };
-        s.conn = None;
+        s.set_conn(None);
         let expires_at = match s.expiry {
             Expiry::OnDisconnect => {
                 self.remove_session(sid);
@@ -800,7 +813,7 @@ impl Broker {
             Expiry::Never => expiration.map(|e| now + e),
         };
         // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
-        let queued_before = s.queued_bytes;
+        let queued_before = s.queue.bytes();
         if !qos0_kept {
             let mut kept = std::collections::VecDeque::with_capacity(s.queue.len());
             while let Some(d) = s.dequeue() {
@@ -812,7 +825,7 @@ impl Broker {
                 s.enqueue(d);
             }
         }
-        self.held_bytes -= queued_before - s.queued_bytes;
+        self.held_bytes -= queued_before - s.queue.bytes();
         s.set_expires_at(expires_at);
         if let Some(at) = expires_at {
             self.timers.push(at, Timer::SessionExpiry(sid));
@@ -827,9 +840,9 @@ impl Broker {
         }
         self.clients.remove(sid.idx, &self.sessions);
         let mut s = self.sessions.remove(sid.idx as usize);
-        self.held_bytes -= s.queued_bytes;
+        self.held_bytes -= s.queue.bytes();
         self.persist_session_deleted(&s);
-        for (filter, _, _) in &s.subscriptions {
+        for (filter, _, _) in s.subscriptions.iter() {
             self.router.unsubscribe(filter, sid);
         }
 

@@ -98,10 +98,10 @@ fn delivery_properties<'a>(
     Some(Cow::Owned(p))
 }
 
-/// Writes one PUBLISH to a client's output buffer and logs it like Mosquitto's `-v`. Returns
-/// false, writing nothing, when the packet would exceed the client's Maximum Packet Size
-/// (v5:[MQTT-3.1.2-25]: the message is then dropped for this client).
-fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> bool {
+/// Writes one PUBLISH to client `name`'s output buffer and logs it like Mosquitto's `-v`.
+/// Returns false, writing nothing, when the packet would exceed the client's Maximum Packet
+/// Size (v5:[MQTT-3.1.2-25]: the message is then dropped for this client).
+fn write_message(c: &mut Conn, name: &str, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> bool {
     let v5 = c.version.is_v5();
     // A bridge's link carries the message under the remote broker's name for the topic.
     let remote_topic = c.bridge().and_then(|b| b.to_remote(m.topic));
@@ -144,7 +144,7 @@ fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> 
     }
     log::debug!(
         "Sending PUBLISH to {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-        c.client_id,
+        name,
         u8::from(f.dup),
         f.qos as u8,
         u8::from(f.retain),
@@ -157,9 +157,10 @@ fn write_message(c: &mut Conn, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> 
     true
 }
 
-/// Writes a delivery (in flight or from the queue) to a client.
+/// Writes a delivery (in flight or from the queue) to client `name`.
 pub(super) fn write_delivery(
     c: &mut Conn,
+    name: &str,
     d: &Delivery,
     packet_id: u16,
     dup: bool,
@@ -172,7 +173,7 @@ pub(super) fn write_delivery(
         packet_id,
         sub_ids: &d.sub_ids,
     };
-    write_message(c, MsgView::from(&*d.msg), f, now)
+    write_message(c, name, MsgView::from(&*d.msg), f, now)
 }
 
 impl Broker {
@@ -502,7 +503,7 @@ impl Broker {
                 |sid| {
                     sessions
                         .get(sid.idx as usize)
-                        .is_some_and(|s| s.conn.is_some())
+                        .is_some_and(|s| s.conn().is_some())
                 },
                 &mut picks,
             );
@@ -586,7 +587,7 @@ impl Broker {
             return;
         };
         let conn = s
-            .conn
+            .conn()
             .and_then(|cid| {
                 self.conns
                     .get_mut(cid)
@@ -619,7 +620,7 @@ impl Broker {
                         packet_id: 0,
                         sub_ids: &t.sub_ids,
                     };
-                    if !write_message(c, view, f, now) {
+                    if !write_message(c, &s.client_id, view, f, now) {
                         self.stats.publish_dropped += 1;
                         return;
                     }
@@ -638,7 +639,7 @@ impl Broker {
                     let packet_id = s.alloc_packet_id();
                     let state = super::persist::out_state(OutState::sent(d.qos));
                     record_delivery(self.persist.as_deref_mut(), s, &mut d, packet_id, state);
-                    if !write_delivery(c, &d, packet_id, false, now) {
+                    if !write_delivery(c, &s.client_id, &d, packet_id, false, now) {
                         self.stats.publish_dropped += 1;
                         return;
                     }
@@ -664,8 +665,8 @@ impl Broker {
         let max_count = self.settings.max_queued_messages;
         let max_bytes = self.settings.max_queued_bytes;
         let size = m.topic.len() + m.payload.len();
-        if (max_count != 0 && s.queued_count >= max_count)
-            || (max_bytes != 0 && s.queued_bytes + size > max_bytes)
+        if (max_count != 0 && s.queue.count() >= max_count)
+            || (max_bytes != 0 && s.queue.bytes() + size > max_bytes)
         {
             self.stats.publish_dropped += 1;
             if !s.dropping {
@@ -699,7 +700,7 @@ impl Broker {
         else {
             return;
         };
-        let Some(cid) = s.conn else {
+        let Some(cid) = s.conn() else {
             return;
         };
         let Some(c) = self.conns.get_mut(cid).and_then(Option::as_mut) else {
@@ -710,7 +711,7 @@ impl Broker {
         }
         let limit = inflight_limit.min(usize::from(c.receive_maximum));
         let start = c.out().len();
-        let queued_before = s.queued_bytes;
+        let queued_before = s.queue.bytes();
         while let Some(front) = s.queue.front() {
             if front.msg.expires_at.is_some_and(|t| t <= now) {
                 // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
@@ -735,7 +736,7 @@ impl Broker {
             } else {
                 s.alloc_packet_id()
             };
-            if !write_delivery(c, &d, packet_id, false, now) {
+            if !write_delivery(c, &s.client_id, &d, packet_id, false, now) {
                 record_dropped(self.persist.as_deref_mut(), s, &d);
                 self.stats.publish_dropped += 1;
                 continue;
@@ -754,7 +755,7 @@ impl Broker {
                 });
             }
         }
-        self.held_bytes -= queued_before - s.queued_bytes;
+        self.held_bytes -= queued_before - s.queue.bytes();
         if c.out().len() != start && !c.dirty {
             c.dirty = true;
             self.dirty.push(cid);
@@ -775,7 +776,7 @@ impl Broker {
             let Some(sub) = self.router.pick_shared(&group, sid, |s| {
                 sessions
                     .get(s.idx as usize)
-                    .is_some_and(|x| x.conn.is_some())
+                    .is_some_and(|x| x.conn().is_some())
             }) else {
                 continue;
             };

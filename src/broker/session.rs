@@ -167,10 +167,132 @@ pub enum Expiry {
     Never,
 }
 
+/// A `Vec` that allocates nothing until first used (8 bytes instead of 24 while empty): most
+/// of a fleet's sessions hold few subscriptions or none.
+#[derive(Debug)]
+// Boxed on purpose, as `LazyDeque`.
+#[allow(clippy::box_collection)]
+pub struct LazyVec<T>(Option<Box<Vec<T>>>);
+
+impl<T> Default for LazyVec<T> {
+    fn default() -> Self {
+        LazyVec(None)
+    }
+}
+
+impl<T> LazyVec<T> {
+    /// Appends an element.
+    pub fn push(&mut self, v: T) {
+        self.0.get_or_insert_with(Box::default).push(v);
+    }
+
+    /// Iterates in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.as_deref().map_or(&[][..], |v| &v[..]).iter()
+    }
+
+    /// Iterates in order, to change elements.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.0
+            .as_deref_mut()
+            .map_or(&mut [][..], |v| &mut v[..])
+            .iter_mut()
+    }
+
+    /// Keeps the elements `keep` accepts (and frees the storage when none is left).
+    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        if let Some(v) = self.0.as_mut() {
+            v.retain(keep);
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+/// The messages waiting behind a session's in-flight window, with the counters the queue
+/// limits use; nothing is allocated while it is empty.
+#[derive(Debug, Default)]
+pub struct Queue(Option<Box<QueueInner>>);
+
+#[derive(Debug, Default)]
+struct QueueInner {
+    items: VecDeque<Delivery>,
+    /// Deliveries counted against the limits, and their bytes.
+    count: usize,
+    bytes: usize,
+}
+
+impl Queue {
+    /// Number of queued deliveries, counted or not.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.items.len())
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Deliveries counted against `max_queued_messages`.
+    pub fn count(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.count)
+    }
+
+    /// Bytes counted against `max_queued_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.bytes)
+    }
+
+    /// The delivery at the front.
+    pub fn front(&self) -> Option<&Delivery> {
+        self.0.as_ref()?.items.front()
+    }
+
+    /// Iterates front to back.
+    pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
+        self.0.iter().flat_map(|q| q.items.iter())
+    }
+
+    /// Adds a delivery at the back, counting it if it counts.
+    fn push_back(&mut self, d: Delivery) {
+        let q = self.0.get_or_insert_with(Box::default);
+        if d.counted {
+            q.count += 1;
+            q.bytes += d.msg.size();
+        }
+        q.items.push_back(d);
+    }
+
+    /// Takes the delivery at the front. A queue that held a burst gives its memory back once
+    /// it has drained.
+    fn pop_front(&mut self) -> Option<Delivery> {
+        let q = self.0.as_mut()?;
+        let d = q.items.pop_front()?;
+        if d.counted {
+            q.count -= 1;
+            q.bytes -= d.msg.size();
+        }
+        if q.items.is_empty() && q.items.capacity() > 64 {
+            self.0 = None;
+        }
+        Some(d)
+    }
+
+    /// Takes every delivery, leaving the queue empty (and unallocated).
+    pub fn drain_all(&mut self) -> impl Iterator<Item = Delivery> {
+        self.0.take().into_iter().flat_map(|q| q.items.into_iter())
+    }
+}
+
+/// Marks a session with no connection (`Session::conn`).
+const NO_CONN: u32 = u32::MAX;
+
 /// What the broker keeps about one client.
 ///
 /// Thousands of idle clients each have one, so the fields a quiet session never uses live in
-/// a separately allocated [`Cold`] part that exists only once something needs it.
+/// a separately allocated [`Cold`] part that exists only once something needs it, and the
+/// collections allocate on first use.
 #[derive(Debug)]
 pub struct Session {
     pub gen: u32,
@@ -185,13 +307,11 @@ pub struct Session {
     next_packet_id: u16,
     pub expiry: Expiry,
     pub client_id: Rc<str>,
-    pub conn: Option<ConnId>,
-    pub subscriptions: Vec<(Box<str>, SubscribeOptions, u32)>,
+    /// The connection, `NO_CONN` while offline (see [`Session::conn`]).
+    conn: u32,
+    pub subscriptions: LazyVec<(Box<str>, SubscribeOptions, u32)>,
     pub inflight: LazyDeque<Inflight>,
-    pub queue: LazyDeque<Delivery>,
-    /// Queued deliveries counted against the limits, and their bytes.
-    pub queued_count: usize,
-    pub queued_bytes: usize,
+    pub queue: Queue,
     cold: Option<Box<Cold>>,
 }
 
@@ -217,14 +337,22 @@ impl Session {
             next_packet_id: 0,
             expiry,
             client_id,
-            conn: None,
-            subscriptions: Vec::new(),
+            conn: NO_CONN,
+            subscriptions: LazyVec::default(),
             inflight: LazyDeque::default(),
-            queue: LazyDeque::default(),
-            queued_count: 0,
-            queued_bytes: 0,
+            queue: Queue::default(),
             cold: None,
         }
+    }
+
+    /// The connection of an online session.
+    pub fn conn(&self) -> Option<ConnId> {
+        (self.conn != NO_CONN).then_some(self.conn as ConnId)
+    }
+
+    /// Binds the session to a connection, or marks it offline.
+    pub fn set_conn(&mut self, conn: Option<ConnId>) {
+        self.conn = conn.map_or(NO_CONN, |c| c as u32);
     }
 
     fn cold(&mut self) -> &mut Cold {
@@ -336,21 +464,12 @@ impl Session {
 
     /// Adds a delivery to the back of the queue, updating the counters.
     pub fn enqueue(&mut self, d: Delivery) {
-        if d.counted {
-            self.queued_count += 1;
-            self.queued_bytes += d.msg.size();
-        }
         self.queue.push_back(d);
     }
 
     /// Takes the delivery at the front of the queue, updating the counters.
     pub fn dequeue(&mut self) -> Option<Delivery> {
-        let d = self.queue.pop_front()?;
-        if d.counted {
-            self.queued_count -= 1;
-            self.queued_bytes -= d.msg.size();
-        }
-        Some(d)
+        self.queue.pop_front()
     }
 
     /// Position in `inflight` of the message with this packet id.
@@ -411,9 +530,44 @@ mod tests {
         let mut d = delivery();
         d.counted = false;
         s.enqueue(d);
-        assert_eq!((s.queued_count, s.queued_bytes), (1, 4));
+        assert_eq!((s.queue.count(), s.queue.bytes()), (1, 4));
         s.dequeue();
         s.dequeue();
-        assert_eq!((s.queued_count, s.queued_bytes), (0, 0));
+        assert_eq!((s.queue.count(), s.queue.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn an_idle_session_is_small() {
+        // Guards the per-connection memory budget (issue 3): grow it only on purpose.
+        assert!(
+            std::mem::size_of::<Session>() <= 72,
+            "{}",
+            std::mem::size_of::<Session>()
+        );
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_queue_memory_back() {
+        let mut s = Session::new(0, "c".into(), ProtocolVersion::V311, Expiry::Never);
+        for _ in 0..100 {
+            s.enqueue(delivery());
+        }
+        while s.dequeue().is_some() {}
+        assert!(s.queue.0.is_none());
+        assert_eq!(s.queue.bytes(), 0);
+    }
+
+    #[test]
+    fn subscriptions_allocate_only_while_there_are_some() {
+        let mut v: LazyVec<u8> = LazyVec::default();
+        assert_eq!(v.iter().count(), 0);
+        v.push(1);
+        v.push(2);
+        v.iter_mut().for_each(|x| *x += 1);
+        assert_eq!(v.iter().copied().collect::<Vec<_>>(), vec![2, 3]);
+        v.retain(|&x| x != 2);
+        assert_eq!(v.iter().copied().collect::<Vec<_>>(), vec![3]);
+        v.retain(|_| false);
+        assert!(v.0.is_none());
     }
 }
