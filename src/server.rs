@@ -100,8 +100,8 @@ fn install_signal_handlers(write_fd: i32) {
 /// need lives in [`ClientExtra`], allocated for those alone.
 struct Client {
     stream: TcpStream,
-    /// Index into `Server::listeners`; `u32::MAX` for a bridge's outgoing connection.
-    listener: u32,
+    /// Index into `Server::listeners`; `u16::MAX` for a bridge's outgoing connection.
+    listener: u16,
     /// WRITABLE is part of the registered interest.
     wants_write: bool,
     /// TLS and/or WebSocket layers; `None` for plain TCP.
@@ -689,7 +689,7 @@ impl Server {
             });
             entry.insert(Client {
                 stream,
-                listener: index as u32,
+                listener: index as u16,
                 wants_write: false,
                 transport,
                 extra,
@@ -1063,7 +1063,7 @@ impl Server {
             let name = self.bridges.get(bridge).map_or("?", |d| d.name.as_str());
             entry.insert(Client {
                 stream,
-                listener: u32::MAX,
+                listener: u16::MAX,
                 wants_write: true,
                 transport,
                 extra: Some(Box::new(ClientExtra {
@@ -1201,5 +1201,20 @@ fn unmap_v4(peer: SocketAddr) -> SocketAddr {
             None => peer,
         },
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_plain_tcp_client_is_small() {
+        // Guards the per-connection memory budget (issue 3): grow it only on purpose. (mio's
+        // socket is 4 bytes, a file descriptor, in release builds; debug builds add a check.)
+        let socket = std::mem::size_of::<mio::net::TcpStream>();
+        assert!(
+            std::mem::size_of::<super::Client>() <= (socket + 3).next_multiple_of(8) + 16,
+            "{socket} {}",
+            std::mem::size_of::<super::Client>()
+        );
     }
 }

@@ -99,7 +99,7 @@ impl Broker {
             // Not registered by client id: no client can take this session over.
             let mut session = Session::new(
                 gen,
-                Rc::from(format!("bridge:{}", cfg.name).as_str()),
+                format!("bridge:{}", cfg.name).into(),
                 version,
                 Expiry::Never,
             );
@@ -336,10 +336,9 @@ impl Broker {
         self.schedule_bridge(index, now);
     }
 
-    /// The client id of a bridge's local session (`bridge:NAME`), for logs.
-    pub(super) fn bridge_name(&self, index: usize) -> Option<Rc<str>> {
-        let b = self.bridges.get(index)?;
-        Some(self.session(b.sid)?.client_id.clone())
+    /// A bridge's local session (client id `bridge:NAME`).
+    pub(super) fn bridge_session(&self, index: usize) -> Option<&Session> {
+        self.session(self.bridges.get(index)?.sid)
     }
 
     /// The bridge a session belongs to, if it is a bridge's.

@@ -54,14 +54,6 @@ impl fmt::Display for Peer {
     }
 }
 
-/// The name logs give a connection that has no client id (yet, or any more).
-pub fn unknown_name() -> Rc<str> {
-    thread_local! {
-        static UNKNOWN: Rc<str> = Rc::from("<unknown>");
-    }
-    UNKNOWN.with(Rc::clone)
-}
-
 /// The two byte buffers of a connection, allocated together while either holds bytes.
 #[derive(Debug, Default)]
 struct Buffers {

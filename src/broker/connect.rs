@@ -6,7 +6,6 @@ use super::{Broker, CloseReason, ConnId, SessionId, Timer};
 use crate::codec::{
     self, connack_v3, reason, Connack, Connect, Packet, Properties, ProtocolVersion,
 };
-use std::rc::Rc;
 use std::time::Instant;
 
 /// Why a CONNECT is refused, in terms that map to both 3.x and 5.0 codes.
@@ -195,7 +194,7 @@ impl Broker {
             }
         }
 
-        let client_id: Rc<str> = Rc::from(c.client_id.as_str());
+        let client_id: Box<str> = c.client_id.as_str().into();
 
         // Take over: a client id already connected loses its old connection
         // (v311:[MQTT-3.1.4-2], v5:[MQTT-3.1.4-3]).

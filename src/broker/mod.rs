@@ -680,21 +680,13 @@ impl Broker {
 
     /// The client id of connection `id`, for logs: its session's, or `<unknown>` before
     /// CONNECT and after the connection closed.
-    fn conn_name(&self, id: ConnId) -> Rc<str> {
-        match self.conn(id).map(|c| c.state) {
-            Some(ConnState::Active(sid)) => {
-                if let Some(s) = self.session(sid) {
-                    return s.client_id.clone();
-                }
-            }
-            Some(ConnState::BridgeConnecting(index)) => {
-                if let Some(name) = self.bridge_name(index as usize) {
-                    return name;
-                }
-            }
-            _ => {}
-        }
-        conn::unknown_name()
+    fn conn_name(&self, id: ConnId) -> String {
+        let session = match self.conn(id).map(|c| c.state) {
+            Some(ConnState::Active(sid)) => self.session(sid),
+            Some(ConnState::BridgeConnecting(index)) => self.bridge_session(index as usize),
+            _ => None,
+        };
+        session.map_or("<unknown>", |s| &s.client_id).to_string()
     }
 
     /// Ends connection `id`: logs why, detaches its session (ending it if it is not

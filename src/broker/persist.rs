@@ -426,7 +426,7 @@ impl Broker {
                 SessionExpiry::Never => Expiry::Never,
                 SessionExpiry::After(n) => Expiry::After(n),
             };
-            let client_id: Rc<str> = Rc::from(rec.client_id.as_str());
+            let client_id: Box<str> = rec.client_id.as_str().into();
             self.next_gen = self.next_gen.wrapping_add(1);
             let gen = self.next_gen;
             let mut s = Session::new(gen, client_id.clone(), version, expiry);

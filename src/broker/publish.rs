@@ -185,10 +185,9 @@ impl Broker {
         now: Instant,
     ) {
         self.now = now;
-        let name = self.conn_name(id);
         log::debug!(
             "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-            name,
+            self.conn_name(id),
             u8::from(p.dup),
             p.qos as u8,
             u8::from(p.retain),
@@ -299,7 +298,7 @@ impl Broker {
         if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
             if !acl.can_publish(s.username(), &s.client_id, topic) {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
-                log::info!(target: "notice", "Denied PUBLISH from {} to '{}' (ACL).", name, topic);
+                log::info!(target: "notice", "Denied PUBLISH from {} to '{}' (ACL).", self.conn_name(id), topic);
                 self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
                 return;
             }
@@ -309,7 +308,7 @@ impl Broker {
             log::info!(
                 target: "notice",
                 "Dropped too large PUBLISH from {} (q{}, r{}, m{}, '{}', ... ({} bytes)).",
-                name,
+                self.conn_name(id),
                 p.qos as u8,
                 u8::from(p.retain),
                 p.packet_id,

@@ -306,7 +306,7 @@ pub struct Session {
     pub bridge: bool,
     next_packet_id: u16,
     pub expiry: Expiry,
-    pub client_id: Rc<str>,
+    pub client_id: Box<str>,
     /// The connection, `NO_CONN` while offline (see [`Session::conn`]).
     conn: u32,
     pub subscriptions: LazyVec<(Box<str>, SubscribeOptions, u32)>,
@@ -327,7 +327,7 @@ struct Cold {
 
 impl Session {
     /// A fresh, empty session.
-    pub fn new(gen: u32, client_id: Rc<str>, version: ProtocolVersion, expiry: Expiry) -> Session {
+    pub fn new(gen: u32, client_id: Box<str>, version: ProtocolVersion, expiry: Expiry) -> Session {
         Session {
             gen,
             listener: 0,

@@ -69,7 +69,7 @@ impl Broker {
             if let Some(acl) = &security.acl {
                 let (user, client) = self
                     .session(sid)
-                    .map(|s| (s.username().map(str::to_string), s.client_id.clone()))
+                    .map(|s| (s.username().map(str::to_string), s.client_id.to_string()))
                     .unwrap_or((None, name.clone()));
                 let bare =
                     super::router::parse_shared(&sub.filter).map_or(&*sub.filter, |(_, f)| f);
