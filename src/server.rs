@@ -389,7 +389,7 @@ impl Server {
             resolver: None,
             poll,
             listeners,
-            clients: Slab::new(),
+            clients: Slab::with_capacity(crate::broker::table_capacity::<Client>()),
             broker,
             signal_rx,
             _signal_tx: signal_tx,

@@ -40,6 +40,17 @@ use timers::{Timer, Timers};
 /// Index of a network connection (the server loop's slab key).
 pub type ConnId = usize;
 
+/// The initial capacity of a table with an entry per connection: enough entries to fill
+/// 128 KiB, the size from which glibc's allocator maps a block straight from the kernel.
+///
+/// Such a block grows by moving its pages (`mremap`) and its unused tail costs no memory
+/// until it is touched. A table started small would instead grow by copying inside the heap,
+/// leaving each outgrown copy behind as a free hole: about 50 bytes per idle connection
+/// (issue 3), all to save virtual address space that is never resident.
+pub fn table_capacity<T>() -> usize {
+    (128 * 1024usize).div_ceil(std::mem::size_of::<T>().max(1))
+}
+
 /// Largest packet MQTT can express: 268 435 455 bytes of body plus a 5 byte fixed header.
 const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 /// Mosquitto's sanity limit for CONNECT, checked before a client is known.
@@ -362,8 +373,8 @@ impl Broker {
             ^ u64::from(std::process::id()) << 32;
         Broker {
             settings: settings.clone(),
-            conns: Vec::new(),
-            sessions: Slab::new(),
+            conns: Vec::with_capacity(table_capacity::<Option<Conn>>()),
+            sessions: Slab::with_capacity(table_capacity::<Session>()),
             next_gen: 0,
             clients: clients::ClientIndex::default(),
             router: Router::default(),

@@ -63,7 +63,7 @@ impl Timers {
     pub fn new(epoch: Instant) -> Timers {
         Timers {
             epoch,
-            heap: BinaryHeap::new(),
+            heap: BinaryHeap::with_capacity(super::table_capacity::<Reverse<(u64, u64)>>()),
         }
     }
 
