@@ -7,7 +7,7 @@
 //!
 //! Thousands of idle devices each hold one, so a `Conn` keeps inline only what every
 //! connection uses; buffers exist only while bytes wait in them, and what few connections
-//! need (a will, topic aliases, a bridge, a certificate identity) sits in a separate
+//! need (a will, topic aliases, a bridge, a certificate identity, a Maximum Packet Size) sits in a separate
 //! [`ConnExtra`] allocated on first use.
 
 use super::session::SessionId;
@@ -88,7 +88,6 @@ pub struct Conn {
     pub version: ProtocolVersion,
     /// Peer address, for logs.
     pub peer: Peer,
-
     /// Input and output buffers; `None` while both are empty.
     bufs: Option<Box<Buffers>>,
     /// Listed in the broker's dirty list.
@@ -100,7 +99,6 @@ pub struct Conn {
     pub last_rx: Instant,
     /// MQTT 5: how many QoS 1/2 messages the client accepts in flight (Receive Maximum).
     pub receive_maximum: u16,
-
     /// Index of the configured listener it came in on (`per_listener_settings`).
     pub listener: u16,
     /// Has sent a PUBLISH (see `Broker::is_publisher`).
@@ -108,7 +106,8 @@ pub struct Conn {
     /// The client is another broker's bridge (`try_private`): it never gets its own
     /// messages back, and retain flags reach it as published.
     pub remote_bridge: bool,
-    /// Will, bridge link, topic aliases, certificate identity: `None` while all are unset.
+    /// Will, bridge link, topic aliases, certificate identity, Maximum Packet Size: `None`
+    /// while none is set.
     extra: Option<Box<ConnExtra>>,
 }
 

@@ -113,10 +113,6 @@ impl<T> LazyDeque<T> {
         self.0.get_or_insert_with(Box::default).push_back(v);
     }
 
-    /// Takes the front element.
-    pub fn pop_front(&mut self) -> Option<T> {
-        self.0.as_mut()?.pop_front()
-    }
 
     /// The front element.
     pub fn front(&self) -> Option<&T> {
