@@ -7,8 +7,9 @@
 //! simulated clock.
 //!
 //! Files: [`conn`] is one network connection (framing, keepalive), [`session`] what is kept
-//! about a client, [`router`] the subscription table; `connect.rs`, `publish.rs` and
-//! `subscribe.rs` handle those packets.
+//! about a client, `clients.rs` finds a session by client id, [`router`] the subscription
+//! table, `timers.rs` the deadlines; `connect.rs`, `publish.rs` and `subscribe.rs` handle
+//! those packets.
 
 pub mod bridge;
 mod clients;
