@@ -244,6 +244,7 @@ run_one() { # scenario broker round
 }
 
 START=$(date +%s)
+STARTED=$(date -u "+%Y-%m-%d %H:%M UTC")
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for scen in $SCENARIOS; do
     if [ "$scen" = latency ]; then
@@ -260,7 +261,7 @@ done
 
 # --- summary -------------------------------------------------------------------------------
 {
-    echo "# midge benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)"
+    echo "# midge benchmark, started $STARTED, $(nproc) cores, $(uname -r)"
     echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     [ -x "$MOSQUITTO" ] && echo "# $($MOSQUITTO -h 2>/dev/null | head -1)"
     [ -x "$RUMQTTD" ] && echo "# $($RUMQTTD -V 2>/dev/null)"
