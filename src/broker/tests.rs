@@ -1156,3 +1156,21 @@ fn v5_shared_error_puback_not_sent_to_another_member_mqtt_4_8_2_6() {
         "discarded, not retried elsewhere"
     );
 }
+
+#[test]
+fn an_idle_connection_keeps_to_its_memory_budget() {
+    // Issue 3: idle connections must cost at most half of Mosquitto's ~750 B. These records
+    // are most of it (plus a 16-byte timer entry, a 4-byte index slot and the client id);
+    // grow them only on purpose.
+    use std::mem::size_of;
+    assert!(
+        size_of::<super::conn::Conn>() <= 80,
+        "Conn {}",
+        size_of::<super::conn::Conn>()
+    );
+    assert!(
+        size_of::<Session>() <= 72,
+        "Session {}",
+        size_of::<Session>()
+    );
+}
