@@ -286,7 +286,7 @@ const NO_CONN: u32 = u32::MAX;
 /// What the broker keeps about one client.
 ///
 /// Thousands of idle clients each have one, so the fields a quiet session never uses live in
-/// a separately allocated [`Cold`] part that exists only once something needs it, and the
+/// a separately allocated `Cold` part that exists only once something needs it, and the
 /// collections allocate on first use.
 #[derive(Debug)]
 pub struct Session {

@@ -4,7 +4,7 @@
 //! (high nibble) and flags (low nibble), then the *remaining length*, a variable-byte integer of
 //! one to four bytes that says how many bytes follow. [`frame`] finds packet boundaries in a byte
 //! stream using only that header, so a connection can check `max_packet_size` before it buffers a
-//! body, and can wait calmly when a packet arrives in pieces. [`decode`] turns one complete packet
+//! body, and can wait calmly when a packet arrives in pieces. [`decode()`] turns one complete packet
 //! into a [`Packet`]; [`encode`] writes packets back out. MQTT 3.1, 3.1.1 and 5.0 share the same
 //! framing; 5.0 adds *properties* ([`properties`]) and *reason codes* to most packets.
 //!

@@ -3,7 +3,7 @@
 //! # What it owns, what it must not do
 //! The store owns `midge.db` in `persistence_location` and one helper thread, the *writer*,
 //! which owns the SQLite connection. It holds no broker state and makes no decisions: the
-//! broker hands it [`Change`]s (plain data, see [`model`]) and learns back, through
+//! broker hands it [`Change`]s (plain data, see `model.rs`) and learns back, through
 //! [`Store::committed`] and the `notify` callback, which batches are committed. The broker's
 //! loop never waits on the disk.
 //!

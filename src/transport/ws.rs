@@ -278,7 +278,7 @@ impl WsSession {
 pub enum WsError {
     /// The HTTP request is not a WebSocket upgrade.
     BadUpgrade(String),
-    /// The upgrade request never ended within [`MAX_REQUEST`] bytes.
+    /// The upgrade request never ended within `MAX_REQUEST` bytes.
     RequestTooLarge,
     /// The client offered subprotocols, none of them MQTT.
     Subprotocol(String),
