@@ -381,16 +381,22 @@ fn parse_sub_ids(s: &str) -> Result<Vec<u32>, String> {
 /// Largest MQTT 5 subscription identifier (a variable byte integer).
 const MAX_SUB_ID: u32 = 268_435_455;
 
+/// The six message columns (topic, payload, qos, retain, properties, expires_at) that start
+/// at column `first`: the retained table and the queued-message table store them alike.
+fn stored_message(row: &Row<'_>, first: usize) -> Result<StoredMessage, String> {
+    Ok(StoredMessage {
+        topic: text(row, first)?,
+        payload: blob(row, first + 1)?,
+        qos: qos(row, first + 2)?,
+        retain: flag(row, first + 3)?,
+        properties: blob(row, first + 4)?,
+        expires_at: unix_time(opt_integer(row, first + 5)?)?,
+    })
+}
+
 fn decode_retained(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::RetainedSet {
-        message: StoredMessage {
-            topic: text(row, 1)?,
-            payload: blob(row, 2)?,
-            qos: qos(row, 3)?,
-            retain: flag(row, 4)?,
-            properties: blob(row, 5)?,
-            expires_at: unix_time(opt_integer(row, 6)?)?,
-        },
+        message: stored_message(row, 1)?,
     })
 }
 
@@ -439,14 +445,7 @@ fn decode_message(row: &Row<'_>) -> Result<Change, String> {
             qos: qos(row, 5)?,
             retain: flag(row, 6)?,
             sub_ids: parse_sub_ids(&text(row, 7)?)?,
-            message: StoredMessage {
-                topic: text(row, 8)?,
-                payload: blob(row, 9)?,
-                qos: qos(row, 10)?,
-                retain: flag(row, 11)?,
-                properties: blob(row, 12)?,
-                expires_at: unix_time(opt_integer(row, 13)?)?,
-            },
+            message: stored_message(row, 8)?,
         },
     })
 }
