@@ -705,14 +705,15 @@ impl Broker {
     /// persistent), publishes the will when the reason calls for it, and asks the server loop
     /// to close the socket.
     fn close(&mut self, id: ConnId, reason: CloseReason, now: Instant) {
+        if self.conn(id).is_none_or(|c| c.state == ConnState::Closing) {
+            return;
+        }
+        // Named while the connection still points at its session.
         let name = self.conn_name(id);
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
         let state = std::mem::replace(&mut conn.state, ConnState::Closing);
-        if state == ConnState::Closing {
-            return;
-        }
         let will = conn.take_will().filter(|_| reason.publishes_will());
         let peer = conn.peer;
         self.log_close(&name, peer, &reason);
