@@ -142,6 +142,15 @@ fn deb_holds_the_binaries_conffiles_unit_and_man_pages_owned_by_root() {
         service.contains("Documentation=man:midge(8) man:midge.conf(5)"),
         "{service}"
     );
+    // The shipped midge.conf, with the paths the package makes.
+    let conf = std::fs::read_to_string(unit.path().join("etc/midge/midge.conf")).unwrap();
+    for line in [
+        "password_file /etc/midge/passwd",
+        "persistence true",
+        "persistence_location /var/lib/midge/",
+    ] {
+        assert!(conf.lines().any(|l| l == line), "midge.conf lacks {line:?}");
+    }
     // The packaged binary is the one built, stripped.
     let v = stdout(Command::new(unit.path().join("usr/bin/midge")).arg("--version"));
     assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
