@@ -128,7 +128,7 @@ pub fn apply(cli: &Cli, cfg: &mut Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LOOPBACK;
+    use crate::config::{LOOPBACK, LOOPBACK_V6};
 
     fn parse_args(args: &[&str]) -> Result<Cli, CliError> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -255,9 +255,15 @@ mod tests {
         let mut cfg = Config::default();
         apply(&parse_args(&["-p", "1884"]).unwrap(), &mut cfg);
         cfg.finish();
-        assert_eq!(cfg.listeners.len(), 1);
-        assert_eq!(cfg.listeners[0].port, 1884);
-        assert_eq!(cfg.listeners[0].bind_address.as_deref(), Some(LOOPBACK));
+        let listeners: Vec<_> = cfg
+            .listeners
+            .iter()
+            .map(|l| (l.port, l.bind_address.as_deref()))
+            .collect();
+        assert_eq!(
+            listeners,
+            vec![(1884, Some(LOOPBACK)), (1884, Some(LOOPBACK_V6))]
+        );
         assert_eq!(cfg.allow_anonymous, Some(true));
     }
 
@@ -271,7 +277,14 @@ mod tests {
             .iter()
             .map(|l| (l.port, l.bind_address.as_deref()))
             .collect();
-        assert_eq!(listeners, vec![(1883, None), (1884, Some(LOOPBACK))]);
+        assert_eq!(
+            listeners,
+            vec![
+                (1883, None),
+                (1884, Some(LOOPBACK)),
+                (1884, Some(LOOPBACK_V6))
+            ]
+        );
         assert_eq!(cfg.allow_anonymous, Some(false));
     }
 }

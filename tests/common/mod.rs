@@ -255,8 +255,11 @@ impl Broker {
         let dir = TempDir::new();
         let mosq = is_mosquitto();
         let chosen = if mosq { free_port() } else { 0 };
+        // Tests run as root and write into root's temporary directories, so midge keeps root
+        // (`user root`) instead of dropping to `mosquitto`; tests/privileges.rs covers the drop.
+        let user = if mosq { "" } else { "user root\n" };
         let text = format!(
-            "listener {chosen} 127.0.0.1\nallow_anonymous true\n{}\n",
+            "listener {chosen} 127.0.0.1\nallow_anonymous true\n{user}{}\n",
             opts.conf
         );
         let conf = dir.write("broker.conf", &text);
@@ -265,6 +268,20 @@ impl Broker {
         if opts.verbose {
             cmd.arg("-v");
         }
+        Self::spawn(cmd, dir, conf, chosen)
+    }
+
+    /// Starts midge as `cmd` (arguments and environment chosen by the test) and waits until
+    /// it logs its first IPv4 listening port. `dir` is kept for the life of the broker.
+    pub fn start_command(cmd: Command, dir: TempDir) -> Broker {
+        let conf = dir.path().join("broker.conf");
+        Self::spawn(cmd, dir, conf, 0)
+    }
+
+    /// Spawns `cmd` and waits for it to listen: on `chosen` for Mosquitto, on the port logged
+    /// for midge.
+    fn spawn(mut cmd: Command, dir: TempDir, conf: PathBuf, chosen: u16) -> Broker {
+        let mosq = is_mosquitto();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
