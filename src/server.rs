@@ -302,6 +302,17 @@ fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
     }
 }
 
+/// Why binding a port below 1024 was refused: midge opens its listeners after dropping root
+/// privileges (see `privileges`), as Mosquitto 2.0 does.
+fn low_port_hint(e: &io::Error, addr: SocketAddr) -> &'static str {
+    if e.kind() == ErrorKind::PermissionDenied && addr.port() < 1024 {
+        " (listeners are opened as the configured `user`: a port below 1024 needs \
+         CAP_NET_BIND_SERVICE, e.g. User= with AmbientCapabilities= in the systemd unit)"
+    } else {
+        ""
+    }
+}
+
 /// The socket addresses one `listener` line asks for.
 fn listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
     match &l.bind_address {
@@ -354,7 +365,7 @@ impl Server {
                     Err(e) => {
                         return Err(io::Error::new(
                             e.kind(),
-                            format!("Unable to listen on {addr}: {e}"),
+                            format!("Unable to listen on {addr}: {e}{}", low_port_hint(&e, addr)),
                         ))
                     }
                 };

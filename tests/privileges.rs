@@ -306,3 +306,32 @@ fn without_a_config_midge_drops_to_mosquitto_and_listens_on_both_loopbacks() {
     };
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over ::1");
 }
+
+#[test]
+fn a_port_below_1024_fails_after_the_drop_with_a_hint() {
+    if skip() {
+        return;
+    }
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if start <= 1023 {
+        eprintln!("skipped: ports from {start} up need no privilege on this machine");
+        return;
+    }
+    let user = TestUser::create("port");
+    let dir = TempDir::new();
+    let conf = dir.write(
+        "low.conf",
+        &format!("listener 1023 127.0.0.1\nuser {}\n", user.name),
+    );
+    let out = run_midge(&["-c", conf.to_str().unwrap()], WAIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Unable to listen on 127.0.0.1:1023: Permission denied")
+            && stderr.contains("CAP_NET_BIND_SERVICE"),
+        "{stderr}"
+    );
+}
