@@ -1,8 +1,8 @@
 //! The `midge` executable: reads the command line and the configuration, drops root
-//! privileges, optionally detaches into the background, opens the log files and writes a pid
-//! file, then hands the configuration
-//! to [`midge::server::run_with_reload`]. Everything it needs is in the library; this file only sequences
-//! start-up and turns failures into messages and exit codes.
+//! privileges (as Mosquitto 2.0, before any file or socket is opened), optionally detaches into
+//! the background, opens the log files and writes a pid file, then hands the configuration to
+//! [`midge::server::run_with_reload`]. Everything it needs is in the library; this file only
+//! sequences start-up and turns failures into messages and exit codes.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
