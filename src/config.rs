@@ -488,9 +488,10 @@ impl Config {
     /// Resolves the defaults that depend on the whole configuration (call it after the command
     /// line has been merged in, see `cli::apply`). As Mosquitto 2: when no listener was
     /// configured (no `listener`, `port` or `bind_address` line), midge runs in "local only
-    /// mode": it listens on 127.0.0.1:1883 and [::1]:1883 and `allow_anonymous` defaults to true. Otherwise
-    /// `allow_anonymous` defaults to false. Ports from `-p` become loopback listeners either way
-    /// (replacing the 1883 default in local-only mode). Calling it twice changes nothing.
+    /// mode": it listens on `127.0.0.1:1883` and `[::1]:1883` and `allow_anonymous` defaults to
+    /// true. Otherwise `allow_anonymous` defaults to false. Ports from `-p` become loopback
+    /// listeners (both addresses) either way (replacing the 1883 default in local-only mode).
+    /// Calling it twice changes nothing.
     pub fn finish(&mut self) {
         let local_only = self.listeners.is_empty();
         let mut local_ports = std::mem::take(&mut self.cli_ports);

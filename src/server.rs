@@ -543,7 +543,7 @@ impl Server {
         }
     }
 
-    /// [`Server::on_signal`], with a reload bracketed by systemd notifications (`notify`).
+    /// `on_signal`, with a reload bracketed by systemd notifications (`notify`).
     fn on_signal_notifying(&mut self, sig: i32, now: Instant) {
         let reload = sig == libc::SIGHUP && self.reload.is_some();
         if reload {
