@@ -258,8 +258,15 @@ impl Broker {
         // Tests run as root and write into root's temporary directories, so midge keeps root
         // (`user root`) instead of dropping to `mosquitto`, unless the test names a user (a
         // second `user` line would be a duplicate); tests/privileges.rs covers the drop.
-        let names_user = opts.conf.lines().any(|l| l.trim_start().starts_with("user "));
-        let user = if mosq || names_user { "" } else { "user root\n" };
+        let names_user = opts
+            .conf
+            .lines()
+            .any(|l| l.trim_start().starts_with("user "));
+        let user = if mosq || names_user {
+            ""
+        } else {
+            "user root\n"
+        };
         let text = format!(
             "listener {chosen} 127.0.0.1\nallow_anonymous true\n{user}{}\n",
             opts.conf
