@@ -292,8 +292,23 @@ fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
     }
 }
 
-/// The socket addresses one `listener` line asks for.
+/// The socket addresses one `listener` line asks for, limited to its `socket_domain`.
 fn listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
+    let mut addrs = all_listener_addrs(l)?;
+    if let Some(domain) = l.socket_domain {
+        addrs.retain(|a| domain.admits(a));
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                ErrorKind::NotFound,
+                format!("no {domain:?} address to listen on for port {}", l.port),
+            ));
+        }
+    }
+    Ok(addrs)
+}
+
+/// Every socket address one `listener` line names, of both families.
+fn all_listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
     match &l.bind_address {
         None => Ok(vec![
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port),
@@ -546,7 +561,13 @@ impl Server {
                             Err(e) => log::error!("Error: Unable to reload config: {e}"),
                         }
                     }
-                    Err(e) => log::error!("Error: Unable to reload config: {e}"),
+                    Err(e) => {
+                        // One log line per line of the message (Mosquitto's two-line form).
+                        for line in e.lines() {
+                            log::error!("{line}");
+                        }
+                        log::error!("Error: Unable to reload config; the running one is kept.");
+                    }
                 }
             }
             _ => {}
