@@ -282,8 +282,9 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// The file this configuration was read from, if any.
     pub source: Option<PathBuf>,
-    /// Warnings about options that were read but ignored (not supported yet, or unknown), one
-    /// message each, naming the file and line. Logged once the logger runs.
+    /// Warnings about options that were read and given a meaning other than the user may
+    /// expect (superseded, or stricter than asked), one message each, naming the file and
+    /// line. Logged once the logger runs. Unknown and refused options are errors instead.
     pub warnings: Vec<String>,
     /// Ports given with `-p`: loopback-only listeners that [`Config::finish`] adds.
     pub cli_ports: Vec<u16>,

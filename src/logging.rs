@@ -320,6 +320,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn log_facility_selects_local0_to_local7() {
+        let mut cfg = config(LogTypes::ALL, false, None);
+        assert_eq!(facility(&cfg), libc::LOG_DAEMON);
+        cfg.facility = Some(0);
+        assert_eq!(facility(&cfg), libc::LOG_LOCAL0);
+        cfg.facility = Some(7);
+        assert_eq!(facility(&cfg), libc::LOG_LOCAL7);
+    }
+
     /// A logger writing into memory, and the memory.
     fn memory_logger(cfg: &LogConfig) -> (Logger, Arc<Mutex<Vec<u8>>>) {
         let buf = Arc::new(Mutex::new(Vec::new()));

@@ -348,8 +348,9 @@ impl Server {
                 };
                 let socket = match bound {
                     Ok(s) => s,
-                    // A machine without IPv6 still serves IPv4 on "all interfaces".
-                    Err(e) if addr.is_ipv6() && all_interfaces => {
+                    // A machine without IPv6 still serves IPv4 on "all interfaces" (unless
+                    // `socket_domain ipv6` asked for IPv6 only).
+                    Err(e) if addr.is_ipv6() && all_interfaces && l.socket_domain.is_none() => {
                         log::warn!(
                             "Warning: Unable to open ipv6 listen socket on port {port}: {e}."
                         );

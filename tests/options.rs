@@ -329,3 +329,31 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// True when a TCP connection to `ip`:`port` is accepted.
+fn connects(ip: &str, port: u16) -> bool {
+    let addr = std::net::SocketAddr::new(ip.parse().expect("an IP"), port);
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+}
+
+// `socket_domain` limits a listener on all interfaces to one address family.
+#[test]
+fn socket_domain_binds_one_family() {
+    if skip_on_mosquitto("midge's log lines") {
+        return;
+    }
+    let (v4, v6, both) = (free_port(), free_port(), free_port());
+    let b = Broker::start(&format!(
+        "listener {v4}\nsocket_domain ipv4\nlistener {v6}\nsocket_domain ipv6\nlistener {both}"
+    ));
+    assert!(b.wait_for_log(&format!("Opening ipv6 listen socket on port {both}."), WAIT));
+    assert!(connects("127.0.0.1", v4));
+    assert!(!connects("::1", v4));
+    assert!(connects("::1", v6));
+    assert!(!connects("127.0.0.1", v6));
+    assert!(connects("127.0.0.1", both) && connects("::1", both));
+    assert!(!b
+        .logs()
+        .iter()
+        .any(|l| l.contains(&format!("Opening ipv6 listen socket on port {v4}."))));
+}
