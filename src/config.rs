@@ -343,6 +343,12 @@ pub enum ConfigError {
         /// Where it was read.
         at: Location,
     },
+    /// `per_listener_settings true` after an authentication option, which was then read as
+    /// broker-wide and would apply to no listener.
+    PerListenerSettingsLate {
+        /// The `per_listener_settings` line.
+        at: Location,
+    },
     /// A bridge option outside a `connection` block.
     NotInBridge {
         /// Where the option was read.
@@ -420,6 +426,7 @@ impl ConfigError {
             | ConfigError::Included { at, .. }
             | ConfigError::Unknown { at, .. }
             | ConfigError::NotInBridge { at }
+            | ConfigError::PerListenerSettingsLate { at }
             | ConfigError::InvalidValue { at, .. }
             | ConfigError::MissingValue { at, .. }
             | ConfigError::Refused { at, .. }
@@ -449,6 +456,10 @@ impl fmt::Display for ConfigError {
                 write!(f, "Error: Unknown configuration variable \"{option}\".")
             }
             ConfigError::NotInBridge { .. } => write!(f, "Error: Invalid bridge configuration."),
+            ConfigError::PerListenerSettingsLate { .. } => write!(
+                f,
+                "Error: per_listener_settings must be set before any other security settings."
+            ),
             ConfigError::InvalidValue { option, value, .. } => {
                 write!(f, "Error: Invalid {option} value ({value}).")
             }
@@ -626,6 +637,15 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     }
 }
 
+/// The options that `per_listener_settings true` makes per listener.
+const AUTH_OPTIONS: &[&str] = &[
+    "allow_anonymous",
+    "password_file",
+    "acl_file",
+    "allow_zero_length_clientid",
+    "auto_id_prefix",
+];
+
 /// Parsing state that spans all files of one configuration.
 struct Parser {
     config: Config,
@@ -648,6 +668,8 @@ struct Parser {
     /// the first `listener` line), the option, the value and the line. Mosquitto scopes them
     /// per listener; midge checks that every listener ends up with the same value.
     per_listener: Vec<(Option<usize>, &'static str, u32, Location)>,
+    /// True once an option of [`AUTH_OPTIONS`] was read.
+    security_option_seen: bool,
 }
 
 impl Parser {
@@ -662,6 +684,7 @@ impl Parser {
             current_listener: None,
             log_type_seen: false,
             per_listener: Vec::new(),
+            security_option_seen: false,
         }
     }
 
@@ -804,6 +827,7 @@ impl Parser {
             }
             return Err(unhandled(name, at));
         }
+        self.security_option_seen |= AUTH_OPTIONS.contains(&name);
         if self.config.per_listener_settings && self.per_listener_option(name, value, at)? {
             return Ok(());
         }
@@ -979,7 +1003,14 @@ impl Parser {
                     return Err(ConfigError::NestedIncludeDir { at: at.clone() });
                 }
             }
-            "per_listener_settings" => c.per_listener_settings = parse_bool(name, value, at)?,
+            "per_listener_settings" => {
+                c.per_listener_settings = parse_bool(name, value, at)?;
+                // Options read before it were made broker-wide; per listener, they would no
+                // longer apply to any listener.
+                if c.per_listener_settings && self.security_option_seen {
+                    return Err(ConfigError::PerListenerSettingsLate { at: at.clone() });
+                }
+            }
             _ => return Err(unhandled(name, at)),
         }
         Ok(())
@@ -994,11 +1025,7 @@ impl Parser {
         at: &Location,
     ) -> Result<bool, ConfigError> {
         let auth = match name {
-            "allow_anonymous"
-            | "password_file"
-            | "acl_file"
-            | "allow_zero_length_clientid"
-            | "auto_id_prefix" => &mut self.listener_mut(name, at).auth,
+            _ if AUTH_OPTIONS.contains(&name) => &mut self.listener_mut(name, at).auth,
             _ => return Ok(false),
         };
         match name {
@@ -1873,6 +1900,12 @@ mod tests {
         assert_eq!(c.listeners[0].auth.password_file, None);
         assert_eq!(c.password_file, None);
         assert!(ok("per_listener_settings false").warnings.is_empty());
+        assert_eq!(
+            err("acl_file /a\nper_listener_settings true"),
+            "Error: per_listener_settings must be set before any other security settings.\n\
+             Error found at /etc/midge.conf:2."
+        );
+        ok("acl_file /a\nper_listener_settings false");
         assert!(parse("per_listener_settings maybe").is_err());
     }
 

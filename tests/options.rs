@@ -191,6 +191,16 @@ fn missing_and_bad_values_are_fatal() {
         "listener 0 127.0.0.1\nallow_anonymous yes\n",
         &["Error: Invalid allow_anonymous value (yes).".into(), at(2)],
     );
+    // Authentication options read before `per_listener_settings true` would apply to no
+    // listener: refused, as Mosquitto does.
+    assert_refused(
+        &dir,
+        "listener 0 127.0.0.1\nacl_file /etc/acl\nper_listener_settings true\n",
+        &[
+            "Error: per_listener_settings must be set before any other security settings.".into(),
+            at(3),
+        ],
+    );
     // A bridge option outside a bridge, in Mosquitto's words.
     assert_refused(
         &dir,

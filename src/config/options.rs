@@ -154,7 +154,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("memory_limit", General, OwnMeaning, ManPage, "Back-pressure: past the limit midge stops reading from publishers (TCP holds them back) instead of refusing messages, so nothing accepted is dropped."),
     opt("message_size_limit", General, Implemented, ManPage, ""),
     opt("password_file", General, Implemented, ManPage, "Reloaded on SIGHUP."),
-    opt("per_listener_settings", General, Implemented, ManPage, "Makes `allow_anonymous`, `password_file`, `acl_file`, `allow_zero_length_clientid` and `auto_id_prefix` per listener (the others Mosquitto scopes so, `psk_file` and `plugin`, are refused)."),
+    opt("per_listener_settings", General, Implemented, ManPage, "Makes `allow_anonymous`, `password_file`, `acl_file`, `allow_zero_length_clientid` and `auto_id_prefix` per listener (the others Mosquitto scopes so, `psk_file` and `plugin`, are refused); it must come before them, as in Mosquitto."),
     opt("persistence", General, Implemented, ManPage, "The store is SQLite (`midge.db`), not Mosquitto's file."),
     opt("persistence_file", General, OwnMeaning, ManPage, "midge always writes `midge.db` in `persistence_location`, never Mosquitto's file; a warning says so when this names another file."),
     opt("persistence_location", General, Implemented, ManPage, ""),
