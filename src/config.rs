@@ -375,8 +375,9 @@ pub enum ConfigError {
     Refused {
         /// The option name.
         option: String,
-        /// The value, as written.
-        value: String,
+        /// The value, as written, when it is the value that is refused (never for an option
+        /// refused whatever its value, which may be a secret such as `bridge_psk`).
+        value: Option<String>,
         /// Why, from the option table.
         reason: &'static str,
         /// Where the option was read.
@@ -471,11 +472,17 @@ impl fmt::Display for ConfigError {
                 value,
                 reason,
                 at,
-            } => write!(
-                f,
-                "Error: {option} {value} in {at} is not supported by this version of midge, \
-                 which refuses to start rather than run without it: {reason}"
-            ),
+            } => {
+                let value = value
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "Error: {option}{value} in {at} is not supported by this version of midge, \
+                     which refuses to start rather than run without it: {reason}"
+                )
+            }
             ConfigError::ListenersDiffer {
                 option,
                 first,
@@ -812,6 +819,7 @@ impl Parser {
             if info.accepts.contains(&value) {
                 return Ok(());
             }
+            let value = (!info.accepts.is_empty()).then_some(value);
             return Err(refused(name, value, info.note, at));
         }
         if info.class == Class::NoEffect {
@@ -1115,7 +1123,7 @@ impl Parser {
             "topic" | "dlt" => {
                 return Err(refused(
                     name,
-                    value,
+                    Some(value),
                     "midge does not publish its log to $SYS topics or to DLT.",
                     at,
                 ))
@@ -1196,10 +1204,10 @@ fn invalid(option: &str, value: &str, at: &Location) -> ConfigError {
     }
 }
 
-fn refused(option: &str, value: &str, reason: &'static str, at: &Location) -> ConfigError {
+fn refused(option: &str, value: Option<&str>, reason: &'static str, at: &Location) -> ConfigError {
     ConfigError::Refused {
         option: option.to_string(),
-        value: value.to_string(),
+        value: value.map(str::to_string),
         reason,
         at: at.clone(),
     }
@@ -1650,7 +1658,7 @@ mod tests {
     fn refused_options_name_file_line_and_reason() {
         assert_eq!(
             err("listener 1883\n\nmount_point tenant1/"),
-            "Error: mount_point tenant1/ in /etc/midge.conf:3 is not supported by this version \
+            "Error: mount_point in /etc/midge.conf:3 is not supported by this version \
              of midge, which refuses to start rather than run without it: midge does not prefix \
              topics per listener yet, so this listener's clients would not be confined to their \
              topic tree.\nError found at /etc/midge.conf:3."
