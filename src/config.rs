@@ -1231,11 +1231,11 @@ fn required<'a>(option: &str, value: &'a str, at: &Location) -> Result<&'a str, 
     }
 }
 
-/// `true` or `false`, nothing else (as Mosquitto).
+/// `true`/`1` or `false`/`0`, nothing else (as Mosquitto's `conf__parse_bool`).
 fn parse_bool(option: &str, value: &str, at: &Location) -> Result<bool, ConfigError> {
     match required(option, value, at)? {
-        "true" => Ok(true),
-        "false" => Ok(false),
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
         _ => Err(invalid(option, value, at)),
     }
 }
@@ -1407,12 +1407,14 @@ mod tests {
     }
 
     #[test]
-    fn booleans_accept_only_true_and_false() {
+    fn booleans_accept_true_false_one_and_zero_only() {
         assert_eq!(
             err("\nretain_available yes"),
             "Error: Invalid retain_available value (yes).\nError found at /etc/midge.conf:2."
         );
-        assert!(parse("allow_anonymous 1").is_err());
+        assert_eq!(ok("allow_anonymous 1").allow_anonymous, Some(true));
+        assert_eq!(ok("allow_anonymous 0").allow_anonymous, Some(false));
+        assert!(parse("allow_anonymous 2").is_err());
         assert!(parse("set_tcp_nodelay TRUE").is_err());
     }
 
