@@ -50,7 +50,8 @@ fn run(cli: &Cli) -> ExitCode {
             Ok(cfg) => cfg,
             Err(e) => {
                 eprintln!("{e}");
-                return ExitCode::FAILURE;
+                // Mosquitto's MOSQ_ERR_INVAL, its exit status for every config error.
+                return ExitCode::from(3);
             }
         },
         None => Config::default(),

@@ -313,8 +313,23 @@ fn low_port_hint(e: &io::Error, addr: SocketAddr) -> &'static str {
     }
 }
 
-/// The socket addresses one `listener` line asks for.
+/// The socket addresses one `listener` line asks for, limited to its `socket_domain`.
 fn listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
+    let mut addrs = all_listener_addrs(l)?;
+    if let Some(domain) = l.socket_domain {
+        addrs.retain(|a| domain.admits(a));
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                ErrorKind::NotFound,
+                format!("no {domain:?} address to listen on for port {}", l.port),
+            ));
+        }
+    }
+    Ok(addrs)
+}
+
+/// Every socket address one `listener` line names, of both families.
+fn all_listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
     match &l.bind_address {
         None => Ok(vec![
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port),
@@ -355,8 +370,13 @@ impl Server {
                 let socket = match bound {
                     Ok(s) => s,
                     // A machine without IPv6 still serves IPv4 on "all interfaces" and on
-                    // the loopback listeners of local-only mode.
-                    Err(e) if addr.is_ipv6() && (all_interfaces || l.optional) => {
+                    // the loopback listeners of local-only mode (unless `socket_domain ipv6`
+                    // asked for IPv6 only).
+                    Err(e)
+                        if addr.is_ipv6()
+                            && (all_interfaces || l.optional)
+                            && l.socket_domain.is_none() =>
+                    {
                         log::warn!(
                             "Warning: Unable to open ipv6 listen socket on port {port}: {e}."
                         );
@@ -581,7 +601,13 @@ impl Server {
                             Err(e) => log::error!("Error: Unable to reload config: {e}"),
                         }
                     }
-                    Err(e) => log::error!("Error: Unable to reload config: {e}"),
+                    Err(e) => {
+                        // One log line per line of the message (Mosquitto's two-line form).
+                        for line in e.lines() {
+                            log::error!("{line}");
+                        }
+                        log::error!("Error: Unable to reload config; the running one is kept.");
+                    }
                 }
             }
             _ => {}

@@ -255,21 +255,25 @@ impl Broker {
         let dir = TempDir::new();
         let mosq = is_mosquitto();
         let chosen = if mosq { free_port() } else { 0 };
+        // `per_listener_settings` must come before any authentication option (Mosquitto
+        // refuses it after one), so a test's own line goes first.
+        let (first, rest): (Vec<&str>, Vec<&str>) = opts
+            .conf
+            .lines()
+            .partition(|l| l.starts_with("per_listener_settings"));
         // Tests run as root and write into root's temporary directories, so midge keeps root
         // (`user root`) instead of dropping to `mosquitto`, unless the test names a user (a
         // second `user` line would be a duplicate); tests/privileges.rs covers the drop.
-        let names_user = opts
-            .conf
-            .lines()
-            .any(|l| l.trim_start().starts_with("user "));
+        let names_user = rest.iter().any(|l| l.trim_start().starts_with("user "));
         let user = if mosq || names_user {
             ""
         } else {
             "user root\n"
         };
         let text = format!(
-            "listener {chosen} 127.0.0.1\nallow_anonymous true\n{user}{}\n",
-            opts.conf
+            "{}listener {chosen} 127.0.0.1\nallow_anonymous true\n{user}{}\n",
+            first.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            rest.join("\n")
         );
         let conf = dir.write("broker.conf", &text);
         let mut cmd = Command::new(if mosq { MOSQUITTO } else { midge_bin() });
