@@ -7,7 +7,7 @@
 # Runs as any user: files in the package are owned by root through --root-owner-group.
 # The package: /usr/bin/{midge,midge_passwd}; /etc/midge/midge.conf (a conffile, the shipped
 # midge.conf); the systemd unit; /etc/logrotate.d/midge; man pages midge(8), midge.conf(5),
-# midge_passwd(1); maintainer scripts that create the midge user, /var/lib/midge (0700),
+# midge_passwd(1), docs/options.md; maintainer scripts that create the midge user, /var/lib/midge (0700),
 # /var/log/midge and an empty /etc/midge/passwd (see packaging/debian/).
 set -euo pipefail
 
@@ -72,6 +72,8 @@ done
 doc="$stage/usr/share/doc/midge"
 install -D -m 0644 "$pk/copyright" "$doc/copyright"
 install -m 0644 "$pk/changelog" "$doc/changelog"
+# What midge does with each of Mosquitto's options; midge.conf(5) points here.
+install -m 0644 "$root/docs/options.md" "$doc/options.md"
 gzip -9n "$doc/changelog"
 
 # Control files. Depends: the newest glibc symbol version the binaries use, and libgcc_s.

@@ -10,6 +10,7 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -163,9 +164,7 @@ impl Sinks {
                     LogDest::Syslog => {
                         // SAFETY: the identifier is a static NUL-terminated string, as openlog
                         // keeps the pointer.
-                        unsafe {
-                            libc::openlog(c"midge".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON)
-                        };
+                        unsafe { libc::openlog(c"midge".as_ptr(), libc::LOG_PID, facility(cfg)) };
                         Some(Ok(Output::Syslog))
                     }
                     LogDest::None => None,
@@ -216,10 +215,29 @@ impl Sinks {
     }
 }
 
+/// The syslog facility: `log_facility` N is LOG_LOCALN (as Mosquitto), else LOG_DAEMON.
+fn facility(cfg: &LogConfig) -> libc::c_int {
+    const LOCAL: [libc::c_int; 8] = [
+        libc::LOG_LOCAL0,
+        libc::LOG_LOCAL1,
+        libc::LOG_LOCAL2,
+        libc::LOG_LOCAL3,
+        libc::LOG_LOCAL4,
+        libc::LOG_LOCAL5,
+        libc::LOG_LOCAL6,
+        libc::LOG_LOCAL7,
+    ];
+    cfg.facility
+        .and_then(|n| LOCAL.get(usize::from(n)).copied())
+        .unwrap_or(libc::LOG_DAEMON)
+}
+
+/// Opens `path` for appending, creating it mode 0644 (as Mosquitto; the umask may remove more).
 fn open_log_file(path: &Path) -> Result<File, String> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o644)
         .open(path)
         .map_err(|_| {
             format!(
@@ -301,7 +319,18 @@ mod tests {
             dests: vec![],
             timestamp,
             timestamp_format: format.map(str::to_string),
+            facility: None,
         }
+    }
+
+    #[test]
+    fn log_facility_selects_local0_to_local7() {
+        let mut cfg = config(LogTypes::ALL, false, None);
+        assert_eq!(facility(&cfg), libc::LOG_DAEMON);
+        cfg.facility = Some(0);
+        assert_eq!(facility(&cfg), libc::LOG_LOCAL0);
+        cfg.facility = Some(7);
+        assert_eq!(facility(&cfg), libc::LOG_LOCAL7);
     }
 
     /// A logger writing into memory, and the memory.

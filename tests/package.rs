@@ -99,6 +99,7 @@ fn deb_holds_the_binaries_conffiles_unit_and_man_pages_owned_by_root() {
         ("-rw-r--r--", "./usr/share/man/man1/midge_passwd.1.gz"),
         ("-rw-r--r--", "./usr/share/doc/midge/copyright"),
         ("-rw-r--r--", "./usr/share/doc/midge/changelog.gz"),
+        ("-rw-r--r--", "./usr/share/doc/midge/options.md"),
     ];
     for (mode, path) in want {
         let line = listing
@@ -145,6 +146,7 @@ fn deb_holds_the_binaries_conffiles_unit_and_man_pages_owned_by_root() {
     // The shipped midge.conf, with the paths the package makes.
     let conf = std::fs::read_to_string(unit.path().join("etc/midge/midge.conf")).unwrap();
     for line in [
+        "user midge",
         "password_file /etc/midge/passwd",
         "persistence true",
         "persistence_location /var/lib/midge/",
@@ -376,7 +378,8 @@ fn run_installed_broker() {
         "{status}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(Path::new("/var/lib/midge/midge.db").is_file());
+    // midge opened the store after dropping to user midge.
+    assert_meta("/var/lib/midge/midge.db", 0o600, "midge", "midge");
 }
 
 #[test]
