@@ -33,6 +33,8 @@ apt_install_missing() {
       | "${SUDO[@]}" tee "$policy" >/dev/null
     "${SUDO[@]}" chmod 755 "$policy"
     ours=1
+    # Even if the install is interrupted, no policy of ours stays behind.
+    trap '"${SUDO[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   local rc=0
   "${SUDO[@]}" apt-get update -qq || rc=$?
@@ -40,7 +42,7 @@ apt_install_missing() {
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
       apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || rc=$?
   fi
-  if [ $ours -eq 1 ]; then "${SUDO[@]}" rm -f "$policy"; fi
+  if [ $ours -eq 1 ]; then "${SUDO[@]}" rm -f "$policy"; trap - EXIT; fi
   return $rc
 }
 

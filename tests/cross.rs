@@ -62,55 +62,51 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// Runs scripts/cross-build.sh once for both architectures. `None` (after saying why) when
+/// Runs scripts/cross-build.sh once for both architectures. False (after saying why) when
 /// the toolchain is missing and not required.
-fn built() -> Option<&'static ()> {
-    static BUILT: OnceLock<Option<()>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let script = root().join("scripts/cross-build.sh");
-            let check = Command::new(&script)
-                .arg("--check")
-                .output()
-                .expect("cross-build.sh --check");
-            let qemu = [ARM64, ARMHF].iter().all(|a| {
-                Path::new(a.sysroot).join("lib").is_dir()
-                    && Command::new(a.qemu).arg("--version").output().is_ok()
-            });
-            if !check.status.success() || !qemu {
-                let why = format!(
-                    "{}{}",
-                    text(&check),
-                    if qemu {
-                        ""
-                    } else {
-                        "missing qemu-user or libc6-arm64-cross/libc6-armhf-cross\n"
-                    }
-                );
-                assert!(
-                    std::env::var_os("MIDGE_TEST_REQUIRE_ALL").is_none(),
-                    "MIDGE_TEST_REQUIRE_ALL is set but the ARM toolchain is incomplete:\n{why}"
-                );
-                eprintln!(
-                    "skipped: the ARM cross build needs tools scripts/test.sh installs:\n{why}"
-                );
-                return None;
-            }
-            let t0 = Instant::now();
-            let out = Command::new(&script)
-                .args(["--profile", "cross-test", "arm64", "armhf"])
-                .env("CARGO_TARGET_DIR", target_dir())
-                .output()
-                .expect("cross-build.sh");
-            assert!(
-                out.status.success(),
-                "cross-build.sh failed:\n{}",
-                text(&out)
+fn built() -> bool {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    *BUILT.get_or_init(|| {
+        let script = root().join("scripts/cross-build.sh");
+        let check = Command::new(&script)
+            .arg("--check")
+            .output()
+            .expect("cross-build.sh --check");
+        let qemu = [ARM64, ARMHF].iter().all(|a| {
+            Path::new(a.sysroot).join("lib").is_dir()
+                && Command::new(a.qemu).arg("--version").output().is_ok()
+        });
+        if !check.status.success() || !qemu {
+            let why = format!(
+                "{}{}",
+                text(&check),
+                if qemu {
+                    ""
+                } else {
+                    "missing qemu-user or libc6-arm64-cross/libc6-armhf-cross\n"
+                }
             );
-            eprintln!("cross build of arm64 and armhf: {:?}", t0.elapsed());
-            Some(())
-        })
-        .as_ref()
+            assert!(
+                std::env::var_os("MIDGE_TEST_REQUIRE_ALL").is_none(),
+                "MIDGE_TEST_REQUIRE_ALL is set but the ARM toolchain is incomplete:\n{why}"
+            );
+            eprintln!("skipped: the ARM cross build needs tools scripts/test.sh installs:\n{why}");
+            return false;
+        }
+        let t0 = Instant::now();
+        let out = Command::new(&script)
+            .args(["--profile", "cross-test", "arm64", "armhf"])
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .expect("cross-build.sh");
+        assert!(
+            out.status.success(),
+            "cross-build.sh failed:\n{}",
+            text(&out)
+        );
+        eprintln!("cross build of arm64 and armhf: {:?}", t0.elapsed());
+        true
+    })
 }
 
 fn bin(arch: &Arch, name: &str) -> PathBuf {
@@ -223,7 +219,7 @@ fn retained_round_trip(arch: &Arch) {
 }
 
 fn check_arch(arch: &Arch) {
-    if skip_on_mosquitto("midge's ARM builds") || built().is_none() {
+    if skip_on_mosquitto("midge's ARM builds") || !built() {
         return;
     }
     for name in ["midge", "midge_passwd"] {
