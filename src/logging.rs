@@ -131,14 +131,37 @@ impl Handle {
         self.reconfigure(&cfg)
     }
 
-    /// Switches to a new logging configuration (after a config reload). On failure the old
-    /// configuration stays in use.
+    /// Switches to a new logging configuration. On failure the old configuration stays in
+    /// use.
     pub fn reconfigure(&self, cfg: &LogConfig) -> Result<(), String> {
-        let sinks = Sinks::open(cfg)?;
-        *lock(&self.shared.sinks) = sinks;
-        self.shared.types.store(cfg.types.0, Ordering::Relaxed);
-        log::set_max_level(max_level(cfg.types));
-        Ok(())
+        self.stage(cfg).map(Staged::apply)
+    }
+
+    /// Opens what a new logging configuration needs (its files) without switching to it yet:
+    /// a config reload switches only once every other part of the new config has loaded too.
+    pub fn stage(&self, cfg: &LogConfig) -> Result<Staged, String> {
+        Ok(Staged {
+            shared: Arc::clone(&self.shared),
+            sinks: Sinks::open(cfg)?,
+            types: cfg.types,
+        })
+    }
+}
+
+/// A logging configuration ready to take over ([`Handle::stage`]); dropping it leaves the
+/// current one in place.
+pub struct Staged {
+    shared: Arc<Shared>,
+    sinks: Sinks,
+    types: LogTypes,
+}
+
+impl Staged {
+    /// Makes this configuration the one in use; cannot fail.
+    pub fn apply(self) {
+        *lock(&self.shared.sinks) = self.sinks;
+        self.shared.types.store(self.types.0, Ordering::Relaxed);
+        log::set_max_level(max_level(self.types));
     }
 }
 

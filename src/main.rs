@@ -97,11 +97,12 @@ fn run(cli: &Cli) -> ExitCode {
         let mut cfg = config::load(path).map_err(|e| e.to_string())?;
         cli::apply(&reload_cli, &mut cfg);
         cfg.finish();
-        log.reconfigure(&cfg.log)?;
+        // Opened now, used once the whole reload has succeeded (see server::Reloader).
+        let logs = log.stage(&cfg.log)?;
         for warning in &cfg.warnings {
             warn!("{warning}");
         }
-        Ok(cfg)
+        Ok((cfg, logs))
     });
     let result = midge::server::run_with_reload(cfg, Some(reloader));
 
