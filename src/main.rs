@@ -111,7 +111,7 @@ fn run(cli: &Cli) -> ExitCode {
     }
     match result {
         Ok(()) => {
-            info!(target: "notice", "midge version {} terminating", env!("CARGO_PKG_VERSION"));
+            info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -121,12 +121,13 @@ fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-/// The start-up lines Mosquitto users expect, plus the warnings collected from the config.
+/// The start-up lines Mosquitto users expect (at its level, information), plus the warnings
+/// collected from the config.
 fn log_startup(cfg: &Config, local_only: bool) {
-    info!(target: "notice", "midge version {} starting", env!("CARGO_PKG_VERSION"));
+    info!("midge version {} starting", env!("CARGO_PKG_VERSION"));
     match &cfg.source {
-        Some(path) => info!(target: "notice", "Config loaded from {}.", path.display()),
-        None => info!(target: "notice", "Using default config."),
+        Some(path) => info!("Config loaded from {}.", path.display()),
+        None => info!("Using default config."),
     }
     for warning in &cfg.warnings {
         warn!("{warning}");

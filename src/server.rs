@@ -231,6 +231,8 @@ pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> io::Result<(
     if let Some(user) = &config.user {
         crate::privileges::drop_to(user)?;
     }
+    // Scripts and tests wait for this line, as for Mosquitto's "mosquitto version X running".
+    log::info!("midge version {} running", env!("CARGO_PKG_VERSION"));
     server.run()
 }
 
@@ -358,7 +360,7 @@ impl Server {
                     }
                 };
                 port = socket.local_addr()?.port();
-                log::info!(target: "notice", "Opening {family} listen socket on port {port}.");
+                log::info!("Opening {family} listen socket on port {port}.");
                 listeners.push(Listener {
                     socket,
                     port,

@@ -188,12 +188,6 @@ impl Broker {
             conn.version = c.version;
         }
         let listener = self.conn(id).map_or(0, |c| c.listener);
-        log::debug!(
-            "Received CONNECT from {}",
-            self.conn(id)
-                .map(|c| c.peer.to_string())
-                .unwrap_or_default()
-        );
 
         // Client identifier rules.
         let mut assigned = false;
@@ -370,6 +364,18 @@ impl Broker {
                     "New client connected from {} as {} (p{}, c{}, k{}).",
                     peer, client_id, p, u8::from(c.clean_start), c.keep_alive
                 ),
+            }
+            match self.conn(id).and_then(|c| c.will()) {
+                Some(w) => {
+                    log::debug!(
+                        "Will message specified ({} bytes) (r{}, q{}).",
+                        w.payload.len(),
+                        u8::from(w.retain),
+                        w.qos as u8
+                    );
+                    log::debug!("\t{}", w.topic);
+                }
+                None => log::debug!("No will message specified."),
             }
         }
 

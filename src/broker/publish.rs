@@ -185,16 +185,6 @@ impl Broker {
         now: Instant,
     ) {
         self.now = now;
-        log::debug!(
-            "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-            self.conn_name(id),
-            u8::from(p.dup),
-            p.qos as u8,
-            u8::from(p.retain),
-            p.packet_id,
-            p.topic,
-            p.payload.len()
-        );
         self.stats.publish_received += 1;
         self.stats.publish_bytes_received += p.payload.len() as u64;
         if let Some(c) = self.conn_mut(id) {
@@ -273,6 +263,7 @@ impl Broker {
             if duplicate {
                 // Already accepted and routed: acknowledge again, deliver nothing
                 // (v311:[MQTT-4.3.3-2] method B).
+                self.log_received(id, &p, topic);
                 self.send_pubrec(id, p.packet_id, reason::SUCCESS);
                 return;
             }
@@ -298,7 +289,19 @@ impl Broker {
         if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
             if !acl.can_publish(s.username(), &s.client_id, topic) {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
-                log::info!(target: "notice", "Denied PUBLISH from {} to '{}' (ACL).", self.conn_name(id), topic);
+                // Mosquitto's line, logged at notice rather than its debug: users asked to
+                // see denials without -v (mosquitto#3020).
+                log::info!(
+                    target: "notice",
+                    "Denied PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+                    self.conn_name(id),
+                    u8::from(p.dup),
+                    p.qos as u8,
+                    u8::from(p.retain),
+                    p.packet_id,
+                    topic,
+                    p.payload.len()
+                );
                 self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
                 return;
             }
@@ -317,6 +320,9 @@ impl Broker {
             );
             reason::IMPLEMENTATION_SPECIFIC_ERROR
         } else {
+            // Logged once the message is accepted, as Mosquitto: a denied or oversized
+            // PUBLISH has its own line instead.
+            self.log_received(id, &p, topic);
             let props = (!p.properties.is_empty()).then_some(&p.properties);
             let out = Outgoing {
                 topic,
@@ -335,6 +341,20 @@ impl Broker {
             }
         };
         self.ack_publish(id, sid, &p, code);
+    }
+
+    /// The `-v` line of an accepted PUBLISH, with its topic after alias and bridge mapping.
+    fn log_received(&self, id: ConnId, p: &Publish<'_>, topic: &str) {
+        log::debug!(
+            "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            self.conn_name(id),
+            u8::from(p.dup),
+            p.qos as u8,
+            u8::from(p.retain),
+            p.packet_id,
+            topic,
+            p.payload.len()
+        );
     }
 
     /// Ends a connection for a protocol breach found while handling a packet, telling an MQTT 5
@@ -814,12 +834,21 @@ impl Broker {
     }
 
     pub(super) fn handle_pubrec(&mut self, id: ConnId, sid: SessionId, a: Ack) {
-        log::debug!(
-            "Received PUBREC from {} (Mid: {}, RC:{})",
-            self.conn_name(id),
-            a.packet_id,
-            a.reason
-        );
+        // Mosquitto's wording: the reason code only for MQTT 5 clients.
+        if self.conn(id).is_some_and(|c| c.version.is_v5()) {
+            let name = self.conn_name(id);
+            log::debug!(
+                "Received PUBREC from {name} (Mid: {}) ({})",
+                a.packet_id,
+                a.reason
+            );
+        } else {
+            log::debug!(
+                "Received PUBREC from {} (Mid: {})",
+                self.conn_name(id),
+                a.packet_id
+            );
+        }
         let Some(s) = self.session_mut(sid) else {
             return;
         };
