@@ -258,3 +258,34 @@ fn a_reload_that_fails_changes_nothing() {
     publish_as(&b, ALICE, "news", "alice too");
     assert_eq!(anon.wait_lines(2, WAIT), ["news kept", "news alice too"]);
 }
+
+#[test]
+fn with_per_listener_settings_each_listener_is_rechecked_with_its_own_rules() {
+    if skip_on_mosquitto("Mosquitto wants per_listener_settings before the harness's listener") {
+        return;
+    }
+    let second = free_port();
+    // The harness's listener comes first; its allow_anonymous is repeated once settings are
+    // per listener.
+    let listeners = |anonymous_on_second: bool| {
+        format!(
+            "per_listener_settings true\nallow_anonymous true\nlistener {second} 127.0.0.1\nallow_anonymous {anonymous_on_second}"
+        )
+    };
+    let b = Broker::start_verbose(&listeners(true));
+    let _first = subscriber(&b, "on-first", &[], &["news"], &[]);
+    let mut args = vec!["-v", "-q", "1", "-i", "on-second", "-t", "news"];
+    args.extend_from_slice(&["-W", "30"]);
+    let mut cmd = Command::new("/usr/bin/mosquitto_sub");
+    cmd.args(["-h", "127.0.0.1", "-p", &second.to_string()])
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut on_second = cmd.spawn().expect("spawn mosquitto_sub");
+    assert_logged(&b, "on-second 1 news");
+    reload_with(&b, &listeners(false), 1);
+    assert_logged(&b, "Client on-second disconnected.");
+    assert_not_logged(&b, "Client on-first disconnected");
+    let _ = on_second.kill();
+    let _ = on_second.wait();
+}
