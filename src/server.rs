@@ -562,7 +562,8 @@ impl Server {
         match self.load_reload() {
             Ok(staged) => self.apply_reload(staged, now),
             Err(e) => log::error!(
-                "Error: Unable to reload config: {e}. The running configuration is kept."
+                "Error: Unable to reload config: {}. The running configuration is kept.",
+                e.trim_end_matches('.')
             ),
         }
     }
