@@ -408,7 +408,7 @@ impl Broker {
 
     /// Replaces the settings (SIGHUP); existing sessions keep what they negotiated. Every
     /// connected client the new password file or `allow_anonymous` no longer admits is
-    /// disconnected, as Mosquitto does (see [`Broker::recheck_logins`]); returns how many.
+    /// disconnected, as Mosquitto does (see `Broker::recheck_logins`); returns how many.
     /// ACLs need no such pass: every later PUBLISH, SUBSCRIBE and delivery asks the new ones.
     pub fn set_settings(&mut self, settings: Settings, now: Instant) -> usize {
         for line in settings.security.describe_change(&self.settings.security) {
