@@ -791,8 +791,9 @@ impl Broker {
                 log::info!(target: "notice", "Client {name} disconnected due to protocol error ({e}).")
             }
             CloseReason::Refused => {}
+            // At error level, as Mosquitto logs it (handle_connect.c).
             CloseReason::TakenOver => {
-                log::info!(target: "notice", "Client {name} already connected, closing old connection.")
+                log::error!("Client {name} already connected, closing old connection.")
             }
             CloseReason::Shutdown => {}
         }
