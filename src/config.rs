@@ -10,7 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub mod bridge;
+pub mod options;
 pub use bridge::BridgeConfig;
+use options::{Class, Scope};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -62,6 +64,8 @@ pub struct LogConfig {
     pub timestamp: bool,
     /// `log_timestamp_format` (strftime), if set.
     pub timestamp_format: Option<String>,
+    /// `log_facility` 0-7: syslog facility LOG_LOCAL0-7; `None` is LOG_DAEMON.
+    pub facility: Option<u8>,
 }
 
 /// One listening socket.
@@ -75,6 +79,8 @@ pub struct ListenerConfig {
     pub max_connections: i64,
     /// `protocol`: MQTT straight over TCP (the default) or inside WebSockets.
     pub protocol: ListenerProtocol,
+    /// `socket_domain`: bind only IPv4 or only IPv6 addresses; `None` binds both.
+    pub socket_domain: Option<SocketDomain>,
     /// TLS options; TLS is on when `certfile` and `keyfile` are set.
     pub tls: TlsOptions,
     /// With `per_listener_settings true`: this listener's own authentication options
@@ -100,6 +106,7 @@ impl Default for ListenerConfig {
             bind_address: None,
             max_connections: -1,
             protocol: ListenerProtocol::Mqtt,
+            socket_domain: None,
             tls: TlsOptions::default(),
             auth: ListenerAuth::default(),
         }
@@ -114,6 +121,25 @@ pub enum ListenerProtocol {
     Mqtt,
     /// MQTT packets in binary WebSocket messages (subprotocol `mqtt`).
     WebSockets,
+}
+
+/// The address family a listener is limited to (`socket_domain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketDomain {
+    /// `ipv4`
+    Ipv4,
+    /// `ipv6`
+    Ipv6,
+}
+
+impl SocketDomain {
+    /// True when `addr` is of this family.
+    pub fn admits(self, addr: &std::net::SocketAddr) -> bool {
+        match self {
+            SocketDomain::Ipv4 => addr.is_ipv4(),
+            SocketDomain::Ipv6 => addr.is_ipv6(),
+        }
+    }
 }
 
 /// The lowest TLS version a listener accepts (`tls_version`).
@@ -206,7 +232,8 @@ pub struct Config {
     /// `per_listener_settings` (default false): authentication options per listener.
     pub per_listener_settings: bool,
     /// `max_qos` (default 2): the highest QoS midge accepts and grants. Mosquitto scopes it
-    /// per listener; midge applies the last value to every listener.
+    /// per listener; midge has one value for every listener and refuses listeners whose values
+    /// differ (a `max_qos` before any `listener` line applies to every listener).
     pub max_qos: u8,
     /// `connection` blocks: bridges to other brokers.
     pub bridges: Vec<BridgeConfig>,
@@ -224,7 +251,7 @@ pub struct Config {
     /// `sys_interval` seconds between `$SYS` updates (default 10; 0 disables `$SYS`).
     pub sys_interval: u32,
     /// `max_topic_alias` (default 10): topic aliases an MQTT 5 client may use towards midge.
-    /// Mosquitto scopes it per listener; midge applies the last value to every listener.
+    /// One value for every listener, as `max_qos`.
     pub max_topic_alias: u16,
     /// `max_inflight_messages` (default 20; 0 = no limit).
     pub max_inflight_messages: u16,
@@ -255,8 +282,9 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// The file this configuration was read from, if any.
     pub source: Option<PathBuf>,
-    /// Warnings about options that were read but ignored (not supported yet, or unknown), one
-    /// message each, naming the file and line. Logged once the logger runs.
+    /// Warnings about options that were read and given a meaning other than the user may
+    /// expect (superseded, or stricter than asked), one message each, naming the file and
+    /// line. Logged once the logger runs. Unknown and refused options are errors instead.
     pub warnings: Vec<String>,
     /// Ports given with `-p`: loopback-only listeners that [`Config::finish`] adds.
     pub cli_ports: Vec<u16>,
@@ -277,8 +305,9 @@ impl fmt::Display for Location {
     }
 }
 
-/// Why a configuration could not be loaded. Each message names the file (and line) at fault,
-/// in Mosquitto's `Error: ...` style, so it can be printed as is.
+/// Why a configuration could not be loaded. Displayed as Mosquitto 2.0.20 prints it: the
+/// error, then `Error found at FILE:LINE.` (once per file, innermost first, for an error in an
+/// `include_dir` file), so it can be printed as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     /// A config file (the main one or one found by `include_dir`) could not be read.
@@ -291,6 +320,38 @@ pub enum ConfigError {
         /// The directory named by `include_dir`.
         dir: PathBuf,
         /// The `include_dir` line.
+        at: Location,
+    },
+    /// `include_dir` in a file that `include_dir` read (Mosquitto allows it in the main file
+    /// only).
+    NestedIncludeDir {
+        /// The `include_dir` line.
+        at: Location,
+    },
+    /// An error in a file read by `include_dir`.
+    Included {
+        /// The error, located in the included file.
+        error: Box<ConfigError>,
+        /// The `include_dir` line of the main file.
+        at: Location,
+    },
+    /// A name that is no option of Mosquitto's or midge's (a typo, say): never ignored, since
+    /// it may be a misspelt security option.
+    Unknown {
+        /// The name, as written.
+        option: String,
+        /// Where it was read.
+        at: Location,
+    },
+    /// `per_listener_settings true` after an authentication option, which was then read as
+    /// broker-wide and would apply to no listener.
+    PerListenerSettingsLate {
+        /// The `per_listener_settings` line.
+        at: Location,
+    },
+    /// A bridge option outside a `connection` block.
+    NotInBridge {
+        /// Where the option was read.
         at: Location,
     },
     /// An option has a value midge does not accept.
@@ -309,13 +370,27 @@ pub enum ConfigError {
         /// Where the option was read.
         at: Location,
     },
-    /// An option whose absence would weaken security (authentication, access control, TLS)
-    /// and that midge does not implement: running without it would silently open the broker.
-    Unsupported {
+    /// An option (or value) midge does not implement, and running without it could do what
+    /// the user did not ask for, such as leaving the broker more open: see [`options`].
+    Refused {
         /// The option name.
         option: String,
+        /// The value, as written, when it is the value that is refused (never for an option
+        /// refused whatever its value, which may be a secret such as `bridge_psk`).
+        value: Option<String>,
+        /// Why, from the option table.
+        reason: &'static str,
         /// Where the option was read.
         at: Location,
+    },
+    /// Listeners ask for different values of an option that midge applies to every listener.
+    ListenersDiffer {
+        /// `max_qos` or `max_topic_alias`.
+        option: &'static str,
+        /// The value of one listener and where that listener starts.
+        first: (u32, Location),
+        /// A different value of another listener and where that listener starts.
+        second: (u32, Location),
     },
     /// A listener's TLS options do not fit together (say `certfile` without `keyfile`):
     /// starting anyway would leave a listener the user meant to encrypt in plain text.
@@ -332,6 +407,36 @@ pub enum ConfigError {
         /// The `listener` line.
         at: Location,
     },
+    /// An option in the table that the parser has no code for: a bug in midge, refused rather
+    /// than ignored.
+    Unhandled {
+        /// The option name.
+        option: String,
+        /// Where the option was read.
+        at: Location,
+    },
+}
+
+impl ConfigError {
+    /// Where the error is, for the `Error found at` line.
+    fn location(&self) -> Option<&Location> {
+        match self {
+            ConfigError::Open { .. } => None,
+            ConfigError::IncludeDir { at, .. }
+            | ConfigError::NestedIncludeDir { at }
+            | ConfigError::Included { at, .. }
+            | ConfigError::Unknown { at, .. }
+            | ConfigError::NotInBridge { at }
+            | ConfigError::PerListenerSettingsLate { at }
+            | ConfigError::InvalidValue { at, .. }
+            | ConfigError::MissingValue { at, .. }
+            | ConfigError::Refused { at, .. }
+            | ConfigError::Unhandled { at, .. } => Some(at),
+            // midge's own checks, whose one line already names the listener's line.
+            ConfigError::Tls { .. } | ConfigError::UnixSocketListener { .. } => None,
+            ConfigError::ListenersDiffer { second, .. } => Some(&second.1),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -340,23 +445,53 @@ impl fmt::Display for ConfigError {
             ConfigError::Open { path } => {
                 write!(f, "Error: Unable to open config file {}.", path.display())
             }
-            ConfigError::IncludeDir { dir, at } => {
+            ConfigError::IncludeDir { dir, .. } => {
+                write!(f, "Error: Unable to open include_dir '{}'.", dir.display())
+            }
+            ConfigError::NestedIncludeDir { .. } => write!(
+                f,
+                "Error: The include_dir option is only valid in the main configuration file."
+            ),
+            ConfigError::Included { error, .. } => write!(f, "{error}"),
+            ConfigError::Unknown { option, .. } => {
+                write!(f, "Error: Unknown configuration variable \"{option}\".")
+            }
+            ConfigError::NotInBridge { .. } => write!(f, "Error: Invalid bridge configuration."),
+            ConfigError::PerListenerSettingsLate { .. } => write!(
+                f,
+                "Error: per_listener_settings must be set before any other security settings."
+            ),
+            ConfigError::InvalidValue { option, value, .. } => {
+                write!(f, "Error: Invalid {option} value ({value}).")
+            }
+            ConfigError::MissingValue { option, .. } => {
+                write!(f, "Error: Empty {option} value in configuration.")
+            }
+            ConfigError::Refused {
+                option,
+                value,
+                reason,
+                at,
+            } => {
+                let value = value
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default();
                 write!(
                     f,
-                    "Error: Unable to open include_dir {} in {at}.",
-                    dir.display()
+                    "Error: {option}{value} in {at} is not supported by this version of midge, \
+                     which refuses to start rather than run without it: {reason}"
                 )
             }
-            ConfigError::InvalidValue { option, value, at } => {
-                write!(f, "Error: Invalid {option} value ({value}) in {at}.")
-            }
-            ConfigError::MissingValue { option, at } => {
-                write!(f, "Error: Empty {option} value in {at}.")
-            }
-            ConfigError::Unsupported { option, at } => write!(
+            ConfigError::ListenersDiffer {
+                option,
+                first,
+                second,
+            } => write!(
                 f,
-                "Error: The {option} option in {at} is not supported by this version of midge; \
-                 refusing to start rather than run without it."
+                "Error: {option} is {} for the listener in {} but {} for the listener in {}; \
+                 midge applies one {option} to every listener.",
+                first.0, first.1, second.0, second.1
             ),
             ConfigError::Tls { problem, at } => {
                 write!(f, "Error: {problem}, for the listener in {at}.")
@@ -366,6 +501,15 @@ impl fmt::Display for ConfigError {
                 "Error: Unix socket listeners ({path}) are not supported by this version of \
                  midge, in {at}."
             ),
+            ConfigError::Unhandled { option, .. } => write!(
+                f,
+                "Error: midge lists the {option} option but has no code for it (a bug); \
+                 refusing to start."
+            ),
+        }?;
+        match self.location() {
+            Some(at) => write!(f, "\nError found at {at}."),
+            None => Ok(()),
         }
     }
 }
@@ -382,48 +526,6 @@ pub const LOOPBACK: &str = "127.0.0.1";
 /// `message_size_limit 0`.
 const MQTT_MAX_PAYLOAD: u32 = 268_435_455;
 
-/// Options that make a listener or the broker secure (authentication, access control, TLS,
-/// plugins). midge does not implement them yet, and ignoring them would leave the broker open,
-/// so reading one is an error rather than a warning. `bind_interface` is here too: ignoring it
-/// would listen on every interface instead of one.
-const SECURITY_OPTIONS: &[&str] = &[
-    "psk_file",
-    "psk_hint",
-    "tls_engine",
-    "tls_engine_kpass_sha1",
-    "tls_keyform",
-    "plugin",
-    "auth_plugin",
-    "bind_interface",
-];
-
-/// Option prefixes treated like [`SECURITY_OPTIONS`] (plugin options).
-const SECURITY_PREFIXES: &[&str] = &["plugin_opt_", "auth_opt_"];
-
-/// Mosquitto options midge knows but does not implement yet; harmless to ignore, so they only
-/// produce a warning. Bridge options are listed here as well: bridges are not supported.
-const UNSUPPORTED_OPTIONS: &[&str] = &[
-    // Broker-wide.
-    "allow_duplicate_messages",
-    "auth_plugin_deny_special_chars",
-    "check_retain_source",
-    "clientid_prefixes",
-    "log_facility",
-    "max_inflight_bytes",
-    "retry_interval",
-    "store_clean_interval",
-    "websockets_log_level",
-    "websockets_headers_size",
-    // TLS: Diffie-Hellman parameters; rustls only offers ECDHE key exchange, which needs none.
-    "dhparamfile",
-    // Listener-scoped.
-    "http_dir",
-    "mount_point",
-    "socket_domain",
-    "use_username_as_clientid",
-    // Bridges.
-];
-
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -431,6 +533,7 @@ impl Default for LogConfig {
             dests: Vec::new(),
             timestamp: true,
             timestamp_format: None,
+            facility: None,
         }
     }
 }
@@ -526,6 +629,8 @@ pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let mut parser = Parser::new();
     parser.parse_text(text, origin, 0)?;
     parser.check_listeners()?;
+    parser.settle_per_listener("max_qos", 2)?;
+    parser.settle_per_listener("max_topic_alias", 10)?;
     Ok(parser.into_config())
 }
 
@@ -538,6 +643,15 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
         }),
     }
 }
+
+/// The options that `per_listener_settings true` makes per listener.
+const AUTH_OPTIONS: &[&str] = &[
+    "allow_anonymous",
+    "password_file",
+    "acl_file",
+    "allow_zero_length_clientid",
+    "auto_id_prefix",
+];
 
 /// Parsing state that spans all files of one configuration.
 struct Parser {
@@ -557,6 +671,12 @@ struct Parser {
     current_listener: Option<usize>,
     /// The first `log_type` line replaces the default set; later ones add to it.
     log_type_seen: bool,
+    /// `max_qos` and `max_topic_alias` lines: the listener block they are in (`None` before
+    /// the first `listener` line), the option, the value and the line. Mosquitto scopes them
+    /// per listener; midge checks that every listener ends up with the same value.
+    per_listener: Vec<(Option<usize>, &'static str, u32, Location)>,
+    /// True once an option of [`AUTH_OPTIONS`] was read.
+    security_option_seen: bool,
 }
 
 impl Parser {
@@ -570,6 +690,8 @@ impl Parser {
             default_listener_option: None,
             current_listener: None,
             log_type_seen: false,
+            per_listener: Vec::new(),
+            security_option_seen: false,
         }
     }
 
@@ -604,6 +726,59 @@ impl Parser {
         Ok(())
     }
 
+    /// Resolves `option` (`max_qos` or `max_topic_alias`, default `default`), which
+    /// Mosquitto sets per listener, into midge's one value for every listener. Each listener
+    /// gets the last value in its block, else the last one before the first `listener` line
+    /// (which is the default listener's own when `port` or `bind_address` enabled it), else
+    /// the default. Listeners that end up with different values are refused: applying either
+    /// value to both would change what one of them grants.
+    fn settle_per_listener(
+        &mut self,
+        option: &'static str,
+        default: u32,
+    ) -> Result<(), ConfigError> {
+        let last_in = |block: Option<usize>| {
+            self.per_listener
+                .iter()
+                .rev()
+                .find(|(b, name, _, _)| *b == block && *name == option)
+                .map(|(_, _, value, _)| *value)
+        };
+        let before_listeners = last_in(None);
+        let mut effective: Vec<(u32, &Location)> = Vec::new();
+        if let (true, Some(at)) = (self.default_listener_enabled, &self.default_listener_at) {
+            effective.push((before_listeners.unwrap_or(default), at));
+        }
+        let inherited = if self.default_listener_enabled {
+            None
+        } else {
+            before_listeners
+        };
+        for (index, at) in self.listener_at.iter().enumerate() {
+            effective.push((last_in(Some(index)).or(inherited).unwrap_or(default), at));
+        }
+        if let Some((first, rest)) = effective.split_first() {
+            if let Some(other) = rest.iter().find(|(value, _)| *value != first.0) {
+                return Err(ConfigError::ListenersDiffer {
+                    option,
+                    first: (first.0, first.1.clone()),
+                    second: (other.0, other.1.clone()),
+                });
+            }
+        }
+        let value = effective
+            .first()
+            .map(|(value, _)| *value)
+            .or(before_listeners)
+            .unwrap_or(default);
+        // The values were range-checked when read.
+        match option {
+            "max_qos" => self.config.max_qos = u8::try_from(value).unwrap_or(2),
+            _ => self.config.max_topic_alias = u16::try_from(value).unwrap_or(10),
+        }
+        Ok(())
+    }
+
     /// `depth` is 0 for the main file and 1 for files read by `include_dir`.
     fn parse_text(&mut self, text: &str, file: &Path, depth: u32) -> Result<(), ConfigError> {
         for (index, raw) in text.lines().enumerate() {
@@ -631,11 +806,36 @@ impl Parser {
         at: &Location,
         depth: u32,
     ) -> Result<(), ConfigError> {
-        if let Some(b) = self.config.bridges.last_mut() {
+        // The option table decides what is known; the code below only gives meaning to
+        // options the table says midge implements.
+        let Some(info) = options::lookup(name) else {
+            return Err(ConfigError::Unknown {
+                option: name.to_string(),
+                at: at.clone(),
+            });
+        };
+        if info.class == Class::Refused {
+            let value = required(name, value, at)?;
+            if info.accepts.contains(&value) {
+                return Ok(());
+            }
+            let value = (!info.accepts.is_empty()).then_some(value);
+            return Err(refused(name, value, info.note, at));
+        }
+        if info.class == Class::NoEffect {
+            required(name, value, at)?;
+            return Ok(());
+        }
+        if info.scope == Scope::Bridge {
+            let Some(b) = self.config.bridges.last_mut() else {
+                return Err(ConfigError::NotInBridge { at: at.clone() });
+            };
             if bridge::apply(b, name, value, at, &mut self.config.warnings)? {
                 return Ok(());
             }
+            return Err(unhandled(name, at));
         }
+        self.security_option_seen |= AUTH_OPTIONS.contains(&name);
         if self.config.per_listener_settings && self.per_listener_option(name, value, at)? {
             return Ok(());
         }
@@ -729,7 +929,11 @@ impl Parser {
             }
             "max_keepalive" => c.max_keepalive = parse_number(name, value, at)?,
             "max_inflight_messages" => c.max_inflight_messages = parse_number(name, value, at)?,
-            "max_topic_alias" => c.max_topic_alias = parse_number(name, value, at)?,
+            "max_topic_alias" => {
+                let max: u16 = parse_number(name, value, at)?;
+                self.per_listener
+                    .push((self.current_listener, info.name, max.into(), at.clone()));
+            }
             "sys_interval" => c.sys_interval = parse_number(name, value, at)?,
             "password_file" => c.password_file = Some(PathBuf::from(required(name, value, at)?)),
             "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
@@ -744,9 +948,24 @@ impl Parser {
                 if q > 2 {
                     return Err(invalid(name, value, at));
                 }
-                c.max_qos = q;
+                self.per_listener
+                    .push((self.current_listener, info.name, q.into(), at.clone()));
             }
-            "persistence" => c.persistence = parse_bool(name, value, at)?,
+            "socket_domain" => {
+                self.listener_mut(name, at).socket_domain = Some(match required(name, value, at)? {
+                    "ipv4" => SocketDomain::Ipv4,
+                    "ipv6" => SocketDomain::Ipv6,
+                    _ => return Err(invalid(name, value, at)),
+                })
+            }
+            "log_facility" => {
+                let facility: u8 = parse_number(name, value, at)?;
+                if facility > 7 {
+                    return Err(invalid(name, value, at));
+                }
+                c.log.facility = Some(facility);
+            }
+            "persistence" | "retained_persistence" => c.persistence = parse_bool(name, value, at)?,
             "persistence_location" => {
                 c.persistence_location = Some(PathBuf::from(required(name, value, at)?))
             }
@@ -789,23 +1008,18 @@ impl Parser {
                 if depth == 0 {
                     self.include_dir(dir, at)?;
                 } else {
-                    // Mosquitto only honours include_dir in the main file.
-                    c.warnings.push(format!(
-                        "Warning: include_dir in {at} is only allowed in the main config file; \
-                         ignored."
-                    ));
+                    return Err(ConfigError::NestedIncludeDir { at: at.clone() });
                 }
             }
-            "per_listener_settings" => c.per_listener_settings = parse_bool(name, value, at)?,
-            _ if is_security_option(name) || bridge::SECURITY.contains(&name) => {
-                return Err(unsupported(name, at))
+            "per_listener_settings" => {
+                c.per_listener_settings = parse_bool(name, value, at)?;
+                // Options read before it were made broker-wide; per listener, they would no
+                // longer apply to any listener.
+                if c.per_listener_settings && self.security_option_seen {
+                    return Err(ConfigError::PerListenerSettingsLate { at: at.clone() });
+                }
             }
-            _ if UNSUPPORTED_OPTIONS.contains(&name) => c.warnings.push(format!(
-                "Warning: The {name} option in {at} is not supported by midge yet; ignored."
-            )),
-            _ => c.warnings.push(format!(
-                "Warning: Unknown configuration variable \"{name}\" in {at}; ignored."
-            )),
+            _ => return Err(unhandled(name, at)),
         }
         Ok(())
     }
@@ -819,11 +1033,7 @@ impl Parser {
         at: &Location,
     ) -> Result<bool, ConfigError> {
         let auth = match name {
-            "allow_anonymous"
-            | "password_file"
-            | "acl_file"
-            | "allow_zero_length_clientid"
-            | "auto_id_prefix" => &mut self.listener_mut(name, at).auth,
+            _ if AUTH_OPTIONS.contains(&name) => &mut self.listener_mut(name, at).auth,
             _ => return Ok(false),
         };
         match name {
@@ -911,10 +1121,12 @@ impl Parser {
             "none" => LogDest::None,
             "syslog" => LogDest::Syslog,
             "topic" | "dlt" => {
-                self.config.warnings.push(format!(
-                    "Warning: log_dest {kind} in {at} is not supported yet; ignored."
-                ));
-                return Ok(());
+                return Err(refused(
+                    name,
+                    Some(value),
+                    "midge does not publish its log to $SYS topics or to DLT.",
+                    at,
+                ))
             }
             _ => return Err(invalid(name, value, at)),
         };
@@ -952,7 +1164,11 @@ impl Parser {
         files.sort();
         for path in files {
             let text = read_config_file(&path)?;
-            self.parse_text(&text, &path, 1)?;
+            self.parse_text(&text, &path, 1)
+                .map_err(|error| ConfigError::Included {
+                    error: Box::new(error),
+                    at: at.clone(),
+                })?;
         }
         Ok(())
     }
@@ -980,10 +1196,6 @@ fn tls_problem(tls: &TlsOptions) -> Option<String> {
     None
 }
 
-fn is_security_option(name: &str) -> bool {
-    SECURITY_OPTIONS.contains(&name) || SECURITY_PREFIXES.iter().any(|p| name.starts_with(p))
-}
-
 fn invalid(option: &str, value: &str, at: &Location) -> ConfigError {
     ConfigError::InvalidValue {
         option: option.to_string(),
@@ -992,8 +1204,17 @@ fn invalid(option: &str, value: &str, at: &Location) -> ConfigError {
     }
 }
 
-fn unsupported(option: &str, at: &Location) -> ConfigError {
-    ConfigError::Unsupported {
+fn refused(option: &str, value: Option<&str>, reason: &'static str, at: &Location) -> ConfigError {
+    ConfigError::Refused {
+        option: option.to_string(),
+        value: value.map(str::to_string),
+        reason,
+        at: at.clone(),
+    }
+}
+
+fn unhandled(option: &str, at: &Location) -> ConfigError {
+    ConfigError::Unhandled {
         option: option.to_string(),
         at: at.clone(),
     }
@@ -1010,11 +1231,11 @@ fn required<'a>(option: &str, value: &'a str, at: &Location) -> Result<&'a str, 
     }
 }
 
-/// `true` or `false`, nothing else (as Mosquitto).
+/// `true`/`1` or `false`/`0`, nothing else (as Mosquitto's `conf__parse_bool`).
 fn parse_bool(option: &str, value: &str, at: &Location) -> Result<bool, ConfigError> {
     match required(option, value, at)? {
-        "true" => Ok(true),
-        "false" => Ok(false),
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
         _ => Err(invalid(option, value, at)),
     }
 }
@@ -1186,12 +1407,14 @@ mod tests {
     }
 
     #[test]
-    fn booleans_accept_only_true_and_false() {
+    fn booleans_accept_true_false_one_and_zero_only() {
         assert_eq!(
             err("\nretain_available yes"),
-            "Error: Invalid retain_available value (yes) in /etc/midge.conf:2."
+            "Error: Invalid retain_available value (yes).\nError found at /etc/midge.conf:2."
         );
-        assert!(parse("allow_anonymous 1").is_err());
+        assert_eq!(ok("allow_anonymous 1").allow_anonymous, Some(true));
+        assert_eq!(ok("allow_anonymous 0").allow_anonymous, Some(false));
+        assert!(parse("allow_anonymous 2").is_err());
         assert!(parse("set_tcp_nodelay TRUE").is_err());
     }
 
@@ -1199,7 +1422,7 @@ mod tests {
     fn bad_number_names_option_value_file_and_line() {
         assert_eq!(
             err("# x\n\n\n\n\n\n\n\n\n\n\nmax_keepalive abc"),
-            "Error: Invalid max_keepalive value (abc) in /etc/midge.conf:12."
+            "Error: Invalid max_keepalive value (abc).\nError found at /etc/midge.conf:12."
         );
         assert!(parse("max_keepalive 65536").is_err());
         assert!(parse("max_keepalive -1").is_err());
@@ -1218,7 +1441,7 @@ mod tests {
         );
         assert_eq!(
             err("auto_id_prefix"),
-            "Error: Empty auto_id_prefix value in /etc/midge.conf:1."
+            "Error: Empty auto_id_prefix value in configuration.\nError found at /etc/midge.conf:1."
         );
     }
 
@@ -1310,7 +1533,7 @@ mod tests {
     fn listener_port_must_be_valid() {
         assert_eq!(
             err("listener 70000"),
-            "Error: Invalid listener value (70000) in /etc/midge.conf:1."
+            "Error: Invalid listener value (70000).\nError found at /etc/midge.conf:1."
         );
         assert!(parse("listener").is_err());
         assert!(parse("listener x 127.0.0.1").is_err());
@@ -1409,29 +1632,89 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_log_dests_warn() {
+    fn log_dest_topic_and_dlt_are_refused() {
         assert_eq!(ok("log_dest syslog").log.dests, vec![LogDest::Syslog]);
         for dest in ["topic", "dlt"] {
-            let c = ok(&format!("log_dest {dest}"));
-            assert!(c.log.dests.is_empty());
-            assert_eq!(
-                c.warnings,
-                vec![format!(
-                    "Warning: log_dest {dest} in /etc/midge.conf:1 is not supported yet; ignored."
-                )]
-            );
+            assert!(matches!(
+                parse(&format!("log_dest {dest}")),
+                Err(ConfigError::Refused { .. })
+            ));
         }
     }
 
     #[test]
-    fn unsupported_options_warn_with_file_and_line() {
-        let c = ok("retry_interval 3\nautosave_interval 10\nhttp_dir /var/www\nconnection b1\nidle_timeout 5");
-        assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
-        assert_eq!(
-            c.warnings[0],
-            "Warning: The retry_interval option in /etc/midge.conf:1 is not supported by midge yet; ignored."
+    fn options_without_effect_are_accepted_silently() {
+        let c = ok(
+            "retry_interval 3\nstore_clean_interval 10\nlistener 1\ndhparamfile /d\n\
+                    connection b1\naddress h\nidle_timeout 5\nthreshold 10",
         );
-        assert!(c.warnings[3].contains("idle_timeout option in /etc/midge.conf:5"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            err("retry_interval"),
+            "Error: Empty retry_interval value in configuration.\n\
+             Error found at /etc/midge.conf:1."
+        );
+    }
+
+    #[test]
+    fn refused_options_name_file_line_and_reason() {
+        assert_eq!(
+            err("listener 1883\n\nmount_point tenant1/"),
+            "Error: mount_point in /etc/midge.conf:3 is not supported by this version \
+             of midge, which refuses to start rather than run without it: midge does not prefix \
+             topics per listener yet, so this listener's clients would not be confined to their \
+             topic tree.\nError found at /etc/midge.conf:3."
+        );
+        for (line, option) in [
+            ("plugin /usr/lib/x.so", "plugin"),
+            ("plugin_opt_db x", "plugin_opt_db"),
+            ("auth_opt_host x", "auth_opt_host"),
+            ("auth_plugin /x.so", "auth_plugin"),
+            ("clientid_prefixes sensor-", "clientid_prefixes"),
+            ("use_username_as_clientid true", "use_username_as_clientid"),
+            ("check_retain_source true", "check_retain_source"),
+            ("max_inflight_bytes 1000", "max_inflight_bytes"),
+            ("psk_file /p", "psk_file"),
+            ("bind_interface eth0", "bind_interface"),
+            ("tls_keyform engine", "tls_keyform"),
+            ("connection b\nlocal_username u", "local_username"),
+            ("connection b\nstart_type lazy", "start_type"),
+            ("connection b\nbridge_psk 0a", "bridge_psk"),
+        ] {
+            match parse(line) {
+                Err(ConfigError::Refused { option: o, .. }) => assert_eq!(o, option),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        // Their harmless values are accepted.
+        ok(
+            "use_username_as_clientid false\ncheck_retain_source false\nmax_inflight_bytes 0\n\
+            tls_keyform pem\nconnection b\nstart_type automatic\nround_robin false",
+        );
+    }
+
+    #[test]
+    fn every_listed_option_has_code() {
+        // Whatever the value, no option the table lists (other than refused ones) may reach
+        // the parser's "no code for it" arm.
+        for info in options::OPTIONS
+            .iter()
+            .filter(|o| o.class != Class::Refused)
+        {
+            let name = info.name.replace('*', "x");
+            for value in ["", "x", "1", "true", "/tmp"] {
+                let text = format!("connection b\n{name} {value}");
+                if let Err(e) = parse(&text) {
+                    assert!(
+                        !matches!(
+                            e,
+                            ConfigError::Unhandled { .. } | ConfigError::Unknown { .. }
+                        ),
+                        "{text:?}: {e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -1479,9 +1762,8 @@ mod tests {
                 ciphers_tls13: Some("TLS_AES_128_GCM_SHA256".into()),
             }
         );
-        // dhparamfile has no meaning for rustls (ECDHE only): a warning, not an error.
-        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("dhparamfile option in /etc/midge.conf:14"));
+        // dhparamfile has no meaning for rustls (ECDHE only): accepted, no effect.
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]
@@ -1544,36 +1826,64 @@ mod tests {
     }
 
     #[test]
-    fn unknown_options_warn() {
-        let c = ok("\nmax_keeplive 10");
+    fn unknown_options_are_fatal_in_mosquitto_words() {
         assert_eq!(
-            c.warnings,
-            vec!["Warning: Unknown configuration variable \"max_keeplive\" in /etc/midge.conf:2; ignored."]
+            err("\nacl_flie /etc/acl"),
+            "Error: Unknown configuration variable \"acl_flie\".\nError found at /etc/midge.conf:2."
         );
-        assert_eq!(c.max_keepalive, 65535);
+        assert!(matches!(
+            parse("listener 1883\nmax_keeplive 10"),
+            Err(ConfigError::Unknown { .. })
+        ));
+        assert!(matches!(
+            parse("connection b\naddress h\nremote_pasword x"),
+            Err(ConfigError::Unknown { .. })
+        ));
     }
 
     #[test]
-    fn security_options_are_fatal() {
-        for option in SECURITY_OPTIONS
-            .iter()
-            .chain(&["plugin_opt_db", "auth_opt_host"])
-        {
-            let text = format!("listener 1883\n{option} /etc/x");
-            assert_eq!(
-                parse(&text).unwrap_err(),
-                ConfigError::Unsupported {
-                    option: option.to_string(),
-                    at: at(2)
-                },
-                "{option}"
-            );
-        }
+    fn bridge_options_need_a_connection() {
         assert_eq!(
-            err("plugin /usr/lib/x.so"),
-            "Error: The plugin option in /etc/midge.conf:1 is not supported by this \
-             version of midge; refusing to start rather than run without it."
+            err("address 127.0.0.1"),
+            "Error: Invalid bridge configuration.\nError found at /etc/midge.conf:1."
         );
+    }
+
+    #[test]
+    fn max_qos_and_max_topic_alias_must_agree_between_listeners() {
+        let c = ok("max_qos 1\nlistener 1\nlistener 2");
+        assert_eq!(c.max_qos, 1);
+        let c = ok("listener 1\nmax_qos 1\nmax_topic_alias 5");
+        assert_eq!((c.max_qos, c.max_topic_alias), (1, 5));
+        let c = ok("listener 1\nmax_qos 0\nlistener 2\nmax_qos 0");
+        assert_eq!(c.max_qos, 0);
+        assert_eq!(ok("max_qos 1").max_qos, 1);
+        assert_eq!(
+            err("listener 1\nmax_qos 1\nlistener 2"),
+            "Error: max_qos is 1 for the listener in /etc/midge.conf:1 but 2 for the listener \
+             in /etc/midge.conf:3; midge applies one max_qos to every listener.\n\
+             Error found at /etc/midge.conf:3."
+        );
+        // With `port`, lines before the first `listener` are the default listener's own.
+        assert!(parse("port 1\nmax_topic_alias 3\nlistener 2").is_err());
+        assert_eq!(
+            err("max_qos 7"),
+            "Error: Invalid max_qos value (7).\nError found at /etc/midge.conf:1."
+        );
+    }
+
+    #[test]
+    fn socket_domain_log_facility_and_retained_persistence() {
+        let c = ok(
+            "listener 1\nsocket_domain ipv6\nlistener 2\nsocket_domain ipv4\n\
+                    log_facility 3\nretained_persistence true",
+        );
+        assert_eq!(c.listeners[0].socket_domain, Some(SocketDomain::Ipv6));
+        assert_eq!(c.listeners[1].socket_domain, Some(SocketDomain::Ipv4));
+        assert_eq!(c.log.facility, Some(3));
+        assert!(c.persistence);
+        assert!(parse("listener 1\nsocket_domain ipv5").is_err());
+        assert!(parse("log_facility 8").is_err());
     }
 
     #[test]
@@ -1600,6 +1910,12 @@ mod tests {
         assert_eq!(c.listeners[0].auth.password_file, None);
         assert_eq!(c.password_file, None);
         assert!(ok("per_listener_settings false").warnings.is_empty());
+        assert_eq!(
+            err("acl_file /a\nper_listener_settings true"),
+            "Error: per_listener_settings must be set before any other security settings.\n\
+             Error found at /etc/midge.conf:2."
+        );
+        ok("acl_file /a\nper_listener_settings false");
         assert!(parse("per_listener_settings maybe").is_err());
     }
 
@@ -1704,7 +2020,7 @@ mod tests {
         assert_eq!(
             load(&path).unwrap_err().to_string(),
             format!(
-                "Error: Invalid max_keepalive value (x) in {}:3.",
+                "Error: Invalid max_keepalive value (x).\nError found at {}:3.",
                 path.display()
             )
         );
@@ -1736,7 +2052,11 @@ mod tests {
         let e = err(&format!("include_dir {}", dir.0.display()));
         assert_eq!(
             e,
-            format!("Error: Empty max_keepalive value in {}:1.", path.display())
+            format!(
+                "Error: Empty max_keepalive value in configuration.\n\
+                 Error found at {}:1.\nError found at /etc/midge.conf:1.",
+                path.display()
+            )
         );
     }
 
@@ -1744,20 +2064,25 @@ mod tests {
     fn include_dir_missing_is_an_error() {
         assert_eq!(
             err("\ninclude_dir /nonexistent/midge.d"),
-            "Error: Unable to open include_dir /nonexistent/midge.d in /etc/midge.conf:2."
+            "Error: Unable to open include_dir '/nonexistent/midge.d'.\n\
+             Error found at /etc/midge.conf:2."
         );
     }
 
     #[test]
-    fn include_dir_inside_an_included_file_is_ignored_with_a_warning() {
+    fn include_dir_inside_an_included_file_is_fatal() {
         let dir = TempDir::new("nested");
         let inner = TempDir::new("nested-inner");
         inner.write("x.conf", "listener 7\n");
-        dir.write("x.conf", &format!("include_dir {}\n", inner.0.display()));
-        let c = ok(&format!("include_dir {}", dir.0.display()));
-        assert!(c.listeners.is_empty());
-        assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0].contains("only allowed in the main config file"));
+        let path = dir.write("x.conf", &format!("include_dir {}\n", inner.0.display()));
+        assert_eq!(
+            err(&format!("include_dir {}", dir.0.display())),
+            format!(
+                "Error: The include_dir option is only valid in the main configuration file.\n\
+                 Error found at {}:1.\nError found at /etc/midge.conf:1.",
+                path.display()
+            )
+        );
     }
 
     #[test]

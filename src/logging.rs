@@ -187,9 +187,7 @@ impl Sinks {
                     LogDest::Syslog => {
                         // SAFETY: the identifier is a static NUL-terminated string, as openlog
                         // keeps the pointer.
-                        unsafe {
-                            libc::openlog(c"midge".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON)
-                        };
+                        unsafe { libc::openlog(c"midge".as_ptr(), libc::LOG_PID, facility(cfg)) };
                         Some(Ok(Output::Syslog))
                     }
                     LogDest::None => None,
@@ -272,6 +270,23 @@ impl fmt::Write for Bounded {
         // The line is full: an error ends the formatting early.
         Err(fmt::Error)
     }
+}
+
+/// The syslog facility: `log_facility` N is LOG_LOCALN (as Mosquitto), else LOG_DAEMON.
+fn facility(cfg: &LogConfig) -> libc::c_int {
+    const LOCAL: [libc::c_int; 8] = [
+        libc::LOG_LOCAL0,
+        libc::LOG_LOCAL1,
+        libc::LOG_LOCAL2,
+        libc::LOG_LOCAL3,
+        libc::LOG_LOCAL4,
+        libc::LOG_LOCAL5,
+        libc::LOG_LOCAL6,
+        libc::LOG_LOCAL7,
+    ];
+    cfg.facility
+        .and_then(|n| LOCAL.get(usize::from(n)).copied())
+        .unwrap_or(libc::LOG_DAEMON)
 }
 
 fn open_log_file(path: &Path) -> Result<File, String> {
@@ -359,7 +374,18 @@ mod tests {
             dests: vec![],
             timestamp,
             timestamp_format: format.map(str::to_string),
+            facility: None,
         }
+    }
+
+    #[test]
+    fn log_facility_selects_local0_to_local7() {
+        let mut cfg = config(LogTypes::ALL, false, None);
+        assert_eq!(facility(&cfg), libc::LOG_DAEMON);
+        cfg.facility = Some(0);
+        assert_eq!(facility(&cfg), libc::LOG_LOCAL0);
+        cfg.facility = Some(7);
+        assert_eq!(facility(&cfg), libc::LOG_LOCAL7);
     }
 
     /// A logger writing into memory, and the memory.

@@ -48,7 +48,8 @@ fn run(cli: &Cli) -> ExitCode {
             Ok(cfg) => cfg,
             Err(e) => {
                 eprintln!("{e}");
-                return ExitCode::FAILURE;
+                // Mosquitto's MOSQ_ERR_INVAL, its exit status for every config error.
+                return ExitCode::from(3);
             }
         },
         None => Config::default(),
@@ -92,7 +93,7 @@ fn run(cli: &Cli) -> ExitCode {
         let Some(path) = &config_file else {
             // Without -c there is nothing to re-read, but log files are still reopened.
             log.reopen()?;
-            return Err("no config file was given with -c".to_string());
+            return Err("Error: No config file was given with -c.".to_string());
         };
         let mut cfg = config::load(path).map_err(|e| e.to_string())?;
         cli::apply(&reload_cli, &mut cfg);

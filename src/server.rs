@@ -304,8 +304,23 @@ fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
     }
 }
 
-/// The socket addresses one `listener` line asks for.
+/// The socket addresses one `listener` line asks for, limited to its `socket_domain`.
 fn listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
+    let mut addrs = all_listener_addrs(l)?;
+    if let Some(domain) = l.socket_domain {
+        addrs.retain(|a| domain.admits(a));
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                ErrorKind::NotFound,
+                format!("no {domain:?} address to listen on for port {}", l.port),
+            ));
+        }
+    }
+    Ok(addrs)
+}
+
+/// Every socket address one `listener` line names, of both families.
+fn all_listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
     match &l.bind_address {
         None => Ok(vec![
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port),
@@ -345,8 +360,9 @@ impl Server {
                 };
                 let socket = match bound {
                     Ok(s) => s,
-                    // A machine without IPv6 still serves IPv4 on "all interfaces".
-                    Err(e) if addr.is_ipv6() && all_interfaces => {
+                    // A machine without IPv6 still serves IPv4 on "all interfaces" (unless
+                    // `socket_domain ipv6` asked for IPv6 only).
+                    Err(e) if addr.is_ipv6() && all_interfaces && l.socket_domain.is_none() => {
                         log::warn!(
                             "Warning: Unable to open ipv6 listen socket on port {port}: {e}."
                         );
@@ -561,10 +577,13 @@ impl Server {
         log::info!(target: "notice", "Reloading config.");
         match self.load_reload() {
             Ok(staged) => self.apply_reload(staged, now),
-            Err(e) => log::error!(
-                "Error: Unable to reload config: {}. The running configuration is kept.",
-                e.trim_end_matches('.')
-            ),
+            Err(e) => {
+                // One log line per line of the message (Mosquitto's two-line form).
+                for line in e.lines() {
+                    log::error!("{line}");
+                }
+                log::error!("Error: Unable to reload config; the running one is kept.");
+            }
         }
     }
 
@@ -576,7 +595,7 @@ impl Server {
             .ok_or_else(|| "nothing to reload".to_string())?;
         let (config, logs) = reload()?;
         let tls = self.load_listener_tls(&config)?;
-        let settings = Settings::load(&config)?;
+        let settings = Settings::load(&config).map_err(|e| format!("Error: {e}."))?;
         Ok(StagedReload {
             logs,
             tls,
@@ -632,8 +651,9 @@ impl Server {
                 loaded.push((index, tls.clone()));
                 continue;
             }
-            let (tls, warnings) = TlsListener::load(&new.tls)
-                .map_err(|e| format!("TLS of the listener on port {port}: {e}"))?;
+            let (tls, warnings) = TlsListener::load(&new.tls).map_err(|e| {
+                format!("Error: Unable to load TLS for the listener on port {port}: {e}.")
+            })?;
             for w in warnings {
                 log::warn!("{w} (listener on port {port})");
             }

@@ -1,6 +1,7 @@
 //! The binary, its flags and its config file (issue 2, items 1 and 2): `--help`, `--version`,
-//! unknown flags, `-p`, `-c` errors naming the file and line, fatal security options, warned
-//! unknown options, `listener 0`, `include_dir`, `pid_file`, SIGTERM.
+//! unknown flags, `-p`, `-c` errors naming the file and line (exit status 3, as Mosquitto),
+//! fatal security options, `listener 0`, `include_dir`, `pid_file`, SIGTERM. Unknown and refused
+//! options are in tests/options.rs.
 
 mod common;
 use common::*;
@@ -105,19 +106,19 @@ fn dash_p_listens_on_each_port() {
 }
 
 #[test]
-fn missing_config_file_exits_1_naming_it() {
+fn missing_config_file_exits_3_naming_it() {
     if skip_on_mosquitto("midge's messages") {
         return;
     }
     let dir = TempDir::new();
     let path = dir.path().join("does-not-exist.conf");
     let o = run_midge(&["-c", path.to_str().unwrap()], Duration::from_secs(10));
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("does-not-exist.conf"), "{}", text(&o));
 }
 
 #[test]
-fn bad_value_exits_1_naming_file_and_line() {
+fn bad_value_exits_3_naming_file_and_line() {
     if skip_on_mosquitto("midge's messages") {
         return;
     }
@@ -127,14 +128,14 @@ fn bad_value_exits_1_naming_file_and_line() {
         "listener 0 127.0.0.1\n# a comment\nmax_inflight_messages banana\n",
     );
     let o = run_midge(&["-c", path.to_str().unwrap()], Duration::from_secs(10));
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let want = format!("{}:3", path.display());
     assert!(text(&o).contains(&want), "no {want:?} in: {}", text(&o));
     assert!(text(&o).contains("max_inflight_messages"), "{}", text(&o));
 }
 
 // Options whose absence would weaken security are never ignored: either midge refuses to start
-// (exit 1 naming the option, the rule until the option is implemented), or it starts and
+// (exit 3 naming the option, the rule until the option is implemented), or it starts and
 // enforces them — then, with no `allow_anonymous` line, an anonymous client is refused with
 // CONNACK 0x05. Never an open broker.
 #[test]
@@ -175,7 +176,7 @@ fn security_options_never_give_an_open_broker() {
             if let Ok(Some(st)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 let all = lines.lock().unwrap().join("\n");
-                assert_eq!(st.code(), Some(1), "{opt}: {all}");
+                assert_eq!(st.code(), Some(3), "{opt}: {all}");
                 assert!(all.contains(opt), "{opt} not named: {all}");
                 break None;
             }
@@ -201,20 +202,6 @@ fn security_options_never_give_an_open_broker() {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-// An option midge does not support yet is a warning naming it, and the broker runs.
-#[test]
-fn unknown_option_warned_and_broker_runs() {
-    if skip_on_mosquitto("Mosquitto refuses unknown options") {
-        return;
-    }
-    let mut b = Broker::start("frobnicate_level 7");
-    let line = b
-        .wait_for_log_line("frobnicate_level", WAIT)
-        .unwrap_or_else(|| panic!("no warning; logs:\n{}", b.logs().join("\n")));
-    assert!(line.to_lowercase().contains("warning"), "{line:?}");
-    b.assert_serves();
 }
 
 // `listener 0`: the OS picks the port and midge logs the real one.

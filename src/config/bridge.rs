@@ -154,10 +154,6 @@ impl BridgeConfig {
     }
 }
 
-/// Bridge options that would weaken security if ignored, and that midge cannot honour: rustls
-/// has no TLS-PSK, and no way to require a stapled OCSP response. Refused at start-up.
-pub const SECURITY: &[&str] = &["bridge_require_ocsp", "bridge_identity", "bridge_psk"];
-
 fn address(value: &str, at: &Location, name: &str) -> Result<(String, u16), ConfigError> {
     // host[:port]; an IPv6 address needs the port to disambiguate (as Mosquitto says).
     match value.rsplit_once(':') {
@@ -292,28 +288,6 @@ pub fn apply(
             })
         }
         "bridge_alpn" => b.tls.alpn = Some(required(name, value, at)?.to_string()),
-        "start_type" => {
-            if required(name, value, at)? != "automatic" {
-                warnings.push(format!(
-                    "Warning: start_type {value} in {at} is not supported; the bridge starts automatically."
-                ));
-            }
-        }
-        "round_robin"
-        | "local_clientid"
-        | "local_username"
-        | "local_password"
-        | "local_cleansession"
-        | "notifications_local_only"
-        | "idle_timeout"
-        | "threshold"
-        | "bridge_attempt_unsubscribe"
-        | "bridge_bind_address"
-        | "bridge_max_packet_size" => {
-            warnings.push(format!(
-                "Warning: The {name} option in {at} is not supported by midge yet; ignored."
-            ));
-        }
         _ => return Ok(false),
     }
     Ok(true)
@@ -398,14 +372,5 @@ mod tests {
         assert!(apply(&mut b, "bridge_tls_version", "sslv3", &at(), &mut w).is_err());
         assert!(apply(&mut b, "bridge_insecure", "maybe", &at(), &mut w).is_err());
         assert!(apply(&mut b, "bridge_cafile", "", &at(), &mut w).is_err());
-    }
-
-    #[test]
-    fn psk_and_ocsp_stay_refused() {
-        for name in ["bridge_psk", "bridge_identity", "bridge_require_ocsp"] {
-            assert!(SECURITY.contains(&name));
-            let mut b = BridgeConfig::new("b");
-            assert!(!apply(&mut b, name, "x", &at(), &mut Vec::new()).unwrap());
-        }
     }
 }

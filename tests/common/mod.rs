@@ -255,9 +255,16 @@ impl Broker {
         let dir = TempDir::new();
         let mosq = is_mosquitto();
         let chosen = if mosq { free_port() } else { 0 };
+        // `per_listener_settings` must come before any authentication option (Mosquitto
+        // refuses it after one), so a test's own line goes first.
+        let (first, rest): (Vec<&str>, Vec<&str>) = opts
+            .conf
+            .lines()
+            .partition(|l| l.starts_with("per_listener_settings"));
         let text = format!(
-            "listener {chosen} 127.0.0.1\nallow_anonymous true\n{}\n",
-            opts.conf
+            "{}listener {chosen} 127.0.0.1\nallow_anonymous true\n{}\n",
+            first.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            rest.join("\n")
         );
         let conf = dir.write("broker.conf", &text);
         let mut cmd = Command::new(if mosq { MOSQUITTO } else { midge_bin() });

@@ -1,0 +1,304 @@
+//! Every option midge reads, with what it does with it: the one list the parser, the docs
+//! (`docs/options.md`) and the tests (`tests/options.rs`) are held to.
+//!
+//! The list covers every option of mosquitto.conf(5) of Mosquitto 2.0.20, the few Mosquitto
+//! accepts without documenting them, and midge's own. Each falls in exactly one [`Class`]. The
+//! parser looks a name up here first: a name not listed is fatal, as in Mosquitto, and a
+//! [`Class::Refused`] option stops start-up with its note as the reason. So no option is ever
+//! read and then silently ignored.
+
+/// What midge does with an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Implemented with Mosquitto's meaning.
+    Implemented,
+    /// midge's own meaning, a deliberate and safe deviation explained in the note.
+    OwnMeaning,
+    /// Accepted, with no effect and no safety impact; the note says why.
+    NoEffect,
+    /// Start-up fails, naming the file, the line and the reason in the note; the values in
+    /// [`OptionInfo::accepts`] (the harmless ones) are still accepted.
+    Refused,
+}
+
+impl Class {
+    /// The name used in messages and in the docs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Implemented => "implemented",
+            Class::OwnMeaning => "own meaning",
+            Class::NoEffect => "no effect",
+            Class::Refused => "refused",
+        }
+    }
+}
+
+/// Where an option may appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Anywhere; applies to the whole broker (or to every listener).
+    General,
+    /// Applies to the latest `listener` block (or the default listener before the first).
+    Listener,
+    /// Only inside a `connection` block.
+    Bridge,
+}
+
+/// Where an option comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Documented in mosquitto.conf(5) of Mosquitto 2.0.20.
+    ManPage,
+    /// Accepted by Mosquitto 2.0.20's parser but not in its man page (old names, aliases).
+    Mosquitto,
+    /// midge's own option.
+    Midge,
+}
+
+/// One option.
+#[derive(Debug)]
+pub struct OptionInfo {
+    /// The name; a name ending in `*` stands for every option starting with what precedes it.
+    pub name: &'static str,
+    pub scope: Scope,
+    pub class: Class,
+    pub origin: Origin,
+    /// For a refused option: the values that are still accepted because they ask for what
+    /// midge does anyway (such as `false` for an option that is off by default).
+    pub accepts: &'static [&'static str],
+    /// Why the option has its class; for a refused option, the reason start-up fails.
+    pub note: &'static str,
+}
+
+impl OptionInfo {
+    /// True when `name` is this option (or starts with its prefix, for `plugin_opt_*`).
+    pub fn matches(&self, name: &str) -> bool {
+        match self.name.strip_suffix('*') {
+            Some(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
+            None => self.name == name,
+        }
+    }
+}
+
+/// The option named `name`, if midge knows it.
+pub fn lookup(name: &str) -> Option<&'static OptionInfo> {
+    OPTIONS.iter().find(|o| o.matches(name))
+}
+
+const fn opt(
+    name: &'static str,
+    scope: Scope,
+    class: Class,
+    origin: Origin,
+    note: &'static str,
+) -> OptionInfo {
+    OptionInfo {
+        name,
+        scope,
+        class,
+        origin,
+        accepts: &[],
+        note,
+    }
+}
+
+/// A refused option that still accepts `accepts` (its harmless values).
+const fn refused_except(
+    name: &'static str,
+    scope: Scope,
+    accepts: &'static [&'static str],
+    note: &'static str,
+) -> OptionInfo {
+    OptionInfo {
+        name,
+        scope,
+        class: Class::Refused,
+        origin: Origin::ManPage,
+        accepts,
+        note,
+    }
+}
+
+use Class::{Implemented, NoEffect, OwnMeaning, Refused};
+use Origin::{ManPage, Midge, Mosquitto};
+use Scope::{Bridge, General, Listener};
+
+/// Every option midge knows, in the order of mosquitto.conf(5)'s sections (one line each, so
+/// the table reads as a table).
+#[rustfmt::skip]
+pub const OPTIONS: &[OptionInfo] = &[
+    // General options.
+    opt("acl_file", General, Implemented, ManPage, "Reloaded on SIGHUP."),
+    opt("allow_anonymous", General, Implemented, ManPage, "Defaults to true only in local-only mode, as Mosquitto 2."),
+    opt("allow_duplicate_messages", General, NoEffect, ManPage, "Deprecated in Mosquitto 2.0, which behaves as `true` whatever the value."),
+    opt("allow_zero_length_clientid", General, Implemented, ManPage, ""),
+    opt("auth_plugin_deny_special_chars", General, NoEffect, ManPage, "Only concerns authentication plugins, which midge refuses (`plugin`, `auth_plugin`)."),
+    opt("auto_id_prefix", General, Implemented, ManPage, ""),
+    opt("autosave_interval", General, OwnMeaning, ManPage, "Superseded: midge stores every change as it happens and fsyncs every `persistence_sync_interval`; a warning says so."),
+    opt("autosave_on_changes", General, OwnMeaning, ManPage, "As `autosave_interval`."),
+    refused_except("check_retain_source", General, &["false", "0"], "midge does not re-check a retained message against its publisher's current rights yet, so a revoked publisher's retained messages would still be delivered."),
+    opt("clientid_prefixes", General, Refused, ManPage, "midge does not restrict client ids by prefix yet, so clients Mosquitto refuses would be let in."),
+    opt("connection_messages", General, Implemented, ManPage, ""),
+    opt("include_dir", General, Implemented, ManPage, "Only in the main file, as Mosquitto; files are read in byte order of their names."),
+    opt("log_dest", General, Implemented, ManPage, "`stdout`, `stderr`, `file`, `syslog` (ident `midge`) and `none`; `topic` and `dlt` are refused."),
+    opt("log_facility", General, Implemented, ManPage, "0 to 7 select LOG_LOCAL0 to LOG_LOCAL7 for `log_dest syslog`."),
+    opt("log_timestamp", General, Implemented, ManPage, ""),
+    opt("log_timestamp_format", General, Implemented, ManPage, ""),
+    opt("log_type", General, Implemented, ManPage, ""),
+    refused_except("max_inflight_bytes", General, &["0"], "midge does not limit in-flight messages by size yet."),
+    opt("max_inflight_messages", General, Implemented, ManPage, ""),
+    opt("max_keepalive", General, Implemented, ManPage, ""),
+    opt("max_packet_size", General, Implemented, ManPage, ""),
+    opt("max_queued_bytes", General, Implemented, ManPage, ""),
+    opt("max_queued_messages", General, Implemented, ManPage, ""),
+    opt("memory_limit", General, OwnMeaning, ManPage, "Back-pressure: past the limit midge stops reading from publishers (TCP holds them back) instead of refusing messages, so nothing accepted is dropped."),
+    opt("message_size_limit", General, Implemented, ManPage, ""),
+    opt("password_file", General, Implemented, ManPage, "Reloaded on SIGHUP."),
+    opt("per_listener_settings", General, Implemented, ManPage, "Makes `allow_anonymous`, `password_file`, `acl_file`, `allow_zero_length_clientid` and `auto_id_prefix` per listener (the others Mosquitto scopes so, `psk_file` and `plugin`, are refused); it must come before them, as in Mosquitto."),
+    opt("persistence", General, Implemented, ManPage, "The store is SQLite (`midge.db`), not Mosquitto's file."),
+    opt("persistence_file", General, OwnMeaning, ManPage, "midge always writes `midge.db` in `persistence_location`, never Mosquitto's file; a warning says so when this names another file."),
+    opt("persistence_location", General, Implemented, ManPage, ""),
+    opt("persistent_client_expiration", General, Implemented, ManPage, ""),
+    opt("pid_file", General, Implemented, ManPage, ""),
+    opt("plugin", General, Refused, ManPage, "midge loads no plugins; running without the plugin would skip the authentication or access control it provides."),
+    opt("plugin_opt_*", General, Refused, ManPage, "Options of a plugin, which midge does not load."),
+    opt("psk_file", General, Refused, ManPage, "rustls has no TLS-PSK."),
+    opt("queue_qos0_messages", General, Implemented, ManPage, ""),
+    opt("retain_available", General, Implemented, ManPage, ""),
+    opt("set_tcp_nodelay", General, OwnMeaning, ManPage, "Default true (Mosquitto: false): midge writes each loop turn's output in one call, so Nagle's algorithm only adds delay."),
+    opt("sys_interval", General, Implemented, ManPage, ""),
+    opt("upgrade_outgoing_qos", General, Implemented, ManPage, ""),
+    opt("user", General, Implemented, ManPage, "When started as root, midge runs as this user. Without `user` midge keeps the user it was started as, where Mosquitto uses `mosquitto`."),
+    // Listeners.
+    opt("bind_address", Listener, Implemented, ManPage, "The default listener's address."),
+    opt("bind_interface", Listener, Refused, ManPage, "midge cannot bind to an interface yet; ignoring it would listen on every interface."),
+    opt("http_dir", Listener, Refused, ManPage, "midge serves no HTTP files on websockets listeners."),
+    opt("listener", Listener, Implemented, ManPage, "Unix socket listeners (`listener 0 PATH`) are refused."),
+    opt("max_connections", Listener, Implemented, ManPage, ""),
+    opt("max_qos", Listener, Implemented, ManPage, "Per listener in Mosquitto; midge applies one value to every listener, so listeners whose values differ are refused."),
+    opt("max_topic_alias", Listener, Implemented, ManPage, "As `max_qos`: one value for every listener, different values refused."),
+    opt("mount_point", Listener, Refused, ManPage, "midge does not prefix topics per listener yet, so this listener's clients would not be confined to their topic tree."),
+    opt("port", Listener, Implemented, ManPage, "The default listener's port."),
+    opt("protocol", Listener, Implemented, ManPage, "`mqtt` and `websockets`."),
+    opt("socket_domain", Listener, Implemented, ManPage, "`ipv4` or `ipv6`: the listener binds only that family."),
+    refused_except("use_username_as_clientid", Listener, &["false", "0"], "midge does not replace client ids with usernames yet, so a client could pick another user's id and take over its session."),
+    opt("websockets_headers_size", General, NoEffect, ManPage, "A libwebsockets buffer size; midge's WebSocket handshake accepts requests up to 16 KiB."),
+    opt("websockets_log_level", General, NoEffect, ManPage, "libwebsockets' own debug output; midge logs WebSocket events under `log_type websockets`."),
+    // Listener TLS.
+    opt("cafile", Listener, Implemented, ManPage, ""),
+    opt("capath", Listener, Implemented, ManPage, ""),
+    opt("certfile", Listener, Implemented, ManPage, "Reloaded on SIGHUP."),
+    opt("ciphers", Listener, Implemented, ManPage, "Suites rustls offers."),
+    opt("ciphers_tls1.3", Listener, Implemented, ManPage, "Suites rustls offers."),
+    opt("crlfile", Listener, Implemented, ManPage, ""),
+    opt("dhparamfile", Listener, NoEffect, ManPage, "rustls only offers ECDHE key exchange, which needs no Diffie-Hellman parameters."),
+    opt("keyfile", Listener, Implemented, ManPage, "Reloaded on SIGHUP."),
+    opt("require_certificate", Listener, Implemented, ManPage, ""),
+    opt("tls_engine", Listener, Refused, ManPage, "rustls has no OpenSSL engines."),
+    opt("tls_engine_kpass_sha1", Listener, Refused, ManPage, "rustls has no OpenSSL engines."),
+    refused_except("tls_keyform", Listener, &["pem"], "rustls has no OpenSSL engines; only `pem` keys are read."),
+    opt("tls_version", Listener, Implemented, ManPage, "`tlsv1.2` and `tlsv1.3`; `tlsv1.1` and `tlsv1` mean TLS 1.2 (stricter, with a warning)."),
+    opt("use_identity_as_username", Listener, Implemented, ManPage, ""),
+    opt("use_subject_as_username", Listener, Implemented, ManPage, ""),
+    // Listener PSK.
+    opt("psk_hint", Listener, Refused, ManPage, "rustls has no TLS-PSK."),
+    // Bridges.
+    opt("address", Bridge, Implemented, ManPage, ""),
+    opt("addresses", Bridge, Implemented, ManPage, ""),
+    refused_except("bridge_attempt_unsubscribe", Bridge, &["false", "0"], "midge does not send the UNSUBSCRIBE for `out` topics yet."),
+    opt("bridge_bind_address", Bridge, Refused, ManPage, "midge cannot choose the bridge's source address yet."),
+    refused_except("bridge_max_packet_size", Bridge, &["0"], "midge does not limit the packets it sends to the remote broker yet."),
+    opt("bridge_outgoing_retain", Bridge, Implemented, ManPage, ""),
+    opt("bridge_protocol_version", Bridge, Implemented, ManPage, ""),
+    opt("cleansession", Bridge, Implemented, ManPage, ""),
+    opt("connection", General, Implemented, ManPage, "Starts a bridge block."),
+    opt("idle_timeout", Bridge, NoEffect, ManPage, "Only used by `start_type lazy`, which is refused."),
+    opt("keepalive_interval", Bridge, Implemented, ManPage, ""),
+    opt("local_cleansession", Bridge, Refused, ManPage, "midge's bridge has no local session of its own yet."),
+    opt("local_clientid", Bridge, Refused, ManPage, "midge's bridge has no local client identity yet, so local ACLs could not apply to it."),
+    opt("local_password", Bridge, Refused, ManPage, "As `local_clientid`."),
+    opt("local_username", Bridge, Refused, ManPage, "As `local_clientid`."),
+    opt("notification_topic", Bridge, Implemented, ManPage, ""),
+    opt("notifications", Bridge, Implemented, ManPage, ""),
+    refused_except("notifications_local_only", Bridge, &["false", "0"], "midge does not keep notifications local yet."),
+    opt("remote_clientid", Bridge, Implemented, ManPage, ""),
+    opt("remote_password", Bridge, Implemented, ManPage, ""),
+    opt("remote_username", Bridge, Implemented, ManPage, ""),
+    opt("restart_timeout", Bridge, Implemented, ManPage, ""),
+    refused_except("round_robin", Bridge, &["false", "0"], "midge does not rotate between addresses yet."),
+    refused_except("start_type", Bridge, &["automatic"], "midge only starts bridges automatically; `lazy`, `once` and `manual` are refused."),
+    opt("threshold", Bridge, NoEffect, ManPage, "Only used by `start_type lazy`, which is refused."),
+    opt("topic", Bridge, Implemented, ManPage, ""),
+    opt("try_private", Bridge, Implemented, ManPage, ""),
+    // Bridge TLS and PSK.
+    opt("bridge_alpn", Bridge, Implemented, ManPage, ""),
+    opt("bridge_cafile", Bridge, Implemented, ManPage, ""),
+    opt("bridge_capath", Bridge, Implemented, ManPage, ""),
+    opt("bridge_certfile", Bridge, Implemented, ManPage, ""),
+    opt("bridge_identity", Bridge, Refused, ManPage, "rustls has no TLS-PSK."),
+    opt("bridge_insecure", Bridge, Implemented, ManPage, ""),
+    opt("bridge_keyfile", Bridge, Implemented, ManPage, ""),
+    opt("bridge_psk", Bridge, Refused, ManPage, "rustls has no TLS-PSK."),
+    opt("bridge_require_ocsp", Bridge, Refused, ManPage, "midge cannot require a stapled OCSP response."),
+    opt("bridge_tls_version", Bridge, Implemented, ManPage, "As `tls_version`."),
+    // Accepted by Mosquitto 2.0.20 without being in its man page.
+    opt("auth_plugin", General, Refused, Mosquitto, "The old name of `plugin`."),
+    opt("auth_opt_*", General, Refused, Mosquitto, "The old name of `plugin_opt_*`."),
+    opt("clientid", Bridge, Implemented, Mosquitto, "The old name of `remote_clientid`."),
+    opt("password", Bridge, Implemented, Mosquitto, "The old name of `remote_password`."),
+    opt("username", Bridge, Implemented, Mosquitto, "The old name of `remote_username`."),
+    opt("retained_persistence", General, Implemented, Mosquitto, "The old name of `persistence`."),
+    opt("retry_interval", General, NoEffect, Mosquitto, "Removed in Mosquitto 2.0, which warns and ignores it: MQTT only resends on reconnection."),
+    opt("store_clean_interval", General, NoEffect, Mosquitto, "Removed in Mosquitto 2.0, which warns and ignores it."),
+    // midge's own.
+    opt("connect_timeout", General, Implemented, Midge, "Seconds (default 20) a connection may take to send a complete CONNECT."),
+    opt("persistence_sync_interval", General, Implemented, Midge, "Seconds (default 1) accepted messages may stay un-fsynced."),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prefixes_match_only_longer_names() {
+        for (i, o) in OPTIONS.iter().enumerate() {
+            assert!(
+                OPTIONS[i + 1..].iter().all(|p| p.name != o.name),
+                "{} twice",
+                o.name
+            );
+        }
+        assert_eq!(
+            lookup("plugin_opt_db").map(|o| o.name),
+            Some("plugin_opt_*")
+        );
+        assert!(lookup("plugin_opt_").is_none());
+        assert!(lookup("acl_flie").is_none());
+    }
+
+    #[test]
+    fn only_refused_options_list_accepted_values() {
+        for o in OPTIONS {
+            assert!(
+                o.accepts.is_empty() || o.class == Class::Refused,
+                "{}",
+                o.name
+            );
+            assert!(
+                o.class != Class::Refused || !o.note.is_empty(),
+                "{}",
+                o.name
+            );
+            assert!(
+                o.class != Class::NoEffect || !o.note.is_empty(),
+                "{}",
+                o.name
+            );
+            assert!(
+                o.class != Class::OwnMeaning || !o.note.is_empty(),
+                "{}",
+                o.name
+            );
+        }
+    }
+}
