@@ -143,14 +143,15 @@ fn write_message(c: &mut Conn, name: &str, m: MsgView<'_>, f: Framing<'_>, now: 
         a.outbound.insert(m.topic.into(), alias);
     }
     log::debug!(
-        "Sending PUBLISH to {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-        name,
-        u8::from(f.dup),
-        f.qos as u8,
-        u8::from(f.retain),
-        f.packet_id,
-        m.topic,
-        m.payload.len()
+        "Sending PUBLISH to {name} {}",
+        PublishSummary {
+            dup: f.dup,
+            qos: f.qos,
+            retain: f.retain,
+            packet_id: f.packet_id,
+            topic: m.topic,
+            len: m.payload.len(),
+        }
     );
     let version = c.version;
     write_publish(c.out_mut(), &p, version);
@@ -174,6 +175,46 @@ pub(super) fn write_delivery(
         sub_ids: &d.sub_ids,
     };
     write_message(c, name, MsgView::from(&*d.msg), f, now)
+}
+
+/// How Mosquitto's packet lines describe a PUBLISH: `(d0, q1, r0, m1, 'topic', ... (5 bytes))`.
+/// Formatted only when the line is logged.
+struct PublishSummary<'a> {
+    dup: bool,
+    qos: QoS,
+    retain: bool,
+    packet_id: u16,
+    topic: &'a str,
+    len: usize,
+}
+
+impl<'a> PublishSummary<'a> {
+    /// A received PUBLISH, under the topic it is handled as (after alias and bridge mapping).
+    fn of(p: &Publish<'_>, topic: &'a str) -> PublishSummary<'a> {
+        PublishSummary {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            packet_id: p.packet_id,
+            topic,
+            len: p.payload.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for PublishSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "(d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            u8::from(self.dup),
+            self.qos as u8,
+            u8::from(self.retain),
+            self.packet_id,
+            self.topic,
+            self.len
+        )
+    }
 }
 
 impl Broker {
@@ -293,14 +334,9 @@ impl Broker {
                 // see denials without -v (mosquitto#3020).
                 log::info!(
                     target: "notice",
-                    "Denied PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+                    "Denied PUBLISH from {} {}",
                     self.conn_name(id),
-                    u8::from(p.dup),
-                    p.qos as u8,
-                    u8::from(p.retain),
-                    p.packet_id,
-                    topic,
-                    p.payload.len()
+                    PublishSummary::of(&p, topic)
                 );
                 self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
                 return;
@@ -346,14 +382,9 @@ impl Broker {
     /// The `-v` line of an accepted PUBLISH, with its topic after alias and bridge mapping.
     fn log_received(&self, id: ConnId, p: &Publish<'_>, topic: &str) {
         log::debug!(
-            "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            "Received PUBLISH from {} {}",
             self.conn_name(id),
-            u8::from(p.dup),
-            p.qos as u8,
-            u8::from(p.retain),
-            p.packet_id,
-            topic,
-            p.payload.len()
+            PublishSummary::of(p, topic)
         );
     }
 

@@ -1188,7 +1188,7 @@ fn password_line(user: &str, password: &str, salt: &[u8]) -> String {
 fn secured(passwords: Option<&str>, acl: Option<&str>, allow_anonymous: bool) -> Settings {
     let security = crate::auth::Security {
         passwords: passwords.map(|text| crate::auth::PasswordFile::parse("pw", text).0),
-        acl: acl.map(|text| crate::auth::Acl::parse("acl", text).unwrap()),
+        acl: acl.map(|text| crate::auth::Acl::parse("acl", text).unwrap_or_else(|e| panic!("{e}"))),
     };
     Settings {
         allow_anonymous,
