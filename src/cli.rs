@@ -25,7 +25,7 @@ pub enum Action {
 pub struct Cli {
     /// `-c FILE`: the configuration file; `None` runs with the defaults (local-only mode).
     pub config_file: Option<PathBuf>,
-    /// `-p PORT` (repeatable): extra listeners on 127.0.0.1.
+    /// `-p PORT` (repeatable): extra listeners on 127.0.0.1 and ::1.
     pub ports: Vec<u16>,
     /// `-v`: log everything (`log_type all`), whatever the config says.
     pub verbose: bool,
@@ -57,7 +57,12 @@ fn options() -> Options {
     );
     opts.optflag("d", "daemon", "run in the background");
     opts.optflag("h", "help", "print this help and exit");
-    opts.optmulti("p", "port", "listen on 127.0.0.1:PORT (repeatable)", "PORT");
+    opts.optmulti(
+        "p",
+        "port",
+        "listen on 127.0.0.1:PORT and [::1]:PORT (repeatable)",
+        "PORT",
+    );
     opts.optflag("v", "verbose", "log everything (log_type all)");
     opts.optflag("", "version", "print the version and exit");
     opts
@@ -104,10 +109,12 @@ pub fn usage() -> String {
          Usage: midge [-c config_file] [-d] [-h] [-p port] [-v]\n\
          \n \
          -c, --config-file FILE  read the configuration from FILE. Without one, midge listens\n                         \
-         on 127.0.0.1:1883 only and lets anonymous clients in.\n \
+         on 127.0.0.1:1883 and [::1]:1883 only and lets anonymous\n                         \
+         clients in.\n \
          -d, --daemon            detach from the terminal and run in the background.\n \
          -h, --help              print this text and exit.\n \
-         -p, --port PORT         also listen on 127.0.0.1:PORT; may be repeated.\n \
+         -p, --port PORT         also listen on 127.0.0.1:PORT and [::1]:PORT; may be\n                         \
+         repeated.\n \
          -v, --verbose           log everything, as \"log_type all\" (overrides the config).\n     \
          --version           print the version and exit.\n\
          \n\
@@ -128,7 +135,7 @@ pub fn apply(cli: &Cli, cfg: &mut Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LOOPBACK;
+    use crate::config::{LOOPBACK, LOOPBACK_V6};
 
     fn parse_args(args: &[&str]) -> Result<Cli, CliError> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -255,9 +262,15 @@ mod tests {
         let mut cfg = Config::default();
         apply(&parse_args(&["-p", "1884"]).unwrap(), &mut cfg);
         cfg.finish();
-        assert_eq!(cfg.listeners.len(), 1);
-        assert_eq!(cfg.listeners[0].port, 1884);
-        assert_eq!(cfg.listeners[0].bind_address.as_deref(), Some(LOOPBACK));
+        let listeners: Vec<_> = cfg
+            .listeners
+            .iter()
+            .map(|l| (l.port, l.bind_address.as_deref()))
+            .collect();
+        assert_eq!(
+            listeners,
+            vec![(1884, Some(LOOPBACK)), (1884, Some(LOOPBACK_V6))]
+        );
         assert_eq!(cfg.allow_anonymous, Some(true));
     }
 
@@ -271,7 +284,14 @@ mod tests {
             .iter()
             .map(|l| (l.port, l.bind_address.as_deref()))
             .collect();
-        assert_eq!(listeners, vec![(1883, None), (1884, Some(LOOPBACK))]);
+        assert_eq!(
+            listeners,
+            vec![
+                (1883, None),
+                (1884, Some(LOOPBACK)),
+                (1884, Some(LOOPBACK_V6))
+            ]
+        );
         assert_eq!(cfg.allow_anonymous, Some(false));
     }
 }

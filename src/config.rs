@@ -86,6 +86,9 @@ pub struct ListenerConfig {
     /// With `per_listener_settings true`: this listener's own authentication options
     /// (`None` fields are not set for it).
     pub auth: ListenerAuth,
+    /// A failure to bind is a warning, not an error: the `::1` half of a loopback listener
+    /// made by local-only mode or `-p` (a machine may have no IPv6).
+    pub optional: bool,
 }
 
 /// Options that `per_listener_settings true` makes per listener.
@@ -109,6 +112,7 @@ impl Default for ListenerConfig {
             socket_domain: None,
             tls: TlsOptions::default(),
             auth: ListenerAuth::default(),
+            optional: false,
         }
     }
 }
@@ -241,9 +245,9 @@ pub struct Config {
     /// connections past it; midge instead stops reading from publishers while queued messages
     /// hold more than this (TCP back-pressure), so nothing accepted is dropped.
     pub memory_limit: usize,
-    /// `user`: when started as root, run as this user once the listeners are open. Unlike
-    /// Mosquitto (default `mosquitto`), midge keeps the user it was started as unless told.
-    pub user: Option<String>,
+    /// `user`: when started as root, run as this user from right after the configuration is
+    /// read (default `mosquitto`, as Mosquitto; `root` keeps root). See `privileges`.
+    pub user: String,
     /// `password_file`: a mosquitto_passwd file; clients with a username must match it.
     pub password_file: Option<PathBuf>,
     /// `acl_file`: Mosquitto ACL rules for publishing, subscribing and receiving.
@@ -519,8 +523,10 @@ impl std::error::Error for ConfigError {}
 /// Port of the default listener (`port`, `bind_address`, and local-only mode).
 pub const DEFAULT_PORT: u16 = 1883;
 
-/// The address local-only listeners bind to.
+/// The addresses local-only listeners bind to (the IPv6 one only if the machine has IPv6).
 pub const LOOPBACK: &str = "127.0.0.1";
+/// See [`LOOPBACK`].
+pub const LOOPBACK_V6: &str = "::1";
 
 /// The largest payload MQTT can carry (the maximum remaining length), and the meaning of
 /// `message_size_limit 0`.
@@ -556,7 +562,7 @@ impl Default for Config {
             max_qos: 2,
             bridges: Vec::new(),
             memory_limit: 0,
-            user: None,
+            user: crate::privileges::DEFAULT_USER.to_string(),
             password_file: None,
             acl_file: None,
             sys_interval: 10,
@@ -585,9 +591,10 @@ impl Config {
     /// Resolves the defaults that depend on the whole configuration (call it after the command
     /// line has been merged in, see `cli::apply`). As Mosquitto 2: when no listener was
     /// configured (no `listener`, `port` or `bind_address` line), midge runs in "local only
-    /// mode": it listens on 127.0.0.1:1883 and `allow_anonymous` defaults to true. Otherwise
-    /// `allow_anonymous` defaults to false. Ports from `-p` become loopback listeners either way
-    /// (replacing the 1883 default in local-only mode). Calling it twice changes nothing.
+    /// mode": it listens on `127.0.0.1:1883` and `[::1]:1883` and `allow_anonymous` defaults to
+    /// true. Otherwise `allow_anonymous` defaults to false. Ports from `-p` become loopback
+    /// listeners (both addresses) either way (replacing the 1883 default in local-only mode).
+    /// Calling it twice changes nothing.
     pub fn finish(&mut self) {
         let local_only = self.listeners.is_empty();
         let mut local_ports = std::mem::take(&mut self.cli_ports);
@@ -595,11 +602,14 @@ impl Config {
             local_ports.push(DEFAULT_PORT);
         }
         for port in local_ports {
-            self.listeners.push(ListenerConfig {
-                port,
-                bind_address: Some(LOOPBACK.to_string()),
-                ..ListenerConfig::default()
-            });
+            for (address, optional) in [(LOOPBACK, false), (LOOPBACK_V6, true)] {
+                self.listeners.push(ListenerConfig {
+                    port,
+                    bind_address: Some(address.to_string()),
+                    optional,
+                    ..ListenerConfig::default()
+                });
+            }
         }
         if self.allow_anonymous.is_none() {
             self.allow_anonymous = Some(local_only);
@@ -937,7 +947,7 @@ impl Parser {
             "sys_interval" => c.sys_interval = parse_number(name, value, at)?,
             "password_file" => c.password_file = Some(PathBuf::from(required(name, value, at)?)),
             "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
-            "user" => c.user = Some(required(name, value, at)?.to_string()),
+            "user" => c.user = required(name, value, at)?.to_string(),
             "memory_limit" => c.memory_limit = parse_number(name, value, at)?,
             "connect_timeout" => {
                 let secs: u64 = parse_number(name, value, at)?;
@@ -1925,12 +1935,20 @@ mod tests {
         c.finish();
         assert_eq!(
             c.listeners,
-            vec![ListenerConfig {
-                port: 1883,
-                bind_address: Some("127.0.0.1".into()),
-                max_connections: -1,
-                ..ListenerConfig::default()
-            }]
+            vec![
+                ListenerConfig {
+                    port: 1883,
+                    bind_address: Some("127.0.0.1".into()),
+                    max_connections: -1,
+                    ..ListenerConfig::default()
+                },
+                ListenerConfig {
+                    port: 1883,
+                    bind_address: Some("::1".into()),
+                    optional: true,
+                    ..ListenerConfig::default()
+                }
+            ]
         );
         assert_eq!(c.allow_anonymous, Some(true));
     }
@@ -1973,7 +1991,16 @@ mod tests {
             .iter()
             .map(|l| (l.port, l.bind_address.as_deref()))
             .collect();
-        assert_eq!(ports, vec![(1884, Some(LOOPBACK)), (1885, Some(LOOPBACK))]);
+        let v6 = Some(LOOPBACK_V6);
+        assert_eq!(
+            ports,
+            vec![
+                (1884, Some(LOOPBACK)),
+                (1884, v6),
+                (1885, Some(LOOPBACK)),
+                (1885, v6)
+            ]
+        );
         assert_eq!(c.allow_anonymous, Some(true));
 
         let mut c = ok("listener 1883");
@@ -1984,7 +2011,14 @@ mod tests {
             .iter()
             .map(|l| (l.port, l.bind_address.as_deref()))
             .collect();
-        assert_eq!(ports, vec![(1883, None), (1884, Some(LOOPBACK))]);
+        assert_eq!(
+            ports,
+            vec![
+                (1883, None),
+                (1884, Some(LOOPBACK)),
+                (1884, Some(LOOPBACK_V6))
+            ]
+        );
         assert_eq!(c.allow_anonymous, Some(false));
     }
 

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod logging;
+pub mod notify;
 pub mod privileges;
 pub mod server;
 pub mod store;

@@ -11,6 +11,7 @@ use std::ffi::CString;
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -289,10 +290,12 @@ fn facility(cfg: &LogConfig) -> libc::c_int {
         .unwrap_or(libc::LOG_DAEMON)
 }
 
+/// Opens `path` for appending, creating it mode 0644 (as Mosquitto; the umask may remove more).
 fn open_log_file(path: &Path) -> Result<File, String> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o644)
         .open(path)
         .map_err(|_| {
             format!(

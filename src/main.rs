@@ -1,18 +1,20 @@
-//! The `midge` executable: reads the command line and the configuration, starts the logger,
-//! optionally detaches into the background and writes a pid file, then hands the configuration
-//! to [`midge::server::run_with_reload`]. Everything it needs is in the library; this file only sequences
-//! start-up and turns failures into messages and exit codes.
+//! The `midge` executable: reads the command line and the configuration, drops root
+//! privileges (as Mosquitto 2.0, before any file or socket is opened), optionally detaches into
+//! the background, opens the log files and writes a pid file, then hands the configuration to
+//! [`midge::server::run_with_reload`]. Everything it needs is in the library; this file only
+//! sequences start-up and turns failures into messages and exit codes.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use log::{error, info, warn};
 use midge::cli::{self, Action, Cli};
-use midge::config::{self, Config};
-use midge::logging;
+use midge::config::{self, Config, LogConfig};
+use midge::{logging, notify, privileges};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os()
@@ -59,30 +61,41 @@ fn run(cli: &Cli) -> ExitCode {
     cfg.finish();
     cfg.pid_file = cfg.pid_file.as_deref().map(absolute);
 
+    // Until privileges are dropped, log to stderr only: log files are opened (and created)
+    // as the user midge runs as, like every other file.
+    let early = LogConfig {
+        dests: Vec::new(),
+        ..cfg.log.clone()
+    };
     // Kept alive for the life of the process; SIGHUP uses it to reopen log files.
-    let log = match logging::init(&cfg.log) {
+    let log = match logging::init(&early) {
         Ok(handle) => handle,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::FAILURE;
         }
     };
-    log_startup(&cfg, local_only);
-
+    // Connected while still root: the user midge becomes may not be allowed to open it.
+    notify::init();
+    if let Err(message) = privileges::drop_privileges(&cfg.user) {
+        error!("{message}");
+        return ExitCode::FAILURE;
+    }
     if cli.daemon {
         if let Err(e) = daemonize() {
             error!("Error: Unable to run in the background: {e}.");
             return ExitCode::FAILURE;
         }
     }
+    if let Err(message) = log.reconfigure(&cfg.log) {
+        error!("{message}");
+        return ExitCode::FAILURE;
+    }
+    log_startup(&cfg, local_only);
+
     let pid_file = cfg.pid_file.clone();
     if let Some(path) = &pid_file {
-        // Debian's mosquitto.conf names /run/mosquitto/mosquitto.pid, a directory systemd
-        // only creates for Mosquitto's own service: create it, so the same config runs midge.
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        if let Err(e) = write_pid_file(path) {
             error!("Error: Unable to write pid file {}: {e}.", path.display());
             return ExitCode::FAILURE;
         }
@@ -140,6 +153,22 @@ fn log_startup(cfg: &Config, local_only: bool) {
              clients from the network, use a config file with a listener line (see midge.conf)."
         );
     }
+}
+
+/// Writes this process's id to `path`, mode 0644 (the umask may remove more). Debian's
+/// mosquitto.conf names /run/mosquitto/mosquitto.pid, a directory its service creates before
+/// start: create it if missing, so the same config runs midge by hand too.
+fn write_pid_file(path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)?;
+    writeln!(file, "{}", std::process::id())
 }
 
 /// `path` made absolute against the current directory (unchanged if that fails).

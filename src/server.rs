@@ -77,22 +77,32 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// Installs the handlers with sigaction and SA_RESTART, so a signal arriving while the store
+/// thread or a log write is in a system call does not make that call fail with EINTR.
 fn install_signal_handlers(write_fd: i32) {
     SIGNAL_FD.store(write_fd, Ordering::Relaxed);
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: installing handlers that only call write(2); SIG_IGN for SIGPIPE.
-    unsafe {
-        for sig in [
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGUSR1,
-            libc::SIGUSR2,
-        ] {
-            libc::signal(sig, handler);
+    let set = |sig: libc::c_int, handler: libc::sighandler_t| {
+        // SAFETY: `action` is fully initialised (zeroed, then the handler, an empty mask and
+        // flags); the handler only calls write(2), which is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
         }
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    };
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        set(sig, handler);
     }
+    set(libc::SIGPIPE, libc::SIG_IGN);
 }
 
 /// A client socket and the loop's bookkeeping for it.
@@ -227,12 +237,12 @@ pub fn run(config: Config) -> io::Result<()> {
 /// Runs the broker; `reload` is called on SIGHUP.
 pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> io::Result<()> {
     raise_fd_limit();
+    // Privileges were dropped before this (see `privileges`): the store, the listeners and
+    // the files they read are opened as the configured user.
     let mut server = Server::new(&config, reload)?;
-    if let Some(user) = &config.user {
-        crate::privileges::drop_to(user)?;
-    }
     // Scripts and tests wait for this line, as for Mosquitto's "mosquitto version X running".
     log::info!("midge version {} running", env!("CARGO_PKG_VERSION"));
+    crate::notify::ready();
     server.run()
 }
 
@@ -304,6 +314,17 @@ fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
     }
 }
 
+/// Why binding a port below 1024 was refused: midge opens its listeners after dropping root
+/// privileges (see `privileges`), as Mosquitto 2.0 does.
+fn low_port_hint(e: &io::Error, addr: SocketAddr) -> &'static str {
+    if e.kind() == ErrorKind::PermissionDenied && addr.port() < 1024 {
+        " (listeners are opened as the configured `user`: a port below 1024 needs \
+         CAP_NET_BIND_SERVICE, e.g. User= with AmbientCapabilities= in the systemd unit)"
+    } else {
+        ""
+    }
+}
+
 /// The socket addresses one `listener` line asks for, limited to its `socket_domain`.
 fn listener_addrs(l: &ListenerConfig) -> io::Result<Vec<SocketAddr>> {
     let mut addrs = all_listener_addrs(l)?;
@@ -360,9 +381,14 @@ impl Server {
                 };
                 let socket = match bound {
                     Ok(s) => s,
-                    // A machine without IPv6 still serves IPv4 on "all interfaces" (unless
-                    // `socket_domain ipv6` asked for IPv6 only).
-                    Err(e) if addr.is_ipv6() && all_interfaces && l.socket_domain.is_none() => {
+                    // A machine without IPv6 still serves IPv4 on "all interfaces" and on
+                    // the loopback listeners of local-only mode (unless `socket_domain ipv6`
+                    // asked for IPv6 only).
+                    Err(e)
+                        if addr.is_ipv6()
+                            && (all_interfaces || l.optional)
+                            && l.socket_domain.is_none() =>
+                    {
                         log::warn!(
                             "Warning: Unable to open ipv6 listen socket on port {port}: {e}."
                         );
@@ -371,7 +397,7 @@ impl Server {
                     Err(e) => {
                         return Err(io::Error::new(
                             e.kind(),
-                            format!("Unable to listen on {addr}: {e}"),
+                            format!("Unable to listen on {addr}: {e}{}", low_port_hint(&e, addr)),
                         ))
                     }
                 };
@@ -540,7 +566,7 @@ impl Server {
                 Ok(0) => return,
                 Ok(n) => {
                     for &sig in &buf[..n] {
-                        self.on_signal(i32::from(sig), now);
+                        self.on_signal_notifying(i32::from(sig), now);
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -549,10 +575,23 @@ impl Server {
         }
     }
 
+    /// `on_signal`, with a reload bracketed by systemd notifications (`notify`).
+    fn on_signal_notifying(&mut self, sig: i32, now: Instant) {
+        let reload = sig == libc::SIGHUP && self.reload.is_some();
+        if reload {
+            crate::notify::reloading();
+        }
+        self.on_signal(sig, now);
+        if reload {
+            crate::notify::ready();
+        }
+    }
+
     fn on_signal(&mut self, sig: i32, now: Instant) {
         match sig {
             libc::SIGINT | libc::SIGTERM => {
                 log::info!(target: "notice", "Signal received, shutting down.");
+                crate::notify::stopping();
                 self.running = false;
             }
             libc::SIGUSR1 => {

@@ -1,32 +1,11 @@
-//! Running as a service: daemonizing, pid files, dropping privileges, signals.
+//! Running as a service: daemonizing, pid files, signals (dropping privileges is in
+//! privileges.rs, systemd's notifications in systemd.rs).
 
 mod common;
 
 use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn uid_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[test]
-fn user_option_drops_root_privileges_after_binding() {
-    if skip_on_mosquitto("checks midge's own log line") {
-        return;
-    }
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } != 0 {
-        eprintln!("skipped: needs root to drop privileges");
-        return;
-    }
-    let mut b = Broker::start("user nobody");
-    assert!(b.wait_for_log("Dropped privileges to user nobody.", WAIT));
-    assert_eq!(uid_of(b.pid()), Some(65534));
-    b.assert_serves();
-}
 
 #[test]
 fn daemon_writes_pid_file_and_sigterm_removes_it() {
@@ -39,7 +18,7 @@ fn daemon_writes_pid_file_and_sigterm_removes_it() {
     let conf = dir.write(
         "d.conf",
         &format!(
-            "listener 0 127.0.0.1\nallow_anonymous true\npid_file {}\nlog_dest file {}\n",
+            "listener 0 127.0.0.1\nallow_anonymous true\nuser root\npid_file {}\nlog_dest file {}\n",
             pid_path.display(),
             log_path.display()
         ),

@@ -168,7 +168,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("set_tcp_nodelay", General, OwnMeaning, ManPage, "Default true (Mosquitto: false): midge writes each loop turn's output in one call, so Nagle's algorithm only adds delay."),
     opt("sys_interval", General, Implemented, ManPage, ""),
     opt("upgrade_outgoing_qos", General, Implemented, ManPage, ""),
-    opt("user", General, Implemented, ManPage, "When started as root, midge runs as this user. Without `user` midge keeps the user it was started as, where Mosquitto uses `mosquitto`."),
+    opt("user", General, Implemented, ManPage, "When started as root, midge switches to this user right after reading the config, before opening the pid file, log files, store and listeners, as Mosquitto 2.0; default `mosquitto` (`nobody` with Mosquitto's warning if it does not exist); `root` keeps root."),
     // Listeners.
     opt("bind_address", Listener, Implemented, ManPage, "The default listener's address."),
     opt("bind_interface", Listener, Refused, ManPage, "midge cannot bind to an interface yet; ignoring it would listen on every interface."),

@@ -361,6 +361,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Opens and fully reads a store, telling damage apart from other failures.
 fn open_checked(path: &Path) -> Result<(Connection, Snapshot), Fault> {
+    owner_only(path).map_err(|e| Fault::Fatal(StoreError::Io(e)))?;
     let conn = Connection::open(path).map_err(classify)?;
     configure(&conn).map_err(classify)?;
     if let Some(problem) = recover::quick_check(&conn).map_err(classify)? {
@@ -382,6 +383,31 @@ fn open_checked(path: &Path) -> Result<(Connection, Snapshot), Fault> {
     }
     let snapshot = schema::load(&conn).map_err(classify)?;
     Ok((conn, snapshot))
+}
+
+/// The store holds every retained payload and queued message: it is created mode 0600, and
+/// one left readable by others (by an older midge) is made 0600 too, with its `-wal` and
+/// `-shm` (SQLite gives the files it creates later the mode of the database).
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = recover::with_suffix(path, suffix);
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn open_or_recover(path: &Path) -> Result<(Connection, Snapshot), StoreError> {

@@ -261,8 +261,17 @@ impl Broker {
             .conf
             .lines()
             .partition(|l| l.starts_with("per_listener_settings"));
+        // Tests run as root and write into root's temporary directories, so midge keeps root
+        // (`user root`) instead of dropping to `mosquitto`, unless the test names a user (a
+        // second `user` line would be a duplicate); tests/privileges.rs covers the drop.
+        let names_user = rest.iter().any(|l| l.trim_start().starts_with("user "));
+        let user = if mosq || names_user {
+            ""
+        } else {
+            "user root\n"
+        };
         let text = format!(
-            "{}listener {chosen} 127.0.0.1\nallow_anonymous true\n{}\n",
+            "{}listener {chosen} 127.0.0.1\nallow_anonymous true\n{user}{}\n",
             first.iter().map(|l| format!("{l}\n")).collect::<String>(),
             rest.join("\n")
         );
@@ -272,6 +281,20 @@ impl Broker {
         if opts.verbose {
             cmd.arg("-v");
         }
+        Self::spawn(cmd, dir, conf, chosen)
+    }
+
+    /// Starts midge as `cmd` (arguments and environment chosen by the test) and waits until
+    /// it logs its first IPv4 listening port. `dir` is kept for the life of the broker.
+    pub fn start_command(cmd: Command, dir: TempDir) -> Broker {
+        let conf = dir.path().join("broker.conf");
+        Self::spawn(cmd, dir, conf, 0)
+    }
+
+    /// Spawns `cmd` and waits for it to listen: on `chosen` for Mosquitto, on the port logged
+    /// for midge.
+    fn spawn(mut cmd: Command, dir: TempDir, conf: PathBuf, chosen: u16) -> Broker {
+        let mosq = is_mosquitto();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
