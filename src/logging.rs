@@ -8,6 +8,7 @@
 //! `Debug` records are filtered out early unless the `debug` type is on.
 
 use std::ffi::CString;
+use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -132,14 +133,37 @@ impl Handle {
         self.reconfigure(&cfg)
     }
 
-    /// Switches to a new logging configuration (after a config reload). On failure the old
-    /// configuration stays in use.
+    /// Switches to a new logging configuration. On failure the old configuration stays in
+    /// use.
     pub fn reconfigure(&self, cfg: &LogConfig) -> Result<(), String> {
-        let sinks = Sinks::open(cfg)?;
-        *lock(&self.shared.sinks) = sinks;
-        self.shared.types.store(cfg.types.0, Ordering::Relaxed);
-        log::set_max_level(max_level(cfg.types));
-        Ok(())
+        self.stage(cfg).map(Staged::apply)
+    }
+
+    /// Opens what a new logging configuration needs (its files) without switching to it yet:
+    /// a config reload switches only once every other part of the new config has loaded too.
+    pub fn stage(&self, cfg: &LogConfig) -> Result<Staged, String> {
+        Ok(Staged {
+            shared: Arc::clone(&self.shared),
+            sinks: Sinks::open(cfg)?,
+            types: cfg.types,
+        })
+    }
+}
+
+/// A logging configuration ready to take over ([`Handle::stage`]); dropping it leaves the
+/// current one in place.
+pub struct Staged {
+    shared: Arc<Shared>,
+    sinks: Sinks,
+    types: LogTypes,
+}
+
+impl Staged {
+    /// Makes this configuration the one in use; cannot fail.
+    pub fn apply(self) {
+        *lock(&self.shared.sinks) = self.sinks;
+        self.shared.types.store(self.types.0, Ordering::Relaxed);
+        log::set_max_level(max_level(self.types));
     }
 }
 
@@ -178,22 +202,26 @@ impl Sinks {
         })
     }
 
-    /// Formats one record as a Mosquitto log line, newline included.
+    /// Formats one record as a Mosquitto log line, newline included, cut to [`LINE_MAX`].
     fn format(&self, now: SystemTime, message: &std::fmt::Arguments<'_>) -> String {
-        if !self.config.timestamp {
-            return format!("{message}\n");
+        let mut line = Bounded::default();
+        if self.config.timestamp {
+            let seconds = now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let _ = match self
+                .timestamp_format
+                .as_ref()
+                .and_then(|format| local_time(format, seconds))
+            {
+                Some(time) => write!(line, "{time}: "),
+                None => write!(line, "{seconds}: "),
+            };
         }
-        let seconds = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        match self
-            .timestamp_format
-            .as_ref()
-            .and_then(|format| local_time(format, seconds))
-        {
-            Some(time) => format!("{time}: {message}\n"),
-            None => format!("{seconds}: {message}\n"),
-        }
+        let _ = fmt::write(&mut line, *message);
+        let mut line = line.0;
+        line.push('\n');
+        line
     }
 
     fn write(&mut self, line: &str) {
@@ -207,11 +235,41 @@ impl Sinks {
         if !self.outputs.iter().any(|o| matches!(o, Output::Syslog)) {
             return;
         }
-        let Ok(text) = CString::new(message.to_string().replace('\0', " ")) else {
+        let mut text = Bounded::default();
+        let _ = fmt::write(&mut text, *message);
+        let Ok(text) = CString::new(text.0.replace('\0', " ")) else {
             return;
         };
         // SAFETY: "%s" with one NUL-terminated string argument.
         unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
+    }
+}
+
+/// The longest log line in bytes, timestamp included, newline excluded: Mosquitto formats each
+/// line into a 1000-byte buffer (`log__vprintf`), so a 65 535-byte topic under `-v` makes a
+/// 999-byte line, not a 131 KB one. (Mosquitto may cut inside a UTF-8 character; midge cuts
+/// before it.)
+const LINE_MAX: usize = 999;
+
+/// A `String` that takes at most [`LINE_MAX`] bytes and then stops the formatting, so a huge
+/// argument is never formatted in full.
+#[derive(Default)]
+struct Bounded(String);
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = LINE_MAX.saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.0.push_str(&s[..cut]);
+        // The line is full: an error ends the formatting early.
+        Err(fmt::Error)
     }
 }
 
@@ -452,6 +510,33 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(42);
         let sinks = lock(&logger.shared.sinks);
         assert_eq!(sinks.format(now, &format_args!("hi")), "42: hi\n");
+    }
+
+    #[test]
+    fn a_line_is_cut_at_999_bytes_like_mosquittos_buffer() {
+        let (logger, _) = memory_logger(&config(LogTypes::ALL, true, None));
+        let now = UNIX_EPOCH + Duration::from_secs(1_732_500_000);
+        let sinks = lock(&logger.shared.sinks);
+        let topic = "t".repeat(65_535);
+        let line = sinks.format(
+            now,
+            &format_args!("Received PUBLISH from c (d0, '{topic}')"),
+        );
+        assert_eq!(line.len(), LINE_MAX + 1);
+        assert!(line.starts_with("1732500000: Received PUBLISH from c (d0, 'ttt"));
+        assert!(line.ends_with("ttt\n"));
+        // A short line is untouched.
+        assert_eq!(sinks.format(now, &format_args!("x")), "1732500000: x\n");
+    }
+
+    #[test]
+    fn a_cut_line_ends_on_a_whole_character() {
+        let (logger, _) = memory_logger(&config(LogTypes::ALL, false, None));
+        let sinks = lock(&logger.shared.sinks);
+        // 'é' is 2 bytes: 998 bytes of 'a' leave room for 1 byte, not for 'é'.
+        let text = format!("{}é", "a".repeat(998));
+        let line = sinks.format(UNIX_EPOCH, &format_args!("{text}"));
+        assert_eq!(line, format!("{}\n", "a".repeat(998)));
     }
 
     #[test]

@@ -106,16 +106,17 @@ fn run(cli: &Cli) -> ExitCode {
         let Some(path) = &config_file else {
             // Without -c there is nothing to re-read, but log files are still reopened.
             log.reopen()?;
-            return Err("no config file was given with -c".to_string());
+            return Err("Error: No config file was given with -c.".to_string());
         };
         let mut cfg = config::load(path).map_err(|e| e.to_string())?;
         cli::apply(&reload_cli, &mut cfg);
         cfg.finish();
-        log.reconfigure(&cfg.log)?;
+        // Opened now, used once the whole reload has succeeded (see server::Reloader).
+        let logs = log.stage(&cfg.log)?;
         for warning in &cfg.warnings {
             warn!("{warning}");
         }
-        Ok(cfg)
+        Ok((cfg, logs))
     });
     let result = midge::server::run_with_reload(cfg, Some(reloader));
 
@@ -124,7 +125,7 @@ fn run(cli: &Cli) -> ExitCode {
     }
     match result {
         Ok(()) => {
-            info!(target: "notice", "midge version {} terminating", env!("CARGO_PKG_VERSION"));
+            info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -134,12 +135,13 @@ fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-/// The start-up lines Mosquitto users expect, plus the warnings collected from the config.
+/// The start-up lines Mosquitto users expect (at its level, information), plus the warnings
+/// collected from the config.
 fn log_startup(cfg: &Config, local_only: bool) {
-    info!(target: "notice", "midge version {} starting", env!("CARGO_PKG_VERSION"));
+    info!("midge version {} starting", env!("CARGO_PKG_VERSION"));
     match &cfg.source {
-        Some(path) => info!(target: "notice", "Config loaded from {}.", path.display()),
-        None => info!(target: "notice", "Using default config."),
+        Some(path) => info!("Config loaded from {}.", path.display()),
+        None => info!("Using default config."),
     }
     for warning in &cfg.warnings {
         warn!("{warning}");

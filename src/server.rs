@@ -20,8 +20,8 @@
 //! (handshakes, pongs, alerts), so their WRITABLE interest follows the transport too. A plain
 //! TCP client has none, and its path stays as above, without a copy. A transport failure (a
 //! failed TLS handshake, a text frame) closes only that connection, with a log line naming
-//! the peer and the cause. On SIGHUP each TLS listener's certificates and keys are read again;
-//! if that fails, the listener keeps the ones it had.
+//! the peer and the cause. On SIGHUP each TLS listener's certificates and keys are read again
+//! with the rest of the configuration; if any part fails, nothing of the new one is used.
 //!
 //! Bridges open outgoing connections from here (their host names resolved on a helper
 //! thread). A bridge with `bridge_cafile`/`bridge_capath` gets a client-side TLS transport
@@ -30,6 +30,7 @@
 
 use crate::broker::{Action, Broker, CertIdentity, ConnId, Settings};
 use crate::config::{Config, ListenerConfig, ListenerProtocol};
+use crate::logging::Staged;
 use crate::store::Store;
 use crate::transport::tls::TlsListener;
 use crate::transport::tls_client::TlsConnector;
@@ -216,8 +217,17 @@ fn load_tls(l: &ListenerConfig) -> Result<Option<TlsListener>, String> {
     Ok(Some(tls))
 }
 
-/// Reloads the configuration on SIGHUP; returns the new config or a message saying why not.
-pub type Reloader = Box<dyn FnMut() -> Result<Config, String>>;
+/// Reloads the configuration on SIGHUP: returns the new config with its log destinations
+/// opened (not yet in use), or a message saying why not.
+pub type Reloader = Box<dyn FnMut() -> Result<(Config, Staged), String>>;
+
+/// A reloaded configuration, loaded in full and waiting to be put in force.
+struct StagedReload {
+    logs: Staged,
+    /// New certificates and keys, by listener socket index.
+    tls: Vec<(usize, TlsListener)>,
+    settings: Settings,
+}
 
 /// Runs the broker until SIGINT or SIGTERM.
 pub fn run(config: Config) -> io::Result<()> {
@@ -230,6 +240,8 @@ pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> io::Result<(
     // Privileges were dropped before this (see `privileges`): the store, the listeners and
     // the files they read are opened as the configured user.
     let mut server = Server::new(&config, reload)?;
+    // Scripts and tests wait for this line, as for Mosquitto's "mosquitto version X running".
+    log::info!("midge version {} running", env!("CARGO_PKG_VERSION"));
     crate::notify::ready();
     server.run()
 }
@@ -390,7 +402,7 @@ impl Server {
                     }
                 };
                 port = socket.local_addr()?.port();
-                log::info!(target: "notice", "Opening {family} listen socket on port {port}.");
+                log::info!("Opening {family} listen socket on port {port}.");
                 listeners.push(Listener {
                     socket,
                     port,
@@ -575,7 +587,7 @@ impl Server {
         }
     }
 
-    fn on_signal(&mut self, sig: i32, _now: Instant) {
+    fn on_signal(&mut self, sig: i32, now: Instant) {
         match sig {
             libc::SIGINT | libc::SIGTERM => {
                 log::info!(target: "notice", "Signal received, shutting down.");
@@ -588,37 +600,77 @@ impl Server {
                     store.sync_now();
                 }
             }
-            libc::SIGHUP => {
-                let Some(reload) = self.reload.as_mut() else {
-                    return;
-                };
-                log::info!(target: "notice", "Reloading config.");
-                match reload() {
-                    Ok(config) => {
-                        self.reload_tls(&config);
-                        match Settings::load(&config) {
-                            Ok(settings) => self.broker.set_settings(settings),
-                            Err(e) => log::error!("Error: Unable to reload config: {e}"),
-                        }
-                    }
-                    Err(e) => {
-                        // One log line per line of the message (Mosquitto's two-line form).
-                        for line in e.lines() {
-                            log::error!("{line}");
-                        }
-                        log::error!("Error: Unable to reload config; the running one is kept.");
-                    }
-                }
-            }
+            libc::SIGHUP => self.reload_config(now),
             _ => {}
         }
     }
 
-    /// Reads each TLS listener's certificates and keys again (SIGHUP). New connections use
-    /// the new ones; on failure the listener keeps the old ones.
-    fn reload_tls(&mut self, config: &Config) {
-        let mut loaded: Vec<(usize, Option<TlsListener>)> = Vec::new();
-        for l in &mut self.listeners {
+    /// SIGHUP: reads the configuration again and puts all of it in force, or none of it.
+    /// Everything that can fail (the config file, log files, TLS certificates and keys, the
+    /// password and ACL files) is loaded first; only then does anything change. A reload that
+    /// fails logs why and keeps the running configuration whole.
+    fn reload_config(&mut self, now: Instant) {
+        if self.reload.is_none() {
+            return;
+        }
+        log::info!(target: "notice", "Reloading config.");
+        match self.load_reload() {
+            Ok(staged) => self.apply_reload(staged, now),
+            Err(e) => {
+                // One log line per line of the message (Mosquitto's two-line form).
+                for line in e.lines() {
+                    log::error!("{line}");
+                }
+                log::error!("Error: Unable to reload config; the running one is kept.");
+            }
+        }
+    }
+
+    /// The loading half of [`Server::reload_config`]: changes nothing.
+    fn load_reload(&mut self) -> Result<StagedReload, String> {
+        let reload = self
+            .reload
+            .as_mut()
+            .ok_or_else(|| "nothing to reload".to_string())?;
+        let (config, logs) = reload()?;
+        let tls = self.load_listener_tls(&config)?;
+        let settings = Settings::load(&config).map_err(|e| format!("Error: {e}."))?;
+        Ok(StagedReload {
+            logs,
+            tls,
+            settings,
+        })
+    }
+
+    /// The applying half of [`Server::reload_config`]: cannot fail. Clients the new password
+    /// file or `allow_anonymous` no longer admit are disconnected by the broker.
+    fn apply_reload(&mut self, staged: StagedReload, now: Instant) {
+        staged.logs.apply();
+        let mut reported = Vec::new();
+        for (index, tls) in staged.tls {
+            let Some(l) = self.listeners.get_mut(index) else {
+                continue;
+            };
+            l.tls = Some(tls);
+            if !reported.contains(&l.config_index) {
+                reported.push(l.config_index);
+                log::info!(
+                    target: "notice",
+                    "Reloaded the TLS certificate and key of the listener on port {}.",
+                    l.port
+                );
+            }
+        }
+        self.broker.set_settings(staged.settings, now);
+    }
+
+    /// Reads each TLS listener's certificates and keys again, for [`Server::apply_reload`]:
+    /// by listener socket index. New connections use them; live ones keep their session.
+    /// Listeners themselves (ports, TLS on or off) change only with a restart.
+    fn load_listener_tls(&self, config: &Config) -> Result<Vec<(usize, TlsListener)>, String> {
+        let mut loaded: Vec<(usize, TlsListener)> = Vec::new();
+        let mut by_block: Vec<(usize, TlsListener)> = Vec::new();
+        for (index, l) in self.listeners.iter().enumerate() {
             let Some(new) = config.listeners.get(l.config_index) else {
                 continue;
             };
@@ -634,33 +686,20 @@ impl Server {
                 continue;
             }
             // The IPv4 and IPv6 sockets of one listener block share what was loaded.
-            if let Some((_, tls)) = loaded.iter().find(|(i, _)| *i == l.config_index) {
-                if tls.is_some() {
-                    l.tls = tls.clone();
-                }
+            if let Some((_, tls)) = by_block.iter().find(|(i, _)| *i == l.config_index) {
+                loaded.push((index, tls.clone()));
                 continue;
             }
-            match TlsListener::load(&new.tls) {
-                Ok((tls, warnings)) => {
-                    for w in warnings {
-                        log::warn!("{w} (listener on port {port})");
-                    }
-                    log::info!(
-                        target: "notice",
-                        "Reloaded the TLS certificate and key of the listener on port {port}."
-                    );
-                    l.tls = Some(tls.clone());
-                    loaded.push((l.config_index, Some(tls)));
-                }
-                Err(e) => {
-                    log::error!(
-                        "Error: Unable to reload TLS for the listener on port {port}: {e}; \
-                         keeping the certificate and key loaded before."
-                    );
-                    loaded.push((l.config_index, None));
-                }
+            let (tls, warnings) = TlsListener::load(&new.tls).map_err(|e| {
+                format!("Error: Unable to load TLS for the listener on port {port}: {e}.")
+            })?;
+            for w in warnings {
+                log::warn!("{w} (listener on port {port})");
             }
+            by_block.push((l.config_index, tls.clone()));
+            loaded.push((index, tls));
         }
+        Ok(loaded)
     }
 
     /// The transport layers a new connection on listener `index` needs, if any.

@@ -424,7 +424,7 @@ fn sighup_reloads_a_replaced_certificate_and_keeps_it_when_the_new_one_is_broken
     std::fs::write(&server.cert, "not a certificate\n").unwrap();
     unsafe { libc::kill(b.pid() as libc::pid_t, libc::SIGHUP) };
     assert!(
-        b.wait_for_log("Unable to reload TLS for the listener on port", WAIT),
+        b.wait_for_log("Unable to load TLS for the listener on port", WAIT),
         "logs:\n{}",
         b.logs().join("\n")
     );

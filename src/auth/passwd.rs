@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 use sha2::{Digest, Sha512};
 
@@ -295,8 +296,9 @@ pub fn hash_password(password: &[u8], iterations: u32) -> io::Result<String> {
 /// whether anything changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PasswordFile {
-    /// `None`: the user's line was malformed or unsupported, so that user cannot log in.
-    users: HashMap<String, Option<PasswordHash>>,
+    /// `None`: the user's line was malformed or unsupported, so that user cannot log in. Shared
+    /// so a connection can keep the entry it logged in with (see [`PasswordFile::verify`]).
+    users: HashMap<String, Option<Rc<PasswordHash>>>,
 }
 
 impl PasswordFile {
@@ -342,7 +344,7 @@ impl PasswordFile {
             }
             first_line.insert(username.to_string(), line_no);
             let hash = match PasswordHash::parse(field.trim()) {
-                Ok(hash) => Some(hash),
+                Ok(hash) => Some(Rc::new(hash)),
                 Err(error) => {
                     warnings.push(format!(
                         "{source}:{line_no}: user \"{username}\": {error}; \
@@ -357,12 +359,20 @@ impl PasswordFile {
     }
 
     /// Whether `username` is in the file with a usable hash that `password` matches.
+    pub fn check(&self, username: &str, password: &[u8]) -> bool {
+        self.verify(username, password).is_some()
+    }
+
+    /// The entry `password` verified against, if `username` is in the file with a usable hash
+    /// that `password` matches. The broker keeps it for the life of the connection instead of
+    /// the password: after a reload, [`PasswordFile::still_valid`] tells whether the entry is
+    /// unchanged.
     ///
     /// An unknown user costs the same work as a known one (a hash with the default parameters is
     /// derived and thrown away), so response times do not tell which user names exist.
-    pub fn check(&self, username: &str, password: &[u8]) -> bool {
+    pub fn verify(&self, username: &str, password: &[u8]) -> Option<Rc<PasswordHash>> {
         match self.users.get(username) {
-            Some(Some(hash)) => hash.verify(password),
+            Some(Some(hash)) => hash.verify(password).then(|| Rc::clone(hash)),
             _ => {
                 let decoy = PasswordHash::with_salt(
                     HashType::Sha512Pbkdf2,
@@ -371,9 +381,17 @@ impl PasswordFile {
                     DEFAULT_ITERATIONS,
                 );
                 std::hint::black_box(decoy);
-                false
+                None
             }
         }
+    }
+
+    /// Whether `username` still has exactly the entry `verified` (salt, hash and parameters), so
+    /// the password it was verified with still verifies. A changed entry counts as invalid even
+    /// if the password is the same (a re-hash gives a new salt): without the password itself,
+    /// which midge does not keep, that cannot be told apart from a new password.
+    pub fn still_valid(&self, username: &str, verified: &PasswordHash) -> bool {
+        matches!(self.users.get(username), Some(Some(hash)) if **hash == *verified)
     }
 
     /// The users that can log in (their line parsed), sorted by name.
@@ -524,6 +542,32 @@ mod tests {
         assert!(!file.check("alice", b""));
         assert!(!file.check("bob", b"secret"));
         assert_eq!(file.users(), ["alice"]);
+    }
+
+    #[test]
+    fn the_verified_entry_stays_valid_until_its_line_changes() {
+        let (file, _) = parse(MOSQUITTO_ALICE);
+        let entry = file.verify("alice", b"secret").unwrap();
+        assert!(file.verify("alice", b"wrong").is_none());
+        // The same file read again: the same entry.
+        let (reloaded, _) = parse(&format!("# a comment\n{MOSQUITTO_ALICE}\n"));
+        assert!(reloaded.still_valid("alice", &entry));
+        // alice removed, or her line broken: invalid.
+        let (removed, _) = parse("bob:$6$c2FsdA==$AAAA");
+        assert!(!removed.still_valid("alice", &entry));
+        let (broken, _) = parse("alice:$7$101$notbase64!$x");
+        assert!(!broken.still_valid("alice", &entry));
+        // The same password hashed again has a new salt: invalid (midge keeps no password).
+        let rehashed = format!(
+            "alice:{}",
+            hash_password(b"secret", DEFAULT_ITERATIONS).unwrap()
+        );
+        let (rehashed, _) = parse(&rehashed);
+        assert!(rehashed.check("alice", b"secret"));
+        assert!(!rehashed.still_valid("alice", &entry));
+        // Another user with alice's line does not inherit her login.
+        let (renamed, _) = parse(&MOSQUITTO_ALICE.replacen("alice", "carol", 1));
+        assert!(!renamed.still_valid("alice", &entry));
     }
 
     #[test]

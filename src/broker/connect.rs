@@ -3,9 +3,11 @@
 use super::conn::ConnState;
 use super::session::{Expiry, OutState, Session};
 use super::{Broker, CloseReason, ConnId, SessionId, Timer};
+use crate::auth::passwd::PasswordHash;
 use crate::codec::{
     self, connack_v3, reason, Connack, Connect, Packet, Properties, ProtocolVersion,
 };
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Why a CONNECT is refused, in terms that map to both 3.x and 5.0 codes.
@@ -36,6 +38,15 @@ impl Refusal {
     }
 }
 
+/// The outcome of checking a CONNECT's credentials.
+enum Login {
+    Refused,
+    /// Let in without a password: anonymous where allowed, or by a client certificate.
+    Admitted,
+    /// The password matched this password file entry (kept to re-check after a reload).
+    Password(Rc<PasswordHash>),
+}
+
 impl Broker {
     /// CONNECT with a protocol level midge does not speak: CONNACK 0x01 (3.x numbering, since
     /// that is what such a client can be expected to read, v311:[MQTT-3.1.2-2]), then close.
@@ -58,26 +69,32 @@ impl Broker {
 
     fn refuse(&mut self, id: ConnId, c: &Connect, why: Refusal, now: Instant) {
         let code = why.code(c.version);
-        let peer = self
-            .conn(id)
-            .map(|c| c.peer.to_string())
-            .unwrap_or_default();
-        let what = match why {
-            Refusal::IdentifierRejected => "identifier rejected",
-            Refusal::NotAuthorized => "not authorised",
-            Refusal::BadAuthMethod => "unsupported authentication method",
-            Refusal::QosNotSupported => "will QoS above max_qos",
-            Refusal::RetainNotSupported => "retained will but retain_available is false",
+        let name = if c.client_id.is_empty() {
+            "<unknown>"
+        } else {
+            &c.client_id
         };
-        log::info!(
-            target: "notice",
-            "Client {} from {} refused: {} (CONNACK {}).",
-            if c.client_id.is_empty() { "<unknown>" } else { &c.client_id },
-            peer,
-            what,
-            code
-        );
-        log::debug!("Sending CONNACK to {} (0, {})", c.client_id, code);
+        log::debug!("Sending CONNACK to {name} (0, {code})");
+        if why == Refusal::NotAuthorized {
+            // Mosquitto 2.0.20's wording, which log scrapers (fail2ban filters) look for.
+            log::info!(target: "notice", "Client {name} disconnected, not authorised.");
+        } else {
+            let peer = self
+                .conn(id)
+                .map(|c| c.peer.to_string())
+                .unwrap_or_default();
+            let what = match why {
+                Refusal::IdentifierRejected => "identifier rejected",
+                Refusal::BadAuthMethod => "unsupported authentication method",
+                Refusal::QosNotSupported => "will QoS above max_qos",
+                Refusal::RetainNotSupported => "retained will but retain_available is false",
+                Refusal::NotAuthorized => "not authorised",
+            };
+            log::info!(
+                target: "notice",
+                "Client {name} from {peer} refused: {what} (CONNACK {code})."
+            );
+        }
         self.send(
             id,
             &Packet::Connack(Connack {
@@ -92,14 +109,62 @@ impl Broker {
     /// Mosquitto 2.0's rules: without a username a client needs `allow_anonymous`; with one,
     /// the password file (if any) must match; with neither a password file nor
     /// `allow_anonymous`, nobody gets in.
-    fn authenticate(&self, id: ConnId, c: &Connect) -> bool {
+    fn authenticate(&self, id: ConnId, c: &Connect) -> Login {
         let listener = self.conn(id).map_or(0, |c| c.listener);
         let passwords = self.settings.security_for(listener).passwords.as_ref();
         let allow_anonymous = self.settings.allow_anonymous_for(listener);
         match (&c.username, passwords) {
-            (None, _) => allow_anonymous,
-            (Some(user), Some(file)) => file.check(user, c.password.as_deref().unwrap_or_default()),
-            (Some(_), None) => allow_anonymous,
+            (Some(user), Some(file)) => {
+                match file.verify(user, c.password.as_deref().unwrap_or_default()) {
+                    Some(entry) => Login::Password(entry),
+                    None => Login::Refused,
+                }
+            }
+            (_, _) if allow_anonymous => Login::Admitted,
+            (_, _) => Login::Refused,
+        }
+    }
+
+    /// After a reload (Mosquitto's `mosquitto_security_apply_default`): disconnects every
+    /// connected client whose login the new settings no longer admit. Returns how many.
+    ///
+    /// Mosquitto keeps each client's password and verifies it again; midge keeps only the
+    /// password file entry it was verified against, so a client whose entry changed at all
+    /// (a new password, or the same one hashed again) is disconnected and must log in anew.
+    /// Clients that logged in with a TLS certificate keep it (it cannot change on a live
+    /// connection), and the broker's own bridge connections are not clients to re-check.
+    pub(super) fn recheck_logins(&mut self, now: Instant) -> usize {
+        let revoked: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(id, conn)| {
+                let conn = conn.as_ref()?;
+                let ConnState::Active(sid) = conn.state else {
+                    return None;
+                };
+                if conn.bridge().is_some() || conn.cert_identity().is_some() {
+                    return None;
+                }
+                let session = self.session(sid)?;
+                (!self.still_admitted(conn.listener, session)).then_some(id)
+            })
+            .collect();
+        for &id in &revoked {
+            self.close(id, CloseReason::Revoked, now);
+        }
+        revoked.len()
+    }
+
+    /// [`Broker::authenticate`]'s rules applied to a client already connected, with the entry
+    /// it logged in with standing for its password.
+    fn still_admitted(&self, listener: u16, s: &Session) -> bool {
+        let passwords = self.settings.security_for(listener).passwords.as_ref();
+        match (s.username(), passwords) {
+            (Some(user), Some(file)) => {
+                s.login().is_some_and(|entry| file.still_valid(user, entry))
+            }
+            _ => self.settings.allow_anonymous_for(listener),
         }
     }
 
@@ -123,12 +188,6 @@ impl Broker {
             conn.version = c.version;
         }
         let listener = self.conn(id).map_or(0, |c| c.listener);
-        log::debug!(
-            "Received CONNECT from {}",
-            self.conn(id)
-                .map(|c| c.peer.to_string())
-                .unwrap_or_default()
-        );
 
         // Client identifier rules.
         let mut assigned = false;
@@ -171,13 +230,16 @@ impl Broker {
             return self.refuse(id, &c, Refusal::BadAuthMethod, now);
         }
         // A TLS client certificate, where the listener uses it, replaces username and password.
-        let authenticated = match self.apply_certificate_identity(id, &mut c) {
-            Some(by_certificate) => by_certificate,
+        let login = match self.apply_certificate_identity(id, &mut c) {
+            Some(true) => Login::Admitted,
+            Some(false) => Login::Refused,
             None => self.authenticate(id, &c),
         };
-        if !authenticated {
-            return self.refuse(id, &c, Refusal::NotAuthorized, now);
-        }
+        let login = match login {
+            Login::Refused => return self.refuse(id, &c, Refusal::NotAuthorized, now),
+            Login::Admitted => None,
+            Login::Password(entry) => Some(entry),
+        };
         if let Some(w) = &c.will {
             // v5:[MQTT-3.2.2-12], [MQTT-3.2.2-13]
             if w.retain && !self.settings.retain_available {
@@ -245,7 +307,7 @@ impl Broker {
             s.version = c.version;
             s.expiry = expiry;
             s.set_expires_at(None);
-            s.set_username(c.username.as_deref());
+            s.set_username(c.username.as_deref(), login);
             s.listener = listener;
             // A delayed will is cancelled when its session resumes in time (v5 §3.1.3.2.2).
             let had_will = s.take_pending_will().is_some();
@@ -302,6 +364,18 @@ impl Broker {
                     "New client connected from {} as {} (p{}, c{}, k{}).",
                     peer, client_id, p, u8::from(c.clean_start), c.keep_alive
                 ),
+            }
+            match self.conn(id).and_then(|c| c.will()) {
+                Some(w) => {
+                    log::debug!(
+                        "Will message specified ({} bytes) (r{}, q{}).",
+                        w.payload.len(),
+                        u8::from(w.retain),
+                        w.qos as u8
+                    );
+                    log::debug!("\t{}", w.topic);
+                }
+                None => log::debug!("No will message specified."),
             }
         }
 

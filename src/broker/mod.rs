@@ -302,13 +302,16 @@ pub enum CloseReason {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
+    /// After a reload, the client's login is no longer valid (user removed, password changed,
+    /// anonymous no longer allowed). As in Mosquitto: no DISCONNECT, no will.
+    Revoked,
 }
 
 impl CloseReason {
     fn publishes_will(&self) -> bool {
         match self {
             CloseReason::Disconnected { with_will } => *with_will,
-            CloseReason::Refused | CloseReason::Shutdown => false,
+            CloseReason::Refused | CloseReason::Shutdown | CloseReason::Revoked => false,
             _ => true,
         }
     }
@@ -403,14 +406,18 @@ impl Broker {
         &self.settings
     }
 
-    /// Replaces the settings (SIGHUP); existing sessions keep what they negotiated.
-    pub fn set_settings(&mut self, settings: Settings) {
+    /// Replaces the settings (SIGHUP); existing sessions keep what they negotiated. Every
+    /// connected client the new password file or `allow_anonymous` no longer admits is
+    /// disconnected, as Mosquitto does (see `Broker::recheck_logins`); returns how many.
+    /// ACLs need no such pass: every later PUBLISH, SUBSCRIBE and delivery asks the new ones.
+    pub fn set_settings(&mut self, settings: Settings, now: Instant) -> usize {
         for line in settings.security.describe_change(&self.settings.security) {
             log::info!(target: "notice", "{line}");
         }
         self.sys
             .set_interval(Duration::from_secs(u64::from(settings.sys_interval)));
         self.settings = settings;
+        self.recheck_logins(now)
     }
 
     /// A new network connection from `peer` arrived on a listener bound to `local_port`.
@@ -757,7 +764,7 @@ impl Broker {
             return;
         }
         match reason {
-            CloseReason::Disconnected { .. } => {
+            CloseReason::Disconnected { .. } | CloseReason::Revoked => {
                 log::info!(target: "notice", "Client {name} disconnected.")
             }
             CloseReason::ClosedByClient => {
@@ -784,8 +791,9 @@ impl Broker {
                 log::info!(target: "notice", "Client {name} disconnected due to protocol error ({e}).")
             }
             CloseReason::Refused => {}
+            // At error level, as Mosquitto logs it (handle_connect.c).
             CloseReason::TakenOver => {
-                log::info!(target: "notice", "Client {name} already connected, closing old connection.")
+                log::error!("Client {name} already connected, closing old connection.")
             }
             CloseReason::Shutdown => {}
         }

@@ -143,14 +143,15 @@ fn write_message(c: &mut Conn, name: &str, m: MsgView<'_>, f: Framing<'_>, now: 
         a.outbound.insert(m.topic.into(), alias);
     }
     log::debug!(
-        "Sending PUBLISH to {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-        name,
-        u8::from(f.dup),
-        f.qos as u8,
-        u8::from(f.retain),
-        f.packet_id,
-        m.topic,
-        m.payload.len()
+        "Sending PUBLISH to {name} {}",
+        PublishSummary {
+            dup: f.dup,
+            qos: f.qos,
+            retain: f.retain,
+            packet_id: f.packet_id,
+            topic: m.topic,
+            len: m.payload.len(),
+        }
     );
     let version = c.version;
     write_publish(c.out_mut(), &p, version);
@@ -176,6 +177,46 @@ pub(super) fn write_delivery(
     write_message(c, name, MsgView::from(&*d.msg), f, now)
 }
 
+/// How Mosquitto's packet lines describe a PUBLISH: `(d0, q1, r0, m1, 'topic', ... (5 bytes))`.
+/// Formatted only when the line is logged.
+struct PublishSummary<'a> {
+    dup: bool,
+    qos: QoS,
+    retain: bool,
+    packet_id: u16,
+    topic: &'a str,
+    len: usize,
+}
+
+impl<'a> PublishSummary<'a> {
+    /// A received PUBLISH, under the topic it is handled as (after alias and bridge mapping).
+    fn of(p: &Publish<'_>, topic: &'a str) -> PublishSummary<'a> {
+        PublishSummary {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            packet_id: p.packet_id,
+            topic,
+            len: p.payload.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for PublishSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "(d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            u8::from(self.dup),
+            self.qos as u8,
+            u8::from(self.retain),
+            self.packet_id,
+            self.topic,
+            self.len
+        )
+    }
+}
+
 impl Broker {
     pub(super) fn handle_publish(
         &mut self,
@@ -185,16 +226,6 @@ impl Broker {
         now: Instant,
     ) {
         self.now = now;
-        log::debug!(
-            "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-            self.conn_name(id),
-            u8::from(p.dup),
-            p.qos as u8,
-            u8::from(p.retain),
-            p.packet_id,
-            p.topic,
-            p.payload.len()
-        );
         self.stats.publish_received += 1;
         self.stats.publish_bytes_received += p.payload.len() as u64;
         if let Some(c) = self.conn_mut(id) {
@@ -273,6 +304,7 @@ impl Broker {
             if duplicate {
                 // Already accepted and routed: acknowledge again, deliver nothing
                 // (v311:[MQTT-4.3.3-2] method B).
+                self.log_received(id, &p, topic);
                 self.send_pubrec(id, p.packet_id, reason::SUCCESS);
                 return;
             }
@@ -298,7 +330,14 @@ impl Broker {
         if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
             if !acl.can_publish(s.username(), &s.client_id, topic) {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
-                log::info!(target: "notice", "Denied PUBLISH from {} to '{}' (ACL).", self.conn_name(id), topic);
+                // Mosquitto's line, logged at notice rather than its debug: users asked to
+                // see denials without -v (mosquitto#3020).
+                log::info!(
+                    target: "notice",
+                    "Denied PUBLISH from {} {}",
+                    self.conn_name(id),
+                    PublishSummary::of(&p, topic)
+                );
                 self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
                 return;
             }
@@ -317,6 +356,9 @@ impl Broker {
             );
             reason::IMPLEMENTATION_SPECIFIC_ERROR
         } else {
+            // Logged once the message is accepted, as Mosquitto: a denied or oversized
+            // PUBLISH has its own line instead.
+            self.log_received(id, &p, topic);
             let props = (!p.properties.is_empty()).then_some(&p.properties);
             let out = Outgoing {
                 topic,
@@ -335,6 +377,15 @@ impl Broker {
             }
         };
         self.ack_publish(id, sid, &p, code);
+    }
+
+    /// The `-v` line of an accepted PUBLISH, with its topic after alias and bridge mapping.
+    fn log_received(&self, id: ConnId, p: &Publish<'_>, topic: &str) {
+        log::debug!(
+            "Received PUBLISH from {} {}",
+            self.conn_name(id),
+            PublishSummary::of(p, topic)
+        );
     }
 
     /// Ends a connection for a protocol breach found while handling a packet, telling an MQTT 5
@@ -814,12 +865,21 @@ impl Broker {
     }
 
     pub(super) fn handle_pubrec(&mut self, id: ConnId, sid: SessionId, a: Ack) {
-        log::debug!(
-            "Received PUBREC from {} (Mid: {}, RC:{})",
-            self.conn_name(id),
-            a.packet_id,
-            a.reason
-        );
+        // Mosquitto's wording: the reason code only for MQTT 5 clients.
+        if self.conn(id).is_some_and(|c| c.version.is_v5()) {
+            let name = self.conn_name(id);
+            log::debug!(
+                "Received PUBREC from {name} (Mid: {}) ({})",
+                a.packet_id,
+                a.reason
+            );
+        } else {
+            log::debug!(
+                "Received PUBREC from {} (Mid: {})",
+                self.conn_name(id),
+                a.packet_id
+            );
+        }
         let Some(s) = self.session_mut(sid) else {
             return;
         };

@@ -8,6 +8,7 @@
 //! whose PUBREL has not arrived yet (for exactly-once, v311:[MQTT-4.3.3-2]).
 
 use super::ConnId;
+use crate::auth::passwd::PasswordHash;
 use crate::codec::{Properties, ProtocolVersion, QoS, SubscribeOptions};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -314,6 +315,8 @@ pub struct Session {
 #[derive(Debug, Default)]
 struct Cold {
     username: Option<Rc<str>>,
+    /// The password file entry the latest connection logged in with (never the password).
+    login: Option<Rc<PasswordHash>>,
     expires_at: Option<Instant>,
     pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
     incoming_qos2: Vec<u16>,
@@ -359,16 +362,28 @@ impl Session {
         self.cold.as_ref().and_then(|c| c.username.as_deref())
     }
 
-    /// Sets the username (at CONNECT).
-    pub fn set_username(&mut self, username: Option<&str>) {
+    /// Sets the username and the password file entry it was verified against, if any (at
+    /// CONNECT).
+    pub fn set_username(&mut self, username: Option<&str>, login: Option<Rc<PasswordHash>>) {
         match username {
-            Some(u) => self.cold().username = Some(Rc::from(u)),
+            Some(u) => {
+                let cold = self.cold();
+                cold.username = Some(Rc::from(u));
+                cold.login = login;
+            }
             None => {
                 if let Some(c) = self.cold.as_mut() {
                     c.username = None;
+                    c.login = None;
                 }
             }
         }
+    }
+
+    /// The password file entry the latest connection logged in with; `None` when it did not
+    /// log in with a password from the file (anonymous, certificate, no password file).
+    pub fn login(&self) -> Option<&PasswordHash> {
+        self.cold.as_ref().and_then(|c| c.login.as_deref())
     }
 
     /// When an offline session expires (set when its client leaves).

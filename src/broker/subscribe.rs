@@ -160,6 +160,7 @@ impl Broker {
             if removed {
                 self.persist_subscription(sid, filter, None);
             }
+            log::debug!("\t{filter}");
             log::info!(target: "unsubscribe", "{} {}", name, filter);
             codes.push(if removed {
                 reason::SUCCESS

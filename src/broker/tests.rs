@@ -1174,3 +1174,200 @@ fn an_idle_connection_keeps_to_its_memory_budget() {
         size_of::<Session>()
     );
 }
+
+// ---- SIGHUP re-authentication (issue 12, item 4) ----
+
+/// A password file line for `user` with `password` (a cheap single-round hash: tests only).
+fn password_line(user: &str, password: &str, salt: &[u8]) -> String {
+    use crate::auth::passwd::{HashType, PasswordHash};
+    let hash = PasswordHash::with_salt(HashType::Sha512Pbkdf2, password.as_bytes(), salt, 1);
+    format!("{user}:{hash}\n")
+}
+
+/// Settings with this password file text and ACL text, anonymous as given.
+fn secured(passwords: Option<&str>, acl: Option<&str>, allow_anonymous: bool) -> Settings {
+    let security = crate::auth::Security {
+        passwords: passwords.map(|text| crate::auth::PasswordFile::parse("pw", text).0),
+        acl: acl.map(|text| crate::auth::Acl::parse("acl", text).unwrap_or_else(|e| panic!("{e}"))),
+    };
+    Settings {
+        allow_anonymous,
+        sys_interval: 0,
+        security: Rc::new(security),
+        ..Settings::default()
+    }
+}
+
+fn connect_as(id: &str, user: Option<&str>, password: Option<&str>) -> Vec<u8> {
+    Packet::Connect(Box::new(Connect {
+        version: ProtocolVersion::V311,
+        bridge: false,
+        clean_start: true,
+        keep_alive: 60,
+        client_id: id.into(),
+        will: Some(LastWill {
+            topic: "wills".into(),
+            payload: id.as_bytes().to_vec(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+        }),
+        username: user.map(str::to_string),
+        password: password.map(|p| p.as_bytes().to_vec()),
+        properties: Properties::default(),
+    }))
+    .to_bytes(ProtocolVersion::V311)
+}
+
+impl World {
+    /// Connects `client` with these credentials; returns the CONNACK code.
+    fn login(&mut self, id: ConnId, client: &str, user: Option<&str>, pw: Option<&str>) -> u8 {
+        self.open(id);
+        self.send(id, &connect_as(client, user, pw));
+        match self.take(id).first() {
+            Some(Out::Connack(_, code)) => *code,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Applies new settings as SIGHUP does; returns the connections closed, sorted.
+    fn reload(&mut self, settings: Settings) -> Vec<ConnId> {
+        let n = self.broker.set_settings(settings, self.now);
+        let mut closed: Vec<ConnId> = self
+            .broker
+            .take_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Close(c) => Some(c),
+                Action::ConnectBridge { .. } => None,
+            })
+            .collect();
+        for &c in &closed {
+            self.broker.release(c);
+        }
+        closed.sort_unstable();
+        assert_eq!(n, closed.len());
+        closed
+    }
+}
+
+#[test]
+fn reload_disconnects_a_removed_user_and_keeps_the_others() {
+    let alice = password_line("alice", "a-pw", b"salt-alice01");
+    let bob = password_line("bob", "b-pw", b"salt-bob0001");
+    let mut w = World::new(secured(Some(&format!("{alice}{bob}")), None, false));
+    assert_eq!(w.login(1, "c-alice", Some("alice"), Some("a-pw")), 0);
+    assert_eq!(w.login(2, "c-bob", Some("bob"), Some("b-pw")), 0);
+    // The same file again changes nothing.
+    assert!(w
+        .reload(secured(Some(&format!("{bob}{alice}")), None, false))
+        .is_empty());
+    assert_eq!(w.reload(secured(Some(&alice), None, false)), vec![2]);
+    // No DISCONNECT packet (3.1.1 has none; Mosquitto sends none to v5 clients either).
+    assert!(w.take(2).is_empty());
+    assert!(w
+        .broker
+        .conn(1)
+        .is_some_and(|c| c.state != ConnState::Closing));
+}
+
+#[test]
+fn reload_disconnects_a_user_whose_password_changed() {
+    let before = password_line("alice", "old", b"salt-alice01");
+    let after = password_line("alice", "new", b"salt-alice02");
+    let mut w = World::new(secured(Some(&before), None, false));
+    assert_eq!(w.login(1, "c1", Some("alice"), Some("old")), 0);
+    assert_eq!(w.reload(secured(Some(&after), None, false)), vec![1]);
+    // With the new password she is back.
+    assert_eq!(w.login(2, "c1", Some("alice"), Some("new")), 0);
+}
+
+#[test]
+fn reload_disconnects_anonymous_clients_once_anonymous_is_refused() {
+    let alice = password_line("alice", "a-pw", b"salt-alice01");
+    let mut w = World::new(secured(Some(&alice), None, true));
+    assert_eq!(w.login(1, "anon", None, None), 0);
+    // A username not in the file is refused even with allow_anonymous (Mosquitto 2.0).
+    assert_eq!(w.login(2, "ghost", Some("ghost"), Some("x")), 5);
+    assert!(w.closed(2));
+    assert_eq!(w.login(3, "c-alice", Some("alice"), Some("a-pw")), 0);
+    assert!(w.reload(secured(Some(&alice), None, true)).is_empty());
+    assert_eq!(w.reload(secured(Some(&alice), None, false)), vec![1]);
+}
+
+#[test]
+fn reload_adding_a_password_file_disconnects_users_it_cannot_vouch_for() {
+    // Logged in with a username while there was no password file (allow_anonymous): the new
+    // file cannot be checked against a password midge never kept, so the client goes.
+    let mut w = World::new(secured(None, None, true));
+    assert_eq!(w.login(1, "c1", Some("alice"), Some("a-pw")), 0);
+    assert_eq!(w.login(2, "anon", None, None), 0);
+    let alice = password_line("alice", "a-pw", b"salt-alice01");
+    assert_eq!(w.reload(secured(Some(&alice), None, true)), vec![1]);
+}
+
+#[test]
+fn a_client_disconnected_by_a_reload_publishes_no_will() {
+    let alice = password_line("alice", "a-pw", b"salt-alice01");
+    let bob = password_line("bob", "b-pw", b"salt-bob0001");
+    let mut w = World::new(secured(Some(&format!("{alice}{bob}")), None, false));
+    assert_eq!(w.login(1, "watcher", Some("alice"), Some("a-pw")), 0);
+    w.send(1, &subscribe_bytes(1, &[("wills", QoS::AtMostOnce)]));
+    w.take(1);
+    assert_eq!(w.login(2, "c-bob", Some("bob"), Some("b-pw")), 0);
+    assert_eq!(w.reload(secured(Some(&alice), None, false)), vec![2]);
+    // Mosquitto marks the client as disconnecting first, and context__send_will skips those.
+    assert!(w.take(1).is_empty());
+}
+
+#[test]
+fn per_listener_policies_are_rechecked_per_listener() {
+    let policy = |allow_anonymous| ListenerPolicy {
+        allow_anonymous,
+        allow_zero_length_clientid: true,
+        auto_id_prefix: "auto-".into(),
+        security: Rc::new(crate::auth::Security::default()),
+    };
+    let mut settings = secured(None, None, false);
+    settings.per_listener = vec![policy(true), policy(true)];
+    let mut w = World::new(settings.clone());
+    w.open(1);
+    w.broker.set_listener(1, 0);
+    w.send(1, &connect_as("on-0", None, None));
+    w.open(2);
+    w.broker.set_listener(2, 1);
+    w.send(2, &connect_as("on-1", None, None));
+    assert_eq!(w.take(1), vec![Out::Connack(false, 0)]);
+    assert_eq!(w.take(2), vec![Out::Connack(false, 0)]);
+    settings.per_listener = vec![policy(true), policy(false)];
+    assert_eq!(w.reload(settings), vec![2]);
+}
+
+#[test]
+fn acls_reloaded_apply_to_the_next_publish_and_delivery() {
+    let alice = password_line("alice", "a-pw", b"salt-alice01");
+    let open_acl = "user alice\ntopic readwrite #\n";
+    let mut w = World::new(secured(Some(&alice), Some(open_acl), false));
+    assert_eq!(w.login(1, "sub", Some("alice"), Some("a-pw")), 0);
+    w.send(1, &subscribe_bytes(1, &[("home/#", QoS::AtMostOnce)]));
+    w.take(1);
+    assert_eq!(w.login(2, "pub", Some("alice"), Some("a-pw")), 0);
+    w.send(2, &publish("home/a", b"1", QoS::AtMostOnce, false, 0));
+    assert_eq!(w.take(1), vec![pub_out("home/a", b"1", 0, 0)]);
+    // Now alice may write home/a but read nothing: nobody is disconnected, the publish goes
+    // through the ACL and the delivery to her subscription does not.
+    let write_only = "user alice\ntopic write home/#\n";
+    assert!(w
+        .reload(secured(Some(&alice), Some(write_only), false))
+        .is_empty());
+    w.send(2, &publish("home/a", b"2", QoS::AtMostOnce, false, 0));
+    assert!(w.take(1).is_empty());
+    // And with no rule for home/a at all, a QoS 1 publish is acknowledged but not routed.
+    let other = "user alice\ntopic readwrite garden/#\n";
+    assert!(w
+        .reload(secured(Some(&alice), Some(other), false))
+        .is_empty());
+    w.send(2, &publish("home/a", b"3", QoS::AtLeastOnce, false, 7));
+    assert_eq!(w.take(2), vec![Out::Puback(7)]);
+    assert!(w.take(1).is_empty());
+}
