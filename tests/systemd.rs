@@ -179,6 +179,7 @@ fn midges_unit_is_type_notify_with_its_directories_and_umask() {
         ("RuntimeDirectory", "midge"),
         ("LogsDirectory", "midge"),
         ("StateDirectory", "midge"),
+        ("StateDirectoryMode", "0700"),
         ("UMask", "0077"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
     ] {
