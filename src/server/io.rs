@@ -39,7 +39,6 @@ pub(super) struct Client {
 }
 
 /// Where a connection came from.
-#[derive(Clone, Copy)]
 pub(super) enum Origin {
     /// Accepted on the listener socket with this index in `Server::listeners`.
     Listener(u16),

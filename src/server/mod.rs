@@ -12,26 +12,17 @@
 //!    has data after its budget is revisited next turn (edge-triggered, so we must remember);
 //! 4. write pending output, asking for WRITABLE only while a socket has bytes left over.
 //!
-//! Signals only set flags through a self-pipe; the loop acts on them (SIGINT/SIGTERM stop,
-//! SIGHUP reloads, SIGPIPE is ignored so a dead peer is an error, not a crash).
+//! Every event source has a `Tok`, and each kind of event one arm in `Server::run`. The
+//! jobs around the loop each have a module:
+//! - `listeners`: binding, accepting (with the TLS/WebSocket transport a listener asks for),
+//!   and reading TLS certificates again on SIGHUP;
+//! - `io`: one read path and one flush path for plain TCP and transports alike;
+//! - `signals`: the self-pipe, and what each signal does (stop, save, reload);
+//! - `dial`: resolving and connecting bridges.
 //!
-//! Clients of TLS and WebSocket listeners carry a [`Transport`] (see [`crate::transport`]):
-//! their bytes go through it on the way in and out, and it may have bytes of its own to write
-//! (handshakes, pongs, alerts), so their WRITABLE interest follows the transport too. A plain
-//! TCP client has none, and its path stays as above, without a copy. A transport failure (a
-//! failed TLS handshake, a text frame) closes only that connection, with a log line naming
-//! the peer and the cause. On SIGHUP each TLS listener's certificates and keys are read again
-//! with the rest of the configuration; if any part fails, nothing of the new one is used.
-//!
-//! Bridges open outgoing connections from here (their host names resolved on a helper
-//! thread). A bridge with `bridge_cafile`/`bridge_capath` gets a client-side TLS transport
-//! before the broker writes its CONNECT; a TLS failure is logged naming the bridge and the
-//! address, and closing the connection hands the attempt back to the broker's back-off.
-
-//! The jobs around the loop each have a module: [`listeners`] binds, accepts and reloads TLS;
-//! [`io`] reads and flushes connections; [`signals`] owns the self-pipe and what each signal
-//! does; [`dial`] resolves and connects bridges. This file is the loop itself: the per-turn
-//! order, the event dispatch by [`Tok`], closing connections and wiring the store.
+//! This file keeps the loop itself: the per-turn order, closing connections the broker asks to
+//! close, and wiring the store's commits to the loop. It never parses MQTT and never decides
+//! what a client may do; the broker does.
 
 mod dial;
 mod io;
