@@ -211,7 +211,8 @@ impl Server {
         self.flush_dirty(now);
         self.apply_actions(now);
         if let Some(store) = self.store.take() {
-            // Everything accepted is on disk before exit (DELIVERY.md, SIGTERM/SIGINT).
+            // Everything accepted is on disk before exit: a clean stop (SIGTERM, SIGINT)
+            // loses nothing.
             if let Err(e) = store.close() {
                 log::error!("Error: Unable to save the store at exit: {e}.");
             }
