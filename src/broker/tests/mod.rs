@@ -7,6 +7,8 @@ use crate::codec::{
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+mod time;
+
 struct World {
     broker: Broker,
     t0: Instant,
@@ -107,9 +109,15 @@ impl World {
     }
 
     fn with_sys(settings: Settings) -> World {
-        // The broker starts its `$SYS` clock at creation; the test clock starts after it.
-        let broker = Broker::new(settings);
+        let mut broker = Broker::new(settings);
+        // The broker starts its timer and `$SYS` clocks at creation; restarting them at the
+        // test's time zero puts every deadline at an exact offset from `t0`, so a test can
+        // stand one millisecond before a deadline and then on it.
         let now = Instant::now();
+        let sys_interval = Duration::from_secs(u64::from(broker.settings.sys_interval));
+        broker.timers = Timers::new(now);
+        broker.sys = sys::SysState::new(now, sys_interval);
+        broker.now = now;
         World {
             broker,
             t0: now,
@@ -129,6 +137,44 @@ impl World {
     fn advance(&mut self, d: Duration) {
         self.now += d;
         self.broker.tick(self.now);
+    }
+
+    /// Moves the clock to the broker's next deadline, if it is at most `limit`, and runs the
+    /// timers due there, as the server loop does when its poll times out. False when no
+    /// timer is due by `limit`.
+    fn step(&mut self, limit: Instant) -> bool {
+        match self.broker.next_deadline() {
+            Some(at) if at <= limit => {
+                self.now = self.now.max(at);
+                self.broker.tick(self.now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs every timer at its own deadline until no timer is armed (quinn-proto's
+    /// `Pair::drive`, for the broker alone). Connections with a keepalive time out on the
+    /// way, and a broker with `$SYS` on never idles: use [`World::drive_until`] for those.
+    fn drive(&mut self) {
+        let far = self.now + Duration::from_secs(10 * 365 * 24 * 3600);
+        self.drive_until(far);
+        assert!(
+            self.broker.next_deadline().is_none(),
+            "the broker never went idle"
+        );
+    }
+
+    /// Runs every timer due by `until`, each at its own deadline, and leaves the clock there.
+    fn drive_until(&mut self, until: Instant) {
+        // A timer re-armed at the instant it fell due would loop forever.
+        for _ in 0..1_000_000 {
+            if !self.step(until) {
+                self.now = self.now.max(until);
+                return;
+            }
+        }
+        panic!("timers keep falling due at {:?}", self.now - self.t0);
     }
 
     /// Opens connection `id` and connects it as `client`, returning CONNACK's session present.
