@@ -9,7 +9,8 @@
 //! Only the paths are kept here; the server reads the files when it starts
 //! (`crate::transport::tls_client`).
 
-use super::{invalid, parse_bool, parse_number, required, ConfigError, Location, TlsVersion};
+use super::parse::{invalid, parse_bool, parse_number, required, ConfigError, Location};
+use super::TlsVersion;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -296,6 +297,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{ok, parse};
     use std::path::PathBuf;
 
     fn at() -> Location {
@@ -372,5 +374,21 @@ mod tests {
         assert!(apply(&mut b, "bridge_tls_version", "sslv3", &at(), &mut w).is_err());
         assert!(apply(&mut b, "bridge_insecure", "maybe", &at(), &mut w).is_err());
         assert!(apply(&mut b, "bridge_cafile", "", &at(), &mut w).is_err());
+    }
+
+    #[test]
+    fn bridge_blocks_are_read() {
+        let c = ok(
+            "connection hub\naddress 127.0.0.1:1884\ntopic sensors/# out 1\n\
+                    remote_clientid kitchen\ncleansession true\nconnection other\naddress h",
+        );
+        assert_eq!(c.bridges.len(), 2);
+        let b = &c.bridges[0];
+        assert_eq!(b.addresses, vec![("127.0.0.1".to_string(), 1884)]);
+        assert_eq!(b.topics.len(), 1);
+        assert_eq!(b.client_id(), "kitchen");
+        assert!(b.clean_session);
+        assert_eq!(b.state_topic(), "$SYS/broker/connection/kitchen/state");
+        assert!(parse("connection x\nbridge_psk 0a1b").is_err());
     }
 }
