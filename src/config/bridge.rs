@@ -10,7 +10,7 @@
 //! (`crate::transport::tls_client`).
 
 use super::parse::{invalid, parse_bool, parse_number, required, ConfigError, Location};
-use super::TlsVersion;
+use super::{TlsVersion, DEFAULT_PORT};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -162,7 +162,7 @@ fn address(value: &str, at: &Location, name: &str) -> Result<(String, u16), Conf
             let port: u16 = port.parse().map_err(|_| invalid(name, value, at))?;
             Ok((host.trim_matches(['[', ']']).to_string(), port))
         }
-        _ => Ok((value.to_string(), 1883)),
+        _ => Ok((value.to_string(), DEFAULT_PORT)),
     }
 }
 

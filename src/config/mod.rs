@@ -166,7 +166,8 @@ pub struct Config {
     pub cli_ports: Vec<u16>,
 }
 
-/// Port of the default listener (`port`, `bind_address`, and local-only mode).
+/// The MQTT port: the default listener's (`port`, `bind_address`, local-only mode) and a
+/// bridge `address`'s when it names none.
 pub const DEFAULT_PORT: u16 = 1883;
 
 /// The addresses local-only listeners bind to (the IPv6 one only if the machine has IPv6).
@@ -312,6 +313,16 @@ mod tests {
         assert!(c.set_tcp_nodelay);
         assert_eq!(c.pid_file, None);
         assert!(c.warnings.is_empty());
+        // Also the broker's defaults (`Settings::default` is built from these).
+        assert_eq!(c.max_qos, 2);
+        assert_eq!(c.max_topic_alias, 10);
+        assert_eq!(c.sys_interval, 10);
+        assert_eq!(c.connect_timeout, Duration::from_secs(20));
+        assert_eq!(c.memory_limit, 0);
+        assert!(!c.persistence);
+        assert_eq!(c.persistence_sync_interval, Duration::from_secs(1));
+        assert!(!c.per_listener_settings);
+        assert_eq!(c.user, "mosquitto");
     }
 
     #[test]
