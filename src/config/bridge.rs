@@ -38,12 +38,12 @@ pub struct BridgeTopic {
 
 impl BridgeTopic {
     /// The filter subscribed on this broker for an `out` topic.
-    pub fn local_filter(&self) -> String {
+    pub(crate) fn local_filter(&self) -> String {
         format!("{}{}", self.local_prefix, self.pattern)
     }
 
     /// The filter subscribed on the remote broker for an `in` topic.
-    pub fn remote_filter(&self) -> String {
+    pub(crate) fn remote_filter(&self) -> String {
         format!("{}{}", self.remote_prefix, self.pattern)
     }
 }
@@ -78,7 +78,7 @@ pub struct BridgeTls {
 
 impl BridgeTls {
     /// True when the bridge speaks TLS: a CA to check the remote against is configured.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.cafile.is_some() || self.capath.is_some()
     }
 }
@@ -116,7 +116,7 @@ pub struct BridgeConfig {
 
 impl BridgeConfig {
     /// A bridge named `name` with Mosquitto's defaults.
-    pub fn new(name: &str) -> BridgeConfig {
+    pub(crate) fn new(name: &str) -> BridgeConfig {
         BridgeConfig {
             name: name.to_string(),
             addresses: Vec::new(),
@@ -138,7 +138,7 @@ impl BridgeConfig {
     }
 
     /// The client id used on the remote broker.
-    pub fn client_id(&self) -> String {
+    pub(crate) fn client_id(&self) -> String {
         self.remote_clientid.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_string())
@@ -148,7 +148,7 @@ impl BridgeConfig {
     }
 
     /// The topic carrying the bridge's state, 1 (up) or 0 (down).
-    pub fn state_topic(&self) -> String {
+    pub(crate) fn state_topic(&self) -> String {
         self.notification_topic
             .clone()
             .unwrap_or_else(|| format!("$SYS/broker/connection/{}/state", self.client_id()))
@@ -213,7 +213,7 @@ fn topic(value: &str, at: &Location) -> Result<BridgeTopic, ConfigError> {
 }
 
 /// Applies a bridge option to `b`; `Ok(false)` when `name` is not a bridge option.
-pub fn apply(
+pub(super) fn apply(
     b: &mut BridgeConfig,
     name: &str,
     value: &str,

@@ -82,7 +82,7 @@ pub enum SocketDomain {
 
 impl SocketDomain {
     /// True when `addr` is of this family.
-    pub fn admits(self, addr: &std::net::SocketAddr) -> bool {
+    pub(crate) fn admits(self, addr: &std::net::SocketAddr) -> bool {
         match self {
             SocketDomain::Ipv4 => addr.is_ipv4(),
             SocketDomain::Ipv6 => addr.is_ipv6(),
@@ -129,7 +129,7 @@ pub struct TlsOptions {
 
 impl TlsOptions {
     /// True when the listener speaks TLS.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.certfile.is_some() && self.keyfile.is_some()
     }
 

@@ -61,7 +61,7 @@ impl LogTypes {
         LogTypes(Self::ERROR | Self::WARNING | Self::NOTICE | Self::INFORMATION);
 
     /// True when every bit of `bits` is enabled.
-    pub fn has(self, bits: u16) -> bool {
+    pub(crate) fn has(self, bits: u16) -> bool {
         self.0 & bits == bits
     }
 }
@@ -168,12 +168,12 @@ pub struct Config {
 
 /// The MQTT port: the default listener's (`port`, `bind_address`, local-only mode) and a
 /// bridge `address`'s when it names none.
-pub const DEFAULT_PORT: u16 = 1883;
+pub(crate) const DEFAULT_PORT: u16 = 1883;
 
 /// The addresses local-only listeners bind to (the IPv6 one only if the machine has IPv6).
-pub const LOOPBACK: &str = "127.0.0.1";
+pub(crate) const LOOPBACK: &str = "127.0.0.1";
 /// See [`LOOPBACK`].
-pub const LOOPBACK_V6: &str = "::1";
+pub(crate) const LOOPBACK_V6: &str = "::1";
 
 impl Default for LogConfig {
     fn default() -> Self {
