@@ -198,9 +198,10 @@ fn v5_server_keep_alive_replaces_the_clients_mqtt_3_2_2_21() {
 
 #[test]
 fn a_connection_that_sends_no_connect_is_closed_at_the_connect_timeout() {
-    let mut w = World::new(Settings::default());
+    let settings = Settings::default();
+    let timeout = settings.connect_timeout.as_millis() as u64;
+    let mut w = World::new(settings);
     w.open(1);
-    let timeout = DEFAULT_CONNECT_TIMEOUT.as_millis() as u64;
     w.drive_until(at(&w, timeout - 1));
     assert!(!w.closed(1));
     w.drive_until(at(&w, timeout));
