@@ -155,7 +155,7 @@ impl World {
 
     /// Runs every timer at its own deadline until no timer is armed (quinn-proto's
     /// `Pair::drive`, for the broker alone). Connections with a keepalive time out on the
-    /// way, and a broker with `$SYS` on never idles: use [`World::drive_until`] for those.
+    /// way; a broker with `$SYS` on never idles, so drive it with [`World::drive_until`].
     fn drive(&mut self) {
         let far = self.now + Duration::from_secs(10 * 365 * 24 * 3600);
         self.drive_until(far);
