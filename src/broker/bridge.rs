@@ -320,7 +320,7 @@ impl Broker {
                 c.out_mut().extend_from_slice(&out);
             }
         }
-        self.resend_inflight(id, sid);
+        self.resend_inflight(sid);
         self.pump(sid);
     }
 

@@ -15,6 +15,7 @@ pub mod bridge;
 mod clients;
 pub mod conn;
 mod connect;
+mod deliver;
 mod identity;
 mod persist;
 mod publish;

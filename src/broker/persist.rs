@@ -116,58 +116,56 @@ fn stored(p: &Persist, m: &Message) -> StoredMessage {
     }
 }
 
-/// Gives a QoS 1/2 delivery of a persistent session its sequence number and records it (for
-/// call sites that already hold the session borrowed).
-pub(super) fn record_delivery(
-    p: Option<&mut Persist>,
-    s: &mut Session,
-    d: &mut Delivery,
-    packet_id: u16,
-    state: MessageState,
-) {
-    let Some(p) = p else {
-        return;
-    };
-    if d.qos == QoS::AtMostOnce || !persistent(s) {
-        return;
+impl Persist {
+    /// Gives a QoS 1/2 delivery of a persistent session its sequence number and records it,
+    /// queued or in flight with `packet_id`.
+    pub(super) fn message_added(
+        &mut self,
+        s: &mut Session,
+        d: &mut Delivery,
+        packet_id: u16,
+        state: MessageState,
+    ) {
+        if d.qos == QoS::AtMostOnce || !persistent(s) {
+            return;
+        }
+        d.seq = s.next_seq();
+        let message = QueuedMessage {
+            seq: d.seq,
+            packet_id,
+            state,
+            qos: d.qos as u8,
+            retain: d.retain,
+            sub_ids: d.sub_ids.clone(),
+            message: stored(self, &d.msg),
+        };
+        self.changes.push(Change::MessageAdd {
+            client_id: s.client_id.to_string(),
+            message,
+        });
     }
-    d.seq = s.next_seq();
-    let message = QueuedMessage {
-        seq: d.seq,
-        packet_id,
-        state,
-        qos: d.qos as u8,
-        retain: d.retain,
-        sub_ids: d.sub_ids.clone(),
-        message: stored(p, &d.msg),
-    };
-    p.changes.push(Change::MessageAdd {
-        client_id: s.client_id.to_string(),
-        message,
-    });
-}
 
-/// Records a stored delivery sent (now in flight with `packet_id`).
-pub(super) fn record_sent(p: Option<&mut Persist>, s: &Session, d: &Delivery, packet_id: u16) {
-    let (Some(p), true) = (p, d.seq != 0) else {
-        return;
-    };
-    let state = out_state(OutState::sent(d.qos));
-    p.changes.push(Change::MessageState {
-        client_id: s.client_id.to_string(),
-        seq: d.seq,
-        packet_id,
-        state,
-    });
-}
-
-/// Records a stored delivery dropped from a queue.
-pub(super) fn record_dropped(p: Option<&mut Persist>, s: &Session, d: &Delivery) {
-    if let (Some(p), true) = (p, d.seq != 0) {
-        p.changes.push(Change::MessageDelete {
+    /// Records a stored delivery sent (now in flight with `packet_id`).
+    pub(super) fn message_sent(&mut self, s: &Session, d: &Delivery, packet_id: u16) {
+        if d.seq == 0 {
+            return;
+        }
+        self.changes.push(Change::MessageState {
             client_id: s.client_id.to_string(),
             seq: d.seq,
+            packet_id,
+            state: out_state(OutState::sent(d.qos)),
         });
+    }
+
+    /// Records a delivery dropped, if it was stored (`seq` 0: it never was).
+    pub(super) fn message_dropped(&mut self, s: &Session, seq: u64) {
+        if seq != 0 {
+            self.changes.push(Change::MessageDelete {
+                client_id: s.client_id.to_string(),
+                seq,
+            });
+        }
     }
 }
 

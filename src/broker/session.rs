@@ -260,6 +260,16 @@ impl Queue {
         q.items.push_back(d);
     }
 
+    /// Puts a delivery back at the front, counting it if it counts.
+    fn push_front(&mut self, d: Delivery) {
+        let q = self.0.get_or_insert_with(Box::default);
+        if d.counted {
+            q.count += 1;
+            q.bytes += d.msg.size();
+        }
+        q.items.push_front(d);
+    }
+
     /// Takes the delivery at the front. A queue that held a burst gives its memory back once
     /// it has drained.
     fn pop_front(&mut self) -> Option<Delivery> {
@@ -475,6 +485,11 @@ impl Session {
     /// Adds a delivery to the back of the queue, updating the counters.
     pub fn enqueue(&mut self, d: Delivery) {
         self.queue.push_back(d);
+    }
+
+    /// Puts back the delivery just taken from the front of the queue, updating the counters.
+    pub fn requeue_front(&mut self, d: Delivery) {
+        self.queue.push_front(d);
     }
 
     /// Takes the delivery at the front of the queue, updating the counters.
