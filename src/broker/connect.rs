@@ -289,19 +289,10 @@ impl Broker {
         }
         let (sid, session_present) = match self.session_of(&client_id) {
             Some(sid) => (sid, true),
-            None => {
-                self.next_gen = self.next_gen.wrapping_add(1);
-                let gen = self.next_gen;
-                let idx =
-                    self.sessions
-                        .insert(Session::new(gen, client_id.clone(), c.version, expiry));
-                let sid = SessionId {
-                    idx: idx as u32,
-                    gen,
-                };
-                self.clients.insert(sid.idx, &self.sessions);
-                (sid, false)
-            }
+            None => (
+                self.create_session(client_id.clone(), c.version, expiry, false),
+                false,
+            ),
         };
         if let Some(s) = self.session_mut(sid) {
             s.set_conn(Some(id));

@@ -7,14 +7,15 @@
 //! and queue, the store's record of them, the connection's place on the dirty list, the queue
 //! memory and the counters in step with what happened, which it returns as a [`Sent`]. A drop
 //! is recorded in one place, [`Outlet::dropped`], so the store never keeps a message the
-//! session no longer has.
+//! session no longer has. The memory held in queues ([`QueuedBytes`]) changes only here too,
+//! as deliveries enter and leave a queue.
 //!
 //! Deciding who gets a message is routing's job (`publish.rs`), not this module's.
 
 use super::conn::{Conn, ConnState};
 use super::persist::{out_state, Persist};
 use super::publish::{Outgoing, PublishSummary, Target};
-use super::session::{Delivery, Inflight, Message, OutState, Session};
+use super::session::{Delivery, Inflight, Message, OutState, Queue, Session};
 use super::{Broker, ConnId, SessionId, Settings, Stats, OUTPUT_HIGH_WATER};
 use crate::codec::encode::{write_publish, PublishOut};
 use crate::codec::{Ack, Packet, Properties, QoS};
@@ -33,7 +34,8 @@ pub(super) enum Sent {
     InFlight,
     /// Waiting in the session's queue.
     Queued,
-    /// Neither sent nor kept: counted as dropped, and gone from the store.
+    /// Neither sent nor kept, nor in the store. Counted as dropped unless it was a QoS 0
+    /// message for a client that is not connected, which it was never for.
     Dropped,
 }
 
@@ -64,7 +66,7 @@ pub(super) struct Outlet<'a> {
     pub(super) settings: &'a Settings,
     dirty: &'a mut Vec<ConnId>,
     stats: &'a mut Stats,
-    held_bytes: &'a mut usize,
+    held_bytes: &'a mut QueuedBytes,
     persist: Option<&'a mut Persist>,
 }
 
@@ -112,8 +114,40 @@ impl Outlet<'_> {
     /// Takes the delivery at the front of the queue.
     pub(super) fn dequeue(&mut self) -> Option<Delivery> {
         let d = self.session.dequeue()?;
-        *self.held_bytes -= queued_size(&d);
+        self.held_bytes.0 -= queued_size(&d);
         Some(d)
+    }
+
+    /// Keeps only the queued deliveries `keep` accepts; the others are discarded without a
+    /// trace (for QoS 0 messages, which are never stored or counted as dropped).
+    pub(super) fn retain_queued(&mut self, keep: impl FnMut(&Delivery) -> bool) {
+        let before = self.session.queue.bytes();
+        self.session.queue.retain(keep);
+        self.held_bytes.0 -= before - self.session.queue.bytes();
+    }
+
+    /// Takes the whole queue of a session that is ending.
+    pub(super) fn take_queue(&mut self) -> Queue {
+        let q = std::mem::take(&mut self.session.queue);
+        self.held_bytes.0 -= q.bytes();
+        q
+    }
+
+    /// Puts back a delivery read from the store at start, in flight with its packet id or
+    /// queued; it is already recorded.
+    pub(super) fn restore(&mut self, d: Delivery, inflight: Option<(u16, OutState)>) {
+        self.session.raise_seq(d.seq);
+        match inflight {
+            Some((packet_id, state)) => self.session.inflight.push_back(Inflight {
+                packet_id,
+                state,
+                delivery: d,
+            }),
+            None => {
+                self.held_bytes.0 += queued_size(&d);
+                self.session.enqueue(d);
+            }
+        }
     }
 
     fn send_routed(
@@ -180,7 +214,7 @@ impl Outlet<'_> {
             }
         }
         if self.conn.is_none() && t.qos == QoS::AtMostOnce && !self.settings.queue_qos0_messages {
-            // QoS 0 is for connected clients only: not a drop, the message was never theirs.
+            // QoS 0 is for connected clients only: not counted, the message was never theirs.
             return Sent::Dropped;
         }
         // Queue it, within max_queued_messages / max_queued_bytes.
@@ -199,13 +233,13 @@ impl Outlet<'_> {
 
     /// The front of the queue, if the window and the output bound let it go.
     fn send_queued(&mut self, d: Delivery, now: Instant) -> Sent {
+        let Some((_, c)) = self.conn.as_mut() else {
+            return self.requeue(d);
+        };
         if d.msg.expires_at.is_some_and(|t| t <= now) {
             // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
             return self.dropped(d.seq);
         }
-        let Some((_, c)) = self.conn.as_mut() else {
-            return self.requeue(d);
-        };
         if c.out().len() >= OUTPUT_HIGH_WATER {
             c.throttled = true;
             return self.requeue(d);
@@ -251,7 +285,7 @@ impl Outlet<'_> {
         };
         if m.state == OutState::AwaitPubcomp {
             Packet::Pubrel(Ack::new(m.packet_id)).encode(c.version, c.out_mut());
-            mark_dirty(c, *cid, self.dirty);
+            c.mark_dirty(*cid, self.dirty);
         } else {
             let d = &m.delivery;
             if !self.write(
@@ -280,7 +314,7 @@ impl Outlet<'_> {
         if !write_message(c, &self.session.client_id, m, f, now) {
             return false;
         }
-        mark_dirty(c, *cid, self.dirty);
+        c.mark_dirty(*cid, self.dirty);
         true
     }
 
@@ -295,14 +329,14 @@ impl Outlet<'_> {
         if let Some(p) = self.persist.as_deref_mut() {
             p.message_added(self.session, &mut d, 0, MessageState::Queued);
         }
-        *self.held_bytes += queued_size(&d);
+        self.held_bytes.0 += queued_size(&d);
         self.session.enqueue(d);
         Sent::Queued
     }
 
     /// Puts back the delivery just taken from the front of the queue.
     fn requeue(&mut self, d: Delivery) -> Sent {
-        *self.held_bytes += queued_size(&d);
+        self.held_bytes.0 += queued_size(&d);
         self.session.requeue_front(d);
         Sent::Queued
     }
@@ -329,20 +363,23 @@ impl Outlet<'_> {
     }
 }
 
+/// Bytes of messages waiting in session queues, against `memory_limit`. Only an [`Outlet`]
+/// changes it, as deliveries enter and leave a queue.
+#[derive(Debug, Default)]
+pub(super) struct QueuedBytes(usize);
+
+impl QueuedBytes {
+    pub(super) fn get(&self) -> usize {
+        self.0
+    }
+}
+
 /// Bytes a queued delivery counts against `memory_limit` (retained replays do not count).
 fn queued_size(d: &Delivery) -> usize {
     if d.counted {
         d.msg.size()
     } else {
         0
-    }
-}
-
-/// Puts connection `id` on the dirty list, once, so the loop flushes its new output.
-pub(super) fn mark_dirty(c: &mut Conn, id: ConnId, dirty: &mut Vec<ConnId>) {
-    if !c.dirty {
-        c.dirty = true;
-        dirty.push(id);
     }
 }
 

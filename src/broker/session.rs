@@ -285,6 +285,17 @@ impl Queue {
         Some(d)
     }
 
+    /// Keeps only the deliveries `keep` accepts, in order, updating the counters.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Delivery) -> bool) {
+        let Some(q) = self.0.as_mut() else {
+            return;
+        };
+        q.items.retain(|d| keep(d));
+        let counted = q.items.iter().filter(|d| d.counted);
+        q.count = counted.clone().count();
+        q.bytes = counted.map(|d| d.msg.size()).sum();
+    }
+
     /// Takes every delivery, leaving the queue empty (and unallocated).
     pub fn drain_all(&mut self) -> impl Iterator<Item = Delivery> {
         self.0.take().into_iter().flat_map(|q| q.items.into_iter())
@@ -482,18 +493,20 @@ impl Session {
         }
     }
 
-    /// Adds a delivery to the back of the queue, updating the counters.
-    pub fn enqueue(&mut self, d: Delivery) {
+    /// Adds a delivery to the back of the queue, updating the counters. The broker goes
+    /// through its `Outlet` (`deliver.rs`), which also keeps the memory of all queues.
+    pub(super) fn enqueue(&mut self, d: Delivery) {
         self.queue.push_back(d);
     }
 
     /// Puts back the delivery just taken from the front of the queue, updating the counters.
-    pub fn requeue_front(&mut self, d: Delivery) {
+    pub(super) fn requeue_front(&mut self, d: Delivery) {
         self.queue.push_front(d);
     }
 
-    /// Takes the delivery at the front of the queue, updating the counters.
-    pub fn dequeue(&mut self) -> Option<Delivery> {
+    /// Takes the delivery at the front of the queue, updating the counters (through the
+    /// broker's `Outlet`, as [`Session::enqueue`]).
+    pub(super) fn dequeue(&mut self) -> Option<Delivery> {
         self.queue.pop_front()
     }
 
