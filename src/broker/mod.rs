@@ -57,9 +57,6 @@ pub fn table_capacity<T>() -> usize {
 const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 /// Mosquitto's sanity limit for CONNECT, checked before a client is known.
 const MAX_CONNECT_PACKET: usize = 100_000;
-/// A connection must send CONNECT within this time unless `connect_timeout` says otherwise
-/// (protection against sockets that never speak, slowloris style).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Output bytes held for one connection before QoS 0 messages to it are dropped and queued
 /// ones wait (a slow or stopped reader cannot make the broker grow without bound).
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
@@ -110,29 +107,12 @@ pub struct ListenerPolicy {
 }
 
 impl Default for Settings {
+    /// The settings of [`Config::default`] (the defaults are written there once), with
+    /// anonymous clients allowed, as in local-only mode: a broker with no listener configured.
     fn default() -> Settings {
         Settings {
             allow_anonymous: true,
-            max_packet_size: 0,
-            message_size_limit: 0,
-            max_keepalive: 65535,
-            max_inflight_messages: 20,
-            max_queued_messages: 1000,
-            max_queued_bytes: 0,
-            queue_qos0_messages: false,
-            retain_available: true,
-            allow_zero_length_clientid: true,
-            auto_id_prefix: "auto-".into(),
-            persistent_client_expiration: None,
-            upgrade_outgoing_qos: false,
-            connection_messages: true,
-            max_topic_alias: 10,
-            sys_interval: 10,
-            memory_limit: DEFAULT_MEMORY_LIMIT,
-            max_qos: codec::QoS::ExactlyOnce,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            security: Rc::new(Security::default()),
-            per_listener: Vec::new(),
+            ..Settings::from_config(&Config::default())
         }
     }
 }
