@@ -8,13 +8,19 @@
 #
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--duration S] [--brokers "midge mosquitto rumqttd"]
 #                         [--scenarios "fanin0 fanout0 ..."] [--out DIR]
+#                         [--midge-a PATH --midge-b PATH]
 #   --quick   one round, 2-second runs (a smoke test of the whole pipeline, about 1 minute)
 #   --brokers may also name "forward": midge-bench's forwarding server, the generator's ceiling
 #             (message scenarios only; it keeps no retained messages).
+#   --midge-a, --midge-b  compare two midge binaries (say main's and a branch's) under one
+#             generator build: they run as brokers "midge-a" and "midge-b", alternating like the
+#             others, and each scenario also prints the ratio b/a. Without --brokers only these
+#             two run; name them in --brokers to add Mosquitto or rumqttd.
 # Scenarios: fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm (default: all).
 # Not a pass/fail test: never run it in CI. Loopback only.
 set -euo pipefail
 
+CALLER_DIR=$PWD
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROUNDS=3
@@ -23,19 +29,31 @@ QUICK=0
 BROKERS="midge mosquitto rumqttd"
 SCENARIOS="fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm"
 OUT=""
+MIDGE_A=""
+MIDGE_B=""
+BROKERS_GIVEN=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; ROUNDS=1; DURATION=2 ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
-        --brokers) BROKERS=$2; shift ;;
+        --brokers) BROKERS=$2; BROKERS_GIVEN=1; shift ;;
         --scenarios) SCENARIOS=$2; shift ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --midge-a) MIDGE_A=$2; shift ;;
+        --midge-b) MIDGE_B=$2; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
+if [ -n "$MIDGE_A$MIDGE_B" ]; then
+    [ -n "$MIDGE_A" ] && [ -n "$MIDGE_B" ] || { echo "bench.sh: --midge-a and --midge-b go together" >&2; exit 2; }
+    # Paths are relative to where the script was called from, not to the checkout.
+    MIDGE_A=$(cd "$CALLER_DIR" && realpath -e "$MIDGE_A") || exit 2
+    MIDGE_B=$(cd "$CALLER_DIR" && realpath -e "$MIDGE_B") || exit 2
+    [ "$BROKERS_GIVEN" = 1 ] || BROKERS="midge-a midge-b"
+fi
 OUT=${OUT:-$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv
@@ -48,10 +66,16 @@ MOSQUITTO=/usr/sbin/mosquitto
 log() { echo "[bench] $*" >&2; }
 
 # --- tools ---------------------------------------------------------------------------------
-log "building midge and midge-bench (release)"
-if ! cargo build --release --bin midge --bin midge-bench >"$OUT/build.log" 2>&1; then
-    log "midge does not build yet (see $OUT/build.log); building midge-bench alone"
-    cargo build --release --bin midge-bench >>"$OUT/build.log" 2>&1
+if [[ " $BROKERS " != *" midge "* ]]; then
+    # --midge-a/--midge-b bring their own binaries: only the generator is built.
+    log "building midge-bench (release)"
+    cargo build --release --bin midge-bench >"$OUT/build.log" 2>&1
+else
+    log "building midge and midge-bench (release)"
+    if ! cargo build --release --bin midge --bin midge-bench >"$OUT/build.log" 2>&1; then
+        log "midge does not build yet (see $OUT/build.log); building midge-bench alone"
+        cargo build --release --bin midge-bench >>"$OUT/build.log" 2>&1
+    fi
 fi
 if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$RUMQTTD" ]; then
     log "installing rumqttd into ./bench-tools (takes a few minutes)"
@@ -84,15 +108,23 @@ wait_listen() { # port pid
     return 1
 }
 
+midge_bin() { # NAME: the binary behind broker midge, midge-a or midge-b
+    case "$1" in
+        midge-a) echo "$MIDGE_A" ;;
+        midge-b) echo "$MIDGE_B" ;;
+        *) echo "$MIDGE" ;;
+    esac
+}
+
 BROKER_PID=""
 # start_broker NAME PORT LOGFILE: starts NAME pinned to core 0, sets BROKER_PID.
 start_broker() {
     local name=$1 port=$2 logf=$3 conf=$OUT/$1.conf
     [ "$name" = rumqttd ] && conf=$OUT/rumqttd.toml # rumqttd picks the format by extension
     case "$name" in
-        midge)
+        midge|midge-a|midge-b)
             printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$conf"
-            taskset -c 0 "$MIDGE" -c "$conf" >"$logf" 2>&1 &
+            taskset -c 0 "$(midge_bin "$name")" -c "$conf" >"$logf" 2>&1 &
             ;;
         mosquitto)
             printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$conf"
@@ -159,7 +191,7 @@ AVAILABLE=""
 for b in $BROKERS; do
     port=$(free_port)
     case "$b" in
-        midge) [ -x "$MIDGE" ] || { log "midge: no binary, skipped"; continue; } ;;
+        midge|midge-a|midge-b) [ -x "$(midge_bin "$b")" ] || { log "$b: no binary, skipped"; continue; } ;;
         mosquitto) [ -x "$MOSQUITTO" ] || { log "mosquitto: not installed, skipped"; continue; } ;;
         rumqttd) [ -x "$RUMQTTD" ] || { log "rumqttd: not installed, skipped"; continue; } ;;
         forward) ;;
@@ -248,7 +280,7 @@ STARTED=$(date -u "+%Y-%m-%d %H:%M UTC")
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for scen in $SCENARIOS; do
     if [ "$scen" = latency ]; then
-        # Half of Mosquitto's maximum fan-in rate from this run (the issue's offered load).
+        # Half of Mosquitto's maximum fan-in rate from this run: a load both can carry.
         m=$(awk -F'\t' '$1=="fanin0" && $2=="mosquitto" && $4!="NA" {print $4}' "$RESULTS" | median)
         if [ "$m" != NA ]; then LATENCY_RATE=$(awk -v m="$m" 'BEGIN {printf "%d", m/2}'); fi
     fi
@@ -265,6 +297,8 @@ done
     echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     [ -x "$MOSQUITTO" ] && echo "# $($MOSQUITTO -h 2>/dev/null | head -1)"
     [ -x "$RUMQTTD" ] && echo "# $($RUMQTTD -V 2>/dev/null)"
+    [ -n "$MIDGE_A" ] && echo "# midge-a: $MIDGE_A (sha256 $(sha256sum "$MIDGE_A" | cut -c1-12))"
+    [ -n "$MIDGE_B" ] && echo "# midge-b: $MIDGE_B (sha256 $(sha256sum "$MIDGE_B" | cut -c1-12))"
     echo "# rounds=$ROUNDS duration=${DURATION}s; medians; brokers on core 0, generator on core 1"
     echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (above ~0.5 the machine was shared)"
     echo
@@ -285,6 +319,16 @@ done
                     if (m == "NA" || p == "NA" || p == 0) print "ratio midge/" b ": n/a";
                     else printf "ratio midge/%s: %.2f\n", b, m / p }'
             done
+        fi
+        if [[ " $AVAILABLE " == *" midge-a "* && " $AVAILABLE " == *" midge-b "* ]]; then
+            a=$(awk -F'\t' -v s="$scen" '$1==s && $2=="midge-a" && $4!="NA" {print $4}' "$RESULTS" | median)
+            b=$(awk -F'\t' -v s="$scen" '$1==s && $2=="midge-b" && $4!="NA" {print $4}' "$RESULTS" | median)
+            # The per-round spread of each binary, (max - min) / median, to judge the ratio by.
+            spread() { awk -F'\t' -v s="$scen" -v b="$1" '$1==s && $2==b && $4!="NA" {print $4}' "$RESULTS" |
+                sort -g | awk -v m="$2" '{v[NR]=$1} END {if (NR<2 || m=="NA" || m==0) print "n/a"; else printf "%.1f%%", (v[NR]-v[1])*100/m}'; }
+            awk -v a="$a" -v b="$b" -v sa="$(spread midge-a "$a")" -v sb="$(spread midge-b "$b")" 'BEGIN {
+                if (a == "NA" || b == "NA" || a == 0) print "ratio midge-b/midge-a: n/a";
+                else printf "ratio midge-b/midge-a: %.3f (spread across rounds: a %s, b %s)\n", b / a, sa, sb }'
         fi
         echo
     done

@@ -1,4 +1,4 @@
-//! The memory bound of ../shared/DELIVERY.md: past `memory_limit` of queued messages midge
+//! The memory bound of docs/delivery.md: past `memory_limit` of queued messages midge
 //! stops reading from publishers (TCP back-pressure) instead of dropping what it would accept.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Bad input (issue 2, item 10): each offending client is disconnected (with a log line when it
+//! Bad input: each offending client is disconnected (with a log line when it
 //! had an id), never a panic, and a second healthy client is still served afterwards.
 
 mod common;

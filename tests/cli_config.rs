@@ -1,4 +1,4 @@
-//! The binary, its flags and its config file (issue 2, items 1 and 2): `--help`, `--version`,
+//! The binary, its flags and its config file: `--help`, `--version`,
 //! unknown flags, `-p`, `-c` errors naming the file and line (exit status 3, as Mosquitto),
 //! fatal security options, `listener 0`, `include_dir`, `pid_file`, SIGTERM. Unknown and refused
 //! options are in tests/options.rs.

@@ -1,4 +1,4 @@
-//! MQTT 3.1.1 conformance (issue 8): end-to-end tests for normative statements of the 3.1.1
+//! MQTT 3.1.1 conformance: end-to-end tests for normative statements of the 3.1.1
 //! specification that no other test covered, one statement (or a few related ones) per test.
 //! Each names its statement in the test name and cites every statement it checks in a doc
 //! comment (`v311:[MQTT-x.x.x-y]`), which `scripts/conformance-check.py` reads; the table is

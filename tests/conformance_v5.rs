@@ -1,4 +1,4 @@
-//! MQTT 5.0 conformance (issue 8): end-to-end tests for normative statements of the 5.0
+//! MQTT 5.0 conformance: end-to-end tests for normative statements of the 5.0
 //! specification that no other test covered, one statement (or a few related ones) per test.
 //! Each names its statement in the test name (`v5_..._mqtt_x_x_x_y`) and cites every statement
 //! it checks in a doc comment (`v5:[MQTT-x.x.x-y]`), which `scripts/conformance-check.py`

@@ -1,4 +1,4 @@
-//! CONNECT validation and CONNACK (issue 2, item 3): protocol name/level, client id rules for
+//! CONNECT validation and CONNACK: protocol name/level, client id rules for
 //! 3.1 and 3.1.1, zero-length ids, username/password flags, session present.
 
 mod common;

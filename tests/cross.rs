@@ -11,7 +11,6 @@
 mod common;
 
 use common::*;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -174,15 +173,8 @@ fn retained_round_trip(arch: &Arch) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the ARM midge under qemu");
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t0.elapsed() > Duration::from_secs(20) || broker.try_wait().ok().flatten().is_some() {
-            let _ = broker.kill();
-            let out = broker.wait_with_output().expect("broker output");
-            panic!("{} midge did not listen: {}", arch.deb, text(&out));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("{} midge under qemu", arch.deb);
+    wait_listening(&mut broker, port, Duration::from_secs(20), &what);
     let p = port.to_string();
     let payload = format!("hello from {}", arch.deb);
     let out = run_with_timeout(

@@ -1,4 +1,4 @@
-//! Running out of file descriptors (issue 5, limits): with its descriptor limit lowered by
+//! Running out of file descriptors: with its descriptor limit lowered by
 //! `prlimit` while it runs, midge cannot accept more connections (EMFILE). It must log that,
 //! pause accepting instead of spinning on the listening socket, and serve new clients again
 //! once descriptors are free.

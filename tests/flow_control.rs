@@ -1,4 +1,4 @@
-//! Flow control and slow clients (issue 2, item 9): `max_inflight_messages` caps unacknowledged
+//! Flow control and slow clients: `max_inflight_messages` caps unacknowledged
 //! QoS 1/2 PUBLISHes per client; a subscriber that never reads does not block the loop, does not
 //! grow the broker's memory without bound, and does not stop others from getting everything.
 
@@ -101,7 +101,7 @@ fn counting_reader(
     })
 }
 
-// Issue 2 item 9: a subscriber that never reads (small SO_RCVBUF) under a flood of 20 000 QoS 0
+// A subscriber that never reads (small SO_RCVBUF) under a flood of 20 000 QoS 0
 // messages of ~1 KB from mosquitto_pub: the broker's VmRSS stays under 64 MB and another,
 // healthy subscriber receives every message in order.
 #[test]

@@ -1,4 +1,4 @@
-//! Keepalive (issue 2, item 7): a silent client is dropped after 1.5 × its keepalive; any
+//! Keepalive: a silent client is dropped after 1.5 × its keepalive; any
 //! traffic keeps it alive; `max_keepalive` is enforced as Mosquitto 2.0 does for 3.x clients.
 
 mod common;

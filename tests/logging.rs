@@ -1,4 +1,4 @@
-//! Logging in Mosquitto's style (issue 2, item 11): connection lines, `-v` packet lines,
+//! Logging in Mosquitto's style: connection lines, `-v` packet lines,
 //! timestamps, `log_timestamp`, `connection_messages`, `log_dest file`.
 
 mod common;
@@ -210,7 +210,7 @@ fn log_dest_file_receives_lines() {
     );
 }
 
-// ---- A whole `-v` session against Mosquitto 2.0.20's lines (issue 12, item 7) ----
+// ---- A whole `-v` session against Mosquitto 2.0.20's lines ----
 
 /// The recorded session, as Mosquitto 2.0.20 logs it (written from its source: mosquitto.c,
 /// net.c, handle_connect.c, send_connack.c, handle_publish.c, handle_subscribe.c,
@@ -362,7 +362,7 @@ fn verbose_session_matches_mosquitto_line_for_line() {
         }
     } else {
         // The one deliberate difference: midge forwards a QoS 2 message when its PUBLISH
-        // arrives (MQTT-4.3.3 method B, see DELIVERY.md), Mosquitto when the PUBREL does, so
+        // arrives (MQTT-4.3.3 method B, see docs/delivery.md), Mosquitto when the PUBREL does, so
         // its "Sending PUBLISH" line comes before the PUBREC exchange.
         let forward = "Sending PUBLISH to log-sub (d0, q2, r0, m2, 'fix/c', ... (3 bytes))";
         let received = "Received PUBLISH from log-pub (d0, q2, r0, m2, 'fix/c', ... (3 bytes))";

@@ -1,4 +1,4 @@
-//! No option fails open (issue 12, items 1 and 2). midge's option table is held to a list of
+//! No option fails open. midge's option table is held to a list of
 //! mosquitto.conf(5)'s options written from Mosquitto 2.0.20's man page and to
 //! `docs/options.md`; then the real binary is run on broken configs: an unknown name anywhere
 //! (main file, `include_dir` file, listener block, bridge block), a missing value, a bad value

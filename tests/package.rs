@@ -9,11 +9,10 @@
 mod common;
 
 use common::*;
-use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// True when CI (scripts/test.sh) requires every tool, so a missing one fails instead of
 /// skipping.
@@ -346,18 +345,7 @@ fn run_installed_broker() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start /usr/bin/midge");
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t0.elapsed() > Duration::from_secs(10) || child.try_wait().ok().flatten().is_some() {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("midge output");
-            panic!(
-                "installed midge did not listen:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(&mut child, port, Duration::from_secs(10), "installed midge");
     run(Command::new(MOSQUITTO_PUB).args([
         "-p",
         &port.to_string(),

@@ -1,4 +1,4 @@
-//! Durability end to end (../shared/DELIVERY.md): what was acknowledged comes back after
+//! Durability end to end (docs/delivery.md): what was acknowledged comes back after
 //! SIGTERM and after SIGKILL, a damaged store is set aside and salvaged, Mosquitto's own file is
 //! never touched.
 

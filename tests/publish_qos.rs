@@ -1,5 +1,5 @@
 //! PUBLISH at QoS 0/1/2 in both directions with the acknowledgement flows checked byte by byte
-//! (issue 2, item 3): exactly-once inbound QoS 2, packet-id allocation, outgoing QoS =
+//!: exactly-once inbound QoS 2, packet-id allocation, outgoing QoS =
 //! min(publish, granted), plus happy paths with mosquitto_pub/mosquitto_sub and rumqttc.
 
 mod common;

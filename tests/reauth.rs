@@ -1,4 +1,4 @@
-//! SIGHUP re-authenticates (issue 12, item 4), end to end with real `mosquitto_sub` clients:
+//! SIGHUP re-authenticates, end to end with real `mosquitto_sub` clients:
 //! after the password file, the ACL file or `allow_anonymous` change and the broker is sent
 //! SIGHUP, every connected client the new files no longer admit is disconnected, logged as
 //! Mosquitto logs it (`Client X disconnected.`), with no will; the others stay; the new ACL

@@ -1,4 +1,4 @@
-//! Retained messages (issue 2, item 5): store, replace, clear, delivery on subscribe (wildcards
+//! Retained messages: store, replace, clear, delivery on subscribe (wildcards
 //! too) with the retain flag, retain flag cleared on live forwarding, every retained message
 //! delivered whatever the queue limits, and no stale retained value after a newer live publish.
 
@@ -175,7 +175,7 @@ fn retain_many(port: u16, prefix: &str, n: usize, payload: &[u8]) {
     writer.join().unwrap();
 }
 
-// Issue 2 item 5: every retained message matching a new subscription is delivered, flow
+// Every retained message matching a new subscription is delivered, flow
 // controlled, never truncated by queue limits (a known Mosquitto complaint): 2100 retained
 // messages reach a new `#` subscriber at QoS 1 with max_queued_messages 100.
 #[test]
@@ -198,7 +198,7 @@ fn all_2100_retained_delivered_despite_max_queued_messages_100() {
     s.expect_silence(Duration::from_millis(500));
 }
 
-// Issue 2 item 5: a subscriber never receives a topic's old retained value after a newer live
+// A subscriber never receives a topic's old retained value after a newer live
 // publish on that topic, even while a long retained backlog is still being delivered.
 #[test]
 fn no_stale_retained_after_newer_live_publish() {

@@ -1,4 +1,4 @@
-//! Routing (issue 2, item 4): exact topics, `+` and `#` (with `a/#` matching `a`), `$` topics
+//! Routing: exact topics, `+` and `#` (with `a/#` matching `a`), `$` topics
 //! hidden from leading wildcards, one copy for overlapping subscriptions, per-publisher order.
 
 mod common;
@@ -100,7 +100,7 @@ fn exact_topics_case_sensitive_and_slash_sensitive() {
 }
 
 // v311:[MQTT-3.3.5-1] a client whose subscriptions overlap gets the message respecting the
-// maximum granted QoS; issue 2 item 4 asks for exactly one copy.
+// maximum granted QoS; midge sends exactly one copy, as Mosquitto does.
 #[test]
 fn overlapping_subscriptions_one_copy_at_highest_qos_mqtt_3_3_5_1() {
     if skip_on_mosquitto("Mosquitto 2.0 sends one copy per matching subscription") {

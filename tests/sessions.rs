@@ -1,4 +1,4 @@
-//! Sessions (issue 2, item 8): clean session 0 keeps subscriptions and queues QoS 1/2 while
+//! Sessions: clean session 0 keeps subscriptions and queues QoS 1/2 while
 //! offline, delivered in order with session present 1; unacknowledged messages resent with DUP;
 //! takeover by a second connection; `persistent_client_expiration` accepted.
 

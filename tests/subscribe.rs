@@ -1,4 +1,4 @@
-//! SUBSCRIBE / UNSUBSCRIBE (issue 2, item 3): several filters with granted QoS, invalid filters
+//! SUBSCRIBE / UNSUBSCRIBE: several filters with granted QoS, invalid filters
 //! (0x80 for 3.1.1, disconnect for 3.1), UNSUBACK and the end of delivery.
 
 mod common;
@@ -45,7 +45,7 @@ fn resubscribe_replaces_qos_mqtt_3_8_4_3() {
     c.expect_silence(Duration::from_millis(400));
 }
 
-// Issue 2 item 3: an invalid filter from a 3.1.1 client gets return code 0x80 (Failure) and the
+// An invalid filter from a 3.1.1 client gets return code 0x80 (Failure) and the
 // other filters of the same SUBSCRIBE are still granted. v311 §4.7.1: `#` must be last and `+`
 // must occupy a whole level.
 /// v311:[MQTT-3.8.4-5]/[MQTT-4.7.1-2]/[MQTT-4.7.1-3]
@@ -76,7 +76,7 @@ fn invalid_filters_get_0x80_for_mqtt311() {
     c.expect_bytes(&PINGRESP, WAIT);
 }
 
-// Issue 2 item 3: MQTT 3.1 has no failure return code, so a 3.1 client sending an invalid filter
+// MQTT 3.1 has no failure return code, so a 3.1 client sending an invalid filter
 // is disconnected (and nothing is granted).
 #[test]
 fn invalid_filter_from_mqtt31_client_disconnects() {

@@ -1,4 +1,4 @@
-//! MQTT 5 codec validation end to end (issue 4, item 1): hand-encoded packets with a property
+//! MQTT 5 codec validation end to end: hand-encoded packets with a property
 //! that is not allowed in the packet, a duplicate property, a broken variable byte integer or a
 //! string running past the packet, answered with DISCONNECT 0x81 / 0x82 (or CONNACK with the
 //! reason before the session exists); reason codes on PUBACK and UNSUBACK; Reason String only

@@ -1,4 +1,4 @@
-//! MQTT 5 CONNACK properties (issue 4, item 7) and enhanced authentication (item 12): Assigned
+//! MQTT 5 CONNACK properties and enhanced authentication: Assigned
 //! Client Identifier, Server Keep Alive from `max_keepalive`, Retain Available, Maximum QoS,
 //! Wildcard / Subscription Identifier / Shared Subscription Available, Topic Alias Maximum,
 //! Receive Maximum, Maximum Packet Size; the limits announced are also enforced; an unsupported

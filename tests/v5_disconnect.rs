@@ -1,4 +1,4 @@
-//! Server-sent DISCONNECT reason codes for MQTT 5 clients (issue 4, item 2): 0x8E session taken
+//! Server-sent DISCONNECT reason codes for MQTT 5 clients: 0x8E session taken
 //! over, 0x8D keep alive timeout, 0x95 packet too large, 0x93 receive maximum exceeded, 0x94 topic
 //! alias invalid, 0x8B server shutting down. Each case ends by checking that other clients are
 //! still served (except shutdown, where the broker must exit).

@@ -1,4 +1,4 @@
-//! MQTT 5 flow control (issue 4, item 6): the client's Receive Maximum honoured on outbound QoS
+//! MQTT 5 flow control: the client's Receive Maximum honoured on outbound QoS
 //! 1/2 (the inbound side, 0x93, is in v5_disconnect.rs); Maximum Packet Size in both directions:
 //! a packet up to the server's limit is accepted, and a message larger than the client's limit
 //! is not sent to that client while others still get it.

@@ -1,4 +1,4 @@
-//! MQTT 5 Message Expiry Interval (issue 4, item 4): counted down while a message waits, dropped
+//! MQTT 5 Message Expiry Interval: counted down while a message waits, dropped
 //! once stale, and forwarded with the remaining interval.
 
 mod common;

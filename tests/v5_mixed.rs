@@ -1,4 +1,4 @@
-//! Mixed protocol versions (issue 4, item 13): a 3.1.1 subscriber receives what a v5 publisher
+//! Mixed protocol versions: a 3.1.1 subscriber receives what a v5 publisher
 //! sends (properties dropped) and a v5 subscriber what a 3.1.1 publisher sends (no properties),
 //! with each version's RETAIN flag rules; retained messages and sessions are shared across
 //! versions.

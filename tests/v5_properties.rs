@@ -1,4 +1,4 @@
-//! MQTT 5 PUBLISH properties forwarded unchanged (issue 4, item 11): User Properties in order,
+//! MQTT 5 PUBLISH properties forwarded unchanged: User Properties in order,
 //! Content Type, Payload Format Indicator (payload validated when it is 1: 0x99), Response
 //! Topic, Correlation Data; with raw bytes, mosquitto_pub/mosquitto_sub and rumqttc.
 
@@ -54,7 +54,7 @@ fn v5_publish_properties_forwarded_at_qos0_and_qos2_mqtt_3_3_2_17() {
 }
 
 // Section 3.3.2.3.2: Payload Format Indicator 1 with a payload that is not UTF-8 → the server
-// (which validates, issue 4 item 11) answers PUBACK / PUBREC 0x99 (Payload format invalid) and
+// (which validates) answers PUBACK / PUBREC 0x99 (Payload format invalid) and
 // does not forward it. Mosquitto 2.0.11 does not validate (the check is a MAY; midge does it).
 #[test]
 fn v5_payload_format_indicator_1_invalid_utf8_gets_0x99_mqtt_3_3_2_3_2() {

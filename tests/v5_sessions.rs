@@ -1,4 +1,4 @@
-//! MQTT 5 sessions (issue 4, item 3): Clean Start, Session Expiry Interval set in CONNECT and
+//! MQTT 5 sessions: Clean Start, Session Expiry Interval set in CONNECT and
 //! changed in DISCONNECT within the rules, expired sessions removed, the Session Present flag.
 
 mod common;

@@ -1,4 +1,4 @@
-//! MQTT 5 shared subscriptions `$share/GROUP/FILTER` (issue 4, item 9): one member per message,
+//! MQTT 5 shared subscriptions `$share/GROUP/FILTER`: one member per message,
 //! round robin; no retained messages on a shared subscribe; QoS 1 messages in flight to a member
 //! that leaves for good go to another member, QoS 2 stays with its session.
 
@@ -100,7 +100,7 @@ fn v5_shared_members_get_their_granted_qos_mqtt_4_8_2_3() {
 // v5 section 4.8.2: "If the Client's Session terminates before the Client reconnects, the Server
 // SHOULD send the Application Message to another Client that is subscribed to the same Shared
 // Subscription" (QoS 1). Member A (Session Expiry 0) never acknowledges and leaves; the messages
-// it held arrive at member B. Mosquitto 2.0.11 drops them (the issue requires the SHOULD).
+// it held arrive at member B. Mosquitto 2.0.11 drops them (midge does what the SHOULD asks).
 #[test]
 fn v5_shared_qos1_inflight_of_departed_member_redelivered_to_other_mqtt_4_8_2() {
     if skip_on_mosquitto("2.0.11 does not hand a departed member's QoS 1 messages over") {

@@ -1,4 +1,4 @@
-//! MQTT 5 subscription options and Subscription Identifiers (issue 4, item 8): No Local, Retain
+//! MQTT 5 subscription options and Subscription Identifiers: No Local, Retain
 //! As Published, Retain Handling 0/1/2; Subscription Identifiers sent with each matching message,
 //! all of them when several subscriptions match.
 

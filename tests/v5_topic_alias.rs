@@ -1,4 +1,4 @@
-//! MQTT 5 Topic Aliases (issue 4, item 5): inbound aliases within the `Topic Alias Maximum`
+//! MQTT 5 Topic Aliases: inbound aliases within the `Topic Alias Maximum`
 //! announced in CONNACK (config `max_topic_alias`, default 10), per connection; outbound aliases
 //! when the client sends a Topic Alias Maximum (beyond Mosquitto 2.0), never otherwise.
 
@@ -132,7 +132,7 @@ fn resolve(s: &mut Raw, n: usize, max: u16) -> Vec<(String, Vec<u8>, bool)> {
         .collect()
 }
 
-// Beyond Mosquitto 2.0 (issue 4, item 5): a subscriber that announces Topic Alias Maximum 5 gets
+// Beyond Mosquitto 2.0: a subscriber that announces Topic Alias Maximum 5 gets
 // repeated topics as alias-only PUBLISHes, every alias within its maximum v5:[MQTT-3.1.2-26], and
 // every topic resolves correctly.
 #[test]

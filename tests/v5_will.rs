@@ -1,4 +1,4 @@
-//! MQTT 5 wills (issue 4, item 10): Will Delay Interval (the will waits, and is cancelled when
+//! MQTT 5 wills: Will Delay Interval (the will waits, and is cancelled when
 //! the session resumes in time), the will published when the session ends first, DISCONNECT
 //! 0x04 / 0x00, and will properties forwarded.
 

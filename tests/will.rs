@@ -1,4 +1,4 @@
-//! Will messages (issue 2, item 6): published on socket close, keepalive timeout and protocol
+//! Will messages: published on socket close, keepalive timeout and protocol
 //! violation; not after DISCONNECT; will QoS and retain honoured.
 
 mod common;

@@ -23,7 +23,7 @@
 //! contains `+` or `#` are refused everything (CVE-2017-7650).
 //!
 //! Subscribing goes beyond Mosquitto 2.0 (which grants every SUBSCRIBE and filters only at
-//! delivery, its issue #2042): see [`Acl::can_subscribe`], built on [`filters_intersect`] and
+//! delivery): see [`Acl::can_subscribe`], built on [`filters_intersect`] and
 //! [`filter_covers`].
 //!
 //! This module is pure logic: no sockets, no logging, no knowledge of packets or reason codes.

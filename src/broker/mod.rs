@@ -15,6 +15,7 @@ pub mod bridge;
 mod clients;
 pub mod conn;
 mod connect;
+mod deliver;
 mod identity;
 mod persist;
 mod publish;
@@ -56,9 +57,6 @@ pub fn table_capacity<T>() -> usize {
 const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 /// Mosquitto's sanity limit for CONNECT, checked before a client is known.
 const MAX_CONNECT_PACKET: usize = 100_000;
-/// A connection must send CONNECT within this time unless `connect_timeout` says otherwise
-/// (protection against sockets that never speak, slowloris style).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Output bytes held for one connection before QoS 0 messages to it are dropped and queued
 /// ones wait (a slow or stopped reader cannot make the broker grow without bound).
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
@@ -109,29 +107,12 @@ pub struct ListenerPolicy {
 }
 
 impl Default for Settings {
+    /// The settings of [`Config::default`] (the defaults are written there once), with
+    /// anonymous clients allowed, as in local-only mode: a broker with no listener configured.
     fn default() -> Settings {
         Settings {
             allow_anonymous: true,
-            max_packet_size: 0,
-            message_size_limit: 0,
-            max_keepalive: 65535,
-            max_inflight_messages: 20,
-            max_queued_messages: 1000,
-            max_queued_bytes: 0,
-            queue_qos0_messages: false,
-            retain_available: true,
-            allow_zero_length_clientid: true,
-            auto_id_prefix: "auto-".into(),
-            persistent_client_expiration: None,
-            upgrade_outgoing_qos: false,
-            connection_messages: true,
-            max_topic_alias: 10,
-            sys_interval: 10,
-            memory_limit: DEFAULT_MEMORY_LIMIT,
-            max_qos: codec::QoS::ExactlyOnce,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            security: Rc::new(Security::default()),
-            per_listener: Vec::new(),
+            ..Settings::from_config(&Config::default())
         }
     }
 }
@@ -360,7 +341,7 @@ pub struct Broker {
     pub stats: Stats,
     sys: sys::SysState,
     /// Bytes of messages waiting in session queues, against `memory_limit`.
-    held_bytes: usize,
+    held_bytes: deliver::QueuedBytes,
     /// Change recording for the store, when persistence is on.
     persist: Option<Box<persist::Persist>>,
     /// Configured bridges.
@@ -395,7 +376,7 @@ impl Broker {
                 Duration::from_secs(u64::from(settings.sys_interval)),
             ),
             stats: Stats::default(),
-            held_bytes: 0,
+            held_bytes: deliver::QueuedBytes::default(),
             persist: None,
             bridges: Vec::new(),
         }
@@ -489,7 +470,7 @@ impl Broker {
         std::mem::swap(into, &mut self.dirty);
         for &id in into.iter() {
             if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
-                c.dirty = false;
+                c.clear_dirty();
             }
         }
     }
@@ -502,7 +483,7 @@ impl Broker {
     /// True while queued messages hold more than `memory_limit` bytes: the server then stops
     /// reading from publishers (TCP back-pressure) instead of dropping (../DELIVERY.md).
     pub fn memory_pressure(&self) -> bool {
-        self.held_bytes > self.settings.memory_limit
+        self.held_bytes.get() > self.settings.memory_limit
     }
 
     /// Tells the broker which configured listener (by index) connection `id` came in on, for
@@ -676,10 +657,7 @@ impl Broker {
         };
         packet.encode(conn.version, conn.out_mut());
         self.stats.messages_sent += 1;
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(id);
-        }
+        conn.mark_dirty(id, &mut self.dirty);
     }
 
     /// Sends an MQTT 5 DISCONNECT with `code` (nothing for 3.x, which has no server DISCONNECT).
@@ -825,25 +803,42 @@ impl Broker {
             Expiry::Never if s.bridge => None,
             Expiry::Never => expiration.map(|e| now + e),
         };
-        // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
-        let queued_before = s.queue.bytes();
+        s.set_expires_at(expires_at);
         if !qos0_kept {
-            let mut kept = std::collections::VecDeque::with_capacity(s.queue.len());
-            while let Some(d) = s.dequeue() {
-                if d.qos != codec::QoS::AtMostOnce {
-                    kept.push_back(d);
-                }
-            }
-            for d in kept {
-                s.enqueue(d);
+            // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
+            if let Some(mut out) = self.outlet(sid) {
+                out.retain_queued(|d| d.qos != codec::QoS::AtMostOnce);
             }
         }
-        self.held_bytes -= queued_before - s.queue.bytes();
-        s.set_expires_at(expires_at);
         if let Some(at) = expires_at {
             self.timers.push(at, Timer::SessionExpiry(sid));
         }
         self.persist_session(sid);
+    }
+
+    /// Creates an empty session under a new generation, so that ids of earlier sessions in its
+    /// slot never reach it: the only way a session comes to be. A client's session is found
+    /// by its client id from then on; a bridge's own is not, so no client can take it over.
+    fn create_session(
+        &mut self,
+        client_id: Box<str>,
+        version: codec::ProtocolVersion,
+        expiry: Expiry,
+        bridge: bool,
+    ) -> SessionId {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let mut s = Session::new(gen, client_id, version, expiry);
+        s.bridge = bridge;
+        let idx = self.sessions.insert(s);
+        let sid = SessionId {
+            idx: idx as u32,
+            gen,
+        };
+        if !bridge {
+            self.clients.insert(sid.idx, &self.sessions);
+        }
+        sid
     }
 
     /// Forgets a session and its subscriptions.
@@ -851,9 +846,12 @@ impl Broker {
         if self.session(sid).is_none() {
             return;
         }
+        let mut queue = self
+            .outlet(sid)
+            .map(|mut out| out.take_queue())
+            .unwrap_or_default();
         self.clients.remove(sid.idx, &self.sessions);
         let mut s = self.sessions.remove(sid.idx as usize);
-        self.held_bytes -= s.queue.bytes();
         self.persist_session_deleted(&s);
         for (filter, _, _) in s.subscriptions.iter() {
             self.router.unsubscribe(filter, sid);
@@ -865,7 +863,7 @@ impl Broker {
             .filter(|m| m.state == session::OutState::AwaitPuback)
             .map(|m| m.delivery)
             .collect();
-        unfinished.extend(s.queue.drain_all());
+        unfinished.extend(queue.drain_all());
         if unfinished.iter().any(|d| d.group.is_some()) {
             self.reassign_shared(sid, unfinished);
         }

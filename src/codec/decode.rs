@@ -621,7 +621,7 @@ mod tests {
 
     #[test]
     fn pubsubclient_connect_from_fixture_decodes() {
-        // The CONNECT of ../shared/fixtures/pubsubclient-2.8-session.md, connection 1.
+        // The CONNECT of tests/fixtures/pubsubclient-2.8-session.md, connection 1.
         let hex = "105700044d51545404ee000f000f65737033322d73696d2d3234323336001f657370333273696d2f65737033322d73696d2d32343233362f73746174757300076f66666c696e65000565737033320009657370333270617373";
         let bytes: Vec<u8> = (0..hex.len())
             .step_by(2)

@@ -9,7 +9,8 @@
 //! Only the paths are kept here; the server reads the files when it starts
 //! (`crate::transport::tls_client`).
 
-use super::{invalid, parse_bool, parse_number, required, ConfigError, Location, TlsVersion};
+use super::parse::{invalid, parse_bool, parse_number, required, ConfigError, Location};
+use super::{TlsVersion, DEFAULT_PORT};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,12 +38,12 @@ pub struct BridgeTopic {
 
 impl BridgeTopic {
     /// The filter subscribed on this broker for an `out` topic.
-    pub fn local_filter(&self) -> String {
+    pub(crate) fn local_filter(&self) -> String {
         format!("{}{}", self.local_prefix, self.pattern)
     }
 
     /// The filter subscribed on the remote broker for an `in` topic.
-    pub fn remote_filter(&self) -> String {
+    pub(crate) fn remote_filter(&self) -> String {
         format!("{}{}", self.remote_prefix, self.pattern)
     }
 }
@@ -77,7 +78,7 @@ pub struct BridgeTls {
 
 impl BridgeTls {
     /// True when the bridge speaks TLS: a CA to check the remote against is configured.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.cafile.is_some() || self.capath.is_some()
     }
 }
@@ -115,7 +116,7 @@ pub struct BridgeConfig {
 
 impl BridgeConfig {
     /// A bridge named `name` with Mosquitto's defaults.
-    pub fn new(name: &str) -> BridgeConfig {
+    pub(crate) fn new(name: &str) -> BridgeConfig {
         BridgeConfig {
             name: name.to_string(),
             addresses: Vec::new(),
@@ -137,7 +138,7 @@ impl BridgeConfig {
     }
 
     /// The client id used on the remote broker.
-    pub fn client_id(&self) -> String {
+    pub(crate) fn client_id(&self) -> String {
         self.remote_clientid.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_string())
@@ -147,7 +148,7 @@ impl BridgeConfig {
     }
 
     /// The topic carrying the bridge's state, 1 (up) or 0 (down).
-    pub fn state_topic(&self) -> String {
+    pub(crate) fn state_topic(&self) -> String {
         self.notification_topic
             .clone()
             .unwrap_or_else(|| format!("$SYS/broker/connection/{}/state", self.client_id()))
@@ -161,7 +162,7 @@ fn address(value: &str, at: &Location, name: &str) -> Result<(String, u16), Conf
             let port: u16 = port.parse().map_err(|_| invalid(name, value, at))?;
             Ok((host.trim_matches(['[', ']']).to_string(), port))
         }
-        _ => Ok((value.to_string(), 1883)),
+        _ => Ok((value.to_string(), DEFAULT_PORT)),
     }
 }
 
@@ -212,7 +213,7 @@ fn topic(value: &str, at: &Location) -> Result<BridgeTopic, ConfigError> {
 }
 
 /// Applies a bridge option to `b`; `Ok(false)` when `name` is not a bridge option.
-pub fn apply(
+pub(super) fn apply(
     b: &mut BridgeConfig,
     name: &str,
     value: &str,
@@ -296,6 +297,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{ok, parse};
     use std::path::PathBuf;
 
     fn at() -> Location {
@@ -372,5 +374,21 @@ mod tests {
         assert!(apply(&mut b, "bridge_tls_version", "sslv3", &at(), &mut w).is_err());
         assert!(apply(&mut b, "bridge_insecure", "maybe", &at(), &mut w).is_err());
         assert!(apply(&mut b, "bridge_cafile", "", &at(), &mut w).is_err());
+    }
+
+    #[test]
+    fn bridge_blocks_are_read() {
+        let c = ok(
+            "connection hub\naddress 127.0.0.1:1884\ntopic sensors/# out 1\n\
+                    remote_clientid kitchen\ncleansession true\nconnection other\naddress h",
+        );
+        assert_eq!(c.bridges.len(), 2);
+        let b = &c.bridges[0];
+        assert_eq!(b.addresses, vec![("127.0.0.1".to_string(), 1884)]);
+        assert_eq!(b.topics.len(), 1);
+        assert_eq!(b.client_id(), "kitchen");
+        assert!(b.clean_session);
+        assert_eq!(b.state_topic(), "$SYS/broker/connection/kitchen/state");
+        assert!(parse("connection x\nbridge_psk 0a1b").is_err());
     }
 }

@@ -72,7 +72,7 @@ pub struct OptionInfo {
 
 impl OptionInfo {
     /// True when `name` is this option (or starts with its prefix, for `plugin_opt_*`).
-    pub fn matches(&self, name: &str) -> bool {
+    pub(super) fn matches(&self, name: &str) -> bool {
         match self.name.strip_suffix('*') {
             Some(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
             None => self.name == name,
@@ -81,7 +81,7 @@ impl OptionInfo {
 }
 
 /// The option named `name`, if midge knows it.
-pub fn lookup(name: &str) -> Option<&'static OptionInfo> {
+pub(super) fn lookup(name: &str) -> Option<&'static OptionInfo> {
     OPTIONS.iter().find(|o| o.matches(name))
 }
 

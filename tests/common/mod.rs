@@ -151,6 +151,24 @@ fn collect_lines<R: Read + Send + 'static>(r: R, into: Arc<Mutex<Vec<String>>>, 
     });
 }
 
+/// Waits until something accepts on 127.0.0.1:`port`; if `child` exits or `timeout` passes
+/// first, kills it and panics with what it wrote to stderr (for brokers started outside
+/// [`Broker`], e.g. under qemu or from an installed package).
+pub fn wait_listening(child: &mut Child, port: u16, timeout: Duration, what: &str) {
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if t0.elapsed() > timeout || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+            }
+            panic!("{what} did not listen on port {port}:\n{err}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs a command to completion with a hard wall-clock limit. Returns the output; a command
 /// that had to be killed has `status.success() == false` and `timed_out` is reported in stderr.
 pub fn run_with_timeout(mut cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Output {

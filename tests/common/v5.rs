@@ -742,8 +742,8 @@ pub fn expect_error_disconnect(r: &mut Raw, rc: u8) {
 }
 
 /// A CONNECT error: the connection is closed without an accepting CONNACK; the server MAY send
-/// CONNACK with the reason code first v5:[MQTT-4.13.1-1]; midge must send exactly `rc` (issue 4,
-/// item 1 asks for the reason code; for the spec it is a MAY).
+/// CONNACK with the reason code first v5:[MQTT-4.13.1-1]; midge always sends it, so the test
+/// asks for exactly `rc` (for the spec it is a MAY).
 pub fn expect_connect_refused(port: u16, connect: &[u8], rc: u8) {
     let mut r = Raw::connect(port);
     r.send(connect);
