@@ -132,7 +132,7 @@ impl Broker {
         let (host, port) = b.config.addresses[b.next_address % n].clone();
         b.next_address = (b.next_address + 1) % n;
         log::info!(target: "notice", "Connecting bridge {} ({}:{})", b.config.name, host, port);
-        self.actions.push(Action::ConnectBridge {
+        self.actions.push_back(Action::ConnectBridge {
             bridge: index,
             host,
             port,
@@ -140,7 +140,7 @@ impl Broker {
     }
 
     /// The server could not resolve or connect: try again after the back-off.
-    pub fn bridge_failed(&mut self, index: usize, error: &str, now: Instant) {
+    pub fn handle_bridge_failed(&mut self, index: usize, error: &str, now: Instant) {
         let Some(b) = self.bridges.get(index) else {
             return;
         };
@@ -166,7 +166,13 @@ impl Broker {
     }
 
     /// The server opened the bridge's socket (connection `id`): send CONNECT.
-    pub fn bridge_connected(&mut self, id: ConnId, index: usize, peer: SocketAddr, now: Instant) {
+    pub fn handle_bridge_connected(
+        &mut self,
+        id: ConnId,
+        index: usize,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
         let Some(b) = self.bridges.get_mut(index) else {
             return;
         };

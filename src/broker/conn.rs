@@ -103,7 +103,7 @@ pub struct Conn {
     pub receive_maximum: u16,
     /// Index of the configured listener it came in on (`per_listener_settings`).
     pub listener: u16,
-    /// Has sent a PUBLISH (see `Broker::is_publisher`).
+    /// Has sent a PUBLISH (see `Broker::wants_input`).
     pub published: bool,
     /// The client is another broker's bridge (`try_private`): it never gets its own
     /// messages back, and retain flags reach it as published.

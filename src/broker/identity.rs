@@ -5,7 +5,7 @@
 //! the username and password in CONNECT: the certificate, already verified against the
 //! listener's CA during the TLS handshake, is the authentication. The server loop learns the
 //! certificate when the handshake completes and hands it over with
-//! [`Broker::set_certificate_identity`], before any CONNECT byte reaches the broker; CONNECT
+//! [`Broker::handle_certificate_identity`], before any CONNECT byte reaches the broker; CONNECT
 //! handling then asks [`Broker::apply_certificate_identity`].
 
 use super::{Broker, ConnId};
@@ -23,7 +23,7 @@ pub enum CertIdentity {
 
 impl Broker {
     /// Records the certificate identity of connection `id` (call before its first bytes).
-    pub fn set_certificate_identity(&mut self, id: ConnId, identity: CertIdentity) {
+    pub fn handle_certificate_identity(&mut self, id: ConnId, identity: CertIdentity) {
         if let Some(conn) = self.conn_mut(id) {
             conn.extra_mut().cert_identity = Some(identity);
         }
@@ -60,15 +60,16 @@ mod tests {
     /// CONNACK bytes the broker answers a 3.1.1 CONNECT with, when the connection's
     /// certificate identity is `identity` and CONNECT carries `user`/`password`.
     fn connack_for(identity: Option<CertIdentity>, user: Option<&str>) -> Vec<u8> {
-        let mut broker = Broker::new(Settings {
+        let now = Instant::now();
+        let settings = Settings {
             allow_anonymous: false,
             ..Settings::default()
-        });
-        let now = Instant::now();
+        };
+        let mut broker = Broker::new(settings, now, 1);
         let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
-        broker.connection_opened(0, peer, 8883, now);
+        broker.handle_connection_opened(0, peer, 8883, 0, now);
         if let Some(identity) = identity {
-            broker.set_certificate_identity(0, identity);
+            broker.handle_certificate_identity(0, identity);
         }
         let connect = Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V311,
@@ -81,8 +82,11 @@ mod tests {
             password: user.map(|_| b"wrong".to_vec()),
             properties: Properties::default(),
         }));
-        broker.bytes_received(0, &connect.to_bytes(ProtocolVersion::V311), now);
-        broker.output(0).map(|o| o.clone()).unwrap_or_default()
+        broker.handle_bytes(0, &connect.to_bytes(ProtocolVersion::V311), now);
+        broker
+            .poll_transmit(0)
+            .map(|o| o.clone())
+            .unwrap_or_default()
     }
 
     #[test]

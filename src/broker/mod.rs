@@ -1,10 +1,22 @@
 //! The broker logic: sessions, routing and retained messages, with no sockets and no clock.
 //!
-//! The server loop tells the broker what happened (a connection opened, bytes arrived, a socket
-//! closed, time passed) and the broker answers by appending bytes to each connection's output
-//! buffer and by queueing [`Action`]s (close this connection). It never blocks, never reads the
-//! clock (every call takes `now`), and owns no socket, so tests drive it directly with a
-//! simulated clock.
+//! The server loop tells the broker what happened through the `handle_*` methods (a connection
+//! opened, bytes arrived, a socket closed, the store committed) and takes its answers through
+//! the `poll_*` methods: bytes to write per connection and [`Action`]s (close this connection,
+//! dial this bridge). It never blocks, never reads the clock (every call takes `now`, and
+//! [`Broker::new`] the start time and random seed), and owns no socket, so tests drive it
+//! directly with a simulated clock.
+//!
+//! One turn of the loop, in this order:
+//! 1. feed the turn's events: `handle_connection_opened`, `handle_bytes`,
+//!    `handle_connection_lost`, `handle_written`, `handle_store_committed`, ...;
+//! 2. [`Broker::end_turn`]: due timers, then the turn's changes to the store (their
+//!    acknowledgements wait for its commit);
+//! 3. write the output of every connection [`Broker::poll_dirty`] lists
+//!    ([`Broker::poll_transmit`], then `handle_written`);
+//! 4. carry out every [`Broker::poll_action`], answering a close with
+//!    `handle_connection_closed`, and write again, until no action is left;
+//! 5. wait for events until [`Broker::next_deadline`].
 //!
 //! Files: [`conn`] is one network connection (framing, keepalive), [`session`] what is kept
 //! about a client, `clients.rs` finds a session by client id, [`router`] the subscription
@@ -251,10 +263,10 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Write what is left in the connection's output buffer, then close its socket and call
-    /// [`Broker::release`].
+    /// [`Broker::handle_connection_closed`].
     Close(ConnId),
     /// Resolve `host` (off the loop thread) and open a connection to it for bridge `bridge`,
-    /// then call [`Broker::bridge_connected`] or [`Broker::bridge_failed`].
+    /// then call [`Broker::handle_bridge_connected`] or [`Broker::handle_bridge_failed`].
     ConnectBridge {
         bridge: usize,
         host: String,
@@ -329,7 +341,7 @@ pub struct Broker {
     router: Router,
     retained: TopicMap<Rc<Message>>,
     timers: Timers,
-    actions: Vec<Action>,
+    actions: std::collections::VecDeque<Action>,
     dirty: Vec<ConnId>,
     /// Reused for every publish: the subscriptions that match it.
     matches: Vec<Subscriber>,
@@ -338,7 +350,7 @@ pub struct Broker {
     /// The time of the event being handled.
     now: Instant,
     /// Counters for `$SYS`.
-    pub stats: Stats,
+    pub(crate) stats: Stats,
     sys: sys::SysState,
     /// Bytes of messages waiting in session queues, against `memory_limit`.
     held_bytes: deliver::QueuedBytes,
@@ -349,13 +361,10 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker with no clients.
-    pub fn new(settings: Settings) -> Broker {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id()) << 32;
+    /// A broker with no clients, created at `now`. `seed` starts the generator that picks
+    /// shared-subscription members and generated client ids; the caller chooses it, so a test
+    /// or fuzz run can replay the same choices.
+    pub fn new(settings: Settings, now: Instant, seed: u64) -> Broker {
         Broker {
             settings: settings.clone(),
             conns: Vec::with_capacity(table_capacity::<Option<Conn>>()),
@@ -364,17 +373,14 @@ impl Broker {
             clients: clients::ClientIndex::default(),
             router: Router::default(),
             retained: TopicMap::default(),
-            timers: Timers::new(Instant::now()),
-            actions: Vec::new(),
+            timers: Timers::new(now),
+            actions: std::collections::VecDeque::new(),
             dirty: Vec::new(),
             matches: Vec::new(),
             next_serial: 0,
             rng: seed | 1,
-            now: Instant::now(),
-            sys: sys::SysState::new(
-                Instant::now(),
-                Duration::from_secs(u64::from(settings.sys_interval)),
-            ),
+            now,
+            sys: sys::SysState::new(now, Duration::from_secs(u64::from(settings.sys_interval))),
             stats: Stats::default(),
             held_bytes: deliver::QueuedBytes::default(),
             persist: None,
@@ -391,7 +397,7 @@ impl Broker {
     /// connected client the new password file or `allow_anonymous` no longer admits is
     /// disconnected, as Mosquitto does (see `Broker::recheck_logins`); returns how many.
     /// ACLs need no such pass: every later PUBLISH, SUBSCRIBE and delivery asks the new ones.
-    pub fn set_settings(&mut self, settings: Settings, now: Instant) -> usize {
+    pub fn handle_reload(&mut self, settings: Settings, now: Instant) -> usize {
         for line in settings.security.describe_change(&self.settings.security) {
             log::info!(target: "notice", "{line}");
         }
@@ -401,12 +407,14 @@ impl Broker {
         self.recheck_logins(now)
     }
 
-    /// A new network connection from `peer` arrived on a listener bound to `local_port`.
-    pub fn connection_opened(
+    /// A new network connection from `peer` arrived on configured listener number `listener`
+    /// (its index, for `per_listener_settings`), bound to `local_port`.
+    pub fn handle_connection_opened(
         &mut self,
         id: ConnId,
         peer: SocketAddr,
         local_port: u16,
+        listener: usize,
         now: Instant,
     ) {
         self.next_serial = self.next_serial.wrapping_add(1);
@@ -418,39 +426,44 @@ impl Broker {
         if self.settings.connection_messages {
             log::info!(target: "notice", "New connection from {} on port {}.", peer, local_port);
         }
-        self.conns[id] = Some(Conn::new(serial, peer, now));
+        let mut conn = Conn::new(serial, peer, now);
+        conn.listener = u16::try_from(listener).unwrap_or(u16::MAX);
+        self.conns[id] = Some(conn);
         self.stats.connections += 1;
         self.timers
             .push(now + self.settings.connect_timeout, Timer::Conn(id, serial));
     }
 
     /// The socket of connection `id` reached end of file or failed. The broker forgets the
-    /// connection at once (no [`Action::Close`] follows).
-    pub fn connection_lost(&mut self, id: ConnId, error: Option<String>, now: Instant) {
+    /// connection at once (no [`Action::Close`] follows; do not call
+    /// [`Broker::handle_connection_closed`]).
+    pub fn handle_connection_lost(&mut self, id: ConnId, error: Option<String>, now: Instant) {
         let reason = match error {
             Some(e) => CloseReason::SocketError(e),
             None => CloseReason::ClosedByClient,
         };
         self.close(id, reason, now);
-        self.release(id);
+        self.handle_connection_closed(id);
     }
 
-    /// The server loop has closed the socket of a connection the broker asked to close.
-    pub fn release(&mut self, id: ConnId) {
+    /// The server loop has closed the socket of a connection the broker asked to close
+    /// ([`Action::Close`]); the id may then be reused.
+    pub fn handle_connection_closed(&mut self, id: ConnId) {
         if let Some(slot) = self.conns.get_mut(id) {
             *slot = None;
         }
         self.actions.retain(|a| *a != Action::Close(id));
     }
 
-    /// Output waiting to be written to connection `id`.
-    pub fn output(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
+    /// Output waiting to be written to connection `id`: write a prefix of it, then report how
+    /// much with [`Broker::handle_written`].
+    pub fn poll_transmit(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
         self.conns.get_mut(id)?.as_mut()?.out_if_any()
     }
 
     /// Tells the broker the server wrote `n` bytes of connection `id`'s output (for `$SYS`),
     /// and lets queued messages flow again once a slow reader has caught up.
-    pub fn output_written(&mut self, id: ConnId, n: usize) {
+    pub fn handle_written(&mut self, id: ConnId, n: usize) {
         self.stats.bytes_sent += n as u64;
         let Some(conn) = self.conn_mut(id) else {
             return;
@@ -464,8 +477,9 @@ impl Broker {
         }
     }
 
-    /// Connections that have new output since the last call (each listed once).
-    pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+    /// Puts in `into` the connections that have new output since the last call (each listed
+    /// once), to write with [`Broker::poll_transmit`].
+    pub fn poll_dirty(&mut self, into: &mut Vec<ConnId>) {
         into.clear();
         std::mem::swap(into, &mut self.dirty);
         for &id in into.iter() {
@@ -475,47 +489,43 @@ impl Broker {
         }
     }
 
-    /// Actions for the server loop, oldest first.
-    pub fn take_actions(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
+    /// The oldest action the server loop has not carried out yet.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
     }
 
     /// True while queued messages hold more than `memory_limit` bytes: the server then stops
-    /// reading from publishers (TCP back-pressure) instead of dropping (../DELIVERY.md).
-    pub fn memory_pressure(&self) -> bool {
+    /// reading from publishers (TCP back-pressure) instead of dropping.
+    fn memory_pressure(&self) -> bool {
         self.held_bytes.get() > self.settings.memory_limit
     }
 
-    /// Tells the broker which configured listener (by index) connection `id` came in on, for
-    /// `per_listener_settings`.
-    pub fn set_listener(&mut self, id: ConnId, listener: usize) {
-        if let Some(c) = self.conn_mut(id) {
-            c.listener = u16::try_from(listener).unwrap_or(u16::MAX);
-        }
-    }
-
-    /// True if connection `id` has published since it connected (a publisher to pause under
-    /// memory pressure; subscribers keep being read, since their acks free memory).
-    pub fn is_publisher(&self, id: ConnId) -> bool {
-        self.conn(id).is_some_and(|c| c.published)
+    /// False if the server should leave connection `id`'s bytes unread for now: under memory
+    /// pressure, a connection that has published is paused, while subscribers keep being read
+    /// since their acknowledgements free memory.
+    pub fn wants_input(&self, id: ConnId) -> bool {
+        !(self.memory_pressure() && self.conn(id).is_some_and(|c| c.published))
     }
 
     /// Number of sessions (connected and not).
+    #[doc(hidden)]
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
 
     /// Number of subscriptions.
+    #[doc(hidden)]
     pub fn subscription_count(&self) -> usize {
         self.router.len()
     }
 
     /// Number of retained messages.
-    pub fn retained_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn retained_count(&self) -> usize {
         self.retained.len()
     }
 
-    /// When [`Broker::tick`] next has work to do.
+    /// When [`Broker::end_turn`] next has timers to run.
     pub fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.next_deadline();
         match (timer, self.sys.next_due()) {
@@ -524,8 +534,17 @@ impl Broker {
         }
     }
 
-    /// Runs every timer due at `now`: keepalive and connect timeouts, session expiry.
-    pub fn tick(&mut self, now: Instant) {
+    /// The loop's turn is over: runs every timer due at `now` (keepalive and connect
+    /// timeouts, session expiry, will delays, bridge retries, `$SYS`), then hands the turn's
+    /// changes to `store` as one batch and holds the turn's acknowledgements until that batch
+    /// is committed (group commit: one transaction per turn).
+    pub fn end_turn(&mut self, now: Instant, store: Option<&mut crate::store::Store>) {
+        self.handle_timeout(now);
+        self.commit_turn(store);
+    }
+
+    /// Runs every timer due at `now`.
+    fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.sys.next_due().is_some_and(|t| t <= now) {
             self.publish_sys(now);
@@ -540,8 +559,9 @@ impl Broker {
         }
     }
 
-    /// Closes every connection (v5 clients get DISCONNECT 0x8B, server shutting down).
-    pub fn shutdown(&mut self, now: Instant) {
+    /// The server is stopping: closes every connection (v5 clients get DISCONNECT 0x8B, server
+    /// shutting down) and hands the last changes to `store`; no timer runs any more.
+    pub fn handle_shutdown(&mut self, now: Instant, store: Option<&mut crate::store::Store>) {
         for id in 0..self.conns.len() {
             let v5_active = match self.conn(id) {
                 Some(c) => c.version.is_v5() && matches!(c.state, ConnState::Active(_)),
@@ -552,6 +572,18 @@ impl Broker {
             }
             self.close(id, CloseReason::Shutdown, now);
         }
+        self.commit_turn(store);
+    }
+
+    /// Hands the changes recorded since the last call to `store` as one batch, tags the
+    /// acknowledgements written meanwhile with that batch, and releases those already
+    /// committed.
+    fn commit_turn(&mut self, store: Option<&mut crate::store::Store>) {
+        let Some(store) = store else {
+            return;
+        };
+        let batch = store.submit(self.take_changes());
+        self.seal_acks(batch, store.committed());
     }
 
     fn check_conn_timer(&mut self, id: ConnId, serial: u32, now: Instant) {
@@ -734,7 +766,7 @@ impl Broker {
         if let Some(will) = will {
             self.publish_will(will, now);
         }
-        self.actions.push(Action::Close(id));
+        self.actions.push_back(Action::Close(id));
     }
 
     fn log_close(&self, name: &str, peer: conn::Peer, reason: &CloseReason) {
@@ -876,7 +908,7 @@ impl Broker {
 
     /// Feeds bytes read from connection `id`'s socket. Complete packets are handled at once;
     /// a partial packet waits in the connection's buffer for the rest.
-    pub fn bytes_received(&mut self, id: ConnId, mut data: &[u8], now: Instant) {
+    pub fn handle_bytes(&mut self, id: ConnId, mut data: &[u8], now: Instant) {
         self.stats.bytes_received += data.len() as u64;
         let Some(conn) = self.conn_mut(id) else {
             return;

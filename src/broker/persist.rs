@@ -20,7 +20,7 @@ use crate::store::{
 };
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Changes not yet handed to the store, and acknowledgements waiting for a commit.
 pub struct Persist {
@@ -34,15 +34,13 @@ pub struct Persist {
 }
 
 impl Persist {
-    fn new() -> Persist {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+    /// `unix` is the wall-clock time at `now`, in Unix seconds.
+    fn new(now: Instant, unix: u64) -> Persist {
         Persist {
             changes: Vec::new(),
             pending_acks: Vec::new(),
             held_acks: VecDeque::new(),
-            epoch: (Instant::now(), unix),
+            epoch: (now, unix),
         }
     }
 
@@ -170,13 +168,14 @@ impl Persist {
 }
 
 impl Broker {
-    /// Turns on change recording (call before [`Broker::restore`]).
-    pub fn enable_persistence(&mut self) {
-        self.persist = Some(Box::new(Persist::new()));
+    /// Turns on change recording; `unix` is the wall-clock time at `now`, in Unix seconds, to
+    /// store expiry times in a form that survives a restart.
+    pub(super) fn enable_persistence(&mut self, now: Instant, unix: u64) {
+        self.persist = Some(Box::new(Persist::new(now, unix)));
     }
 
     /// The changes recorded since the last call, for one store batch.
-    pub fn take_changes(&mut self) -> Vec<Change> {
+    pub(super) fn take_changes(&mut self) -> Vec<Change> {
         self.persist
             .as_mut()
             .map(|p| std::mem::take(&mut p.changes))
@@ -186,17 +185,17 @@ impl Broker {
     /// Tags the acknowledgements written since the last call with batch `batch` (the last
     /// batch submitted, which holds their messages), then releases every held acknowledgement
     /// whose batch is committed.
-    pub fn seal_acks(&mut self, batch: u64, committed: u64) {
+    pub(super) fn seal_acks(&mut self, batch: u64, committed: u64) {
         if let Some(p) = self.persist.as_mut() {
             for (id, serial, bytes) in p.pending_acks.drain(..) {
                 p.held_acks.push_back((batch, id, serial, bytes));
             }
         }
-        self.release_acks(committed);
+        self.handle_store_committed(committed);
     }
 
     /// Writes out every held acknowledgement of a committed batch, in order.
-    pub fn release_acks(&mut self, committed: u64) {
+    pub fn handle_store_committed(&mut self, committed: u64) {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
@@ -402,8 +401,11 @@ impl Broker {
         self.record(c);
     }
 
-    /// Rebuilds retained messages, sessions, subscriptions, queues and wills from the store.
-    pub fn restore(&mut self, snapshot: Snapshot, now: Instant) {
+    /// Turns on change recording and rebuilds retained messages, sessions, subscriptions,
+    /// queues and wills from the store. `unix` is the wall-clock time at `now`, in Unix
+    /// seconds: the store keeps expiry times as Unix seconds.
+    pub fn restore(&mut self, snapshot: Snapshot, now: Instant, unix: u64) {
+        self.enable_persistence(now, unix);
         let mut messages = 0usize;
         for m in snapshot.retained {
             let msg = self.message_from(m, now);

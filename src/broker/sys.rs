@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn load_average_converges_to_the_rate() {
         let now = Instant::now();
-        let mut b = Broker::new(super::super::Settings::default());
+        let mut b = Broker::new(super::super::Settings::default(), now, 1);
         b.sys = SysState::new(now, Duration::from_secs(10));
         let mut t = now;
         for _ in 0..200 {
@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn uptime_and_counts_are_formatted_like_mosquitto() {
         let now = Instant::now();
-        let mut b = Broker::new(super::super::Settings::default());
+        let mut b = Broker::new(super::super::Settings::default(), now, 1);
         b.sys = SysState::new(now, Duration::from_secs(10));
         let v: HashMap<String, String> = b
             .sys_values(now + Duration::from_secs(42))

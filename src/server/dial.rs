@@ -90,13 +90,17 @@ impl Server {
         if self.resolver.is_none() {
             match Resolver::start(&self.poll) {
                 Ok(r) => self.resolver = Some(r),
-                Err(e) => return self.broker.bridge_failed(bridge, &e.to_string(), now),
+                Err(e) => {
+                    return self
+                        .broker
+                        .handle_bridge_failed(bridge, &e.to_string(), now)
+                }
             }
         }
         if let Some(r) = &self.resolver {
             if r.requests.send((bridge, host, port)).is_err() {
                 self.broker
-                    .bridge_failed(bridge, "the resolver thread stopped", now);
+                    .handle_bridge_failed(bridge, "the resolver thread stopped", now);
             }
         }
     }
@@ -114,28 +118,35 @@ impl Server {
                 Ok(addrs) => match addrs.first() {
                     Some(a) => *a,
                     None => {
-                        self.broker
-                            .bridge_failed(bridge, &format!("no address for {host}"), now);
+                        self.broker.handle_bridge_failed(
+                            bridge,
+                            &format!("no address for {host}"),
+                            now,
+                        );
                         continue;
                     }
                 },
                 Err(e) => {
-                    self.broker
-                        .bridge_failed(bridge, &format!("cannot resolve {host}: {e}"), now);
+                    self.broker.handle_bridge_failed(
+                        bridge,
+                        &format!("cannot resolve {host}: {e}"),
+                        now,
+                    );
                     continue;
                 }
             };
             let transport = match self.bridge_transport(bridge, &host) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.broker.bridge_failed(bridge, &e, now);
+                    self.broker.handle_bridge_failed(bridge, &e, now);
                     continue;
                 }
             };
             let mut stream = match TcpStream::connect(addr) {
                 Ok(s) => s,
                 Err(e) => {
-                    self.broker.bridge_failed(bridge, &e.to_string(), now);
+                    self.broker
+                        .handle_bridge_failed(bridge, &e.to_string(), now);
                     continue;
                 }
             };
@@ -147,7 +158,8 @@ impl Server {
                     .registry()
                     .register(&mut stream, Tok::Conn(id).into(), interest)
             {
-                self.broker.bridge_failed(bridge, &e.to_string(), now);
+                self.broker
+                    .handle_bridge_failed(bridge, &e.to_string(), now);
                 continue;
             }
             let name = self.bridges.get(bridge).map_or("?", |d| d.name.as_str());
@@ -192,7 +204,7 @@ impl Server {
         };
         if let Some(e) = failed {
             self.remove_client(id);
-            self.broker.bridge_failed(bridge, &e, now);
+            self.broker.handle_bridge_failed(bridge, &e, now);
             return;
         }
         let Some(extra) = client.extra.as_mut() else {
@@ -203,7 +215,7 @@ impl Server {
         if self.nodelay {
             let _ = client.stream.set_nodelay(true);
         }
-        self.broker.bridge_connected(id, bridge, peer, now);
+        self.broker.handle_bridge_connected(id, bridge, peer, now);
         self.flush(id, now);
     }
 }

@@ -152,11 +152,11 @@ struct ToBroker<'a> {
 
 impl Upstream for ToBroker<'_> {
     fn certificate_identity(&mut self, identity: CertIdentity) {
-        self.broker.set_certificate_identity(self.id, identity);
+        self.broker.handle_certificate_identity(self.id, identity);
     }
 
     fn mqtt_bytes(&mut self, bytes: &[u8]) {
-        self.broker.bytes_received(self.id, bytes, self.now);
+        self.broker.handle_bytes(self.id, bytes, self.now);
     }
 }
 
@@ -164,7 +164,7 @@ impl Server {
     /// Reads from a connection, up to its budget for this turn; a transport, if any, turns
     /// the bytes into MQTT bytes for the broker.
     pub(super) fn read_conn(&mut self, id: ConnId, now: Instant) {
-        if self.broker.memory_pressure() && self.broker.is_publisher(id) {
+        if !self.broker.wants_input(id) {
             // Back-pressure: leave the publisher's bytes in the kernel until queues drain.
             if !self.paused.contains(&id) {
                 self.paused.push(id);
@@ -183,7 +183,7 @@ impl Server {
                 Err(e) => return self.drop_client(id, Some(e.to_string()), now),
             };
             let Some(transport) = client.transport() else {
-                self.broker.bytes_received(id, &self.read_buf[..n], now);
+                self.broker.handle_bytes(id, &self.read_buf[..n], now);
                 self.flush_dirty(now);
                 // Even after a short read, read again: readiness is edge-triggered, and an end
                 // of file (a client that closes right after its last packet) arrives in the
@@ -255,7 +255,7 @@ impl Server {
     /// Writes output of every connection the broker wrote to.
     pub(super) fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        self.broker.take_dirty(&mut dirty);
+        self.broker.poll_dirty(&mut dirty);
         for &id in &dirty {
             self.flush(id, now);
         }
@@ -269,7 +269,7 @@ impl Server {
             return;
         };
         let mut none = Vec::new();
-        let out = match self.broker.output(id) {
+        let out = match self.broker.poll_transmit(id) {
             Some(out) => out,
             // A transport may have bytes of its own to write (handshake, pong, alert).
             None if client.extra.as_ref().is_some_and(|e| e.transport.is_some()) => &mut none,
@@ -289,7 +289,7 @@ impl Server {
         }
         follow_output(&self.poll, client, id, pending);
         if taken > 0 {
-            self.broker.output_written(id, taken);
+            self.broker.handle_written(id, taken);
         }
     }
 }

@@ -385,8 +385,8 @@ impl Server {
                 wants_write: false,
                 extra,
             });
-            self.broker.connection_opened(id, peer, port, now);
-            self.broker.set_listener(id, config_index);
+            self.broker
+                .handle_connection_opened(id, peer, port, config_index, now);
             // Data may already be waiting; edge-triggered readiness would not tell us again.
             self.read_conn(id, now);
         }

@@ -41,7 +41,7 @@ use mio::event::Event;
 use mio::{Events, Poll, Token};
 use signals::SelfPipe;
 use slab::Slab;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Token of the signal self-pipe.
 const SIGNAL: usize = 0;
@@ -143,7 +143,8 @@ impl Server {
         let poll = Poll::new()?;
         let listeners = listeners::bind_all(config, &poll)?;
         let signals = SelfPipe::install(&poll)?;
-        let mut broker = Broker::new(Settings::load(config).map_err(std::io::Error::other)?);
+        let settings = Settings::load(config).map_err(std::io::Error::other)?;
+        let mut broker = Broker::new(settings, Instant::now(), seed());
         let store = if config.persistence {
             Some(open_store(config, &poll, &mut broker)?)
         } else {
@@ -195,7 +196,7 @@ impl Server {
                     Tok::Signal => self.handle_signals(now),
                     Tok::StoreWaker => {
                         if let Some(store) = &self.store {
-                            self.broker.release_acks(store.committed());
+                            self.broker.handle_store_committed(store.committed());
                         }
                     }
                     Tok::DnsWaker => self.bridge_addresses_resolved(now),
@@ -206,8 +207,7 @@ impl Server {
             self.end_turn(now);
         }
         let now = Instant::now();
-        self.broker.shutdown(now);
-        self.commit_turn();
+        self.broker.handle_shutdown(now, self.store.as_mut());
         self.flush_dirty(now);
         self.apply_actions(now);
         if let Some(store) = self.store.take() {
@@ -234,7 +234,7 @@ impl Server {
     }
 
     /// The work after a turn's events, in this order: accept again once an EMFILE pause is
-    /// over; fire the broker's due timers; hand the turn's changes to the store; write what
+    /// over; end the broker's turn (due timers, the turn's changes to the store); write what
     /// the broker produced; carry out its actions (closes, bridge connects); resume paused
     /// publishers once memory allows.
     fn end_turn(&mut self, now: Instant) {
@@ -244,26 +244,17 @@ impl Server {
                 self.accept(index, now);
             }
         }
-        self.broker.tick(now);
-        self.commit_turn();
+        self.broker.end_turn(now, self.store.as_mut());
         self.flush_dirty(now);
         self.apply_actions(now);
-        if !self.paused.is_empty() && !self.broker.memory_pressure() {
-            self.backlog.append(&mut self.paused);
-        }
-    }
-
-    /// Hands this turn's changes to the store as one batch and holds this turn's
-    /// acknowledgements until it is committed (group commit: one transaction per turn).
-    fn commit_turn(&mut self) {
-        let Some(store) = self.store.as_mut() else {
-            return;
-        };
-        let changes = self.broker.take_changes();
-        if !changes.is_empty() {
-            store.submit(changes);
-        }
-        self.broker.seal_acks(store.submitted(), store.committed());
+        let (broker, backlog) = (&self.broker, &mut self.backlog);
+        self.paused.retain(|&id| {
+            let resume = broker.wants_input(id);
+            if resume {
+                backlog.push(id);
+            }
+            !resume
+        });
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -284,7 +275,7 @@ impl Server {
         if !self.clients.contains(id) {
             return;
         }
-        self.broker.connection_lost(id, error, now);
+        self.broker.handle_connection_lost(id, error, now);
         self.remove_client(id);
     }
 
@@ -303,13 +294,14 @@ impl Server {
         self.paused.retain(|&b| b != id);
     }
 
+    /// Carries out the broker's actions, writing what they produce, until none is left.
     fn apply_actions(&mut self, now: Instant) {
         loop {
-            let actions = self.broker.take_actions();
-            if actions.is_empty() {
+            let Some(first) = self.broker.poll_action() else {
                 return;
-            }
-            for action in actions {
+            };
+            let mut next = Some(first);
+            while let Some(action) = next {
                 match action {
                     Action::ConnectBridge { bridge, host, port } => {
                         self.resolve_bridge(bridge, host, port, now)
@@ -327,9 +319,10 @@ impl Server {
                             let _ = client.stream.shutdown(std::net::Shutdown::Both);
                         }
                         self.remove_client(id);
-                        self.broker.release(id);
+                        self.broker.handle_connection_closed(id);
                     }
                 }
+                next = self.broker.poll_action();
             }
             self.flush_dirty(now);
         }
@@ -360,9 +353,24 @@ fn open_store(config: &Config, poll: &Poll, broker: &mut Broker) -> std::io::Res
         ))
     })?;
     log::info!(target: "notice", "Using the store {}.", store.path().display());
-    broker.enable_persistence();
-    broker.restore(snapshot, Instant::now());
+    broker.restore(snapshot, Instant::now(), unix_now());
     Ok(store)
+}
+
+/// The wall-clock time in Unix seconds, which the store keeps expiry times in.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A seed for the broker's random choices that differs from run to run and between brokers
+/// started in the same nanosecond.
+fn seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()) << 32
 }
 
 /// Raises the soft limit on open files to the hard limit: every client is a descriptor, and

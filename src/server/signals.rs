@@ -181,6 +181,6 @@ impl Server {
     fn apply_reload(&mut self, staged: StagedReload, now: Instant) {
         staged.logs.apply();
         apply_tls(&mut self.listeners, staged.tls);
-        self.broker.set_settings(staged.settings, now);
+        self.broker.handle_reload(staged.settings, now);
     }
 }

@@ -170,10 +170,12 @@ struct Driver {
 
 impl Driver {
     fn new() -> Driver {
-        let broker = Broker::new(Settings::default());
+        let now = Instant::now();
+        // A fixed seed: a program replays the same shared-subscription picks every run.
+        let broker = Broker::new(Settings::default(), now, 1);
         Driver {
             broker,
-            now: Instant::now(),
+            now,
             slots: (0..SLOTS).map(|_| Slot::free()).collect(),
             client_ids: BTreeSet::new(),
             peer_port: 40_000,
@@ -183,7 +185,8 @@ impl Driver {
     fn open(&mut self, id: usize) {
         self.peer_port = self.peer_port.wrapping_add(1);
         let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, self.peer_port));
-        self.broker.connection_opened(id, peer, 1883, self.now);
+        self.broker
+            .handle_connection_opened(id, peer, 1883, 0, self.now);
         self.slots[id] = Slot {
             state: SlotState::Open,
             ..Slot::free()
@@ -196,7 +199,7 @@ impl Driver {
             return;
         }
         self.note_first_frame(id, bytes);
-        self.broker.bytes_received(id, bytes, self.now);
+        self.broker.handle_bytes(id, bytes, self.now);
         self.settle();
     }
 
@@ -235,7 +238,7 @@ impl Driver {
 
     /// After every call into the broker: collect actions, drain and check all output.
     fn settle(&mut self) {
-        for action in self.broker.take_actions() {
+        while let Some(action) = self.broker.poll_action() {
             let Action::Close(id) = action else {
                 continue;
             };
@@ -260,7 +263,7 @@ impl Driver {
     fn drain(&mut self, id: usize) {
         let version = self.slots[id].version;
         // An open connection has an output buffer only while bytes wait in it.
-        let Some(out) = self.broker.output(id) else {
+        let Some(out) = self.broker.poll_transmit(id) else {
             return;
         };
         assert_ne!(
@@ -272,7 +275,7 @@ impl Driver {
         if out.is_empty() {
             return;
         }
-        self.broker.output_written(id, out.len());
+        self.broker.handle_written(id, out.len());
         let mut rest = &out[..];
         while !rest.is_empty() {
             let h = match codec::parse_fixed_header(rest) {
@@ -313,7 +316,7 @@ impl Driver {
 
     fn advance(&mut self, by: Duration) {
         self.now += by;
-        self.broker.tick(self.now);
+        self.broker.end_turn(self.now, None);
         self.settle();
     }
 
@@ -323,7 +326,7 @@ impl Driver {
             return;
         }
         self.drain(id);
-        self.broker.connection_lost(id, None, self.now);
+        self.broker.handle_connection_lost(id, None, self.now);
         self.slots[id] = Slot::free();
         self.settle();
     }
@@ -334,7 +337,7 @@ impl Driver {
             return;
         }
         self.drain(id);
-        self.broker.release(id);
+        self.broker.handle_connection_closed(id);
         self.slots[id] = Slot::free();
         self.settle();
     }
@@ -398,8 +401,8 @@ impl Driver {
         }));
         let bytes = connect.to_bytes(ProtocolVersion::V5);
         self.note_first_frame(id, &bytes);
-        self.broker.bytes_received(id, &bytes, self.now);
-        let out = std::mem::take(self.broker.output(id).expect("just opened"));
+        self.broker.handle_bytes(id, &bytes, self.now);
+        let out = std::mem::take(self.broker.poll_transmit(id).expect("just opened"));
         let h = codec::parse_fixed_header(&out)
             .ok()
             .flatten()
@@ -411,7 +414,7 @@ impl Driver {
             };
         // The rest of what was sent (resent and queued messages) must be well-formed too.
         self.broker
-            .output(id)
+            .poll_transmit(id)
             .expect("open")
             .extend_from_slice(&out[h.total()..]);
         self.settle();
@@ -500,7 +503,7 @@ fn step(d: &mut Driver, input: &mut Input<'_>) {
         14 => d.release(id),
         _ => {
             // The server loop drains output only now and then; nothing else happens here.
-            d.broker.tick(d.now);
+            d.broker.end_turn(d.now, None);
             d.settle();
         }
     }

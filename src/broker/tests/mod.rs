@@ -109,15 +109,10 @@ impl World {
     }
 
     fn with_sys(settings: Settings) -> World {
-        let mut broker = Broker::new(settings);
-        // The broker starts its timer and `$SYS` clocks at creation; restarting them at the
-        // test's time zero puts every deadline at an exact offset from `t0`, so a test can
-        // stand one millisecond before a deadline and then on it.
+        // Created at the test's time zero, the broker puts every deadline at an exact offset
+        // from `t0`, so a test can stand one millisecond before a deadline and then on it.
         let now = Instant::now();
-        let sys_interval = Duration::from_secs(u64::from(broker.settings.sys_interval));
-        broker.timers = Timers::new(now);
-        broker.sys = sys::SysState::new(now, sys_interval);
-        broker.now = now;
+        let broker = Broker::new(settings, now, 1);
         World {
             broker,
             t0: now,
@@ -126,17 +121,28 @@ impl World {
     }
 
     fn open(&mut self, id: ConnId) {
+        self.open_on(id, 0);
+    }
+
+    /// Opens connection `id` on configured listener number `listener`.
+    fn open_on(&mut self, id: ConnId, listener: usize) {
+        let peer = peer(40000 + id as u16);
         self.broker
-            .connection_opened(id, peer(40000 + id as u16), 1883, self.now);
+            .handle_connection_opened(id, peer, 1883, listener, self.now);
+    }
+
+    /// Every action the broker has queued, oldest first.
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.broker.poll_action()).collect()
     }
 
     fn send(&mut self, id: ConnId, bytes: &[u8]) {
-        self.broker.bytes_received(id, bytes, self.now);
+        self.broker.handle_bytes(id, bytes, self.now);
     }
 
     fn advance(&mut self, d: Duration) {
         self.now += d;
-        self.broker.tick(self.now);
+        self.broker.handle_timeout(self.now);
     }
 
     /// Moves the clock to the broker's next deadline, if it is at most `limit`, and runs the
@@ -146,7 +152,7 @@ impl World {
         match self.broker.next_deadline() {
             Some(at) if at <= limit => {
                 self.now = self.now.max(at);
-                self.broker.tick(self.now);
+                self.broker.handle_timeout(self.now);
                 true
             }
             _ => false,
@@ -189,7 +195,7 @@ impl World {
 
     /// Drains and decodes connection `id`'s output.
     fn take(&mut self, id: ConnId) -> Vec<Out> {
-        let Some(buf) = self.broker.output(id) else {
+        let Some(buf) = self.broker.poll_transmit(id) else {
             return Vec::new();
         };
         let bytes = std::mem::take(buf);
@@ -198,11 +204,11 @@ impl World {
 
     /// True if the broker asked to close `id` (and forget it).
     fn closed(&mut self, id: ConnId) -> bool {
-        let actions = self.broker.take_actions();
+        let actions = self.actions();
         let closed = actions.contains(&Action::Close(id));
         for a in actions {
             let Action::Close(c) = a else { continue };
-            self.broker.release(c);
+            self.broker.handle_connection_closed(c);
         }
         closed
     }
@@ -404,7 +410,7 @@ fn persistent_session_queues_offline_and_resends_with_dup_mqtt_4_4_0_1() {
     w.connect(2, "p", true);
     w.send(2, &publish("t", b"in-flight", QoS::AtLeastOnce, false, 1));
     assert_eq!(w.take(1), vec![pub_out("t", b"in-flight", 1, 1)]);
-    w.broker.connection_lost(1, None, w.now);
+    w.broker.handle_connection_lost(1, None, w.now);
     w.send(2, &publish("t", b"queued1", QoS::AtLeastOnce, false, 2));
     w.send(2, &publish("t", b"queued2", QoS::ExactlyOnce, false, 3));
     w.send(
@@ -439,7 +445,7 @@ fn clean_session_discards_previous_state_mqtt_3_1_2_6() {
     w.connect(1, "s", false);
     w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
     w.take(1);
-    w.broker.connection_lost(1, None, w.now);
+    w.broker.handle_connection_lost(1, None, w.now);
     assert!(!w.connect(2, "s", true));
     assert_eq!(w.broker.subscription_count(), 0);
 }
@@ -675,7 +681,7 @@ fn persistent_client_expiration_removes_abandoned_sessions() {
     let mut w = World::new(settings);
     w.connect(1, "gone", false);
     w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
-    w.broker.connection_lost(1, None, w.now);
+    w.broker.handle_connection_lost(1, None, w.now);
     w.advance(Duration::from_secs(3599));
     assert_eq!(w.broker.session_count(), 1);
     w.advance(Duration::from_secs(2));
@@ -695,7 +701,7 @@ fn slow_reader_qos0_dropped_past_output_bound_and_counted() {
     for _ in 0..2000 {
         w.send(2, &publish("t", &payload, QoS::AtMostOnce, false, 0));
     }
-    let held = w.broker.output(1).map_or(0, |o| o.len());
+    let held = w.broker.poll_transmit(1).map_or(0, |o| o.len());
     assert!(held <= OUTPUT_HIGH_WATER + 2000, "output bounded: {held}");
     assert!(w.broker.stats.publish_dropped > 0);
     assert_eq!(
@@ -751,7 +757,11 @@ fn subscribe_v5(id: u16, filter: &str, options: SubscribeOptions, sub_id: Option
 
 /// Decodes v5 output into packets with owned data.
 fn take_v5(w: &mut World, id: ConnId) -> Vec<Packet<'static>> {
-    let bytes = w.broker.output(id).map(std::mem::take).unwrap_or_default();
+    let bytes = w
+        .broker
+        .poll_transmit(id)
+        .map(std::mem::take)
+        .unwrap_or_default();
     let mut rest = &bytes[..];
     let mut out = Vec::new();
     while let Ok(Some(h)) = codec::parse_fixed_header(rest) {
@@ -1010,7 +1020,7 @@ fn v5_will_delay_cancelled_when_session_resumes_in_time() {
     w.open(2);
     w.send(2, &connect_v5("dev", true, session.clone(), Some(will())));
     take_v5(&mut w, 2);
-    w.broker.connection_lost(2, None, w.now);
+    w.broker.handle_connection_lost(2, None, w.now);
     w.advance(Duration::from_secs(4));
     assert!(take_v5(&mut w, 1).is_empty());
     w.open(3);
@@ -1018,7 +1028,7 @@ fn v5_will_delay_cancelled_when_session_resumes_in_time() {
     w.advance(Duration::from_secs(10));
     assert!(take_v5(&mut w, 1).is_empty(), "resumed in time: no will");
     // Now leave for good: the will goes after 5 s.
-    w.broker.connection_lost(3, None, w.now);
+    w.broker.handle_connection_lost(3, None, w.now);
     w.advance(Duration::from_millis(4_900));
     assert!(take_v5(&mut w, 1).is_empty());
     w.advance(Duration::from_millis(200));
@@ -1039,7 +1049,7 @@ fn v5_session_expiry_interval_removes_session_mqtt_3_1_2_23() {
         &subscribe_v5(1, "t", SubscribeOptions::qos(QoS::AtLeastOnce), None),
     );
     take_v5(&mut w, 1);
-    w.broker.connection_lost(1, None, w.now);
+    w.broker.handle_connection_lost(1, None, w.now);
     w.advance(Duration::from_secs(29));
     assert_eq!(w.broker.session_count(), 1);
     w.advance(Duration::from_secs(2));
@@ -1060,7 +1070,7 @@ fn v5_message_expiry_drops_stale_and_forwards_remaining_mqtt_3_3_2_6() {
         &subscribe_v5(1, "t", SubscribeOptions::qos(QoS::AtLeastOnce), None),
     );
     take_v5(&mut w, 1);
-    w.broker.connection_lost(1, None, w.now);
+    w.broker.handle_connection_lost(1, None, w.now);
     connect5(&mut w, 2, "p", Properties::default());
     let exp = |s| Properties {
         message_expiry_interval: Some(s),
@@ -1110,7 +1120,7 @@ fn v5_shared_subscription_qos1_moves_to_another_member_mqtt_4_8_2_4() {
         (1, 2)
     };
     // The member holding the unacknowledged message leaves for good (clean session).
-    w.broker.connection_lost(holder, None, w.now);
+    w.broker.handle_connection_lost(holder, None, w.now);
     let out = take_v5(&mut w, other);
     assert!(
         matches!(&out[..], [Packet::Publish(p)] if p.payload == b"j1"),
@@ -1177,7 +1187,7 @@ fn shared_pair(w: &mut World, qos: QoS) -> (ConnId, ConnId) {
 fn v5_shared_qos2_in_flight_not_moved_when_session_ends_mqtt_4_8_2_5() {
     let mut w = World::new(Settings::default());
     let (holder, other) = shared_pair(&mut w, QoS::ExactlyOnce);
-    w.broker.connection_lost(holder, None, w.now);
+    w.broker.handle_connection_lost(holder, None, w.now);
     assert!(
         take_v5(&mut w, other).is_empty(),
         "QoS 2 stays with the session it was sent to"
@@ -1196,7 +1206,7 @@ fn v5_shared_error_puback_not_sent_to_another_member_mqtt_4_8_2_6() {
     })
     .to_bytes(ProtocolVersion::V5);
     w.send(holder, &refused);
-    w.broker.connection_lost(holder, None, w.now);
+    w.broker.handle_connection_lost(holder, None, w.now);
     assert!(
         take_v5(&mut w, other).is_empty(),
         "discarded, not retried elsewhere"
@@ -1278,10 +1288,9 @@ impl World {
 
     /// Applies new settings as SIGHUP does; returns the connections closed, sorted.
     fn reload(&mut self, settings: Settings) -> Vec<ConnId> {
-        let n = self.broker.set_settings(settings, self.now);
+        let n = self.broker.handle_reload(settings, self.now);
         let mut closed: Vec<ConnId> = self
-            .broker
-            .take_actions()
+            .actions()
             .into_iter()
             .filter_map(|a| match a {
                 Action::Close(c) => Some(c),
@@ -1289,7 +1298,7 @@ impl World {
             })
             .collect();
         for &c in &closed {
-            self.broker.release(c);
+            self.broker.handle_connection_closed(c);
         }
         closed.sort_unstable();
         assert_eq!(n, closed.len());
@@ -1377,11 +1386,9 @@ fn per_listener_policies_are_rechecked_per_listener() {
     let mut settings = secured(None, None, false);
     settings.per_listener = vec![policy(true), policy(true)];
     let mut w = World::new(settings.clone());
-    w.open(1);
-    w.broker.set_listener(1, 0);
+    w.open_on(1, 0);
     w.send(1, &connect_as("on-0", None, None));
-    w.open(2);
-    w.broker.set_listener(2, 1);
+    w.open_on(2, 1);
     w.send(2, &connect_as("on-1", None, None));
     assert_eq!(w.take(1), vec![Out::Connack(false, 0)]);
     assert_eq!(w.take(2), vec![Out::Connack(false, 0)]);
@@ -1456,11 +1463,17 @@ impl Drop for StoreDir {
     }
 }
 
+/// The wall-clock time in Unix seconds, which the store keeps expiry times in.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A broker with persistence on, restored from `snapshot` (the broker of a restart).
 fn restarted(snapshot: crate::store::Snapshot) -> World {
     let mut w = World::new(Settings::default());
-    w.broker.enable_persistence();
-    w.broker.restore(snapshot, w.now);
+    w.broker.restore(snapshot, w.now, unix_now());
     w
 }
 
@@ -1514,7 +1527,7 @@ fn publishes(packets: &[Packet<'static>]) -> Vec<(u16, &'static str, bool)> {
 fn too_large_for_the_client_is_dropped_and_forgotten_by_the_store_mqtt_3_1_2_25() {
     let dir = StoreDir::new("too-large");
     let mut w = World::new(Settings::default());
-    w.broker.enable_persistence();
+    w.broker.enable_persistence(w.now, unix_now());
     assert!(!connect_small(&mut w, 1, "sub", Some(60)).0);
     let qos1 = SubscribeOptions::qos(QoS::AtLeastOnce);
     w.send(1, &subscribe_v5(1, "t/#", qos1, None));
@@ -1562,7 +1575,11 @@ fn too_large_for_the_client_is_dropped_and_forgotten_by_the_store_mqtt_3_1_2_25(
     );
     w.send(1, &ack(Packet::Puback, sent[0].0));
     w.send(1, &ack(Packet::Pubrec, sent[1].0));
-    let pubrel = w.broker.output(1).map(std::mem::take).unwrap_or_default();
+    let pubrel = w
+        .broker
+        .poll_transmit(1)
+        .map(std::mem::take)
+        .unwrap_or_default();
     let h = codec::parse_fixed_header(&pubrel)
         .ok()
         .flatten()
@@ -1583,7 +1600,7 @@ fn too_large_for_the_client_is_dropped_and_forgotten_by_the_store_mqtt_3_1_2_25(
 fn in_flight_message_too_large_after_reconnect_is_dropped_and_forgotten() {
     let dir = StoreDir::new("too-large-resend");
     let mut w = World::new(Settings::default());
-    w.broker.enable_persistence();
+    w.broker.enable_persistence(w.now, unix_now());
     // No limit at first: a large message goes in flight, and is not acknowledged.
     assert!(!connect_small(&mut w, 1, "sub", None).0);
     let qos1 = SubscribeOptions::qos(QoS::AtLeastOnce);
@@ -1595,7 +1612,7 @@ fn in_flight_message_too_large_after_reconnect_is_dropped_and_forgotten() {
         &publish("t/big", &[7u8; 100], QoS::AtLeastOnce, false, 1),
     );
     assert_eq!(publishes(&take_v5(&mut w, 1)).len(), 1);
-    w.broker.connection_lost(1, None, w.now);
+    w.broker.handle_connection_lost(1, None, w.now);
 
     // It comes back accepting only small packets: the message cannot be resent, so it is
     // dropped, and its slot and its row in the store are freed.
