@@ -9,7 +9,7 @@
 //!
 //! One turn of the loop, in this order:
 //! 1. feed the turn's events: `handle_connection_opened`, `handle_bytes`,
-//!    `handle_connection_lost`, `handle_written`, `handle_store_committed`, ...;
+//!    `handle_connection_closed`, `handle_written`, `handle_store_committed`, ...;
 //! 2. [`Broker::end_turn`]: due timers, then the turn's changes to the store (their
 //!    acknowledgements wait for its commit);
 //! 3. write the output of every connection [`Broker::poll_dirty`] lists
@@ -434,21 +434,15 @@ impl Broker {
             .push(now + self.settings.connect_timeout, Timer::Conn(id, serial));
     }
 
-    /// The socket of connection `id` reached end of file or failed. The broker forgets the
-    /// connection at once (no [`Action::Close`] follows; do not call
-    /// [`Broker::handle_connection_closed`]).
-    pub fn handle_connection_lost(&mut self, id: ConnId, error: Option<String>, now: Instant) {
+    /// The socket of connection `id` is gone: the server loop closed it after an
+    /// [`Action::Close`], or it reached end of file (`error` is `None`) or failed. The broker
+    /// forgets the connection (closing it first if it had not asked to); the id may be reused.
+    pub fn handle_connection_closed(&mut self, id: ConnId, error: Option<String>, now: Instant) {
         let reason = match error {
             Some(e) => CloseReason::SocketError(e),
             None => CloseReason::ClosedByClient,
         };
         self.close(id, reason, now);
-        self.handle_connection_closed(id);
-    }
-
-    /// The server loop has closed the socket of a connection the broker asked to close
-    /// ([`Action::Close`]); the id may then be reused.
-    pub fn handle_connection_closed(&mut self, id: ConnId) {
         if let Some(slot) = self.conns.get_mut(id) {
             *slot = None;
         }

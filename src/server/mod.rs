@@ -275,7 +275,7 @@ impl Server {
         if !self.clients.contains(id) {
             return;
         }
-        self.broker.handle_connection_lost(id, error, now);
+        self.broker.handle_connection_closed(id, error, now);
         self.remove_client(id);
     }
 
@@ -319,7 +319,7 @@ impl Server {
                             let _ = client.stream.shutdown(std::net::Shutdown::Both);
                         }
                         self.remove_client(id);
-                        self.broker.handle_connection_closed(id);
+                        self.broker.handle_connection_closed(id, None, now);
                     }
                 }
                 next = self.broker.poll_action();

@@ -326,7 +326,7 @@ impl Driver {
             return;
         }
         self.drain(id);
-        self.broker.handle_connection_lost(id, None, self.now);
+        self.broker.handle_connection_closed(id, None, self.now);
         self.slots[id] = Slot::free();
         self.settle();
     }
@@ -337,7 +337,7 @@ impl Driver {
             return;
         }
         self.drain(id);
-        self.broker.handle_connection_closed(id);
+        self.broker.handle_connection_closed(id, None, self.now);
         self.slots[id] = Slot::free();
         self.settle();
     }

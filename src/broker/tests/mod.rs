@@ -208,7 +208,7 @@ impl World {
         let closed = actions.contains(&Action::Close(id));
         for a in actions {
             let Action::Close(c) = a else { continue };
-            self.broker.handle_connection_closed(c);
+            self.broker.handle_connection_closed(c, None, self.now);
         }
         closed
     }
@@ -410,7 +410,7 @@ fn persistent_session_queues_offline_and_resends_with_dup_mqtt_4_4_0_1() {
     w.connect(2, "p", true);
     w.send(2, &publish("t", b"in-flight", QoS::AtLeastOnce, false, 1));
     assert_eq!(w.take(1), vec![pub_out("t", b"in-flight", 1, 1)]);
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     w.send(2, &publish("t", b"queued1", QoS::AtLeastOnce, false, 2));
     w.send(2, &publish("t", b"queued2", QoS::ExactlyOnce, false, 3));
     w.send(
@@ -445,7 +445,7 @@ fn clean_session_discards_previous_state_mqtt_3_1_2_6() {
     w.connect(1, "s", false);
     w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
     w.take(1);
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     assert!(!w.connect(2, "s", true));
     assert_eq!(w.broker.subscription_count(), 0);
 }
@@ -681,7 +681,7 @@ fn persistent_client_expiration_removes_abandoned_sessions() {
     let mut w = World::new(settings);
     w.connect(1, "gone", false);
     w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     w.advance(Duration::from_secs(3599));
     assert_eq!(w.broker.session_count(), 1);
     w.advance(Duration::from_secs(2));
@@ -1020,7 +1020,7 @@ fn v5_will_delay_cancelled_when_session_resumes_in_time() {
     w.open(2);
     w.send(2, &connect_v5("dev", true, session.clone(), Some(will())));
     take_v5(&mut w, 2);
-    w.broker.handle_connection_lost(2, None, w.now);
+    w.broker.handle_connection_closed(2, None, w.now);
     w.advance(Duration::from_secs(4));
     assert!(take_v5(&mut w, 1).is_empty());
     w.open(3);
@@ -1028,7 +1028,7 @@ fn v5_will_delay_cancelled_when_session_resumes_in_time() {
     w.advance(Duration::from_secs(10));
     assert!(take_v5(&mut w, 1).is_empty(), "resumed in time: no will");
     // Now leave for good: the will goes after 5 s.
-    w.broker.handle_connection_lost(3, None, w.now);
+    w.broker.handle_connection_closed(3, None, w.now);
     w.advance(Duration::from_millis(4_900));
     assert!(take_v5(&mut w, 1).is_empty());
     w.advance(Duration::from_millis(200));
@@ -1049,7 +1049,7 @@ fn v5_session_expiry_interval_removes_session_mqtt_3_1_2_23() {
         &subscribe_v5(1, "t", SubscribeOptions::qos(QoS::AtLeastOnce), None),
     );
     take_v5(&mut w, 1);
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     w.advance(Duration::from_secs(29));
     assert_eq!(w.broker.session_count(), 1);
     w.advance(Duration::from_secs(2));
@@ -1070,7 +1070,7 @@ fn v5_message_expiry_drops_stale_and_forwards_remaining_mqtt_3_3_2_6() {
         &subscribe_v5(1, "t", SubscribeOptions::qos(QoS::AtLeastOnce), None),
     );
     take_v5(&mut w, 1);
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     connect5(&mut w, 2, "p", Properties::default());
     let exp = |s| Properties {
         message_expiry_interval: Some(s),
@@ -1120,7 +1120,7 @@ fn v5_shared_subscription_qos1_moves_to_another_member_mqtt_4_8_2_4() {
         (1, 2)
     };
     // The member holding the unacknowledged message leaves for good (clean session).
-    w.broker.handle_connection_lost(holder, None, w.now);
+    w.broker.handle_connection_closed(holder, None, w.now);
     let out = take_v5(&mut w, other);
     assert!(
         matches!(&out[..], [Packet::Publish(p)] if p.payload == b"j1"),
@@ -1187,7 +1187,7 @@ fn shared_pair(w: &mut World, qos: QoS) -> (ConnId, ConnId) {
 fn v5_shared_qos2_in_flight_not_moved_when_session_ends_mqtt_4_8_2_5() {
     let mut w = World::new(Settings::default());
     let (holder, other) = shared_pair(&mut w, QoS::ExactlyOnce);
-    w.broker.handle_connection_lost(holder, None, w.now);
+    w.broker.handle_connection_closed(holder, None, w.now);
     assert!(
         take_v5(&mut w, other).is_empty(),
         "QoS 2 stays with the session it was sent to"
@@ -1206,7 +1206,7 @@ fn v5_shared_error_puback_not_sent_to_another_member_mqtt_4_8_2_6() {
     })
     .to_bytes(ProtocolVersion::V5);
     w.send(holder, &refused);
-    w.broker.handle_connection_lost(holder, None, w.now);
+    w.broker.handle_connection_closed(holder, None, w.now);
     assert!(
         take_v5(&mut w, other).is_empty(),
         "discarded, not retried elsewhere"
@@ -1298,7 +1298,7 @@ impl World {
             })
             .collect();
         for &c in &closed {
-            self.broker.handle_connection_closed(c);
+            self.broker.handle_connection_closed(c, None, self.now);
         }
         closed.sort_unstable();
         assert_eq!(n, closed.len());
@@ -1612,7 +1612,7 @@ fn in_flight_message_too_large_after_reconnect_is_dropped_and_forgotten() {
         &publish("t/big", &[7u8; 100], QoS::AtLeastOnce, false, 1),
     );
     assert_eq!(publishes(&take_v5(&mut w, 1)).len(), 1);
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
 
     // It comes back accepting only small packets: the message cannot be resent, so it is
     // dropped, and its slot and its row in the store are freed.

@@ -246,7 +246,7 @@ fn dev_with_delayed_will(w: &mut World, session_expiry: u32, will_delay: u32, lo
     );
     take_v5(w, 2);
     w.drive_until(at(w, lost_at));
-    w.broker.handle_connection_lost(2, None, w.now);
+    w.broker.handle_connection_closed(2, None, w.now);
 }
 
 #[test]
@@ -299,7 +299,7 @@ fn v5_session_expires_its_interval_after_the_connection_ends_mqtt_3_1_2_23() {
     w.send(1, &connect_v5("s", true, session, None));
     take_v5(&mut w, 1);
     w.drive_until(at(&w, 1_000));
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     w.drive_until(at(&w, 30_999));
     assert_eq!(w.broker.session_count(), 1);
     w.drive_until(at(&w, 31_000));
@@ -317,7 +317,7 @@ fn v5_session_resumed_before_its_expiry_is_kept_mqtt_3_1_2_23() {
     w.open(1);
     w.send(1, &connect_v5("s", true, session.clone(), None));
     take_v5(&mut w, 1);
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     w.drive_until(at(&w, 29_999));
     w.open(2);
     w.send(2, &connect_v5("s", false, session, None));
@@ -337,7 +337,7 @@ fn persistent_v311_session_expires_after_persistent_client_expiration() {
     });
     w.connect(1, "s", false);
     w.drive_until(at(&w, 2_000));
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     w.drive_until(at(&w, 3_601_999));
     assert_eq!(w.broker.session_count(), 1);
     w.drive_until(at(&w, 3_602_000));
@@ -348,7 +348,7 @@ fn persistent_v311_session_expires_after_persistent_client_expiration() {
 fn persistent_v311_session_without_persistent_client_expiration_never_expires() {
     let mut w = World::new(Settings::default());
     w.connect(1, "s", false);
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     w.drive();
     assert_eq!(w.broker.session_count(), 1);
 }
@@ -366,7 +366,7 @@ fn persistent_client_expiration_caps_a_longer_v5_session_expiry() {
     w.open(1);
     w.send(1, &connect_v5("s", true, session, None));
     take_v5(&mut w, 1);
-    w.broker.handle_connection_lost(1, None, w.now);
+    w.broker.handle_connection_closed(1, None, w.now);
     w.drive_until(at(&w, 59_999));
     assert_eq!(w.broker.session_count(), 1);
     w.drive_until(at(&w, 60_000));
@@ -406,7 +406,7 @@ fn offline_subscriber(w: &mut World, id: ConnId, client: &str) {
         &subscribe_v5(1, "t", SubscribeOptions::qos(QoS::AtLeastOnce), None),
     );
     take_v5(w, id);
-    w.broker.handle_connection_lost(id, None, w.now);
+    w.broker.handle_connection_closed(id, None, w.now);
 }
 
 /// Resumes `client`'s session on connection `id` and returns what it is sent.
