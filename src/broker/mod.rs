@@ -533,12 +533,12 @@ impl Broker {
     /// changes to `store` as one batch and holds the turn's acknowledgements until that batch
     /// is committed (group commit: one transaction per turn).
     pub fn end_turn(&mut self, now: Instant, store: Option<&mut crate::store::Store>) {
-        self.handle_timeout(now);
+        self.run_due_timers(now);
         self.commit_turn(store);
     }
 
     /// Runs every timer due at `now`.
-    fn handle_timeout(&mut self, now: Instant) {
+    fn run_due_timers(&mut self, now: Instant) {
         self.now = now;
         if self.sys.next_due().is_some_and(|t| t <= now) {
             self.publish_sys(now);

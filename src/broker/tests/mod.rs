@@ -142,7 +142,7 @@ impl World {
 
     fn advance(&mut self, d: Duration) {
         self.now += d;
-        self.broker.handle_timeout(self.now);
+        self.broker.end_turn(self.now, None);
     }
 
     /// Moves the clock to the broker's next deadline, if it is at most `limit`, and runs the
@@ -152,7 +152,7 @@ impl World {
         match self.broker.next_deadline() {
             Some(at) if at <= limit => {
                 self.now = self.now.max(at);
-                self.broker.handle_timeout(self.now);
+                self.broker.end_turn(self.now, None);
                 true
             }
             _ => false,
