@@ -2,7 +2,7 @@
 # The whole test suite, on a fresh Debian 12 machine that has only rustup (and on CI):
 # installs whatever is missing, then runs the conformance check, rustfmt, clippy and cargo test.
 #   scripts/test.sh                 # everything
-#   scripts/test.sh --test package  # extra arguments go to cargo test
+#   scripts/test.sh --test e2e package::  # extra arguments go to cargo test
 # Root or sudo is needed only when something must be installed. It never stops a process it
 # did not start (Debian's mosquitto service is installed without being started).
 set -euo pipefail
