@@ -21,30 +21,6 @@ fn bridge_conf(name: &str, addresses: &str, topics: &[&str]) -> String {
     c
 }
 
-/// Waits until a message published with `pub_port` on `topic` reaches `sub` (the bridge may
-/// still be connecting), re-publishing until then; returns the payload that made it.
-fn until_bridged(pub_port: u16, sub: &mut Raw, topic: &str) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut n = 0;
-    loop {
-        n += 1;
-        let mut p = Raw::mqtt_connect(pub_port, &format!("probe{n}"));
-        p.send(&publish(
-            topic,
-            format!("probe{n}").as_bytes(),
-            0,
-            false,
-            false,
-            0,
-        ));
-        p.send(&DISCONNECT);
-        if let Got::Packet(pkt) = sub.read_packet(Duration::from_millis(500)) {
-            return pkt.payload().to_vec();
-        }
-        assert!(Instant::now() < deadline, "bridge never carried {topic}");
-    }
-}
-
 fn skip() -> bool {
     skip_on_mosquitto("drives midge's bridge; Mosquitto is used as a peer inside")
 }

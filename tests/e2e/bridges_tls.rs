@@ -42,30 +42,6 @@ fn bridge(name: &str, address: &str, topics: &[&str], tls: &[String]) -> String 
     c
 }
 
-/// Waits until a message published with `pub_port` on `topic` reaches `sub` (the bridge may
-/// still be connecting), re-publishing until then; returns the payload that made it.
-fn until_bridged(pub_port: u16, sub: &mut Raw, topic: &str) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut n = 0;
-    loop {
-        n += 1;
-        let mut p = Raw::mqtt_connect(pub_port, &format!("probe{n}"));
-        p.send(&publish(
-            topic,
-            format!("probe{n}").as_bytes(),
-            0,
-            false,
-            false,
-            0,
-        ));
-        p.send(&DISCONNECT);
-        if let Got::Packet(pkt) = sub.read_packet(Duration::from_millis(500)) {
-            return pkt.payload().to_vec();
-        }
-        assert!(Instant::now() < deadline, "bridge never carried {topic}");
-    }
-}
-
 /// Messages go from `local` to `remote` on `out/...` and back on `in/...`.
 fn carries_both_ways(local: u16, remote: u16) {
     let mut sub_remote = Raw::mqtt_connect(remote, "sub-remote");

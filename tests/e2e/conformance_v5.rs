@@ -41,7 +41,7 @@ fn sub(b: &Broker, id: &str, filter: &str, o: u8) -> Raw {
 fn v5_connack_first_success_and_clean_mqtt_3_2_0_1() {
     let b = Broker::start("");
     let mut r = Raw::connect(b.port());
-    let mut bytes = Connect5::new("first5").bytes();
+    let mut bytes = Connect::v5("first5").bytes();
     bytes.extend_from_slice(&PINGREQ);
     r.send(&bytes);
     let p = r.expect_packet(WAIT);
@@ -75,7 +75,7 @@ fn v5_first_packet_not_connect_closed_silently_mqtt_3_1_0_1() {
 fn v5_second_connect_protocol_error_no_second_connack_mqtt_3_1_0_2() {
     let b = Broker::start("");
     let mut r = connect5(b.port(), "twice5");
-    r.send(&Connect5::new("twice5").bytes());
+    r.send(&Connect::v5("twice5").bytes());
     let seen = r.expect_closed(WAIT);
     assert!(
         seen.iter().all(|p| p.kind() != 2),
@@ -90,7 +90,7 @@ fn v5_second_connect_protocol_error_no_second_connack_mqtt_3_1_0_2() {
 #[test]
 fn v5_reserved_connect_flag_refused_mqtt_3_1_2_3() {
     let b = Broker::start("");
-    let mut bytes = Connect5::new("reserved5").bytes();
+    let mut bytes = Connect::v5("reserved5").bytes();
     // Fixed header (2) + protocol name (6) + level (1): the flags byte.
     bytes[9] |= 0x01;
     let mut r = Raw::connect(b.port());
@@ -108,7 +108,7 @@ fn v5_reserved_connect_flag_refused_mqtt_3_1_2_3() {
 #[test]
 fn v5_data_after_refused_connect_not_processed_mqtt_3_1_4_6() {
     let b = Broker::start("");
-    let c = Connect5::new("refused5").props(Props::new().str(id::AUTH_METHOD, "NO-SUCH-METHOD"));
+    let c = Connect::v5("refused5").props(Props::new().str(id::AUTH_METHOD, "NO-SUCH-METHOD"));
     let mut bytes = c.bytes();
     bytes.extend_from_slice(&publish5("refused5/t", b"x", 0, true, 0, &Props::new()));
     let mut r = Raw::connect(b.port());
@@ -127,7 +127,7 @@ fn v5_data_after_refused_connect_not_processed_mqtt_3_1_4_6() {
 #[test]
 fn v5_will_qos_above_maximum_qos_refused_0x9b_mqtt_3_2_2_12() {
     let b = Broker::start("max_qos 1");
-    let c = Connect5::new("will-q2").will("will/q2", b"w", 2, false, Props::new());
+    let c = Connect::v5("will-q2").will("will/q2", b"w", 2, false);
     expect_connect_refused(b.port(), &c.bytes(), 0x9b);
 }
 
@@ -136,7 +136,7 @@ fn v5_will_qos_above_maximum_qos_refused_0x9b_mqtt_3_2_2_12() {
 #[test]
 fn v5_will_retain_unsupported_refused_0x9a_mqtt_3_2_2_13() {
     let b = Broker::start("retain_available false");
-    let c = Connect5::new("will-ret").will("will/ret", b"w", 0, true, Props::new());
+    let c = Connect::v5("will-ret").will("will/ret", b"w", 0, true);
     expect_connect_refused(b.port(), &c.bytes(), 0x9a);
 }
 
@@ -144,7 +144,7 @@ fn v5_will_retain_unsupported_refused_0x9a_mqtt_3_2_2_13() {
 #[test]
 fn v5_connack_announces_maximum_qos_mqtt_3_2_2_9() {
     let b = Broker::start("max_qos 1");
-    let (_r, ca) = connect5_with(b.port(), &Connect5::new("maxqos"));
+    let (_r, ca) = connect5_with(b.port(), &Connect::v5("maxqos"));
     assert_eq!(ca.props.int(id::MAXIMUM_QOS), Some(1), "{ca:?}");
 }
 
@@ -168,7 +168,7 @@ fn v5_max_qos_server_accepts_subscribe_at_every_qos_mqtt_3_2_2_10() {
 #[test]
 fn v5_client_keep_alive_used_without_server_keep_alive_mqtt_3_2_2_22() {
     let b = Broker::start("");
-    let (mut r, ca) = connect5_with(b.port(), &Connect5::new("ka2").keepalive(2));
+    let (mut r, ca) = connect5_with(b.port(), &Connect::v5("ka2").keepalive(2));
     assert!(!ca.props.has(id::SERVER_KEEP_ALIVE), "{ca:?}");
     let t0 = Instant::now();
     expect_disconnect(&mut r, 0x8d, Duration::from_secs(8));
@@ -185,7 +185,7 @@ fn v5_client_keep_alive_used_without_server_keep_alive_mqtt_3_2_2_22() {
 #[test]
 fn v5_clean_start_0_resumes_or_creates_session_mqtt_3_1_2_5() {
     let b = Broker::start("");
-    let c = Connect5::new("resume5").clean(false).session_expiry(60);
+    let c = Connect::v5("resume5").clean(false).session_expiry(60);
     let (mut r, ca) = connect5_with(b.port(), &c);
     assert!(!ca.session_present, "{ca:?}");
     sub5(&mut r, 1, "resume5/t", 1, None, 1);
@@ -208,7 +208,7 @@ fn v5_will_published_retained_as_flagged_mqtt_3_1_2_8() {
     let b = Broker::start("");
     let mut m = sub(&b, "will5-mon", "will5/#", 0);
     for (cid, topic, retain) in [("wp5", "will5/plain", false), ("wk5", "will5/kept", true)] {
-        let c = Connect5::new(cid).will(topic, b"gone", 0, retain, Props::new());
+        let c = Connect::v5(cid).will(topic, b"gone", 0, retain);
         let (r, _) = connect5_with(b.port(), &c);
         drop(r);
         let w = next_pub5(&mut m, WAIT);
@@ -226,7 +226,7 @@ fn v5_will_published_retained_as_flagged_mqtt_3_1_2_8() {
 fn v5_normal_disconnect_discards_will_mqtt_3_14_4_3() {
     let b = Broker::start("");
     let mut m = sub(&b, "nd-mon", "nd/will", 0);
-    let c = Connect5::new("nd").will("nd/will", b"w", 0, false, Props::new());
+    let c = Connect::v5("nd").will("nd/will", b"w", 0, false);
     let (mut r, _) = connect5_with(b.port(), &c);
     r.send(&disconnect5(0, &Props::new()));
     r.expect_closed(WAIT);
@@ -239,7 +239,7 @@ fn v5_normal_disconnect_discards_will_mqtt_3_14_4_3() {
 fn v5_alphanumeric_client_ids_accepted_mqtt_3_1_3_5() {
     let b = Broker::start("");
     for cid in ["a", "0123456789abcdefghijklm", "ABCDEFGHIJKLMNOPQRSTUVW"] {
-        let c = Connect5::new(cid).clean(false).session_expiry(30);
+        let c = Connect::v5(cid).clean(false).session_expiry(30);
         let (mut r, ca) = connect5_with(b.port(), &c);
         assert!(!ca.session_present, "{cid}: {ca:?}");
         r.send(&disconnect5(0, &Props::new()));
@@ -306,7 +306,7 @@ fn v5_reserved_fixed_header_flags_malformed_mqtt_2_1_3_1() {
 fn v5_disconnect_reserved_bits_malformed_mqtt_3_14_1_1() {
     let b = Broker::start("");
     let mut m = sub(&b, "d5-mon", "d5/will", 0);
-    let c = Connect5::new("d5").will("d5/will", b"w", 0, false, Props::new());
+    let c = Connect::v5("d5").will("d5/will", b"w", 0, false);
     let (mut r, _) = connect5_with(b.port(), &c);
     r.send(&[0xe2, 0]);
     expect_error_disconnect(&mut r, 0x81);
@@ -488,7 +488,7 @@ fn v5_server_publish_flags_and_ids_mqtt_4_3_2_2() {
 #[test]
 fn v5_resume_resends_unacked_with_dup_in_order_mqtt_3_3_1_1() {
     let b = Broker::start("");
-    let c = Connect5::new("dup-resume5").clean(false).session_expiry(60);
+    let c = Connect::v5("dup-resume5").clean(false).session_expiry(60);
     let (mut s, _) = connect5_with(b.port(), &c);
     sub5(&mut s, 1, "dupr5/t", 1, None, 1);
     let mut p = connect5(b.port(), "dupr5-pub");
@@ -550,7 +550,7 @@ fn v5_publisher_order_kept_mqtt_4_6_0_6() {
 #[test]
 fn v5_non_publish_packets_not_delayed_by_receive_maximum_mqtt_3_3_4_10() {
     let b = Broker::start("");
-    let c = Connect5::new("rm1").props(Props::new().u16(id::RECEIVE_MAXIMUM, 1));
+    let c = Connect::v5("rm1").props(Props::new().u16(id::RECEIVE_MAXIMUM, 1));
     let (mut s, _) = connect5_with(b.port(), &c);
     sub5(&mut s, 1, "rm1/t", 1, None, 1);
     let mut p = connect5(b.port(), "rm1-pub");
@@ -754,7 +754,7 @@ fn v5_invalid_shared_subscription_filters_refused_mqtt_4_8_2_1() {
 #[test]
 fn v5_server_packets_fit_client_maximum_packet_size_mqtt_3_9_2_1() {
     let b = Broker::start("");
-    let c = Connect5::new("small5").props(Props::new().u32(id::MAXIMUM_PACKET_SIZE, 64));
+    let c = Connect::v5("small5").props(Props::new().u32(id::MAXIMUM_PACKET_SIZE, 64));
     let (mut r, _) = connect5_raw(b.port(), &c);
     let mut seen: Vec<Pkt> = Vec::new();
     let none = Props::new();
@@ -807,7 +807,7 @@ fn v5_server_packets_fit_client_maximum_packet_size_mqtt_3_9_2_1() {
 #[test]
 fn v5_wrong_protocol_name_closed_mqtt_3_1_2_1() {
     let b = Broker::start("");
-    let mut bytes = Connect5::new("name5").bytes();
+    let mut bytes = Connect::v5("name5").bytes();
     bytes[4..8].copy_from_slice(b"MQTX");
     let mut r = Raw::connect(b.port());
     r.send(&bytes);
@@ -821,7 +821,7 @@ fn v5_wrong_protocol_name_closed_mqtt_3_1_2_1() {
 #[test]
 fn v5_unsupported_protocol_version_closed_mqtt_3_1_2_2() {
     let b = Broker::start("");
-    let mut bytes = Connect5::new("ver6").bytes();
+    let mut bytes = Connect::v5("ver6").bytes();
     bytes[8] = 6;
     let mut r = Raw::connect(b.port());
     r.send(&bytes);
@@ -838,10 +838,8 @@ fn v5_unsupported_protocol_version_closed_mqtt_3_1_2_2() {
 #[test]
 fn v5_will_bits_without_will_flag_refused_mqtt_3_1_2_11() {
     let b = Broker::start("");
-    let plain = Connect5::new("wbits").bytes();
-    let with_will = Connect5::new("wbits")
-        .will("w/t", b"x", 0, false, Props::new())
-        .bytes();
+    let plain = Connect::v5("wbits").bytes();
+    let with_will = Connect::v5("wbits").will("w/t", b"x", 0, false).bytes();
     for (base, bits) in [(&plain, 0x08u8), (&plain, 0x20), (&with_will, 0x18)] {
         let mut bytes = base.clone();
         bytes[9] |= bits;
@@ -862,19 +860,19 @@ fn v5_will_bits_without_will_flag_refused_mqtt_3_1_2_11() {
 #[test]
 fn v5_username_password_flags_match_payload_mqtt_3_1_2_17() {
     let b = Broker::start("");
-    let mut user = Connect5::new("upf");
+    let mut user = Connect::v5("upf");
     user.username = Some("u".into());
-    let mut pass = Connect5::new("upf");
+    let mut pass = Connect::v5("upf");
     pass.password = Some(b"p".to_vec());
     let cases: Vec<Vec<u8>> = vec![
         // Flag set, field missing: drop the trailing field, fix the length.
         {
-            let mut b = Connect5::new("upf").bytes();
+            let mut b = Connect::v5("upf").bytes();
             b[9] |= 0x80;
             b
         },
         {
-            let mut b = Connect5::new("upf").bytes();
+            let mut b = Connect::v5("upf").bytes();
             b[9] |= 0x40;
             b
         },
@@ -905,7 +903,7 @@ fn v5_username_password_flags_match_payload_mqtt_3_1_2_17() {
 #[test]
 fn v5_assigned_client_id_is_the_session_id_mqtt_3_1_3_6() {
     let b = Broker::start("");
-    let c = Connect5::new("").clean(false).session_expiry(60);
+    let c = Connect::v5("").clean(false).session_expiry(60);
     let (mut r, ca) = connect5_with(b.port(), &c);
     let assigned = ca
         .props
@@ -914,7 +912,7 @@ fn v5_assigned_client_id_is_the_session_id_mqtt_3_1_3_6() {
     assert!(!assigned.is_empty());
     r.send(&disconnect5(0, &Props::new()));
     r.expect_closed(WAIT);
-    let again = Connect5::new(&assigned).clean(false).session_expiry(60);
+    let again = Connect::v5(&assigned).clean(false).session_expiry(60);
     let (_r, ca) = connect5_with(b.port(), &again);
     assert!(ca.session_present, "{ca:?}");
 }
@@ -924,7 +922,7 @@ fn v5_assigned_client_id_is_the_session_id_mqtt_3_1_3_6() {
 #[test]
 fn v5_rejected_client_id_connack_0x85_mqtt_3_1_3_8() {
     let b = Broker::start("allow_zero_length_clientid false");
-    expect_connect_refused(b.port(), &Connect5::new("").bytes(), 0x85);
+    expect_connect_refused(b.port(), &Connect::v5("").bytes(), 0x85);
 }
 
 /// v5:[MQTT-3.1.4-2] a CONNECT that fails authentication is refused (CONNACK 0x86 / 0x87)
@@ -933,7 +931,7 @@ fn v5_rejected_client_id_connack_0x85_mqtt_3_1_3_8() {
 fn v5_failed_authentication_closed_mqtt_3_1_4_2() {
     let b = Broker::start("allow_anonymous false");
     let mut r = Raw::connect(b.port());
-    r.send(&Connect5::new("anon5").bytes());
+    r.send(&Connect::v5("anon5").bytes());
     let seen = r.expect_closed(WAIT);
     for p in &seen {
         assert!(
@@ -948,7 +946,7 @@ fn v5_failed_authentication_closed_mqtt_3_1_4_2() {
 #[test]
 fn v5_session_discarded_after_expiry_mqtt_4_1_0_2() {
     let b = Broker::start("");
-    let c = Connect5::new("expire5").clean(false).session_expiry(1);
+    let c = Connect::v5("expire5").clean(false).session_expiry(1);
     let (mut r, _) = connect5_with(b.port(), &c);
     sub5(&mut r, 1, "expire5/t", 1, None, 1);
     drop(r);
@@ -995,7 +993,7 @@ fn v5_user_property_value_not_utf8_malformed_mqtt_1_5_7_1() {
 #[test]
 fn v5_oversize_message_dropped_as_if_sent_mqtt_3_1_2_25() {
     let b = Broker::start("");
-    let c = Connect5::new("small-sub5").props(
+    let c = Connect::v5("small-sub5").props(
         Props::new()
             .u32(id::MAXIMUM_PACKET_SIZE, 100)
             .u16(id::RECEIVE_MAXIMUM, 1),
@@ -1064,7 +1062,7 @@ fn v5_publish_properties_forwarded_unaltered_mqtt_3_3_2_4() {
 #[test]
 fn v5_outbound_aliases_within_client_maximum_mqtt_3_3_2_11() {
     let b = Broker::start("");
-    let c = Connect5::new("alias5").props(Props::new().u16(id::TOPIC_ALIAS_MAXIMUM, 2));
+    let c = Connect::v5("alias5").props(Props::new().u16(id::TOPIC_ALIAS_MAXIMUM, 2));
     let (mut s, _) = connect5_with(b.port(), &c);
     sub5(&mut s, 1, "al5/#", 0, None, 0);
     let mut p = connect5(b.port(), "alias5-pub");
@@ -1117,7 +1115,7 @@ fn v5_resubscribe_resends_retained_mqtt_3_8_4_4() {
 #[test]
 fn v5_qos2_sender_resume_resends_publish_or_pubrel_mqtt_4_3_3_5() {
     let b = Broker::start("");
-    let c = Connect5::new("q2resume5").clean(false).session_expiry(60);
+    let c = Connect::v5("q2resume5").clean(false).session_expiry(60);
     let (mut s, _) = connect5_with(b.port(), &c);
     sub5(&mut s, 1, "q2r5/t", 2, None, 2);
     let mut p = connect5(b.port(), "q2r5-pub");
@@ -1169,7 +1167,7 @@ fn v5_qos2_sender_resume_resends_publish_or_pubrel_mqtt_4_3_3_5() {
 #[test]
 fn v5_qos2_sent_publish_not_expired_mqtt_4_3_3_7() {
     let b = Broker::start("");
-    let c = Connect5::new("q2exp5").clean(false).session_expiry(60);
+    let c = Connect::v5("q2exp5").clean(false).session_expiry(60);
     let (mut s, _) = connect5_with(b.port(), &c);
     sub5(&mut s, 1, "q2e5/t", 2, None, 2);
     let mut p = connect5(b.port(), "q2e5-pub");
@@ -1225,7 +1223,7 @@ fn v5_id_after_failed_pubrec_is_a_new_message_mqtt_4_3_3_9() {
 #[test]
 fn v5_negative_puback_ends_delivery_mqtt_4_4_0_2() {
     let b = Broker::start("");
-    let c = Connect5::new("nack5").clean(false).session_expiry(60);
+    let c = Connect::v5("nack5").clean(false).session_expiry(60);
     let (mut s, _) = connect5_with(b.port(), &c);
     sub5(&mut s, 1, "nack5/t", 1, None, 1);
     let mut p = connect5(b.port(), "nack5-pub");
@@ -1263,7 +1261,7 @@ fn v5_topics_matched_byte_for_byte_mqtt_4_7_3_4() {
 #[test]
 fn v5_bridge_protocol_level_0x85_accepted_as_v5() {
     let b = Broker::start("");
-    let mut bytes = Connect5::new("bridge5").bytes();
+    let mut bytes = Connect::v5("bridge5").bytes();
     bytes[8] = 0x85;
     let (ca, mut r) = {
         let mut r = Raw::connect(b.port());

@@ -43,12 +43,8 @@ const ARMHF: Arch = Arch {
     sysroot: "/usr/arm-linux-gnueabihf",
 };
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn target_dir() -> PathBuf {
-    root().join("target/cross")
+    repo_root().join("target/cross")
 }
 
 fn text(out: &Output) -> String {
@@ -64,7 +60,7 @@ fn text(out: &Output) -> String {
 fn built() -> bool {
     static BUILT: OnceLock<bool> = OnceLock::new();
     *BUILT.get_or_init(|| {
-        let script = root().join("scripts/cross-build.sh");
+        let script = repo_root().join("scripts/cross-build.sh");
         let check = Command::new(&script)
             .arg("--check")
             .output()

@@ -34,10 +34,6 @@ fn have(tool: &str) -> bool {
     ok
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");
     assert!(
@@ -58,7 +54,7 @@ fn stdout(cmd: &mut Command) -> String {
 fn build_deb(out: &Path) -> PathBuf {
     let bindir = Path::new(midge_bin()).parent().expect("binary dir");
     let path = stdout(
-        Command::new(root().join("scripts/package-deb.sh"))
+        Command::new(repo_root().join("scripts/package-deb.sh"))
             .arg("amd64")
             .arg(bindir)
             .arg(out),
@@ -197,7 +193,7 @@ fn man_pages_render_without_warnings() {
         return;
     }
     for page in ["midge.8", "midge.conf.5", "midge_passwd.1"] {
-        let path = root().join("docs/man").join(page);
+        let path = repo_root().join("docs/man").join(page);
         // groff with every warning on: a bad macro or escape is a message on stderr.
         let out = Command::new("groff")
             .args(["-ww", "-z", "-man"])

@@ -66,7 +66,7 @@ fn v5_property_not_allowed_in_subscribe_is_malformed_0x81_mqtt_2_2_2_2() {
 #[test]
 fn v5_property_not_allowed_in_connect_refused_0x81_mqtt_2_2_2_2() {
     let mut b = Broker::start("");
-    let c = Connect5::new("na-conn").props(Props::new().u16(id::TOPIC_ALIAS, 1));
+    let c = Connect::v5("na-conn").props(Props::new().u16(id::TOPIC_ALIAS, 1));
     expect_connect_refused(b.port(), &c.bytes(), 0x81);
     assert_serves5(&mut b);
 }
@@ -118,7 +118,7 @@ fn v5_duplicate_subscription_identifier_is_protocol_error_0x82_mqtt_3_8_2_1_2() 
 #[test]
 fn v5_duplicate_session_expiry_in_connect_refused_0x82_mqtt_3_1_2_11_2() {
     let mut b = Broker::start("");
-    let c = Connect5::new("dup-se").props(
+    let c = Connect::v5("dup-se").props(
         Props::new()
             .u32(id::SESSION_EXPIRY, 1)
             .u32(id::SESSION_EXPIRY, 1),
@@ -231,7 +231,7 @@ fn v5_retain_handling_3_is_protocol_error_0x82_mqtt_3_8_3_1() {
 #[test]
 fn v5_receive_maximum_zero_in_connect_refused_0x82_mqtt_3_1_2_11_3() {
     let mut b = Broker::start("");
-    let c = Connect5::new("rm0").props(Props::new().u16(id::RECEIVE_MAXIMUM, 0));
+    let c = Connect::v5("rm0").props(Props::new().u16(id::RECEIVE_MAXIMUM, 0));
     expect_connect_refused(b.port(), &c.bytes(), 0x82);
     assert_serves5(&mut b);
 }
@@ -240,7 +240,7 @@ fn v5_receive_maximum_zero_in_connect_refused_0x82_mqtt_3_1_2_11_3() {
 #[test]
 fn v5_maximum_packet_size_zero_in_connect_refused_0x82_mqtt_3_1_2_11_4() {
     let mut b = Broker::start("");
-    let c = Connect5::new("mps0").props(Props::new().u32(id::MAXIMUM_PACKET_SIZE, 0));
+    let c = Connect::v5("mps0").props(Props::new().u32(id::MAXIMUM_PACKET_SIZE, 0));
     expect_connect_refused(b.port(), &c.bytes(), 0x82);
     assert_serves5(&mut b);
 }
@@ -250,13 +250,13 @@ fn v5_maximum_packet_size_zero_in_connect_refused_0x82_mqtt_3_1_2_11_4() {
 #[test]
 fn v5_request_problem_information_2_refused_0x82_mqtt_3_1_2_11_7() {
     let mut b = Broker::start("");
-    let c = Connect5::new("rpi2").props(Props::new().byte(id::REQUEST_PROBLEM_INFO, 2));
+    let c = Connect::v5("rpi2").props(Props::new().byte(id::REQUEST_PROBLEM_INFO, 2));
     expect_connect_refused(b.port(), &c.bytes(), 0x82);
     assert_serves5(&mut b);
 }
 
 fn no_problem_info(port: u16, name: &str) -> Raw {
-    let c = Connect5::new(name).props(Props::new().byte(id::REQUEST_PROBLEM_INFO, 0));
+    let c = Connect::v5(name).props(Props::new().byte(id::REQUEST_PROBLEM_INFO, 0));
     connect5_with(port, &c).0
 }
 

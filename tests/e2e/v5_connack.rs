@@ -15,7 +15,7 @@ use crate::common::*;
 #[test]
 fn v5_connack_defaults_are_spec_consistent_mqtt_3_2_2_3() {
     let b = Broker::start("");
-    let (_c, ca) = connect5_with(b.port(), &Connect5::new("defaults"));
+    let (_c, ca) = connect5_with(b.port(), &Connect::v5("defaults"));
     assert_eq!((ca.rc, ca.session_present), (0, false), "{ca:?}");
     for pid in [
         id::RETAIN_AVAILABLE,
@@ -53,7 +53,7 @@ fn v5_connack_defaults_are_spec_consistent_mqtt_3_2_2_3() {
 #[test]
 fn v5_connack_default_property_set_matches_mosquitto() {
     let b = Broker::start("");
-    let (_c, ca) = connect5_with(b.port(), &Connect5::new("mosq-like"));
+    let (_c, ca) = connect5_with(b.port(), &Connect::v5("mosq-like"));
     let mut ids = ca.props.ids();
     ids.sort();
     assert_eq!(
@@ -68,8 +68,8 @@ fn v5_connack_default_property_set_matches_mosquitto() {
 #[test]
 fn v5_connack_assigned_client_identifier_for_empty_id_mqtt_3_2_2_16() {
     let b = Broker::start("");
-    let (_c1, a) = connect5_with(b.port(), &Connect5::new(""));
-    let (_c2, b2) = connect5_with(b.port(), &Connect5::new(""));
+    let (_c1, a) = connect5_with(b.port(), &Connect::v5(""));
+    let (_c2, b2) = connect5_with(b.port(), &Connect::v5(""));
     let id1 = a
         .props
         .string(id::ASSIGNED_CLIENT_ID)
@@ -92,9 +92,9 @@ fn v5_connack_assigned_client_identifier_for_empty_id_mqtt_3_2_2_16() {
 #[test]
 fn v5_connack_server_keep_alive_from_max_keepalive_mqtt_3_1_2_21() {
     let b = Broker::start("max_keepalive 10");
-    let (_c, ca) = connect5_with(b.port(), &Connect5::new("ska").keepalive(60));
+    let (_c, ca) = connect5_with(b.port(), &Connect::v5("ska").keepalive(60));
     assert_eq!(ca.props.int(id::SERVER_KEEP_ALIVE), Some(10), "{ca:?}");
-    let (_c, ca) = connect5_with(b.port(), &Connect5::new("ska2").keepalive(11));
+    let (_c, ca) = connect5_with(b.port(), &Connect::v5("ska2").keepalive(11));
     assert_eq!(ca.props.int(id::SERVER_KEEP_ALIVE), Some(10), "{ca:?}");
 }
 
@@ -108,7 +108,7 @@ fn v5_connack_announces_configured_limits_mqtt_3_2_2_3() {
         "max_qos 1\nretain_available false\nmax_packet_size 1000\nmax_inflight_messages 5\n\
          max_topic_alias 3\nmax_keepalive 30",
     );
-    let (_c, ca) = connect5_with(b.port(), &Connect5::new("limits"));
+    let (_c, ca) = connect5_with(b.port(), &Connect::v5("limits"));
     let p = &ca.props;
     assert_eq!(p.int(id::MAXIMUM_QOS), Some(1), "{ca:?}");
     assert_eq!(p.int(id::RETAIN_AVAILABLE), Some(0), "{ca:?}");
@@ -153,7 +153,7 @@ fn v5_retained_publish_when_retain_unavailable_disconnect_0x9a_mqtt_3_2_2_3_5() 
 #[test]
 fn v5_unsupported_authentication_method_connack_0x8c_mqtt_4_12_0_1() {
     let mut b = Broker::start("");
-    let c = Connect5::new("authm").props(Props::new().str(id::AUTH_METHOD, "SCRAM-SHA-1"));
+    let c = Connect::v5("authm").props(Props::new().str(id::AUTH_METHOD, "SCRAM-SHA-1"));
     let mut r = Raw::connect(b.port());
     r.send(&c.bytes());
     let seen = r.expect_closed(WAIT);
@@ -188,11 +188,11 @@ fn v5_auth_packet_without_authentication_method_is_protocol_error_mqtt_4_12() {
 #[test]
 fn v5_no_response_information_unless_requested_mqtt_3_1_2_28() {
     let b = Broker::start("");
-    let c = Connect5::new("rri0").props(Props::new().byte(id::REQUEST_RESPONSE_INFO, 0));
+    let c = Connect::v5("rri0").props(Props::new().byte(id::REQUEST_RESPONSE_INFO, 0));
     let (_c, ca) = connect5_with(b.port(), &c);
     assert!(!ca.props.has(id::RESPONSE_INFO), "{ca:?}");
     // Asking for it is allowed; the server MAY answer with Response Information (a string).
-    let c = Connect5::new("rri1").props(Props::new().byte(id::REQUEST_RESPONSE_INFO, 1));
+    let c = Connect::v5("rri1").props(Props::new().byte(id::REQUEST_RESPONSE_INFO, 1));
     let (_c, ca) = connect5_with(b.port(), &c);
     assert_eq!(ca.rc, 0, "{ca:?}");
 }

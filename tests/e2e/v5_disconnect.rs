@@ -28,7 +28,7 @@ fn v5_session_taken_over_disconnect_0x8e_mqtt_3_1_4_3() {
 fn v5_keep_alive_timeout_disconnect_0x8d_mqtt_3_1_2_22() {
     let mut b = Broker::start("");
     let t0 = Instant::now();
-    let (mut c, _) = connect5_with(b.port(), &Connect5::new("ka2").keepalive(2));
+    let (mut c, _) = connect5_with(b.port(), &Connect::v5("ka2").keepalive(2));
     let seen = c.expect_closed(secs(9.0));
     let took = t0.elapsed();
     // Mosquitto 2.0.11 checks keepalives only every few seconds: looser upper bound there.
@@ -51,7 +51,7 @@ fn v5_keep_alive_timeout_disconnect_0x8d_mqtt_3_1_2_22() {
 #[test]
 fn v5_packet_larger_than_max_packet_size_disconnect_0x95_mqtt_3_2_2_15() {
     let mut b = Broker::start("max_packet_size 100");
-    let (mut c, ca) = connect5_with(b.port(), &Connect5::new("big"));
+    let (mut c, ca) = connect5_with(b.port(), &Connect::v5("big"));
     assert_eq!(ca.props.int(id::MAXIMUM_PACKET_SIZE), Some(100), "{ca:?}");
     c.send(&publish5("big/t", &[b'x'; 200], 0, false, 0, &Props::new()));
     expect_disconnect(&mut c, 0x95, WAIT);
@@ -69,7 +69,7 @@ fn v5_receive_maximum_exceeded_disconnect_0x93_mqtt_3_3_4() {
         return;
     }
     let mut b = Broker::start("max_inflight_messages 3");
-    let (mut c, ca) = connect5_with(b.port(), &Connect5::new("quota"));
+    let (mut c, ca) = connect5_with(b.port(), &Connect::v5("quota"));
     let rm = ca
         .props
         .int(id::RECEIVE_MAXIMUM)
@@ -91,7 +91,7 @@ fn v5_receive_maximum_exceeded_disconnect_0x93_mqtt_3_3_4() {
 #[test]
 fn v5_receive_maximum_quota_freed_by_pubcomp_mqtt_3_3_4() {
     let b = Broker::start("max_inflight_messages 2");
-    let (mut c, _) = connect5_with(b.port(), &Connect5::new("quota2"));
+    let (mut c, _) = connect5_with(b.port(), &Connect::v5("quota2"));
     for round in 0..3u16 {
         for k in 1..=2u16 {
             let pid = round * 2 + k;
@@ -111,7 +111,7 @@ fn v5_receive_maximum_quota_freed_by_pubcomp_mqtt_3_3_4() {
 #[test]
 fn v5_topic_alias_above_maximum_disconnect_0x94_mqtt_3_3_2_9() {
     let mut b = Broker::start("");
-    let (mut c, ca) = connect5_with(b.port(), &Connect5::new("alias11"));
+    let (mut c, ca) = connect5_with(b.port(), &Connect::v5("alias11"));
     let max = ca.props.int(id::TOPIC_ALIAS_MAXIMUM).unwrap_or(0) as u16;
     assert_eq!(max, 10, "{ca:?}");
     let p = Props::new().u16(id::TOPIC_ALIAS, max + 1);
@@ -124,7 +124,7 @@ fn v5_topic_alias_above_maximum_disconnect_0x94_mqtt_3_3_2_9() {
 #[test]
 fn v5_topic_alias_above_configured_maximum_disconnect_0x94_mqtt_3_3_2_9() {
     let mut b = Broker::start("max_topic_alias 3");
-    let (mut c, ca) = connect5_with(b.port(), &Connect5::new("alias4"));
+    let (mut c, ca) = connect5_with(b.port(), &Connect::v5("alias4"));
     assert_eq!(ca.props.int(id::TOPIC_ALIAS_MAXIMUM), Some(3), "{ca:?}");
     for a in 1..=3u16 {
         let p = Props::new().u16(id::TOPIC_ALIAS, a);

@@ -34,7 +34,7 @@ fn v5_client_receive_maximum_2_honoured_for_qos1_mqtt_3_3_4_9() {
         return;
     }
     let b = Broker::start("");
-    let c5 = Connect5::new("rm2").props(Props::new().u16(id::RECEIVE_MAXIMUM, 2));
+    let c5 = Connect::v5("rm2").props(Props::new().u16(id::RECEIVE_MAXIMUM, 2));
     let (mut s, _) = connect5_with(b.port(), &c5);
     sub5(&mut s, 1, "rm2/t", 1, None, 1);
     pub_many(b.port(), "rm2/t", 5, 1);
@@ -57,7 +57,7 @@ fn v5_client_receive_maximum_2_honoured_for_qos1_mqtt_3_3_4_9() {
 #[test]
 fn v5_client_receive_maximum_1_honoured_for_qos2_mqtt_3_3_4_9() {
     let b = Broker::start("");
-    let c5 = Connect5::new("rm1q2").props(Props::new().u16(id::RECEIVE_MAXIMUM, 1));
+    let c5 = Connect::v5("rm1q2").props(Props::new().u16(id::RECEIVE_MAXIMUM, 1));
     let (mut s, _) = connect5_with(b.port(), &c5);
     sub5(&mut s, 1, "rm1/t", 2, None, 2);
     pub_many(b.port(), "rm1/t", 2, 2);
@@ -79,7 +79,7 @@ fn v5_client_receive_maximum_1_honoured_for_qos2_mqtt_3_3_4_9() {
 #[test]
 fn v5_client_maximum_packet_size_respected_others_still_served_mqtt_3_1_2_24() {
     let mut b = Broker::start("");
-    let small = Connect5::new("mps-small").props(Props::new().u32(id::MAXIMUM_PACKET_SIZE, 100));
+    let small = Connect::v5("mps-small").props(Props::new().u32(id::MAXIMUM_PACKET_SIZE, 100));
     let (mut s, _) = connect5_with(b.port(), &small);
     sub5(&mut s, 1, "mps/t", 1, None, 1);
     let mut big = connect5(b.port(), "mps-big");

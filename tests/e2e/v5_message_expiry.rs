@@ -15,7 +15,7 @@ fn expiry(s: u32) -> Props {
 #[test]
 fn v5_message_expiry_for_offline_session_dropped_and_decremented_mqtt_3_3_2_5() {
     let b = Broker::start("");
-    let c5 = Connect5::new("me-sub").session_expiry(60);
+    let c5 = Connect::v5("me-sub").session_expiry(60);
     let (mut s, _) = connect5_with(b.port(), &c5);
     sub5(&mut s, 1, "me/t", 1, None, 1);
     s.send(&disconnect5(0, &Props::new()));

@@ -78,7 +78,7 @@ fn v311_session_resumed_by_v5_client_mqtt_3_2_2_3() {
     assert!(c.closes_within(WAIT));
     let mut p = connect5(b.port(), "mx-sess-pub");
     pub5_qos1(&mut p, "mxs/t", b"queued", 1, &Props::new());
-    let c5 = Connect5::new("mx-sess").clean(false).session_expiry(0);
+    let c5 = Connect::v5("mx-sess").clean(false).session_expiry(0);
     let (mut c, ca) = connect5_with(b.port(), &c5);
     assert!(ca.session_present, "{ca:?}");
     assert_eq!(collect5(&mut c, 1, WAIT)[0].payload, b"queued");

@@ -6,15 +6,12 @@ use crate::common::*;
 use std::thread::sleep;
 
 fn resume(port: u16, name: &str, expiry: u32) -> (Raw, Connack5) {
-    connect5_with(
-        port,
-        &Connect5::new(name).clean(false).session_expiry(expiry),
-    )
+    connect5_with(port, &Connect::v5(name).clean(false).session_expiry(expiry))
 }
 
 /// A session with a QoS 1 subscription to `topic`, left with a normal DISCONNECT.
 fn park(port: u16, name: &str, topic: &str, expiry: u32) {
-    let (mut c, ca) = connect5_with(port, &Connect5::new(name).session_expiry(expiry));
+    let (mut c, ca) = connect5_with(port, &Connect::v5(name).session_expiry(expiry));
     assert!(
         !ca.session_present,
         "clean start: no session [MQTT-3.2.2-2]"
@@ -60,7 +57,7 @@ fn v5_session_expiry_absent_means_session_ends_at_close_mqtt_3_1_2_23() {
     let b = Broker::start("");
     park(b.port(), "se0", "se0/t", 0);
     publish_qos1(b.port(), "se0/t", b"lost");
-    let (mut c, ca) = connect5_with(b.port(), &Connect5::new("se0").clean(false));
+    let (mut c, ca) = connect5_with(b.port(), &Connect::v5("se0").clean(false));
     assert!(!ca.session_present, "{ca:?}");
     c.quiet(secs(0.5));
 }
@@ -71,7 +68,7 @@ fn v5_session_expiry_absent_means_session_ends_at_close_mqtt_3_1_2_23() {
 fn v5_clean_start_discards_existing_session_mqtt_3_1_2_4() {
     let b = Broker::start("");
     park(b.port(), "cs", "cs/t", 60);
-    let (mut c, ca) = connect5_with(b.port(), &Connect5::new("cs").session_expiry(60));
+    let (mut c, ca) = connect5_with(b.port(), &Connect::v5("cs").session_expiry(60));
     assert!(!ca.session_present, "{ca:?}");
     publish_qos1(b.port(), "cs/t", b"x");
     c.quiet(secs(0.5));
@@ -94,7 +91,7 @@ fn v5_resume_keeps_subscriptions_session_present_1_mqtt_3_2_2_3() {
 #[test]
 fn v5_session_expiry_lowered_to_zero_at_disconnect_ends_session_mqtt_3_14_2_2_2() {
     let b = Broker::start("");
-    let (mut c, _) = connect5_with(b.port(), &Connect5::new("down").session_expiry(60));
+    let (mut c, _) = connect5_with(b.port(), &Connect::v5("down").session_expiry(60));
     sub5(&mut c, 1, "down/t", 1, None, 1);
     c.send(&disconnect5(0, &Props::new().u32(id::SESSION_EXPIRY, 0)));
     assert!(c.closes_within(WAIT));
@@ -109,7 +106,7 @@ fn v5_session_expiry_lowered_to_zero_at_disconnect_ends_session_mqtt_3_14_2_2_2(
 #[test]
 fn v5_session_expiry_raised_at_disconnect_keeps_session_mqtt_3_14_2_2_2() {
     let b = Broker::start("");
-    let (mut c, _) = connect5_with(b.port(), &Connect5::new("up").session_expiry(1));
+    let (mut c, _) = connect5_with(b.port(), &Connect::v5("up").session_expiry(1));
     sub5(&mut c, 1, "up/t", 1, None, 1);
     c.send(&disconnect5(0, &Props::new().u32(id::SESSION_EXPIRY, 60)));
     assert!(c.closes_within(WAIT));
@@ -132,7 +129,7 @@ fn v5_nonzero_session_expiry_at_disconnect_after_zero_is_protocol_error_mqtt_3_1
     let mut b = Broker::start("");
     let mut w = connect5(b.port(), "perr-watch");
     sub5(&mut w, 1, "perr/will", 0, None, 0);
-    let c5 = Connect5::new("perr").will("perr/will", b"gone", 0, false, Props::new());
+    let c5 = Connect::v5("perr").will("perr/will", b"gone", 0, false);
     let (mut c, _) = connect5_with(b.port(), &c5);
     c.send(&disconnect5(0, &Props::new().u32(id::SESSION_EXPIRY, 30)));
     expect_error_disconnect(&mut c, 0x82);

@@ -11,18 +11,6 @@ fn member(port: u16, name: &str, filter: &str, q: u8) -> Raw {
     c
 }
 
-/// Every PUBLISH arriving within `d`, not acknowledged.
-fn drain(c: &mut Raw, d: std::time::Duration) -> Vec<Publish5> {
-    let deadline = std::time::Instant::now() + d;
-    let mut out = Vec::new();
-    while let Got::Packet(p) =
-        c.read_packet(deadline.saturating_duration_since(std::time::Instant::now()))
-    {
-        out.push(parse_publish(&p));
-    }
-    out
-}
-
 // v5 section 4.8.2: each message to a shared subscription goes to exactly one member; midge (and
 // Mosquitto) choose round robin, so 6 messages split 3/3 between 2 members with none lost or
 // duplicated.
@@ -130,7 +118,7 @@ fn v5_shared_qos1_inflight_of_departed_member_redelivered_to_other_mqtt_4_8_2() 
 #[test]
 fn v5_shared_qos2_stays_with_member_session_mqtt_4_8_2_4() {
     let b = Broker::start("");
-    let ca = Connect5::new("sh2-a").session_expiry(60);
+    let ca = Connect::v5("sh2-a").session_expiry(60);
     let (mut a, _) = connect5_with(b.port(), &ca);
     sub5(&mut a, 1, "$share/g/sh2/t", 2, None, 2);
     let mut c = member(b.port(), "sh2-b", "$share/g/sh2/t", 2);

@@ -96,18 +96,6 @@ fn v5_retain_handling_2_sends_no_retained_mqtt_3_3_1_11() {
     assert_eq!(collect5(&mut c, 1, WAIT)[0].payload, b"live");
 }
 
-/// Every PUBLISH that arrives within `d` (QoS 0 subscriptions here).
-fn drain(c: &mut Raw, d: std::time::Duration) -> Vec<Publish5> {
-    let deadline = std::time::Instant::now() + d;
-    let mut out = Vec::new();
-    while let Got::Packet(p) =
-        c.read_packet(deadline.saturating_duration_since(std::time::Instant::now()))
-    {
-        out.push(parse_publish(&p));
-    }
-    out
-}
-
 // v5:[MQTT-3.3.4-3]/[MQTT-3.3.4-4]/[MQTT-3.3.4-5]: with overlapping subscriptions with ids 1 and
 // 2 (and one without id), the message carries the ids of all matching subscriptions: one copy
 // with both ids, or one copy per subscription each with its own id.

@@ -58,7 +58,7 @@ fn v5_inbound_topic_alias_set_then_used_and_remapped_mqtt_3_3_2_12() {
 #[test]
 fn v5_inbound_topic_alias_not_carried_to_next_connection_mqtt_3_3_2_7() {
     let mut b = Broker::start("");
-    let c5 = Connect5::new("ta-carry").session_expiry(60);
+    let c5 = Connect::v5("ta-carry").session_expiry(60);
     let (mut p, _) = connect5_with(b.port(), &c5);
     pub5_qos1(&mut p, "carry/t", b"1", 1, &alias(2));
     p.send(&disconnect5(0, &Props::new()));
@@ -75,7 +75,7 @@ fn v5_inbound_topic_alias_not_carried_to_next_connection_mqtt_3_3_2_7() {
 #[test]
 fn v5_max_topic_alias_0_refuses_every_alias_mqtt_3_3_2_9() {
     let mut b = Broker::start("max_topic_alias 0");
-    let (mut c, ca) = connect5_with(b.port(), &Connect5::new("ta0"));
+    let (mut c, ca) = connect5_with(b.port(), &Connect::v5("ta0"));
     assert_eq!(
         ca.props.int(id::TOPIC_ALIAS_MAXIMUM).unwrap_or(0),
         0,
@@ -138,7 +138,7 @@ fn v5_outbound_topic_alias_used_within_client_maximum_mqtt_3_1_2_26() {
         return;
     }
     let b = Broker::start("");
-    let c5 = Connect5::new("oa-sub").props(Props::new().u16(id::TOPIC_ALIAS_MAXIMUM, 5));
+    let c5 = Connect::v5("oa-sub").props(Props::new().u16(id::TOPIC_ALIAS_MAXIMUM, 5));
     let (mut s, _) = connect5_with(b.port(), &c5);
     sub5(&mut s, 1, "oa/#", 1, None, 1);
     let mut p = connect5(b.port(), "oa-pub");
@@ -167,7 +167,7 @@ fn v5_outbound_topic_alias_maximum_1_never_exceeded_mqtt_3_1_2_26() {
         return;
     }
     let b = Broker::start("");
-    let c5 = Connect5::new("oa1-sub").props(Props::new().u16(id::TOPIC_ALIAS_MAXIMUM, 1));
+    let c5 = Connect::v5("oa1-sub").props(Props::new().u16(id::TOPIC_ALIAS_MAXIMUM, 1));
     let (mut s, _) = connect5_with(b.port(), &c5);
     sub5(&mut s, 1, "oa1/#", 0, None, 0);
     let mut p = connect5(b.port(), "oa1-pub");

@@ -12,14 +12,11 @@ fn watcher(port: u16, name: &str, topic: &str) -> Raw {
     w
 }
 
-fn with_will(name: &str, topic: &str, delay: u32, expiry: u32) -> Connect5 {
-    Connect5::new(name).session_expiry(expiry).will(
-        topic,
-        b"gone",
-        1,
-        false,
-        Props::new().u32(id::WILL_DELAY, delay),
-    )
+fn with_will(name: &str, topic: &str, delay: u32, expiry: u32) -> Connect {
+    Connect::v5(name)
+        .session_expiry(expiry)
+        .will(topic, b"gone", 1, false)
+        .will_props(Props::new().u32(id::WILL_DELAY, delay))
 }
 
 // v5 section 3.1.3.2.2: the will is published after the Will Delay Interval (2 s), not at the
@@ -53,7 +50,7 @@ fn v5_will_delay_cancelled_on_reconnect_mqtt_3_1_3_9() {
     std::thread::sleep(secs(0.5));
     let (_c, ca) = connect5_with(
         b.port(),
-        &Connect5::new("wdc").clean(false).session_expiry(30),
+        &Connect::v5("wdc").clean(false).session_expiry(30),
     );
     assert!(ca.session_present, "{ca:?}");
     w.quiet(secs(3.5));
@@ -79,12 +76,12 @@ fn v5_will_published_when_session_expires_before_delay_mqtt_3_1_3_9() {
 fn v5_disconnect_0x04_publishes_will_0x00_does_not_mqtt_3_1_2_10() {
     let b = Broker::start("");
     let mut w = watcher(b.port(), "w4-watch", "w4/will");
-    let c5 = Connect5::new("w4").will("w4/will", b"by-request", 0, false, Props::new());
+    let c5 = Connect::v5("w4").will("w4/will", b"by-request", 0, false);
     let (mut c, _) = connect5_with(b.port(), &c5);
     c.send(&disconnect5(0x04, &Props::new()));
     assert!(c.closes_within(WAIT));
     assert_eq!(collect5(&mut w, 1, WAIT)[0].payload, b"by-request");
-    let c5 = Connect5::new("w0").will("w4/will", b"not-this", 0, false, Props::new());
+    let c5 = Connect::v5("w0").will("w4/will", b"not-this", 0, false);
     let (mut c, _) = connect5_with(b.port(), &c5);
     c.send(&disconnect5(0x00, &Props::new()));
     assert!(c.closes_within(WAIT));
@@ -107,7 +104,9 @@ fn v5_will_properties_forwarded_user_properties_in_order_mqtt_3_1_3_10() {
         .user("z", "1")
         .user("a", "2")
         .user("z", "3");
-    let c5 = Connect5::new("wp").will("wp/will", "adiós".as_bytes(), 1, false, wp);
+    let c5 = Connect::v5("wp")
+        .will("wp/will", "adiós".as_bytes(), 1, false)
+        .will_props(wp);
     let (c, _) = connect5_with(b.port(), &c5);
     drop(c);
     let m = &collect5(&mut w, 1, WAIT)[0];

@@ -5,8 +5,11 @@
 
 pub mod certs;
 pub mod fuzz;
+pub mod packets;
 pub mod store;
 pub mod v5;
+
+pub use packets::*;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -508,197 +511,37 @@ impl Drop for Broker {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Hand-written MQTT 3.1.1 packets
+/// The repository (the package's manifest directory), where scripts/ and target/ are.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
 
-pub fn encode_len(mut n: usize, out: &mut Vec<u8>) {
+/// Waits until a message published with `pub_port` on `topic` reaches `sub` (the bridge may
+/// still be connecting), re-publishing until then; returns the payload that made it.
+pub fn until_bridged(pub_port: u16, sub: &mut Raw, topic: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
     loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
+        n += 1;
+        let mut p = Raw::mqtt_connect(pub_port, &format!("probe{n}"));
+        p.send(&publish(
+            topic,
+            format!("probe{n}").as_bytes(),
+            0,
+            false,
+            false,
+            0,
+        ));
+        p.send(&DISCONNECT);
+        if let Got::Packet(pkt) = sub.read_packet(Duration::from_millis(500)) {
+            return pkt.payload().to_vec();
         }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
+        assert!(Instant::now() < deadline, "bridge never carried {topic}");
     }
 }
 
-/// Fixed header byte + remaining length + body.
-pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![first];
-    encode_len(body.len(), &mut v);
-    v.extend_from_slice(body);
-    v
-}
-
-pub fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-/// A CONNECT packet, field by field.
-#[derive(Clone, Debug)]
-pub struct Connect {
-    pub proto: &'static str,
-    pub level: u8,
-    pub client_id: String,
-    pub clean: bool,
-    pub keepalive: u16,
-    /// (topic, payload, qos, retain)
-    pub will: Option<(String, Vec<u8>, u8, bool)>,
-    pub username: Option<String>,
-    pub password: Option<Vec<u8>>,
-    /// Overrides the computed connect flags byte when set.
-    pub flags: Option<u8>,
-}
-
-impl Connect {
-    pub fn v311(id: &str) -> Connect {
-        Connect {
-            proto: "MQTT",
-            level: 4,
-            client_id: id.to_string(),
-            clean: true,
-            keepalive: 60,
-            will: None,
-            username: None,
-            password: None,
-            flags: None,
-        }
-    }
-
-    pub fn v31(id: &str) -> Connect {
-        Connect {
-            proto: "MQIsdp",
-            level: 3,
-            ..Connect::v311(id)
-        }
-    }
-
-    pub fn clean(mut self, c: bool) -> Self {
-        self.clean = c;
-        self
-    }
-
-    pub fn keepalive(mut self, k: u16) -> Self {
-        self.keepalive = k;
-        self
-    }
-
-    pub fn will(mut self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> Self {
-        self.will = Some((topic.to_string(), payload.to_vec(), qos, retain));
-        self
-    }
-
-    pub fn bytes(&self) -> Vec<u8> {
-        let mut flags = 0u8;
-        if self.clean {
-            flags |= 0x02;
-        }
-        if let Some((_, _, q, r)) = &self.will {
-            flags |= 0x04 | (q << 3);
-            if *r {
-                flags |= 0x20;
-            }
-        }
-        if self.password.is_some() {
-            flags |= 0x40;
-        }
-        if self.username.is_some() {
-            flags |= 0x80;
-        }
-        let flags = self.flags.unwrap_or(flags);
-        let mut b = Vec::new();
-        put_str(&mut b, self.proto.as_bytes());
-        b.push(self.level);
-        b.push(flags);
-        b.extend_from_slice(&self.keepalive.to_be_bytes());
-        put_str(&mut b, self.client_id.as_bytes());
-        if let Some((t, p, _, _)) = &self.will {
-            put_str(&mut b, t.as_bytes());
-            put_str(&mut b, p);
-        }
-        if let Some(u) = &self.username {
-            put_str(&mut b, u.as_bytes());
-        }
-        if let Some(p) = &self.password {
-            put_str(&mut b, p);
-        }
-        packet(0x10, &b)
-    }
-}
-
-pub fn publish(topic: &str, payload: &[u8], qos: u8, retain: bool, dup: bool, pid: u16) -> Vec<u8> {
-    publish_raw_topic(topic.as_bytes(), payload, qos, retain, dup, pid)
-}
-
-pub fn publish_raw_topic(
-    topic: &[u8],
-    payload: &[u8],
-    qos: u8,
-    retain: bool,
-    dup: bool,
-    pid: u16,
-) -> Vec<u8> {
-    let first = 0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain);
-    let mut b = Vec::new();
-    put_str(&mut b, topic);
-    if qos > 0 {
-        b.extend_from_slice(&pid.to_be_bytes());
-    }
-    b.extend_from_slice(payload);
-    packet(first, &b)
-}
-
-pub fn subscribe(pid: u16, filters: &[(&str, u8)]) -> Vec<u8> {
-    let mut b = pid.to_be_bytes().to_vec();
-    for (f, q) in filters {
-        put_str(&mut b, f.as_bytes());
-        b.push(*q);
-    }
-    packet(0x82, &b)
-}
-
-pub fn unsubscribe(pid: u16, filters: &[&str]) -> Vec<u8> {
-    let mut b = pid.to_be_bytes().to_vec();
-    for f in filters {
-        put_str(&mut b, f.as_bytes());
-    }
-    packet(0xa2, &b)
-}
-
-pub fn suback(pid: u16, codes: &[u8]) -> Vec<u8> {
-    let mut b = pid.to_be_bytes().to_vec();
-    b.extend_from_slice(codes);
-    packet(0x90, &b)
-}
-
-fn ack(first: u8, pid: u16) -> Vec<u8> {
-    let [h, l] = pid.to_be_bytes();
-    vec![first, 2, h, l]
-}
-
-pub fn puback(pid: u16) -> Vec<u8> {
-    ack(0x40, pid)
-}
-pub fn pubrec(pid: u16) -> Vec<u8> {
-    ack(0x50, pid)
-}
-pub fn pubrel(pid: u16) -> Vec<u8> {
-    ack(0x62, pid)
-}
-pub fn pubcomp(pid: u16) -> Vec<u8> {
-    ack(0x70, pid)
-}
-pub fn unsuback(pid: u16) -> Vec<u8> {
-    ack(0xb0, pid)
-}
-pub const PINGREQ: [u8; 2] = [0xc0, 0];
-pub const PINGRESP: [u8; 2] = [0xd0, 0];
-pub const DISCONNECT: [u8; 2] = [0xe0, 0];
-pub const CONNACK_OK: [u8; 4] = [0x20, 2, 0, 0];
+// ---------------------------------------------------------------------------------------------
+// Packets as received
 
 /// One packet as received, kept as its exact bytes.
 #[derive(Clone, PartialEq, Eq)]
