@@ -480,7 +480,7 @@ fn dropping_the_store_commits_what_was_submitted() {
 
 /// Load generator for measuring the fsync cadence by hand:
 /// `MIDGE_STORE_LOAD_SECS=5 strace -f -e trace=fsync,fdatasync <test binary>
-///  --exact syncs_under_strace --nocapture` (does nothing without the variable).
+///  --exact store_basic::syncs_under_strace --nocapture` (does nothing without the variable).
 #[test]
 fn syncs_under_strace() {
     let Some(secs) = std::env::var("MIDGE_STORE_LOAD_SECS")

@@ -12,6 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 /// A midge process, killed if the test ends early.
 struct Midge(Child);
@@ -43,14 +44,22 @@ impl Midge {
     }
 }
 
-/// The next notification on `socket`, within [`WAIT`].
+/// The next notification on `socket`, within [`WAIT`]. A receive with a timeout is not
+/// restarted after the process was stopped and continued (signal(7)); like the raw client's
+/// reads, it is retried until the deadline.
 fn next(socket: &UnixDatagram) -> String {
-    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let deadline = Instant::now() + WAIT;
     let mut buf = [0u8; 512];
-    let n = socket
-        .recv(&mut buf)
-        .expect("a notification within the wait");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no notification within {WAIT:?}");
+        socket.set_read_timeout(Some(left)).unwrap();
+        match socket.recv(&mut buf) {
+            Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("a notification within the wait: {e:?}"),
+        }
+    }
 }
 
 /// CLOCK_MONOTONIC in microseconds, the clock of `MONOTONIC_USEC`.
