@@ -14,7 +14,8 @@
 
 use super::conn::{Conn, ConnState};
 use super::persist::{out_state, Persist};
-use super::publish::{Outgoing, PublishSummary, Target};
+use super::publish::PublishSummary;
+use super::route::{Outgoing, Target};
 use super::session::{Delivery, Inflight, Message, OutState, Queue, Session};
 use super::{Broker, ConnId, SessionId, Settings, Stats, OUTPUT_HIGH_WATER};
 use crate::codec::encode::{write_publish, PublishOut};
