@@ -19,6 +19,7 @@ mod deliver;
 mod identity;
 mod persist;
 mod publish;
+mod retain;
 mod route;
 pub mod router;
 pub mod session;

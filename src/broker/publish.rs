@@ -1,14 +1,13 @@
-//! PUBLISH from a client: accepting it, the QoS 1/2 handshakes, and retained replay.
+//! PUBLISH from a client: accepting it and the QoS 1/2 handshakes.
 //!
 //! An inbound PUBLISH is borrowed straight from the read buffer and handed to routing
 //! (`route.rs`) without a copy.
 
 use super::deliver::{Pending, Sent};
-use super::route::{expiry, may_read, Outgoing};
-use super::session::{Delivery, Message, OutState};
+use super::route::{expiry, Outgoing};
+use super::session::OutState;
 use super::{Broker, CloseReason, ConnId, SessionId};
 use crate::codec::{reason, Ack, DecodeError, Packet, ProtocolVersion, Publish, QoS};
-use std::rc::Rc;
 use std::time::Instant;
 
 /// How Mosquitto's packet lines describe a PUBLISH: `(d0, q1, r0, m1, 'topic', ... (5 bytes))`.
@@ -395,66 +394,6 @@ impl Broker {
                 let seq = s.inflight.remove(i).map_or(0, |m| m.delivery.seq);
                 self.persist_done(sid, seq);
                 self.pump(sid);
-            }
-        }
-    }
-
-    /// Queues the retained messages matching a new subscription (they bypass the queue
-    /// limits: a new subscriber gets every one of them, flow controlled by the in-flight
-    /// window and the output bound).
-    pub(super) fn queue_retained(
-        &mut self,
-        sid: SessionId,
-        filter: &str,
-        granted: QoS,
-        sub_id: u32,
-    ) {
-        let now = self.now;
-        let mut found: Vec<Rc<Message>> = Vec::new();
-        if filter.bytes().any(|b| b == b'+' || b == b'#') {
-            found.extend(
-                self.retained
-                    .iter()
-                    .filter(|(t, _)| super::router::topic_matches(filter, t))
-                    .map(|(_, m)| m.clone()),
-            );
-            // A stable order (by topic) makes replays predictable for clients and tests.
-            found.sort_by(|a, b| a.topic.cmp(&b.topic));
-        } else if let Some(m) = self.retained.get(filter) {
-            found.push(m.clone());
-        }
-        let Some(mut out) = self.outlet(sid) else {
-            return;
-        };
-        let upgrade = out.settings.upgrade_outgoing_qos;
-        for msg in found {
-            if msg.expires_at.is_some_and(|t| t <= now) {
-                continue;
-            }
-            if !may_read(out.settings, out.session, &msg.topic) {
-                continue;
-            }
-            let qos = if upgrade {
-                granted
-            } else {
-                granted.min(msg.qos)
-            };
-            let d = Delivery {
-                msg,
-                qos,
-                retain: true,
-                sub_ids: if sub_id != 0 {
-                    vec![sub_id]
-                } else {
-                    Vec::new()
-                },
-                counted: false,
-                group: None,
-                seq: 0,
-            };
-            match out.send_delivery(Pending::Retained(d), now) {
-                // Always queued: the caller pumps once every filter of the SUBSCRIBE is done.
-                Sent::Queued | Sent::Written | Sent::InFlight | Sent::Dropped => {}
             }
         }
     }

@@ -94,19 +94,11 @@ impl Broker {
     /// Stores a retained message (or clears it) and delivers the message to every matching
     /// subscription. Returns how many subscriptions it went to.
     pub(super) fn route(&mut self, m: &Outgoing<'_>, now: Instant) -> usize {
-        let mut shared: Option<Rc<Message>> = None;
-        if m.retain {
-            if m.payload.is_empty() {
-                // v311:[MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears.
-                self.retained.remove(m.topic);
-                self.persist_retained(m.topic, None);
-            } else {
-                let msg = Rc::new(m.to_message());
-                self.retained.insert(m.topic.into(), msg.clone());
-                self.persist_retained(m.topic, Some(&msg));
-                shared = Some(msg);
-            }
-        }
+        let mut shared = if m.retain {
+            self.store_retained(m)
+        } else {
+            None
+        };
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.router.collect(m.topic, &mut matches);
