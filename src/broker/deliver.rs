@@ -98,6 +98,21 @@ impl Broker {
             persist: self.persist.as_deref_mut(),
         })
     }
+
+    /// Moves queued messages of a connected session into flight, as far as the in-flight
+    /// window and the output bound allow.
+    pub(super) fn pump(&mut self, sid: SessionId) {
+        let now = self.now;
+        let Some(mut out) = self.outlet(sid) else {
+            return;
+        };
+        while let Some(d) = out.dequeue() {
+            match out.send_delivery(Pending::Queued(d), now) {
+                Sent::Queued => break,
+                Sent::Written | Sent::InFlight | Sent::Dropped => {}
+            }
+        }
+    }
 }
 
 impl Outlet<'_> {

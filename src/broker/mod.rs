@@ -11,6 +11,7 @@
 //! table, `timers.rs` the deadlines; `connect.rs`, `publish.rs` and `subscribe.rs` handle
 //! those packets.
 
+mod acks;
 pub mod bridge;
 mod clients;
 pub mod conn;
