@@ -10,11 +10,11 @@
 //! session no longer has. The memory held in queues ([`QueuedBytes`]) changes only here too,
 //! as deliveries enter and leave a queue.
 //!
-//! Deciding who gets a message is routing's job (`publish.rs`), not this module's.
+//! Deciding who gets a message is routing's job (`route.rs`), not this module's.
 
 use super::conn::{Conn, ConnState};
+use super::inbound::PublishSummary;
 use super::persist::{out_state, Persist};
-use super::publish::PublishSummary;
 use super::route::{Outgoing, Target};
 use super::session::{Delivery, Inflight, Message, OutState, Queue, Session};
 use super::{Broker, ConnId, SessionId, Settings, Stats, OUTPUT_HIGH_WATER};

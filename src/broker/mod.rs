@@ -18,8 +18,9 @@ pub mod conn;
 mod connect;
 mod deliver;
 mod identity;
+mod inbound;
 mod persist;
-mod publish;
+
 mod retain;
 mod route;
 pub mod router;

@@ -1,8 +1,13 @@
-//! PUBLISH from a client: accepting it and the QoS 1/2 handshakes.
+//! A PUBLISH from a client, up to the point where it is accepted: the first stage of a message.
 //!
-//! An inbound PUBLISH is borrowed straight from the read buffer and handed to routing
-//! (`route.rs`) without a copy.
-
+//! In order: the refusals that end the connection (a QoS above `max_qos`, retain when it is
+//! not available, subscription identifiers), the inbound topic alias (v5 §3.3.2.3.4), a
+//! bridge's topic remapping, the QoS 2 duplicate check, the payload format, the ACL WRITE
+//! check and `message_size_limit`. An accepted message goes to routing (`route.rs`) borrowed
+//! straight from the read buffer, without a copy; the acknowledgement it earns is `acks.rs`'s.
+//!
+//! It decides only whether, and under which topic, a message enters; it must not match,
+//! deliver or persist a message itself.
 use super::route::{expiry, Outgoing};
 use super::{Broker, CloseReason, ConnId, SessionId};
 use crate::codec::{reason, DecodeError, ProtocolVersion, Publish, QoS};
