@@ -6,10 +6,25 @@
 //! clock (every call takes `now`), and owns no socket, so tests drive it directly with a
 //! simulated clock.
 //!
-//! Files: [`conn`] is one network connection (framing, keepalive), [`session`] what is kept
-//! about a client, `clients.rs` finds a session by client id, [`router`] the subscription
-//! table, `timers.rs` the deadlines; `connect.rs`, `publish.rs` and `subscribe.rs` handle
-//! those packets.
+//! A message passes through these modules, in order:
+//! 1. this module: [`Broker::bytes_received`] cuts the input into packets ([`conn`] holds the
+//!    connection's framing state) and dispatches each one;
+//! 2. `inbound.rs`: a client's PUBLISH is checked (alias, bridge topic, QoS 2 duplicate, ACL,
+//!    size) and accepted;
+//! 3. `route.rs`: the matching subscriptions ([`router`] is the table), one delivery per
+//!    session; `retain.rs` stores a retained message on the way;
+//! 4. `deliver.rs`: each delivery is written to the subscriber's output buffer, put in flight,
+//!    queued or dropped, and the queue drains as the window opens;
+//! 5. `acks.rs`: the publisher's PUBACK/PUBREC (held until the store commit when persistence is
+//!    on) and the subscriber's PUBACK/PUBREC/PUBCOMP, which free the in-flight slot.
+//!
+//! A SUBSCRIBE goes from `subscribe.rs` (the routing table, the SUBACK) to `retain.rs` (replay of
+//! the matching retained messages) and then the same `deliver.rs`.
+//!
+//! Around the path: `connect.rs` (CONNECT, sessions taken over or resumed), [`session`] (what is
+//! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
+//! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
+//! `sys.rs` (`$SYS`), [`bridge`] and `identity.rs` (client certificates).
 
 mod acks;
 pub mod bridge;
@@ -51,8 +66,8 @@ pub type ConnId = usize;
 ///
 /// Such a block grows by moving its pages (`mremap`) and its unused tail costs no memory
 /// until it is touched. A table started small would instead grow by copying inside the heap,
-/// leaving each outgrown copy behind as a free hole: about 50 bytes per idle connection
-/// (issue 3), all to save virtual address space that is never resident.
+/// leaving each outgrown copy behind as a free hole: about 50 bytes per idle connection, all
+/// to save virtual address space that is never resident.
 pub fn table_capacity<T>() -> usize {
     (128 * 1024usize).div_ceil(std::mem::size_of::<T>().max(1))
 }
@@ -485,7 +500,7 @@ impl Broker {
     }
 
     /// True while queued messages hold more than `memory_limit` bytes: the server then stops
-    /// reading from publishers (TCP back-pressure) instead of dropping (../DELIVERY.md).
+    /// reading from publishers (TCP back-pressure) instead of dropping (docs/delivery.md).
     pub fn memory_pressure(&self) -> bool {
         self.held_bytes.get() > self.settings.memory_limit
     }
