@@ -9,8 +9,8 @@
 //! It decides only whether, and under which topic, a message enters; it must not match,
 //! deliver or persist a message itself.
 use super::route::{expiry, Outgoing};
-use super::{Broker, CloseReason, ConnId, SessionId};
-use crate::codec::{reason, DecodeError, ProtocolVersion, Publish, QoS};
+use super::{Broker, ConnId, SessionId, Violation};
+use crate::codec::{reason, ProtocolVersion, Publish, QoS};
 use std::time::Instant;
 
 /// How Mosquitto's packet lines describe a PUBLISH: `(d0, q1, r0, m1, 'topic', ... (5 bytes))`.
@@ -60,7 +60,7 @@ impl Broker {
         sid: SessionId,
         mut p: Publish<'_>,
         now: Instant,
-    ) {
+    ) -> Result<(), Violation> {
         self.now = now;
         self.stats.publish_received += 1;
         self.stats.publish_bytes_received += p.payload.len() as u64;
@@ -70,40 +70,37 @@ impl Broker {
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
         if p.qos > self.settings.max_qos {
             // A QoS above the Maximum QoS announced in CONNACK is refused (v5 §3.3.1.2).
-            return self.fail(id, reason::QOS_NOT_SUPPORTED, "QoS above max_qos", now);
+            return Err(Violation::Rule {
+                code: reason::QOS_NOT_SUPPORTED,
+                why: "QoS above max_qos",
+            });
         }
         if p.retain && !self.settings.retain_available {
             // v5:[MQTT-3.3.1-19]
-            return self.fail(
-                id,
-                reason::RETAIN_NOT_SUPPORTED,
-                "retain is not available",
-                now,
-            );
+            return Err(Violation::Rule {
+                code: reason::RETAIN_NOT_SUPPORTED,
+                why: "retain is not available",
+            });
         }
         if !p.properties.subscription_identifiers.is_empty() {
             // v5:[MQTT-3.3.4-6]: a client must not send subscription identifiers.
-            return self.fail(
-                id,
-                reason::PROTOCOL_ERROR,
-                "subscription identifier in PUBLISH",
-                now,
-            );
+            return Err(Violation::protocol("subscription identifier in PUBLISH"));
         }
         // Resolve an inbound topic alias (v5 §3.3.2.3.4).
         let aliased: Option<Box<str>>;
         if let Some(alias) = p.properties.topic_alias.take() {
             let Some(a) = self.conn_mut(id).and_then(|c| c.aliases_mut()) else {
-                return self.fail(id, reason::TOPIC_ALIAS_INVALID, "topic alias", now);
+                return Err(Violation::Rule {
+                    code: reason::TOPIC_ALIAS_INVALID,
+                    why: "topic alias",
+                });
             };
             if alias == 0 || alias > a.inbound_max {
                 // v5:[MQTT-3.3.2-8], [MQTT-3.3.2-9]
-                return self.fail(
-                    id,
-                    reason::TOPIC_ALIAS_INVALID,
-                    "topic alias out of range",
-                    now,
-                );
+                return Err(Violation::Rule {
+                    code: reason::TOPIC_ALIAS_INVALID,
+                    why: "topic alias out of range",
+                });
             }
             let slot = usize::from(alias - 1);
             if a.inbound.len() <= slot {
@@ -112,9 +109,7 @@ impl Broker {
             if p.topic.is_empty() {
                 match &a.inbound[slot] {
                     Some(t) => aliased = Some(t.clone()),
-                    None => {
-                        return self.fail(id, reason::PROTOCOL_ERROR, "unknown topic alias", now)
-                    }
+                    None => return Err(Violation::protocol("unknown topic alias")),
                 }
             } else {
                 a.inbound[slot] = Some(p.topic.into());
@@ -142,16 +137,14 @@ impl Broker {
                 // (v311:[MQTT-4.3.3-2] method B).
                 self.log_received(id, &p, topic);
                 self.send_pubrec(id, p.packet_id, reason::SUCCESS);
-                return;
+                return Ok(());
             }
             if version.is_v5() && held >= self.settings.receive_maximum() {
                 // v5:[MQTT-3.3.4-9]: more unacknowledged QoS 2 than our Receive Maximum.
-                return self.fail(
-                    id,
-                    reason::RECEIVE_MAXIMUM_EXCEEDED,
-                    "receive maximum exceeded",
-                    now,
-                );
+                return Err(Violation::Rule {
+                    code: reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    why: "receive maximum exceeded",
+                });
             }
         }
         if p.properties.payload_format_indicator == Some(1)
@@ -159,7 +152,7 @@ impl Broker {
         {
             // v5:[MQTT-3.3.2-4] allows refusing a payload that is not the UTF-8 it claims.
             self.ack_publish(id, sid, &p, reason::PAYLOAD_FORMAT_INVALID);
-            return;
+            return Ok(());
         }
         let listener = self.session(sid).map_or(0, |s| s.listener);
         let security = self.settings.security_for(listener).clone();
@@ -175,7 +168,7 @@ impl Broker {
                     PublishSummary::of(&p, topic)
                 );
                 self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
-                return;
+                return Ok(());
             }
         }
         let limit = self.settings.message_size_limit;
@@ -213,6 +206,7 @@ impl Broker {
             }
         };
         self.ack_publish(id, sid, &p, code);
+        Ok(())
     }
 
     /// The `-v` line of an accepted PUBLISH, with its topic after alias and bridge mapping.
@@ -222,12 +216,5 @@ impl Broker {
             self.conn_name(id),
             PublishSummary::of(p, topic)
         );
-    }
-
-    /// Ends a connection for a protocol breach found while handling a packet, telling an MQTT 5
-    /// client the reason code.
-    fn fail(&mut self, id: ConnId, code: u8, why: &'static str, now: Instant) {
-        self.send_disconnect(id, code);
-        self.close(id, CloseReason::Protocol(DecodeError::Protocol(why)), now);
     }
 }
