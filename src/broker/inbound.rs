@@ -8,7 +8,7 @@
 //!
 //! It decides only whether, and under which topic, a message enters; it must not match,
 //! deliver or persist a message itself.
-use super::route::{expiry, Outgoing};
+use super::route::{expiry, MsgRef};
 use super::{Broker, ConnId, SessionId, Violation};
 use crate::codec::{reason, ProtocolVersion, Publish, QoS};
 use std::time::Instant;
@@ -189,7 +189,7 @@ impl Broker {
             // PUBLISH has its own line instead.
             self.log_received(id, &p, topic);
             let props = (!p.properties.is_empty()).then_some(&p.properties);
-            let out = Outgoing {
+            let out = MsgRef {
                 topic,
                 payload: p.payload,
                 qos: p.qos,

@@ -6,7 +6,7 @@
 //! also brings the retained messages back at start.
 
 use super::deliver::{Pending, Sent};
-use super::route::{may_read, Outgoing};
+use super::route::{may_read, MsgRef};
 use super::session::{Delivery, Message};
 use super::{Broker, SessionId};
 use crate::codec::QoS;
@@ -15,7 +15,7 @@ use std::rc::Rc;
 impl Broker {
     /// Stores `m` as the retained message of its topic, or clears the topic when the payload is
     /// empty. Returns the stored copy, for routing to share with the sessions that keep it.
-    pub(super) fn store_retained(&mut self, m: &Outgoing<'_>) -> Option<Rc<Message>> {
+    pub(super) fn store_retained(&mut self, m: &MsgRef<'_>) -> Option<Rc<Message>> {
         if m.payload.is_empty() {
             // v311:[MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears.
             self.retained.remove(m.topic);

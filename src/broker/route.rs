@@ -7,7 +7,7 @@
 //! and hands each delivery to [`Outlet::send_delivery`](super::deliver::Outlet::send_delivery).
 //! It writes nothing itself.
 //!
-//! A message is borrowed from wherever it came from ([`Outgoing`]) and copied into a shared
+//! A message is borrowed from wherever it is ([`MsgRef`]) and copied into a shared
 //! [`Message`] only when a session must keep it, once, however many sessions hold it.
 //!
 //! [`Router`]: super::router::Router
@@ -20,8 +20,11 @@ use crate::codec::{LastWill, Properties, QoS};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// A message being routed, borrowed from wherever it came from.
-pub(super) struct Outgoing<'a> {
+/// A message borrowed from wherever it is: the read buffer of the publisher, a will, a
+/// `$SYS` value, or a shared [`Message`] that a session keeps. Routing and writing work on
+/// this view, so that a message is copied only when a session must keep it.
+#[derive(Clone, Copy)]
+pub(super) struct MsgRef<'a> {
     pub(super) topic: &'a str,
     pub(super) payload: &'a [u8],
     pub(super) qos: QoS,
@@ -31,8 +34,8 @@ pub(super) struct Outgoing<'a> {
     pub(super) origin: Option<SessionId>,
 }
 
-impl Outgoing<'_> {
-    pub(super) fn to_message(&self) -> Message {
+impl MsgRef<'_> {
+    pub(super) fn to_message(self) -> Message {
         Message {
             topic: self.topic.into(),
             payload: self.payload.into(),
@@ -41,6 +44,20 @@ impl Outgoing<'_> {
             properties: self.properties.map(|p| Box::new(p.clone())),
             expires_at: self.expires_at,
             origin: self.origin,
+        }
+    }
+}
+
+impl<'a> From<&'a Message> for MsgRef<'a> {
+    fn from(m: &'a Message) -> MsgRef<'a> {
+        MsgRef {
+            topic: &m.topic,
+            payload: &m.payload,
+            qos: m.qos,
+            retain: m.retain,
+            properties: m.properties.as_deref(),
+            expires_at: m.expires_at,
+            origin: m.origin,
         }
     }
 }
@@ -55,7 +72,7 @@ impl Broker {
         retain: bool,
         now: Instant,
     ) {
-        let out = Outgoing {
+        let out = MsgRef {
             topic,
             payload,
             qos,
@@ -79,7 +96,7 @@ impl Broker {
         // The delay belongs to the will, not to the message.
         props.will_delay_interval = None;
         let props = (!props.is_empty()).then_some(&props);
-        let out = Outgoing {
+        let out = MsgRef {
             topic: &will.topic,
             payload: &will.payload,
             qos: will.qos,
@@ -93,7 +110,7 @@ impl Broker {
 
     /// Stores a retained message (or clears it) and delivers the message to every matching
     /// subscription. Returns how many subscriptions it went to.
-    pub(super) fn route(&mut self, m: &Outgoing<'_>, now: Instant) -> usize {
+    pub(super) fn route(&mut self, m: &MsgRef<'_>, now: Instant) -> usize {
         let mut shared = if m.retain {
             self.store_retained(m)
         } else {
@@ -191,7 +208,7 @@ impl Broker {
     fn deliver_matched(
         &mut self,
         sid: SessionId,
-        m: &Outgoing<'_>,
+        m: &MsgRef<'_>,
         shared: &mut Option<Rc<Message>>,
         granted: QoS,
         retain_as_published: bool,
@@ -221,7 +238,7 @@ impl Broker {
     fn deliver(
         &mut self,
         sid: SessionId,
-        m: &Outgoing<'_>,
+        m: &MsgRef<'_>,
         shared: &mut Option<Rc<Message>>,
         t: Target,
         now: Instant,
@@ -253,15 +270,7 @@ impl Broker {
             }) else {
                 continue;
             };
-            let m = Outgoing {
-                topic: &d.msg.topic,
-                payload: &d.msg.payload,
-                qos: d.msg.qos,
-                retain: d.msg.retain,
-                properties: d.msg.properties.as_deref(),
-                expires_at: d.msg.expires_at,
-                origin: d.msg.origin,
-            };
+            let m = MsgRef::from(&*d.msg);
             let mut shared = Some(d.msg.clone());
             let target = Target {
                 qos: d.qos.min(sub.options.qos),
@@ -292,7 +301,7 @@ impl Target {
     pub(super) fn into_delivery(
         self,
         shared: &mut Option<Rc<Message>>,
-        m: &Outgoing<'_>,
+        m: &MsgRef<'_>,
     ) -> Delivery {
         let msg = shared
             .get_or_insert_with(|| Rc::new(m.to_message()))
