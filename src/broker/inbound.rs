@@ -54,6 +54,8 @@ impl std::fmt::Display for PublishSummary<'_> {
 }
 
 impl Broker {
+    /// A PUBLISH from connection `id` of session `sid`: routed and acknowledged, acknowledged
+    /// with a refusal, or a [`Violation`] for [`Broker::handle`] to end the connection with.
     pub(super) fn handle_publish(
         &mut self,
         id: ConnId,

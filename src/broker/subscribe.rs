@@ -14,6 +14,8 @@ use crate::codec::{
 use std::time::Instant;
 
 impl Broker {
+    /// A SUBSCRIBE: each filter added or refused, the SUBACK, then the retained replay. A
+    /// [`Violation`] ends the connection without a SUBACK.
     pub(super) fn handle_subscribe(
         &mut self,
         id: ConnId,
