@@ -50,9 +50,9 @@ use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
 pub use identity::CertIdentity;
-use router::{Router, Subscriber, TopicMap};
+use router::{Router, Subscriber};
 pub use session::SessionId;
-use session::{Expiry, Message, Session};
+use session::{Expiry, Session};
 use slab::Slab;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -348,7 +348,7 @@ pub struct Broker {
     next_gen: u32,
     clients: clients::ClientIndex,
     router: Router,
-    retained: TopicMap<Rc<Message>>,
+    retained: retain::Retained,
     timers: Timers,
     actions: Vec<Action>,
     dirty: Vec<ConnId>,
@@ -384,7 +384,7 @@ impl Broker {
             next_gen: 0,
             clients: clients::ClientIndex::default(),
             router: Router::default(),
-            retained: TopicMap::default(),
+            retained: retain::Retained::default(),
             timers: Timers::new(Instant::now()),
             actions: Vec::new(),
             dirty: Vec::new(),

@@ -359,7 +359,7 @@ impl Broker {
         let mut messages = 0usize;
         for m in snapshot.retained {
             let msg = self.message_from(m, now);
-            self.retained.insert(msg.topic.clone(), Rc::new(msg));
+            self.retained.set(Rc::new(msg));
         }
         let sessions = snapshot.sessions.len();
         for st in snapshot.sessions {

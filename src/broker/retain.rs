@@ -7,10 +7,56 @@
 
 use super::deliver::{Pending, Sent};
 use super::route::{may_read, MsgRef};
+use super::router::{topic_matches, TopicMap};
 use super::session::{Delivery, Message};
 use super::{Broker, SessionId};
 use crate::codec::QoS;
 use std::rc::Rc;
+
+/// The retained messages, one per topic.
+#[derive(Default)]
+pub(super) struct Retained(TopicMap<Rc<Message>>);
+
+impl Retained {
+    /// How many topics have a retained message.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The payload bytes of every retained message.
+    pub(super) fn payload_bytes(&self) -> usize {
+        self.0.values().map(|m| m.payload.len()).sum()
+    }
+
+    /// Makes `msg` the retained message of its topic.
+    pub(super) fn set(&mut self, msg: Rc<Message>) {
+        self.0.insert(msg.topic.clone(), msg);
+    }
+
+    /// Removes the retained message of `topic`, if any.
+    pub(super) fn clear(&mut self, topic: &str) {
+        self.0.remove(topic);
+    }
+
+    /// The retained messages whose topic `filter` matches. A wildcard filter looks at every
+    /// retained message and sorts what matches by topic, so that replays are predictable for
+    /// clients and tests.
+    pub(super) fn matching(&self, filter: &str) -> Vec<Rc<Message>> {
+        let mut found: Vec<Rc<Message>> = Vec::new();
+        if filter.bytes().any(|b| b == b'+' || b == b'#') {
+            found.extend(
+                self.0
+                    .iter()
+                    .filter(|(t, _)| topic_matches(filter, t))
+                    .map(|(_, m)| m.clone()),
+            );
+            found.sort_by(|a, b| a.topic.cmp(&b.topic));
+        } else if let Some(m) = self.0.get(filter) {
+            found.push(m.clone());
+        }
+        found
+    }
+}
 
 impl Broker {
     /// Stores `m` as the retained message of its topic, or clears the topic when the payload is
@@ -18,12 +64,12 @@ impl Broker {
     pub(super) fn store_retained(&mut self, m: &MsgRef<'_>) -> Option<Rc<Message>> {
         if m.payload.is_empty() {
             // v311:[MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears.
-            self.retained.remove(m.topic);
+            self.retained.clear(m.topic);
             self.persist_retained(m.topic, None);
             None
         } else {
             let msg = Rc::new(m.to_message());
-            self.retained.insert(m.topic.into(), msg.clone());
+            self.retained.set(msg.clone());
             self.persist_retained(m.topic, Some(&msg));
             Some(msg)
         }
@@ -40,19 +86,7 @@ impl Broker {
         sub_id: u32,
     ) {
         let now = self.now;
-        let mut found: Vec<Rc<Message>> = Vec::new();
-        if filter.bytes().any(|b| b == b'+' || b == b'#') {
-            found.extend(
-                self.retained
-                    .iter()
-                    .filter(|(t, _)| super::router::topic_matches(filter, t))
-                    .map(|(_, m)| m.clone()),
-            );
-            // A stable order (by topic) makes replays predictable for clients and tests.
-            found.sort_by(|a, b| a.topic.cmp(&b.topic));
-        } else if let Some(m) = self.retained.get(filter) {
-            found.push(m.clone());
-        }
+        let found = self.retained.matching(filter);
         let Some(mut out) = self.outlet(sid) else {
             return;
         };
