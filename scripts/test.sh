@@ -25,5 +25,6 @@ export MIDGE_TEST_REQUIRE_ALL=1
 # Every normative statement of MQTT 3.1.1 and 5.0 has a row, and every applicable one a test.
 python3 scripts/conformance-check.py
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-cargo test "$@"
+cargo clippy --workspace --all-targets -- -D warnings
+# The broker and the load generator in bench/ (fuzz/ is a workspace of its own).
+cargo test --workspace "$@"
