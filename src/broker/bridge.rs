@@ -15,7 +15,7 @@
 //! reconnecting with back-off, forever, is decided here.
 
 use super::conn::{Conn, ConnState};
-use super::router::{topic_matches, Subscriber};
+use super::router::topic_matches;
 use super::session::{Expiry, Session};
 use super::{Action, Broker, ConnId, SessionId, Timer};
 use crate::codec::{
@@ -89,26 +89,13 @@ impl Broker {
                 continue;
             }
             let client_id = cfg.client_id();
-            self.next_gen = self.next_gen.wrapping_add(1);
-            let gen = self.next_gen;
             let version = match cfg.protocol {
                 BridgeProtocol::Mqtt31 => ProtocolVersion::V31,
                 BridgeProtocol::Mqtt311 => ProtocolVersion::V311,
                 BridgeProtocol::Mqtt5 => ProtocolVersion::V5,
             };
-            // Not registered by client id: no client can take this session over.
-            let mut session = Session::new(
-                gen,
-                format!("bridge:{}", cfg.name).into(),
-                version,
-                Expiry::Never,
-            );
-            session.bridge = true;
-            let idx = self.sessions.insert(session);
-            let sid = SessionId {
-                idx: idx as u32,
-                gen,
-            };
+            let name = format!("bridge:{}", cfg.name).into();
+            let sid = self.create_session(name, version, Expiry::Never, true);
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {
                 let filter = t.local_filter();
                 let options = SubscribeOptions {
@@ -117,17 +104,8 @@ impl Broker {
                     retain_as_published: cfg.outgoing_retain,
                     retain_handling: 2,
                 };
-                self.router.subscribe(
-                    &filter,
-                    Subscriber {
-                        session: sid,
-                        options,
-                        sub_id: 0,
-                    },
-                );
-                if let Some(s) = self.session_mut(sid) {
-                    s.subscriptions.push((filter.as_str().into(), options, 0));
-                }
+                // A bridge's own session is never stored.
+                self.add_subscription(sid, &filter, options, 0);
             }
             let index = self.bridges.len();
             self.bridges.push(Bridge {
@@ -320,7 +298,7 @@ impl Broker {
                 c.out_mut().extend_from_slice(&out);
             }
         }
-        self.resend_inflight(id, sid);
+        self.resend_inflight(sid);
         self.pump(sid);
     }
 

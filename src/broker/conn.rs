@@ -11,6 +11,7 @@
 //! [`ConnExtra`] allocated on first use.
 
 use super::session::SessionId;
+use super::ConnId;
 use crate::codec::{LastWill, ProtocolVersion};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -90,8 +91,9 @@ pub struct Conn {
     pub peer: Peer,
     /// Input and output buffers; `None` while both are empty.
     bufs: Option<Box<Buffers>>,
-    /// Listed in the broker's dirty list.
-    pub dirty: bool,
+    /// Listed in the broker's dirty list (only [`Conn::mark_dirty`] and
+    /// [`Conn::clear_dirty`] change it, so the flag and the list agree).
+    dirty: bool,
     /// Queued messages are waiting for `out` to drain.
     pub throttled: bool,
     /// Keepalive in seconds; 0 = none.
@@ -163,6 +165,20 @@ impl Conn {
     /// Bytes waiting to be written.
     pub fn out(&self) -> &[u8] {
         self.bufs.as_ref().map_or(&[], |b| &b.out)
+    }
+
+    /// Puts this connection, `id`, on the broker's dirty `list` once, so that the loop flushes
+    /// its new output.
+    pub(super) fn mark_dirty(&mut self, id: ConnId, list: &mut Vec<ConnId>) {
+        if !self.dirty {
+            self.dirty = true;
+            list.push(id);
+        }
+    }
+
+    /// The loop has taken this connection off the dirty list.
+    pub(super) fn clear_dirty(&mut self) {
+        self.dirty = false;
     }
 
     /// The output buffer, to append to.

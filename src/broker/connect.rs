@@ -1,7 +1,8 @@
 //! CONNECT and CONNACK: who the client is, whether it may connect, and which session it gets.
 
 use super::conn::ConnState;
-use super::session::{Expiry, OutState, Session};
+use super::deliver::{Pending, Sent};
+use super::session::{Expiry, Inflight, Session};
 use super::{Broker, CloseReason, ConnId, SessionId, Timer};
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{
@@ -288,19 +289,10 @@ impl Broker {
         }
         let (sid, session_present) = match self.session_of(&client_id) {
             Some(sid) => (sid, true),
-            None => {
-                self.next_gen = self.next_gen.wrapping_add(1);
-                let gen = self.next_gen;
-                let idx =
-                    self.sessions
-                        .insert(Session::new(gen, client_id.clone(), c.version, expiry));
-                let sid = SessionId {
-                    idx: idx as u32,
-                    gen,
-                };
-                self.clients.insert(sid.idx, &self.sessions);
-                (sid, false)
-            }
+            None => (
+                self.create_session(client_id.clone(), c.version, expiry, false),
+                false,
+            ),
         };
         if let Some(s) = self.session_mut(sid) {
             s.set_conn(Some(id));
@@ -427,40 +419,25 @@ impl Broker {
             }),
         );
         if session_present {
-            self.resend_inflight(id, sid);
+            self.resend_inflight(sid);
         }
         self.pump(sid);
     }
 
     /// Resends every unacknowledged PUBLISH (with DUP) and PUBREL of a resumed session, in
     /// their original order and with their original ids (v311:[MQTT-4.4.0-1]).
-    pub(super) fn resend_inflight(&mut self, id: ConnId, sid: SessionId) {
+    pub(super) fn resend_inflight(&mut self, sid: SessionId) {
         let now = self.now;
-        let Some(s) = self
-            .sessions
-            .get(sid.idx as usize)
-            .filter(|s| s.gen == sid.gen)
-        else {
+        let Some(mut out) = self.outlet(sid) else {
             return;
         };
-        let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
-            return;
-        };
-        for m in s.inflight.iter() {
-            match m.state {
-                OutState::AwaitPubcomp => {
-                    Packet::Pubrel(codec::Ack::new(m.packet_id)).encode(c.version, c.out_mut())
-                }
-                OutState::AwaitPuback | OutState::AwaitPubrec => {
-                    let name = &s.client_id;
-                    super::publish::write_delivery(c, name, &m.delivery, m.packet_id, true, now);
-                }
+        let inflight: Vec<Inflight> = out.session.inflight.drain_all().collect();
+        for m in inflight {
+            match out.send_delivery(Pending::Again(m), now) {
+                // One that cannot be sent again is dropped and forgotten; the rest stay in
+                // flight, in order.
+                Sent::InFlight | Sent::Dropped | Sent::Written | Sent::Queued => {}
             }
-            self.stats.messages_sent += 1;
-        }
-        if !c.out().is_empty() && !c.dirty {
-            c.dirty = true;
-            self.dirty.push(id);
         }
     }
 }

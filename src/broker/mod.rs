@@ -15,6 +15,7 @@ pub mod bridge;
 mod clients;
 pub mod conn;
 mod connect;
+mod deliver;
 mod identity;
 mod persist;
 mod publish;
@@ -340,7 +341,7 @@ pub struct Broker {
     pub stats: Stats,
     sys: sys::SysState,
     /// Bytes of messages waiting in session queues, against `memory_limit`.
-    held_bytes: usize,
+    held_bytes: deliver::QueuedBytes,
     /// Change recording for the store, when persistence is on.
     persist: Option<Box<persist::Persist>>,
     /// Configured bridges.
@@ -375,7 +376,7 @@ impl Broker {
                 Duration::from_secs(u64::from(settings.sys_interval)),
             ),
             stats: Stats::default(),
-            held_bytes: 0,
+            held_bytes: deliver::QueuedBytes::default(),
             persist: None,
             bridges: Vec::new(),
         }
@@ -469,7 +470,7 @@ impl Broker {
         std::mem::swap(into, &mut self.dirty);
         for &id in into.iter() {
             if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
-                c.dirty = false;
+                c.clear_dirty();
             }
         }
     }
@@ -482,7 +483,7 @@ impl Broker {
     /// True while queued messages hold more than `memory_limit` bytes: the server then stops
     /// reading from publishers (TCP back-pressure) instead of dropping (../DELIVERY.md).
     pub fn memory_pressure(&self) -> bool {
-        self.held_bytes > self.settings.memory_limit
+        self.held_bytes.get() > self.settings.memory_limit
     }
 
     /// Tells the broker which configured listener (by index) connection `id` came in on, for
@@ -656,10 +657,7 @@ impl Broker {
         };
         packet.encode(conn.version, conn.out_mut());
         self.stats.messages_sent += 1;
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(id);
-        }
+        conn.mark_dirty(id, &mut self.dirty);
     }
 
     /// Sends an MQTT 5 DISCONNECT with `code` (nothing for 3.x, which has no server DISCONNECT).
@@ -805,25 +803,42 @@ impl Broker {
             Expiry::Never if s.bridge => None,
             Expiry::Never => expiration.map(|e| now + e),
         };
-        // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
-        let queued_before = s.queue.bytes();
+        s.set_expires_at(expires_at);
         if !qos0_kept {
-            let mut kept = std::collections::VecDeque::with_capacity(s.queue.len());
-            while let Some(d) = s.dequeue() {
-                if d.qos != codec::QoS::AtMostOnce {
-                    kept.push_back(d);
-                }
-            }
-            for d in kept {
-                s.enqueue(d);
+            // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
+            if let Some(mut out) = self.outlet(sid) {
+                out.retain_queued(|d| d.qos != codec::QoS::AtMostOnce);
             }
         }
-        self.held_bytes -= queued_before - s.queue.bytes();
-        s.set_expires_at(expires_at);
         if let Some(at) = expires_at {
             self.timers.push(at, Timer::SessionExpiry(sid));
         }
         self.persist_session(sid);
+    }
+
+    /// Creates an empty session under a new generation, so that ids of earlier sessions in its
+    /// slot never reach it: the only way a session comes to be. A client's session is found
+    /// by its client id from then on; a bridge's own is not, so no client can take it over.
+    fn create_session(
+        &mut self,
+        client_id: Box<str>,
+        version: codec::ProtocolVersion,
+        expiry: Expiry,
+        bridge: bool,
+    ) -> SessionId {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let mut s = Session::new(gen, client_id, version, expiry);
+        s.bridge = bridge;
+        let idx = self.sessions.insert(s);
+        let sid = SessionId {
+            idx: idx as u32,
+            gen,
+        };
+        if !bridge {
+            self.clients.insert(sid.idx, &self.sessions);
+        }
+        sid
     }
 
     /// Forgets a session and its subscriptions.
@@ -831,9 +846,12 @@ impl Broker {
         if self.session(sid).is_none() {
             return;
         }
+        let mut queue = self
+            .outlet(sid)
+            .map(|mut out| out.take_queue())
+            .unwrap_or_default();
         self.clients.remove(sid.idx, &self.sessions);
         let mut s = self.sessions.remove(sid.idx as usize);
-        self.held_bytes -= s.queue.bytes();
         self.persist_session_deleted(&s);
         for (filter, _, _) in s.subscriptions.iter() {
             self.router.unsubscribe(filter, sid);
@@ -845,7 +863,7 @@ impl Broker {
             .filter(|m| m.state == session::OutState::AwaitPuback)
             .map(|m| m.delivery)
             .collect();
-        unfinished.extend(s.queue.drain_all());
+        unfinished.extend(queue.drain_all());
         if unfinished.iter().any(|d| d.group.is_some()) {
             self.reassign_shared(sid, unfinished);
         }

@@ -9,7 +9,7 @@
 //! connection anyway. The broker still never touches the disk itself.
 
 use super::conn::ConnState;
-use super::session::{Delivery, Expiry, Inflight, Message, OutState, Session};
+use super::session::{Delivery, Expiry, Message, OutState, Session};
 use super::{Broker, ConnId, SessionId, Timer};
 use crate::codec::decode::Reader;
 use crate::codec::properties::PropContext;
@@ -116,58 +116,56 @@ fn stored(p: &Persist, m: &Message) -> StoredMessage {
     }
 }
 
-/// Gives a QoS 1/2 delivery of a persistent session its sequence number and records it (for
-/// call sites that already hold the session borrowed).
-pub(super) fn record_delivery(
-    p: Option<&mut Persist>,
-    s: &mut Session,
-    d: &mut Delivery,
-    packet_id: u16,
-    state: MessageState,
-) {
-    let Some(p) = p else {
-        return;
-    };
-    if d.qos == QoS::AtMostOnce || !persistent(s) {
-        return;
+impl Persist {
+    /// Gives a QoS 1/2 delivery of a persistent session its sequence number and records it,
+    /// queued or in flight with `packet_id`.
+    pub(super) fn message_added(
+        &mut self,
+        s: &mut Session,
+        d: &mut Delivery,
+        packet_id: u16,
+        state: MessageState,
+    ) {
+        if d.qos == QoS::AtMostOnce || !persistent(s) {
+            return;
+        }
+        d.seq = s.next_seq();
+        let message = QueuedMessage {
+            seq: d.seq,
+            packet_id,
+            state,
+            qos: d.qos as u8,
+            retain: d.retain,
+            sub_ids: d.sub_ids.clone(),
+            message: stored(self, &d.msg),
+        };
+        self.changes.push(Change::MessageAdd {
+            client_id: s.client_id.to_string(),
+            message,
+        });
     }
-    d.seq = s.next_seq();
-    let message = QueuedMessage {
-        seq: d.seq,
-        packet_id,
-        state,
-        qos: d.qos as u8,
-        retain: d.retain,
-        sub_ids: d.sub_ids.clone(),
-        message: stored(p, &d.msg),
-    };
-    p.changes.push(Change::MessageAdd {
-        client_id: s.client_id.to_string(),
-        message,
-    });
-}
 
-/// Records a stored delivery sent (now in flight with `packet_id`).
-pub(super) fn record_sent(p: Option<&mut Persist>, s: &Session, d: &Delivery, packet_id: u16) {
-    let (Some(p), true) = (p, d.seq != 0) else {
-        return;
-    };
-    let state = out_state(OutState::sent(d.qos));
-    p.changes.push(Change::MessageState {
-        client_id: s.client_id.to_string(),
-        seq: d.seq,
-        packet_id,
-        state,
-    });
-}
-
-/// Records a stored delivery dropped from a queue.
-pub(super) fn record_dropped(p: Option<&mut Persist>, s: &Session, d: &Delivery) {
-    if let (Some(p), true) = (p, d.seq != 0) {
-        p.changes.push(Change::MessageDelete {
+    /// Records a stored delivery sent (now in flight with `packet_id`).
+    pub(super) fn message_sent(&mut self, s: &Session, d: &Delivery, packet_id: u16) {
+        if d.seq == 0 {
+            return;
+        }
+        self.changes.push(Change::MessageState {
             client_id: s.client_id.to_string(),
             seq: d.seq,
+            packet_id,
+            state: out_state(OutState::sent(d.qos)),
         });
+    }
+
+    /// Records a delivery dropped, if it was stored (`seq` 0: it never was).
+    pub(super) fn message_dropped(&mut self, s: &Session, seq: u64) {
+        if seq != 0 {
+            self.changes.push(Change::MessageDelete {
+                client_id: s.client_id.to_string(),
+                seq,
+            });
+        }
     }
 }
 
@@ -213,10 +211,7 @@ impl Broker {
                 continue;
             }
             c.out_mut().extend_from_slice(&bytes);
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(id);
-            }
+            c.mark_dirty(id, &mut self.dirty);
         }
     }
 
@@ -427,20 +422,20 @@ impl Broker {
                 SessionExpiry::After(n) => Expiry::After(n),
             };
             let client_id: Box<str> = rec.client_id.as_str().into();
-            self.next_gen = self.next_gen.wrapping_add(1);
-            let gen = self.next_gen;
-            let mut s = Session::new(gen, client_id.clone(), version, expiry);
             // Every restored session is offline: it expires as if its client left now, or at
             // the time recorded when it left.
             let p = self.persist.as_deref();
             let recorded = rec.expires_at.and_then(|u| p.map(|p| p.to_instant(u, now)));
-            s.set_expires_at(recorded.or_else(|| match expiry {
+            let expires_at = recorded.or_else(|| match expiry {
                 Expiry::After(n) => Some(now + Duration::from_secs(u64::from(n))),
                 _ => self.settings.persistent_client_expiration.map(|e| now + e),
-            }));
-            s.set_incoming_qos2(st.qos2_inbound);
+            });
+            let sid = self.create_session(client_id.clone(), version, expiry, false);
+            if let Some(s) = self.session_mut(sid) {
+                s.set_expires_at(expires_at);
+                s.set_incoming_qos2(st.qos2_inbound);
+            }
             for q in st.messages {
-                s.raise_seq(q.seq);
                 let msg = Rc::new(self.message_from(q.message, now));
                 let d = Delivery {
                     msg,
@@ -452,29 +447,16 @@ impl Broker {
                     seq: q.seq,
                 };
                 messages += 1;
-                let state = match q.state {
+                let inflight = match q.state {
                     MessageState::Queued => None,
                     MessageState::AwaitPuback => Some(OutState::AwaitPuback),
                     MessageState::AwaitPubrec => Some(OutState::AwaitPubrec),
                     MessageState::AwaitPubcomp => Some(OutState::AwaitPubcomp),
                 };
-                match state {
-                    Some(state) => s.inflight.push_back(Inflight {
-                        packet_id: q.packet_id,
-                        state,
-                        delivery: d,
-                    }),
-                    None => {
-                        self.held_bytes += d.msg.size();
-                        s.enqueue(d);
-                    }
+                if let Some(mut out) = self.outlet(sid) {
+                    out.restore(d, inflight.map(|state| (q.packet_id, state)));
                 }
             }
-            let idx = self.sessions.insert(s);
-            let sid = SessionId {
-                idx: idx as u32,
-                gen,
-            };
             for sub in st.subscriptions {
                 let o = sub.options;
                 let options = SubscribeOptions {
@@ -483,23 +465,12 @@ impl Broker {
                     retain_as_published: o & 8 != 0,
                     retain_handling: (o >> 4) & 3,
                 };
-                self.router.subscribe(
-                    &sub.filter,
-                    super::router::Subscriber {
-                        session: sid,
-                        options,
-                        sub_id: sub.sub_id,
-                    },
-                );
-                if let Some(s) = self.session_mut(sid) {
-                    s.subscriptions
-                        .push((sub.filter.as_str().into(), options, sub.sub_id));
-                }
+                // Read from the store: nothing to record.
+                self.add_subscription(sid, &sub.filter, options, sub.sub_id);
             }
             if let Some(at) = self.session(sid).and_then(|s| s.expires_at()) {
                 self.timers.push(at, Timer::SessionExpiry(sid));
             }
-            self.clients.insert(sid.idx, &self.sessions);
         }
         for w in snapshot.wills {
             let Some(sid) = self.session_of(&w.client_id) else {

@@ -8,31 +8,28 @@
 //! Outgoing QoS is the lower of the published QoS and the granted QoS (v311 §3.8.4), or the
 //! granted QoS with `upgrade_outgoing_qos`. At most `max_inflight_messages` QoS 1/2 messages
 //! (fewer if an MQTT 5 client's Receive Maximum says so) are in flight per session; the rest
-//! wait in its queue, in order. Every PUBLISH to a client goes through [`write_message`], which
-//! applies the client's Maximum Packet Size and outbound topic aliases.
+//! wait in its queue, in order. Every delivery to a session goes through
+//! [`Outlet::send_delivery`](super::deliver::Outlet::send_delivery), which applies the client's
+//! Maximum Packet Size and outbound topic aliases and keeps the store in step.
 
-use super::conn::{Conn, ConnState};
-use super::persist::{record_delivery, record_dropped, record_sent};
+use super::deliver::{Pending, Sent};
 use super::router::Subscriber;
-use super::session::{Delivery, Inflight, Message, OutState};
-use super::{Broker, CloseReason, ConnId, SessionId, OUTPUT_HIGH_WATER};
-use crate::codec::encode::{write_publish, PublishOut};
+use super::session::{Delivery, Message, OutState};
+use super::{Broker, CloseReason, ConnId, SessionId};
 use crate::codec::{
     reason, Ack, DecodeError, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS,
 };
-use crate::store::MessageState;
-use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// A message being routed, borrowed from wherever it came from.
-struct Outgoing<'a> {
-    topic: &'a str,
-    payload: &'a [u8],
+pub(super) struct Outgoing<'a> {
+    pub(super) topic: &'a str,
+    pub(super) payload: &'a [u8],
     qos: QoS,
     retain: bool,
-    properties: Option<&'a Properties>,
-    expires_at: Option<Instant>,
+    pub(super) properties: Option<&'a Properties>,
+    pub(super) expires_at: Option<Instant>,
     origin: Option<SessionId>,
 }
 
@@ -50,142 +47,15 @@ impl Outgoing<'_> {
     }
 }
 
-/// The parts of a message [`write_message`] needs, from a borrowed or a shared message.
-struct MsgView<'a> {
-    topic: &'a str,
-    payload: &'a [u8],
-    properties: Option<&'a Properties>,
-    expires_at: Option<Instant>,
-}
-
-impl<'a> From<&'a Message> for MsgView<'a> {
-    fn from(m: &'a Message) -> MsgView<'a> {
-        MsgView {
-            topic: &m.topic,
-            payload: &m.payload,
-            properties: m.properties.as_deref(),
-            expires_at: m.expires_at,
-        }
-    }
-}
-
-/// How one PUBLISH goes to one client.
-struct Framing<'a> {
-    qos: QoS,
-    retain: bool,
-    dup: bool,
-    packet_id: u16,
-    sub_ids: &'a [u32],
-}
-
-/// The properties a v5 subscriber gets with a message: the publisher's, plus this
-/// subscription's identifiers and the expiry interval left (v5:[MQTT-3.3.2-6]).
-fn delivery_properties<'a>(
-    base: Option<&'a Properties>,
-    sub_ids: &[u32],
-    expires_at: Option<Instant>,
-    now: Instant,
-) -> Option<Cow<'a, Properties>> {
-    if sub_ids.is_empty() && expires_at.is_none() {
-        return base.map(Cow::Borrowed);
-    }
-    let mut p = base.cloned().unwrap_or_default();
-    p.subscription_identifiers = sub_ids.to_vec();
-    if let Some(at) = expires_at {
-        let left = at.saturating_duration_since(now).as_secs();
-        p.message_expiry_interval = Some(left.min(u64::from(u32::MAX)) as u32);
-    }
-    Some(Cow::Owned(p))
-}
-
-/// Writes one PUBLISH to client `name`'s output buffer and logs it like Mosquitto's `-v`.
-/// Returns false, writing nothing, when the packet would exceed the client's Maximum Packet
-/// Size (v5:[MQTT-3.1.2-25]: the message is then dropped for this client).
-fn write_message(c: &mut Conn, name: &str, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> bool {
-    let v5 = c.version.is_v5();
-    // A bridge's link carries the message under the remote broker's name for the topic.
-    let remote_topic = c.bridge().and_then(|b| b.to_remote(m.topic));
-    let m = MsgView {
-        topic: remote_topic.as_deref().unwrap_or(m.topic),
-        ..m
-    };
-    let mut props = if v5 {
-        delivery_properties(m.properties, f.sub_ids, m.expires_at, now)
-    } else {
-        None
-    };
-    let mut topic = m.topic;
-    let mut new_alias = None;
-    if let Some((alias, first_use)) = c.aliases().and_then(|a| a.outbound_for(m.topic)) {
-        let mut p = props.map(Cow::into_owned).unwrap_or_default();
-        p.topic_alias = Some(alias);
-        props = Some(Cow::Owned(p));
-        if first_use {
-            new_alias = Some(alias);
-        } else {
-            topic = "";
-        }
-    }
-    let p = PublishOut {
-        topic,
-        payload: m.payload,
-        qos: f.qos,
-        retain: f.retain,
-        dup: f.dup,
-        packet_id: f.packet_id,
-        properties: props.as_deref(),
-    };
-    let max_size = c.max_packet_size();
-    if max_size != 0 && p.wire_len(v5) > max_size as usize {
-        return false;
-    }
-    if let (Some(alias), Some(a)) = (new_alias, c.aliases_mut()) {
-        a.outbound.insert(m.topic.into(), alias);
-    }
-    log::debug!(
-        "Sending PUBLISH to {name} {}",
-        PublishSummary {
-            dup: f.dup,
-            qos: f.qos,
-            retain: f.retain,
-            packet_id: f.packet_id,
-            topic: m.topic,
-            len: m.payload.len(),
-        }
-    );
-    let version = c.version;
-    write_publish(c.out_mut(), &p, version);
-    true
-}
-
-/// Writes a delivery (in flight or from the queue) to client `name`.
-pub(super) fn write_delivery(
-    c: &mut Conn,
-    name: &str,
-    d: &Delivery,
-    packet_id: u16,
-    dup: bool,
-    now: Instant,
-) -> bool {
-    let f = Framing {
-        qos: d.qos,
-        retain: d.retain,
-        dup,
-        packet_id,
-        sub_ids: &d.sub_ids,
-    };
-    write_message(c, name, MsgView::from(&*d.msg), f, now)
-}
-
 /// How Mosquitto's packet lines describe a PUBLISH: `(d0, q1, r0, m1, 'topic', ... (5 bytes))`.
 /// Formatted only when the line is logged.
-struct PublishSummary<'a> {
-    dup: bool,
-    qos: QoS,
-    retain: bool,
-    packet_id: u16,
-    topic: &'a str,
-    len: usize,
+pub(super) struct PublishSummary<'a> {
+    pub(super) dup: bool,
+    pub(super) qos: QoS,
+    pub(super) retain: bool,
+    pub(super) packet_id: u16,
+    pub(super) topic: &'a str,
+    pub(super) len: usize,
 }
 
 impl<'a> PublishSummary<'a> {
@@ -628,187 +498,27 @@ impl Broker {
         t: Target,
         now: Instant,
     ) {
-        let inflight_limit = self.settings.inflight_limit();
-        let Some(s) = self
-            .sessions
-            .get_mut(sid.idx as usize)
-            .filter(|s| s.gen == sid.gen)
-        else {
+        let Some(mut out) = self.outlet(sid) else {
             return;
         };
-        let conn = s
-            .conn()
-            .and_then(|cid| {
-                self.conns
-                    .get_mut(cid)
-                    .and_then(Option::as_mut)
-                    .map(|c| (cid, c))
-            })
-            .filter(|(_, c)| matches!(c.state, ConnState::Active(_)));
-        match conn {
-            Some((cid, c)) if s.queue.is_empty() => {
-                if t.qos == QoS::AtMostOnce {
-                    if c.out().len() >= OUTPUT_HIGH_WATER {
-                        self.stats.publish_dropped += 1;
-                        if !s.dropping {
-                            s.dropping = true;
-                            log::info!(target: "notice", "Outgoing messages are being dropped for client {}.", s.client_id);
-                        }
-                        return;
-                    }
-                    s.dropping = false;
-                    let view = MsgView {
-                        topic: m.topic,
-                        payload: m.payload,
-                        properties: m.properties,
-                        expires_at: m.expires_at,
-                    };
-                    let f = Framing {
-                        qos: QoS::AtMostOnce,
-                        retain: t.retain,
-                        dup: false,
-                        packet_id: 0,
-                        sub_ids: &t.sub_ids,
-                    };
-                    if !write_message(c, &s.client_id, view, f, now) {
-                        self.stats.publish_dropped += 1;
-                        return;
-                    }
-                    self.stats.publish_sent += 1;
-                    self.stats.publish_bytes_sent += m.payload.len() as u64;
-                    self.stats.messages_sent += 1;
-                    if !c.dirty {
-                        c.dirty = true;
-                        self.dirty.push(cid);
-                    }
-                    return;
-                }
-                let limit = inflight_limit.min(usize::from(c.receive_maximum));
-                if s.inflight.len() < limit && c.out().len() < OUTPUT_HIGH_WATER {
-                    let mut d = t.into_delivery(shared, m);
-                    let packet_id = s.alloc_packet_id();
-                    let state = super::persist::out_state(OutState::sent(d.qos));
-                    record_delivery(self.persist.as_deref_mut(), s, &mut d, packet_id, state);
-                    if !write_delivery(c, &s.client_id, &d, packet_id, false, now) {
-                        self.stats.publish_dropped += 1;
-                        return;
-                    }
-                    s.inflight.push_back(Inflight {
-                        packet_id,
-                        state: OutState::sent(d.qos),
-                        delivery: d,
-                    });
-                    self.stats.publish_sent += 1;
-                    self.stats.publish_bytes_sent += m.payload.len() as u64;
-                    self.stats.messages_sent += 1;
-                    if !c.dirty {
-                        c.dirty = true;
-                        self.dirty.push(cid);
-                    }
-                    return;
-                }
-            }
-            None if t.qos == QoS::AtMostOnce && !self.settings.queue_qos0_messages => return,
-            _ => {}
+        match out.send_delivery(Pending::Routed { m, shared, t }, now) {
+            // Each outcome is already accounted for; routing goes on to the next session.
+            Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
         }
-        // Queue it, within max_queued_messages / max_queued_bytes.
-        let max_count = self.settings.max_queued_messages;
-        let max_bytes = self.settings.max_queued_bytes;
-        let size = m.topic.len() + m.payload.len();
-        if (max_count != 0 && s.queue.count() >= max_count)
-            || (max_bytes != 0 && s.queue.bytes() + size > max_bytes)
-        {
-            self.stats.publish_dropped += 1;
-            if !s.dropping {
-                s.dropping = true;
-                log::info!(target: "notice", "Outgoing messages are being dropped for client {}.", s.client_id);
-            }
-            return;
-        }
-        s.dropping = false;
-        self.held_bytes += size;
-        let mut d = t.into_delivery(shared, m);
-        record_delivery(
-            self.persist.as_deref_mut(),
-            s,
-            &mut d,
-            0,
-            MessageState::Queued,
-        );
-        s.enqueue(d);
     }
 
     /// Moves queued messages of a connected session into flight, as far as the in-flight
     /// window and the output bound allow.
     pub(super) fn pump(&mut self, sid: SessionId) {
         let now = self.now;
-        let inflight_limit = self.settings.inflight_limit();
-        let Some(s) = self
-            .sessions
-            .get_mut(sid.idx as usize)
-            .filter(|s| s.gen == sid.gen)
-        else {
+        let Some(mut out) = self.outlet(sid) else {
             return;
         };
-        let Some(cid) = s.conn() else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(cid).and_then(Option::as_mut) else {
-            return;
-        };
-        if !matches!(c.state, ConnState::Active(_)) {
-            return;
-        }
-        let limit = inflight_limit.min(usize::from(c.receive_maximum));
-        let start = c.out().len();
-        let queued_before = s.queue.bytes();
-        while let Some(front) = s.queue.front() {
-            if front.msg.expires_at.is_some_and(|t| t <= now) {
-                // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
-                if let Some(d) = s.dequeue() {
-                    record_dropped(self.persist.as_deref_mut(), s, &d);
-                }
-                self.stats.publish_dropped += 1;
-                continue;
+        while let Some(d) = out.dequeue() {
+            match out.send_delivery(Pending::Queued(d), now) {
+                Sent::Queued => break,
+                Sent::Written | Sent::InFlight | Sent::Dropped => {}
             }
-            if c.out().len() >= OUTPUT_HIGH_WATER {
-                c.throttled = true;
-                break;
-            }
-            if front.qos != QoS::AtMostOnce && s.inflight.len() >= limit {
-                break;
-            }
-            let Some(d) = s.dequeue() else {
-                break;
-            };
-            let packet_id = if d.qos == QoS::AtMostOnce {
-                0
-            } else {
-                s.alloc_packet_id()
-            };
-            if !write_delivery(c, &s.client_id, &d, packet_id, false, now) {
-                record_dropped(self.persist.as_deref_mut(), s, &d);
-                self.stats.publish_dropped += 1;
-                continue;
-            }
-            if d.qos != QoS::AtMostOnce {
-                record_sent(self.persist.as_deref_mut(), s, &d, packet_id);
-            }
-            self.stats.publish_sent += 1;
-            self.stats.publish_bytes_sent += d.msg.payload.len() as u64;
-            self.stats.messages_sent += 1;
-            if d.qos != QoS::AtMostOnce {
-                s.inflight.push_back(Inflight {
-                    packet_id,
-                    state: OutState::sent(d.qos),
-                    delivery: d,
-                });
-            }
-        }
-        self.held_bytes -= queued_before - s.queue.bytes();
-        if c.out().len() != start && !c.dirty {
-            c.dirty = true;
-            self.dirty.push(cid);
         }
     }
 
@@ -988,21 +698,15 @@ impl Broker {
         } else if let Some(m) = self.retained.get(filter) {
             found.push(m.clone());
         }
-        let upgrade = self.settings.upgrade_outgoing_qos;
-        let settings = &self.settings;
-        let persist = &mut self.persist;
-        let Some(s) = self
-            .sessions
-            .get_mut(sid.idx as usize)
-            .filter(|s| s.gen == sid.gen)
-        else {
+        let Some(mut out) = self.outlet(sid) else {
             return;
         };
+        let upgrade = out.settings.upgrade_outgoing_qos;
         for msg in found {
             if msg.expires_at.is_some_and(|t| t <= now) {
                 continue;
             }
-            if !may_read(settings, s, &msg.topic) {
+            if !may_read(out.settings, out.session, &msg.topic) {
                 continue;
             }
             let qos = if upgrade {
@@ -1010,7 +714,7 @@ impl Broker {
             } else {
                 granted.min(msg.qos)
             };
-            let mut d = Delivery {
+            let d = Delivery {
                 msg,
                 qos,
                 retain: true,
@@ -1023,24 +727,30 @@ impl Broker {
                 group: None,
                 seq: 0,
             };
-            record_delivery(persist.as_deref_mut(), s, &mut d, 0, MessageState::Queued);
-            s.enqueue(d);
+            match out.send_delivery(Pending::Retained(d), now) {
+                // Always queued: the caller pumps once every filter of the SUBSCRIBE is done.
+                Sent::Queued | Sent::Written | Sent::InFlight | Sent::Dropped => {}
+            }
         }
     }
 }
 
 /// Where and how a matched message goes to one session.
-struct Target {
-    qos: QoS,
-    retain: bool,
-    sub_ids: Vec<u32>,
+pub(super) struct Target {
+    pub(super) qos: QoS,
+    pub(super) retain: bool,
+    pub(super) sub_ids: Vec<u32>,
     group: Option<Rc<str>>,
 }
 
 impl Target {
     /// The delivery of `m` to this target, sharing the one copy of the message (made on
     /// first need) with every other session that keeps it.
-    fn into_delivery(self, shared: &mut Option<Rc<Message>>, m: &Outgoing<'_>) -> Delivery {
+    pub(super) fn into_delivery(
+        self,
+        shared: &mut Option<Rc<Message>>,
+        m: &Outgoing<'_>,
+    ) -> Delivery {
         let msg = shared
             .get_or_insert_with(|| Rc::new(m.to_message()))
             .clone();

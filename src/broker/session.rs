@@ -260,6 +260,16 @@ impl Queue {
         q.items.push_back(d);
     }
 
+    /// Puts a delivery back at the front, counting it if it counts.
+    fn push_front(&mut self, d: Delivery) {
+        let q = self.0.get_or_insert_with(Box::default);
+        if d.counted {
+            q.count += 1;
+            q.bytes += d.msg.size();
+        }
+        q.items.push_front(d);
+    }
+
     /// Takes the delivery at the front. A queue that held a burst gives its memory back once
     /// it has drained.
     fn pop_front(&mut self) -> Option<Delivery> {
@@ -273,6 +283,17 @@ impl Queue {
             self.0 = None;
         }
         Some(d)
+    }
+
+    /// Keeps only the deliveries `keep` accepts, in order, updating the counters.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Delivery) -> bool) {
+        let Some(q) = self.0.as_mut() else {
+            return;
+        };
+        q.items.retain(|d| keep(d));
+        let counted = q.items.iter().filter(|d| d.counted);
+        q.count = counted.clone().count();
+        q.bytes = counted.map(|d| d.msg.size()).sum();
     }
 
     /// Takes every delivery, leaving the queue empty (and unallocated).
@@ -472,13 +493,20 @@ impl Session {
         }
     }
 
-    /// Adds a delivery to the back of the queue, updating the counters.
-    pub fn enqueue(&mut self, d: Delivery) {
+    /// Adds a delivery to the back of the queue, updating the counters. The broker goes
+    /// through its `Outlet` (`deliver.rs`), which also keeps the memory of all queues.
+    pub(super) fn enqueue(&mut self, d: Delivery) {
         self.queue.push_back(d);
     }
 
-    /// Takes the delivery at the front of the queue, updating the counters.
-    pub fn dequeue(&mut self) -> Option<Delivery> {
+    /// Puts back the delivery just taken from the front of the queue, updating the counters.
+    pub(super) fn requeue_front(&mut self, d: Delivery) {
+        self.queue.push_front(d);
+    }
+
+    /// Takes the delivery at the front of the queue, updating the counters (through the
+    /// broker's `Outlet`, as [`Session::enqueue`]).
+    pub(super) fn dequeue(&mut self) -> Option<Delivery> {
         self.queue.pop_front()
     }
 

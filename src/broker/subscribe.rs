@@ -9,7 +9,7 @@ use super::router::{valid_shared, Subscriber};
 use super::{Broker, ConnId, SessionId};
 use crate::codec::{
     reason, valid_topic_filter, DecodeError, Packet, Properties, ProtocolVersion, Suback,
-    Subscribe, Unsuback, Unsubscribe,
+    Subscribe, SubscribeOptions, Unsuback, Unsubscribe,
 };
 use std::time::Instant;
 
@@ -94,30 +94,7 @@ impl Broker {
                 options.no_local = true;
                 options.retain_as_published = true;
             }
-            let replaced = self.router.subscribe(
-                &sub.filter,
-                Subscriber {
-                    session: sid,
-                    options,
-                    sub_id,
-                },
-            );
-            let Some(session) = self.session_mut(sid) else {
-                return;
-            };
-            match session
-                .subscriptions
-                .iter_mut()
-                .find(|(f, _, _)| **f == *sub.filter)
-            {
-                Some(entry) => {
-                    entry.1 = options;
-                    entry.2 = sub_id;
-                }
-                None => session
-                    .subscriptions
-                    .push((sub.filter.as_str().into(), options, sub_id)),
-            }
+            let replaced = self.add_subscription(sid, &sub.filter, options, sub_id);
             self.persist_subscription(sid, &sub.filter, Some((options, sub_id)));
             log::info!(target: "subscribe", "{} {} {}", name, options.qos as u8, sub.filter);
             codes.push(options.qos as u8);
@@ -153,10 +130,7 @@ impl Broker {
         log::debug!("Received UNSUBSCRIBE from {}", name);
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
-            let removed = self.router.unsubscribe(filter, sid);
-            if let Some(s) = self.session_mut(sid) {
-                s.subscriptions.retain(|(f, _, _)| **f != **filter);
-            }
+            let removed = self.remove_subscription(sid, filter);
             if removed {
                 self.persist_subscription(sid, filter, None);
             }
@@ -177,5 +151,53 @@ impl Broker {
                 properties: Properties::default(),
             }),
         );
+    }
+
+    /// Subscribes session `sid` to `filter`, or replaces its subscription to it, in the router
+    /// and in the session's own list together (the only way to add one); true if it replaced
+    /// one. Recording it for the store is the caller's: a restored one is already stored.
+    pub(super) fn add_subscription(
+        &mut self,
+        sid: SessionId,
+        filter: &str,
+        options: SubscribeOptions,
+        sub_id: u32,
+    ) -> bool {
+        let Some(session) = self
+            .sessions
+            .get_mut(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+        else {
+            return false;
+        };
+        let replaced = self.router.subscribe(
+            filter,
+            Subscriber {
+                session: sid,
+                options,
+                sub_id,
+            },
+        );
+        match session
+            .subscriptions
+            .iter_mut()
+            .find(|(f, _, _)| **f == *filter)
+        {
+            Some(entry) => {
+                entry.1 = options;
+                entry.2 = sub_id;
+            }
+            None => session.subscriptions.push((filter.into(), options, sub_id)),
+        }
+        replaced
+    }
+
+    /// Removes session `sid`'s subscription to `filter` from the router and from the session's
+    /// own list together; true if there was one.
+    fn remove_subscription(&mut self, sid: SessionId, filter: &str) -> bool {
+        if let Some(s) = self.session_mut(sid) {
+            s.subscriptions.retain(|(f, _, _)| **f != *filter);
+        }
+        self.router.unsubscribe(filter, sid)
     }
 }

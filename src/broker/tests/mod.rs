@@ -1417,3 +1417,198 @@ fn acls_reloaded_apply_to_the_next_publish_and_delivery() {
     assert_eq!(w.take(2), vec![Out::Puback(7)]);
     assert!(w.take(1).is_empty());
 }
+
+// ---- Deliveries and the store across a restart ----
+
+/// A store directory of its own, removed when the test ends.
+struct StoreDir(std::path::PathBuf);
+
+impl StoreDir {
+    fn new(name: &str) -> StoreDir {
+        let dir = std::env::temp_dir().join(format!("midge-broker-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        StoreDir(dir)
+    }
+
+    /// Commits `changes` as one batch, closes the store and opens it again, as a restart
+    /// does: what comes back is what a restarted broker restores.
+    fn commit_and_reopen(&self, changes: Vec<crate::store::Change>) -> crate::store::Snapshot {
+        let open = || {
+            crate::store::Store::open(&self.0, None, Duration::ZERO, Box::new(|| {}))
+                .unwrap_or_else(|e| panic!("store opens: {e}"))
+        };
+        let (mut store, _) = open();
+        store.submit(changes);
+        store
+            .close()
+            .unwrap_or_else(|e| panic!("store closes: {e}"));
+        let (store, snapshot) = open();
+        store
+            .close()
+            .unwrap_or_else(|e| panic!("store closes: {e}"));
+        snapshot
+    }
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A broker with persistence on, restored from `snapshot` (the broker of a restart).
+fn restarted(snapshot: crate::store::Snapshot) -> World {
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence();
+    w.broker.restore(snapshot, w.now);
+    w
+}
+
+/// Sequence numbers of the messages the store keeps for `client`.
+fn stored_messages(snapshot: &crate::store::Snapshot, client: &str) -> Vec<u64> {
+    snapshot
+        .sessions
+        .iter()
+        .filter(|s| s.session.client_id == client)
+        .flat_map(|s| s.messages.iter().map(|m| m.seq))
+        .collect()
+}
+
+/// Connects a persistent MQTT 5 client that accepts packets of at most `max_packet_size`
+/// bytes; returns CONNACK's session present and the packets that follow it.
+fn connect_small(
+    w: &mut World,
+    id: ConnId,
+    client: &str,
+    max_packet_size: Option<u32>,
+) -> (bool, Vec<Packet<'static>>) {
+    w.open(id);
+    let props = Properties {
+        session_expiry_interval: Some(300),
+        maximum_packet_size: max_packet_size,
+        ..Properties::default()
+    };
+    w.send(id, &connect_v5(client, false, props, None));
+    let mut got = take_v5(w, id);
+    match got.first() {
+        Some(Packet::Connack(c)) if c.code == 0 => {
+            let present = c.session_present;
+            (present, got.split_off(1))
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// The (packet id, topic, dup) of each PUBLISH in `packets`.
+fn publishes(packets: &[Packet<'static>]) -> Vec<(u16, &'static str, bool)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.packet_id, p.topic, p.dup)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn too_large_for_the_client_is_dropped_and_forgotten_by_the_store_mqtt_3_1_2_25() {
+    let dir = StoreDir::new("too-large");
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence();
+    assert!(!connect_small(&mut w, 1, "sub", Some(60)).0);
+    let qos1 = SubscribeOptions::qos(QoS::AtLeastOnce);
+    w.send(1, &subscribe_v5(1, "t/#", qos1, None));
+    take_v5(&mut w, 1);
+    w.connect(2, "pub", true);
+    // More messages too large for "sub" than its in-flight window (20), among two that fit.
+    let big = [7u8; 100];
+    for i in 1..=25u16 {
+        w.send(2, &publish("t/big", &big, QoS::AtLeastOnce, false, i));
+        if i == 10 || i == 20 {
+            w.send(
+                2,
+                &publish("t/small", b"ok", QoS::AtLeastOnce, false, 100 + i),
+            );
+        }
+    }
+    // v5:[MQTT-3.1.2-25]: the large ones are dropped for this client, the others go.
+    let got = take_v5(&mut w, 1);
+    let sent = publishes(&got);
+    assert_eq!(
+        sent.iter().map(|&(_, t, _)| t).collect::<Vec<_>>(),
+        ["t/small", "t/small"]
+    );
+    w.send(1, &ack(Packet::Puback, sent[0].0));
+    let unacked = sent[1].0;
+
+    // A restart: the store holds the one message still in flight, nothing for the drops.
+    let snapshot = dir.commit_and_reopen(w.broker.take_changes());
+    assert_eq!(stored_messages(&snapshot, "sub").len(), 1);
+    let mut w = restarted(snapshot);
+    let (present, resent) = connect_small(&mut w, 1, "sub", Some(60));
+    assert!(present);
+    assert_eq!(publishes(&resent), [(unacked, "t/small", true)]);
+    w.send(1, &ack(Packet::Puback, unacked));
+
+    // Later QoS 1 and QoS 2 messages still flow.
+    w.connect(2, "pub", true);
+    w.send(2, &publish("t/after", b"1", QoS::AtLeastOnce, false, 1));
+    w.send(2, &publish("t/after", b"2", QoS::ExactlyOnce, false, 2));
+    let got = take_v5(&mut w, 1);
+    let sent = publishes(&got);
+    assert_eq!(
+        sent.iter().map(|&(_, t, _)| t).collect::<Vec<_>>(),
+        ["t/after", "t/after"]
+    );
+    w.send(1, &ack(Packet::Puback, sent[0].0));
+    w.send(1, &ack(Packet::Pubrec, sent[1].0));
+    let pubrel = w.broker.output(1).map(std::mem::take).unwrap_or_default();
+    let h = codec::parse_fixed_header(&pubrel)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("a PUBREL"));
+    let body = &pubrel[h.header_len..h.total()];
+    match codec::decode(h.first, body, ProtocolVersion::V5) {
+        Ok(Packet::Pubrel(a)) => assert_eq!(a.packet_id, sent[1].0),
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+    w.send(1, &ack(Packet::Pubcomp, sent[1].0));
+
+    // Everything was acknowledged: the store keeps no message for "sub".
+    let snapshot = dir.commit_and_reopen(w.broker.take_changes());
+    assert_eq!(stored_messages(&snapshot, "sub"), Vec::<u64>::new());
+}
+
+#[test]
+fn in_flight_message_too_large_after_reconnect_is_dropped_and_forgotten() {
+    let dir = StoreDir::new("too-large-resend");
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence();
+    // No limit at first: a large message goes in flight, and is not acknowledged.
+    assert!(!connect_small(&mut w, 1, "sub", None).0);
+    let qos1 = SubscribeOptions::qos(QoS::AtLeastOnce);
+    w.send(1, &subscribe_v5(1, "t/#", qos1, None));
+    take_v5(&mut w, 1);
+    w.connect(2, "pub", true);
+    w.send(
+        2,
+        &publish("t/big", &[7u8; 100], QoS::AtLeastOnce, false, 1),
+    );
+    assert_eq!(publishes(&take_v5(&mut w, 1)).len(), 1);
+    w.broker.connection_lost(1, None, w.now);
+
+    // It comes back accepting only small packets: the message cannot be resent, so it is
+    // dropped, and its slot and its row in the store are freed.
+    let (present, resent) = connect_small(&mut w, 3, "sub", Some(60));
+    assert!(present);
+    assert!(publishes(&resent).is_empty());
+    w.send(2, &publish("t/small", b"ok", QoS::AtLeastOnce, false, 2));
+    let sent = publishes(&take_v5(&mut w, 3));
+    assert_eq!(
+        sent.iter().map(|&(_, t, _)| t).collect::<Vec<_>>(),
+        ["t/small"]
+    );
+    w.send(3, &ack(Packet::Puback, sent[0].0));
+    let snapshot = dir.commit_and_reopen(w.broker.take_changes());
+    assert_eq!(stored_messages(&snapshot, "sub"), Vec::<u64>::new());
+}
