@@ -1,0 +1,330 @@
+//! Moving bytes between sockets and the broker: one read path and one flush path for every
+//! connection, plain TCP or with a [`Transport`] (TLS, WebSocket, a bridge's client TLS).
+//!
+//! Reading hands each 64 KiB chunk to the broker (through the transport, if any) and flushes
+//! what the broker wrote after each chunk, so buffers stay small; a socket still readable after
+//! its budget goes on the backlog for the next turn (readiness is edge-triggered, so the loop
+//! must remember). Flushing writes as much as the socket takes and asks for WRITABLE only while
+//! bytes are left. A plain TCP client writes the broker's output buffer straight to the socket,
+//! without a copy. A transport failure closes only that connection, with a log line naming the
+//! peer (or the bridge) and the cause.
+//!
+//! This module does not decide anything about MQTT: the broker does.
+
+use super::{Server, Tok};
+use crate::broker::{Broker, CertIdentity, ConnId};
+use crate::transport::{Status, Transport, TransportError, Upstream};
+use mio::net::TcpStream;
+use mio::{Interest, Poll};
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Bytes read from a socket in one call.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+/// Reads per socket per loop turn, so one busy publisher cannot starve the others.
+const READS_PER_TURN: usize = 4;
+
+/// A client socket and the loop's bookkeeping for it.
+///
+/// Kept small (thousands of idle clients): what only TLS, WebSocket and bridge connections
+/// need lives in [`ClientExtra`], allocated for those alone.
+pub(super) struct Client {
+    pub(super) stream: TcpStream,
+    pub(super) origin: Origin,
+    /// WRITABLE is part of the registered interest.
+    pub(super) wants_write: bool,
+    /// `None` for a plain TCP client of a listener.
+    pub(super) extra: Option<Box<ClientExtra>>,
+}
+
+/// Where a connection came from.
+pub(super) enum Origin {
+    /// Accepted on the listener socket with this index in `Server::listeners`.
+    Listener(u16),
+    /// Opened by the loop for a bridge.
+    Bridge,
+}
+
+/// The part of a [`Client`] that plain TCP clients do without.
+pub(super) struct ClientExtra {
+    /// The peer, for transport log lines (the broker has its own copy for MQTT ones).
+    pub(super) peer: SocketAddr,
+    /// TLS and/or WebSocket layers; `None` for a bridge over plain TCP.
+    pub(super) transport: Option<Transport>,
+    /// An outgoing bridge connection still being established: the bridge's index.
+    pub(super) connecting: Option<usize>,
+    /// For outgoing bridge connections, "NAME (host:port)", the subject of transport log
+    /// lines.
+    pub(super) bridge: Option<String>,
+}
+
+/// What writing a connection's pending output did.
+struct Written {
+    /// Bytes of the broker's output taken: written to the socket, or given to the transport.
+    taken: usize,
+    /// Why the connection must close, if it must.
+    failure: Option<String>,
+}
+
+impl Client {
+    pub(super) fn connecting(&self) -> Option<usize> {
+        self.extra.as_ref().and_then(|e| e.connecting)
+    }
+
+    fn bridge(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.bridge.as_deref())
+    }
+
+    pub(super) fn transport(&mut self) -> Option<&mut Transport> {
+        self.extra.as_mut().and_then(|e| e.transport.as_mut())
+    }
+
+    /// Writes as much of `out` as the socket takes: straight to the socket for plain TCP,
+    /// through the transport otherwise (which may also have bytes of its own to write).
+    fn write_out(&mut self, out: &[u8]) -> Written {
+        match self.extra.as_mut().and_then(|e| e.transport.as_mut()) {
+            None => write_plain(&mut self.stream, out),
+            Some(transport) => write_through(transport, &mut self.stream, out),
+        }
+    }
+}
+
+/// Plain TCP: the broker's buffer goes to the socket as it is.
+fn write_plain(stream: &mut TcpStream, out: &[u8]) -> Written {
+    let mut taken = 0;
+    while taken < out.len() {
+        match stream.write(&out[taken..]) {
+            Ok(0) => {
+                return Written {
+                    taken,
+                    failure: Some("connection closed while writing".to_string()),
+                }
+            }
+            Ok(n) => taken += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Written {
+                    taken,
+                    failure: Some(e.to_string()),
+                }
+            }
+        }
+    }
+    Written {
+        taken,
+        failure: None,
+    }
+}
+
+/// A transport takes as much of the output as its layers can buffer, then writes to the
+/// socket until it would block; repeated while both make progress.
+fn write_through(transport: &mut Transport, stream: &mut TcpStream, out: &[u8]) -> Written {
+    let mut taken = 0;
+    loop {
+        let n = transport.send(&out[taken..]);
+        taken += n;
+        match transport.write_to(stream) {
+            Ok(false) if n > 0 && taken < out.len() => continue,
+            Ok(_) => {
+                return Written {
+                    taken,
+                    failure: None,
+                }
+            }
+            Err(e) => {
+                return Written {
+                    taken,
+                    failure: Some(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// The broker, as the place transports deliver to.
+struct ToBroker<'a> {
+    broker: &'a mut Broker,
+    id: ConnId,
+    now: Instant,
+}
+
+impl Upstream for ToBroker<'_> {
+    fn certificate_identity(&mut self, identity: CertIdentity) {
+        self.broker.set_certificate_identity(self.id, identity);
+    }
+
+    fn mqtt_bytes(&mut self, bytes: &[u8]) {
+        self.broker.bytes_received(self.id, bytes, self.now);
+    }
+}
+
+impl Server {
+    /// Reads from a connection, up to its budget for this turn; a transport, if any, turns
+    /// the bytes into MQTT bytes for the broker.
+    pub(super) fn read_conn(&mut self, id: ConnId, now: Instant) {
+        if self.broker.memory_pressure() && self.broker.is_publisher(id) {
+            // Back-pressure: leave the publisher's bytes in the kernel until queues drain.
+            if !self.paused.contains(&id) {
+                self.paused.push(id);
+            }
+            return;
+        }
+        for _ in 0..READS_PER_TURN {
+            let Some(client) = self.clients.get_mut(id) else {
+                return;
+            };
+            let n = match client.stream.read(&mut self.read_buf) {
+                Ok(0) => return self.peer_closed(id, now),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.drop_client(id, Some(e.to_string()), now),
+            };
+            let Some(transport) = client.transport() else {
+                self.broker.bytes_received(id, &self.read_buf[..n], now);
+                self.flush_dirty(now);
+                // Even after a short read, read again: readiness is edge-triggered, and an end
+                // of file (a client that closes right after its last packet) arrives in the
+                // same edge as the data before it.
+                continue;
+            };
+            let mut up = ToBroker {
+                broker: &mut self.broker,
+                id,
+                now,
+            };
+            match transport.received(&self.read_buf[..n], &mut up) {
+                Ok(Status::Open) => {
+                    self.flush_dirty(now);
+                    // The transport may have answered by itself (handshake, pong).
+                    self.flush(id, now);
+                }
+                Ok(Status::Closed) => {
+                    self.flush_dirty(now);
+                    self.flush(id, now);
+                    return self.drop_client(id, None, now);
+                }
+                Err(e) => return self.transport_failed(id, e, now),
+            }
+        }
+        self.backlog.push(id);
+    }
+
+    /// The peer closed the socket. A remote broker that hangs up during our TLS handshake is
+    /// worth a line of its own: otherwise the bridge just seems to flap.
+    fn peer_closed(&mut self, id: ConnId, now: Instant) {
+        let Some(client) = self.clients.get_mut(id) else {
+            return;
+        };
+        let handshaking = client.transport().is_some_and(|t| t.handshaking());
+        if let (Some(bridge), true) = (client.bridge(), handshaking) {
+            log::error!(
+                "Error: Bridge {bridge} TLS handshake failed: the remote broker closed the \
+                 connection (is that port a TLS listener? does it want a client certificate?)."
+            );
+            return self.drop_client(id, Some("TLS error".to_string()), now);
+        }
+        self.drop_client(id, None, now)
+    }
+
+    /// A transport gave up: say why, send its last words (alert, close frame, HTTP 400) if
+    /// the socket takes them, and close the connection. For a bridge, the broker then counts a
+    /// failed attempt and retries after its back-off.
+    fn transport_failed(&mut self, id: ConnId, error: TransportError, now: Instant) {
+        let Some(client) = self.clients.get_mut(id) else {
+            return;
+        };
+        match (client.bridge(), client.extra.as_ref()) {
+            (Some(bridge), _) => log::error!("Error: Bridge {bridge} {error}."),
+            (None, Some(extra)) => log::info!(target: "notice", "Client {} {error}.", extra.peer),
+            (None, None) => log::info!(target: "notice", "Client {error}."),
+        }
+        if let Some(transport) = client.extra.as_mut().and_then(|e| e.transport.as_mut()) {
+            let _ = transport.write_to(&mut client.stream);
+        }
+        let _ = client.stream.shutdown(std::net::Shutdown::Both);
+        let short = match error {
+            TransportError::Tls(_) => "TLS error",
+            TransportError::WebSocket(_) => "WebSocket error",
+        };
+        self.drop_client(id, Some(short.to_string()), now);
+    }
+
+    /// Writes output of every connection the broker wrote to.
+    pub(super) fn flush_dirty(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        self.broker.take_dirty(&mut dirty);
+        for &id in &dirty {
+            self.flush(id, now);
+        }
+        self.dirty = dirty;
+    }
+
+    /// Writes as much of a connection's pending output as the socket takes, and asks for
+    /// WRITABLE only while something is left.
+    pub(super) fn flush(&mut self, id: ConnId, now: Instant) {
+        let Some(client) = self.clients.get_mut(id) else {
+            return;
+        };
+        let mut none = Vec::new();
+        let out = match self.broker.output(id) {
+            Some(out) => out,
+            // A transport may have bytes of its own to write (handshake, pong, alert).
+            None if client.extra.as_ref().is_some_and(|e| e.transport.is_some()) => &mut none,
+            None => return,
+        };
+        let Written { taken, failure } = client.write_out(out);
+        if taken == out.len() {
+            // Give the buffer back: an idle connection then holds no output memory at all
+            // (one allocation per busy turn is cheap next to the write system call).
+            *out = Vec::new();
+        } else {
+            out.drain(..taken);
+        }
+        let pending = !out.is_empty() || client.transport().is_some_and(|t| t.wants_write());
+        if let Some(e) = failure {
+            return self.drop_client(id, Some(e), now);
+        }
+        follow_output(&self.poll, client, id, pending);
+        if taken > 0 {
+            self.broker.output_written(id, taken);
+        }
+    }
+}
+
+/// Interest follows pending output: ask for WRITABLE only while the client has bytes left
+/// to write, and only re-register when that changes.
+fn follow_output(poll: &Poll, client: &mut Client, id: ConnId, pending: bool) {
+    if pending == client.wants_write {
+        return;
+    }
+    let interest = if pending {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    if poll
+        .registry()
+        .reregister(&mut client.stream, Tok::Conn(id).into(), interest)
+        .is_ok()
+    {
+        client.wants_write = pending;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_plain_tcp_client_is_small() {
+        // Guards the per-connection memory budget: grow it only on purpose. (mio's socket is
+        // 4 bytes, a file descriptor, in release builds; debug builds add a check.)
+        let socket = std::mem::size_of::<mio::net::TcpStream>();
+        assert!(
+            std::mem::size_of::<super::Client>() <= (socket + 3).next_multiple_of(8) + 16,
+            "{socket} {}",
+            std::mem::size_of::<super::Client>()
+        );
+    }
+}
