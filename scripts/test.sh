@@ -2,7 +2,7 @@
 # The whole test suite, on a fresh Debian 12 machine that has only rustup (and on CI):
 # installs whatever is missing, then runs the conformance check, rustfmt, clippy and cargo test.
 #   scripts/test.sh                 # everything
-#   scripts/test.sh --test package  # extra arguments go to cargo test
+#   scripts/test.sh --test e2e package::  # extra arguments go to cargo test
 # Root or sudo is needed only when something must be installed. It never stops a process it
 # did not start (Debian's mosquitto service is installed without being started).
 set -euo pipefail
@@ -26,5 +26,8 @@ export MIDGE_TEST_REQUIRE_ALL=1
 python3 scripts/conformance-check.py
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The ARM builds tests/e2e/cross.rs checks, made now: built during the test run they would take
+# both cores for minutes while timing-bound tests of the same binary run beside them.
+CARGO_TARGET_DIR=target/cross scripts/cross-build.sh --profile cross-test arm64 armhf
 # The broker and the load generator in bench/ (fuzz/ is a workspace of its own).
 cargo test --workspace "$@"

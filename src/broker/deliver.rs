@@ -10,11 +10,12 @@
 //! session no longer has. The memory held in queues ([`QueuedBytes`]) changes only here too,
 //! as deliveries enter and leave a queue.
 //!
-//! Deciding who gets a message is routing's job (`publish.rs`), not this module's.
+//! Deciding who gets a message is routing's job (`route.rs`), not this module's.
 
 use super::conn::{Conn, ConnState};
+use super::inbound::PublishSummary;
 use super::persist::{out_state, Persist};
-use super::publish::{Outgoing, PublishSummary, Target};
+use super::route::{MsgRef, Target};
 use super::session::{Delivery, Inflight, Message, OutState, Queue, Session};
 use super::{Broker, ConnId, SessionId, Settings, Stats, OUTPUT_HIGH_WATER};
 use crate::codec::encode::{write_publish, PublishOut};
@@ -44,7 +45,7 @@ pub(super) enum Pending<'a, 'm> {
     /// Fresh from routing and still borrowed: the shared copy of the message is made only
     /// when the session has to keep it.
     Routed {
-        m: &'a Outgoing<'m>,
+        m: &'a MsgRef<'m>,
         shared: &'a mut Option<Rc<Message>>,
         t: Target,
     },
@@ -96,6 +97,21 @@ impl Broker {
             held_bytes: &mut self.held_bytes,
             persist: self.persist.as_deref_mut(),
         })
+    }
+
+    /// Moves queued messages of a connected session into flight, as far as the in-flight
+    /// window and the output bound allow.
+    pub(super) fn pump(&mut self, sid: SessionId) {
+        let now = self.now;
+        let Some(mut out) = self.outlet(sid) else {
+            return;
+        };
+        while let Some(d) = out.dequeue() {
+            match out.send_delivery(Pending::Queued(d), now) {
+                Sent::Queued => break,
+                Sent::Written | Sent::InFlight | Sent::Dropped => {}
+            }
+        }
     }
 }
 
@@ -152,19 +168,13 @@ impl Outlet<'_> {
 
     fn send_routed(
         &mut self,
-        m: &Outgoing<'_>,
+        m: &MsgRef<'_>,
         shared: &mut Option<Rc<Message>>,
         t: Target,
         now: Instant,
     ) -> Sent {
         // Behind a queue, a message waits its turn.
         if let (Some((_, c)), true) = (&self.conn, self.session.queue.is_empty()) {
-            let view = MsgView {
-                topic: m.topic,
-                payload: m.payload,
-                properties: m.properties,
-                expires_at: m.expires_at,
-            };
             if t.qos == QoS::AtMostOnce {
                 if c.out().len() >= OUTPUT_HIGH_WATER {
                     return self.dropped_over_limit();
@@ -177,7 +187,7 @@ impl Outlet<'_> {
                     packet_id: 0,
                     sub_ids: &t.sub_ids,
                 };
-                if !self.write(view, f, now) {
+                if !self.write(*m, f, now) {
                     return self.dropped(0);
                 }
                 self.count_sent(m.payload.len());
@@ -196,7 +206,7 @@ impl Outlet<'_> {
                     packet_id,
                     sub_ids: &t.sub_ids,
                 };
-                if !self.write(view, f, now) {
+                if !self.write(*m, f, now) {
                     return self.dropped(0);
                 }
                 self.count_sent(m.payload.len());
@@ -257,7 +267,7 @@ impl Outlet<'_> {
             self.session.alloc_packet_id()
         };
         if !self.write(
-            MsgView::from(&*d.msg),
+            MsgRef::from(&*d.msg),
             Framing::of(&d, packet_id, false),
             now,
         ) {
@@ -289,7 +299,7 @@ impl Outlet<'_> {
         } else {
             let d = &m.delivery;
             if !self.write(
-                MsgView::from(&*d.msg),
+                MsgRef::from(&*d.msg),
                 Framing::of(d, m.packet_id, true),
                 now,
             ) {
@@ -307,7 +317,7 @@ impl Outlet<'_> {
     /// Writes one PUBLISH to the session's connection and puts the connection on the dirty
     /// list. False, writing nothing, when the session has no connection or the packet
     /// exceeds the client's Maximum Packet Size.
-    fn write(&mut self, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> bool {
+    fn write(&mut self, m: MsgRef<'_>, f: Framing<'_>, now: Instant) -> bool {
         let Some((cid, c)) = self.conn.as_mut() else {
             return false;
         };
@@ -406,11 +416,11 @@ fn delivery_properties<'a>(
 /// Writes one PUBLISH to client `name`'s output buffer and logs it like Mosquitto's `-v`.
 /// Returns false, writing nothing, when the packet would exceed the client's Maximum Packet
 /// Size (v5:[MQTT-3.1.2-25]: the message is then dropped for this client).
-fn write_message(c: &mut Conn, name: &str, m: MsgView<'_>, f: Framing<'_>, now: Instant) -> bool {
+fn write_message(c: &mut Conn, name: &str, m: MsgRef<'_>, f: Framing<'_>, now: Instant) -> bool {
     let v5 = c.version.is_v5();
     // A bridge's link carries the message under the remote broker's name for the topic.
     let remote_topic = c.bridge().and_then(|b| b.to_remote(m.topic));
-    let m = MsgView {
+    let m = MsgRef {
         topic: remote_topic.as_deref().unwrap_or(m.topic),
         ..m
     };
@@ -461,25 +471,6 @@ fn write_message(c: &mut Conn, name: &str, m: MsgView<'_>, f: Framing<'_>, now: 
     let version = c.version;
     write_publish(c.out_mut(), &p, version);
     true
-}
-
-/// The parts of a message [`write_message`] needs, from a borrowed or a shared message.
-struct MsgView<'a> {
-    topic: &'a str,
-    payload: &'a [u8],
-    properties: Option<&'a Properties>,
-    expires_at: Option<Instant>,
-}
-
-impl<'a> From<&'a Message> for MsgView<'a> {
-    fn from(m: &'a Message) -> MsgView<'a> {
-        MsgView {
-            topic: &m.topic,
-            payload: &m.payload,
-            properties: m.properties.as_deref(),
-            expires_at: m.expires_at,
-        }
-    }
 }
 
 /// How one PUBLISH goes to one client.

@@ -6,38 +6,59 @@
 //! clock (every call takes `now`), and owns no socket, so tests drive it directly with a
 //! simulated clock.
 //!
-//! Files: [`conn`] is one network connection (framing, keepalive), [`session`] what is kept
-//! about a client, `clients.rs` finds a session by client id, [`router`] the subscription
-//! table, `timers.rs` the deadlines; `connect.rs`, `publish.rs` and `subscribe.rs` handle
-//! those packets.
+//! A message passes through these modules, in order:
+//! 1. this module: [`Broker::bytes_received`] cuts the input into packets ([`conn`] holds the
+//!    connection's framing state) and dispatches each one;
+//! 2. `inbound.rs`: a client's PUBLISH is checked (alias, bridge topic, QoS 2 duplicate, ACL,
+//!    size) and accepted;
+//! 3. `route.rs`: the matching subscriptions ([`router`] is the table), one delivery per
+//!    session; `retain.rs` stores a retained message on the way;
+//! 4. `deliver.rs`: each delivery is written to the subscriber's output buffer, put in flight,
+//!    queued or dropped, and the queue drains as the window opens;
+//! 5. `acks.rs`: the publisher's PUBACK/PUBREC (held until the store commit when persistence is
+//!    on) and the subscriber's PUBACK/PUBREC/PUBCOMP, which free the in-flight slot.
+//!
+//! A SUBSCRIBE goes from `subscribe.rs` (the routing table, the SUBACK) to `retain.rs` (replay of
+//! the matching retained messages) and then the same `deliver.rs`.
+//!
+//! Around the path: `connect.rs` (CONNECT, sessions taken over or resumed), [`session`] (what is
+//! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
+//! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
+//! `sys.rs` (`$SYS`), [`bridge`] and `identity.rs` (client certificates).
 
+mod acks;
 pub mod bridge;
 mod clients;
 pub mod conn;
 mod connect;
 mod deliver;
 mod identity;
+mod inbound;
 mod persist;
-mod publish;
+
+mod retain;
+mod route;
 pub mod router;
 pub mod session;
 mod subscribe;
 mod sys;
 mod timers;
+mod violation;
 
 use crate::auth::Security;
 use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
 pub use identity::CertIdentity;
-use router::{Router, Subscriber, TopicMap};
+use router::{Router, Subscriber};
 pub use session::SessionId;
-use session::{Expiry, Message, Session};
+use session::{Expiry, Session};
 use slab::Slab;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use timers::{Timer, Timers};
+pub use violation::Violation;
 
 /// Index of a network connection (the server loop's slab key).
 pub type ConnId = usize;
@@ -47,8 +68,8 @@ pub type ConnId = usize;
 ///
 /// Such a block grows by moving its pages (`mremap`) and its unused tail costs no memory
 /// until it is touched. A table started small would instead grow by copying inside the heap,
-/// leaving each outgrown copy behind as a free hole: about 50 bytes per idle connection
-/// (issue 3), all to save virtual address space that is never resident.
+/// leaving each outgrown copy behind as a free hole: about 50 bytes per idle connection, all
+/// to save virtual address space that is never resident.
 pub fn table_capacity<T>() -> usize {
     (128 * 1024usize).div_ceil(std::mem::size_of::<T>().max(1))
 }
@@ -276,7 +297,7 @@ pub enum CloseReason {
     /// No CONNECT within the connect timeout.
     ConnectTimeout,
     /// A packet that could not be decoded, or broke the protocol.
-    Protocol(DecodeError),
+    Protocol(Violation),
     /// CONNECT was refused with a CONNACK error.
     Refused,
     /// Another connection took over this client id.
@@ -327,7 +348,7 @@ pub struct Broker {
     next_gen: u32,
     clients: clients::ClientIndex,
     router: Router,
-    retained: TopicMap<Rc<Message>>,
+    retained: retain::Retained,
     timers: Timers,
     actions: Vec<Action>,
     dirty: Vec<ConnId>,
@@ -363,7 +384,7 @@ impl Broker {
             next_gen: 0,
             clients: clients::ClientIndex::default(),
             router: Router::default(),
-            retained: TopicMap::default(),
+            retained: retain::Retained::default(),
             timers: Timers::new(Instant::now()),
             actions: Vec::new(),
             dirty: Vec::new(),
@@ -481,7 +502,7 @@ impl Broker {
     }
 
     /// True while queued messages hold more than `memory_limit` bytes: the server then stops
-    /// reading from publishers (TCP back-pressure) instead of dropping (../DELIVERY.md).
+    /// reading from publishers (TCP back-pressure) instead of dropping (docs/delivery.md).
     pub fn memory_pressure(&self) -> bool {
         self.held_bytes.get() > self.settings.memory_limit
     }
@@ -759,10 +780,12 @@ impl Broker {
                 "Client {peer} sent no CONNECT within {} seconds, disconnecting.",
                 self.settings.connect_timeout.as_secs()
             ),
-            CloseReason::Protocol(e @ DecodeError::PacketTooLarge(_)) => {
+            CloseReason::Protocol(e @ Violation::Decode(DecodeError::PacketTooLarge(_))) => {
                 log::info!(target: "notice", "Client {name} disconnected due to oversize packet ({e}).")
             }
-            CloseReason::Protocol(e) if e.reason_code() == reason::MALFORMED_PACKET => {
+            CloseReason::Protocol(e @ Violation::Decode(d))
+                if d.reason_code() == reason::MALFORMED_PACKET =>
+            {
                 log::info!(target: "notice", "Client {name} disconnected due to malformed packet ({e}).")
             }
             CloseReason::Protocol(e) => {
@@ -946,7 +969,7 @@ impl Broker {
             Ok(Some(h)) => h,
             Ok(None) => return Framed::Need,
             Err(e) => {
-                self.protocol_failure(id, e, now);
+                self.close_for_violation(id, e.into(), now);
                 return Framed::Bad;
             }
         };
@@ -956,34 +979,20 @@ impl Broker {
         if awaiting_connect {
             if h.first >> 4 != codec::kind::CONNECT {
                 // v311:[MQTT-3.1.0-1]: the first packet must be CONNECT.
-                self.protocol_failure(
-                    id,
-                    DecodeError::Protocol("first packet is not CONNECT"),
-                    now,
-                );
+                let v = Violation::protocol("first packet is not CONNECT");
+                self.close_for_violation(id, v, now);
                 return Framed::Bad;
             }
             if h.total() > MAX_CONNECT_PACKET {
-                self.protocol_failure(id, DecodeError::PacketTooLarge(h.total()), now);
+                self.close_for_violation(id, DecodeError::PacketTooLarge(h.total()).into(), now);
                 return Framed::Bad;
             }
         }
         if h.total() > self.settings.packet_limit() {
-            self.protocol_failure(id, DecodeError::PacketTooLarge(h.total()), now);
+            self.close_for_violation(id, DecodeError::PacketTooLarge(h.total()).into(), now);
             return Framed::Bad;
         }
         Framed::Packet(h)
-    }
-
-    /// Closes a connection that broke the protocol, telling a v5 client why.
-    fn protocol_failure(&mut self, id: ConnId, e: DecodeError, now: Instant) {
-        let connected = self
-            .conn(id)
-            .is_some_and(|c| matches!(c.state, ConnState::Active(_)));
-        if connected {
-            self.send_disconnect(id, e.reason_code());
-        }
-        self.close(id, CloseReason::Protocol(e), now);
     }
 
     /// Decodes and handles one packet. Returns false once the connection is closing.
@@ -1024,9 +1033,10 @@ impl Broker {
                 );
             }
         }
-        self.protocol_failure(id, e, now);
+        self.close_for_violation(id, Violation::Decode(e), now);
     }
 
+    /// Handles one decoded packet; a violation that any handler finds ends the connection here.
     fn handle(&mut self, id: ConnId, packet: Packet<'_>, now: Instant) {
         let sid = match self.conn(id).map(|c| c.state) {
             Some(ConnState::AwaitConnect) => {
@@ -1041,39 +1051,46 @@ impl Broker {
             Some(ConnState::Active(sid)) => sid,
             _ => return,
         };
+        if let Err(v) = self.handle_active(id, sid, packet, now) {
+            self.close_for_violation(id, v, now);
+        }
+    }
+
+    /// A packet from a client that completed CONNECT.
+    fn handle_active(
+        &mut self,
+        id: ConnId,
+        sid: SessionId,
+        packet: Packet<'_>,
+        now: Instant,
+    ) -> Result<(), Violation> {
         match packet {
-            Packet::Connect(_) => {
-                // v311:[MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
-                self.protocol_failure(id, DecodeError::Protocol("second CONNECT"), now)
-            }
-            Packet::Publish(p) => self.handle_publish(id, sid, p, now),
+            // v311:[MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
+            Packet::Connect(_) => return Err(Violation::protocol("second CONNECT")),
+            Packet::Publish(p) => self.handle_publish(id, sid, p, now)?,
             Packet::Puback(a) => self.handle_puback(id, sid, a),
             Packet::Pubrec(a) => self.handle_pubrec(id, sid, a),
             Packet::Pubrel(a) => self.handle_pubrel(id, sid, a),
             Packet::Pubcomp(a) => self.handle_pubcomp(id, sid, a),
-            Packet::Subscribe(s) => self.handle_subscribe(id, sid, s, now),
+            Packet::Subscribe(s) => self.handle_subscribe(id, sid, s, now)?,
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, sid, u),
             Packet::Pingreq => {
                 log::debug!("Received PINGREQ from {}", self.conn_name(id));
                 log::debug!("Sending PINGRESP to {}", self.conn_name(id));
                 self.send(id, &Packet::Pingresp);
             }
-            Packet::Disconnect(d) => self.handle_disconnect(id, sid, d, now),
-            Packet::Auth(_) => self.protocol_failure(
-                id,
-                DecodeError::Protocol("AUTH without an authentication method"),
-                now,
-            ),
+            Packet::Disconnect(d) => self.handle_disconnect(id, sid, d, now)?,
+            Packet::Auth(_) => {
+                return Err(Violation::protocol("AUTH without an authentication method"))
+            }
             // Answers to what a bridge sent as a client.
             Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp
                 if self.conn(id).is_some_and(|c| c.bridge().is_some()) => {}
-            Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => self
-                .protocol_failure(
-                    id,
-                    DecodeError::Protocol("server-only packet from a client"),
-                    now,
-                ),
+            Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => {
+                return Err(Violation::protocol("server-only packet from a client"))
+            }
         }
+        Ok(())
     }
 
     fn handle_disconnect(
@@ -1082,20 +1099,17 @@ impl Broker {
         sid: SessionId,
         d: codec::Disconnect,
         now: Instant,
-    ) {
+    ) -> Result<(), Violation> {
         log::debug!("Received DISCONNECT from {}", self.conn_name(id));
         if let Some(secs) = d.properties.session_expiry_interval {
             let Some(s) = self.session_mut(sid) else {
-                return;
+                return Ok(());
             };
             if s.expiry == Expiry::OnDisconnect && secs != 0 {
                 // v5:[MQTT-3.14.2-2]: cannot turn a 0 expiry into a non-zero one at DISCONNECT.
-                self.protocol_failure(
-                    id,
-                    DecodeError::Protocol("session expiry set at DISCONNECT after 0 at CONNECT"),
-                    now,
-                );
-                return;
+                return Err(Violation::protocol(
+                    "session expiry set at DISCONNECT after 0 at CONNECT",
+                ));
             }
             s.expiry = if secs == 0 {
                 Expiry::OnDisconnect
@@ -1105,6 +1119,7 @@ impl Broker {
         }
         let with_will = d.reason == reason::DISCONNECT_WITH_WILL;
         self.close(id, CloseReason::Disconnected { with_will }, now);
+        Ok(())
     }
 
     /// A pseudo-random 64 bit number (xorshift), for assigned client ids.

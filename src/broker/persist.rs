@@ -3,17 +3,15 @@
 //! With `persistence true` the broker records every change to durable state as a
 //! [`Change`] (retained messages, persistent sessions and their subscriptions, queued and
 //! in-flight QoS 1/2 messages, inbound QoS 2 ids, delayed wills). The server hands each loop
-//! turn's changes to the store as one batch, and the PUBACK/PUBREC written during that turn are
-//! held back until the store reports the batch committed (../shared/DELIVERY.md: a message is
-//! acknowledged only once it is safe). Clean sessions are never stored: they end with their
-//! connection anyway. The broker still never touches the disk itself.
+//! turn's changes to the store as one batch; the PUBACK/PUBREC written during that turn wait
+//! for its commit (`acks.rs`). Clean sessions are never stored: they end with their connection
+//! anyway. The broker still never touches the disk itself.
 
-use super::conn::ConnState;
 use super::session::{Delivery, Expiry, Message, OutState, Session};
 use super::{Broker, ConnId, SessionId, Timer};
 use crate::codec::decode::Reader;
 use crate::codec::properties::PropContext;
-use crate::codec::{LastWill, Packet, Properties, ProtocolVersion, QoS, SubscribeOptions};
+use crate::codec::{LastWill, Properties, ProtocolVersion, QoS, SubscribeOptions};
 use crate::store::{
     Change, MessageState, QueuedMessage, SessionExpiry, SessionRecord, Snapshot, StoredMessage,
     Subscription, WillRecord,
@@ -26,9 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct Persist {
     changes: Vec<Change>,
     /// Acks written this turn: (connection, its serial, encoded packet).
-    pending_acks: Vec<(ConnId, u32, Vec<u8>)>,
+    pub(super) pending_acks: Vec<(ConnId, u32, Vec<u8>)>,
     /// Acks waiting for batch number `.0` to be committed.
-    held_acks: VecDeque<(u64, ConnId, u32, Vec<u8>)>,
+    pub(super) held_acks: VecDeque<(u64, ConnId, u32, Vec<u8>)>,
     /// A reference point to convert `Instant`s to Unix seconds and back.
     epoch: (Instant, u64),
 }
@@ -181,52 +179,6 @@ impl Broker {
             .as_mut()
             .map(|p| std::mem::take(&mut p.changes))
             .unwrap_or_default()
-    }
-
-    /// Tags the acknowledgements written since the last call with batch `batch` (the last
-    /// batch submitted, which holds their messages), then releases every held acknowledgement
-    /// whose batch is committed.
-    pub fn seal_acks(&mut self, batch: u64, committed: u64) {
-        if let Some(p) = self.persist.as_mut() {
-            for (id, serial, bytes) in p.pending_acks.drain(..) {
-                p.held_acks.push_back((batch, id, serial, bytes));
-            }
-        }
-        self.release_acks(committed);
-    }
-
-    /// Writes out every held acknowledgement of a committed batch, in order.
-    pub fn release_acks(&mut self, committed: u64) {
-        let Some(p) = self.persist.as_mut() else {
-            return;
-        };
-        while p.held_acks.front().is_some_and(|(b, ..)| *b <= committed) {
-            let Some((_, id, serial, bytes)) = p.held_acks.pop_front() else {
-                break;
-            };
-            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
-                continue;
-            };
-            if c.serial != serial || c.state == ConnState::Closing {
-                continue;
-            }
-            c.out_mut().extend_from_slice(&bytes);
-            c.mark_dirty(id, &mut self.dirty);
-        }
-    }
-
-    /// Sends a PUBACK or PUBREC now, or holds it for the store's commit.
-    pub(super) fn send_ack(&mut self, id: ConnId, packet: &Packet<'_>) {
-        let Some(p) = self.persist.as_mut() else {
-            return self.send(id, packet);
-        };
-        let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
-            return;
-        };
-        let mut bytes = Vec::with_capacity(4);
-        packet.encode(c.version, &mut bytes);
-        p.pending_acks.push((id, c.serial, bytes));
-        self.stats.messages_sent += 1;
     }
 
     fn message_from(&self, s: StoredMessage, now: Instant) -> Message {
@@ -407,7 +359,7 @@ impl Broker {
         let mut messages = 0usize;
         for m in snapshot.retained {
             let msg = self.message_from(m, now);
-            self.retained.insert(msg.topic.clone(), Rc::new(msg));
+            self.retained.set(Rc::new(msg));
         }
         let sessions = snapshot.sessions.len();
         for st in snapshot.sessions {

@@ -6,21 +6,23 @@
 //! new subscription are queued right after the SUBACK.
 
 use super::router::{valid_shared, Subscriber};
-use super::{Broker, ConnId, SessionId};
+use super::{Broker, ConnId, SessionId, Violation};
 use crate::codec::{
-    reason, valid_topic_filter, DecodeError, Packet, Properties, ProtocolVersion, Suback,
-    Subscribe, SubscribeOptions, Unsuback, Unsubscribe,
+    reason, valid_topic_filter, Packet, Properties, ProtocolVersion, Suback, Subscribe,
+    SubscribeOptions, Unsuback, Unsubscribe,
 };
 use std::time::Instant;
 
 impl Broker {
+    /// A SUBSCRIBE: each filter added or refused, the SUBACK, then the retained replay. A
+    /// [`Violation`] ends the connection without a SUBACK.
     pub(super) fn handle_subscribe(
         &mut self,
         id: ConnId,
         sid: SessionId,
         s: Subscribe,
         now: Instant,
-    ) {
+    ) -> Result<(), Violation> {
         self.now = now;
         let name = self.conn_name(id);
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
@@ -38,12 +40,7 @@ impl Broker {
             let is_shared = sub.filter.starts_with("$share/");
             if is_shared && sub.options.no_local && version.is_v5() {
                 // v5:[MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
-                self.protocol_failure(
-                    id,
-                    DecodeError::Protocol("No Local on a shared subscription"),
-                    now,
-                );
-                return;
+                return Err(Violation::protocol("No Local on a shared subscription"));
             }
             let valid = if is_shared {
                 valid_shared(&sub.filter)
@@ -52,8 +49,7 @@ impl Broker {
             };
             if !valid {
                 if version == ProtocolVersion::V31 {
-                    self.protocol_failure(id, DecodeError::Protocol("invalid topic filter"), now);
-                    return;
+                    return Err(Violation::protocol("invalid topic filter"));
                 }
                 codes.push(if version.is_v5() {
                     reason::TOPIC_FILTER_INVALID
@@ -123,6 +119,7 @@ impl Broker {
             self.queue_retained(sid, &filter, qos, sub_id);
         }
         self.pump(sid);
+        Ok(())
     }
 
     pub(super) fn handle_unsubscribe(&mut self, id: ConnId, sid: SessionId, u: Unsubscribe) {

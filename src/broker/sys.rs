@@ -171,7 +171,7 @@ impl Broker {
     /// payload bytes.
     fn stored_messages(&self) -> (usize, usize) {
         let mut count = self.retained.len();
-        let mut bytes: usize = self.retained.values().map(|m| m.payload.len()).sum();
+        let mut bytes: usize = self.retained.payload_bytes();
         for (_, s) in &self.sessions {
             count += s.queue.len() + s.inflight.len();
             bytes += s.queue.iter().map(|d| d.msg.payload.len()).sum::<usize>();

@@ -1,5 +1,5 @@
 //! Every option midge reads, with what it does with it: the one list the parser, the docs
-//! (`docs/options.md`) and the tests (`tests/options.rs`) are held to.
+//! (`docs/options.md`) and the tests (`tests/e2e/options.rs`) are held to.
 //!
 //! The list covers every option of mosquitto.conf(5) of Mosquitto 2.0.20, the few Mosquitto
 //! accepts without documenting them, and midge's own. Each falls in exactly one [`Class`]. The

@@ -1205,7 +1205,7 @@ fn v5_shared_error_puback_not_sent_to_another_member_mqtt_4_8_2_6() {
 
 #[test]
 fn an_idle_connection_keeps_to_its_memory_budget() {
-    // Issue 3: idle connections must cost at most half of Mosquitto's ~750 B. These records
+    // An idle connection must cost at most half of Mosquitto's ~750 B. These records
     // are most of it (plus a 16-byte timer entry, a 4-byte index slot and the client id);
     // grow them only on purpose.
     use std::mem::size_of;
@@ -1221,7 +1221,7 @@ fn an_idle_connection_keeps_to_its_memory_budget() {
     );
 }
 
-// ---- SIGHUP re-authentication (issue 12, item 4) ----
+// ---- SIGHUP re-authentication ----
 
 /// A password file line for `user` with `password` (a cheap single-round hash: tests only).
 fn password_line(user: &str, password: &str, salt: &[u8]) -> String {

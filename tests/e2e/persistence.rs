@@ -1,0 +1,177 @@
+//! Durability end to end (docs/delivery.md): what was acknowledged comes back after
+//! SIGTERM and after SIGKILL, a damaged store is set aside and salvaged, Mosquitto's own file is
+//! never touched.
+
+use crate::common::*;
+use std::time::Duration;
+
+fn conf(dir: &TempDir) -> String {
+    format!(
+        "persistence true\npersistence_location {}",
+        dir.path().display()
+    )
+}
+
+/// Subscribes a persistent QoS 1 session to `q/#`, then leaves.
+fn park_subscriber(port: u16, id: &str) {
+    let mut s = Raw::mqtt_connect_with(port, &Connect::v311(id).clean(false), &CONNACK_OK);
+    s.subscribe(1, &[("q/#", 1)], &[1]);
+    s.send(&DISCONNECT);
+    assert!(s.closes_within(WAIT));
+}
+
+/// Publishes `n` QoS 1 messages and waits for every PUBACK.
+fn publish_acked(port: u16, n: u16) {
+    let mut p = Raw::mqtt_connect(port, "producer");
+    for i in 1..=n {
+        p.send(&publish(
+            "q/x",
+            format!("m{i}").as_bytes(),
+            1,
+            false,
+            false,
+            i,
+        ));
+    }
+    for i in 1..=n {
+        p.expect_bytes(&puback(i), WAIT);
+    }
+    p.send(&publish("r/state", b"kept", 1, true, false, 900));
+    p.expect_bytes(&puback(900), WAIT);
+}
+
+/// Reconnects the parked session and checks it gets exactly m1..mn in order.
+fn drain_subscriber(port: u16, id: &str, n: u16) {
+    let mut s = Raw::connect(port);
+    s.send(&Connect::v311(id).clean(false).bytes());
+    s.expect_bytes(&[0x20, 2, 1, 0], WAIT);
+    for i in 1..=n {
+        let p = s.expect_packet(WAIT);
+        assert_eq!(p.payload(), format!("m{i}").as_bytes(), "message {i}");
+        s.send(&puback(p.pid()));
+    }
+    s.expect_silence(Duration::from_millis(300));
+}
+
+fn check_retained(port: u16) {
+    let mut s = Raw::mqtt_connect(port, "reader");
+    s.subscribe(1, &[("r/#", 0)], &[0]);
+    let p = s.expect_packet(WAIT);
+    assert_eq!(
+        (p.topic(), p.payload().to_vec(), p.retain()),
+        ("r/state".into(), b"kept".to_vec(), true)
+    );
+}
+
+#[test]
+fn queued_messages_and_retained_survive_sigterm() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut b = Broker::start(&conf(&dir));
+    park_subscriber(b.port(), "durable1");
+    publish_acked(b.port(), 50);
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).is_some_and(|s| s.success()));
+    assert!(dir.path().join("midge.db").exists());
+    let b = Broker::start(&conf(&dir));
+    assert!(b.wait_for_log(
+        "Restored 1 retained messages, 1 sessions and 50 queued messages",
+        WAIT
+    ));
+    drain_subscriber(b.port(), "durable1", 50);
+    check_retained(b.port());
+}
+
+#[test]
+fn acknowledged_messages_survive_sigkill() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let dir = TempDir::new();
+    let b = Broker::start(&conf(&dir));
+    park_subscriber(b.port(), "durable2");
+    publish_acked(b.port(), 200);
+    // Dropping the harness broker kills it with SIGKILL: no chance to flush anything.
+    drop(b);
+    let b = Broker::start(&conf(&dir));
+    drain_subscriber(b.port(), "durable2", 200);
+    check_retained(b.port());
+}
+
+#[test]
+fn damaged_store_is_set_aside_and_midge_starts() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut b = Broker::start(&conf(&dir));
+    publish_acked(b.port(), 1);
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).is_some());
+    let db = dir.path().join("midge.db");
+    let mut bytes = std::fs::read(&db).expect("store exists");
+    let len = bytes.len();
+    bytes.truncate(len / 3);
+    bytes.extend(std::iter::repeat_n(0xA5u8, 4096));
+    std::fs::write(&db, &bytes).expect("damage the store");
+    let mut b = Broker::start(&conf(&dir));
+    b.assert_serves();
+    let aside = std::fs::read_dir(dir.path())
+        .expect("list dir")
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("midge.db.corrupt-")
+        });
+    assert!(aside, "damaged store moved aside");
+}
+
+#[test]
+fn mosquitto_db_is_never_touched() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut signature = vec![0x00, 0xB5, 0x00];
+    signature.extend_from_slice(b"mosquitto db");
+    signature.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 6]);
+    let mosq = dir.path().join("mosquitto.db");
+    std::fs::write(&mosq, &signature).expect("write fake mosquitto.db");
+    let mut b = Broker::start(&format!("{}\npersistence_file mosquitto.db", conf(&dir)));
+    publish_acked(b.port(), 3);
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).is_some());
+    assert_eq!(std::fs::read(&mosq).expect("still there"), signature);
+    assert!(dir.path().join("midge.db").exists());
+}
+
+#[test]
+fn in_flight_messages_are_resent_with_dup_after_restart() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut b = Broker::start(&conf(&dir));
+    let mut s =
+        Raw::mqtt_connect_with(b.port(), &Connect::v311("holder").clean(false), &CONNACK_OK);
+    s.subscribe(1, &[("q/#", 2)], &[2]);
+    publish_acked(b.port(), 2);
+    // Received, never acknowledged.
+    let first = s.expect_packet(WAIT);
+    let second = s.expect_packet(WAIT);
+    assert_eq!((first.pid(), second.pid()), (1, 2));
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).is_some());
+    let b = Broker::start(&conf(&dir));
+    let mut s = Raw::connect(b.port());
+    s.send(&Connect::v311("holder").clean(false).bytes());
+    s.expect_bytes(&[0x20, 2, 1, 0], WAIT);
+    for (pid, body) in [(1u16, "m1"), (2, "m2")] {
+        let p = s.expect_packet(WAIT);
+        assert!(p.dup(), "resent with DUP (v311:[MQTT-4.4.0-1])");
+        assert_eq!((p.pid(), p.payload()), (pid, body.as_bytes()));
+    }
+}

@@ -1,0 +1,522 @@
+//! The store on its own: round trips, group commit, fsync cadence, Mosquitto's file, speed.
+
+use crate::common::store::*;
+use midge::store::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn full_message() -> StoredMessage {
+    StoredMessage {
+        topic: "a/b".into(),
+        payload: vec![0, 1, 2, 255],
+        qos: 2,
+        retain: true,
+        properties: vec![0x02, 0, 0, 0, 60],
+        expires_at: Some(1_900_000_000),
+    }
+}
+
+#[test]
+fn round_trip_every_kind_of_change() {
+    let dir = scratch("roundtrip");
+    let (mut store, snapshot) = open(&dir);
+    assert_eq!(snapshot, Snapshot::default());
+    let v5 = SessionRecord {
+        client_id: "v5".into(),
+        protocol: 5,
+        expiry: SessionExpiry::After(3600),
+        expires_at: Some(1_800_000_000),
+    };
+    let inflight = QueuedMessage {
+        seq: 7,
+        packet_id: 42,
+        state: MessageState::AwaitPubrec,
+        qos: 2,
+        retain: true,
+        sub_ids: vec![1, 268_435_455],
+        message: full_message(),
+    };
+    let will = WillRecord {
+        client_id: "v5".into(),
+        topic: "wills/v5".into(),
+        payload: b"gone".to_vec(),
+        qos: 1,
+        retain: true,
+        properties: vec![1, 1],
+        due_at: 1_700_000_123,
+    };
+    let b1 = store.submit(vec![
+        Change::RetainedSet {
+            message: full_message(),
+        },
+        Change::RetainedSet {
+            message: message("gone/soon", b"x"),
+        },
+        Change::SessionUpsert {
+            session: session("v3"),
+        },
+        Change::SessionUpsert {
+            session: v5.clone(),
+        },
+        Change::SubscriptionSet {
+            client_id: "v5".into(),
+            subscription: Subscription {
+                filter: "b/#".into(),
+                options: 0x2e,
+                sub_id: 9,
+            },
+        },
+        Change::SubscriptionSet {
+            client_id: "v5".into(),
+            subscription: Subscription {
+                filter: "a/+".into(),
+                options: 1,
+                sub_id: 0,
+            },
+        },
+        Change::MessageAdd {
+            client_id: "v5".into(),
+            message: queued(8, "q/1", b"second"),
+        },
+        Change::MessageAdd {
+            client_id: "v5".into(),
+            message: QueuedMessage {
+                state: MessageState::Queued,
+                packet_id: 0,
+                ..inflight.clone()
+            },
+        },
+        Change::Qos2Add {
+            client_id: "v5".into(),
+            packet_id: 300,
+        },
+        Change::Qos2Add {
+            client_id: "v5".into(),
+            packet_id: 5,
+        },
+        Change::WillSet { will: will.clone() },
+    ]);
+    let b2 = store.submit(vec![
+        Change::RetainedClear {
+            topic: "gone/soon".into(),
+        },
+        Change::MessageState {
+            client_id: "v5".into(),
+            seq: 7,
+            packet_id: 42,
+            state: MessageState::AwaitPubrec,
+        },
+        Change::MessageAdd {
+            client_id: "v5".into(),
+            message: queued(9, "q/2", b"acked"),
+        },
+        Change::MessageDelete {
+            client_id: "v5".into(),
+            seq: 9,
+        },
+        Change::Qos2Delete {
+            client_id: "v5".into(),
+            packet_id: 300,
+        },
+        Change::SubscriptionSet {
+            client_id: "v5".into(),
+            subscription: Subscription {
+                filter: "b/#".into(),
+                options: 0x2e,
+                sub_id: 10,
+            },
+        },
+        Change::SubscriptionSet {
+            client_id: "v3".into(),
+            subscription: Subscription {
+                filter: "x".into(),
+                options: 0,
+                sub_id: 0,
+            },
+        },
+        Change::SubscriptionDelete {
+            client_id: "v3".into(),
+            filter: "x".into(),
+        },
+        // A session and everything hanging off it, gone in one change.
+        Change::SessionUpsert {
+            session: session("doomed"),
+        },
+        Change::SubscriptionSet {
+            client_id: "doomed".into(),
+            subscription: Subscription {
+                filter: "#".into(),
+                options: 0,
+                sub_id: 0,
+            },
+        },
+        Change::MessageAdd {
+            client_id: "doomed".into(),
+            message: queued(1, "t", b"p"),
+        },
+        Change::Qos2Add {
+            client_id: "doomed".into(),
+            packet_id: 1,
+        },
+        Change::WillSet {
+            will: WillRecord {
+                client_id: "doomed".into(),
+                ..will.clone()
+            },
+        },
+        Change::SessionDelete {
+            client_id: "doomed".into(),
+        },
+    ]);
+    assert_eq!((b1, b2), (1, 2));
+    assert_eq!(store.submit(Vec::new()), 2, "an empty batch gets no number");
+    store.close().unwrap();
+
+    let expected = Snapshot {
+        retained: vec![full_message()],
+        sessions: vec![
+            SessionState {
+                session: session("v3"),
+                subscriptions: vec![],
+                messages: vec![],
+                qos2_inbound: vec![],
+            },
+            SessionState {
+                session: v5,
+                subscriptions: vec![
+                    Subscription {
+                        filter: "a/+".into(),
+                        options: 1,
+                        sub_id: 0,
+                    },
+                    Subscription {
+                        filter: "b/#".into(),
+                        options: 0x2e,
+                        sub_id: 10,
+                    },
+                ],
+                messages: vec![inflight, queued(8, "q/1", b"second")],
+                qos2_inbound: vec![5],
+            },
+        ],
+        wills: vec![will],
+        recovery: None,
+    };
+    let (store, snapshot) = open(&dir);
+    assert_eq!(snapshot, expected);
+    store.close().unwrap();
+    // Reopening changes nothing.
+    let (store, again) = open(&dir);
+    assert_eq!(again, expected);
+    drop(store);
+}
+
+#[test]
+fn notify_runs_after_commit_and_committed_only_grows() {
+    let dir = scratch("notify");
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n2 = Arc::clone(&notified);
+    let (mut store, _) = Store::open(
+        &dir,
+        None,
+        Duration::from_secs(1),
+        Box::new(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
+    .unwrap();
+    let n = store.submit(vec![Change::RetainedClear { topic: "t".into() }]);
+    wait_committed(&store, n);
+    // notify runs right after the counter moves; give it a moment.
+    let start = Instant::now();
+    while notified.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(notified.load(Ordering::SeqCst), 1);
+    store.close().unwrap();
+}
+
+/// Many small batches submitted back to back: some share a commit (fewer notifications than
+/// batches), the last write wins, and nothing is lost or reordered.
+#[test]
+fn group_commit_keeps_batch_order() {
+    let dir = scratch("group");
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n2 = Arc::clone(&notified);
+    let (mut store, _) = Store::open(
+        &dir,
+        None,
+        Duration::from_secs(1),
+        Box::new(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
+    .unwrap();
+    let batches = 2000u64;
+    let mut seen = 0;
+    store.submit(vec![Change::SessionUpsert {
+        session: session("c"),
+    }]);
+    for i in 1..=batches {
+        let mut changes = vec![
+            Change::RetainedSet {
+                message: message("last", i.to_string().as_bytes()),
+            },
+            Change::MessageAdd {
+                client_id: "c".into(),
+                message: queued(i, "q", &i.to_be_bytes()),
+            },
+        ];
+        // Every other message is acknowledged in the next batch.
+        if i % 2 == 0 {
+            changes.push(Change::MessageDelete {
+                client_id: "c".into(),
+                seq: i - 1,
+            });
+        }
+        store.submit(changes);
+        let c = store.committed();
+        assert!(c >= seen, "committed went backwards");
+        seen = c;
+    }
+    wait_committed(&store, batches + 1);
+    let commits = notified.load(Ordering::SeqCst);
+    println!("{} batches, {commits} commits", batches + 1);
+    assert!(commits as u64 <= batches + 1);
+    store.close().unwrap();
+
+    let (store, snapshot) = open(&dir);
+    assert_eq!(snapshot.retained[0].payload, batches.to_string().as_bytes());
+    let seqs: Vec<u64> = snapshot.sessions[0]
+        .messages
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    let expected: Vec<u64> = (1..=batches).filter(|i| i % 2 == 0).collect();
+    assert_eq!(seqs, expected);
+    drop(store);
+}
+
+#[test]
+fn mosquitto_db_is_never_touched() {
+    let dir = scratch("mosquitto");
+    let mosquitto = dir.join("mosquitto.db");
+    let mut content = MOSQUITTO_SIGNATURE.to_vec();
+    content.extend((0..10_000u32).map(|i| (i * 7 % 251) as u8));
+    std::fs::write(&mosquitto, &content).unwrap();
+    let modified = std::fs::metadata(&mosquitto).unwrap().modified().unwrap();
+
+    let (mut store, snapshot) = Store::open(
+        &dir,
+        Some("mosquitto.db"),
+        Duration::from_secs(1),
+        Box::new(|| {}),
+    )
+    .unwrap();
+    assert_eq!(snapshot, Snapshot::default());
+    assert_eq!(store.path(), dir.join("midge.db"));
+    let n = store.submit(vec![Change::RetainedSet {
+        message: message("t", b"p"),
+    }]);
+    wait_committed(&store, n);
+    store.close().unwrap();
+
+    assert_eq!(std::fs::read(&mosquitto).unwrap(), content);
+    assert_eq!(
+        std::fs::metadata(&mosquitto).unwrap().modified().unwrap(),
+        modified
+    );
+    let (store, snapshot) = open(&dir);
+    assert_eq!(snapshot.retained.len(), 1);
+    drop(store);
+    assert_eq!(std::fs::read(&mosquitto).unwrap(), content);
+}
+
+#[test]
+fn midge_db_with_mosquittos_signature_is_refused_untouched() {
+    let dir = scratch("mosquitto-named-midge");
+    let path = dir.join("midge.db");
+    let mut content = MOSQUITTO_SIGNATURE.to_vec();
+    content.extend_from_slice(&[9; 100]);
+    std::fs::write(&path, &content).unwrap();
+    match Store::open(&dir, None, Duration::from_secs(1), Box::new(|| {})) {
+        Err(StoreError::MosquittoFile(p)) => assert_eq!(p, path),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a Mosquitto file"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(names.len(), 1, "nothing created beside it");
+}
+
+#[test]
+fn other_persistence_file_names_use_midge_db() {
+    let dir = scratch("othername");
+    let (store, _) = Store::open(
+        &dir,
+        Some("mosquitto.db"),
+        Duration::from_secs(1),
+        Box::new(|| {}),
+    )
+    .unwrap();
+    assert_eq!(store.path(), dir.join("midge.db"));
+    store.close().unwrap();
+    assert!(!dir.join("mosquitto.db").exists());
+}
+
+#[test]
+fn ten_thousand_changes_commit_in_well_under_a_second() {
+    let dir = scratch("perf");
+    let (mut store, _) = open(&dir);
+    store.submit(vec![Change::SessionUpsert {
+        session: session("c"),
+    }]);
+    wait_committed(&store, 1);
+    let payload = [0x5a; 100];
+    let changes: Vec<Change> = (0..10_000u64)
+        .map(|i| Change::MessageAdd {
+            client_id: "c".into(),
+            message: queued(i, "bench/topic", &payload),
+        })
+        .collect();
+    let start = Instant::now();
+    let n = store.submit(changes);
+    wait_committed(&store, n);
+    let elapsed = start.elapsed();
+    println!("10000 changes in one batch committed in {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+
+    // The QoS 1 pattern, one small batch per turn: add, mark sent, delete.
+    let start = Instant::now();
+    let turns = 5_000u64;
+    for i in 0..turns {
+        store.submit(vec![
+            Change::MessageAdd {
+                client_id: "c".into(),
+                message: queued(100_000 + i, "bench/topic", &payload),
+            },
+            Change::MessageState {
+                client_id: "c".into(),
+                seq: 100_000 + i,
+                packet_id: (i % 60_000 + 1) as u16,
+                state: MessageState::AwaitPuback,
+            },
+            Change::MessageDelete {
+                client_id: "c".into(),
+                seq: i,
+            },
+        ]);
+    }
+    wait_committed(&store, store.submitted());
+    let elapsed = start.elapsed();
+    println!(
+        "{turns} batches of 3 changes in {elapsed:?} ({:.0} batches/s)",
+        turns as f64 / elapsed.as_secs_f64()
+    );
+    store.close().unwrap();
+}
+
+/// Under steady load the store syncs about once per interval, not per commit.
+#[test]
+fn syncs_once_per_interval_under_load() {
+    let dir = scratch("cadence");
+    let interval = Duration::from_millis(200);
+    let (mut store, _) = Store::open(&dir, None, interval, Box::new(|| {})).unwrap();
+    let start = Instant::now();
+    let mut i = 0u64;
+    while start.elapsed() < Duration::from_millis(1100) {
+        i += 1;
+        store.submit(vec![Change::RetainedSet {
+            message: message("load", &i.to_be_bytes()),
+        }]);
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    wait_committed(&store, store.submitted());
+    let syncs = store.syncs();
+    println!("{i} batches in 1.1 s with a 200 ms interval: {syncs} syncs");
+    assert!((3..=7).contains(&syncs), "{syncs} syncs");
+    // Idle: no sync without commits.
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = store.syncs();
+    assert!(idle <= syncs + 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(store.syncs(), idle, "syncs while idle");
+    store.sync_now();
+    store.close().unwrap();
+}
+
+#[test]
+fn sync_now_syncs_at_once() {
+    let dir = scratch("syncnow");
+    let (mut store, _) =
+        Store::open(&dir, None, Duration::from_secs(3600), Box::new(|| {})).unwrap();
+    let n = store.submit(vec![Change::RetainedClear { topic: "x".into() }]);
+    wait_committed(&store, n);
+    assert_eq!(store.syncs(), 0);
+    store.sync_now();
+    let start = Instant::now();
+    while store.syncs() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no sync");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn dropping_the_store_commits_what_was_submitted() {
+    let dir = scratch("drop");
+    let (mut store, _) = open(&dir);
+    for i in 0..100u32 {
+        store.submit(vec![Change::RetainedSet {
+            message: message(&format!("t/{i}"), b"p"),
+        }]);
+    }
+    drop(store);
+    let (store, snapshot) = open(&dir);
+    assert_eq!(snapshot.retained.len(), 100);
+    drop(store);
+}
+
+/// Load generator for measuring the fsync cadence by hand:
+/// `MIDGE_STORE_LOAD_SECS=5 strace -f -e trace=fsync,fdatasync <test binary>
+///  --exact store_basic::syncs_under_strace --nocapture` (does nothing without the variable).
+#[test]
+fn syncs_under_strace() {
+    let Some(secs) = std::env::var("MIDGE_STORE_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let dir = scratch("strace");
+    let (mut store, _) = open(&dir);
+    store.submit(vec![Change::SessionUpsert {
+        session: session("c"),
+    }]);
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        seq += 1;
+        store.submit(vec![Change::MessageAdd {
+            client_id: "c".into(),
+            message: queued(seq, "load", &[1; 64]),
+        }]);
+        if seq > 1 {
+            store.submit(vec![Change::MessageDelete {
+                client_id: "c".into(),
+                seq: seq - 1,
+            }]);
+        }
+        if store.submitted() - store.committed() > 64 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    wait_committed(&store, store.submitted());
+    println!(
+        "{} batches in {secs} s, {} syncs",
+        store.submitted(),
+        store.syncs()
+    );
+    store.close().unwrap();
+}
