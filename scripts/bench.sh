@@ -69,12 +69,12 @@ log() { echo "[bench] $*" >&2; }
 if [[ " $BROKERS " != *" midge "* ]]; then
     # --midge-a/--midge-b bring their own binaries: only the generator is built.
     log "building midge-bench (release)"
-    cargo build --release --bin midge-bench >"$OUT/build.log" 2>&1
+    cargo build --release -p midge-bench >"$OUT/build.log" 2>&1
 else
     log "building midge and midge-bench (release)"
-    if ! cargo build --release --bin midge --bin midge-bench >"$OUT/build.log" 2>&1; then
+    if ! cargo build --release -p midge --bin midge -p midge-bench --bin midge-bench >"$OUT/build.log" 2>&1; then
         log "midge does not build yet (see $OUT/build.log); building midge-bench alone"
-        cargo build --release --bin midge-bench >>"$OUT/build.log" 2>&1
+        cargo build --release -p midge-bench >>"$OUT/build.log" 2>&1
     fi
 fi
 if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$RUMQTTD" ]; then

@@ -25,8 +25,9 @@ export MIDGE_TEST_REQUIRE_ALL=1
 # Every normative statement of MQTT 3.1.1 and 5.0 has a row, and every applicable one a test.
 python3 scripts/conformance-check.py
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 # The ARM builds tests/e2e/cross.rs checks, made now: built during the test run they would take
 # both cores for minutes while timing-bound tests of the same binary run beside them.
 CARGO_TARGET_DIR=target/cross scripts/cross-build.sh --profile cross-test arm64 armhf
-cargo test "$@"
+# The broker and the load generator in bench/ (fuzz/ is a workspace of its own).
+cargo test --workspace "$@"

@@ -15,4 +15,4 @@ pub mod notify;
 pub mod privileges;
 pub mod server;
 pub mod store;
-pub mod transport;
+pub(crate) mod transport;

@@ -33,7 +33,7 @@ use std::path::Path;
 
 /// What a rule grants. `Deny` grants nothing and, when it matches, overrides grants of its list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// `deny`
     Deny,
     /// `read`: receive messages (and, in midge, subscribe).
@@ -123,7 +123,7 @@ impl Pattern {
 /// A loaded ACL file.
 /// Equality lets a SIGHUP reload tell whether anything changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Acl {
+pub(crate) struct Acl {
     /// `topic` lines before the first `user` line.
     anonymous: Vec<Rule>,
     /// `topic` lines per `user` section (sections with the same name are merged).
@@ -135,7 +135,7 @@ pub struct Acl {
 impl Acl {
     /// Reads and parses the ACL file at `path`. The error names the file (and line) and says
     /// what is wrong, ready for a log line.
-    pub fn load(path: impl AsRef<Path>) -> Result<Acl, String> {
+    pub(crate) fn load(path: impl AsRef<Path>) -> Result<Acl, String> {
         let path = path.as_ref();
         let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read ACL file {}: {e}", path.display()))?;
@@ -146,7 +146,7 @@ impl Acl {
     }
 
     /// Parses ACL file text; `source` names the file in messages.
-    pub fn parse(source: &str, text: &str) -> Result<Acl, String> {
+    pub(crate) fn parse(source: &str, text: &str) -> Result<Acl, String> {
         let mut acl = Acl::default();
         let mut user: Option<String> = None;
         for (index, raw) in text.lines().enumerate() {
@@ -202,18 +202,18 @@ impl Acl {
     }
 
     /// Non-fatal remarks from loading (e.g. a pattern without `%c`/`%u`), `file:line: …`.
-    pub fn warnings(&self) -> &[String] {
+    pub(crate) fn warnings(&self) -> &[String] {
         &self.warnings
     }
 
     /// Whether the client may PUBLISH to `topic` (a topic name, no wildcards).
-    pub fn can_publish(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
+    pub(crate) fn can_publish(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
         self.check(username, client_id, topic, Want::Write)
     }
 
     /// Whether a message on `topic` may be delivered to the client: checked for every message,
     /// retained ones included.
-    pub fn can_read(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
+    pub(crate) fn can_read(&self, username: Option<&str>, client_id: &str, topic: &str) -> bool {
         self.check(username, client_id, topic, Want::Read)
     }
 
@@ -226,7 +226,12 @@ impl Acl {
     /// (a covering deny there refuses, an intersecting grant there allows), then the patterns.
     /// A grant can still leave part of the filter undeliverable; [`Acl::can_read`] filters those
     /// messages one by one.
-    pub fn can_subscribe(&self, username: Option<&str>, client_id: &str, filter: &str) -> bool {
+    pub(crate) fn can_subscribe(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+        filter: &str,
+    ) -> bool {
         if let Some(rules) = self.own_rules(username) {
             let rules = rules.iter().map(|r| (r.access, r.filter.as_str()));
             if let Some(decision) = subscribe_decision(rules, filter) {
@@ -358,11 +363,6 @@ fn levels_match<'a>(mut filter: impl Iterator<Item = &'a str>, topic: &str) -> b
     }
 }
 
-/// Whether `filter` matches the topic name `topic` (MQTT rules, `$` topics included).
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    levels_match(filter.split('/'), topic)
-}
-
 /// Whether a wildcard first level of one filter faces a `$` literal first level of the other:
 /// MQTT-4.7.2-1 keeps `+`/`#` at the start from matching `$` topics, so nothing can match both.
 fn dollar_mismatch(a: &str, b: &str) -> bool {
@@ -372,7 +372,7 @@ fn dollar_mismatch(a: &str, b: &str) -> bool {
 
 /// Whether some topic name matches both filters (`a/+` and `+/b` share `a/b`; `+/x` and
 /// `$SYS/x` share nothing, since `+` at the start does not match `$` topics).
-pub fn filters_intersect(a: &str, b: &str) -> bool {
+pub(crate) fn filters_intersect(a: &str, b: &str) -> bool {
     let (mut a_levels, mut b_levels) = (a.split('/'), b.split('/'));
     let mut first = true;
     loop {
@@ -390,7 +390,7 @@ pub fn filters_intersect(a: &str, b: &str) -> bool {
 
 /// Whether every topic name matched by `specific` is also matched by `general` (`a/#` covers
 /// `a/b/+` and `a`; `a/+` does not cover `a/#`; `#` does not cover `$SYS/#`).
-pub fn filter_covers(general: &str, specific: &str) -> bool {
+pub(crate) fn filter_covers(general: &str, specific: &str) -> bool {
     let (mut g_levels, mut s_levels) = (general.split('/'), specific.split('/'));
     let mut first = true;
     loop {
@@ -476,6 +476,11 @@ fn parse_pattern(access: Access, filter: &str) -> Result<Pattern, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `filter` matches the topic name `topic` (MQTT rules, `$` topics included).
+    fn topic_matches(filter: &str, topic: &str) -> bool {
+        levels_match(filter.split('/'), topic)
+    }
 
     fn acl(text: &str) -> Acl {
         Acl::parse("acl", text).unwrap()

@@ -9,7 +9,7 @@
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Encodes `bytes` as padded standard base64.
-pub fn encode(bytes: &[u8]) -> String {
+pub(crate) fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -29,7 +29,7 @@ pub fn encode(bytes: &[u8]) -> String {
 
 /// Why a base64 string could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// A character outside the standard alphabet (position in the input, 0-based).
     InvalidCharacter(usize),
     /// The length (after removing padding) leaves a lone sextet, or the padding is misplaced.
@@ -59,7 +59,7 @@ fn sextet(c: u8) -> Option<u8> {
 }
 
 /// Decodes standard base64, with or without `=` padding.
-pub fn decode(text: &str) -> Result<Vec<u8>, DecodeError> {
+pub(crate) fn decode(text: &str) -> Result<Vec<u8>, DecodeError> {
     let bytes = text.as_bytes();
     let data_len = bytes.len() - bytes.iter().rev().take_while(|&&c| c == b'=').count();
     let padding = bytes.len() - data_len;

@@ -1,18 +1,18 @@
 //! Authentication and authorisation with Mosquitto's file formats, so users migrating from
 //! Mosquitto keep their files: [`passwd`] reads and writes `password_file`s as
-//! `mosquitto_passwd` makes them, [`acl`] loads an `acl_file` and answers "may this client
+//! `mosquitto_passwd` makes them, `acl` loads an `acl_file` and answers "may this client
 //! publish / receive / subscribe here?".
 //!
 //! Pure logic over file contents: nothing here opens sockets, logs, or knows about packets or
 //! listeners. The broker loads the files (at start and on SIGHUP), logs the warnings, and asks
 //! these types during CONNECT, PUBLISH, SUBSCRIBE and delivery.
 
-pub mod acl;
-pub mod base64;
+pub(crate) mod acl;
+pub(crate) mod base64;
 pub mod passwd;
 
-pub use acl::{filter_covers, filters_intersect, Acl};
-pub use passwd::{hash_password, PasswordFile};
+pub(crate) use acl::Acl;
+pub use passwd::PasswordFile;
 
 use crate::config::Config;
 
@@ -20,16 +20,16 @@ use crate::config::Config;
 #[derive(Debug, Default, PartialEq)]
 pub struct Security {
     /// Users and their password hashes; `None` without `password_file`.
-    pub passwords: Option<PasswordFile>,
+    pub(crate) passwords: Option<PasswordFile>,
     /// Access rules; `None` without `acl_file` (everything allowed).
-    pub acl: Option<Acl>,
+    pub(crate) acl: Option<Acl>,
 }
 
 impl Security {
     /// Loads the files a configuration names. Warnings (a malformed password line, an odd ACL
     /// pattern) come back to be logged; an unreadable file or an invalid ACL line is an error,
     /// as in Mosquitto: better not to start than to run with the wrong rules.
-    pub fn load(c: &Config) -> Result<(Security, Vec<String>), String> {
+    pub(crate) fn load(c: &Config) -> Result<(Security, Vec<String>), String> {
         let mut warnings = Vec::new();
         let passwords = match &c.password_file {
             Some(path) => {
@@ -52,7 +52,7 @@ impl Security {
     }
 
     /// A line for the log describing what changed from `old` to `self` (for SIGHUP).
-    pub fn describe_change(&self, old: &Security) -> Vec<String> {
+    pub(crate) fn describe_change(&self, old: &Security) -> Vec<String> {
         let mut lines = Vec::new();
         match (&old.passwords, &self.passwords) {
             (Some(a), Some(b)) if a != b => {

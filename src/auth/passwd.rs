@@ -38,7 +38,7 @@ pub const DEFAULT_ITERATIONS: u32 = 101;
 /// so files midge writes use it too.
 pub const SALT_LEN: usize = 12;
 /// Length of the derived hash for both `$6$` (SHA-512 output) and `$7$` (PBKDF2 key length).
-pub const HASH_LEN: usize = 64;
+pub(crate) const HASH_LEN: usize = 64;
 
 /// The hash algorithms of `mosquitto_passwd -H`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub struct PasswordHash {
 
 /// Why the hash field of a password line cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashError {
+pub(crate) enum HashError {
     /// No leading `$`: a plain-text password (Mosquitto accepts those only when built without TLS).
     NotHashed,
     /// A `$<id>$` that midge cannot verify, such as Mosquitto 2.1's `argon2id`.
@@ -136,7 +136,7 @@ impl std::error::Error for HashError {}
 
 impl PasswordHash {
     /// Parses the part of a password line after `username:`, e.g. `$7$101$<salt>$<hash>`.
-    pub fn parse(field: &str) -> Result<PasswordHash, HashError> {
+    pub(crate) fn parse(field: &str) -> Result<PasswordHash, HashError> {
         let rest = field.strip_prefix('$').ok_or(HashError::NotHashed)?;
         let mut parts = rest.split('$');
         let type_id = parts.next().unwrap_or_default();
@@ -204,7 +204,7 @@ impl PasswordHash {
 
     /// Hashes `password` with the given salt (deterministic: for tests and known-answer checks).
     /// An `iterations` of 0 is treated as 1.
-    pub fn with_salt(
+    pub(crate) fn with_salt(
         hash_type: HashType,
         password: &[u8],
         salt: &[u8],
@@ -226,7 +226,7 @@ impl PasswordHash {
 
     /// Whether `password` derives to the stored hash. The comparison takes the same time
     /// wherever the first differing byte is.
-    pub fn verify(&self, password: &[u8]) -> bool {
+    pub(crate) fn verify(&self, password: &[u8]) -> bool {
         constant_time_eq(&derive(self.scheme, password, &self.salt), &self.hash)
     }
 
@@ -285,13 +285,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Hashes `password` the way `mosquitto_passwd` 2.0 does by default: PBKDF2-HMAC-SHA512 with
-/// `iterations` rounds and a 12-byte random salt, giving
-/// `$7$<iterations>$<16 base64 chars>$<88 base64 chars>`. Fails only if `/dev/urandom` cannot be read.
-pub fn hash_password(password: &[u8], iterations: u32) -> io::Result<String> {
-    Ok(PasswordHash::generate(HashType::Sha512Pbkdf2, password, iterations)?.to_string())
-}
-
 /// A loaded password file: who may log in, with which hash. Equality lets a SIGHUP reload tell
 /// whether anything changed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -314,7 +307,7 @@ impl PasswordFile {
     }
 
     /// Parses password file text; `source` names the file in warnings.
-    pub fn parse(source: &str, text: &str) -> (PasswordFile, Vec<String>) {
+    pub(crate) fn parse(source: &str, text: &str) -> (PasswordFile, Vec<String>) {
         let mut file = PasswordFile::default();
         let mut warnings = Vec::new();
         let mut first_line: HashMap<String, usize> = HashMap::new();
@@ -370,7 +363,7 @@ impl PasswordFile {
     ///
     /// An unknown user costs the same work as a known one (a hash with the default parameters is
     /// derived and thrown away), so response times do not tell which user names exist.
-    pub fn verify(&self, username: &str, password: &[u8]) -> Option<Rc<PasswordHash>> {
+    pub(crate) fn verify(&self, username: &str, password: &[u8]) -> Option<Rc<PasswordHash>> {
         match self.users.get(username) {
             Some(Some(hash)) => hash.verify(password).then(|| Rc::clone(hash)),
             _ => {
@@ -390,7 +383,7 @@ impl PasswordFile {
     /// the password it was verified with still verifies. A changed entry counts as invalid even
     /// if the password is the same (a re-hash gives a new salt): without the password itself,
     /// which midge does not keep, that cannot be told apart from a new password.
-    pub fn still_valid(&self, username: &str, verified: &PasswordHash) -> bool {
+    pub(crate) fn still_valid(&self, username: &str, verified: &PasswordHash) -> bool {
         matches!(self.users.get(username), Some(Some(hash)) if **hash == *verified)
     }
 
@@ -525,6 +518,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A password file line's hash field, as `mosquitto_passwd` 2.0 writes it by default.
+    fn hash_password(password: &[u8], iterations: u32) -> io::Result<String> {
+        Ok(PasswordHash::generate(HashType::Sha512Pbkdf2, password, iterations)?.to_string())
+    }
 
     /// Made with Debian's mosquitto_passwd 2.0.11: `mosquitto_passwd -c -b f alice secret`.
     const MOSQUITTO_ALICE: &str = "alice:$7$101$DunHo8i4HQMag2Bn$N2X3hPZr6bjZfX254C9CGh1AdIf5pfty3jlSK54qLq5QoItKUCrVrqZSudh5JjzVxuem2KbQpvX3lgyNq0i/ZA==";

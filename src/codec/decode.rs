@@ -40,7 +40,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The MQTT 5 reason code a server sends for this error (v5 §4.13).
-    pub fn reason_code(&self) -> u8 {
+    pub(crate) fn reason_code(&self) -> u8 {
         match self {
             DecodeError::PacketTooLarge(_) => reason::PACKET_TOO_LARGE,
             DecodeError::UnsupportedProtocol(_) => reason::UNSUPPORTED_PROTOCOL_VERSION,
@@ -70,28 +70,23 @@ impl fmt::Display for DecodeError {
 }
 
 /// A bounds-checked cursor over a packet body.
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     /// Starts reading at the beginning of `buf`.
-    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
         Reader { buf }
     }
 
     /// True when every byte has been read.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
-    /// Bytes not yet read.
-    pub fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
     /// Takes `n` bytes.
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.buf.len() {
             return Err(DecodeError::Truncated);
         }
@@ -101,34 +96,34 @@ impl<'a> Reader<'a> {
     }
 
     /// Splits off a sub-reader over the next `n` bytes.
-    pub fn sub(&mut self, n: usize) -> Result<Reader<'a>, DecodeError> {
+    pub(crate) fn sub(&mut self, n: usize) -> Result<Reader<'a>, DecodeError> {
         Ok(Reader::new(self.take(n)?))
     }
 
     /// Takes everything that is left.
-    pub fn rest(&mut self) -> &'a [u8] {
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
     }
 
     /// One byte.
-    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
     /// A big-endian two byte integer.
-    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
     /// A big-endian four byte integer.
-    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// A variable byte integer of at most four bytes (v5 §1.5.5).
-    pub fn varint(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn varint(&mut self) -> Result<u32, DecodeError> {
         let mut value: u32 = 0;
         for i in 0..4 {
             let b = self.u8()?;
@@ -141,13 +136,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Length-prefixed binary data.
-    pub fn binary(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn binary(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u16()? as usize;
         self.take(n)
     }
 
     /// A length-prefixed UTF-8 string, borrowed.
-    pub fn str(&mut self) -> Result<&'a str, DecodeError> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, DecodeError> {
         let bytes = self.binary()?;
         let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
         if bytes.contains(&0) {
@@ -157,7 +152,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A length-prefixed UTF-8 string, owned.
-    pub fn string(&mut self) -> Result<String, DecodeError> {
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         Ok(self.str()?.to_owned())
     }
 

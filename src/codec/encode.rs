@@ -9,7 +9,7 @@ use super::packet::*;
 use super::properties::Properties;
 
 /// Bytes a variable byte integer takes.
-pub fn varint_len(v: u32) -> usize {
+pub(crate) fn varint_len(v: u32) -> usize {
     match v {
         0..=127 => 1,
         128..=16_383 => 2,
@@ -19,7 +19,7 @@ pub fn varint_len(v: u32) -> usize {
 }
 
 /// Writes a variable byte integer.
-pub fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
     loop {
         let mut b = (v & 0x7f) as u8;
         v >>= 7;
@@ -34,13 +34,13 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u32) {
 }
 
 /// Writes length-prefixed binary data.
-pub fn put_binary(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_binary(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u16).to_be_bytes());
     out.extend_from_slice(b);
 }
 
 /// Writes a length-prefixed UTF-8 string.
-pub fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_binary(out, s.as_bytes());
 }
 
@@ -54,7 +54,7 @@ fn header(out: &mut Vec<u8>, first: u8, remaining: usize) {
 }
 
 /// Total bytes of a packet whose body is `remaining` bytes long.
-pub fn packet_len(remaining: usize) -> usize {
+pub(crate) fn packet_len(remaining: usize) -> usize {
     1 + varint_len(remaining as u32) + remaining
 }
 
@@ -73,16 +73,16 @@ fn put_props(out: &mut Vec<u8>, v5: bool, p: &Properties) {
 }
 
 /// What makes up one outgoing PUBLISH for one subscriber.
-pub struct PublishOut<'a> {
-    pub topic: &'a str,
-    pub payload: &'a [u8],
-    pub qos: QoS,
-    pub retain: bool,
-    pub dup: bool,
-    pub packet_id: u16,
+pub(crate) struct PublishOut<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) payload: &'a [u8],
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) dup: bool,
+    pub(crate) packet_id: u16,
     /// Properties for MQTT 5 subscribers (ignored for 3.x), already including any subscription
     /// identifiers and the remaining expiry interval.
-    pub properties: Option<&'a Properties>,
+    pub(crate) properties: Option<&'a Properties>,
 }
 
 impl PublishOut<'_> {
@@ -101,13 +101,13 @@ impl PublishOut<'_> {
     }
 
     /// Size of the whole packet on the wire.
-    pub fn wire_len(&self, v5: bool) -> usize {
+    pub(crate) fn wire_len(&self, v5: bool) -> usize {
         packet_len(self.remaining(v5))
     }
 }
 
 /// Writes one PUBLISH for a subscriber speaking `version`.
-pub fn write_publish(out: &mut Vec<u8>, p: &PublishOut<'_>, version: ProtocolVersion) {
+pub(crate) fn write_publish(out: &mut Vec<u8>, p: &PublishOut<'_>, version: ProtocolVersion) {
     let v5 = version.is_v5();
     let remaining = p.remaining(v5);
     out.reserve(packet_len(remaining));
@@ -147,7 +147,7 @@ fn write_ack(out: &mut Vec<u8>, first: u8, a: &Ack, v5: bool) {
 
 impl Packet<'_> {
     /// Appends this packet, encoded for `version`, to `out`.
-    pub fn encode(&self, version: ProtocolVersion, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, version: ProtocolVersion, out: &mut Vec<u8>) {
         let v5 = version.is_v5();
         match self {
             Packet::Connect(c) => encode_connect(c, out),

@@ -18,7 +18,7 @@ pub enum ProtocolVersion {
 
 impl ProtocolVersion {
     /// The protocol level byte (3, 4 or 5), as shown in logs (`p2` is Mosquitto's own numbering).
-    pub fn level(self) -> u8 {
+    pub(crate) fn level(self) -> u8 {
         match self {
             ProtocolVersion::V31 => 3,
             ProtocolVersion::V311 => 4,
@@ -58,20 +58,20 @@ impl QoS {
 /// Packet type numbers (the high nibble of the first byte).
 pub mod kind {
     pub const CONNECT: u8 = 1;
-    pub const CONNACK: u8 = 2;
-    pub const PUBLISH: u8 = 3;
-    pub const PUBACK: u8 = 4;
-    pub const PUBREC: u8 = 5;
-    pub const PUBREL: u8 = 6;
-    pub const PUBCOMP: u8 = 7;
-    pub const SUBSCRIBE: u8 = 8;
-    pub const SUBACK: u8 = 9;
-    pub const UNSUBSCRIBE: u8 = 10;
-    pub const UNSUBACK: u8 = 11;
-    pub const PINGREQ: u8 = 12;
-    pub const PINGRESP: u8 = 13;
-    pub const DISCONNECT: u8 = 14;
-    pub const AUTH: u8 = 15;
+    pub(crate) const CONNACK: u8 = 2;
+    pub(crate) const PUBLISH: u8 = 3;
+    pub(crate) const PUBACK: u8 = 4;
+    pub(crate) const PUBREC: u8 = 5;
+    pub(crate) const PUBREL: u8 = 6;
+    pub(crate) const PUBCOMP: u8 = 7;
+    pub(crate) const SUBSCRIBE: u8 = 8;
+    pub(crate) const SUBACK: u8 = 9;
+    pub(crate) const UNSUBSCRIBE: u8 = 10;
+    pub(crate) const UNSUBACK: u8 = 11;
+    pub(crate) const PINGREQ: u8 = 12;
+    pub(crate) const PINGRESP: u8 = 13;
+    pub(crate) const DISCONNECT: u8 = 14;
+    pub(crate) const AUTH: u8 = 15;
 }
 
 /// MQTT 5 reason codes midge sends or receives (v5 §2.4). MQTT 3.x CONNACK return codes are
@@ -313,13 +313,13 @@ impl Packet<'_> {
 
 /// True if `topic` is a valid topic *name* for PUBLISH: not empty, no wildcards
 /// (v311:[MQTT-3.3.2-2], v5:[MQTT-3.3.2-2]). The NUL check is done when decoding strings.
-pub fn valid_topic_name(topic: &str) -> bool {
+pub(crate) fn valid_topic_name(topic: &str) -> bool {
     !topic.is_empty() && !topic.bytes().any(|b| b == b'+' || b == b'#')
 }
 
 /// True if `filter` is a valid topic *filter*: not empty, `#` only as the whole last level,
 /// `+` only as a whole level (v311:[MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-1]).
-pub fn valid_topic_filter(filter: &str) -> bool {
+pub(crate) fn valid_topic_filter(filter: &str) -> bool {
     if filter.is_empty() {
         return false;
     }

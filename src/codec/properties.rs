@@ -10,7 +10,7 @@ use super::encode::{put_binary, put_str, put_varint, varint_len};
 
 /// Which packet (or will) a property list belongs to; decides which identifiers are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PropContext {
+pub(crate) enum PropContext {
     Connect,
     Will,
     Connack,
@@ -58,33 +58,33 @@ pub struct Properties {
 }
 
 mod id {
-    pub const PAYLOAD_FORMAT_INDICATOR: u32 = 0x01;
-    pub const MESSAGE_EXPIRY_INTERVAL: u32 = 0x02;
-    pub const CONTENT_TYPE: u32 = 0x03;
-    pub const RESPONSE_TOPIC: u32 = 0x08;
-    pub const CORRELATION_DATA: u32 = 0x09;
-    pub const SUBSCRIPTION_IDENTIFIER: u32 = 0x0B;
-    pub const SESSION_EXPIRY_INTERVAL: u32 = 0x11;
-    pub const ASSIGNED_CLIENT_IDENTIFIER: u32 = 0x12;
-    pub const SERVER_KEEP_ALIVE: u32 = 0x13;
-    pub const AUTHENTICATION_METHOD: u32 = 0x15;
-    pub const AUTHENTICATION_DATA: u32 = 0x16;
-    pub const REQUEST_PROBLEM_INFORMATION: u32 = 0x17;
-    pub const WILL_DELAY_INTERVAL: u32 = 0x18;
-    pub const REQUEST_RESPONSE_INFORMATION: u32 = 0x19;
-    pub const RESPONSE_INFORMATION: u32 = 0x1A;
-    pub const SERVER_REFERENCE: u32 = 0x1C;
-    pub const REASON_STRING: u32 = 0x1F;
-    pub const RECEIVE_MAXIMUM: u32 = 0x21;
-    pub const TOPIC_ALIAS_MAXIMUM: u32 = 0x22;
-    pub const TOPIC_ALIAS: u32 = 0x23;
-    pub const MAXIMUM_QOS: u32 = 0x24;
-    pub const RETAIN_AVAILABLE: u32 = 0x25;
-    pub const USER_PROPERTY: u32 = 0x26;
-    pub const MAXIMUM_PACKET_SIZE: u32 = 0x27;
-    pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u32 = 0x28;
-    pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u32 = 0x29;
-    pub const SHARED_SUBSCRIPTION_AVAILABLE: u32 = 0x2A;
+    pub(crate) const PAYLOAD_FORMAT_INDICATOR: u32 = 0x01;
+    pub(crate) const MESSAGE_EXPIRY_INTERVAL: u32 = 0x02;
+    pub(crate) const CONTENT_TYPE: u32 = 0x03;
+    pub(crate) const RESPONSE_TOPIC: u32 = 0x08;
+    pub(crate) const CORRELATION_DATA: u32 = 0x09;
+    pub(crate) const SUBSCRIPTION_IDENTIFIER: u32 = 0x0B;
+    pub(crate) const SESSION_EXPIRY_INTERVAL: u32 = 0x11;
+    pub(crate) const ASSIGNED_CLIENT_IDENTIFIER: u32 = 0x12;
+    pub(crate) const SERVER_KEEP_ALIVE: u32 = 0x13;
+    pub(crate) const AUTHENTICATION_METHOD: u32 = 0x15;
+    pub(crate) const AUTHENTICATION_DATA: u32 = 0x16;
+    pub(crate) const REQUEST_PROBLEM_INFORMATION: u32 = 0x17;
+    pub(crate) const WILL_DELAY_INTERVAL: u32 = 0x18;
+    pub(crate) const REQUEST_RESPONSE_INFORMATION: u32 = 0x19;
+    pub(crate) const RESPONSE_INFORMATION: u32 = 0x1A;
+    pub(crate) const SERVER_REFERENCE: u32 = 0x1C;
+    pub(crate) const REASON_STRING: u32 = 0x1F;
+    pub(crate) const RECEIVE_MAXIMUM: u32 = 0x21;
+    pub(crate) const TOPIC_ALIAS_MAXIMUM: u32 = 0x22;
+    pub(crate) const TOPIC_ALIAS: u32 = 0x23;
+    pub(crate) const MAXIMUM_QOS: u32 = 0x24;
+    pub(crate) const RETAIN_AVAILABLE: u32 = 0x25;
+    pub(crate) const USER_PROPERTY: u32 = 0x26;
+    pub(crate) const MAXIMUM_PACKET_SIZE: u32 = 0x27;
+    pub(crate) const WILDCARD_SUBSCRIPTION_AVAILABLE: u32 = 0x28;
+    pub(crate) const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u32 = 0x29;
+    pub(crate) const SHARED_SUBSCRIPTION_AVAILABLE: u32 = 0x2A;
 }
 
 /// True when property `id` may appear in `ctx` (the table of v5 §2.2.2.2).
@@ -141,12 +141,12 @@ fn flag(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
 
 impl Properties {
     /// True when no property is set (a v3 packet, or a v5 packet with an empty list).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == Properties::default()
     }
 
     /// Reads a property list (length prefix included) for a packet of kind `ctx`.
-    pub fn read(r: &mut Reader<'_>, ctx: PropContext) -> Result<Properties, DecodeError> {
+    pub(crate) fn read(r: &mut Reader<'_>, ctx: PropContext) -> Result<Properties, DecodeError> {
         let len = r.varint()? as usize;
         let mut r = r.sub(len)?;
         let mut p = Properties::default();
@@ -340,20 +340,20 @@ impl Properties {
     }
 
     /// Bytes of the property list, without its own length prefix.
-    pub fn body_len(&self) -> usize {
+    pub(crate) fn body_len(&self) -> usize {
         let mut n = 0;
         self.for_each(|id, v| n += varint_len(id) + v.len());
         n
     }
 
     /// Bytes of the property list including its length prefix.
-    pub fn wire_len(&self) -> usize {
+    pub(crate) fn wire_len(&self) -> usize {
         let n = self.body_len();
         varint_len(n as u32) + n
     }
 
     /// Writes the property list with its length prefix.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
         put_varint(out, self.body_len() as u32);
         self.for_each(|id, v| {
             put_varint(out, id);

@@ -44,7 +44,7 @@ mod recover;
 mod schema;
 
 pub use model::*;
-pub use schema::{SCHEMA, SCHEMA_VERSION};
+use schema::SCHEMA_VERSION;
 
 use rusqlite::Connection;
 use std::fmt;
@@ -57,7 +57,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The store's file name inside `persistence_location`.
-pub const STORE_FILE: &str = "midge.db";
+pub(crate) const STORE_FILE: &str = "midge.db";
 
 /// The first bytes of a Mosquitto persistence file (`mosquitto.db`).
 pub const MOSQUITTO_SIGNATURE: &[u8] = b"\x00\xB5\x00mosquitto db";
@@ -316,7 +316,7 @@ fn store_path(dir: &Path, configured_file: Option<&str>) -> Result<PathBuf, Stor
 }
 
 /// Whether the file exists and starts with Mosquitto's signature (read-only peek).
-pub fn is_mosquitto_db(path: &Path) -> bool {
+pub(crate) fn is_mosquitto_db(path: &Path) -> bool {
     let mut head = [0u8; MOSQUITTO_SIGNATURE.len()];
     match std::fs::File::open(path) {
         Ok(mut f) => f.read_exact(&mut head).is_ok() && head == MOSQUITTO_SIGNATURE,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 const MAX_PROBES: u32 = 20_000;
 
 /// Renames the store and its WAL files aside; returns the new name of the main file.
-pub fn move_aside(path: &Path, now_unix: u64) -> std::io::Result<PathBuf> {
+pub(crate) fn move_aside(path: &Path, now_unix: u64) -> std::io::Result<PathBuf> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -44,7 +44,7 @@ pub fn move_aside(path: &Path, now_unix: u64) -> std::io::Result<PathBuf> {
 }
 
 /// `path` with `suffix` appended to its file name (SQLite's naming of the WAL files).
-pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
@@ -52,7 +52,10 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Copies every readable row of the damaged store at `damaged` into `fresh` (one
 /// transaction) and says, per table, what was recovered and lost.
-pub fn salvage(damaged: &Path, fresh: &mut Connection) -> rusqlite::Result<Vec<TableRecovery>> {
+pub(crate) fn salvage(
+    damaged: &Path,
+    fresh: &mut Connection,
+) -> rusqlite::Result<Vec<TableRecovery>> {
     // Opening the copy may create its -wal/-shm; those are removed again afterwards, so the
     // damaged copy is left exactly as it was found.
     let created: Vec<PathBuf> = ["-wal", "-shm"]
@@ -233,14 +236,14 @@ fn finish(table: &Table, recovered: u64, failed: u64, count: Option<u64>) -> Tab
 
 /// Tells whether an error means the file is damaged (as opposed to, say, a full disk or a
 /// permission problem, which moving the file aside would not cure).
-pub fn is_corruption(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
     matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase))
 }
 
 /// Convenience for the start-up path: the check SQLite offers without reading every index
 /// entry twice. Returns the first problem it reports, if any.
-pub fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
+pub(crate) fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
     let mut stmt = conn.prepare("PRAGMA quick_check(1)")?;
     let mut rows = stmt.query([])?;
     match rows.next()? {

@@ -12,10 +12,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeMap;
 
 /// The schema version this build writes (the single row of `schema_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 1;
 
 /// The schema, created on first open.
-pub const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS schema_version (
     version     INTEGER NOT NULL
 );
@@ -74,14 +74,14 @@ CREATE TABLE IF NOT EXISTS wills (
 
 /// One data table: how to select its rows and how to decode one (column 0 is the rowid, the
 /// table's columns follow from index 1).
-pub struct Table {
-    pub name: &'static str,
-    pub columns: &'static str,
-    pub decode: fn(&Row<'_>) -> Result<Change, String>,
+pub(crate) struct Table {
+    pub(crate) name: &'static str,
+    pub(crate) columns: &'static str,
+    pub(crate) decode: fn(&Row<'_>) -> Result<Change, String>,
 }
 
 /// The data tables, sessions before the tables that hang off them.
-pub const TABLES: &[Table] = &[
+pub(crate) const TABLES: &[Table] = &[
     Table {
         name: "retained",
         columns: "topic, payload, qos, retain, properties, expires_at",
@@ -117,7 +117,7 @@ pub const TABLES: &[Table] = &[
 
 /// Why the schema could not be used.
 #[derive(Debug)]
-pub enum SchemaError {
+pub(crate) enum SchemaError {
     Sql(rusqlite::Error),
     /// Written by a newer midge: left alone rather than misread.
     Newer(i64),
@@ -130,7 +130,7 @@ impl From<rusqlite::Error> for SchemaError {
 }
 
 /// Creates the tables if they are missing and checks the schema version.
-pub fn create(conn: &Connection) -> Result<(), SchemaError> {
+pub(crate) fn create(conn: &Connection) -> Result<(), SchemaError> {
     conn.execute_batch(SCHEMA)?;
     let version: Option<i64> = conn
         .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
@@ -168,7 +168,7 @@ fn sub_ids_text(ids: &[u32]) -> String {
 }
 
 /// Applies one change. Runs inside the caller's transaction; statements are cached.
-pub fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
+pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
     match change {
         Change::RetainedSet { message: m } => {
             conn.prepare_cached(
@@ -473,7 +473,7 @@ fn decode_will(row: &Row<'_>) -> Result<Change, String> {
 
 /// Builds a [`Snapshot`] from decoded rows, in any order.
 #[derive(Default)]
-pub struct Assembly {
+pub(crate) struct Assembly {
     retained: BTreeMap<String, StoredMessage>,
     sessions: BTreeMap<String, SessionRecord>,
     subscriptions: BTreeMap<String, BTreeMap<String, Subscription>>,
@@ -484,7 +484,7 @@ pub struct Assembly {
 
 impl Assembly {
     /// Adds one decoded row (a `*Set`/`*Add`/`SessionUpsert` change).
-    pub fn add(&mut self, change: Change) {
+    pub(crate) fn add(&mut self, change: Change) {
         match change {
             Change::RetainedSet { message } => {
                 self.retained.insert(message.topic.clone(), message);
@@ -520,7 +520,7 @@ impl Assembly {
     }
 
     /// The snapshot, and how many rows hung off sessions that do not exist (left out).
-    pub fn finish(mut self) -> (Snapshot, u64) {
+    pub(crate) fn finish(mut self) -> (Snapshot, u64) {
         let mut sessions = Vec::with_capacity(self.sessions.len());
         for (client_id, session) in std::mem::take(&mut self.sessions) {
             let subscriptions = self
@@ -559,7 +559,7 @@ impl Assembly {
 /// Deletes subscriptions, messages and QoS 2 ids of sessions that do not exist (the broker
 /// could not use them, and a later session with the same id must not inherit them).
 /// Returns how many rows went.
-pub fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
+pub(crate) fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
     let mut n = 0;
     for table in ["subscriptions", "messages", "qos2_inbound"] {
         n += conn.execute(
@@ -572,7 +572,7 @@ pub fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
 
 /// Reads every table of a healthy store. A read error (a damaged page) is returned, so the
 /// caller can recover; rows with invalid values are skipped, logged and deleted.
-pub fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
+pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut assembly = Assembly::default();
     for table in TABLES {
         let mut invalid: Vec<i64> = Vec::new();

@@ -23,9 +23,9 @@
 //! send at any time (handshake answers, pongs, alerts, close frames), so the loop asks
 //! [`Transport::wants_write`] rather than looking only at the broker's output.
 
-pub mod tls;
-pub mod tls_client;
-pub mod ws;
+pub(crate) mod tls;
+pub(crate) mod tls_client;
+pub(crate) mod ws;
 mod x509;
 
 use crate::broker::CertIdentity;
@@ -38,7 +38,7 @@ use ws::{WsError, WsSession, WsStatus};
 const PLAIN_KEEP: usize = 256 * 1024;
 
 /// Where a transport delivers what it unwrapped.
-pub trait Upstream {
+pub(crate) trait Upstream {
     /// The TLS handshake finished and the listener takes usernames from certificates. Comes
     /// before any MQTT byte.
     fn certificate_identity(&mut self, identity: CertIdentity);
@@ -48,7 +48,7 @@ pub trait Upstream {
 
 /// Whether the client is still talking after [`Transport::received`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     Open,
     /// The client closed the transport cleanly (TLS close_notify, WebSocket close frame);
     /// any answer is queued, and the connection can be dropped once it is written.
@@ -58,7 +58,7 @@ pub enum Status {
 /// Why a transport gave up on a connection. The text is the tail of a log line
 /// ("Client 127.0.0.1:5555 TLS handshake failed: ...").
 #[derive(Debug)]
-pub enum TransportError {
+pub(crate) enum TransportError {
     Tls(TlsError),
     WebSocket(WsError),
 }
@@ -73,7 +73,7 @@ impl fmt::Display for TransportError {
 }
 
 /// The layers of one connection, lowest first: TLS, then WebSocket.
-pub struct Transport {
+pub(crate) struct Transport {
     tls: Option<TlsSession>,
     ws: Option<WsSession>,
     /// Plaintext from TLS, on its way up (reused between reads).
@@ -82,7 +82,7 @@ pub struct Transport {
 
 impl Transport {
     /// A transport with the given layers (at least one; plain TCP needs no transport).
-    pub fn new(tls: Option<TlsSession>, ws: Option<WsSession>) -> Transport {
+    pub(crate) fn new(tls: Option<TlsSession>, ws: Option<WsSession>) -> Transport {
         Transport {
             tls,
             ws,
@@ -91,7 +91,7 @@ impl Transport {
     }
 
     /// Feeds bytes read from the socket; unwrapped MQTT bytes go to `up`.
-    pub fn received(
+    pub(crate) fn received(
         &mut self,
         data: &[u8],
         up: &mut dyn Upstream,
@@ -132,7 +132,7 @@ impl Transport {
     }
 
     /// Takes as much broker output as the layers will buffer; returns how many bytes.
-    pub fn send(&mut self, mqtt: &[u8]) -> usize {
+    pub(crate) fn send(&mut self, mqtt: &[u8]) -> usize {
         let taken = match (&mut self.ws, &mut self.tls) {
             (Some(ws), _) => ws.send(mqtt),
             (None, Some(tls)) => tls.send(mqtt),
@@ -151,7 +151,7 @@ impl Transport {
     }
 
     /// Writes to the socket until nothing is left or it would block (`Ok(true)`).
-    pub fn write_to(&mut self, socket: &mut dyn Write) -> io::Result<bool> {
+    pub(crate) fn write_to(&mut self, socket: &mut dyn Write) -> io::Result<bool> {
         loop {
             self.pump();
             match (&mut self.tls, &mut self.ws) {
@@ -182,19 +182,19 @@ impl Transport {
     }
 
     /// True while a TLS layer has not completed its handshake.
-    pub fn handshaking(&self) -> bool {
+    pub(crate) fn handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(TlsSession::is_handshaking)
     }
 
     /// True while bytes of the transport's own wait for the socket.
-    pub fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         self.tls.as_ref().is_some_and(TlsSession::wants_write)
             || self.ws.as_ref().is_some_and(|ws| !ws.pending().is_empty())
     }
 
     /// Queues the goodbyes (WebSocket close frame, TLS close_notify) before the socket is
     /// closed.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if let Some(ws) = &mut self.ws {
             ws.close();
         }

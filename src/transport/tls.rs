@@ -42,7 +42,7 @@ const MQTT_CONNECT: u8 = 0x10;
 
 /// How a listener turns client certificates into usernames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentityMode {
+pub(crate) enum IdentityMode {
     /// Usernames come from CONNECT.
     Connect,
     /// `use_identity_as_username`: the certificate's CN.
@@ -53,18 +53,18 @@ pub enum IdentityMode {
 
 /// A TLS listener's settings.
 #[derive(Clone)]
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     /// The rustls configuration new connections use.
-    pub config: Arc<ServerConfig>,
+    pub(crate) config: Arc<ServerConfig>,
     /// How client certificates name users.
-    pub identity: IdentityMode,
+    pub(crate) identity: IdentityMode,
 }
 
 impl TlsListener {
     /// Reads the certificate, key and CA files named by `opts` and builds the rustls
     /// configuration. Returns warnings too (cipher names rustls cannot use). The error says
     /// which file or option is at fault.
-    pub fn load(opts: &TlsOptions) -> Result<(TlsListener, Vec<String>), String> {
+    pub(crate) fn load(opts: &TlsOptions) -> Result<(TlsListener, Vec<String>), String> {
         let mut warnings = Vec::new();
         let (certfile, keyfile) = match (&opts.certfile, &opts.keyfile) {
             (Some(c), Some(k)) => (c, k),
@@ -129,7 +129,7 @@ impl TlsListener {
     }
 
     /// A TLS session for a newly accepted socket.
-    pub fn session(&self) -> Result<TlsSession, rustls::Error> {
+    pub(crate) fn session(&self) -> Result<TlsSession, rustls::Error> {
         Ok(TlsSession {
             conn: Connection::Server(ServerConnection::new(self.config.clone())?),
             identity: self.identity,
@@ -314,17 +314,17 @@ enum Phase {
 
 /// What one [`TlsSession::received`] call learnt besides plaintext.
 #[derive(Debug, Default)]
-pub struct Received {
+pub(crate) struct Received {
     /// The handshake completed in this call, on a listener that takes usernames from
     /// certificates: the identity to give the broker before any plaintext.
-    pub identity: Option<CertIdentity>,
+    pub(crate) identity: Option<CertIdentity>,
     /// The client sent close_notify.
-    pub peer_closed: bool,
+    pub(crate) peer_closed: bool,
 }
 
 /// One connection's TLS state: a client of a TLS listener (server side), or an outgoing bridge
 /// connection (client side).
-pub struct TlsSession {
+pub(crate) struct TlsSession {
     conn: Connection,
     identity: IdentityMode,
     phase: Phase,
@@ -341,7 +341,7 @@ impl TlsSession {
     }
 
     /// True until the handshake has completed.
-    pub fn is_handshaking(&self) -> bool {
+    pub(crate) fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
     }
 
@@ -356,7 +356,11 @@ impl TlsSession {
     }
 
     /// Feeds bytes read from the socket; decrypted bytes are appended to `plain`.
-    pub fn received(&mut self, data: &[u8], plain: &mut Vec<u8>) -> Result<Received, TlsError> {
+    pub(crate) fn received(
+        &mut self,
+        data: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<Received, TlsError> {
         let mut result = Received::default();
         if self.phase == Phase::AwaitClientHello {
             match data.first() {
@@ -419,7 +423,7 @@ impl TlsSession {
     }
 
     /// Takes as much plaintext as rustls will buffer; returns how many bytes it took.
-    pub fn send(&mut self, plain: &[u8]) -> usize {
+    pub(crate) fn send(&mut self, plain: &[u8]) -> usize {
         if plain.is_empty() {
             return 0;
         }
@@ -428,7 +432,7 @@ impl TlsSession {
     }
 
     /// Writes TLS records to `socket` until there are none or it would block (`Ok(true)`).
-    pub fn write_to(&mut self, socket: &mut dyn Write) -> io::Result<bool> {
+    pub(crate) fn write_to(&mut self, socket: &mut dyn Write) -> io::Result<bool> {
         while self.conn.wants_write() {
             match self.conn.write_tls(socket) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
@@ -442,19 +446,19 @@ impl TlsSession {
     }
 
     /// True while TLS records wait for the socket.
-    pub fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         self.conn.wants_write()
     }
 
     /// Queues close_notify.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.conn.send_close_notify();
     }
 }
 
 /// Why a TLS session failed.
 #[derive(Debug)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The first byte was not a TLS handshake record.
     NotTls(u8),
     /// The handshake failed.

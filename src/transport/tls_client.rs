@@ -30,7 +30,7 @@ type ClientCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// TLS settings of one bridge, ready to start sessions.
 #[derive(Clone)]
-pub struct TlsConnector {
+pub(crate) struct TlsConnector {
     config: Arc<ClientConfig>,
 }
 
@@ -38,7 +38,7 @@ impl TlsConnector {
     /// Reads the CA, certificate and key files of a bridge and builds the rustls client
     /// configuration; `Ok(None)` when the bridge does not use TLS. The error names the file or
     /// option at fault.
-    pub fn load(opts: &BridgeTls) -> Result<Option<TlsConnector>, String> {
+    pub(crate) fn load(opts: &BridgeTls) -> Result<Option<TlsConnector>, String> {
         if !opts.enabled() {
             return match tls_only_option(opts) {
                 // Silently connecting in plain text would be a surprise to someone who set a
@@ -111,7 +111,7 @@ impl TlsConnector {
     }
 
     /// A session for one connection attempt to `host` (as written in `address`).
-    pub fn session(&self, host: &str) -> Result<TlsSession, String> {
+    pub(crate) fn session(&self, host: &str) -> Result<TlsSession, String> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| format!("\"{host}\" is not a host name TLS can check"))?;
         let conn = ClientConnection::new(self.config.clone(), name)

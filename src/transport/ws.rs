@@ -78,14 +78,14 @@ enum State {
 
 /// What a [`WsSession::received`] call saw besides MQTT bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WsStatus {
+pub(crate) enum WsStatus {
     Open,
     /// The client sent a close frame (answered) or the close handshake finished.
     Closed,
 }
 
 /// One client's WebSocket state.
-pub struct WsSession {
+pub(crate) struct WsSession {
     state: State,
     config: WebSocketConfig,
     /// Bytes for the layer below, from `out_start` on.
@@ -96,7 +96,7 @@ pub struct WsSession {
 impl WsSession {
     /// A session waiting for its upgrade request. `max_message` bounds one frame and one
     /// message (a message may hold several MQTT packets, but not more than this).
-    pub fn new(max_message: usize) -> WsSession {
+    pub(crate) fn new(max_message: usize) -> WsSession {
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0)
@@ -113,7 +113,7 @@ impl WsSession {
     }
 
     /// Feeds bytes from below; MQTT bytes go to `mqtt`.
-    pub fn received(
+    pub(crate) fn received(
         &mut self,
         data: &[u8],
         mqtt: &mut dyn FnMut(&[u8]),
@@ -218,7 +218,7 @@ impl WsSession {
 
     /// Frames broker output as one binary message, if the output buffer is short enough;
     /// returns how many bytes were taken.
-    pub fn send(&mut self, mqtt: &[u8]) -> usize {
+    pub(crate) fn send(&mut self, mqtt: &[u8]) -> usize {
         if mqtt.is_empty() || self.pending().len() >= OUTPUT_LIMIT {
             return 0;
         }
@@ -237,7 +237,7 @@ impl WsSession {
     }
 
     /// Queues a close frame (the broker ended the connection).
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if let State::Open(ctx) = &mut self.state {
             let mut feed = Feed {
                 input: &[],
@@ -249,12 +249,12 @@ impl WsSession {
     }
 
     /// Bytes waiting for the layer below.
-    pub fn pending(&self) -> &[u8] {
+    pub(crate) fn pending(&self) -> &[u8] {
         &self.out[self.out_start..]
     }
 
     /// The layer below took `n` bytes of [`WsSession::pending`].
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.out_start = (self.out_start + n).min(self.out.len());
         if self.out_start == self.out.len() {
             self.out.clear();
@@ -275,7 +275,7 @@ impl WsSession {
 
 /// Why a WebSocket connection was ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WsError {
+pub(crate) enum WsError {
     /// The HTTP request is not a WebSocket upgrade.
     BadUpgrade(String),
     /// The upgrade request never ended within `MAX_REQUEST` bytes.

@@ -100,7 +100,7 @@ const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
 
 /// The certificate's subject CN (the first one, as Mosquitto takes). `None` when there is
 /// none or it is not text.
-pub fn common_name(cert_der: &[u8]) -> Option<String> {
+pub(crate) fn common_name(cert_der: &[u8]) -> Option<String> {
     let rdns = subject_rdns(cert_der)?;
     let cn = rdns.iter().flatten().find(|a| a.oid == COMMON_NAME)?;
     decode_string(cn.tag, cn.value)
@@ -108,7 +108,7 @@ pub fn common_name(cert_der: &[u8]) -> Option<String> {
 
 /// The certificate's subject as OpenSSL prints it with `XN_FLAG_RFC2253`, e.g.
 /// `CN=sensor-7,OU=Garden,O=Home`.
-pub fn subject_rfc2253(cert_der: &[u8]) -> Option<String> {
+pub(crate) fn subject_rfc2253(cert_der: &[u8]) -> Option<String> {
     let rdns = subject_rdns(cert_der)?;
     let mut out = String::new();
     for (i, rdn) in rdns.iter().rev().enumerate() {

@@ -21,18 +21,11 @@
 //! line for humans. Errors (a broker closing a connection, a malformed packet, a refused
 //! CONNECT) end the run with a message and exit status 1, never a panic.
 
-// The crate root is src/bin/, so submodules in src/bin/midge-bench/ need explicit paths.
-#[path = "midge-bench/conns.rs"]
 mod conns;
-#[path = "midge-bench/flow.rs"]
 mod flow;
-#[path = "midge-bench/forward.rs"]
 mod forward;
-#[path = "midge-bench/net.rs"]
 mod net;
-#[path = "midge-bench/stats.rs"]
 mod stats;
-#[path = "midge-bench/wire.rs"]
 mod wire;
 
 use flow::{FlowOpts, Shape};
