@@ -40,13 +40,13 @@ impl TempDir {
         let dir =
             std::env::temp_dir().join(format!("midge-config-{}-{name}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         TempDir(dir)
     }
 
     pub(super) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
-        fs::write(&path, text).unwrap();
+        fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         path
     }
 }
