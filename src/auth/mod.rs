@@ -3,6 +3,8 @@
 //! `mosquitto_passwd` makes them, `acl` loads an `acl_file` and answers "may this client
 //! publish / receive / subscribe here?".
 //!
+//! [`CertIdentity`] carries what a TLS handshake proved about a client to CONNECT.
+//!
 //! Pure logic over file contents: nothing here opens sockets, logs, or knows about packets or
 //! listeners. The broker loads the files (at start and on SIGHUP), logs the warnings, and asks
 //! these types during CONNECT, PUBLISH, SUBSCRIBE and delivery.
@@ -15,6 +17,17 @@ pub(crate) use acl::Acl;
 pub use passwd::PasswordFile;
 
 use crate::config::Config;
+
+/// What a TLS listener that takes usernames from certificates learnt about a client: the
+/// transport finds it during the handshake, the broker authenticates with it at CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertIdentity {
+    /// The username the certificate gives (its CN, or its subject).
+    Username(Box<str>),
+    /// The client presented no certificate (or one without a CN): it cannot connect, as in
+    /// Mosquitto, whatever CONNECT says.
+    Missing,
+}
 
 /// The password file and ACL in force, as loaded from a configuration.
 #[derive(Debug, Default, PartialEq)]

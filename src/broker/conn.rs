@@ -75,7 +75,7 @@ pub struct ConnExtra {
     pub aliases: Option<Aliases>,
     /// The username a TLS client certificate gives, on listeners that use certificates as
     /// identities (see `identity.rs`).
-    pub cert_identity: Option<super::identity::CertIdentity>,
+    pub cert_identity: Option<crate::auth::CertIdentity>,
     /// MQTT 5: the largest packet the client accepts (Maximum Packet Size; 0 = no limit).
     pub max_packet_size: u32,
 }
@@ -255,7 +255,7 @@ impl Conn {
     }
 
     /// The identity a TLS client certificate gives.
-    pub fn cert_identity(&self) -> Option<&super::identity::CertIdentity> {
+    pub fn cert_identity(&self) -> Option<&crate::auth::CertIdentity> {
         self.extra.as_ref()?.cert_identity.as_ref()
     }
 

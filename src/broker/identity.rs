@@ -9,17 +9,8 @@
 //! handling then asks [`Broker::apply_certificate_identity`].
 
 use super::{Broker, ConnId};
+use crate::auth::CertIdentity;
 use crate::codec::Connect;
-
-/// What a TLS listener that takes usernames from certificates learnt about a client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertIdentity {
-    /// The username the certificate gives (its CN, or its subject).
-    Username(Box<str>),
-    /// The client presented no certificate (or one without a CN): it cannot connect, as in
-    /// Mosquitto, whatever CONNECT says.
-    Missing,
-}
 
 impl Broker {
     /// Records the certificate identity of connection `id` (call before its first bytes).

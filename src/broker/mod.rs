@@ -61,7 +61,6 @@ use crate::auth::Security;
 use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
-pub use identity::CertIdentity;
 use router::{Router, Subscriber};
 pub use session::SessionId;
 use session::{Expiry, Session};

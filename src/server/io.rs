@@ -12,7 +12,8 @@
 //! This module does not decide anything about MQTT: the broker does.
 
 use super::{Server, Tok};
-use crate::broker::{Broker, CertIdentity, ConnId};
+use crate::auth::CertIdentity;
+use crate::broker::{Broker, ConnId};
 use crate::transport::{Status, Transport, TransportError, Upstream};
 use mio::net::TcpStream;
 use mio::{Interest, Poll};

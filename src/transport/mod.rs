@@ -28,7 +28,7 @@ pub(crate) mod tls_client;
 pub(crate) mod ws;
 mod x509;
 
-use crate::broker::CertIdentity;
+use crate::auth::CertIdentity;
 use std::fmt;
 use std::io::{self, ErrorKind, Write};
 use tls::{TlsError, TlsSession};

@@ -20,7 +20,7 @@
 //! open keep the configuration they started with.
 
 use super::x509;
-use crate::broker::CertIdentity;
+use crate::auth::CertIdentity;
 use crate::config::{TlsOptions, TlsVersion};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
