@@ -9,8 +9,9 @@
 //! With persistence on, a PUBACK or PUBREC does not leave when it is written: a message is
 //! acknowledged only once it is safe (docs/delivery.md). [`Broker::send_ack`] holds it with
 //! the turn's changes, [`Broker::seal_acks`] tags it with the store batch that holds those
-//! changes, and [`Broker::handle_store_committed`] writes it to its connection once that batch is
-//! committed, unless the connection has gone in the meantime.
+//! changes, and at the end of a later turn, once the store reports that batch committed,
+//! [`Broker::release_committed`] writes it to its connection, unless the connection has gone
+//! in the meantime.
 
 use super::conn::ConnState;
 use super::session::OutState;
@@ -86,12 +87,12 @@ impl Broker {
                 p.held_acks.push_back((batch, id, serial, bytes));
             }
         }
-        self.handle_store_committed(committed);
+        self.release_committed(committed);
     }
 
     /// The store has committed every batch up to `committed`: writes out every acknowledgement
     /// held for those batches, in order.
-    pub fn handle_store_committed(&mut self, committed: u64) {
+    fn release_committed(&mut self, committed: u64) {
         let Some(p) = self.persist.as_mut() else {
             return;
         };

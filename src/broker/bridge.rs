@@ -80,10 +80,11 @@ pub struct Bridge {
 }
 
 impl Broker {
-    /// Sets up the configured bridges: their local sessions and subscriptions, and a first
-    /// connection attempt at once.
-    pub fn add_bridges(&mut self, configs: &[BridgeConfig], now: Instant) {
-        for cfg in configs {
+    /// Sets up the bridges of the settings: their local sessions and subscriptions, and a
+    /// first connection attempt at once.
+    pub(super) fn add_bridges(&mut self, now: Instant) {
+        let configs = std::mem::take(&mut self.settings.bridges);
+        for cfg in &configs {
             if cfg.addresses.is_empty() {
                 log::warn!("Warning: Bridge {} has no address; not started.", cfg.name);
                 continue;
@@ -118,6 +119,7 @@ impl Broker {
             });
             self.timers.push(now, Timer::Bridge(index));
         }
+        self.settings.bridges = configs;
     }
 
     /// A bridge's retry time came: ask the server to connect to its next address.
@@ -140,7 +142,7 @@ impl Broker {
     }
 
     /// The server could not resolve or connect: try again after the back-off.
-    pub fn handle_bridge_failed(&mut self, index: usize, error: &str, now: Instant) {
+    pub(crate) fn handle_bridge_failed(&mut self, index: usize, error: &str, now: Instant) {
         let Some(b) = self.bridges.get(index) else {
             return;
         };
@@ -165,11 +167,13 @@ impl Broker {
         self.timers.push(now + delay + jitter, Timer::Bridge(index));
     }
 
-    /// The server opened the bridge's socket (connection `id`): send CONNECT.
-    pub fn handle_bridge_connected(
+    /// The server opened the bridge's socket (connection `id`, `serial` its new number):
+    /// send CONNECT.
+    pub(super) fn bridge_opened(
         &mut self,
         id: ConnId,
         index: usize,
+        serial: u32,
         peer: SocketAddr,
         now: Instant,
     ) {
@@ -184,16 +188,10 @@ impl Broker {
             BridgeProtocol::Mqtt311 => ProtocolVersion::V311,
             BridgeProtocol::Mqtt5 => ProtocolVersion::V5,
         };
-        self.next_serial = self.next_serial.wrapping_add(1);
-        if self.conns.len() <= id {
-            self.conns.resize_with(id + 1, || None);
-        }
-        let mut conn = Conn::new(self.next_serial, peer.into(), now);
+        let mut conn = Conn::new(serial, peer.into(), now);
         conn.state = ConnState::BridgeConnecting(index as u32);
         conn.version = version;
-
         conn.keep_alive = cfg.keepalive;
-        let serial = conn.serial;
         self.conns[id] = Some(conn);
         let state_topic = cfg.state_topic();
         let mut properties = Properties::default();

@@ -14,7 +14,7 @@ use crate::codec::Connect;
 
 impl Broker {
     /// Records the certificate identity of connection `id` (call before its first bytes).
-    pub fn handle_certificate_identity(&mut self, id: ConnId, identity: CertIdentity) {
+    pub(crate) fn handle_certificate_identity(&mut self, id: ConnId, identity: CertIdentity) {
         if let Some(conn) = self.conn_mut(id) {
             conn.extra_mut().cert_identity = Some(identity);
         }
@@ -58,7 +58,11 @@ mod tests {
         };
         let mut broker = Broker::new(settings, now, 1);
         let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
-        broker.handle_connection_opened(0, peer, 8883, 0, now);
+        let via = super::super::Via::Listener {
+            index: 0,
+            port: 8883,
+        };
+        broker.handle_connection_opened(0, peer, via, now);
         if let Some(identity) = identity {
             broker.handle_certificate_identity(0, identity);
         }

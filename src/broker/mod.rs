@@ -1,17 +1,28 @@
 //! The broker logic: sessions, routing and retained messages, with no sockets and no clock.
 //!
 //! The server loop tells the broker what happened through the `handle_*` methods (a connection
-//! opened, bytes arrived, a socket closed, the store committed) and takes its answers through
+//! opened, bytes arrived, bytes were written, a socket closed) and takes its answers through
 //! the `poll_*` methods: bytes to write per connection and [`Action`]s (close this connection,
 //! dial this bridge). It never blocks, never reads the clock (every call takes `now`, and
 //! [`Broker::new`] the start time and random seed), and owns no socket, so tests drive it
 //! directly with a simulated clock.
 //!
+//! The whole interface: [`Broker::new`]; inputs [`Broker::handle_connection_opened`],
+//! [`Broker::handle_bytes`], [`Broker::handle_written`], [`Broker::handle_connection_closed`],
+//! [`Broker::handle_reload`], [`Broker::handle_shutdown`]; [`Broker::end_turn`]; outputs
+//! [`Broker::poll_dirty`], [`Broker::poll_transmit`], [`Broker::poll_action`],
+//! [`Broker::next_deadline`]; and [`Broker::counts`] to look inside. Within the crate the
+//! server also feeds what only a real socket or disk has: `handle_certificate_identity` (a
+//! TLS client's certificate, before its first bytes), `handle_bridge_failed` (a bridge could
+//! not be dialled), `restore` (the store's contents, once, right after `new`), and asks
+//! `wants_input` (back-pressure) before reading a socket.
+//!
 //! One turn of the loop, in this order:
 //! 1. feed the turn's events: `handle_connection_opened`, `handle_bytes`,
-//!    `handle_connection_closed`, `handle_written`, `handle_store_committed`, ...;
+//!    `handle_connection_closed`, `handle_written`, ...;
 //! 2. [`Broker::end_turn`]: due timers, then the turn's changes to the store (their
-//!    acknowledgements wait for its commit);
+//!    acknowledgements wait for its commit), then the acknowledgements of every batch the
+//!    store has committed since;
 //! 3. write the output of every connection [`Broker::poll_dirty`] lists
 //!    ([`Broker::poll_transmit`], then `handle_written`);
 //! 4. carry out every [`Broker::poll_action`], answering a close with
@@ -127,6 +138,9 @@ pub struct Settings {
     pub security: Rc<Security>,
     /// With `per_listener_settings true`: each listener's own policy, by listener index.
     pub per_listener: Vec<ListenerPolicy>,
+    /// The configured bridges, set up by [`Broker::new`]; a reload does not change them (as
+    /// with Mosquitto, bridges change on restart).
+    pub bridges: Vec<crate::config::BridgeConfig>,
 }
 
 /// The authentication options of one listener (`per_listener_settings true`).
@@ -177,6 +191,7 @@ impl Settings {
             },
             security: Rc::new(Security::default()),
             per_listener: Vec::new(),
+            bridges: c.bridges.clone(),
         }
     }
 
@@ -279,6 +294,27 @@ impl Settings {
     }
 }
 
+/// How a connection came to be, told to [`Broker::handle_connection_opened`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Accepted on configured listener number `index` (for `per_listener_settings`), bound
+    /// to local port `port`.
+    Listener { index: usize, port: u16 },
+    /// Dialled for the bridge of that number, as an [`Action::ConnectBridge`] asked.
+    Bridge(usize),
+}
+
+/// What the broker holds, from [`Broker::counts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Sessions, connected and not (a bridge's local session included).
+    pub sessions: usize,
+    /// Subscriptions in the routing table.
+    pub subscriptions: usize,
+    /// Retained messages.
+    pub retained: usize,
+}
+
 /// Something the server loop must do for the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -286,7 +322,8 @@ pub enum Action {
     /// [`Broker::handle_connection_closed`].
     Close(ConnId),
     /// Resolve `host` (off the loop thread) and open a connection to it for bridge `bridge`,
-    /// then call [`Broker::handle_bridge_connected`] or [`Broker::handle_bridge_failed`].
+    /// then call [`Broker::handle_connection_opened`] with [`Via::Bridge`], or
+    /// `handle_bridge_failed`.
     ConnectBridge {
         bridge: usize,
         host: String,
@@ -385,7 +422,7 @@ impl Broker {
     /// shared-subscription members and generated client ids; the caller chooses it, so a test
     /// or fuzz run can replay the same choices.
     pub fn new(settings: Settings, now: Instant, seed: u64) -> Broker {
-        Broker {
+        let mut broker = Broker {
             settings: settings.clone(),
             conns: Vec::with_capacity(table_capacity::<Option<Conn>>()),
             sessions: Slab::with_capacity(table_capacity::<Session>()),
@@ -405,18 +442,16 @@ impl Broker {
             held_bytes: deliver::QueuedBytes::default(),
             persist: None,
             bridges: Vec::new(),
-        }
-    }
-
-    /// The settings in force.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+        };
+        broker.add_bridges(now);
+        broker
     }
 
     /// Replaces the settings (SIGHUP); existing sessions keep what they negotiated. Every
     /// connected client the new password file or `allow_anonymous` no longer admits is
     /// disconnected, as Mosquitto does (see `Broker::recheck_logins`); returns how many.
     /// ACLs need no such pass: every later PUBLISH, SUBSCRIBE and delivery asks the new ones.
+    /// The bridges stay as they were started.
     pub fn handle_reload(&mut self, settings: Settings, now: Instant) -> usize {
         for line in settings.security.describe_change(&self.settings.security) {
             log::info!(target: "notice", "{line}");
@@ -427,14 +462,14 @@ impl Broker {
         self.recheck_logins(now)
     }
 
-    /// A new network connection from `peer` arrived on configured listener number `listener`
-    /// (its index, for `per_listener_settings`), bound to `local_port`.
+    /// A network connection with `peer` is open: a client accepted on a listener, or the
+    /// connection the server dialled for a bridge after an [`Action::ConnectBridge`] (the
+    /// broker then sends the bridge's CONNECT).
     pub fn handle_connection_opened(
         &mut self,
         id: ConnId,
         peer: SocketAddr,
-        local_port: u16,
-        listener: usize,
+        via: Via,
         now: Instant,
     ) {
         self.next_serial = self.next_serial.wrapping_add(1);
@@ -442,6 +477,10 @@ impl Broker {
         if self.conns.len() <= id {
             self.conns.resize_with(id + 1, || None);
         }
+        let (listener, local_port) = match via {
+            Via::Listener { index, port } => (index, port),
+            Via::Bridge(index) => return self.bridge_opened(id, index, serial, peer, now),
+        };
         let peer = conn::Peer::from(peer);
         if self.settings.connection_messages {
             log::info!(target: "notice", "New connection from {} on port {}.", peer, local_port);
@@ -517,26 +556,17 @@ impl Broker {
     /// False if the server should leave connection `id`'s bytes unread for now: under memory
     /// pressure, a connection that has published is paused, while subscribers keep being read
     /// since their acknowledgements free memory.
-    pub fn wants_input(&self, id: ConnId) -> bool {
+    pub(crate) fn wants_input(&self, id: ConnId) -> bool {
         !(self.memory_pressure() && self.conn(id).is_some_and(|c| c.published))
     }
 
-    /// Number of sessions (connected and not).
-    #[doc(hidden)]
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Number of subscriptions.
-    #[doc(hidden)]
-    pub fn subscription_count(&self) -> usize {
-        self.router.len()
-    }
-
-    /// Number of retained messages.
-    #[cfg(test)]
-    pub(crate) fn retained_count(&self) -> usize {
-        self.retained.len()
+    /// How many sessions, subscriptions and retained messages the broker holds.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            sessions: self.sessions.len(),
+            subscriptions: self.router.len(),
+            retained: self.retained.len(),
+        }
     }
 
     /// When [`Broker::end_turn`] next has timers to run.

@@ -356,7 +356,7 @@ impl Broker {
     /// Turns on change recording and rebuilds retained messages, sessions, subscriptions,
     /// queues and wills from the store. `unix` is the wall-clock time at `now`, in Unix
     /// seconds: the store keeps expiry times as Unix seconds.
-    pub fn restore(&mut self, snapshot: Snapshot, now: Instant, unix: u64) {
+    pub(crate) fn restore(&mut self, snapshot: Snapshot, now: Instant, unix: u64) {
         self.enable_persistence(now, unix);
         let mut messages = 0usize;
         for m in snapshot.retained {

@@ -8,7 +8,7 @@
 
 use super::io::{Client, ClientExtra, Origin};
 use super::{Server, Tok};
-use crate::broker::ConnId;
+use crate::broker::{ConnId, Via};
 use crate::config::Config;
 use crate::transport::tls_client::TlsConnector;
 use crate::transport::Transport;
@@ -26,7 +26,7 @@ pub(super) struct BridgeDialer {
     tls: Option<TlsConnector>,
 }
 
-/// The dialers of the bridges, in the broker's bridge index order: `Broker::add_bridges` skips
+/// The dialers of the bridges, in the broker's bridge index order: `Broker::new` skips
 /// bridges without an address, and so does this. TLS files are read now, so a missing one stops
 /// start-up with its name.
 pub(super) fn load_bridge_dialers(config: &Config) -> Result<Vec<BridgeDialer>, String> {
@@ -215,7 +215,8 @@ impl Server {
         if self.nodelay {
             let _ = client.stream.set_nodelay(true);
         }
-        self.broker.handle_bridge_connected(id, bridge, peer, now);
+        self.broker
+            .handle_connection_opened(id, peer, Via::Bridge(bridge), now);
         self.flush(id, now);
     }
 }

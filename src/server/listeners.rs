@@ -9,6 +9,7 @@
 
 use super::io::{Client, ClientExtra, Origin};
 use super::{Server, Tok};
+use crate::broker::Via;
 use crate::config::{Config, ListenerConfig, ListenerProtocol};
 use crate::transport::tls::TlsListener;
 use crate::transport::ws::WsSession;
@@ -289,6 +290,15 @@ pub(super) fn apply_tls(listeners: &mut [Listener], reloaded: Vec<(usize, TlsLis
     }
 }
 
+/// The largest WebSocket message a client may send, for a broker whose `max_packet_size` is
+/// `max_packet` (0: MQTT's own limit).
+pub(super) fn ws_message_limit(max_packet: usize) -> usize {
+    match max_packet {
+        0 => MQTT_MAX_PACKET,
+        n => n.max(WS_MIN_MESSAGE_LIMIT),
+    }
+}
+
 impl Server {
     /// The transport layers a new connection on listener `index` needs, if any.
     fn new_transport(&self, index: u16, peer: SocketAddr) -> Result<Option<Transport>, ()> {
@@ -305,14 +315,7 @@ impl Server {
                 return Err(());
             }
         };
-        let ws = l.websockets.then(|| {
-            let max_packet = self.broker.settings().max_packet_size;
-            let limit = match max_packet {
-                0 => MQTT_MAX_PACKET,
-                n => n.max(WS_MIN_MESSAGE_LIMIT),
-            };
-            WsSession::new(limit)
-        });
+        let ws = l.websockets.then(|| WsSession::new(self.ws_message_limit));
         Ok(Some(Transport::new(tls, ws)))
     }
 
@@ -385,8 +388,11 @@ impl Server {
                 wants_write: false,
                 extra,
             });
-            self.broker
-                .handle_connection_opened(id, peer, port, config_index, now);
+            let via = Via::Listener {
+                index: config_index,
+                port,
+            };
+            self.broker.handle_connection_opened(id, peer, via, now);
             // Data may already be waiting; edge-triggered readiness would not tell us again.
             self.read_conn(id, now);
         }

@@ -133,6 +133,8 @@ struct Server {
     resolver: Option<Resolver>,
     /// Per bridge (by the broker's index): its name and TLS settings.
     bridges: Vec<BridgeDialer>,
+    /// The largest WebSocket message a client may send (from `max_packet_size`).
+    ws_message_limit: usize,
     /// After EMFILE, accepting is paused until this time (no busy loop).
     accept_paused_until: Option<Instant>,
     running: bool,
@@ -144,15 +146,16 @@ impl Server {
         let listeners = listeners::bind_all(config, &poll)?;
         let signals = SelfPipe::install(&poll)?;
         let settings = Settings::load(config).map_err(std::io::Error::other)?;
+        let ws_message_limit = listeners::ws_message_limit(settings.max_packet_size);
+        let bridges = dial::load_bridge_dialers(config).map_err(std::io::Error::other)?;
         let mut broker = Broker::new(settings, Instant::now(), seed());
         let store = if config.persistence {
             Some(open_store(config, &poll, &mut broker)?)
         } else {
             None
         };
-        let bridges = dial::load_bridge_dialers(config).map_err(std::io::Error::other)?;
-        broker.add_bridges(&config.bridges, Instant::now());
         Ok(Server {
+            ws_message_limit,
             bridges,
             store,
             resolver: None,
@@ -194,11 +197,8 @@ impl Server {
             for event in events.iter() {
                 match Tok::from(event.token()) {
                     Tok::Signal => self.handle_signals(now),
-                    Tok::StoreWaker => {
-                        if let Some(store) = &self.store {
-                            self.broker.handle_store_committed(store.committed());
-                        }
-                    }
+                    // The store committed: `end_turn` releases the acknowledgements it held.
+                    Tok::StoreWaker => {}
                     Tok::DnsWaker => self.bridge_addresses_resolved(now),
                     Tok::Listener(index) => self.accept(index, now),
                     Tok::Conn(id) => self.conn_ready(id, event, now),

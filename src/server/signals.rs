@@ -181,6 +181,7 @@ impl Server {
     fn apply_reload(&mut self, staged: StagedReload, now: Instant) {
         staged.logs.apply();
         apply_tls(&mut self.listeners, staged.tls);
+        self.ws_message_limit = super::listeners::ws_message_limit(staged.settings.max_packet_size);
         self.broker.handle_reload(staged.settings, now);
     }
 }

@@ -127,8 +127,12 @@ impl World {
     /// Opens connection `id` on configured listener number `listener`.
     fn open_on(&mut self, id: ConnId, listener: usize) {
         let peer = peer(40000 + id as u16);
+        let via = Via::Listener {
+            index: listener,
+            port: 1883,
+        };
         self.broker
-            .handle_connection_opened(id, peer, 1883, listener, self.now);
+            .handle_connection_opened(id, peer, via, self.now);
     }
 
     /// Every action the broker has queued, oldest first.
@@ -447,7 +451,7 @@ fn clean_session_discards_previous_state_mqtt_3_1_2_6() {
     w.take(1);
     w.broker.handle_connection_closed(1, None, w.now);
     assert!(!w.connect(2, "s", true));
-    assert_eq!(w.broker.subscription_count(), 0);
+    assert_eq!(w.broker.counts().subscriptions, 0);
 }
 
 #[test]
@@ -456,7 +460,7 @@ fn takeover_closes_the_old_connection_mqtt_3_1_4_2() {
     w.connect(1, "dup", true);
     w.connect(2, "dup", true);
     assert!(w.closed(1));
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
 }
 
 #[test]
@@ -481,7 +485,7 @@ fn keepalive_timeout_at_one_and_a_half_publishes_will() {
     w.advance(Duration::from_millis(200));
     assert!(w.closed(2));
     assert_eq!(w.take(1), vec![pub_out("status", b"offline", 1, 1)]);
-    assert_eq!(w.broker.retained_count(), 1);
+    assert_eq!(w.broker.counts().retained, 1);
 }
 
 #[test]
@@ -611,9 +615,9 @@ fn empty_retained_payload_clears_mqtt_3_3_1_10() {
     let mut w = World::new(Settings::default());
     w.connect(1, "p", true);
     w.send(1, &publish("r", b"v", QoS::AtMostOnce, true, 0));
-    assert_eq!(w.broker.retained_count(), 1);
+    assert_eq!(w.broker.counts().retained, 1);
     w.send(1, &publish("r", b"", QoS::AtMostOnce, true, 0));
-    assert_eq!(w.broker.retained_count(), 0);
+    assert_eq!(w.broker.counts().retained, 0);
 }
 
 #[test]
@@ -683,10 +687,10 @@ fn persistent_client_expiration_removes_abandoned_sessions() {
     w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
     w.broker.handle_connection_closed(1, None, w.now);
     w.advance(Duration::from_secs(3599));
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
     w.advance(Duration::from_secs(2));
-    assert_eq!(w.broker.session_count(), 0);
-    assert_eq!(w.broker.subscription_count(), 0);
+    assert_eq!(w.broker.counts().sessions, 0);
+    assert_eq!(w.broker.counts().subscriptions, 0);
     assert_eq!(w.broker.stats.clients_expired, 1);
     let _ = w.t0;
 }
@@ -1051,9 +1055,9 @@ fn v5_session_expiry_interval_removes_session_mqtt_3_1_2_23() {
     take_v5(&mut w, 1);
     w.broker.handle_connection_closed(1, None, w.now);
     w.advance(Duration::from_secs(29));
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
     w.advance(Duration::from_secs(2));
-    assert_eq!(w.broker.session_count(), 0);
+    assert_eq!(w.broker.counts().sessions, 0);
 }
 
 #[test]

@@ -258,7 +258,11 @@ fn v5_will_is_published_at_the_will_delay_after_the_connection_ends() {
     assert_eq!(w.take(1), vec![]);
     w.drive_until(at(&w, 6_000));
     assert_eq!(w.take(1), vec![pub_out("will", b"gone", 0, 0)]);
-    assert_eq!(w.broker.session_count(), 2, "the session outlives its will");
+    assert_eq!(
+        w.broker.counts().sessions,
+        2,
+        "the session outlives its will"
+    );
 }
 
 #[test]
@@ -268,10 +272,10 @@ fn v5_will_is_published_when_the_session_ends_before_the_will_delay() {
     dev_with_delayed_will(&mut w, 5, 60, 1_000);
     w.drive_until(at(&w, 5_999));
     assert_eq!(w.take(1), vec![]);
-    assert_eq!(w.broker.session_count(), 2);
+    assert_eq!(w.broker.counts().sessions, 2);
     w.drive_until(at(&w, 6_000));
     assert_eq!(w.take(1), vec![pub_out("will", b"gone", 0, 0)]);
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
     w.drive();
     assert_eq!(w.take(1), vec![], "the will goes once");
 }
@@ -301,9 +305,9 @@ fn v5_session_expires_its_interval_after_the_connection_ends_mqtt_3_1_2_23() {
     w.drive_until(at(&w, 1_000));
     w.broker.handle_connection_closed(1, None, w.now);
     w.drive_until(at(&w, 30_999));
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
     w.drive_until(at(&w, 31_000));
-    assert_eq!(w.broker.session_count(), 0);
+    assert_eq!(w.broker.counts().sessions, 0);
     assert_eq!(w.broker.stats.clients_expired, 1);
 }
 
@@ -326,7 +330,7 @@ fn v5_session_resumed_before_its_expiry_is_kept_mqtt_3_1_2_23() {
         other => panic!("expected CONNACK, got {other:?}"),
     }
     w.drive_until(at(&w, 120_000));
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
 }
 
 #[test]
@@ -339,9 +343,9 @@ fn persistent_v311_session_expires_after_persistent_client_expiration() {
     w.drive_until(at(&w, 2_000));
     w.broker.handle_connection_closed(1, None, w.now);
     w.drive_until(at(&w, 3_601_999));
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
     w.drive_until(at(&w, 3_602_000));
-    assert_eq!(w.broker.session_count(), 0);
+    assert_eq!(w.broker.counts().sessions, 0);
 }
 
 #[test]
@@ -350,7 +354,7 @@ fn persistent_v311_session_without_persistent_client_expiration_never_expires() 
     w.connect(1, "s", false);
     w.broker.handle_connection_closed(1, None, w.now);
     w.drive();
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
 }
 
 #[test]
@@ -368,9 +372,9 @@ fn persistent_client_expiration_caps_a_longer_v5_session_expiry() {
     take_v5(&mut w, 1);
     w.broker.handle_connection_closed(1, None, w.now);
     w.drive_until(at(&w, 59_999));
-    assert_eq!(w.broker.session_count(), 1);
+    assert_eq!(w.broker.counts().sessions, 1);
     w.drive_until(at(&w, 60_000));
-    assert_eq!(w.broker.session_count(), 0);
+    assert_eq!(w.broker.counts().sessions, 0);
 }
 
 // ---- message expiry (v5) ----

@@ -13,7 +13,7 @@
 //!   the sessions left are exactly the ones their clients can resume; resuming and ending each
 //!   of them leaves no session and no subscription behind.
 
-use midge::broker::{Action, Broker, Settings};
+use midge::broker::{Action, Broker, Settings, Via};
 use midge::codec::{
     self, Ack, Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS,
     SubscribeOptions, Subscription,
@@ -183,8 +183,12 @@ impl Driver {
     fn open(&mut self, id: usize) {
         self.peer_port = self.peer_port.wrapping_add(1);
         let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, self.peer_port));
+        let via = Via::Listener {
+            index: 0,
+            port: 1883,
+        };
         self.broker
-            .handle_connection_opened(id, peer, 1883, 0, self.now);
+            .handle_connection_opened(id, peer, via, self.now);
         self.slots[id] = Slot {
             state: SlotState::Open,
             ..Slot::free()
@@ -355,7 +359,7 @@ impl Driver {
             self.slots.iter().all(|s| s.state == SlotState::Free),
             "a connection came back to life"
         );
-        let sessions = self.broker.session_count();
+        let sessions = self.broker.counts().sessions;
         // Resume every session a client could have, then end it: each one that existed must
         // be found (none is orphaned), and none may survive.
         let ids: Vec<String> = self.client_ids.iter().cloned().collect();
@@ -370,12 +374,12 @@ impl Driver {
             "{sessions} sessions left, but only {resumed} could be resumed"
         );
         assert_eq!(
-            self.broker.session_count(),
+            self.broker.counts().sessions,
             0,
             "sessions left after every client ended its session"
         );
         assert_eq!(
-            self.broker.subscription_count(),
+            self.broker.counts().subscriptions,
             0,
             "subscriptions left after every session ended"
         );
