@@ -15,4 +15,5 @@ pub mod notify;
 pub mod privileges;
 pub mod server;
 pub mod store;
+pub mod topic;
 pub(crate) mod transport;

@@ -28,6 +28,7 @@
 //!
 //! This module is pure logic: no sockets, no logging, no knowledge of packets or reason codes.
 
+use crate::topic::levels_match;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -344,25 +345,6 @@ fn subscribe_decision<'a>(
     }
 }
 
-/// Whether the filter (given as levels) matches the topic name, with the `$` rule: a wildcard
-/// in the first level never matches a topic whose first level starts with `$`.
-fn levels_match<'a>(mut filter: impl Iterator<Item = &'a str>, topic: &str) -> bool {
-    let mut topic_levels = topic.split('/');
-    let mut first = true;
-    loop {
-        let level = topic_levels.next();
-        let dollar = first && level.is_some_and(|t| t.starts_with('$'));
-        match (filter.next(), level) {
-            (Some("#"), _) => return !dollar,
-            (Some("+"), Some(_)) if !dollar => {}
-            (Some(f), Some(t)) if f == t => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-        first = false;
-    }
-}
-
 /// Whether a wildcard first level of one filter faces a `$` literal first level of the other:
 /// MQTT-4.7.2-1 keeps `+`/`#` at the start from matching `$` topics, so nothing can match both.
 fn dollar_mismatch(a: &str, b: &str) -> bool {
@@ -477,11 +459,6 @@ fn parse_pattern(access: Access, filter: &str) -> Result<Pattern, String> {
 mod tests {
     use super::*;
 
-    /// Whether `filter` matches the topic name `topic` (MQTT rules, `$` topics included).
-    fn topic_matches(filter: &str, topic: &str) -> bool {
-        levels_match(filter.split('/'), topic)
-    }
-
     fn acl(text: &str) -> Acl {
         Acl::parse("acl", text).unwrap()
     }
@@ -581,22 +558,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn topic_matching_follows_mqtt_and_the_dollar_rule() {
-        assert!(topic_matches("a/+", "a/b"));
-        assert!(topic_matches("a/#", "a"));
-        assert!(topic_matches("a/#", "a/b/c"));
-        assert!(topic_matches("#", "a"));
-        assert!(topic_matches("+/+", "/x"));
-        assert!(!topic_matches("a/+", "a/b/c"));
-        assert!(!topic_matches("a/+", "a"));
-        assert!(!topic_matches("#", "$SYS/x"));
-        assert!(!topic_matches("+/x", "$SYS/x"));
-        assert!(topic_matches("$SYS/#", "$SYS/x"));
-        assert!(topic_matches("$SYS/+", "$SYS/x"));
-        assert!(!topic_matches("a/b", "a/b/"));
     }
 
     // ---- parsing ----

@@ -15,7 +15,6 @@
 //! reconnecting with back-off, forever, is decided here.
 
 use super::conn::{Conn, ConnState};
-use super::router::topic_matches;
 use super::session::{Expiry, Session};
 use super::{Action, Broker, ConnId, SessionId, Timer};
 use crate::codec::{
@@ -23,6 +22,7 @@ use crate::codec::{
     Subscription,
 };
 use crate::config::bridge::{BridgeConfig, BridgeProtocol, Direction};
+use crate::topic::topic_matches;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};

@@ -7,10 +7,11 @@
 
 use super::deliver::{Pending, Sent};
 use super::route::{may_read, MsgRef};
-use super::router::{topic_matches, TopicMap};
+use super::router::TopicMap;
 use super::session::{Delivery, Message};
 use super::{Broker, SessionId};
 use crate::codec::QoS;
+use crate::topic::topic_matches;
 use std::rc::Rc;
 
 /// The retained messages, one per topic.

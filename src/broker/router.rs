@@ -16,6 +16,7 @@
 
 use super::SessionId;
 use crate::codec::SubscribeOptions;
+use crate::topic::topic_matches;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
@@ -365,25 +366,6 @@ impl Router {
             return;
         }
         Self::walk_children(node, levels, true, out);
-    }
-}
-
-/// True if `topic` matches `filter` (used for retained messages, where the filter is the
-/// variable part). Same rules as the router.
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
     }
 }
 
