@@ -96,8 +96,6 @@ pub fn table_capacity<T>() -> usize {
     (128 * 1024usize).div_ceil(std::mem::size_of::<T>().max(1))
 }
 
-/// Largest packet MQTT can express: 268 435 455 bytes of body plus a 5 byte fixed header.
-const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 /// Mosquitto's sanity limit for CONNECT, checked before a client is known.
 const MAX_CONNECT_PACKET: usize = 100_000;
 /// Output bytes held for one connection before QoS 0 messages to it are dropped and queued
@@ -270,7 +268,7 @@ impl Settings {
 
     fn packet_limit(&self) -> usize {
         if self.max_packet_size == 0 {
-            PROTOCOL_MAX_PACKET
+            codec::MAX_PACKET
         } else {
             self.max_packet_size
         }

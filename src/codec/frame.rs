@@ -8,6 +8,14 @@
 
 use super::decode::DecodeError;
 
+/// The largest value a variable byte integer holds (four bytes of seven bits): the largest
+/// remaining length, and the largest subscription identifier.
+pub const MAX_VARINT: u32 = 268_435_455;
+
+/// The largest packet MQTT can express: the largest remaining length plus a five byte fixed
+/// header.
+pub const MAX_PACKET: usize = MAX_VARINT as usize + 5;
+
 /// A parsed fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedHeader {

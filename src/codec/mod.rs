@@ -19,6 +19,6 @@ pub(crate) mod packet;
 pub(crate) mod properties;
 
 pub use decode::{decode, DecodeError};
-pub use frame::{parse_fixed_header, FixedHeader};
+pub use frame::{parse_fixed_header, FixedHeader, MAX_PACKET, MAX_VARINT};
 pub use packet::*;
 pub use properties::Properties;

@@ -243,7 +243,7 @@ impl std::error::Error for ConfigError {}
 
 /// The largest payload MQTT can carry (the maximum remaining length), and the meaning of
 /// `message_size_limit 0`.
-const MQTT_MAX_PAYLOAD: u32 = 268_435_455;
+const MQTT_MAX_PAYLOAD: u32 = crate::codec::MAX_VARINT;
 
 /// Parses `text` as the main config file `origin`.
 pub(super) fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {

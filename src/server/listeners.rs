@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 /// WebSocket frames and messages may be this large at least (the broker applies
 /// `max_packet_size` to the MQTT packets inside; this bound only protects memory).
 const WS_MIN_MESSAGE_LIMIT: usize = 1 << 20;
-/// The largest MQTT packet (remaining length 268 435 455 plus a 5 byte fixed header).
-const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 /// How long accepting pauses after the process ran out of descriptors or memory.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
@@ -294,7 +292,7 @@ pub(super) fn apply_tls(listeners: &mut [Listener], reloaded: Vec<(usize, TlsLis
 /// `max_packet` (0: MQTT's own limit).
 pub(super) fn ws_message_limit(max_packet: usize) -> usize {
     match max_packet {
-        0 => MQTT_MAX_PACKET,
+        0 => crate::codec::MAX_PACKET,
         n => n.max(WS_MIN_MESSAGE_LIMIT),
     }
 }

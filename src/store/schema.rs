@@ -379,7 +379,7 @@ fn parse_sub_ids(s: &str) -> Result<Vec<u32>, String> {
 }
 
 /// Largest MQTT 5 subscription identifier (a variable byte integer).
-const MAX_SUB_ID: u32 = 268_435_455;
+const MAX_SUB_ID: u32 = crate::codec::MAX_VARINT;
 
 /// The six message columns (topic, payload, qos, retain, properties, expires_at) that start
 /// at column `first`: the retained table and the queued-message table store them alike.
