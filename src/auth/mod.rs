@@ -16,7 +16,7 @@ pub mod passwd;
 pub(crate) use acl::Acl;
 pub use passwd::PasswordFile;
 
-use crate::config::Config;
+use std::path::Path;
 
 /// What a TLS listener that takes usernames from certificates learnt about a client: the
 /// transport finds it during the handshake, the broker authenticates with it at CONNECT.
@@ -39,12 +39,16 @@ pub struct Security {
 }
 
 impl Security {
-    /// Loads the files a configuration names. Warnings (a malformed password line, an odd ACL
-    /// pattern) come back to be logged; an unreadable file or an invalid ACL line is an error,
-    /// as in Mosquitto: better not to start than to run with the wrong rules.
-    pub(crate) fn load(c: &Config) -> Result<(Security, Vec<String>), String> {
+    /// Loads a password file and an ACL file, either optional (the broker-wide ones, or one
+    /// listener's with `per_listener_settings`). Warnings (a malformed password line, an odd
+    /// ACL pattern) come back to be logged; an unreadable file or an invalid ACL line is an
+    /// error, as in Mosquitto: better not to start than to run with the wrong rules.
+    pub(crate) fn load(
+        password_file: Option<&Path>,
+        acl_file: Option<&Path>,
+    ) -> Result<(Security, Vec<String>), String> {
         let mut warnings = Vec::new();
-        let passwords = match &c.password_file {
+        let passwords = match password_file {
             Some(path) => {
                 let (file, w) = PasswordFile::load(path)
                     .map_err(|e| format!("Unable to open password file {}: {e}", path.display()))?;
@@ -53,7 +57,7 @@ impl Security {
             }
             None => None,
         };
-        let acl = match &c.acl_file {
+        let acl = match acl_file {
             Some(path) => {
                 let acl = Acl::load(path)?;
                 warnings.extend(acl.warnings().iter().cloned());

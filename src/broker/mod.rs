@@ -228,19 +228,16 @@ impl Settings {
     /// The settings of a configuration with its password file and ACL loaded; warnings about
     /// the files are logged.
     pub fn load(c: &Config) -> Result<Settings, String> {
-        let (security, warnings) = Security::load(c)?;
+        let (security, warnings) =
+            Security::load(c.password_file.as_deref(), c.acl_file.as_deref())?;
         for w in warnings {
             log::warn!("Warning: {w}");
         }
         let mut per_listener = Vec::new();
         if c.per_listener_settings {
             for l in &c.listeners {
-                let files = Config {
-                    password_file: l.auth.password_file.clone(),
-                    acl_file: l.auth.acl_file.clone(),
-                    ..Config::default()
-                };
-                let (security, warnings) = Security::load(&files)?;
+                let (security, warnings) =
+                    Security::load(l.auth.password_file.as_deref(), l.auth.acl_file.as_deref())?;
                 for w in warnings {
                     log::warn!("Warning: {w}");
                 }
