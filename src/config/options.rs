@@ -187,7 +187,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // Listener TLS.
     opt("cafile", Listener, Implemented, ManPage, ""),
     opt("capath", Listener, Implemented, ManPage, ""),
-    opt("certfile", Listener, Implemented, ManPage, "Reloaded on SIGHUP."),
+    opt("certfile", Listener, Implemented, ManPage, "Reloaded on SIGHUP. Holding only the server certificate, it is sent with its issuers from `cafile`/`capath`, as Mosquitto (OpenSSL) does."),
     opt("ciphers", Listener, Implemented, ManPage, "Suites rustls offers."),
     opt("ciphers_tls1.3", Listener, Implemented, ManPage, "Suites rustls offers."),
     opt("crlfile", Listener, Implemented, ManPage, ""),

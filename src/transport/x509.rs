@@ -1,5 +1,6 @@
-//! The one piece of X.509 midge reads itself: the subject name of a client certificate, for
-//! `use_identity_as_username` (its CN) and `use_subject_as_username` (the whole subject).
+//! The pieces of X.509 midge reads itself: the subject name of a client certificate, for
+//! `use_identity_as_username` (its CN) and `use_subject_as_username` (the whole subject), and
+//! the issuer and subject names that link a server certificate to the CA certificates above it.
 //!
 //! rustls and webpki verify the certificate but do not expose its subject, and a full X.509
 //! parser is a large dependency for two fields. The certificate reaching this code has already
@@ -59,14 +60,36 @@ struct Attribute<'a> {
     value_der: &'a [u8],
 }
 
-/// The RDNs of a certificate's subject, in certificate order, each a list of attributes.
-fn subject_rdns(cert_der: &[u8]) -> Option<Vec<Vec<Attribute<'_>>>> {
+/// The TBSCertificate fields after the version, starting at serialNumber.
+fn tbs_fields(cert_der: &[u8]) -> Option<&[u8]> {
     let (cert, _) = expect(cert_der, SEQUENCE)?;
     let (tbs, _) = expect(cert, SEQUENCE)?;
-    let mut rest = tbs;
-    if rest.first() == Some(&VERSION) {
+    if tbs.first() == Some(&VERSION) {
+        return Some(element(tbs)?.2);
+    }
+    Some(tbs)
+}
+
+/// The issuer and subject names as they are encoded (whole DER elements). A certificate was
+/// issued by the certificate whose subject encodes exactly as its issuer.
+pub(crate) fn issuer_and_subject(cert_der: &[u8]) -> Option<(&[u8], &[u8])> {
+    // serialNumber, signature, then issuer, validity, subject.
+    let mut rest = tbs_fields(cert_der)?;
+    for _ in 0..2 {
         rest = element(rest)?.2;
     }
+    let after_issuer = element(rest)?.2;
+    let issuer = &rest[..rest.len() - after_issuer.len()];
+    let subject_start = element(after_issuer)?.2;
+    let after_subject = element(subject_start)?.2;
+    let subject = &subject_start[..subject_start.len() - after_subject.len()];
+    let is_name = |der: &[u8]| der.first() == Some(&SEQUENCE);
+    (is_name(issuer) && is_name(subject)).then_some((issuer, subject))
+}
+
+/// The RDNs of a certificate's subject, in certificate order, each a list of attributes.
+fn subject_rdns(cert_der: &[u8]) -> Option<Vec<Vec<Attribute<'_>>>> {
+    let mut rest = tbs_fields(cert_der)?;
     // serialNumber, signature, issuer, validity, then subject.
     for _ in 0..4 {
         rest = element(rest)?.2;
@@ -298,6 +321,30 @@ mod tests {
         let subject = subject_rfc2253(&der).unwrap();
         assert!(subject.contains("CN=caf\\C3\\A9"), "{subject}");
         assert!(subject.contains("1.3.6.1.4.1.99999.1=#0C0178"), "{subject}");
+    }
+
+    #[test]
+    fn issuer_and_subject_link_a_certificate_to_its_issuer() {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name = rcgen::DistinguishedName::new();
+        ca.distinguished_name.push(DnType::CommonName, "Root");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        let (ca_issuer, ca_subject) = issuer_and_subject(ca.der()).unwrap();
+        let (leaf_issuer, leaf_subject) = issuer_and_subject(leaf.der()).unwrap();
+        assert_eq!(ca_issuer, ca_subject, "self-signed");
+        assert_eq!(leaf_issuer, ca_subject);
+        assert_ne!(leaf_subject, ca_subject);
+        let der = leaf.der().to_vec();
+        for cut in 0..der.len() {
+            let _ = issuer_and_subject(&der[..cut]);
+        }
     }
 
     #[test]
