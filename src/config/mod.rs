@@ -96,8 +96,8 @@ pub struct Config {
     pub persistence: bool,
     /// `persistence_location`: the directory of the store (default: the working directory).
     pub persistence_location: Option<PathBuf>,
-    /// `persistence_file` as configured; midge always writes `midge.db` (never Mosquitto's
-    /// file) and says so when this names something else.
+    /// `persistence_file`: the store's file name inside `persistence_location` (default
+    /// `midge.db`); a name that is Mosquitto's file gets `midge.db` beside it.
     pub persistence_file: Option<String>,
     /// `persistence_sync_interval` (midge's own, default 1 s): the longest time accepted
     /// messages can stay un-fsynced, i.e. what a power cut can lose.

@@ -156,7 +156,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("password_file", General, Implemented, ManPage, "Reloaded on SIGHUP."),
     opt("per_listener_settings", General, Implemented, ManPage, "Makes `allow_anonymous`, `password_file`, `acl_file`, `allow_zero_length_clientid` and `auto_id_prefix` per listener (the others Mosquitto scopes so, `psk_file` and `plugin`, are refused); it must come before them, as in Mosquitto."),
     opt("persistence", General, Implemented, ManPage, "The store is SQLite (`midge.db`), not Mosquitto's file."),
-    opt("persistence_file", General, OwnMeaning, ManPage, "midge always writes `midge.db` in `persistence_location`, never Mosquitto's file; a warning says so when this names another file."),
+    opt("persistence_file", General, Implemented, ManPage, "The store's name in `persistence_location` (default `midge.db`; read at start). Mosquitto's file is never opened: `mosquitto.db`, or a file with Mosquitto's signature, gets `midge.db` beside it, with a warning."),
     opt("persistence_location", General, Implemented, ManPage, ""),
     opt("persistent_client_expiration", General, Implemented, ManPage, ""),
     opt("pid_file", General, Implemented, ManPage, ""),
