@@ -153,10 +153,11 @@ pub(super) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 
 /// The certificate chain a listener sends. A `certfile` holding more than one certificate is
 /// the chain the operator chose, sent as it is. A `certfile` holding only the server's own
-/// certificate gets its issuers appended from the CA certificates (`cafile`, `capath`), each
-/// found by the name the one below it gives as issuer, up to a self-signed root, as OpenSSL
-/// builds the chain for Mosquitto: a client that trusts only the root can then verify a
-/// certificate signed by an intermediate CA.
+/// certificate gets its issuers appended from the CA certificates (`cafile`, `capath`), up to
+/// a self-signed root, as OpenSSL builds the chain for Mosquitto: a client that trusts only
+/// the root can then verify a certificate signed by an intermediate CA. Each issuer is the CA
+/// whose subject is the name the certificate below gives as issuer and, when both carry key
+/// identifiers, whose key is the one that certificate names (a renewed CA keeps its name).
 fn complete_chain(
     mut chain: Vec<CertificateDer<'static>>,
     cas: &[CertificateDer<'static>],
@@ -164,12 +165,21 @@ fn complete_chain(
     if chain.len() != 1 {
         return chain;
     }
-    while let Some((issuer, subject)) = chain.last().and_then(|c| x509::issuer_and_subject(c)) {
+    while let Some(last) = chain.last() {
+        let Some((issuer, subject)) = x509::issuer_and_subject(last) else {
+            break;
+        };
         if issuer == subject {
             break;
         }
+        let issuer_key = x509::authority_key_id(last);
         let next = cas.iter().find(|ca| {
-            !chain.contains(ca) && x509::issuer_and_subject(ca).is_some_and(|(_, s)| s == issuer)
+            let named = x509::issuer_and_subject(ca).is_some_and(|(_, s)| s == issuer);
+            let same_key = match (issuer_key, x509::subject_key_id(ca)) {
+                (Some(wanted), Some(key)) => wanted == key,
+                _ => true,
+            };
+            named && same_key && !chain.contains(ca)
         });
         match next {
             Some(ca) => chain.push(ca.clone()),

@@ -1,8 +1,10 @@
 //! TLS listeners end to end, with Debian's `mosquitto_pub`/`mosquitto_sub` (OpenSSL) as the
-//! clients and certificates rcgen makes for each test: server authentication with `--cafile`,
-//! client certificates with `require_certificate`, certificates as usernames, the wrong CA, a
-//! plain client on the TLS port, and a certificate replaced on SIGHUP. Every test checks that
-//! other clients are still served afterwards.
+//! clients and certificates rcgen (or, for chains through an intermediate CA, the `openssl`
+//! command) makes for each test: server authentication with `--cafile`, the chain up to the
+//! root sent for a certificate an intermediate signed, client certificates with
+//! `require_certificate`, certificates as usernames, the wrong CA, a plain client on the TLS
+//! port, and a certificate replaced on SIGHUP. Every test checks that other clients are still
+//! served afterwards.
 
 use crate::common::certs::{listener_ports, s, Ca, Pair};
 use crate::common::*;
@@ -493,6 +495,13 @@ impl OpensslPki {
         pki.issue("leaf", "/CN=localhost", "intermediate", "server.ext");
         pki.issue("leaf2", "/CN=localhost", "intermediate", "server.ext");
         pki.issue("direct", "/CN=localhost", "root", "server.ext");
+        // The intermediate's predecessor: the same name, another key.
+        pki.issue(
+            "old-intermediate",
+            "/CN=Test Intermediate",
+            "root",
+            "ca.ext",
+        );
         pki
     }
 
@@ -604,6 +613,24 @@ fn intermediate_certificates_from_cafile_complete_the_chain() {
             true
         )
     );
+    tls_publish_arrives(&b, plain, tls, &["--cafile", s(&root)])
+        .expect("a client trusting only the root connects");
+    b.assert_serves();
+}
+
+#[test]
+fn the_issuer_is_found_by_its_key_when_a_renewed_ca_keeps_its_name() {
+    if skip_on_mosquitto("TLS config made for midge's test harness") || !openssl_available() {
+        return;
+    }
+    let pki = OpensslPki::new();
+    let root = pki.path("root.pem");
+    let cas = pki.bundle(
+        "cas.pem",
+        &["root.pem", "old-intermediate.pem", "intermediate.pem"],
+    );
+    let (mut b, plain, tls) = tls_broker(&pki.pair("leaf"), &format!("cafile {}", s(&cas)));
+    assert!(served_chain(tls, &root).1, "the chain verifies");
     tls_publish_arrives(&b, plain, tls, &["--cafile", s(&root)])
         .expect("a client trusting only the root connects");
     b.assert_serves();
