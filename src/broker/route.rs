@@ -13,6 +13,7 @@
 //! [`Router`]: super::router::Router
 
 use super::deliver::{Pending, Sent};
+use super::inbound::reserved_for_the_broker;
 use super::router::Subscriber;
 use super::session::{Delivery, Message};
 use super::{Broker, SessionId};
@@ -86,6 +87,12 @@ impl Broker {
 
     /// Publishes a client's will as if the client had sent it.
     pub(super) fn publish_will(&mut self, will: LastWill, now: Instant) {
+        if reserved_for_the_broker(&will.topic) {
+            // Checked when the will is sent, as Mosquitto does: dropped like such a PUBLISH.
+            log::info!(target: "notice", "Denied will to '{}'.", will.topic);
+            self.stats.publish_dropped += 1;
+            return;
+        }
         log::debug!(
             "Sending will '{}' ({} bytes)",
             will.topic,

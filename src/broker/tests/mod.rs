@@ -1170,6 +1170,82 @@ fn sys_topics_reach_sys_subscribers_not_hash_mqtt_4_7_2_1() {
     );
 }
 
+#[test]
+fn client_publish_to_sys_is_acknowledged_dropped_and_counted() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "watcher", true);
+    w.send(1, &subscribe_bytes(1, &[("$SYS/#", QoS::AtMostOnce)]));
+    w.take(1);
+    w.connect(2, "spoofer", true);
+    w.send(
+        2,
+        &publish(
+            "$SYS/broker/uptime",
+            b"0 seconds",
+            QoS::AtLeastOnce,
+            true,
+            3,
+        ),
+    );
+    w.send(
+        2,
+        &publish("$SYS/broker/uptime", b"x", QoS::ExactlyOnce, false, 4),
+    );
+    w.send(2, &publish("$share/g/t", b"x", QoS::AtMostOnce, false, 0));
+    // 3.x has no way to say no: acknowledged, then nothing.
+    assert_eq!(w.take(2), vec![Out::Puback(3), Out::Pubrec(4)]);
+    assert!(w.take(1).is_empty());
+    assert_eq!(w.broker.stats.publish_dropped, 3);
+    assert_eq!(w.broker.retained.len(), 0);
+    // The bridge state topics stay open.
+    w.send(
+        2,
+        &publish(
+            "$SYS/broker/connection/b/state",
+            b"1",
+            QoS::AtMostOnce,
+            false,
+            0,
+        ),
+    );
+    assert_eq!(
+        w.take(1),
+        vec![pub_out("$SYS/broker/connection/b/state", b"1", 0, 0)]
+    );
+    // MQTT 5 is told: Not authorized.
+    connect5(&mut w, 3, "spoofer5", Properties::default());
+    w.send(
+        3,
+        &publish_v5("$SYS/x", b"x", QoS::AtLeastOnce, 5, Properties::default()),
+    );
+    match &take_v5(&mut w, 3)[..] {
+        [Packet::Puback(a)] => assert_eq!((a.packet_id, a.reason), (5, 0x87)),
+        other => panic!("expected PUBACK 0x87, got {other:?}"),
+    }
+}
+
+#[test]
+fn will_to_sys_is_not_published() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "watcher", true);
+    w.send(1, &subscribe_bytes(1, &[("$SYS/#", QoS::AtMostOnce)]));
+    w.take(1);
+    w.open(2);
+    w.send(
+        2,
+        &connect_bytes(
+            "w",
+            true,
+            60,
+            Some(("$SYS/x", b"bye", QoS::AtMostOnce, false)),
+        ),
+    );
+    assert_eq!(w.take(2), vec![Out::Connack(false, 0)]);
+    w.broker.handle_connection_closed(2, None, w.now);
+    assert!(w.take(1).is_empty());
+    assert_eq!(w.broker.stats.publish_dropped, 1);
+}
+
 fn shared_pair(w: &mut World, qos: QoS) -> (ConnId, ConnId) {
     connect5(w, 1, "a", Properties::default());
     connect5(w, 2, "b", Properties::default());
