@@ -1118,10 +1118,10 @@ impl Broker {
             // v311:[MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
             Packet::Connect(_) => return Err(Violation::protocol("second CONNECT")),
             Packet::Publish(p) => self.handle_publish(id, sid, p, now)?,
-            Packet::Puback(a) => self.handle_puback(id, sid, a),
-            Packet::Pubrec(a) => self.handle_pubrec(id, sid, a),
+            Packet::Puback(a) => self.handle_puback(id, sid, a)?,
+            Packet::Pubrec(a) => self.handle_pubrec(id, sid, a)?,
             Packet::Pubrel(a) => self.handle_pubrel(id, sid, a),
-            Packet::Pubcomp(a) => self.handle_pubcomp(id, sid, a),
+            Packet::Pubcomp(a) => self.handle_pubcomp(id, sid, a)?,
             Packet::Subscribe(s) => self.handle_subscribe(id, sid, s, now)?,
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, sid, u),
             Packet::Pingreq => {
