@@ -1530,6 +1530,65 @@ fn acls_reloaded_apply_to_the_next_publish_and_delivery() {
     assert!(w.take(1).is_empty());
 }
 
+/// CONNECT as alice (password `a-pw`) with a persistent session, 3.1.1.
+fn connect_alice_persistent(client: &str) -> Vec<u8> {
+    Packet::Connect(Box::new(Connect {
+        version: ProtocolVersion::V311,
+        bridge: false,
+        clean_start: false,
+        keep_alive: 60,
+        client_id: client.into(),
+        will: None,
+        username: Some("alice".into()),
+        password: Some(b"a-pw".to_vec()),
+        properties: Properties::default(),
+    }))
+    .to_bytes(ProtocolVersion::V311)
+}
+
+#[test]
+fn messages_waiting_when_the_acl_changes_are_checked_again_when_they_go() {
+    let alice = password_line("alice", "a-pw", b"salt-alice01");
+    let open_acl = "user alice\ntopic readwrite #\n";
+    let settings = Settings {
+        max_inflight_messages: 1,
+        ..secured(Some(&alice), Some(open_acl), false)
+    };
+    let mut w = World::new(settings.clone());
+    w.open(1);
+    w.send(1, &connect_alice_persistent("sub"));
+    assert_eq!(w.take(1), vec![Out::Connack(false, 0)]);
+    w.send(1, &subscribe_bytes(1, &[("home/#", QoS::AtLeastOnce)]));
+    w.take(1);
+    assert_eq!(w.login(2, "pub", Some("alice"), Some("a-pw")), 0);
+    // One message in flight (window of 1), two queued behind it; then the subscriber goes.
+    for i in 1..=3u16 {
+        w.send(
+            2,
+            &publish("home/a", &[i as u8], QoS::AtLeastOnce, false, i),
+        );
+    }
+    assert_eq!(w.take(1), vec![pub_out("home/a", &[1], 1, 1)]);
+    w.broker.handle_connection_closed(1, None, w.now);
+    // alice may still write home/#, but no longer read it.
+    let write_only = "user alice\ntopic write home/#\n";
+    let reloaded = Settings {
+        max_inflight_messages: 1,
+        ..secured(Some(&alice), Some(write_only), false)
+    };
+    assert!(w.reload(reloaded).is_empty());
+    let dropped = w.broker.stats.publish_dropped;
+    w.open(1);
+    w.send(1, &connect_alice_persistent("sub"));
+    // Neither the resend of the message in flight nor the queued ones go.
+    assert_eq!(w.take(1), vec![Out::Connack(true, 0)]);
+    assert_eq!(w.broker.stats.publish_dropped, dropped + 3);
+    // With the old rights back, nothing is left to send: the drops were final.
+    assert!(w.reload(settings).is_empty());
+    w.send(2, &publish("home/a", b"new", QoS::AtLeastOnce, false, 9));
+    assert_eq!(w.take(1), vec![pub_out("home/a", b"new", 1, 2)]);
+}
+
 // ---- Deliveries and the store across a restart ----
 
 /// A store directory of its own, removed when the test ends.
