@@ -342,7 +342,8 @@ fn rumqttc_qos2_round_trip() {
 #[test]
 fn acknowledgement_of_the_wrong_kind_is_a_protocol_error() {
     let b = Broker::start("");
-    let cases: [(&str, u8, fn(u16) -> Vec<u8>); 3] = [
+    type Ack = fn(u16) -> Vec<u8>;
+    let cases: [(&str, u8, Ack); 3] = [
         ("pubrec-for-qos1", 1, pubrec),
         ("puback-for-qos2", 2, puback),
         ("pubcomp-before-pubrel", 2, pubcomp),
