@@ -130,6 +130,8 @@ pub struct Settings {
     pub max_qos: codec::QoS,
     /// Time a new connection has to send a complete CONNECT.
     pub connect_timeout: Duration,
+    /// Refuse in SUBACK a filter the ACL lets read no topic at all (midge's own option).
+    pub refuse_unreadable_subscriptions: bool,
     /// Bytes of queued messages above which the server stops reading from publishers.
     pub memory_limit: usize,
     /// Password file and ACL (shared, since settings are cloned on reload).
@@ -183,6 +185,7 @@ impl Settings {
             sys_interval: c.sys_interval,
             max_qos: codec::QoS::from_u8(c.max_qos).unwrap_or(codec::QoS::ExactlyOnce),
             connect_timeout: c.connect_timeout,
+            refuse_unreadable_subscriptions: c.refuse_unreadable_subscriptions,
             memory_limit: match c.memory_limit {
                 0 => DEFAULT_MEMORY_LIMIT,
                 n => n,

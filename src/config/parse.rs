@@ -424,6 +424,9 @@ impl Parser {
                 c.persistence_location = Some(PathBuf::from(required(name, value, at)?))
             }
             "persistence_file" => c.persistence_file = Some(required(name, value, at)?.to_string()),
+            "refuse_unreadable_subscriptions" => {
+                c.refuse_unreadable_subscriptions = parse_bool(name, value, at)?
+            }
             "persistence_sync_interval" => {
                 let secs: u64 = parse_number(name, value, at)?;
                 c.persistence_sync_interval = Duration::from_secs(secs.max(1));

@@ -1589,6 +1589,32 @@ fn messages_waiting_when_the_acl_changes_are_checked_again_when_they_go() {
     assert_eq!(w.take(1), vec![pub_out("home/a", b"new", 1, 2)]);
 }
 
+#[test]
+fn subscribe_the_acl_cannot_satisfy_is_granted_unless_refused_by_option() {
+    let acl = "topic readwrite public/#\ntopic write private/#\n";
+    for (refuse, code) in [(false, 1), (true, 0x80)] {
+        let settings = Settings {
+            refuse_unreadable_subscriptions: refuse,
+            ..secured(None, Some(acl), true)
+        };
+        let mut w = World::new(settings);
+        w.connect(1, "s", true);
+        w.send(
+            1,
+            &subscribe_bytes(
+                1,
+                &[("private/#", QoS::AtLeastOnce), ("#", QoS::AtLeastOnce)],
+            ),
+        );
+        assert_eq!(w.take(1), vec![Out::Suback(1, vec![code, 1])]);
+        // Either way, only what the ACL lets it read reaches it.
+        w.connect(2, "p", true);
+        w.send(2, &publish("private/x", b"no", QoS::AtMostOnce, false, 0));
+        w.send(2, &publish("public/x", b"yes", QoS::AtMostOnce, false, 0));
+        assert_eq!(w.take(1), vec![pub_out("public/x", b"yes", 0, 0)]);
+    }
+}
+
 // ---- Deliveries and the store across a restart ----
 
 /// A store directory of its own, removed when the test ends.
