@@ -693,8 +693,9 @@ mod tests {
         let c = ok("queue_qos0_messages true\nretain_available false\n\
                     allow_zero_length_clientid false\nupgrade_outgoing_qos true\n\
                     log_timestamp false\nconnection_messages false\nset_tcp_nodelay false\n\
-                    allow_anonymous true\n");
+                    allow_anonymous true\nrefuse_unreadable_subscriptions true\n");
         assert!(c.queue_qos0_messages);
+        assert!(c.refuse_unreadable_subscriptions);
         assert!(!c.retain_available);
         assert!(!c.allow_zero_length_clientid);
         assert!(c.upgrade_outgoing_qos);
