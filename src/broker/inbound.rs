@@ -201,6 +201,7 @@ impl Broker {
         }
         let limit = self.settings.message_size_limit;
         let code = if limit != 0 && p.payload.len() > limit {
+            // Mosquitto's answer to a v5 client: Packet too large (for the payload alone).
             log::info!(
                 target: "notice",
                 "Dropped too large PUBLISH from {} (q{}, r{}, m{}, '{}', ... ({} bytes)).",
@@ -211,7 +212,7 @@ impl Broker {
                 topic,
                 p.payload.len()
             );
-            reason::IMPLEMENTATION_SPECIFIC_ERROR
+            reason::PACKET_TOO_LARGE
         } else {
             // Logged once the message is accepted, as Mosquitto: a denied or oversized
             // PUBLISH has its own line instead.
@@ -226,8 +227,9 @@ impl Broker {
                 expires_at: expiry(props, now),
                 origin: Some(sid),
             };
-            let routed = self.route(&out, now);
-            if routed == 0 && version.is_v5() {
+            let matched = self.route(&out, now);
+            // As Mosquitto: told in PUBACK only; a QoS 2 PUBREC says Success either way.
+            if matched == 0 && version.is_v5() && p.qos == QoS::AtLeastOnce {
                 reason::NO_MATCHING_SUBSCRIBERS
             } else {
                 reason::SUCCESS

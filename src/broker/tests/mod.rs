@@ -999,6 +999,46 @@ fn v5_subscription_identifiers_all_sent_mqtt_3_3_4_3() {
 }
 
 #[test]
+fn v5_no_matching_subscribers_only_in_puback_and_only_without_any_match() {
+    let acl = "topic readwrite mine/#\ntopic write theirs/#\n";
+    let mut w = World::new(secured(None, Some(acl), true));
+    connect5(&mut w, 1, "p", Properties::default());
+    let codes = |w: &mut World| -> Vec<(u16, u8)> {
+        take_v5(w, 1)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Puback(a) | Packet::Pubrec(a) => Some((a.packet_id, a.reason)),
+                _ => None,
+            })
+            .collect()
+    };
+    let none = Properties::default;
+    w.send(1, &publish_v5("mine/a", b"x", QoS::AtLeastOnce, 1, none()));
+    w.send(1, &publish_v5("mine/a", b"x", QoS::ExactlyOnce, 2, none()));
+    assert_eq!(codes(&mut w), [(1, 0x10), (2, 0)]);
+    // Its own No Local subscription matches, though nothing is delivered.
+    let no_local = SubscribeOptions {
+        no_local: true,
+        ..SubscribeOptions::qos(QoS::AtLeastOnce)
+    };
+    w.send(1, &subscribe_v5(3, "mine/#", no_local, None));
+    w.send(1, &publish_v5("mine/b", b"x", QoS::AtLeastOnce, 4, none()));
+    assert_eq!(codes(&mut w), [(4, 0)]);
+    // So does a subscription whose client may not read the topic.
+    connect5(&mut w, 2, "s", Properties::default());
+    w.send(
+        2,
+        &subscribe_v5(1, "theirs/#", SubscribeOptions::qos(QoS::AtMostOnce), None),
+    );
+    w.send(
+        1,
+        &publish_v5("theirs/x", b"x", QoS::AtLeastOnce, 5, none()),
+    );
+    assert_eq!(codes(&mut w), [(5, 0)]);
+    assert!(publishes(&take_v5(&mut w, 2)).is_empty());
+}
+
+#[test]
 fn v5_no_local_and_retain_as_published_mqtt_3_8_3_3() {
     let mut w = World::new(Settings::default());
     connect5(&mut w, 1, "me", Properties::default());
