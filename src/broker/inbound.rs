@@ -55,8 +55,8 @@ impl std::fmt::Display for PublishSummary<'_> {
     }
 }
 
-/// Topics that only the broker publishes to, whatever the ACL says (Mosquitto's rule): its
-/// `$SYS` tree, except the bridge state topics that bridges' notifications and wills use, and
+/// Topics no client may publish to, whatever the ACL says (Mosquitto's rule): the broker's
+/// `$SYS` tree, but for the bridge state topics that bridges' notifications and wills use; and
 /// `$share`, which names shared subscriptions and is no topic a message can have.
 pub(super) fn reserved_for_the_broker(topic: &str) -> bool {
     if topic.starts_with("$SYS") {
