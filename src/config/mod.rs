@@ -105,6 +105,10 @@ pub struct Config {
     /// `connect_timeout` seconds (midge's own, default 20): a connection that has not sent a
     /// complete CONNECT by then is closed (slowloris protection).
     pub connect_timeout: Duration,
+    /// `refuse_unreadable_subscriptions` (midge's own, default false): a subscription whose
+    /// filter the ACL lets read no topic at all is refused in SUBACK. Off, as in Mosquitto,
+    /// it is granted and the ACL filters each delivery.
+    pub refuse_unreadable_subscriptions: bool,
     /// `per_listener_settings` (default false): authentication options per listener.
     pub per_listener_settings: bool,
     /// `max_qos` (default 2): the highest QoS midge accepts and grants. Mosquitto scopes it
@@ -201,6 +205,7 @@ impl Default for Config {
             persistence_file: None,
             persistence_sync_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(20),
+            refuse_unreadable_subscriptions: false,
             per_listener_settings: false,
             max_qos: 2,
             bridges: Vec::new(),
@@ -318,6 +323,7 @@ mod tests {
         assert_eq!(c.max_topic_alias, 10);
         assert_eq!(c.sys_interval, 10);
         assert_eq!(c.connect_timeout, Duration::from_secs(20));
+        assert!(!c.refuse_unreadable_subscriptions);
         assert_eq!(c.memory_limit, 0);
         assert!(!c.persistence);
         assert_eq!(c.persistence_sync_interval, Duration::from_secs(1));

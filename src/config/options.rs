@@ -253,6 +253,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // midge's own.
     opt("connect_timeout", General, Implemented, Midge, "Seconds (default 20) a connection may take to send a complete CONNECT."),
     opt("persistence_sync_interval", General, Implemented, Midge, "Seconds (default 1) accepted messages may stay un-fsynced."),
+    opt("refuse_unreadable_subscriptions", General, Implemented, Midge, "Default false, as Mosquitto: a SUBSCRIBE is granted whatever the ACL, which then filters each delivery. True: a filter the ACL lets read no topic at all is refused in SUBACK (0x87 for MQTT 5, 0x80 for 3.1.1), so the client knows."),
 ];
 
 #[cfg(test)]
