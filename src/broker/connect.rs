@@ -209,6 +209,13 @@ impl Broker {
             }
             _ => {}
         }
+        // `clientid_prefixes`, checked on the id sent or generated, as Mosquitto.
+        if let Some(prefix) = &self.settings.clientid_prefixes {
+            if !c.client_id.starts_with(prefix.as_str()) {
+                return self.refuse(id, &c, Refusal::NotAuthorized, now);
+            }
+        }
+        let options = self.settings.listener(listener);
 
         // Keepalive limits, as Mosquitto 2.0.20 documents them: 3.x clients asking more than
         // max_keepalive are refused; 5.0 clients are told the server's value. Keepalive 0
@@ -241,12 +248,22 @@ impl Broker {
             Login::Admitted => None,
             Login::Password(entry) => Some(entry),
         };
+        if options.use_username_as_clientid {
+            // Mosquitto refuses a client with no username to stand for its id.
+            match &c.username {
+                Some(user) => c.client_id = user.clone(),
+                None => return self.refuse(id, &c, Refusal::NotAuthorized, now),
+            }
+        }
+        if let (Some(w), Some(mount_point)) = (&mut c.will, &options.mount_point) {
+            w.topic = super::mount::mount(mount_point, &w.topic);
+        }
         if let Some(w) = &c.will {
             // v5:[MQTT-3.2.2-12], [MQTT-3.2.2-13]
             if w.retain && !self.settings.retain_available {
                 return self.refuse(id, &c, Refusal::RetainNotSupported, now);
             }
-            if w.qos > self.settings.max_qos {
+            if w.qos > options.max_qos {
                 return self.refuse(id, &c, Refusal::QosNotSupported, now);
             }
             // A will the client could not publish itself is refused at CONNECT, as Mosquitto.
@@ -316,6 +333,10 @@ impl Broker {
 
         conn.keep_alive = c.keep_alive;
         conn.remote_bridge = c.bridge;
+        conn.max_qos = options.max_qos;
+        if let Some(mount_point) = &options.mount_point {
+            conn.extra_mut().mount_point = Some(mount_point.clone());
+        }
         if let Some(will) = c.will.take() {
             conn.extra_mut().will = Some(will);
         }
@@ -373,7 +394,7 @@ impl Broker {
 
         let mut properties = Properties::default();
         if c.version.is_v5() {
-            let alias_max = self.settings.max_topic_alias;
+            let alias_max = options.max_topic_alias;
             let client_alias_max = c.properties.topic_alias_maximum.unwrap_or(0);
             if alias_max > 0 || client_alias_max > 0 {
                 if let Some(conn) = self.conn_mut(id) {
@@ -401,8 +422,8 @@ impl Broker {
             if !self.settings.retain_available {
                 properties.retain_available = Some(0);
             }
-            if self.settings.max_qos < codec::QoS::ExactlyOnce {
-                properties.maximum_qos = Some(self.settings.max_qos as u8);
+            if options.max_qos < codec::QoS::ExactlyOnce {
+                properties.maximum_qos = Some(options.max_qos as u8);
             }
         }
         log::debug!(
