@@ -261,6 +261,11 @@ fn bob_replay(port: u16) -> String {
 
 #[test]
 fn check_retain_source_rechecks_the_publisher_after_a_reload() {
+    // Debian's Mosquitto 2.0.11 still replays the message here (seen by hand), although
+    // retain.c of the 2.0 series makes this WRITE check; midge follows the source.
+    if skip_on_mosquitto("2.0.11 does not re-check the publisher") {
+        return;
+    }
     let dir = TempDir::new();
     let path = acl(&dir, true);
     let b = Broker::start(&format!("acl_file {}", path.display()));
