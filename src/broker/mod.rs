@@ -47,7 +47,8 @@
 //! Around the path: `connect.rs` (CONNECT, sessions taken over or resumed), [`session`] (what is
 //! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
 //! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
-//! `sys.rs` (`$SYS`), [`bridge`] and `identity.rs` (client certificates).
+//! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates) and `mount.rs` (a
+//! listener's `mount_point`).
 
 mod acks;
 pub mod bridge;
@@ -131,7 +132,7 @@ pub struct Settings {
     pub clientid_prefixes: Option<String>,
     /// A retained message is replayed only while its publisher may still publish it.
     pub check_retain_source: bool,
-    /// Each configured listener's own options, by listener index.
+    /// Each configured listener's own options, by listener index (kept on reload).
     pub listeners: Vec<ListenerOptions>,
     /// Time a new connection has to send a complete CONNECT.
     pub connect_timeout: Duration,
@@ -492,8 +493,10 @@ impl Broker {
     /// connected client the new password file or `allow_anonymous` no longer admits is
     /// disconnected, as Mosquitto does (see `Broker::recheck_logins`); returns how many.
     /// ACLs need no such pass: every later PUBLISH, SUBSCRIBE and delivery asks the new ones.
-    /// The bridges stay as they were started.
-    pub fn handle_reload(&mut self, settings: Settings, now: Instant) -> usize {
+    /// The bridges stay as they were started, and so do the listeners' own options
+    /// (`mount_point`, `max_qos`...): Mosquitto does not reload listeners either.
+    pub fn handle_reload(&mut self, mut settings: Settings, now: Instant) -> usize {
+        settings.listeners = std::mem::take(&mut self.settings.listeners);
         for line in settings.security.describe_change(&self.settings.security) {
             log::info!(target: "notice", "{line}");
         }

@@ -79,6 +79,12 @@ fn a_mount_point_prefixes_topics_on_the_way_in_and_strips_them_on_the_way_out() 
     w.send(1, &publish("t1/a/c", b"2", QoS::AtMostOnce, false, 0));
     w.send(1, &publish("a/c", b"3", QoS::AtMostOnce, false, 0));
     assert_eq!(w.take(2), vec![pub_out("a/c", b"2", 0, 0)]);
+    // A reload leaves the listeners' options as they were started, as in Mosquitto.
+    w.take(1);
+    w.reload(Settings::default());
+    w.send(2, &publish("a/e", b"5", QoS::AtMostOnce, false, 0));
+    assert_eq!(w.take(1), vec![pub_out("t1/a/e", b"5", 0, 0)]);
+    w.take(2);
     // UNSUBSCRIBE is mounted like SUBSCRIBE, so it removes the subscription.
     w.send(2, &unsubscribe_bytes(2, &["a/#"]));
     assert_eq!(w.take(2), vec![Out::Unsuback(2)]);
