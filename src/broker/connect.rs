@@ -3,7 +3,7 @@
 use super::conn::ConnState;
 use super::deliver::{Pending, Sent};
 use super::session::{Expiry, Inflight, Session};
-use super::{Broker, CloseReason, ConnId, SessionId, Timer};
+use super::{Broker, CloseReason, ConnId, ListenerOptions, SessionId, Timer};
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{
     self, connack_v3, reason, Connack, Connect, Packet, Properties, ProtocolVersion,
@@ -250,6 +250,13 @@ impl Broker {
             }
             _ => {}
         }
+        // `clientid_prefixes`, checked on the id sent or generated, as Mosquitto.
+        if let Some(prefix) = &self.settings.clientid_prefixes {
+            if !c.client_id.starts_with(prefix.as_str()) {
+                return self.refuse(id, &c, Refusal::NotAuthorized, now);
+            }
+        }
+        let options = self.settings.listener(listener);
 
         // A will that could never be published (Mosquitto checks it as it reads the will).
         let size_limit = self.settings.message_size_limit;
@@ -291,12 +298,22 @@ impl Broker {
             Login::Admitted => None,
             Login::Password(entry) => Some(entry),
         };
+        if options.use_username_as_clientid {
+            // Mosquitto refuses a client with no username to stand for its id.
+            match &c.username {
+                Some(user) => c.client_id = user.clone(),
+                None => return self.refuse(id, &c, Refusal::NotAuthorized, now),
+            }
+        }
+        if let (Some(w), Some(mount_point)) = (&mut c.will, &options.mount_point) {
+            w.topic = super::mount::mount(mount_point, &w.topic);
+        }
         if let Some(w) = &c.will {
             // v5:[MQTT-3.2.2-12], [MQTT-3.2.2-13]
             if w.retain && !self.settings.retain_available {
                 return self.refuse(id, &c, Refusal::RetainNotSupported, now);
             }
-            if w.qos > self.settings.max_qos {
+            if w.qos > options.max_qos {
                 return self.refuse(id, &c, Refusal::QosNotSupported, now);
             }
             // A will the client could not publish itself is refused at CONNECT, as Mosquitto.
@@ -312,7 +329,7 @@ impl Broker {
             session_present: false,
             code: 0,
             properties: if c.version.is_v5() {
-                self.connack_properties(&client_id, assigned, server_keep_alive)
+                self.connack_properties(&client_id, assigned, server_keep_alive, &options)
             } else {
                 Properties::default()
             },
@@ -379,6 +396,10 @@ impl Broker {
 
         conn.keep_alive = c.keep_alive;
         conn.remote_bridge = c.bridge;
+        conn.max_qos = options.max_qos;
+        if let Some(mount_point) = &options.mount_point {
+            conn.extra_mut().mount_point = Some(mount_point.clone());
+        }
         if let Some(will) = c.will.take() {
             conn.extra_mut().will = Some(will);
         }
@@ -435,7 +456,7 @@ impl Broker {
         }
 
         if c.version.is_v5() {
-            let alias_max = self.settings.max_topic_alias;
+            let alias_max = options.max_topic_alias;
             let client_alias_max = c.properties.topic_alias_maximum.unwrap_or(0);
             if alias_max > 0 || client_alias_max > 0 {
                 if let Some(conn) = self.conn_mut(id) {
@@ -461,15 +482,17 @@ impl Broker {
         self.pump(sid);
     }
 
-    /// The properties of a successful v5 CONNACK: the limits this server sets (v5 §3.2.2.3).
+    /// The properties of a successful v5 CONNACK: the limits this server, and the client's
+    /// listener (`options`), set (v5 §3.2.2.3).
     fn connack_properties(
         &self,
         client_id: &str,
         assigned: bool,
         server_keep_alive: Option<u16>,
+        options: &ListenerOptions,
     ) -> Properties {
         let mut properties = Properties::default();
-        let alias_max = self.settings.max_topic_alias;
+        let alias_max = options.max_topic_alias;
         if alias_max > 0 {
             properties.topic_alias_maximum = Some(alias_max);
         }
@@ -487,8 +510,8 @@ impl Broker {
         if !self.settings.retain_available {
             properties.retain_available = Some(0);
         }
-        if self.settings.max_qos < codec::QoS::ExactlyOnce {
-            properties.maximum_qos = Some(self.settings.max_qos as u8);
+        if options.max_qos < codec::QoS::ExactlyOnce {
+            properties.maximum_qos = Some(options.max_qos as u8);
         }
         properties
     }

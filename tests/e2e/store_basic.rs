@@ -14,7 +14,54 @@ fn full_message() -> StoredMessage {
         retain: true,
         properties: vec![0x02, 0, 0, 0, 60],
         expires_at: Some(1_900_000_000),
+        source: None,
     }
+}
+
+/// A store of schema version 1 (before retained messages kept their publisher) is migrated in
+/// place: its retained message is kept, with no publisher, and new ones keep theirs across a
+/// restart.
+#[test]
+fn a_version_1_store_is_migrated_and_retained_publishers_survive_a_restart() {
+    let dir = scratch("migrate-v1");
+    {
+        let db = rusqlite::Connection::open(dir.join("midge.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version (version) VALUES (1);
+             CREATE TABLE retained (topic TEXT NOT NULL UNIQUE, payload BLOB NOT NULL,
+                 qos INTEGER NOT NULL, retain INTEGER NOT NULL, properties BLOB NOT NULL,
+                 expires_at INTEGER);
+             INSERT INTO retained VALUES ('old/topic', x'6869', 1, 1, x'', NULL);",
+        )
+        .unwrap();
+    }
+    let (mut store, snapshot) = open(&dir);
+    assert_eq!(snapshot.retained.len(), 1);
+    assert_eq!(snapshot.retained[0].topic, "old/topic");
+    assert_eq!(snapshot.retained[0].source, None);
+    let source = MessageSource {
+        client_id: "sensor-1".into(),
+        username: Some("alice".into()),
+        listener: 1,
+    };
+    let b = store.submit(vec![Change::RetainedSet {
+        message: StoredMessage {
+            retain: true,
+            source: Some(source.clone()),
+            ..message("new/topic", b"x")
+        },
+    }]);
+    wait_committed(&store, b);
+    drop(store);
+    let (_store, snapshot) = open(&dir);
+    let new = snapshot.retained.iter().find(|m| m.topic == "new/topic");
+    assert_eq!(new.and_then(|m| m.source.clone()), Some(source));
+    let db = rusqlite::Connection::open(dir.join("midge.db")).unwrap();
+    let version: i64 = db
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }
 
 #[test]

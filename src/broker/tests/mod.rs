@@ -8,6 +8,7 @@ use crate::codec::{
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod connack;
+mod listener;
 mod time;
 
 struct World {
