@@ -168,7 +168,7 @@ impl Store {
     ///
     /// `configured_file` is the `persistence_file` option, the store's name (default
     /// `midge.db`); a name that is Mosquitto's file gets `midge.db` beside it (see
-    /// [`store_path`]). A damaged store is moved aside and salvaged; the snapshot then says so
+    /// `store_path`). A damaged store is moved aside and salvaged; the snapshot then says so
     /// in [`Snapshot::recovery`]. `notify` runs on the writer thread after each commit.
     pub fn open(
         dir: &Path,
@@ -297,8 +297,8 @@ impl Drop for Store {
 }
 
 /// The store's path: `configured_file` (a relative name inside `dir`, as Mosquitto's
-/// `persistence_location` + `persistence_file`), or `midge.db` in `dir` when none is
-/// configured. A name that is Mosquitto's file, by its name `mosquitto.db` (Mosquitto may
+/// `persistence_location` + `persistence_file`; an absolute one as it is), or `midge.db` in
+/// `dir` when none is configured. A name that is Mosquitto's file, by its name `mosquitto.db` (Mosquitto may
 /// create it later) or by its signature, is left to Mosquitto: the store is `midge.db` beside
 /// it, and a warning says so. A store file that is Mosquitto's all the same is refused.
 fn store_path(dir: &Path, configured_file: Option<&str>) -> Result<PathBuf, StoreError> {
