@@ -321,6 +321,9 @@ pub struct Session {
     pub dropping: bool,
     /// The local side of one of midge's bridges (never stored, never expired).
     pub bridge: bool,
+    /// QoS 0 messages wait in the queue while offline too, whatever `queue_qos0_messages`
+    /// says: a lazy bridge's, which counts them towards its threshold (as Mosquitto).
+    pub keeps_qos0: bool,
     next_packet_id: u16,
     pub expiry: Expiry,
     pub client_id: Box<str>,
@@ -353,6 +356,7 @@ impl Session {
             version,
             dropping: false,
             bridge: false,
+            keeps_qos0: false,
             next_packet_id: 0,
             expiry,
             client_id,
