@@ -901,7 +901,7 @@ mod tests {
             ("psk_file /p", "psk_file"),
             ("bind_interface eth0", "bind_interface"),
             ("tls_keyform engine", "tls_keyform"),
-            ("connection b\nbridge_bind_address 10.0.0.1", "bridge_bind_address"),
+            ("connection b\nbridge_bind_address h", "bridge_bind_address"),
             ("connection b\nbridge_psk 0a", "bridge_psk"),
         ] {
             match parse(line) {
