@@ -15,10 +15,11 @@
 //! messages back to it.
 //!
 //! The server resolves addresses and opens sockets ([`Action::ConnectBridge`]); when to
-//! connect is decided here. Every bridge connects at start. After a failure or a lost link:
-//! `automatic` tries again after the back-off, on the next address; `lazy` waits until
-//! `threshold` messages are queued for the remote (and closes an idle link after
-//! `idle_timeout`); `once` never tries again. With `round_robin false`, a link on another
+//! connect is decided here. `automatic` and `once` bridges connect at start; after a failure
+//! or a lost link, `automatic` tries again after the back-off, on the next address, and `once`
+//! never does. A `lazy` bridge connects whenever `threshold` messages are queued for the
+//! remote (not before the back-off after a failure) and closes its link after `idle_timeout`
+//! with nothing to forward. With `round_robin false`, a link on another
 //! address than the first tries the first one every 5 seconds and moves back to it.
 
 use super::conn::{Conn, ConnState};
@@ -110,7 +111,7 @@ pub struct Bridge {
     address: usize,
     /// Earliest time of the next attempt; `None` once no attempt is left (`start_type once`).
     retry_at: Option<Instant>,
-    /// A lazy bridge whose first link ended: it connects again only for queued messages.
+    /// A lazy bridge: it connects only once `threshold` messages wait for the remote.
     lazy_waiting: bool,
     /// When to try the first address again while linked through another one.
     primary_retry_at: Option<Instant>,
@@ -130,7 +131,7 @@ fn protocol(p: BridgeProtocol) -> ProtocolVersion {
 
 impl Broker {
     /// Sets up the bridges of the settings: their local sessions and subscriptions, and a
-    /// first connection attempt at once (for every start type, as in Mosquitto).
+    /// first connection attempt at once (a lazy bridge's waits for its threshold).
     pub(super) fn add_bridges(&mut self, now: Instant) {
         let configs = std::mem::take(&mut self.settings.bridges);
         for cfg in &configs {
@@ -166,7 +167,8 @@ impl Broker {
                 failures: 0,
                 address: 0,
                 retry_at: Some(now),
-                lazy_waiting: false,
+                // As Mosquitto's, a lazy bridge waits for its threshold from the start.
+                lazy_waiting: cfg.start_type == StartType::Lazy,
                 primary_retry_at: None,
                 probing: false,
                 armed: None,

@@ -53,8 +53,8 @@ impl BridgeTopic {
 pub enum StartType {
     /// At start-up, and again after the back-off whenever the link drops (the default).
     Automatic,
-    /// At start-up, then only once `threshold` messages wait for the remote; the link is
-    /// closed after `idle_timeout` seconds with nothing sent.
+    /// Whenever `threshold` messages wait for the remote (not at start-up, as in Mosquitto);
+    /// the link is closed after `idle_timeout` seconds with nothing sent.
     Lazy,
     /// At start-up only: a link that fails or drops is not tried again.
     Once,

@@ -261,7 +261,13 @@ fn lazy_stops_when_idle_and_starts_again_at_the_threshold() {
     b.idle_timeout = Duration::from_secs(60);
     let mut w = world(b);
     w.connect(1, "pub", true);
-    assert_eq!(dials(&mut w).len(), 1, "lazy connects at start too");
+    publish_local(&mut w, 1, "x/0", 2);
+    assert!(
+        dials(&mut w).is_empty(),
+        "not at start, not for 2 of 3 messages"
+    );
+    publish_local(&mut w, 1, "x/0", 1);
+    assert_eq!(dials(&mut w).len(), 1, "threshold reached");
     link_up(&mut w, LINK);
     // A message forwarded at 30 s restarts the idle clock.
     w.drive_until(at(&w, 30_000));
