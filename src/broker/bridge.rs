@@ -146,6 +146,7 @@ impl Broker {
                 // A lazy bridge keeps QoS 0 messages while down, as in Mosquitto: they count
                 // towards its threshold.
                 s.keeps_qos0 = cfg.start_type == StartType::Lazy;
+                s.bridge_stored = !cfg.local_clean();
             }
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {
                 let filter = t.local_filter();
@@ -155,7 +156,7 @@ impl Broker {
                     retain_as_published: cfg.outgoing_retain,
                     retain_handling: 2,
                 };
-                // A bridge's own session is never stored.
+                // Set up before the store is read: the topic lines are never stored.
                 self.add_subscription(sid, &filter, options, 0);
             }
             let index = self.bridges.len();
@@ -537,6 +538,24 @@ impl Broker {
             self.publish_internal(&cfg.state_topic(), b"0", QoS::AtLeastOnce, true, now);
         }
         self.schedule_bridge(index, now);
+    }
+
+    /// The local session of the bridge whose `local_clientid` is `client_id`, if the store
+    /// keeps it (`local_cleansession false`).
+    pub(super) fn stored_bridge_session(&self, client_id: &str) -> Option<SessionId> {
+        self.bridges
+            .iter()
+            .find(|b| !b.config.local_clean() && b.config.local_client_id() == client_id)
+            .map(|b| b.sid)
+    }
+
+    /// Records the stored bridges' local sessions, so that their queued messages can be
+    /// stored from the start.
+    pub(super) fn persist_bridge_sessions(&mut self) {
+        let sids: Vec<SessionId> = self.bridges.iter().map(|b| b.sid).collect();
+        for sid in sids {
+            self.persist_session(sid);
+        }
     }
 
     /// A bridge's local session.

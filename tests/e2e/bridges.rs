@@ -628,3 +628,60 @@ fn two_bridges_with_one_local_client_id_stop_start_up() {
         "{out:?}"
     );
 }
+
+/// Messages for a remote that is down, queued in the bridge's local session, then midge
+/// restarts (persistence on) and the remote comes up: which of them reach a subscriber there.
+fn queued_across_a_restart(local_cleansession: bool) -> Vec<Vec<u8>> {
+    let port = free_port();
+    let store = TempDir::new();
+    let conf = format!(
+        "persistence true\npersistence_location {}\n{}",
+        store.path().display(),
+        bridge_to(
+            "keep",
+            port,
+            &format!("local_cleansession {local_cleansession}\ntopic k/# out 1")
+        )
+    );
+    let mut a = Broker::start(&conf);
+    assert!(
+        a.wait_for_log("Bridge keep connection failed", Duration::from_secs(10)),
+        "{:#?}",
+        a.logs()
+    );
+    let mut p = Raw::mqtt_connect(a.port(), "keep-pub");
+    for i in 1..=3u16 {
+        p.send(&publish(
+            "k/x",
+            format!("m{i}").as_bytes(),
+            1,
+            false,
+            false,
+            i,
+        ));
+        p.expect_bytes(&puback(i), WAIT);
+    }
+    a.sigterm();
+    assert!(a.wait_exit(WAIT).is_some());
+    let _m = LoggedMosquitto::start(port);
+    let mut sub = Raw::mqtt_connect(port, "keep-sub");
+    sub.subscribe(1, &[("k/#", 1)], &[1]);
+    let a = Broker::start(&conf);
+    assert!(a.wait_for_log("Bridge keep connected.", Duration::from_secs(10)));
+    let mut got = Vec::new();
+    while let Got::Packet(m) = sub.read_packet(Duration::from_secs(2)) {
+        got.push(m.payload().to_vec());
+        sub.send(&puback(m.pid()));
+    }
+    got
+}
+
+#[test]
+fn local_cleansession_false_keeps_the_queue_for_the_remote_across_a_restart() {
+    if skip() {
+        return;
+    }
+    let want: Vec<Vec<u8>> = (1..=3).map(|i| format!("m{i}").into_bytes()).collect();
+    assert_eq!(queued_across_a_restart(false), want);
+    assert_eq!(queued_across_a_restart(true), Vec::<Vec<u8>>::new());
+}
