@@ -487,4 +487,40 @@ mod tests {
         assert_eq!(b.state_topic(), "$SYS/broker/connection/kitchen/state");
         assert!(parse("connection x\nbridge_psk 0a1b").is_err());
     }
+
+    #[test]
+    fn default_client_ids_are_mosquittos_hostname_dot_name_and_local_dot_that() {
+        let c = ok("connection hub\naddress h\nconnection two\naddress h\nremote_clientid r2");
+        let host = hostname();
+        assert_eq!(c.bridges[0].client_id(), format!("{host}.hub"));
+        assert_eq!(c.bridges[0].local_client_id(), format!("local.{host}.hub"));
+        assert_eq!(c.bridges[1].local_client_id(), "local.r2");
+        assert!(matches!(
+            parse("connection a\naddress h\nremote_clientid x\nconnection b\naddress h\nlocal_clientid local.x"),
+            Err(ConfigError::BridgeIdNotUnique { id }) if id == "local.x"
+        ));
+    }
+
+    #[test]
+    fn start_and_link_options_are_read() {
+        let c = ok(
+            "connection b\naddress h\nstart_type lazy\nthreshold 0\nidle_timeout 7\n\
+                    round_robin true\nlocal_cleansession true\nbridge_attempt_unsubscribe false\n\
+                    notifications_local_only true\nbridge_max_packet_size 500",
+        );
+        let b = &c.bridges[0];
+        assert_eq!(b.start_type, StartType::Lazy);
+        assert_eq!(b.threshold, 1, "at least one message, as Mosquitto");
+        assert_eq!(b.idle_timeout, Duration::from_secs(7));
+        assert!(b.round_robin && b.local_clean() && !b.attempt_unsubscribe);
+        assert!(b.notifications_local_only);
+        assert_eq!(b.max_packet_size, 500);
+        let d = ok("connection b\naddress h\ncleansession true");
+        assert!(
+            d.bridges[0].local_clean(),
+            "local_cleansession follows cleansession"
+        );
+        assert_eq!(d.bridges[0].start_type, StartType::Automatic);
+        assert!(parse("connection b\nstart_type manual").is_err());
+    }
 }

@@ -364,13 +364,17 @@ struct LoggedMosquitto {
 
 impl LoggedMosquitto {
     fn start(port: u16) -> LoggedMosquitto {
+        LoggedMosquitto::start_with(port, "")
+    }
+
+    fn start_with(port: u16, extra: &str) -> LoggedMosquitto {
         let dir = TempDir::new();
         let log = dir.path().join("mosquitto.log");
         let conf = dir.write(
             "m.conf",
             &format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nlog_type all\n\
-                 log_dest file {}\n",
+                 log_dest file {}\n{extra}\n",
                 log.display()
             ),
         );
@@ -684,4 +688,50 @@ fn local_cleansession_false_keeps_the_queue_for_the_remote_across_a_restart() {
     let want: Vec<Vec<u8>> = (1..=3).map(|i| format!("m{i}").into_bytes()).collect();
     assert_eq!(queued_across_a_restart(false), want);
     assert_eq!(queued_across_a_restart(true), Vec::<Vec<u8>>::new());
+}
+
+/// A 150-byte and a 5-byte message go out over a bridge with `bridge_extra` to a Mosquitto
+/// with `remote_extra`: what a subscriber there gets.
+fn through_a_size_limit(remote_extra: &str, bridge_extra: &str) -> Vec<Vec<u8>> {
+    let port = free_port();
+    let m = LoggedMosquitto::start_with(port, remote_extra);
+    let mut sub = Raw::mqtt_connect(port, "size-sub");
+    sub.subscribe(1, &[("s/#", 0)], &[0]);
+    let a = Broker::start(&bridge_to(
+        "size",
+        port,
+        &format!("remote_clientid size\ntopic s/# out 0\n{bridge_extra}"),
+    ));
+    assert!(a.wait_for_log("Bridge size connected.", Duration::from_secs(10)));
+    mosquitto_pub(a.port(), &["-t", "s/big", "-m", &"b".repeat(150)]);
+    mosquitto_pub(a.port(), &["-t", "s/small", "-m", "small"]);
+    let mut got = Vec::new();
+    while let Got::Packet(p) = sub.read_packet(Duration::from_secs(2)) {
+        got.push(p.payload().to_vec());
+    }
+    assert!(
+        !m.lines().iter().any(|l| l.contains("oversize")),
+        "nothing too large reached the remote"
+    );
+    got
+}
+
+#[test]
+fn bridge_max_packet_size_and_an_mqtt5_remotes_limit_keep_large_messages_back() {
+    if skip() {
+        return;
+    }
+    let small = vec![b"small".to_vec()];
+    assert_eq!(
+        through_a_size_limit("", "bridge_max_packet_size 100"),
+        small
+    );
+    assert_eq!(
+        through_a_size_limit("max_packet_size 100", "bridge_protocol_version mqttv50"),
+        small
+    );
+    assert_eq!(
+        through_a_size_limit("", ""),
+        vec![b"b".repeat(150), b"small".to_vec()]
+    );
 }

@@ -356,3 +356,34 @@ fn bridge_max_packet_size_drops_larger_messages() {
     assert_eq!(sent(&mut w, LINK), vec!["PUBLISH q0 r0 x/small s"]);
     assert_eq!(w.broker.stats.publish_dropped, 1);
 }
+
+#[test]
+fn lazy_after_a_failed_attempt_waits_for_the_back_off() {
+    let mut b = bridge(&["remote"], vec![topic("x/#", Direction::Out, 0)]);
+    b.start_type = StartType::Lazy;
+    b.threshold = 1;
+    b.restart_base = Duration::from_secs(4);
+    let mut w = world(b);
+    w.connect(1, "pub", true);
+    publish_local(&mut w, 1, "x/1", 1);
+    assert_eq!(dials(&mut w).len(), 1);
+    w.broker.handle_bridge_failed(0, "refused", w.now);
+    // Mosquitto would try again at the next message; midge waits for the back-off.
+    publish_local(&mut w, 1, "x/2", 1);
+    w.drive_until(at(&w, 3_999));
+    assert!(dials(&mut w).is_empty());
+    w.drive_until(at(&w, 5_000));
+    assert_eq!(dials(&mut w).len(), 1, "then the waiting messages start it");
+}
+
+#[test]
+fn a_client_with_the_bridges_local_client_id_gets_a_session_of_its_own() {
+    let mut w = world(bridge(&["remote"], vec![topic("x/#", Direction::Out, 0)]));
+    dials(&mut w);
+    link_up(&mut w, LINK);
+    assert!(!w.connect(1, "local.edge", false), "no session to resume");
+    w.connect(2, "pub", true);
+    w.send(2, &publish("x/1", b"still", QoS::AtMostOnce, false, 0));
+    assert!(!w.closed(LINK));
+    assert_eq!(sent(&mut w, LINK), vec!["PUBLISH q0 r0 x/1 still"]);
+}
