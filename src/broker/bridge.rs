@@ -225,7 +225,7 @@ impl Broker {
         let Some(b) = self.bridges.get(index) else {
             return false;
         };
-        if b.link != Link::Down || !b.retry_at.is_some_and(|t| t <= now) {
+        if b.link != Link::Down || b.retry_at.is_none_or(|t| t > now) {
             return false;
         }
         if !b.lazy_waiting {
