@@ -735,3 +735,28 @@ fn bridge_max_packet_size_and_an_mqtt5_remotes_limit_keep_large_messages_back() 
         vec![b"b".repeat(150), b"small".to_vec()]
     );
 }
+
+#[test]
+fn the_remote_hears_the_bridge_is_up_at_once_with_nothing_else_to_send() {
+    if skip() {
+        return;
+    }
+    let port = free_port();
+    let m = LoggedMosquitto::start(port);
+    // Only an `out` line and no UNSUBSCRIBE: after CONNACK the "1" is all there is to send,
+    // and with a long keepalive no PINGREQ comes to push it out.
+    let _a = Broker::start(&format!(
+        "connection up\naddress 127.0.0.1:{port}\nkeepalive_interval 60\nremote_clientid up\n\
+         bridge_attempt_unsubscribe false\ntopic u/# out 0\n"
+    ));
+    assert!(m.wait_for("New bridge connected", 1, Duration::from_secs(10)));
+    assert!(
+        m.wait_for(
+            "Received PUBLISH from up (d0, q1, r1, m1, '$SYS/broker/connection/up/state'",
+            1,
+            Duration::from_secs(2)
+        ),
+        "{:#?}",
+        m.lines()
+    );
+}
