@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod connack;
 mod listener;
+mod bridges;
 mod time;
 
 struct World {
