@@ -216,7 +216,8 @@ fn every_refused_option_stops_start_up_with_its_reason() {
         .iter()
         .filter(|o| o.class == Class::Refused)
         .collect();
-    assert!(refused.len() >= 20, "{}", refused.len());
+    // Not vacuous: the options midge still refuses (plugins, PSK, engines, ...) are there.
+    assert!(refused.len() >= 10, "{}", refused.len());
     for o in refused {
         let name = o.name.replace('*', "x");
         let (conf, line) = match o.scope {
