@@ -211,6 +211,7 @@ impl Broker {
                 properties: props,
                 expires_at: expiry(props, now),
                 origin: Some(sid),
+                source: None,
             };
             let routed = self.route(&out, now);
             if routed == 0 && version.is_v5() {
