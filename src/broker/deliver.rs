@@ -10,12 +10,14 @@
 //! session no longer has. The memory held in queues ([`QueuedBytes`]) changes only here too,
 //! as deliveries enter and leave a queue.
 //!
-//! Deciding who gets a message is routing's job (`route.rs`), not this module's.
+//! Deciding who gets a message is routing's job (`route.rs`), not this module's; but a message
+//! that waited (queued, or in flight across a reconnect or a restart) is checked against the
+//! ACL READ rule again when it finally goes, since the ACL may have changed in the meantime.
 
 use super::conn::{Conn, ConnState};
 use super::inbound::PublishSummary;
 use super::persist::{out_state, Persist};
-use super::route::{MsgRef, Target};
+use super::route::{may_read, MsgRef, Target};
 use super::session::{Delivery, Inflight, Message, OutState, Queue, Session};
 use super::{Broker, ConnId, SessionId, Settings, Stats, OUTPUT_HIGH_WATER};
 use crate::codec::encode::{write_publish, PublishOut};
@@ -253,6 +255,9 @@ impl Outlet<'_> {
             // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
             return self.dropped(d.seq);
         }
+        if !may_read(self.settings, self.session, &d.msg.topic) {
+            return self.dropped_unreadable(d.seq, &d.msg.topic);
+        }
         if c.out().len() >= OUTPUT_HIGH_WATER {
             c.throttled = true;
             return self.requeue(d);
@@ -303,6 +308,9 @@ impl Outlet<'_> {
             c.mark_dirty(*cid, self.dirty);
         } else {
             let d = &m.delivery;
+            if !may_read(self.settings, self.session, &d.msg.topic) {
+                return self.dropped_unreadable(d.seq, &d.msg.topic);
+            }
             if !self.write(
                 MsgRef::from(&*d.msg),
                 Framing::of(d, m.packet_id, true),
@@ -379,6 +387,17 @@ impl Outlet<'_> {
         }
         self.stats.publish_dropped += 1;
         Sent::Dropped
+    }
+
+    /// A message its subscriber may no longer read (the ACL changed since it was routed, by a
+    /// reload or a restart): counted, and logged once until messages flow again.
+    fn dropped_unreadable(&mut self, seq: u64, topic: &str) -> Sent {
+        let s = &mut *self.session;
+        if !s.dropping {
+            s.dropping = true;
+            log::info!(target: "notice", "Outgoing messages are being dropped for client {}: the ACL no longer lets it read '{topic}'.", s.client_id);
+        }
+        self.dropped(seq)
     }
 
     /// A message dropped for the session's queue or output limits, which the log says once

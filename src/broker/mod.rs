@@ -136,6 +136,8 @@ pub struct Settings {
     pub listeners: Vec<ListenerOptions>,
     /// Time a new connection has to send a complete CONNECT.
     pub connect_timeout: Duration,
+    /// Refuse in SUBACK a filter the ACL lets read no topic at all (midge's own option).
+    pub refuse_unreadable_subscriptions: bool,
     /// Bytes of queued messages above which the server stops reading from publishers.
     pub memory_limit: usize,
     /// Password file and ACL (shared, since settings are cloned on reload).
@@ -222,6 +224,7 @@ impl Settings {
             check_retain_source: c.check_retain_source,
             listeners: c.listeners.iter().map(ListenerOptions::from).collect(),
             connect_timeout: c.connect_timeout,
+            refuse_unreadable_subscriptions: c.refuse_unreadable_subscriptions,
             memory_limit: match c.memory_limit {
                 0 => DEFAULT_MEMORY_LIMIT,
                 n => n,
@@ -1174,10 +1177,10 @@ impl Broker {
             // v311:[MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
             Packet::Connect(_) => return Err(Violation::protocol("second CONNECT")),
             Packet::Publish(p) => self.handle_publish(id, sid, p, now)?,
-            Packet::Puback(a) => self.handle_puback(id, sid, a),
-            Packet::Pubrec(a) => self.handle_pubrec(id, sid, a),
+            Packet::Puback(a) => self.handle_puback(id, sid, a)?,
+            Packet::Pubrec(a) => self.handle_pubrec(id, sid, a)?,
             Packet::Pubrel(a) => self.handle_pubrel(id, sid, a),
-            Packet::Pubcomp(a) => self.handle_pubcomp(id, sid, a),
+            Packet::Pubcomp(a) => self.handle_pubcomp(id, sid, a)?,
             Packet::Subscribe(s) => self.handle_subscribe(id, sid, s, now)?,
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, sid, u),
             Packet::Pingreq => {

@@ -13,6 +13,7 @@
 //! [`Router`]: super::router::Router
 
 use super::deliver::{Pending, Sent};
+use super::inbound::reserved_for_the_broker;
 use super::router::Subscriber;
 use super::session::{Delivery, Message};
 use super::{Broker, SessionId};
@@ -97,6 +98,12 @@ impl Broker {
         source: Option<MessageSource>,
         now: Instant,
     ) {
+        if reserved_for_the_broker(&will.topic) {
+            // Checked when the will is sent, as Mosquitto does: dropped like such a PUBLISH.
+            log::info!(target: "notice", "Denied will to '{}'.", will.topic);
+            self.stats.publish_dropped += 1;
+            return;
+        }
         log::debug!(
             "Sending will '{}' ({} bytes)",
             will.topic,
@@ -121,7 +128,8 @@ impl Broker {
     }
 
     /// Stores a retained message (or clears it) and delivers the message to every matching
-    /// subscription. Returns how many subscriptions it went to.
+    /// subscription. Returns how many subscriptions match the topic, counted before No Local
+    /// and the ACL take their share, as Mosquitto counts for "no matching subscribers".
     pub(super) fn route(&mut self, m: &MsgRef<'_>, now: Instant) -> usize {
         let mut shared = if m.retain {
             self.store_retained(m)
@@ -131,6 +139,7 @@ impl Broker {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.router.collect(m.topic, &mut matches);
+        let mut matched = matches.len();
         // No Local (v5:[MQTT-3.8.3-3]): never back to the publishing session.
         if let Some(origin) = m.origin {
             matches.retain(|s| !(s.options.no_local && s.session == origin));
@@ -148,7 +157,6 @@ impl Broker {
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|s| s.session);
         }
-        let mut delivered = 0;
         let mut i = 0;
         while i < matches.len() {
             // Overlapping subscriptions of one session: one copy at the highest QoS, with every
@@ -168,7 +176,6 @@ impl Broker {
                 .filter(|&x| x != 0)
                 .collect();
             self.deliver_matched(first.session, m, &mut shared, qos, rap, sub_ids, None, now);
-            delivered += 1;
             i = j;
         }
         self.matches = matches;
@@ -184,6 +191,7 @@ impl Broker {
                 },
                 &mut picks,
             );
+            matched += picks.len();
             if check_read {
                 let (sessions, settings) = (&self.sessions, &self.settings);
                 picks.retain(|(sub, _)| {
@@ -209,10 +217,9 @@ impl Broker {
                     Some(group),
                     now,
                 );
-                delivered += 1;
             }
         }
-        delivered
+        matched
     }
 
     /// Applies the QoS and retain rules of a matching subscription, then delivers.

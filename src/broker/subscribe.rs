@@ -1,9 +1,10 @@
 //! SUBSCRIBE and UNSUBSCRIBE: editing a session's entries in the routing table.
 //!
 //! Each filter of a SUBSCRIBE gets its own answer in SUBACK: the QoS granted, or a failure
-//! code for a filter that is not valid (0x80 in 3.1.1, 0x8F in 5.0). MQTT 3.1 has no failure
-//! code, so a 3.1 client that sends a bad filter is disconnected. Retained messages matching a
-//! new subscription are queued right after the SUBACK.
+//! code for a filter that is not valid (0x80 in 3.1.1, 0x8F in 5.0) or, with
+//! `refuse_unreadable_subscriptions`, that the ACL lets read nothing (0x80, 0x87). MQTT 3.1
+//! has no failure code, so a 3.1 client that sends a bad filter is disconnected. Retained
+//! messages matching a new subscription are queued right after the SUBACK.
 
 use super::mount::mount_filter;
 use super::router::{valid_shared, Subscriber};
@@ -65,11 +66,16 @@ impl Broker {
             // Checked as the client wrote it, used under the listener's mount point.
             let mounted = mount_point.as_deref().map(|m| mount_filter(m, &sub.filter));
             let filter: &str = mounted.as_deref().unwrap_or(&sub.filter);
-            // Beyond Mosquitto 2.0 (which grants every filter and filters at delivery): a filter
-            // the ACL can never let through is refused, so the client knows.
+            // Mosquitto grants every filter and the ACL filters each delivery (route.rs); with
+            // midge's `refuse_unreadable_subscriptions`, a filter the ACL can never let through
+            // is refused instead, so the client knows.
             let listener = self.session(sid).map_or(0, |s| s.listener);
             let security = self.settings.security_for(listener).clone();
-            if let Some(acl) = &security.acl {
+            let acl = security
+                .acl
+                .as_ref()
+                .filter(|_| self.settings.refuse_unreadable_subscriptions);
+            if let Some(acl) = acl {
                 let (user, client) = self
                     .session(sid)
                     .map(|s| (s.username().map(str::to_string), s.client_id.to_string()))

@@ -96,8 +96,8 @@ pub struct Config {
     pub persistence: bool,
     /// `persistence_location`: the directory of the store (default: the working directory).
     pub persistence_location: Option<PathBuf>,
-    /// `persistence_file` as configured; midge always writes `midge.db` (never Mosquitto's
-    /// file) and says so when this names something else.
+    /// `persistence_file`: the store's file name inside `persistence_location` (default
+    /// `midge.db`); a name that is Mosquitto's file gets `midge.db` beside it.
     pub persistence_file: Option<String>,
     /// `persistence_sync_interval` (midge's own, default 1 s): the longest time accepted
     /// messages can stay un-fsynced, i.e. what a power cut can lose.
@@ -105,6 +105,10 @@ pub struct Config {
     /// `connect_timeout` seconds (midge's own, default 20): a connection that has not sent a
     /// complete CONNECT by then is closed (slowloris protection).
     pub connect_timeout: Duration,
+    /// `refuse_unreadable_subscriptions` (midge's own, default false): a subscription whose
+    /// filter the ACL lets read no topic at all is refused in SUBACK. Off, as in Mosquitto,
+    /// it is granted and the ACL filters each delivery.
+    pub refuse_unreadable_subscriptions: bool,
     /// `per_listener_settings` (default false): authentication options per listener.
     pub per_listener_settings: bool,
     /// `connection` blocks: bridges to other brokers.
@@ -202,6 +206,7 @@ impl Default for Config {
             persistence_file: None,
             persistence_sync_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(20),
+            refuse_unreadable_subscriptions: false,
             per_listener_settings: false,
             bridges: Vec::new(),
             memory_limit: 0,
@@ -321,6 +326,7 @@ mod tests {
         assert!(c.check_retain_source);
         assert_eq!(c.sys_interval, 10);
         assert_eq!(c.connect_timeout, Duration::from_secs(20));
+        assert!(!c.refuse_unreadable_subscriptions);
         assert_eq!(c.memory_limit, 0);
         assert!(!c.persistence);
         assert_eq!(c.persistence_sync_interval, Duration::from_secs(1));

@@ -156,7 +156,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("password_file", General, Implemented, ManPage, "Reloaded on SIGHUP."),
     opt("per_listener_settings", General, Implemented, ManPage, "Makes `allow_anonymous`, `password_file`, `acl_file`, `allow_zero_length_clientid` and `auto_id_prefix` per listener (the others Mosquitto scopes so, `psk_file` and `plugin`, are refused); it must come before them, as in Mosquitto."),
     opt("persistence", General, Implemented, ManPage, "The store is SQLite (`midge.db`), not Mosquitto's file."),
-    opt("persistence_file", General, OwnMeaning, ManPage, "midge always writes `midge.db` in `persistence_location`, never Mosquitto's file; a warning says so when this names another file."),
+    opt("persistence_file", General, Implemented, ManPage, "The store's name in `persistence_location` (default `midge.db`; read at start). Mosquitto's file is never opened: `mosquitto.db`, or a file with Mosquitto's signature, gets `midge.db` beside it, with a warning."),
     opt("persistence_location", General, Implemented, ManPage, ""),
     opt("persistent_client_expiration", General, Implemented, ManPage, ""),
     opt("pid_file", General, Implemented, ManPage, ""),
@@ -187,7 +187,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // Listener TLS.
     opt("cafile", Listener, Implemented, ManPage, ""),
     opt("capath", Listener, Implemented, ManPage, ""),
-    opt("certfile", Listener, Implemented, ManPage, "Reloaded on SIGHUP."),
+    opt("certfile", Listener, Implemented, ManPage, "Reloaded on SIGHUP. Holding only the server certificate, it is sent with its issuers from `cafile`/`capath`, as Mosquitto (OpenSSL) does."),
     opt("ciphers", Listener, Implemented, ManPage, "Suites rustls offers."),
     opt("ciphers_tls1.3", Listener, Implemented, ManPage, "Suites rustls offers."),
     opt("crlfile", Listener, Implemented, ManPage, ""),
@@ -253,6 +253,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // midge's own.
     opt("connect_timeout", General, Implemented, Midge, "Seconds (default 20) a connection may take to send a complete CONNECT."),
     opt("persistence_sync_interval", General, Implemented, Midge, "Seconds (default 1) accepted messages may stay un-fsynced."),
+    opt("refuse_unreadable_subscriptions", General, Implemented, Midge, "Default false, as Mosquitto: a SUBSCRIBE is granted whatever the ACL, which then filters each delivery. True: a filter the ACL lets read no topic at all is refused in SUBACK (0x87 for MQTT 5, 0x80 for 3.1.1), so the client knows."),
 ];
 
 #[cfg(test)]

@@ -418,6 +418,9 @@ impl Parser {
                 c.persistence_location = Some(PathBuf::from(required(name, value, at)?))
             }
             "persistence_file" => c.persistence_file = Some(required(name, value, at)?.to_string()),
+            "refuse_unreadable_subscriptions" => {
+                c.refuse_unreadable_subscriptions = parse_bool(name, value, at)?
+            }
             "persistence_sync_interval" => {
                 let secs: u64 = parse_number(name, value, at)?;
                 c.persistence_sync_interval = Duration::from_secs(secs.max(1));
@@ -684,8 +687,9 @@ mod tests {
         let c = ok("queue_qos0_messages true\nretain_available false\n\
                     allow_zero_length_clientid false\nupgrade_outgoing_qos true\n\
                     log_timestamp false\nconnection_messages false\nset_tcp_nodelay false\n\
-                    allow_anonymous true\n");
+                    allow_anonymous true\nrefuse_unreadable_subscriptions true\n");
         assert!(c.queue_qos0_messages);
+        assert!(c.refuse_unreadable_subscriptions);
         assert!(!c.retain_available);
         assert!(!c.allow_zero_length_clientid);
         assert!(c.upgrade_outgoing_qos);

@@ -282,7 +282,11 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
     let acl_dir = TempDir::new();
     let strict = acl_dir.write("strict.acl", "topic readwrite allowed/#\n");
     let open = acl_dir.write("open.acl", "topic readwrite #\n");
-    let mut b = Broker::start(&format!("acl_file {}", strict.display()));
+    // The ACL shows in SUBACK with midge's `refuse_unreadable_subscriptions`.
+    let mut b = Broker::start(&format!(
+        "acl_file {}\nrefuse_unreadable_subscriptions true",
+        strict.display()
+    ));
     let mut c = Raw::mqtt_connect(b.port(), "before");
     c.subscribe(1, &[("denied/x", 0)], &[0x80]);
 

@@ -398,7 +398,7 @@ fn midge_db_with_mosquittos_signature_is_refused_untouched() {
 }
 
 #[test]
-fn other_persistence_file_names_use_midge_db() {
+fn the_name_mosquitto_db_gets_midge_db_beside_it() {
     let dir = scratch("othername");
     let (store, _) = Store::open(
         &dir,
@@ -409,7 +409,73 @@ fn other_persistence_file_names_use_midge_db() {
     .unwrap();
     assert_eq!(store.path(), dir.join("midge.db"));
     store.close().unwrap();
-    assert!(!dir.join("mosquitto.db").exists());
+    assert!(!dir.join("mosquitto.db").exists(), "left for Mosquitto");
+}
+
+#[test]
+fn persistence_file_names_the_store() {
+    let dir = scratch("named");
+    let open_named =
+        |name| Store::open(&dir, Some(name), Duration::from_secs(1), Box::new(|| {})).unwrap();
+    let (mut store, _) = open_named("broker.db");
+    assert_eq!(store.path(), dir.join("broker.db"));
+    let n = store.submit(vec![Change::RetainedSet {
+        message: message("t", b"p"),
+    }]);
+    wait_committed(&store, n);
+    store.close().unwrap();
+    assert!(!dir.join("midge.db").exists());
+    let (store, snapshot) = open_named("broker.db");
+    assert_eq!(snapshot.retained.len(), 1, "read back from broker.db");
+    drop(store);
+    let (store, snapshot) = open_named("midge.db");
+    assert!(snapshot.retained.is_empty(), "midge.db is another store");
+    drop(store);
+}
+
+#[test]
+fn a_named_file_with_mosquittos_signature_gets_midge_db_beside_it() {
+    let dir = scratch("named-mosquitto");
+    let theirs = dir.join("broker.db");
+    let mut content = MOSQUITTO_SIGNATURE.to_vec();
+    content.extend_from_slice(&[3; 500]);
+    std::fs::write(&theirs, &content).unwrap();
+    let (store, _) = Store::open(
+        &dir,
+        Some("broker.db"),
+        Duration::from_secs(1),
+        Box::new(|| {}),
+    )
+    .unwrap();
+    assert_eq!(store.path(), dir.join("midge.db"));
+    store.close().unwrap();
+    assert_eq!(std::fs::read(&theirs).unwrap(), content);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["broker.db", "midge.db"],
+        "no -wal/-shm beside theirs"
+    );
+
+    // Configured by its own name, a midge.db that is Mosquitto's is refused, untouched.
+    let dir = scratch("named-midge-mosquitto");
+    let path = dir.join("midge.db");
+    std::fs::write(&path, &content).unwrap();
+    match Store::open(
+        &dir,
+        Some("midge.db"),
+        Duration::from_secs(1),
+        Box::new(|| {}),
+    ) {
+        Err(StoreError::MosquittoFile(p)) => assert_eq!(p, path),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a Mosquitto file"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), content);
 }
 
 #[test]
