@@ -228,7 +228,11 @@ impl Outlet<'_> {
                 return Sent::InFlight;
             }
         }
-        if self.conn.is_none() && t.qos == QoS::AtMostOnce && !self.settings.queue_qos0_messages {
+        if self.conn.is_none()
+            && t.qos == QoS::AtMostOnce
+            && !self.settings.queue_qos0_messages
+            && !self.session.keeps_qos0()
+        {
             // QoS 0 is for connected clients only: not counted, the message was never theirs.
             return Sent::Dropped;
         }
@@ -517,6 +521,9 @@ fn write_message(c: &mut Conn, name: &str, m: MsgRef<'_>, f: Framing<'_>, now: I
     );
     let version = c.version;
     write_publish(c.out_mut(), &p, version);
+    if let Some(b) = c.bridge() {
+        b.note_sent(now);
+    }
     true
 }
 

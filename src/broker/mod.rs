@@ -400,13 +400,19 @@ pub enum CloseReason {
     /// After a reload, the client's login is no longer valid (user removed, password changed,
     /// anonymous no longer allowed). As in Mosquitto: no DISCONNECT, no will.
     Revoked,
+    /// midge ends one of its bridge links (a lazy bridge gone idle, or a link replaced by one
+    /// to the bridge's first address); the bridge logs why.
+    BridgeStopped,
 }
 
 impl CloseReason {
     fn publishes_will(&self) -> bool {
         match self {
             CloseReason::Disconnected { with_will } => *with_will,
-            CloseReason::Refused | CloseReason::Shutdown | CloseReason::Revoked => false,
+            CloseReason::Refused
+            | CloseReason::Shutdown
+            | CloseReason::Revoked
+            | CloseReason::BridgeStopped => false,
             _ => true,
         }
     }
@@ -645,9 +651,10 @@ impl Broker {
                 Timer::Conn(id, serial) => self.check_conn_timer(id, serial, now),
                 Timer::SessionExpiry(sid) => self.check_session_expiry(sid, now),
                 Timer::WillDelay(sid) => self.check_will_delay(sid, now),
-                Timer::Bridge(index) => self.bridge_due(index),
+                Timer::Bridge(index) => self.bridge_due(index, now),
             }
         }
+        self.start_lazy_bridges(now);
     }
 
     /// The server is stopping: closes every connection (v5 clients get DISCONNECT 0x8B, server
@@ -834,7 +841,7 @@ impl Broker {
             _ => None,
         };
         if let ConnState::BridgeConnecting(index) = state {
-            self.bridge_down(index as usize, now);
+            self.bridge_down(index as usize, id, now);
         }
         if let ConnState::Active(sid) = state {
             self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
@@ -857,7 +864,7 @@ impl Broker {
             }
             self.detach_session(sid, now);
             if let Some(index) = self.bridge_of(sid) {
-                self.bridge_down(index, now);
+                self.bridge_down(index, id, now);
             }
         }
         if let Some(will) = will {
@@ -899,7 +906,7 @@ impl Broker {
             CloseReason::Protocol(e) => {
                 log::info!(target: "notice", "Client {name} disconnected due to protocol error ({e}).")
             }
-            CloseReason::Refused => {}
+            CloseReason::Refused | CloseReason::BridgeStopped => {}
             // At error level, as Mosquitto logs it (handle_connect.c).
             CloseReason::TakenOver => {
                 log::error!("Client {name} already connected, closing old connection.")
@@ -931,11 +938,11 @@ impl Broker {
                 Some(expiration.map_or(at, |e| at.min(now + e)))
             }
             // A bridge's own session waits for its link as long as it takes.
-            Expiry::Never if s.bridge => None,
+            Expiry::Never if s.bridge.is_some() => None,
             Expiry::Never => expiration.map(|e| now + e),
         };
         s.set_expires_at(expires_at);
-        if !qos0_kept {
+        if !qos0_kept && !s.keeps_qos0() {
             // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
             if let Some(mut out) = self.outlet(sid) {
                 out.retain_queued(|d| d.qos != codec::QoS::AtMostOnce);
@@ -960,7 +967,7 @@ impl Broker {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let mut s = Session::new(gen, client_id, version, expiry);
-        s.bridge = bridge;
+        s.bridge = bridge.then(session::BridgeLocal::default);
         let idx = self.sessions.insert(s);
         let sid = SessionId {
             idx: idx as u32,

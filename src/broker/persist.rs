@@ -98,7 +98,7 @@ pub(super) fn out_state(s: OutState) -> MessageState {
 
 /// True for sessions that outlive their connection, the only ones stored.
 fn persistent(s: &Session) -> bool {
-    s.expiry != Expiry::OnDisconnect && !s.bridge
+    s.expiry != Expiry::OnDisconnect && s.bridge.is_none_or(|b| b.stored)
 }
 
 fn stored(p: &Persist, m: &Message) -> StoredMessage {
@@ -393,9 +393,15 @@ impl Broker {
                 Expiry::After(n) => Some(now + Duration::from_secs(u64::from(n))),
                 _ => self.settings.persistent_client_expiration.map(|e| now + e),
             });
-            let sid = self.create_session(client_id.clone(), version, expiry, false);
+            // A bridge's stored local session gets its queue back; its subscriptions are the
+            // bridge's topic lines, set up already, and it never expires.
+            let bridge = self.stored_bridge_session(&client_id);
+            let sid = bridge
+                .unwrap_or_else(|| self.create_session(client_id.clone(), version, expiry, false));
             if let Some(s) = self.session_mut(sid) {
-                s.set_expires_at(expires_at);
+                if bridge.is_none() {
+                    s.set_expires_at(expires_at);
+                }
                 s.set_incoming_qos2(st.qos2_inbound);
             }
             for q in st.messages {
@@ -420,7 +426,7 @@ impl Broker {
                     out.restore(d, inflight.map(|state| (q.packet_id, state)));
                 }
             }
-            for sub in st.subscriptions {
+            for sub in st.subscriptions.into_iter().filter(|_| bridge.is_none()) {
                 let o = sub.options;
                 let options = SubscribeOptions {
                     qos: qos(o & 3),
@@ -435,6 +441,7 @@ impl Broker {
                 self.timers.push(at, Timer::SessionExpiry(sid));
             }
         }
+        self.persist_bridge_sessions();
         for w in snapshot.wills {
             let Some(sid) = self.session_of(&w.client_id) else {
                 continue;

@@ -147,7 +147,7 @@ impl Broker {
 /// The client of session `s` as the publisher of a retained message; `None` for a bridge's
 /// session, whose messages no ACL applies to.
 pub(super) fn source_of(s: &Session) -> Option<MessageSource> {
-    (!s.bridge).then(|| MessageSource {
+    s.bridge.is_none().then(|| MessageSource {
         client_id: s.client_id.to_string(),
         username: s.username().map(str::to_string),
         listener: s.listener,

@@ -124,6 +124,12 @@ pub enum ConfigError {
         /// The `listener` line (or the first option of the default listener).
         at: Location,
     },
+    /// Two bridges have one local client id, so the second would take the first one's
+    /// session (Mosquitto refuses this too).
+    BridgeIdNotUnique {
+        /// The shared `local_clientid`.
+        id: String,
+    },
     /// `listener 0 /path`: a unix socket listener, which midge cannot open.
     UnixSocketListener {
         /// The socket path.
@@ -158,7 +164,9 @@ impl ConfigError {
             | ConfigError::ListenerRequired { at, .. }
             | ConfigError::Unhandled { at, .. } => Some(at),
             // midge's own checks, whose one line already names the listener's line.
-            ConfigError::Tls { .. } | ConfigError::UnixSocketListener { .. } => None,
+            ConfigError::Tls { .. }
+            | ConfigError::UnixSocketListener { .. }
+            | ConfigError::BridgeIdNotUnique { .. } => None,
         }
     }
 }
@@ -215,6 +223,11 @@ impl fmt::Display for ConfigError {
             ConfigError::Tls { problem, at } => {
                 write!(f, "Error: {problem}, for the listener in {at}.")
             }
+            ConfigError::BridgeIdNotUnique { id } => write!(
+                f,
+                "Error: Bridge local_clientid '{id}' is not unique. Try changing or setting the \
+                 local_clientid value for one of the bridges."
+            ),
             ConfigError::UnixSocketListener { path, at } => write!(
                 f,
                 "Error: Unix socket listeners ({path}) are not supported by this version of \
@@ -287,6 +300,9 @@ impl Parser {
             ..
         } = self;
         listeners.check_tls()?;
+        if let Some(id) = bridge::duplicate_local_id(&config.bridges) {
+            return Err(ConfigError::BridgeIdNotUnique { id });
+        }
         config.listeners = listeners.into_listeners(&mut config.warnings);
         Ok(config)
     }
@@ -879,8 +895,7 @@ mod tests {
             ("psk_file /p", "psk_file"),
             ("bind_interface eth0", "bind_interface"),
             ("tls_keyform engine", "tls_keyform"),
-            ("connection b\nlocal_username u", "local_username"),
-            ("connection b\nstart_type lazy", "start_type"),
+            ("connection b\nbridge_bind_address h", "bridge_bind_address"),
             ("connection b\nbridge_psk 0a", "bridge_psk"),
         ] {
             match parse(line) {

@@ -7,6 +7,7 @@ use crate::codec::{
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+mod bridges;
 mod connack;
 mod listener;
 mod time;
