@@ -145,8 +145,7 @@ impl Broker {
             if let Some(s) = self.session_mut(sid) {
                 // A lazy bridge keeps QoS 0 messages while down, as in Mosquitto: they count
                 // towards its threshold.
-                s.keeps_qos0 = cfg.start_type == StartType::Lazy;
-                s.bridge_stored = !cfg.local_clean();
+                s.set_bridge_keeps(cfg.start_type == StartType::Lazy, !cfg.local_clean());
             }
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {
                 let filter = t.local_filter();

@@ -884,7 +884,7 @@ impl Broker {
             Expiry::Never => expiration.map(|e| now + e),
         };
         s.set_expires_at(expires_at);
-        if !qos0_kept && !s.keeps_qos0 {
+        if !qos0_kept && !s.keeps_qos0() {
             // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
             if let Some(mut out) = self.outlet(sid) {
                 out.retain_queued(|d| d.qos != codec::QoS::AtMostOnce);

@@ -320,14 +320,8 @@ pub struct Session {
     /// Set while messages for this session are being dropped, so the log says it once.
     pub dropping: bool,
     /// The local side of one of midge's bridges (never expired; stored only with
-    /// `local_cleansession false`, see `bridge_stored`).
+    /// `local_cleansession false`, see [`Session::bridge_stored`]).
     pub bridge: bool,
-    /// A bridge's local session that is stored like a client's (`local_cleansession false`),
-    /// so its queue for the remote survives a restart.
-    pub bridge_stored: bool,
-    /// QoS 0 messages wait in the queue while offline too, whatever `queue_qos0_messages`
-    /// says: a lazy bridge's, which counts them towards its threshold (as Mosquitto).
-    pub keeps_qos0: bool,
     next_packet_id: u16,
     pub expiry: Expiry,
     pub client_id: Box<str>,
@@ -349,6 +343,10 @@ struct Cold {
     pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
     incoming_qos2: Vec<u16>,
     next_seq: u64,
+    /// See [`Session::keeps_qos0`].
+    keeps_qos0: bool,
+    /// See [`Session::bridge_stored`].
+    bridge_stored: bool,
 }
 
 impl Session {
@@ -360,8 +358,6 @@ impl Session {
             version,
             dropping: false,
             bridge: false,
-            keeps_qos0: false,
-            bridge_stored: false,
             next_packet_id: 0,
             expiry,
             client_id,
@@ -414,6 +410,27 @@ impl Session {
     /// log in with a password from the file (anonymous, certificate, no password file).
     pub fn login(&self) -> Option<&PasswordHash> {
         self.cold.as_ref().and_then(|c| c.login.as_deref())
+    }
+
+    /// True when QoS 0 messages wait in the queue while offline too, whatever
+    /// `queue_qos0_messages` says: a lazy bridge's, which counts them towards its threshold
+    /// (as Mosquitto).
+    pub fn keeps_qos0(&self) -> bool {
+        self.cold.as_ref().is_some_and(|c| c.keeps_qos0)
+    }
+
+    /// True for a bridge's local session stored like a client's (`local_cleansession false`),
+    /// so that its queue for the remote survives a restart.
+    pub fn bridge_stored(&self) -> bool {
+        self.cold.as_ref().is_some_and(|c| c.bridge_stored)
+    }
+
+    /// Sets what a bridge's local session keeps: QoS 0 messages while offline, and itself in
+    /// the store.
+    pub fn set_bridge_keeps(&mut self, qos0: bool, stored: bool) {
+        let cold = self.cold();
+        cold.keeps_qos0 = qos0;
+        cold.bridge_stored = stored;
     }
 
     /// When an offline session expires (set when its client leaves).
