@@ -22,8 +22,9 @@
 //! `$` (so `#` never grants `$SYS`). When any `pattern` exists, clients whose username or client id
 //! contains `+` or `#` are refused everything (CVE-2017-7650).
 //!
-//! Subscribing goes beyond Mosquitto 2.0 (which grants every SUBSCRIBE and filters only at
-//! delivery): see [`Acl::can_subscribe`], built on [`filters_intersect`] and
+//! Mosquitto 2.0 grants every SUBSCRIBE and filters only at delivery, and so does midge by
+//! default; with midge's `refuse_unreadable_subscriptions`, a filter no READ rule could
+//! satisfy is refused: see [`Acl::can_subscribe`], built on [`filters_intersect`] and
 //! [`filter_covers`].
 //!
 //! This module is pure logic: no sockets, no logging, no knowledge of packets or reason codes.

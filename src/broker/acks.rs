@@ -4,7 +4,8 @@
 //! PUBREL arrives, for QoS 2, whose packet id is remembered in between so that a resent
 //! PUBLISH is acknowledged again but not delivered twice. Outbound (the broker delivers):
 //! the subscriber's PUBACK, or PUBREC and then PUBCOMP, frees the message's in-flight slot and
-//! lets the session's queue move.
+//! lets the session's queue move; an acknowledgement of the wrong kind for the message in
+//! flight is a protocol error.
 //!
 //! With persistence on, a PUBACK or PUBREC does not leave when it is written: a message is
 //! acknowledged only once it is safe (docs/delivery.md). [`Broker::send_ack`] holds it with
@@ -15,7 +16,7 @@
 
 use super::conn::ConnState;
 use super::session::OutState;
-use super::{Broker, ConnId, SessionId};
+use super::{Broker, ConnId, SessionId, Violation};
 use crate::codec::{reason, Ack, Packet, Publish, QoS};
 
 impl Broker {
@@ -111,17 +112,30 @@ impl Broker {
         }
     }
 
-    pub(super) fn handle_puback(&mut self, id: ConnId, sid: SessionId, a: Ack) {
+    pub(super) fn handle_puback(
+        &mut self,
+        id: ConnId,
+        sid: SessionId,
+        a: Ack,
+    ) -> Result<(), Violation> {
         log::debug!(
             "Received PUBACK from {} (Mid: {}, RC:{})",
             self.conn_name(id),
             a.packet_id,
             a.reason
         );
-        self.finish_outgoing(sid, a.packet_id, OutState::AwaitPuback);
+        self.finish_outgoing(sid, a.packet_id, OutState::AwaitPuback)
     }
 
-    pub(super) fn handle_pubrec(&mut self, id: ConnId, sid: SessionId, a: Ack) {
+    /// A PUBREC for an outgoing QoS 2 message: PUBREL follows, or, for an error PUBREC, the
+    /// flow ends. A PUBREC for a QoS 1 message is the wrong acknowledgement, a protocol error
+    /// as in Mosquitto; one for an unknown id is answered (v5: 0x92) and otherwise ignored.
+    pub(super) fn handle_pubrec(
+        &mut self,
+        id: ConnId,
+        sid: SessionId,
+        a: Ack,
+    ) -> Result<(), Violation> {
         // Mosquitto's wording: the reason code only for MQTT 5 clients.
         if self.conn(id).is_some_and(|c| c.version.is_v5()) {
             let name = self.conn_name(id);
@@ -138,20 +152,29 @@ impl Broker {
             );
         }
         let Some(s) = self.session_mut(sid) else {
-            return;
+            return Ok(());
         };
         let found = s.find_inflight(a.packet_id);
+        let state = found.and_then(|i| s.inflight.get(i)).map(|m| m.state);
+        if state == Some(OutState::AwaitPuback) {
+            return Err(Violation::protocol("PUBREC for a QoS 1 message"));
+        }
         let code = match found {
             Some(i) if a.reason >= 0x80 => {
+                if state != Some(OutState::AwaitPubrec) {
+                    return Err(Violation::protocol("error PUBREC after PUBREL"));
+                }
                 // v5: an error PUBREC ends the flow (v5 §4.3.3).
                 let seq = s.inflight.remove(i).map_or(0, |m| m.delivery.seq);
                 self.persist_done(sid, seq);
                 self.pump(sid);
-                return;
+                return Ok(());
             }
+            // An error PUBREC for a message not in flight ends nothing and needs no answer.
+            None if a.reason >= 0x80 => return Ok(()),
             Some(i) => {
                 let Some(m) = s.inflight.get_mut(i) else {
-                    return;
+                    return Ok(());
                 };
                 m.state = OutState::AwaitPubcomp;
                 let seq = m.delivery.seq;
@@ -166,6 +189,7 @@ impl Broker {
             a.packet_id
         );
         self.send(id, &Packet::Pubrel(self.ack_for(id, a.packet_id, code)));
+        Ok(())
     }
 
     pub(super) fn handle_pubrel(&mut self, id: ConnId, sid: SessionId, a: Ack) {
@@ -191,33 +215,55 @@ impl Broker {
         self.send(id, &Packet::Pubcomp(self.ack_for(id, a.packet_id, code)));
     }
 
-    pub(super) fn handle_pubcomp(&mut self, id: ConnId, sid: SessionId, a: Ack) {
+    pub(super) fn handle_pubcomp(
+        &mut self,
+        id: ConnId,
+        sid: SessionId,
+        a: Ack,
+    ) -> Result<(), Violation> {
         log::debug!(
             "Received PUBCOMP from {} (Mid: {}, RC:{})",
             self.conn_name(id),
             a.packet_id,
             a.reason
         );
-        self.finish_outgoing(sid, a.packet_id, OutState::AwaitPubcomp);
+        self.finish_outgoing(sid, a.packet_id, OutState::AwaitPubcomp)
     }
 
     /// The last acknowledgement of an outgoing message arrived: free its slot and let the
-    /// queue move.
-    fn finish_outgoing(&mut self, sid: SessionId, packet_id: u16, expected: OutState) {
+    /// queue move. One for an id not in flight is ignored; one of the wrong kind for the
+    /// message in flight (PUBACK for QoS 2, PUBCOMP for QoS 1 or before PUBREL) is a protocol
+    /// error, as in Mosquitto.
+    fn finish_outgoing(
+        &mut self,
+        sid: SessionId,
+        packet_id: u16,
+        expected: OutState,
+    ) -> Result<(), Violation> {
         let Some(s) = self.session_mut(sid) else {
-            return;
+            return Ok(());
         };
         // Acks usually come in order, so the front is the common case.
         let pos = match s.inflight.front() {
             Some(f) if f.packet_id == packet_id => Some(0),
             _ => s.find_inflight(packet_id),
         };
-        if let Some(i) = pos {
-            if s.inflight.get(i).is_some_and(|m| m.state == expected) {
-                let seq = s.inflight.remove(i).map_or(0, |m| m.delivery.seq);
-                self.persist_done(sid, seq);
-                self.pump(sid);
+        let Some(i) = pos else {
+            return Ok(());
+        };
+        match (expected, s.inflight.get(i).map(|m| m.state)) {
+            (want, Some(got)) if got == want => {}
+            (OutState::AwaitPuback, _) => {
+                return Err(Violation::protocol("PUBACK for a QoS 2 message"))
             }
+            (_, Some(OutState::AwaitPuback)) => {
+                return Err(Violation::protocol("PUBCOMP for a QoS 1 message"))
+            }
+            _ => return Err(Violation::protocol("PUBCOMP before PUBREL")),
         }
+        let seq = s.inflight.remove(i).map_or(0, |m| m.delivery.seq);
+        self.persist_done(sid, seq);
+        self.pump(sid);
+        Ok(())
     }
 }

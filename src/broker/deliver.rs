@@ -10,12 +10,14 @@
 //! session no longer has. The memory held in queues ([`QueuedBytes`]) changes only here too,
 //! as deliveries enter and leave a queue.
 //!
-//! Deciding who gets a message is routing's job (`route.rs`), not this module's.
+//! Deciding who gets a message is routing's job (`route.rs`), not this module's; but a message
+//! that waited (queued, or in flight across a reconnect or a restart) is checked against the
+//! ACL READ rule again when it finally goes, since the ACL may have changed in the meantime.
 
 use super::conn::{Conn, ConnState};
 use super::inbound::PublishSummary;
 use super::persist::{out_state, Persist};
-use super::route::{MsgRef, Target};
+use super::route::{may_read, MsgRef, Target};
 use super::session::{Delivery, Inflight, Message, OutState, Queue, Session};
 use super::{Broker, ConnId, SessionId, Settings, Stats, OUTPUT_HIGH_WATER};
 use crate::codec::encode::{write_publish, PublishOut};
@@ -197,7 +199,10 @@ impl Outlet<'_> {
                 .settings
                 .inflight_limit()
                 .min(usize::from(c.receive_maximum));
-            if self.session.inflight.len() < limit && c.out().len() < OUTPUT_HIGH_WATER {
+            if self.session.inflight.len() < limit
+                && self.inflight_bytes_below_limit()
+                && c.out().len() < OUTPUT_HIGH_WATER
+            {
                 let packet_id = self.session.alloc_packet_id();
                 let f = Framing {
                     qos: t.qos,
@@ -254,6 +259,9 @@ impl Outlet<'_> {
             // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
             return self.dropped(d.seq);
         }
+        if !may_read(self.settings, self.session, &d.msg.topic) {
+            return self.dropped_unreadable(d.seq, &d.msg.topic);
+        }
         if c.out().len() >= OUTPUT_HIGH_WATER {
             c.throttled = true;
             return self.requeue(d);
@@ -262,7 +270,9 @@ impl Outlet<'_> {
             .settings
             .inflight_limit()
             .min(usize::from(c.receive_maximum));
-        if d.qos != QoS::AtMostOnce && self.session.inflight.len() >= limit {
+        if d.qos != QoS::AtMostOnce
+            && (self.session.inflight.len() >= limit || !self.inflight_bytes_below_limit())
+        {
             return self.requeue(d);
         }
         let packet_id = if d.qos == QoS::AtMostOnce {
@@ -302,6 +312,9 @@ impl Outlet<'_> {
             c.mark_dirty(*cid, self.dirty);
         } else {
             let d = &m.delivery;
+            if !may_read(self.settings, self.session, &d.msg.topic) {
+                return self.dropped_unreadable(d.seq, &d.msg.topic);
+            }
             if !self.write(
                 MsgRef::from(&*d.msg),
                 Framing::of(d, m.packet_id, true),
@@ -330,6 +343,21 @@ impl Outlet<'_> {
         }
         c.mark_dirty(*cid, self.dirty);
         true
+    }
+
+    /// `max_inflight_bytes`: another QoS 1/2 message may go while the payload bytes already
+    /// in flight are below the limit, as in Mosquitto (so the one that crosses it goes, and
+    /// a message larger than the limit is not held forever). Only summed when a limit is set.
+    fn inflight_bytes_below_limit(&self) -> bool {
+        let limit = self.settings.max_inflight_bytes;
+        limit == 0
+            || self
+                .session
+                .inflight
+                .iter()
+                .map(|m| m.delivery.msg.payload.len())
+                .sum::<usize>()
+                < limit
     }
 
     fn count_sent(&mut self, payload_len: usize) {
@@ -363,6 +391,17 @@ impl Outlet<'_> {
         }
         self.stats.publish_dropped += 1;
         Sent::Dropped
+    }
+
+    /// A message its subscriber may no longer read (the ACL changed since it was routed, by a
+    /// reload or a restart): counted, and logged once until messages flow again.
+    fn dropped_unreadable(&mut self, seq: u64, topic: &str) -> Sent {
+        let s = &mut *self.session;
+        if !s.dropping {
+            s.dropping = true;
+            log::info!(target: "notice", "Outgoing messages are being dropped for client {}: the ACL no longer lets it read '{topic}'.", s.client_id);
+        }
+        self.dropped(seq)
     }
 
     /// A message dropped for the session's queue or output limits, which the log says once
@@ -419,15 +458,23 @@ fn delivery_properties<'a>(
 
 /// Writes one PUBLISH to client `name`'s output buffer and logs it like Mosquitto's `-v`.
 /// Returns false, writing nothing, when the packet would exceed the client's Maximum Packet
-/// Size (v5:[MQTT-3.1.2-25]: the message is then dropped for this client).
+/// Size (v5:[MQTT-3.1.2-25]: the message is then dropped for this client) or the topic is
+/// outside the client's mount point.
 fn write_message(c: &mut Conn, name: &str, m: MsgRef<'_>, f: Framing<'_>, now: Instant) -> bool {
     let v5 = c.version.is_v5();
     // A bridge's link carries the message under the remote broker's name for the topic.
     let remote_topic = c.bridge().and_then(|b| b.to_remote(m.topic));
-    let m = MsgRef {
+    let mut m = MsgRef {
         topic: remote_topic.as_deref().unwrap_or(m.topic),
         ..m
     };
+    // A client under a mount point knows the topic without it, and gets nothing outside it.
+    if let Some(mount_point) = c.mount_point() {
+        match super::mount::unmount(mount_point, m.topic) {
+            Some(topic) => m.topic = topic,
+            None => return false,
+        }
+    }
     let mut props = if v5 {
         delivery_properties(m.properties, f.sub_ids, m.expires_at, now)
     } else {

@@ -2,15 +2,17 @@
 //!
 //! In order: the refusals that end the connection (a QoS above `max_qos`, retain when it is
 //! not available, subscription identifiers), the inbound topic alias (v5 §3.3.2.3.4), a
-//! bridge's topic remapping, the QoS 2 duplicate check, the payload format, the ACL WRITE
-//! check and `message_size_limit`. An accepted message goes to routing (`route.rs`) borrowed
-//! straight from the read buffer, without a copy; the acknowledgement it earns is `acks.rs`'s.
+//! bridge's topic remapping, the QoS 2 duplicate check, the payload format, the topics only
+//! the broker may publish to (`$SYS`), the ACL WRITE check and `message_size_limit`. An
+//! accepted message goes to routing (`route.rs`) borrowed straight from the read buffer,
+//! without a copy; the acknowledgement it earns is `acks.rs`'s.
 //!
 //! It decides only whether, and under which topic, a message enters; it must not match,
 //! deliver or persist a message itself.
 use super::route::{expiry, MsgRef};
 use super::{Broker, ConnId, SessionId, Violation};
 use crate::codec::{reason, ProtocolVersion, Publish, QoS};
+use crate::topic::topic_matches;
 use std::time::Instant;
 
 /// How Mosquitto's packet lines describe a PUBLISH: `(d0, q1, r0, m1, 'topic', ... (5 bytes))`.
@@ -53,6 +55,17 @@ impl std::fmt::Display for PublishSummary<'_> {
     }
 }
 
+/// Topics no client may publish to, whatever the ACL says (Mosquitto's rule): the broker's
+/// `$SYS` tree, but for the bridge state topics that bridges' notifications and wills use; and
+/// `$share`, which names shared subscriptions and is no topic a message can have.
+pub(super) fn reserved_for_the_broker(topic: &str) -> bool {
+    if topic.starts_with("$SYS") {
+        !topic_matches("$SYS/broker/connection/+/state", topic)
+    } else {
+        topic.starts_with("$share")
+    }
+}
+
 impl Broker {
     /// A PUBLISH from connection `id` of session `sid`: routed and acknowledged, acknowledged
     /// with a refusal, or a [`Violation`] for [`Broker::handle`] to end the connection with.
@@ -70,7 +83,8 @@ impl Broker {
             c.published = true;
         }
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
-        if p.qos > self.settings.max_qos {
+        let max_qos = self.conn(id).map_or(QoS::ExactlyOnce, |c| c.max_qos);
+        if p.qos > max_qos {
             // A QoS above the Maximum QoS announced in CONNACK is refused (v5 §3.3.1.2).
             return Err(Violation::Rule {
                 code: reason::QOS_NOT_SUPPORTED,
@@ -126,7 +140,18 @@ impl Broker {
                 .unwrap_or_else(|| p.topic.to_string())
         });
         let from_bridge = bridged.is_some();
-        let topic: &str = bridged.as_deref().or(aliased.as_deref()).unwrap_or(p.topic);
+        // A client of a listener with a mount point publishes inside its tree.
+        let mounted: Option<String> = self.conn(id).and_then(|c| c.mount_point()).map(|m| {
+            super::mount::mount(
+                m,
+                bridged.as_deref().or(aliased.as_deref()).unwrap_or(p.topic),
+            )
+        });
+        let topic: &str = mounted
+            .as_deref()
+            .or(bridged.as_deref())
+            .or(aliased.as_deref())
+            .unwrap_or(p.topic);
         if p.qos == QoS::ExactlyOnce {
             let (duplicate, held) = self.session(sid).map_or((false, 0), |s| {
                 (
@@ -158,6 +183,19 @@ impl Broker {
         }
         let listener = self.session(sid).map_or(0, |s| s.listener);
         let security = self.settings.security_for(listener).clone();
+        if !from_bridge && reserved_for_the_broker(topic) {
+            // Before any ACL, as Mosquitto: no client speaks for the broker, so the message
+            // is dropped (counted) and the client told as for an ACL denial.
+            log::info!(
+                target: "notice",
+                "Denied PUBLISH from {} {}",
+                self.conn_name(id),
+                PublishSummary::of(&p, topic)
+            );
+            self.stats.publish_dropped += 1;
+            self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
+            return Ok(());
+        }
         if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
             if !acl.can_publish(s.username(), &s.client_id, topic) {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
@@ -175,6 +213,7 @@ impl Broker {
         }
         let limit = self.settings.message_size_limit;
         let code = if limit != 0 && p.payload.len() > limit {
+            // Mosquitto's answer to a v5 client: Packet too large (for the payload alone).
             log::info!(
                 target: "notice",
                 "Dropped too large PUBLISH from {} (q{}, r{}, m{}, '{}', ... ({} bytes)).",
@@ -185,7 +224,7 @@ impl Broker {
                 topic,
                 p.payload.len()
             );
-            reason::IMPLEMENTATION_SPECIFIC_ERROR
+            reason::PACKET_TOO_LARGE
         } else {
             // Logged once the message is accepted, as Mosquitto: a denied or oversized
             // PUBLISH has its own line instead.
@@ -200,8 +239,9 @@ impl Broker {
                 expires_at: expiry(props, now),
                 origin: Some(sid),
             };
-            let routed = self.route(&out, now);
-            if routed == 0 && version.is_v5() {
+            let matched = self.route(&out, now);
+            // As Mosquitto: told in PUBACK only; a QoS 2 PUBREC says Success either way.
+            if matched == 0 && version.is_v5() && p.qos == QoS::AtLeastOnce {
                 reason::NO_MATCHING_SUBSCRIBERS
             } else {
                 reason::SUCCESS

@@ -47,7 +47,8 @@
 //! Around the path: `connect.rs` (CONNECT, sessions taken over or resumed), [`session`] (what is
 //! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
 //! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
-//! `sys.rs` (`$SYS`), [`bridge`] and `identity.rs` (client certificates).
+//! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates) and `mount.rs` (a
+//! listener's `mount_point`).
 
 mod acks;
 pub mod bridge;
@@ -57,6 +58,7 @@ mod connect;
 mod deliver;
 mod identity;
 mod inbound;
+mod mount;
 mod persist;
 
 mod retain;
@@ -122,14 +124,20 @@ pub struct Settings {
     pub persistent_client_expiration: Option<Duration>,
     pub upgrade_outgoing_qos: bool,
     pub connection_messages: bool,
-    /// Topic aliases MQTT 5 clients may use towards midge.
-    pub max_topic_alias: u16,
     /// Seconds between `$SYS` updates; 0 turns `$SYS` off.
     pub sys_interval: u32,
-    /// The highest QoS accepted from clients and granted to subscriptions.
-    pub max_qos: codec::QoS,
+    /// Payload bytes of QoS 1 and 2 messages in flight to one client (0 = no limit).
+    pub max_inflight_bytes: usize,
+    /// Only client ids starting with this may connect.
+    pub clientid_prefixes: Option<String>,
+    /// A retained message is replayed only while its publisher may still publish it.
+    pub check_retain_source: bool,
+    /// Each configured listener's own options, by listener index (kept on reload).
+    pub listeners: Vec<ListenerOptions>,
     /// Time a new connection has to send a complete CONNECT.
     pub connect_timeout: Duration,
+    /// Refuse in SUBACK a filter the ACL lets read no topic at all (midge's own option).
+    pub refuse_unreadable_subscriptions: bool,
     /// Bytes of queued messages above which the server stops reading from publishers.
     pub memory_limit: usize,
     /// Password file and ACL (shared, since settings are cloned on reload).
@@ -139,6 +147,37 @@ pub struct Settings {
     /// The configured bridges, set up by [`Broker::new`]; a reload does not change them (as
     /// with Mosquitto, bridges change on restart).
     pub bridges: Vec<crate::config::BridgeConfig>,
+}
+
+/// The options Mosquitto scopes per listener whatever `per_listener_settings` says.
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// Prefix of every topic of the listener's clients (see `mount.rs`).
+    pub mount_point: Option<Rc<str>>,
+    /// The username replaces the client id.
+    pub use_username_as_clientid: bool,
+    /// The highest QoS accepted from the listener's clients and granted to them.
+    pub max_qos: codec::QoS,
+    /// Topic aliases the listener's MQTT 5 clients may use towards midge.
+    pub max_topic_alias: u16,
+}
+
+impl Default for ListenerOptions {
+    /// Mosquitto's defaults: no mount point, client ids as sent, QoS 2, 10 aliases.
+    fn default() -> ListenerOptions {
+        ListenerOptions::from(&crate::config::ListenerConfig::default())
+    }
+}
+
+impl From<&crate::config::ListenerConfig> for ListenerOptions {
+    fn from(l: &crate::config::ListenerConfig) -> ListenerOptions {
+        ListenerOptions {
+            mount_point: l.mount_point.as_deref().map(Rc::from),
+            use_username_as_clientid: l.use_username_as_clientid,
+            max_qos: codec::QoS::from_u8(l.max_qos).unwrap_or(codec::QoS::ExactlyOnce),
+            max_topic_alias: l.max_topic_alias,
+        }
+    }
 }
 
 /// The authentication options of one listener (`per_listener_settings true`).
@@ -179,10 +218,13 @@ impl Settings {
             persistent_client_expiration: c.persistent_client_expiration,
             upgrade_outgoing_qos: c.upgrade_outgoing_qos,
             connection_messages: c.connection_messages,
-            max_topic_alias: c.max_topic_alias,
             sys_interval: c.sys_interval,
-            max_qos: codec::QoS::from_u8(c.max_qos).unwrap_or(codec::QoS::ExactlyOnce),
+            max_inflight_bytes: c.max_inflight_bytes,
+            clientid_prefixes: c.clientid_prefixes.clone(),
+            check_retain_source: c.check_retain_source,
+            listeners: c.listeners.iter().map(ListenerOptions::from).collect(),
             connect_timeout: c.connect_timeout,
+            refuse_unreadable_subscriptions: c.refuse_unreadable_subscriptions,
             memory_limit: match c.memory_limit {
                 0 => DEFAULT_MEMORY_LIMIT,
                 n => n,
@@ -191,6 +233,14 @@ impl Settings {
             per_listener: Vec::new(),
             bridges: c.bridges.clone(),
         }
+    }
+
+    /// The options of listener `listener`.
+    pub fn listener(&self, listener: u16) -> ListenerOptions {
+        self.listeners
+            .get(usize::from(listener))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The password file and ACL for clients of listener `listener`.
@@ -452,8 +502,10 @@ impl Broker {
     /// connected client the new password file or `allow_anonymous` no longer admits is
     /// disconnected, as Mosquitto does (see `Broker::recheck_logins`); returns how many.
     /// ACLs need no such pass: every later PUBLISH, SUBSCRIBE and delivery asks the new ones.
-    /// The bridges stay as they were started.
-    pub fn handle_reload(&mut self, settings: Settings, now: Instant) -> usize {
+    /// The bridges stay as they were started, and so do the listeners' own options
+    /// (`mount_point`, `max_qos`...): Mosquitto does not reload listeners either.
+    pub fn handle_reload(&mut self, mut settings: Settings, now: Instant) -> usize {
+        settings.listeners = std::mem::take(&mut self.settings.listeners);
         for line in settings.security.describe_change(&self.settings.security) {
             log::info!(target: "notice", "{line}");
         }
@@ -880,7 +932,7 @@ impl Broker {
                 Some(expiration.map_or(at, |e| at.min(now + e)))
             }
             // A bridge's own session waits for its link as long as it takes.
-            Expiry::Never if s.bridge => None,
+            Expiry::Never if s.bridge.is_some() => None,
             Expiry::Never => expiration.map(|e| now + e),
         };
         s.set_expires_at(expires_at);
@@ -909,7 +961,7 @@ impl Broker {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let mut s = Session::new(gen, client_id, version, expiry);
-        s.bridge = bridge;
+        s.bridge = bridge.then(session::BridgeLocal::default);
         let idx = self.sessions.insert(s);
         let sid = SessionId {
             idx: idx as u32,
@@ -1125,10 +1177,10 @@ impl Broker {
             // v311:[MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
             Packet::Connect(_) => return Err(Violation::protocol("second CONNECT")),
             Packet::Publish(p) => self.handle_publish(id, sid, p, now)?,
-            Packet::Puback(a) => self.handle_puback(id, sid, a),
-            Packet::Pubrec(a) => self.handle_pubrec(id, sid, a),
+            Packet::Puback(a) => self.handle_puback(id, sid, a)?,
+            Packet::Pubrec(a) => self.handle_pubrec(id, sid, a)?,
             Packet::Pubrel(a) => self.handle_pubrel(id, sid, a),
-            Packet::Pubcomp(a) => self.handle_pubcomp(id, sid, a),
+            Packet::Pubcomp(a) => self.handle_pubcomp(id, sid, a)?,
             Packet::Subscribe(s) => self.handle_subscribe(id, sid, s, now)?,
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, sid, u),
             Packet::Pingreq => {

@@ -13,6 +13,7 @@
 //! [`Router`]: super::router::Router
 
 use super::deliver::{Pending, Sent};
+use super::inbound::reserved_for_the_broker;
 use super::router::Subscriber;
 use super::session::{Delivery, Message};
 use super::{Broker, SessionId};
@@ -86,6 +87,12 @@ impl Broker {
 
     /// Publishes a client's will as if the client had sent it.
     pub(super) fn publish_will(&mut self, will: LastWill, now: Instant) {
+        if reserved_for_the_broker(&will.topic) {
+            // Checked when the will is sent, as Mosquitto does: dropped like such a PUBLISH.
+            log::info!(target: "notice", "Denied will to '{}'.", will.topic);
+            self.stats.publish_dropped += 1;
+            return;
+        }
         log::debug!(
             "Sending will '{}' ({} bytes)",
             will.topic,
@@ -109,7 +116,8 @@ impl Broker {
     }
 
     /// Stores a retained message (or clears it) and delivers the message to every matching
-    /// subscription. Returns how many subscriptions it went to.
+    /// subscription. Returns how many subscriptions match the topic, counted before No Local
+    /// and the ACL take their share, as Mosquitto counts for "no matching subscribers".
     pub(super) fn route(&mut self, m: &MsgRef<'_>, now: Instant) -> usize {
         let mut shared = if m.retain {
             self.store_retained(m)
@@ -119,6 +127,7 @@ impl Broker {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.router.collect(m.topic, &mut matches);
+        let mut matched = matches.len();
         // No Local (v5:[MQTT-3.8.3-3]): never back to the publishing session.
         if let Some(origin) = m.origin {
             matches.retain(|s| !(s.options.no_local && s.session == origin));
@@ -136,7 +145,6 @@ impl Broker {
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|s| s.session);
         }
-        let mut delivered = 0;
         let mut i = 0;
         while i < matches.len() {
             // Overlapping subscriptions of one session: one copy at the highest QoS, with every
@@ -156,7 +164,6 @@ impl Broker {
                 .filter(|&x| x != 0)
                 .collect();
             self.deliver_matched(first.session, m, &mut shared, qos, rap, sub_ids, None, now);
-            delivered += 1;
             i = j;
         }
         self.matches = matches;
@@ -172,6 +179,7 @@ impl Broker {
                 },
                 &mut picks,
             );
+            matched += picks.len();
             if check_read {
                 let (sessions, settings) = (&self.sessions, &self.settings);
                 picks.retain(|(sub, _)| {
@@ -197,10 +205,9 @@ impl Broker {
                     Some(group),
                     now,
                 );
-                delivered += 1;
             }
         }
-        delivered
+        matched
     }
 
     /// Applies the QoS and retain rules of a matching subscription, then delivers.
@@ -326,7 +333,7 @@ pub(super) fn may_read(
     topic: &str,
 ) -> bool {
     match &settings.security_for(s.listener).acl {
-        Some(acl) if !s.bridge => acl.can_read(s.username(), &s.client_id, topic),
+        Some(acl) if s.bridge.is_none() => acl.can_read(s.username(), &s.client_id, topic),
         _ => true,
     }
 }

@@ -302,6 +302,25 @@ impl Queue {
     }
 }
 
+/// How a bridge's local session is kept, beyond what a client's is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeLocal {
+    /// Stored like a client's session (`local_cleansession false`), so its queue for the
+    /// remote survives a restart.
+    pub stored: bool,
+    /// QoS 0 messages wait in the queue while offline too, whatever `queue_qos0_messages`
+    /// says: a lazy bridge's, which counts them towards its threshold (as Mosquitto).
+    pub keeps_qos0: bool,
+}
+
+impl Session {
+    /// True if QoS 0 messages wait for this session while it is offline regardless of
+    /// `queue_qos0_messages` (see [`BridgeLocal::keeps_qos0`]).
+    pub fn keeps_qos0(&self) -> bool {
+        self.bridge.is_some_and(|b| b.keeps_qos0)
+    }
+}
+
 /// Marks a session with no connection (`Session::conn`).
 const NO_CONN: u32 = u32::MAX;
 
@@ -319,9 +338,8 @@ pub struct Session {
     pub version: ProtocolVersion,
     /// Set while messages for this session are being dropped, so the log says it once.
     pub dropping: bool,
-    /// The local side of one of midge's bridges (never expired; stored only with
-    /// `local_cleansession false`, see [`Session::bridge_stored`]).
-    pub bridge: bool,
+    /// Set for the local side of one of midge's bridges (never expired).
+    pub bridge: Option<BridgeLocal>,
     next_packet_id: u16,
     pub expiry: Expiry,
     pub client_id: Box<str>,
@@ -343,10 +361,6 @@ struct Cold {
     pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
     incoming_qos2: Vec<u16>,
     next_seq: u64,
-    /// See [`Session::keeps_qos0`].
-    keeps_qos0: bool,
-    /// See [`Session::bridge_stored`].
-    bridge_stored: bool,
 }
 
 impl Session {
@@ -357,7 +371,7 @@ impl Session {
             listener: 0,
             version,
             dropping: false,
-            bridge: false,
+            bridge: None,
             next_packet_id: 0,
             expiry,
             client_id,
@@ -410,27 +424,6 @@ impl Session {
     /// log in with a password from the file (anonymous, certificate, no password file).
     pub fn login(&self) -> Option<&PasswordHash> {
         self.cold.as_ref().and_then(|c| c.login.as_deref())
-    }
-
-    /// True when QoS 0 messages wait in the queue while offline too, whatever
-    /// `queue_qos0_messages` says: a lazy bridge's, which counts them towards its threshold
-    /// (as Mosquitto).
-    pub fn keeps_qos0(&self) -> bool {
-        self.cold.as_ref().is_some_and(|c| c.keeps_qos0)
-    }
-
-    /// True for a bridge's local session stored like a client's (`local_cleansession false`),
-    /// so that its queue for the remote survives a restart.
-    pub fn bridge_stored(&self) -> bool {
-        self.cold.as_ref().is_some_and(|c| c.bridge_stored)
-    }
-
-    /// Sets what a bridge's local session keeps: QoS 0 messages while offline, and itself in
-    /// the store.
-    pub fn set_bridge_keeps(&mut self, qos0: bool, stored: bool) {
-        let cold = self.cold();
-        cold.keeps_qos0 = qos0;
-        cold.bridge_stored = stored;
     }
 
     /// When an offline session expires (set when its client leaves).

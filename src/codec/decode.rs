@@ -615,6 +615,16 @@ mod tests {
     }
 
     #[test]
+    fn v5_disconnect_without_properties_is_three_bytes() {
+        let d = Packet::Disconnect(Disconnect {
+            reason: reason::PROTOCOL_ERROR,
+            properties: Properties::default(),
+        });
+        assert_eq!(d.to_bytes(ProtocolVersion::V5), [0xe0, 0x01, 0x82]);
+        round_trip(&d, ProtocolVersion::V5);
+    }
+
+    #[test]
     fn pubsubclient_connect_from_fixture_decodes() {
         // The CONNECT of tests/fixtures/pubsubclient-2.8-session.md, connection 1.
         let hex = "105700044d51545404ee000f000f65737033322d73696d2d3234323336001f657370333273696d2f65737033322d73696d2d32343233362f73746174757300076f66666c696e65000565737033320009657370333270617373";

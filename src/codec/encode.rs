@@ -232,6 +232,10 @@ impl Packet<'_> {
             Packet::Disconnect(d) => {
                 if !v5 || (d.reason == reason::SUCCESS && d.properties.is_empty()) {
                     out.extend_from_slice(&[kind::DISCONNECT << 4, 0]);
+                } else if d.properties.is_empty() {
+                    // v5 §3.14.2.2.1: the Property Length may be left out when there are none
+                    // (Mosquitto's `e0 01 RC`).
+                    out.extend_from_slice(&[kind::DISCONNECT << 4, 1, d.reason]);
                 } else {
                     header(out, kind::DISCONNECT << 4, 1 + d.properties.wire_len());
                     out.push(d.reason);

@@ -462,13 +462,15 @@ fn pubrels_follow_pubrec_order_mqtt_4_6_0_4() {
     let mut s = subscriber(&b, "rel-order", "rel/order", 2);
     let mut p = Raw::mqtt_connect(b.port(), "rel-order-pub");
     for pid in 1..=3u16 {
-        p.send(&publish("rel/order", b"z", 1, false, false, pid));
-        p.expect_bytes(&puback(pid), WAIT);
+        p.send(&publish("rel/order", b"z", 2, false, false, pid));
+        p.expect_bytes(&pubrec(pid), WAIT);
+        p.send(&pubrel(pid));
+        p.expect_bytes(&pubcomp(pid), WAIT);
     }
     let got: Vec<Pkt> = (0..3).map(|_| s.expect_packet(WAIT)).collect();
     let mut burst = Vec::new();
     for m in got.iter().rev() {
-        assert_eq!(m.kind(), 3, "{m:?}");
+        assert_eq!((m.kind(), m.qos()), (3, 2), "{m:?}");
         burst.extend_from_slice(&pubrec(m.pid()));
     }
     s.send(&burst);

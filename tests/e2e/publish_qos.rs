@@ -334,3 +334,55 @@ fn rumqttc_qos2_round_trip() {
         assert_eq!(p.qos, rumqttc::QoS::ExactlyOnce);
     }
 }
+
+/// A subscriber that answers a message with an acknowledgement of the wrong kind for it
+/// (PUBREC for QoS 1, PUBACK for QoS 2, PUBCOMP before PUBREL) breaks the protocol, as
+/// Mosquitto has it: an MQTT 5 client gets DISCONNECT 0x82, a 3.1.1 client is closed. An
+/// acknowledgement for an id not in flight is ignored.
+#[test]
+fn acknowledgement_of_the_wrong_kind_is_a_protocol_error() {
+    let b = Broker::start("");
+    type Ack = fn(u16) -> Vec<u8>;
+    let cases: [(&str, u8, Ack); 3] = [
+        ("pubrec-for-qos1", 1, pubrec),
+        ("puback-for-qos2", 2, puback),
+        ("pubcomp-before-pubrel", 2, pubcomp),
+    ];
+    for (v5, (name, q, wrong)) in [false, true]
+        .into_iter()
+        .flat_map(|v5| cases.map(|c| (v5, c)))
+    {
+        let topic = format!("wrong-ack/{name}/{v5}");
+        let mut sub = if v5 {
+            crate::common::v5::connect5(b.port(), &format!("s5-{name}"))
+        } else {
+            Raw::mqtt_connect(b.port(), &format!("s-{name}"))
+        };
+        if v5 {
+            crate::common::v5::sub5(&mut sub, 1, &topic, q, None, q);
+        } else {
+            sub.subscribe(1, &[(&topic, q)], &[q]);
+        }
+        // Ignored, no message has this id (a PUBREC still gets its PUBREL).
+        sub.send(&wrong(999));
+        mosquitto_pub(b.port(), &["-t", &topic, "-q", &q.to_string(), "-m", "x"]);
+        let mut p = sub.expect_packet(WAIT);
+        if p.kind() == 6 {
+            assert_eq!(p.pid(), 999, "{name}: {p:?}");
+            p = sub.expect_packet(WAIT);
+        }
+        assert_eq!((p.kind(), p.qos()), (3, q), "{name}: {p:?}");
+        sub.send(&wrong(p.pid()));
+        if v5 && !is_mosquitto() {
+            // DISCONNECT 0x82 with no properties, as Mosquitto 2.0.20 writes it (Debian's
+            // 2.0.11 closes without one).
+            sub.expect_bytes(&[0xe0, 0x01, 0x82], WAIT);
+            sub.expect_closed(WAIT);
+        } else if v5 {
+            sub.expect_closed(WAIT);
+        } else {
+            let seen = sub.expect_closed(WAIT);
+            assert!(seen.is_empty(), "{name}: {seen:?}");
+        }
+    }
+}

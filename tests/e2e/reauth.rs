@@ -298,3 +298,37 @@ fn with_per_listener_settings_each_listener_is_rechecked_with_its_own_rules() {
     let _ = on_second.kill();
     let _ = on_second.wait();
 }
+
+/// Messages queued for a persistent subscriber while it was away are checked against the ACL
+/// in force when they go: after a reload that takes away its right to read them, they are
+/// dropped (counted and logged), not delivered, as by Mosquitto.
+#[test]
+fn messages_queued_before_an_acl_change_go_only_if_still_readable() {
+    let dir = TempDir::new();
+    let passwd = alice_and_bob(&dir);
+    let acl = dir.path().join("acl");
+    let write_acl = |text: &str| std::fs::write(&acl, text).expect("write acl");
+    write_acl("user alice\ntopic read news/#\nuser bob\ntopic write news/#\n");
+    let b = Broker::start_verbose(&format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}",
+        passwd.display(),
+        acl.display()
+    ));
+    let persistent = ["-c", "-C", "1"];
+    let alice = subscriber(&b, "sub-alice", ALICE, &["news/#"], &persistent);
+    publish_as(&b, BOB, "news/a", "1");
+    assert_eq!(alice.finish(WAIT).0, ["news/a 1"]);
+    // alice is away; two messages wait in her session.
+    publish_as(&b, BOB, "news/a", "2");
+    publish_as(&b, BOB, "news/keep", "3");
+    write_acl("user alice\ntopic read news/keep\nuser bob\ntopic write news/#\n");
+    sighup(&b, 1);
+    let alice = subscriber(&b, "sub-alice", ALICE, &["news/#"], &persistent);
+    assert_eq!(alice.finish(WAIT).0, ["news/keep 3"]);
+    if !is_mosquitto() {
+        assert_logged(
+            &b,
+            "Outgoing messages are being dropped for client sub-alice: the ACL no longer lets it read 'news/a'.",
+        );
+    }
+}

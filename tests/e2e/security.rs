@@ -109,11 +109,16 @@ pattern readwrite users/%u/#
 ";
 
 fn acl_broker() -> (Broker, TempDir) {
+    acl_broker_with("")
+}
+
+/// The broker of [`ACL`], with `extra` configuration lines.
+fn acl_broker_with(extra: &str) -> (Broker, TempDir) {
     let dir = TempDir::new();
     let file = passwd_file(&dir, &[("alice", "a"), ("bob", "b"), ("admin", "x")]);
     let acl = dir.write("acl", ACL);
     let b = Broker::start(&format!(
-        "allow_anonymous true\npassword_file {}\nacl_file {}",
+        "allow_anonymous true\npassword_file {}\nacl_file {}\n{extra}",
         file.display(),
         acl.display()
     ));
@@ -142,9 +147,39 @@ fn acl_write_denied_is_dropped_and_read_is_checked_per_delivery() {
     assert_eq!(bob.expect_packet(WAIT).payload(), b"note");
 }
 
+/// As in Mosquitto, the ACL does not refuse a SUBSCRIBE: every filter is granted, and each
+/// delivery is checked against the subscriber's READ rules.
 #[test]
-fn acl_subscribe_outside_rules_gets_0x80_beyond_mosquitto() {
+fn acl_subscribe_outside_rules_is_granted_and_filtered_at_delivery() {
     let (b, _dir) = acl_broker();
+    let mut bob = Raw::mqtt_connect_with(b.port(), &connect_as("bob", "b", "bob2"), &CONNACK_OK);
+    bob.send(&subscribe(
+        3,
+        &[("alice/#", 1), ("bob/secret/#", 1), ("bob/#", 1)],
+    ));
+    bob.expect_bytes(&suback(3, &[1, 1, 1]), WAIT);
+    let mut admin =
+        Raw::mqtt_connect_with(b.port(), &connect_as("admin", "x", "admin2"), &CONNACK_OK);
+    admin.send(&publish("alice/x", b"private", 0, false, false, 0));
+    admin.send(&publish("bob/secret/x", b"hidden", 0, false, false, 0));
+    admin.send(&publish("bob/open", b"shown", 0, false, false, 0));
+    let p = bob.expect_packet(WAIT);
+    assert_eq!(
+        (p.topic(), p.payload().to_vec()),
+        ("bob/open".to_string(), b"shown".to_vec())
+    );
+    bob.expect_silence(Duration::from_millis(300));
+}
+
+/// midge's `refuse_unreadable_subscriptions`: a filter the ACL lets read no topic at all is
+/// refused in SUBACK (3.1.1: 0x80, 5.0: 0x87), so the client knows; a granted filter is still
+/// filtered per delivery.
+#[test]
+fn refuse_unreadable_subscriptions_answers_0x80_or_0x87() {
+    if skip_on_mosquitto("midge's own option") {
+        return;
+    }
+    let (b, _dir) = acl_broker_with("refuse_unreadable_subscriptions true");
     let mut bob = Raw::mqtt_connect_with(b.port(), &connect_as("bob", "b", "bob2"), &CONNACK_OK);
     // alice/# intersects none of bob's read rules; bob/secret/# is covered by a deny;
     // bob/# is granted.
@@ -153,6 +188,7 @@ fn acl_subscribe_outside_rules_gets_0x80_beyond_mosquitto() {
         &[("alice/#", 1), ("bob/secret/#", 1), ("bob/#", 1)],
     ));
     bob.expect_bytes(&suback(3, &[0x80, 0x80, 1]), WAIT);
+    assert!(b.wait_for_log("Denied SUBSCRIBE from bob2 to 'alice/#' (ACL).", WAIT));
     // The deny still filters deliveries under the granted bob/#.
     let mut pubr = Raw::mqtt_connect_with(b.port(), &connect_as("bob", "b", "bob3"), &CONNACK_OK);
     pubr.send(&publish("bob/secret/x", b"hidden", 0, false, false, 0));
@@ -162,6 +198,12 @@ fn acl_subscribe_outside_rules_gets_0x80_beyond_mosquitto() {
         (p.topic(), p.payload().to_vec()),
         ("bob/open".to_string(), b"shown".to_vec())
     );
+    // MQTT 5 is told Not authorized.
+    let mut c = Connect::v5("bob5");
+    c.username = Some("bob".into());
+    c.password = Some(b"b".to_vec());
+    let (mut bob5, _) = crate::common::v5::connect5_with(b.port(), &c);
+    crate::common::v5::sub5(&mut bob5, 1, "alice/#", 1, None, 0x87);
 }
 
 #[test]
@@ -174,10 +216,9 @@ fn anonymous_reads_public_only_and_retained_is_read_checked() {
         ));
     }
     let mut anon = Raw::mqtt_connect(b.port(), "anon1");
-    // The anonymous client has no read rule on alice/#: refused. `#` intersects public/#, so
-    // it is granted, and each retained message is checked: only public/news arrives.
+    // Both granted; each retained message is checked: only public/news arrives.
     anon.send(&subscribe(1, &[("alice/#", 0), ("#", 0)]));
-    anon.expect_bytes(&suback(1, &[0x80, 0]), WAIT);
+    anon.expect_bytes(&suback(1, &[0, 0]), WAIT);
     let p = anon.expect_packet(WAIT);
     assert_eq!((p.topic(), p.retain()), ("public/news".to_string(), true));
     anon.expect_silence(Duration::from_millis(300));

@@ -1,5 +1,6 @@
 //! `$SYS` end to end: Mosquitto's topics with values that follow known traffic.
 
+use crate::common::v5::*;
 use crate::common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -91,4 +92,96 @@ fn sys_interval_0_disables_sys() {
     let mut sys = Raw::mqtt_connect(b.port(), "nosys");
     sys.subscribe(1, &[("$SYS/#", 0)], &[0]);
     sys.expect_silence(Duration::from_millis(1500));
+}
+
+/// No client speaks for the broker: a PUBLISH to `$SYS` is acknowledged (3.x) or refused with
+/// 0x87 (v5) and reaches nobody, retained or not, and a will to `$SYS` is not published; the
+/// bridge state topics that bridges' notifications and wills use stay open, as in Mosquitto.
+#[test]
+fn client_publish_and_will_to_sys_are_dropped_except_bridge_state() {
+    let b = Broker::start("");
+    let sub = Sub::spawn(
+        b.port(),
+        10,
+        &[
+            "-i",
+            "sys-spoof-watcher",
+            "-v",
+            "-t",
+            "$SYS/spoof/#",
+            "-t",
+            "$SYS/broker/connection/+/state",
+        ],
+    );
+    assert!(
+        b.wait_for_log(" as sys-spoof-watcher (", WAIT),
+        "mosquitto_sub did not connect"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for q in ["0", "1", "2"] {
+        mosquitto_pub(
+            b.port(),
+            &["-t", "$SYS/spoof/uptime", "-q", q, "-m", "fake"],
+        );
+    }
+    mosquitto_pub(
+        b.port(),
+        &["-t", "$SYS/spoof/kept", "-q", "1", "-r", "-m", "fake"],
+    );
+    // The same from an MQTT 5 client, told why.
+    let mut v5 = connect5(b.port(), "sys-spoof-v5");
+    let a = pub5_qos1(&mut v5, "$SYS/spoof/uptime", b"fake", 1, &Props::new());
+    assert_eq!(a.rc, 0x87, "PUBACK {a:?}");
+    v5.send(&publish5(
+        "$SYS/spoof/uptime",
+        b"fake",
+        2,
+        false,
+        2,
+        &Props::new(),
+    ));
+    let rec = parse_ack(&expect_kind(&mut v5, 5, WAIT));
+    assert_eq!((rec.pid, rec.rc), (2, 0x87), "PUBREC {rec:?}");
+    // Wills: one to `$SYS` is dropped, one to a bridge state topic goes.
+    for (id, topic) in [
+        ("sys-will-spoof", "$SYS/spoof/will"),
+        (
+            "sys-will-state",
+            "$SYS/broker/connection/sys-will-state/state",
+        ),
+    ] {
+        let c = Raw::mqtt_connect_with(
+            b.port(),
+            &Connect::v311(id).will(topic, b"0", 1, false),
+            &[0x20, 0x02, 0x00, 0x00],
+        );
+        drop(c);
+    }
+    mosquitto_pub(
+        b.port(),
+        &[
+            "-t",
+            "$SYS/broker/connection/peer/state",
+            "-q",
+            "1",
+            "-m",
+            "1",
+        ],
+    );
+    let mut lines = sub.wait_lines(2, WAIT);
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            "$SYS/broker/connection/peer/state 1".to_string(),
+            "$SYS/broker/connection/sys-will-state/state 0".to_string(),
+        ]
+    );
+    // Nothing was retained either.
+    let late = mosquitto_sub(b.port(), 1, &["-v", "-t", "$SYS/spoof/#"]);
+    assert_eq!(String::from_utf8_lossy(&late.stdout), "");
+    if !is_mosquitto() {
+        assert!(b.wait_for_log("Denied PUBLISH from ", WAIT));
+        assert!(b.wait_for_log("Denied will to '$SYS/spoof/will'", WAIT));
+    }
 }

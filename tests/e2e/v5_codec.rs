@@ -316,3 +316,48 @@ fn v5_suback_granted_qos_exact_bytes_mqtt_3_9_3() {
     ));
     c.expect_bytes(&[0x90, 0x06, 0x03, 0x04, 0x00, 0x00, 0x01, 0x02], WAIT);
 }
+
+/// Where the specification leaves the choice, a v5 publisher's acknowledgements carry
+/// Mosquitto 2.0's reason codes, byte for byte: 0x95 Packet too large for a payload over
+/// `message_size_limit`; 0x10 No matching subscribers in PUBACK only (a QoS 2 PUBREC says
+/// Success), and only when no subscription matches at all: the publisher's own No Local
+/// subscription still counts.
+#[test]
+fn v5_publish_ack_reason_codes_are_mosquittos() {
+    let b = Broker::start("message_size_limit 10");
+    let mut c = no_problem_info(b.port(), "ack-codes");
+    c.send(&publish5("rc/big", &[b'x'; 20], 1, false, 1, &Props::new()));
+    c.expect_bytes(&[0x40, 0x03, 0x00, 0x01, 0x95], WAIT);
+    c.send(&publish5("rc/big", &[b'x'; 20], 2, false, 2, &Props::new()));
+    c.expect_bytes(&[0x50, 0x03, 0x00, 0x02, 0x95], WAIT);
+    c.send(&publish5("rc/none", b"x", 1, false, 3, &Props::new()));
+    c.expect_bytes(&[0x40, 0x03, 0x00, 0x03, 0x10], WAIT);
+    c.send(&publish5("rc/none", b"x", 2, false, 4, &Props::new()));
+    c.expect_bytes(&[0x50, 0x02, 0x00, 0x04], WAIT);
+    c.send(&pubrel(4));
+    c.expect_bytes(&[0x70, 0x02, 0x00, 0x04], WAIT);
+    c.send(&subscribe5(
+        9,
+        &Props::new(),
+        &[("rc/self", opts(1, true, false, 0))],
+    ));
+    c.expect_bytes(&[0x90, 0x04, 0x00, 0x09, 0x00, 0x01], WAIT);
+    c.send(&publish5("rc/self", b"x", 1, false, 5, &Props::new()));
+    c.expect_bytes(&[0x40, 0x02, 0x00, 0x05], WAIT);
+}
+
+/// dev:packet-id-not-found: a PUBREL or PUBREC for a packet id midge does not know is
+/// answered with reason 0x92 Packet Identifier not found (v5 3.6.2.1, 3.7.2.1); Mosquitto
+/// answers Success.
+#[test]
+fn v5_pubrel_or_pubrec_for_an_unknown_id_is_answered_0x92() {
+    if skip_on_mosquitto("Mosquitto answers Success") {
+        return;
+    }
+    let b = Broker::start("");
+    let mut c = no_problem_info(b.port(), "unknown-ids");
+    c.send(&pubrel(77));
+    c.expect_bytes(&[0x70, 0x03, 0x00, 0x4d, 0x92], WAIT);
+    c.send(&pubrec(78));
+    c.expect_bytes(&[0x62, 0x03, 0x00, 0x4e, 0x92], WAIT);
+}

@@ -82,13 +82,13 @@ sys.exit(0 if state["done"] else 1)
 
 /// The Python that has paho-mqtt 2.x: `MIDGE_TEST_PYTHON` (scripts/test.sh points it at its
 /// virtualenv, as Debian 12's python3-paho-mqtt is 1.6), else `python3`.
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("MIDGE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// True when Python's paho-mqtt is importable; otherwise says how to get it (and fails when
 /// `MIDGE_TEST_REQUIRE_ALL` is set, as scripts/test.sh does, so CI never skips these).
-fn paho_available() -> bool {
+pub(crate) fn paho_available() -> bool {
     let ok = Command::new(python())
         .args(["-c", "import paho.mqtt.client"])
         .output()

@@ -7,6 +7,8 @@ use crate::codec::{
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+mod connack;
+mod listener;
 mod bridges;
 mod time;
 
@@ -404,6 +406,31 @@ fn inflight_window_holds_back_the_rest_in_order() {
     assert!(w.take(1).is_empty());
     w.send(1, &ack(Packet::Puback, 1));
     assert_eq!(w.take(1), vec![pub_out("t", &[5], 1, 5)]);
+}
+
+#[test]
+fn acknowledgement_of_the_wrong_kind_closes_the_connection() {
+    type Kind = fn(Ack) -> Packet<'static>;
+    let cases: [(QoS, Kind); 3] = [
+        (QoS::AtLeastOnce, Packet::Pubrec),
+        (QoS::ExactlyOnce, Packet::Puback),
+        // Before PUBREC, so before the broker's PUBREL.
+        (QoS::ExactlyOnce, Packet::Pubcomp),
+    ];
+    for (q, wrong) in cases {
+        let mut w = World::new(Settings::default());
+        w.connect(1, "s", true);
+        w.send(1, &subscribe_bytes(1, &[("t", q)]));
+        w.take(1);
+        w.connect(2, "p", true);
+        w.send(2, &publish("t", b"x", q, false, 1));
+        assert_eq!(w.take(1), vec![pub_out("t", b"x", q as u8, 1)]);
+        // For an id not in flight: ignored.
+        w.send(1, &ack(wrong, 2));
+        assert!(!w.closed(1));
+        w.send(1, &ack(wrong, 1));
+        assert!(w.closed(1), "{q:?}");
+    }
 }
 
 #[test]
@@ -975,6 +1002,46 @@ fn v5_subscription_identifiers_all_sent_mqtt_3_3_4_3() {
 }
 
 #[test]
+fn v5_no_matching_subscribers_only_in_puback_and_only_without_any_match() {
+    let acl = "topic readwrite mine/#\ntopic write theirs/#\n";
+    let mut w = World::new(secured(None, Some(acl), true));
+    connect5(&mut w, 1, "p", Properties::default());
+    let codes = |w: &mut World| -> Vec<(u16, u8)> {
+        take_v5(w, 1)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Puback(a) | Packet::Pubrec(a) => Some((a.packet_id, a.reason)),
+                _ => None,
+            })
+            .collect()
+    };
+    let none = Properties::default;
+    w.send(1, &publish_v5("mine/a", b"x", QoS::AtLeastOnce, 1, none()));
+    w.send(1, &publish_v5("mine/a", b"x", QoS::ExactlyOnce, 2, none()));
+    assert_eq!(codes(&mut w), [(1, 0x10), (2, 0)]);
+    // Its own No Local subscription matches, though nothing is delivered.
+    let no_local = SubscribeOptions {
+        no_local: true,
+        ..SubscribeOptions::qos(QoS::AtLeastOnce)
+    };
+    w.send(1, &subscribe_v5(3, "mine/#", no_local, None));
+    w.send(1, &publish_v5("mine/b", b"x", QoS::AtLeastOnce, 4, none()));
+    assert_eq!(codes(&mut w), [(4, 0)]);
+    // So does a subscription whose client may not read the topic.
+    connect5(&mut w, 2, "s", Properties::default());
+    w.send(
+        2,
+        &subscribe_v5(1, "theirs/#", SubscribeOptions::qos(QoS::AtMostOnce), None),
+    );
+    w.send(
+        1,
+        &publish_v5("theirs/x", b"x", QoS::AtLeastOnce, 5, none()),
+    );
+    assert_eq!(codes(&mut w), [(5, 0)]);
+    assert!(publishes(&take_v5(&mut w, 2)).is_empty());
+}
+
+#[test]
 fn v5_no_local_and_retain_as_published_mqtt_3_8_3_3() {
     let mut w = World::new(Settings::default());
     connect5(&mut w, 1, "me", Properties::default());
@@ -1169,6 +1236,82 @@ fn sys_topics_reach_sys_subscribers_not_hash_mqtt_4_7_2_1() {
         got,
         vec![pub_out("$SYS/broker/uptime", b"20 seconds", 0, 0)]
     );
+}
+
+#[test]
+fn client_publish_to_sys_is_acknowledged_dropped_and_counted() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "watcher", true);
+    w.send(1, &subscribe_bytes(1, &[("$SYS/#", QoS::AtMostOnce)]));
+    w.take(1);
+    w.connect(2, "spoofer", true);
+    w.send(
+        2,
+        &publish(
+            "$SYS/broker/uptime",
+            b"0 seconds",
+            QoS::AtLeastOnce,
+            true,
+            3,
+        ),
+    );
+    w.send(
+        2,
+        &publish("$SYS/broker/uptime", b"x", QoS::ExactlyOnce, false, 4),
+    );
+    w.send(2, &publish("$share/g/t", b"x", QoS::AtMostOnce, false, 0));
+    // 3.x has no way to say no: acknowledged, then nothing.
+    assert_eq!(w.take(2), vec![Out::Puback(3), Out::Pubrec(4)]);
+    assert!(w.take(1).is_empty());
+    assert_eq!(w.broker.stats.publish_dropped, 3);
+    assert_eq!(w.broker.retained.len(), 0);
+    // The bridge state topics stay open.
+    w.send(
+        2,
+        &publish(
+            "$SYS/broker/connection/b/state",
+            b"1",
+            QoS::AtMostOnce,
+            false,
+            0,
+        ),
+    );
+    assert_eq!(
+        w.take(1),
+        vec![pub_out("$SYS/broker/connection/b/state", b"1", 0, 0)]
+    );
+    // MQTT 5 is told: Not authorized.
+    connect5(&mut w, 3, "spoofer5", Properties::default());
+    w.send(
+        3,
+        &publish_v5("$SYS/x", b"x", QoS::AtLeastOnce, 5, Properties::default()),
+    );
+    match &take_v5(&mut w, 3)[..] {
+        [Packet::Puback(a)] => assert_eq!((a.packet_id, a.reason), (5, 0x87)),
+        other => panic!("expected PUBACK 0x87, got {other:?}"),
+    }
+}
+
+#[test]
+fn will_to_sys_is_not_published() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "watcher", true);
+    w.send(1, &subscribe_bytes(1, &[("$SYS/#", QoS::AtMostOnce)]));
+    w.take(1);
+    w.open(2);
+    w.send(
+        2,
+        &connect_bytes(
+            "w",
+            true,
+            60,
+            Some(("$SYS/x", b"bye", QoS::AtMostOnce, false)),
+        ),
+    );
+    assert_eq!(w.take(2), vec![Out::Connack(false, 0)]);
+    w.broker.handle_connection_closed(2, None, w.now);
+    assert!(w.take(1).is_empty());
+    assert_eq!(w.broker.stats.publish_dropped, 1);
 }
 
 fn shared_pair(w: &mut World, qos: QoS) -> (ConnId, ConnId) {
@@ -1430,6 +1573,91 @@ fn acls_reloaded_apply_to_the_next_publish_and_delivery() {
     assert!(w.take(1).is_empty());
 }
 
+/// CONNECT as alice (password `a-pw`) with a persistent session, 3.1.1.
+fn connect_alice_persistent(client: &str) -> Vec<u8> {
+    Packet::Connect(Box::new(Connect {
+        version: ProtocolVersion::V311,
+        bridge: false,
+        clean_start: false,
+        keep_alive: 60,
+        client_id: client.into(),
+        will: None,
+        username: Some("alice".into()),
+        password: Some(b"a-pw".to_vec()),
+        properties: Properties::default(),
+    }))
+    .to_bytes(ProtocolVersion::V311)
+}
+
+#[test]
+fn messages_waiting_when_the_acl_changes_are_checked_again_when_they_go() {
+    let alice = password_line("alice", "a-pw", b"salt-alice01");
+    let open_acl = "user alice\ntopic readwrite #\n";
+    let settings = Settings {
+        max_inflight_messages: 1,
+        ..secured(Some(&alice), Some(open_acl), false)
+    };
+    let mut w = World::new(settings.clone());
+    w.open(1);
+    w.send(1, &connect_alice_persistent("sub"));
+    assert_eq!(w.take(1), vec![Out::Connack(false, 0)]);
+    w.send(1, &subscribe_bytes(1, &[("home/#", QoS::AtLeastOnce)]));
+    w.take(1);
+    assert_eq!(w.login(2, "pub", Some("alice"), Some("a-pw")), 0);
+    // One message in flight (window of 1), two queued behind it; then the subscriber goes.
+    for i in 1..=3u16 {
+        w.send(
+            2,
+            &publish("home/a", &[i as u8], QoS::AtLeastOnce, false, i),
+        );
+    }
+    assert_eq!(w.take(1), vec![pub_out("home/a", &[1], 1, 1)]);
+    w.broker.handle_connection_closed(1, None, w.now);
+    // alice may still write home/#, but no longer read it.
+    let write_only = "user alice\ntopic write home/#\n";
+    let reloaded = Settings {
+        max_inflight_messages: 1,
+        ..secured(Some(&alice), Some(write_only), false)
+    };
+    assert!(w.reload(reloaded).is_empty());
+    let dropped = w.broker.stats.publish_dropped;
+    w.open(1);
+    w.send(1, &connect_alice_persistent("sub"));
+    // Neither the resend of the message in flight nor the queued ones go.
+    assert_eq!(w.take(1), vec![Out::Connack(true, 0)]);
+    assert_eq!(w.broker.stats.publish_dropped, dropped + 3);
+    // With the old rights back, nothing is left to send: the drops were final.
+    assert!(w.reload(settings).is_empty());
+    w.send(2, &publish("home/a", b"new", QoS::AtLeastOnce, false, 9));
+    assert_eq!(w.take(1), vec![pub_out("home/a", b"new", 1, 2)]);
+}
+
+#[test]
+fn subscribe_the_acl_cannot_satisfy_is_granted_unless_refused_by_option() {
+    let acl = "topic readwrite public/#\ntopic write private/#\n";
+    for (refuse, code) in [(false, 1), (true, 0x80)] {
+        let settings = Settings {
+            refuse_unreadable_subscriptions: refuse,
+            ..secured(None, Some(acl), true)
+        };
+        let mut w = World::new(settings);
+        w.connect(1, "s", true);
+        w.send(
+            1,
+            &subscribe_bytes(
+                1,
+                &[("private/#", QoS::AtLeastOnce), ("#", QoS::AtLeastOnce)],
+            ),
+        );
+        assert_eq!(w.take(1), vec![Out::Suback(1, vec![code, 1])]);
+        // Either way, only what the ACL lets it read reaches it.
+        w.connect(2, "p", true);
+        w.send(2, &publish("private/x", b"no", QoS::AtMostOnce, false, 0));
+        w.send(2, &publish("public/x", b"yes", QoS::AtMostOnce, false, 0));
+        assert_eq!(w.take(1), vec![pub_out("public/x", b"yes", 0, 0)]);
+    }
+}
+
 // ---- Deliveries and the store across a restart ----
 
 /// A store directory of its own, removed when the test ends.
@@ -1578,23 +1806,12 @@ fn too_large_for_the_client_is_dropped_and_forgotten_by_the_store_mqtt_3_1_2_25(
         sent.iter().map(|&(_, t, _)| t).collect::<Vec<_>>(),
         ["t/after", "t/after"]
     );
+    // Both at QoS 1, the subscription's: each is acknowledged with PUBACK.
+    assert!(got
+        .iter()
+        .all(|p| !matches!(p, Packet::Publish(p) if p.qos != QoS::AtLeastOnce)));
     w.send(1, &ack(Packet::Puback, sent[0].0));
-    w.send(1, &ack(Packet::Pubrec, sent[1].0));
-    let pubrel = w
-        .broker
-        .poll_transmit(1)
-        .map(std::mem::take)
-        .unwrap_or_default();
-    let h = codec::parse_fixed_header(&pubrel)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("a PUBREL"));
-    let body = &pubrel[h.header_len..h.total()];
-    match codec::decode(h.first, body, ProtocolVersion::V5) {
-        Ok(Packet::Pubrel(a)) => assert_eq!(a.packet_id, sent[1].0),
-        other => panic!("expected PUBREL, got {other:?}"),
-    }
-    w.send(1, &ack(Packet::Pubcomp, sent[1].0));
+    w.send(1, &ack(Packet::Puback, sent[1].0));
 
     // Everything was acknowledged: the store keeps no message for "sub".
     let snapshot = dir.commit_and_reopen(w.broker.take_changes());
