@@ -7,7 +7,8 @@
 //!
 //! Thousands of idle devices each hold one, so a `Conn` keeps inline only what every
 //! connection uses; buffers exist only while bytes wait in them, and what few connections
-//! need (a will, topic aliases, a bridge, a certificate identity, a Maximum Packet Size) sits in a separate
+//! need (a will, topic aliases, a bridge, a certificate identity, a Maximum Packet Size, a
+//! mount point) sits in a separate
 //! [`ConnExtra`] allocated on first use.
 
 use super::session::SessionId;
@@ -78,6 +79,9 @@ pub struct ConnExtra {
     pub cert_identity: Option<crate::auth::CertIdentity>,
     /// MQTT 5: the largest packet the client accepts (Maximum Packet Size; 0 = no limit).
     pub max_packet_size: u32,
+    /// The listener's `mount_point`: prefixed to the client's topics and filters on the way
+    /// in, taken off the topics it receives (see `mount.rs`).
+    pub mount_point: Option<Rc<str>>,
 }
 
 /// Protocol state of one connection.
@@ -103,6 +107,9 @@ pub struct Conn {
     pub receive_maximum: u16,
     /// Index of the configured listener it came in on (`per_listener_settings`).
     pub listener: u16,
+    /// The highest QoS the client may publish with and is granted: its listener's `max_qos`
+    /// (a bridge's own connection has no limit).
+    pub max_qos: crate::codec::QoS,
     /// Has sent a PUBLISH (see `Broker::wants_input`).
     pub published: bool,
     /// The client is another broker's bridge (`try_private`): it never gets its own
@@ -157,6 +164,7 @@ impl Conn {
 
             published: false,
             listener: 0,
+            max_qos: crate::codec::QoS::ExactlyOnce,
             remote_bridge: false,
             extra: None,
         }
@@ -252,6 +260,11 @@ impl Conn {
     /// The largest packet the client accepts (0 = no limit).
     pub fn max_packet_size(&self) -> u32 {
         self.extra.as_ref().map_or(0, |e| e.max_packet_size)
+    }
+
+    /// The listener's `mount_point`, for a client of a listener that has one.
+    pub fn mount_point(&self) -> Option<&str> {
+        self.extra.as_ref()?.mount_point.as_deref()
     }
 
     /// The identity a TLS client certificate gives.

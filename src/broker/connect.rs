@@ -3,7 +3,7 @@
 use super::conn::ConnState;
 use super::deliver::{Pending, Sent};
 use super::session::{Expiry, Inflight, Session};
-use super::{Broker, CloseReason, ConnId, SessionId, Timer};
+use super::{Broker, CloseReason, ConnId, ListenerOptions, SessionId, Timer};
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{
     self, connack_v3, reason, Connack, Connect, Packet, Properties, ProtocolVersion,
@@ -19,6 +19,7 @@ enum Refusal {
     BadAuthMethod,
     QosNotSupported,
     RetainNotSupported,
+    WillTooLarge,
 }
 
 impl Refusal {
@@ -35,6 +36,8 @@ impl Refusal {
             }
             (Refusal::QosNotSupported, true) => reason::QOS_NOT_SUPPORTED,
             (Refusal::RetainNotSupported, true) => reason::RETAIN_NOT_SUPPORTED,
+            (Refusal::WillTooLarge, false) => connack_v3::NOT_AUTHORIZED,
+            (Refusal::WillTooLarge, true) => reason::PACKET_TOO_LARGE,
         }
     }
 }
@@ -89,6 +92,7 @@ impl Broker {
                 Refusal::BadAuthMethod => "unsupported authentication method",
                 Refusal::QosNotSupported => "will QoS above max_qos",
                 Refusal::RetainNotSupported => "retained will but retain_available is false",
+                Refusal::WillTooLarge => "will payload larger than message_size_limit",
                 Refusal::NotAuthorized => "not authorised",
             };
             log::info!(
@@ -96,15 +100,52 @@ impl Broker {
                 "Client {name} from {peer} refused: {what} (CONNACK {code})."
             );
         }
-        self.send(
-            id,
-            &Packet::Connack(Connack {
-                session_present: false,
-                code,
-                properties: Properties::default(),
-            }),
-        );
+        let connack = Connack {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        };
+        if let Some(connack) = self.connack_within_limit(id, c, connack) {
+            self.send(id, &Packet::Connack(connack));
+        }
         self.close(id, CloseReason::Refused, now);
+    }
+
+    /// `connack` as it may be sent within the client's Maximum Packet Size: without Reason
+    /// String and User Properties if they make it too large (v5:[MQTT-3.2.2-19],
+    /// [MQTT-3.2.2-20]); `None` (logged) when it is too large even then and must not be sent
+    /// at all (v5:[MQTT-3.1.2-24]): the connection is then closed without CONNACK, as
+    /// Mosquitto does.
+    pub(super) fn connack_within_limit(
+        &self,
+        id: ConnId,
+        c: &Connect,
+        mut connack: Connack,
+    ) -> Option<Connack> {
+        let limit = match c.properties.maximum_packet_size {
+            Some(max) if c.version.is_v5() => max as usize,
+            _ => usize::MAX,
+        };
+        let size = |a: &Connack| codec::encode::packet_len(2 + a.properties.wire_len());
+        if size(&connack) > limit {
+            connack.properties.reason_string = None;
+            connack.properties.user_properties.clear();
+        }
+        if size(&connack) > limit {
+            let peer = self
+                .conn(id)
+                .map(|c| c.peer.to_string())
+                .unwrap_or_default();
+            log::info!(
+                target: "notice",
+                "Client {} from {peer}: CONNACK ({} bytes) exceeds its Maximum Packet Size \
+                 ({limit}); closing without it.",
+                c.client_id,
+                size(&connack)
+            );
+            return None;
+        }
+        Some(connack)
     }
 
     /// Mosquitto 2.0's rules: without a username a client needs `allow_anonymous`; with one,
@@ -209,6 +250,22 @@ impl Broker {
             }
             _ => {}
         }
+        // `clientid_prefixes`, checked on the id sent or generated, as Mosquitto.
+        if let Some(prefix) = &self.settings.clientid_prefixes {
+            if !c.client_id.starts_with(prefix.as_str()) {
+                return self.refuse(id, &c, Refusal::NotAuthorized, now);
+            }
+        }
+        let options = self.settings.listener(listener);
+
+        // A will that could never be published (Mosquitto checks it as it reads the will).
+        let size_limit = self.settings.message_size_limit;
+        if c.will
+            .as_ref()
+            .is_some_and(|w| size_limit != 0 && w.payload.len() > size_limit)
+        {
+            return self.refuse(id, &c, Refusal::WillTooLarge, now);
+        }
 
         // Keepalive limits, as Mosquitto 2.0.20 documents them: 3.x clients asking more than
         // max_keepalive are refused; 5.0 clients are told the server's value. Keepalive 0
@@ -241,12 +298,22 @@ impl Broker {
             Login::Admitted => None,
             Login::Password(entry) => Some(entry),
         };
+        if options.use_username_as_clientid {
+            // Mosquitto refuses a client with no username to stand for its id.
+            match &c.username {
+                Some(user) => c.client_id = user.clone(),
+                None => return self.refuse(id, &c, Refusal::NotAuthorized, now),
+            }
+        }
+        if let (Some(w), Some(mount_point)) = (&mut c.will, &options.mount_point) {
+            w.topic = super::mount::mount(mount_point, &w.topic);
+        }
         if let Some(w) = &c.will {
             // v5:[MQTT-3.2.2-12], [MQTT-3.2.2-13]
             if w.retain && !self.settings.retain_available {
                 return self.refuse(id, &c, Refusal::RetainNotSupported, now);
             }
-            if w.qos > self.settings.max_qos {
+            if w.qos > options.max_qos {
                 return self.refuse(id, &c, Refusal::QosNotSupported, now);
             }
             // A will the client could not publish itself is refused at CONNECT, as Mosquitto.
@@ -258,6 +325,19 @@ impl Broker {
         }
 
         let client_id: Box<str> = c.client_id.as_str().into();
+        let connack = Connack {
+            session_present: false,
+            code: 0,
+            properties: if c.version.is_v5() {
+                self.connack_properties(&client_id, assigned, server_keep_alive, &options)
+            } else {
+                Properties::default()
+            },
+        };
+        // A client that cannot receive its CONNACK goes before it takes anything over.
+        let Some(mut connack) = self.connack_within_limit(id, &c, connack) else {
+            return self.close(id, CloseReason::Refused, now);
+        };
 
         // Take over: a client id already connected loses its old connection
         // (v311:[MQTT-3.1.4-2], v5:[MQTT-3.1.4-3]).
@@ -316,6 +396,10 @@ impl Broker {
 
         conn.keep_alive = c.keep_alive;
         conn.remote_bridge = c.bridge;
+        conn.max_qos = options.max_qos;
+        if let Some(mount_point) = &options.mount_point {
+            conn.extra_mut().mount_point = Some(mount_point.clone());
+        }
         if let Some(will) = c.will.take() {
             conn.extra_mut().will = Some(will);
         }
@@ -371,9 +455,8 @@ impl Broker {
             }
         }
 
-        let mut properties = Properties::default();
         if c.version.is_v5() {
-            let alias_max = self.settings.max_topic_alias;
+            let alias_max = options.max_topic_alias;
             let client_alias_max = c.properties.topic_alias_maximum.unwrap_or(0);
             if alias_max > 0 || client_alias_max > 0 {
                 if let Some(conn) = self.conn_mut(id) {
@@ -384,44 +467,53 @@ impl Broker {
                     });
                 }
             }
-            if alias_max > 0 {
-                properties.topic_alias_maximum = Some(alias_max);
-            }
-            let receive_maximum = self.settings.receive_maximum();
-            if receive_maximum < 65_535 {
-                properties.receive_maximum = Some(receive_maximum as u16);
-            }
-            if assigned {
-                properties.assigned_client_identifier = Some(client_id.to_string());
-            }
-            properties.server_keep_alive = server_keep_alive;
-            if self.settings.max_packet_size != 0 {
-                properties.maximum_packet_size = Some(self.settings.max_packet_size as u32);
-            }
-            if !self.settings.retain_available {
-                properties.retain_available = Some(0);
-            }
-            if self.settings.max_qos < codec::QoS::ExactlyOnce {
-                properties.maximum_qos = Some(self.settings.max_qos as u8);
-            }
         }
+        // MQTT 3.1 has no session present flag: the byte is reserved.
+        connack.session_present = session_present && c.version != ProtocolVersion::V31;
         log::debug!(
             "Sending CONNACK to {} ({}, 0)",
             client_id,
-            u8::from(session_present)
+            u8::from(connack.session_present)
         );
-        self.send(
-            id,
-            &Packet::Connack(Connack {
-                session_present,
-                code: 0,
-                properties,
-            }),
-        );
+        self.send(id, &Packet::Connack(connack));
         if session_present {
             self.resend_inflight(sid);
         }
         self.pump(sid);
+    }
+
+    /// The properties of a successful v5 CONNACK: the limits this server, and the client's
+    /// listener (`options`), set (v5 §3.2.2.3).
+    fn connack_properties(
+        &self,
+        client_id: &str,
+        assigned: bool,
+        server_keep_alive: Option<u16>,
+        options: &ListenerOptions,
+    ) -> Properties {
+        let mut properties = Properties::default();
+        let alias_max = options.max_topic_alias;
+        if alias_max > 0 {
+            properties.topic_alias_maximum = Some(alias_max);
+        }
+        let receive_maximum = self.settings.receive_maximum();
+        if receive_maximum < 65_535 {
+            properties.receive_maximum = Some(receive_maximum as u16);
+        }
+        if assigned {
+            properties.assigned_client_identifier = Some(client_id.to_string());
+        }
+        properties.server_keep_alive = server_keep_alive;
+        if self.settings.max_packet_size != 0 {
+            properties.maximum_packet_size = Some(self.settings.max_packet_size as u32);
+        }
+        if !self.settings.retain_available {
+            properties.retain_available = Some(0);
+        }
+        if options.max_qos < codec::QoS::ExactlyOnce {
+            properties.maximum_qos = Some(options.max_qos as u8);
+        }
+        properties
     }
 
     /// Resends every unacknowledged PUBLISH (with DUP) and PUBREL of a resumed session, in

@@ -199,7 +199,10 @@ impl Outlet<'_> {
                 .settings
                 .inflight_limit()
                 .min(usize::from(c.receive_maximum));
-            if self.session.inflight.len() < limit && c.out().len() < OUTPUT_HIGH_WATER {
+            if self.session.inflight.len() < limit
+                && self.inflight_bytes_below_limit()
+                && c.out().len() < OUTPUT_HIGH_WATER
+            {
                 let packet_id = self.session.alloc_packet_id();
                 let f = Framing {
                     qos: t.qos,
@@ -225,7 +228,11 @@ impl Outlet<'_> {
                 return Sent::InFlight;
             }
         }
-        if self.conn.is_none() && t.qos == QoS::AtMostOnce && !self.settings.queue_qos0_messages {
+        if self.conn.is_none()
+            && t.qos == QoS::AtMostOnce
+            && !self.settings.queue_qos0_messages
+            && !self.session.keeps_qos0
+        {
             // QoS 0 is for connected clients only: not counted, the message was never theirs.
             return Sent::Dropped;
         }
@@ -263,7 +270,9 @@ impl Outlet<'_> {
             .settings
             .inflight_limit()
             .min(usize::from(c.receive_maximum));
-        if d.qos != QoS::AtMostOnce && self.session.inflight.len() >= limit {
+        if d.qos != QoS::AtMostOnce
+            && (self.session.inflight.len() >= limit || !self.inflight_bytes_below_limit())
+        {
             return self.requeue(d);
         }
         let packet_id = if d.qos == QoS::AtMostOnce {
@@ -334,6 +343,21 @@ impl Outlet<'_> {
         }
         c.mark_dirty(*cid, self.dirty);
         true
+    }
+
+    /// `max_inflight_bytes`: another QoS 1/2 message may go while the payload bytes already
+    /// in flight are below the limit, as in Mosquitto (so the one that crosses it goes, and
+    /// a message larger than the limit is not held forever). Only summed when a limit is set.
+    fn inflight_bytes_below_limit(&self) -> bool {
+        let limit = self.settings.max_inflight_bytes;
+        limit == 0
+            || self
+                .session
+                .inflight
+                .iter()
+                .map(|m| m.delivery.msg.payload.len())
+                .sum::<usize>()
+                < limit
     }
 
     fn count_sent(&mut self, payload_len: usize) {
@@ -434,15 +458,23 @@ fn delivery_properties<'a>(
 
 /// Writes one PUBLISH to client `name`'s output buffer and logs it like Mosquitto's `-v`.
 /// Returns false, writing nothing, when the packet would exceed the client's Maximum Packet
-/// Size (v5:[MQTT-3.1.2-25]: the message is then dropped for this client).
+/// Size (v5:[MQTT-3.1.2-25]: the message is then dropped for this client) or the topic is
+/// outside the client's mount point.
 fn write_message(c: &mut Conn, name: &str, m: MsgRef<'_>, f: Framing<'_>, now: Instant) -> bool {
     let v5 = c.version.is_v5();
     // A bridge's link carries the message under the remote broker's name for the topic.
     let remote_topic = c.bridge().and_then(|b| b.to_remote(m.topic));
-    let m = MsgRef {
+    let mut m = MsgRef {
         topic: remote_topic.as_deref().unwrap_or(m.topic),
         ..m
     };
+    // A client under a mount point knows the topic without it, and gets nothing outside it.
+    if let Some(mount_point) = c.mount_point() {
+        match super::mount::unmount(mount_point, m.topic) {
+            Some(topic) => m.topic = topic,
+            None => return false,
+        }
+    }
     let mut props = if v5 {
         delivery_properties(m.properties, f.sub_ids, m.expires_at, now)
     } else {
@@ -489,6 +521,9 @@ fn write_message(c: &mut Conn, name: &str, m: MsgRef<'_>, f: Framing<'_>, now: I
     );
     let version = c.version;
     write_publish(c.out_mut(), &p, version);
+    if let Some(b) = c.bridge() {
+        b.note_sent(now);
+    }
     true
 }
 

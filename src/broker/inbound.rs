@@ -83,7 +83,8 @@ impl Broker {
             c.published = true;
         }
         let version = self.conn(id).map_or(ProtocolVersion::V311, |c| c.version);
-        if p.qos > self.settings.max_qos {
+        let max_qos = self.conn(id).map_or(QoS::ExactlyOnce, |c| c.max_qos);
+        if p.qos > max_qos {
             // A QoS above the Maximum QoS announced in CONNACK is refused (v5 §3.3.1.2).
             return Err(Violation::Rule {
                 code: reason::QOS_NOT_SUPPORTED,
@@ -139,7 +140,18 @@ impl Broker {
                 .unwrap_or_else(|| p.topic.to_string())
         });
         let from_bridge = bridged.is_some();
-        let topic: &str = bridged.as_deref().or(aliased.as_deref()).unwrap_or(p.topic);
+        // A client of a listener with a mount point publishes inside its tree.
+        let mounted: Option<String> = self.conn(id).and_then(|c| c.mount_point()).map(|m| {
+            super::mount::mount(
+                m,
+                bridged.as_deref().or(aliased.as_deref()).unwrap_or(p.topic),
+            )
+        });
+        let topic: &str = mounted
+            .as_deref()
+            .or(bridged.as_deref())
+            .or(aliased.as_deref())
+            .unwrap_or(p.topic);
         if p.qos == QoS::ExactlyOnce {
             let (duplicate, held) = self.session(sid).map_or((false, 0), |s| {
                 (

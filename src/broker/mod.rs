@@ -47,7 +47,8 @@
 //! Around the path: `connect.rs` (CONNECT, sessions taken over or resumed), [`session`] (what is
 //! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
 //! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
-//! `sys.rs` (`$SYS`), [`bridge`] and `identity.rs` (client certificates).
+//! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates) and `mount.rs` (a
+//! listener's `mount_point`).
 
 mod acks;
 pub mod bridge;
@@ -57,6 +58,7 @@ mod connect;
 mod deliver;
 mod identity;
 mod inbound;
+mod mount;
 mod persist;
 
 mod retain;
@@ -122,12 +124,16 @@ pub struct Settings {
     pub persistent_client_expiration: Option<Duration>,
     pub upgrade_outgoing_qos: bool,
     pub connection_messages: bool,
-    /// Topic aliases MQTT 5 clients may use towards midge.
-    pub max_topic_alias: u16,
     /// Seconds between `$SYS` updates; 0 turns `$SYS` off.
     pub sys_interval: u32,
-    /// The highest QoS accepted from clients and granted to subscriptions.
-    pub max_qos: codec::QoS,
+    /// Payload bytes of QoS 1 and 2 messages in flight to one client (0 = no limit).
+    pub max_inflight_bytes: usize,
+    /// Only client ids starting with this may connect.
+    pub clientid_prefixes: Option<String>,
+    /// A retained message is replayed only while its publisher may still publish it.
+    pub check_retain_source: bool,
+    /// Each configured listener's own options, by listener index (kept on reload).
+    pub listeners: Vec<ListenerOptions>,
     /// Time a new connection has to send a complete CONNECT.
     pub connect_timeout: Duration,
     /// Refuse in SUBACK a filter the ACL lets read no topic at all (midge's own option).
@@ -141,6 +147,37 @@ pub struct Settings {
     /// The configured bridges, set up by [`Broker::new`]; a reload does not change them (as
     /// with Mosquitto, bridges change on restart).
     pub bridges: Vec<crate::config::BridgeConfig>,
+}
+
+/// The options Mosquitto scopes per listener whatever `per_listener_settings` says.
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// Prefix of every topic of the listener's clients (see `mount.rs`).
+    pub mount_point: Option<Rc<str>>,
+    /// The username replaces the client id.
+    pub use_username_as_clientid: bool,
+    /// The highest QoS accepted from the listener's clients and granted to them.
+    pub max_qos: codec::QoS,
+    /// Topic aliases the listener's MQTT 5 clients may use towards midge.
+    pub max_topic_alias: u16,
+}
+
+impl Default for ListenerOptions {
+    /// Mosquitto's defaults: no mount point, client ids as sent, QoS 2, 10 aliases.
+    fn default() -> ListenerOptions {
+        ListenerOptions::from(&crate::config::ListenerConfig::default())
+    }
+}
+
+impl From<&crate::config::ListenerConfig> for ListenerOptions {
+    fn from(l: &crate::config::ListenerConfig) -> ListenerOptions {
+        ListenerOptions {
+            mount_point: l.mount_point.as_deref().map(Rc::from),
+            use_username_as_clientid: l.use_username_as_clientid,
+            max_qos: codec::QoS::from_u8(l.max_qos).unwrap_or(codec::QoS::ExactlyOnce),
+            max_topic_alias: l.max_topic_alias,
+        }
+    }
 }
 
 /// The authentication options of one listener (`per_listener_settings true`).
@@ -181,9 +218,11 @@ impl Settings {
             persistent_client_expiration: c.persistent_client_expiration,
             upgrade_outgoing_qos: c.upgrade_outgoing_qos,
             connection_messages: c.connection_messages,
-            max_topic_alias: c.max_topic_alias,
             sys_interval: c.sys_interval,
-            max_qos: codec::QoS::from_u8(c.max_qos).unwrap_or(codec::QoS::ExactlyOnce),
+            max_inflight_bytes: c.max_inflight_bytes,
+            clientid_prefixes: c.clientid_prefixes.clone(),
+            check_retain_source: c.check_retain_source,
+            listeners: c.listeners.iter().map(ListenerOptions::from).collect(),
             connect_timeout: c.connect_timeout,
             refuse_unreadable_subscriptions: c.refuse_unreadable_subscriptions,
             memory_limit: match c.memory_limit {
@@ -194,6 +233,14 @@ impl Settings {
             per_listener: Vec::new(),
             bridges: c.bridges.clone(),
         }
+    }
+
+    /// The options of listener `listener`.
+    pub fn listener(&self, listener: u16) -> ListenerOptions {
+        self.listeners
+            .get(usize::from(listener))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The password file and ACL for clients of listener `listener`.
@@ -353,13 +400,19 @@ pub enum CloseReason {
     /// After a reload, the client's login is no longer valid (user removed, password changed,
     /// anonymous no longer allowed). As in Mosquitto: no DISCONNECT, no will.
     Revoked,
+    /// midge ends one of its bridge links (a lazy bridge gone idle, or a link replaced by one
+    /// to the bridge's first address); the bridge logs why.
+    BridgeStopped,
 }
 
 impl CloseReason {
     fn publishes_will(&self) -> bool {
         match self {
             CloseReason::Disconnected { with_will } => *with_will,
-            CloseReason::Refused | CloseReason::Shutdown | CloseReason::Revoked => false,
+            CloseReason::Refused
+            | CloseReason::Shutdown
+            | CloseReason::Revoked
+            | CloseReason::BridgeStopped => false,
             _ => true,
         }
     }
@@ -449,8 +502,10 @@ impl Broker {
     /// connected client the new password file or `allow_anonymous` no longer admits is
     /// disconnected, as Mosquitto does (see `Broker::recheck_logins`); returns how many.
     /// ACLs need no such pass: every later PUBLISH, SUBSCRIBE and delivery asks the new ones.
-    /// The bridges stay as they were started.
-    pub fn handle_reload(&mut self, settings: Settings, now: Instant) -> usize {
+    /// The bridges stay as they were started, and so do the listeners' own options
+    /// (`mount_point`, `max_qos`...): Mosquitto does not reload listeners either.
+    pub fn handle_reload(&mut self, mut settings: Settings, now: Instant) -> usize {
+        settings.listeners = std::mem::take(&mut self.settings.listeners);
         for line in settings.security.describe_change(&self.settings.security) {
             log::info!(target: "notice", "{line}");
         }
@@ -596,9 +651,10 @@ impl Broker {
                 Timer::Conn(id, serial) => self.check_conn_timer(id, serial, now),
                 Timer::SessionExpiry(sid) => self.check_session_expiry(sid, now),
                 Timer::WillDelay(sid) => self.check_will_delay(sid, now),
-                Timer::Bridge(index) => self.bridge_due(index),
+                Timer::Bridge(index) => self.bridge_due(index, now),
             }
         }
+        self.start_lazy_bridges(now);
     }
 
     /// The server is stopping: closes every connection (v5 clients get DISCONNECT 0x8B, server
@@ -779,7 +835,7 @@ impl Broker {
         self.now = now;
         let mut will = will;
         if let ConnState::BridgeConnecting(index) = state {
-            self.bridge_down(index as usize, now);
+            self.bridge_down(index as usize, id, now);
         }
         if let ConnState::Active(sid) = state {
             self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
@@ -802,7 +858,7 @@ impl Broker {
             }
             self.detach_session(sid, now);
             if let Some(index) = self.bridge_of(sid) {
-                self.bridge_down(index, now);
+                self.bridge_down(index, id, now);
             }
         }
         if let Some(will) = will {
@@ -844,7 +900,7 @@ impl Broker {
             CloseReason::Protocol(e) => {
                 log::info!(target: "notice", "Client {name} disconnected due to protocol error ({e}).")
             }
-            CloseReason::Refused => {}
+            CloseReason::Refused | CloseReason::BridgeStopped => {}
             // At error level, as Mosquitto logs it (handle_connect.c).
             CloseReason::TakenOver => {
                 log::error!("Client {name} already connected, closing old connection.")
@@ -880,7 +936,7 @@ impl Broker {
             Expiry::Never => expiration.map(|e| now + e),
         };
         s.set_expires_at(expires_at);
-        if !qos0_kept {
+        if !qos0_kept && !s.keeps_qos0 {
             // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
             if let Some(mut out) = self.outlet(sid) {
                 out.retain_queued(|d| d.qos != codec::QoS::AtMostOnce);

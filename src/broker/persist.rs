@@ -13,8 +13,8 @@ use crate::codec::decode::Reader;
 use crate::codec::properties::PropContext;
 use crate::codec::{LastWill, Properties, ProtocolVersion, QoS, SubscribeOptions};
 use crate::store::{
-    Change, MessageState, QueuedMessage, SessionExpiry, SessionRecord, Snapshot, StoredMessage,
-    Subscription, WillRecord,
+    Change, MessageSource, MessageState, QueuedMessage, SessionExpiry, SessionRecord, Snapshot,
+    StoredMessage, Subscription, WillRecord,
 };
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -98,7 +98,7 @@ pub(super) fn out_state(s: OutState) -> MessageState {
 
 /// True for sessions that outlive their connection, the only ones stored.
 fn persistent(s: &Session) -> bool {
-    s.expiry != Expiry::OnDisconnect && !s.bridge
+    s.expiry != Expiry::OnDisconnect && (!s.bridge || s.bridge_stored)
 }
 
 fn stored(p: &Persist, m: &Message) -> StoredMessage {
@@ -109,6 +109,7 @@ fn stored(p: &Persist, m: &Message) -> StoredMessage {
         retain: m.retain,
         properties: properties_bytes(m.properties.as_deref()),
         expires_at: m.expires_at.map(|t| p.to_unix(t)),
+        source: None,
     }
 }
 
@@ -199,14 +200,21 @@ impl Broker {
         }
     }
 
-    /// Records a retained message being set or cleared.
-    pub(super) fn persist_retained(&mut self, topic: &str, msg: Option<&Message>) {
+    /// Records a retained message, with its publisher, being set, or a topic's being cleared.
+    pub(super) fn persist_retained(
+        &mut self,
+        topic: &str,
+        msg: Option<(&Message, Option<&MessageSource>)>,
+    ) {
         let Some(p) = self.persist.as_deref() else {
             return;
         };
         let c = match msg {
-            Some(m) => Change::RetainedSet {
-                message: stored(p, m),
+            Some((m, source)) => Change::RetainedSet {
+                message: StoredMessage {
+                    source: source.cloned(),
+                    ..stored(p, m)
+                },
             },
             None => Change::RetainedClear {
                 topic: topic.to_string(),
@@ -359,9 +367,10 @@ impl Broker {
     pub(crate) fn restore(&mut self, snapshot: Snapshot, now: Instant, unix: u64) {
         self.enable_persistence(now, unix);
         let mut messages = 0usize;
-        for m in snapshot.retained {
+        for mut m in snapshot.retained {
+            let source = m.source.take().map(Rc::new);
             let msg = self.message_from(m, now);
-            self.retained.set(Rc::new(msg));
+            self.retained.set(Rc::new(msg), source);
         }
         let sessions = snapshot.sessions.len();
         for st in snapshot.sessions {
@@ -384,9 +393,15 @@ impl Broker {
                 Expiry::After(n) => Some(now + Duration::from_secs(u64::from(n))),
                 _ => self.settings.persistent_client_expiration.map(|e| now + e),
             });
-            let sid = self.create_session(client_id.clone(), version, expiry, false);
+            // A bridge's stored local session gets its queue back; its subscriptions are the
+            // bridge's topic lines, set up already, and it never expires.
+            let bridge = self.stored_bridge_session(&client_id);
+            let sid = bridge
+                .unwrap_or_else(|| self.create_session(client_id.clone(), version, expiry, false));
             if let Some(s) = self.session_mut(sid) {
-                s.set_expires_at(expires_at);
+                if bridge.is_none() {
+                    s.set_expires_at(expires_at);
+                }
                 s.set_incoming_qos2(st.qos2_inbound);
             }
             for q in st.messages {
@@ -411,7 +426,7 @@ impl Broker {
                     out.restore(d, inflight.map(|state| (q.packet_id, state)));
                 }
             }
-            for sub in st.subscriptions {
+            for sub in st.subscriptions.into_iter().filter(|_| bridge.is_none()) {
                 let o = sub.options;
                 let options = SubscribeOptions {
                     qos: qos(o & 3),
@@ -426,6 +441,7 @@ impl Broker {
                 self.timers.push(at, Timer::SessionExpiry(sid));
             }
         }
+        self.persist_bridge_sessions();
         for w in snapshot.wills {
             let Some(sid) = self.session_of(&w.client_id) else {
                 continue;

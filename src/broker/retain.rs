@@ -2,8 +2,9 @@
 //!
 //! A PUBLISH with the retain flag replaces the topic's retained message, and one with an empty
 //! payload clears it (v311 §3.3.1.3). A new subscription gets the retained messages that match
-//! its filter, after the SUBACK. The store is told of each change through `persist.rs`, which
-//! also brings the retained messages back at start.
+//! its filter, after the SUBACK, if the subscriber may read it and, with `check_retain_source`,
+//! if its publisher may still publish it. The store is told of each change through
+//! `persist.rs`, which also brings the retained messages back at start.
 
 use super::deliver::{Pending, Sent};
 use super::route::{may_read, MsgRef};
@@ -11,12 +12,17 @@ use super::router::TopicMap;
 use super::session::{Delivery, Message};
 use super::{Broker, SessionId};
 use crate::codec::QoS;
+use crate::store::MessageSource;
 use crate::topic::topic_matches;
 use std::rc::Rc;
 
+/// A retained message and the client that published it (`None`: the broker itself, a will or
+/// a bridge, which `check_retain_source` does not re-check).
+type Entry = (Rc<Message>, Option<Rc<MessageSource>>);
+
 /// The retained messages, one per topic.
 #[derive(Default)]
-pub(super) struct Retained(TopicMap<Rc<Message>>);
+pub(super) struct Retained(TopicMap<Entry>);
 
 impl Retained {
     /// How many topics have a retained message.
@@ -26,12 +32,12 @@ impl Retained {
 
     /// The payload bytes of every retained message.
     pub(super) fn payload_bytes(&self) -> usize {
-        self.0.values().map(|m| m.payload.len()).sum()
+        self.0.values().map(|(m, _)| m.payload.len()).sum()
     }
 
-    /// Makes `msg` the retained message of its topic.
-    pub(super) fn set(&mut self, msg: Rc<Message>) {
-        self.0.insert(msg.topic.clone(), msg);
+    /// Makes `msg`, published by `source`, the retained message of its topic.
+    pub(super) fn set(&mut self, msg: Rc<Message>, source: Option<Rc<MessageSource>>) {
+        self.0.insert(msg.topic.clone(), (msg, source));
     }
 
     /// Removes the retained message of `topic`, if any.
@@ -42,18 +48,18 @@ impl Retained {
     /// The retained messages whose topic `filter` matches. A wildcard filter looks at every
     /// retained message and sorts what matches by topic, so that replays are predictable for
     /// clients and tests.
-    pub(super) fn matching(&self, filter: &str) -> Vec<Rc<Message>> {
-        let mut found: Vec<Rc<Message>> = Vec::new();
+    pub(super) fn matching(&self, filter: &str) -> Vec<Entry> {
+        let mut found: Vec<Entry> = Vec::new();
         if filter.bytes().any(|b| b == b'+' || b == b'#') {
             found.extend(
                 self.0
                     .iter()
                     .filter(|(t, _)| topic_matches(filter, t))
-                    .map(|(_, m)| m.clone()),
+                    .map(|(_, e)| e.clone()),
             );
-            found.sort_by(|a, b| a.topic.cmp(&b.topic));
-        } else if let Some(m) = self.0.get(filter) {
-            found.push(m.clone());
+            found.sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
+        } else if let Some(e) = self.0.get(filter) {
+            found.push(e.clone());
         }
         found
     }
@@ -70,8 +76,19 @@ impl Broker {
             None
         } else {
             let msg = Rc::new(m.to_message());
-            self.retained.set(msg.clone());
-            self.persist_retained(m.topic, Some(&msg));
+            let source = m
+                .origin
+                .and_then(|sid| self.session(sid))
+                .filter(|s| !s.bridge)
+                .map(|s| {
+                    Rc::new(MessageSource {
+                        client_id: s.client_id.to_string(),
+                        username: s.username().map(str::to_string),
+                        listener: s.listener,
+                    })
+                });
+            self.persist_retained(m.topic, Some((&msg, source.as_deref())));
+            self.retained.set(msg.clone(), source);
             Some(msg)
         }
     }
@@ -92,11 +109,14 @@ impl Broker {
             return;
         };
         let upgrade = out.settings.upgrade_outgoing_qos;
-        for msg in found {
+        for (msg, source) in found {
             if msg.expires_at.is_some_and(|t| t <= now) {
                 continue;
             }
             if !may_read(out.settings, out.session, &msg.topic) {
+                continue;
+            }
+            if out.settings.check_retain_source && !source_may_publish(out.settings, source, &msg) {
                 continue;
             }
             let qos = if upgrade {
@@ -122,5 +142,22 @@ impl Broker {
                 Sent::Queued | Sent::Written | Sent::InFlight | Sent::Dropped => {}
             }
         }
+    }
+}
+
+/// `check_retain_source`: whether the client that published a retained message may still
+/// publish to its topic under the ACL in force now (which a reload may have changed), as
+/// Mosquitto asks before each replay. Messages of no client are not re-checked.
+fn source_may_publish(
+    settings: &super::Settings,
+    source: Option<Rc<MessageSource>>,
+    msg: &Message,
+) -> bool {
+    let Some(source) = source else {
+        return true;
+    };
+    match &settings.security_for(source.listener).acl {
+        Some(acl) => acl.can_publish(source.username.as_deref(), &source.client_id, &msg.topic),
+        None => true,
     }
 }

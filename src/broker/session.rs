@@ -319,8 +319,15 @@ pub struct Session {
     pub version: ProtocolVersion,
     /// Set while messages for this session are being dropped, so the log says it once.
     pub dropping: bool,
-    /// The local side of one of midge's bridges (never stored, never expired).
+    /// The local side of one of midge's bridges (never expired; stored only with
+    /// `local_cleansession false`, see `bridge_stored`).
     pub bridge: bool,
+    /// A bridge's local session that is stored like a client's (`local_cleansession false`),
+    /// so its queue for the remote survives a restart.
+    pub bridge_stored: bool,
+    /// QoS 0 messages wait in the queue while offline too, whatever `queue_qos0_messages`
+    /// says: a lazy bridge's, which counts them towards its threshold (as Mosquitto).
+    pub keeps_qos0: bool,
     next_packet_id: u16,
     pub expiry: Expiry,
     pub client_id: Box<str>,
@@ -353,6 +360,8 @@ impl Session {
             version,
             dropping: false,
             bridge: false,
+            keeps_qos0: false,
+            bridge_stored: false,
             next_packet_id: 0,
             expiry,
             client_id,

@@ -6,10 +6,11 @@
 //! has no failure code, so a 3.1 client that sends a bad filter is disconnected. Retained
 //! messages matching a new subscription are queued right after the SUBACK.
 
+use super::mount::mount_filter;
 use super::router::{valid_shared, Subscriber};
 use super::{Broker, ConnId, SessionId, Violation};
 use crate::codec::{
-    reason, valid_topic_filter, Packet, Properties, ProtocolVersion, Suback, Subscribe,
+    reason, valid_topic_filter, Packet, Properties, ProtocolVersion, QoS, Suback, Subscribe,
     SubscribeOptions, Unsuback, Unsubscribe,
 };
 use std::time::Instant;
@@ -36,6 +37,9 @@ impl Broker {
             .unwrap_or(0);
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut retained = Vec::new();
+        let (max_qos, mount_point) = self.conn(id).map_or((QoS::ExactlyOnce, None), |c| {
+            (c.max_qos, c.mount_point().map(str::to_string))
+        });
         for sub in &s.subscriptions {
             log::debug!("\t{} (QoS {})", sub.filter, sub.options.qos as u8);
             let is_shared = sub.filter.starts_with("$share/");
@@ -59,6 +63,9 @@ impl Broker {
                 });
                 continue;
             }
+            // Checked as the client wrote it, used under the listener's mount point.
+            let mounted = mount_point.as_deref().map(|m| mount_filter(m, &sub.filter));
+            let filter: &str = mounted.as_deref().unwrap_or(&sub.filter);
             // Mosquitto grants every filter and the ACL filters each delivery (route.rs); with
             // midge's `refuse_unreadable_subscriptions`, a filter the ACL can never let through
             // is refused instead, so the client knows.
@@ -73,8 +80,7 @@ impl Broker {
                     .session(sid)
                     .map(|s| (s.username().map(str::to_string), s.client_id.to_string()))
                     .unwrap_or((None, name.clone()));
-                let bare =
-                    super::router::parse_shared(&sub.filter).map_or(&*sub.filter, |(_, f)| f);
+                let bare = super::router::parse_shared(filter).map_or(filter, |(_, f)| f);
                 if !acl.can_subscribe(user.as_deref(), &client, bare)
                     && version != ProtocolVersion::V31
                 {
@@ -89,16 +95,16 @@ impl Broker {
             }
             let mut options = sub.options;
             // v5:[MQTT-3.2.2-10]: a request above max_qos is granted at max_qos.
-            options.qos = options.qos.min(self.settings.max_qos);
+            options.qos = options.qos.min(max_qos);
             if self.conn(id).is_some_and(|c| c.remote_bridge) {
                 // Another broker's bridge (try_private): as Mosquitto, never echo its own
                 // messages back (which would loop between the brokers) and keep retain flags.
                 options.no_local = true;
                 options.retain_as_published = true;
             }
-            let replaced = self.add_subscription(sid, &sub.filter, options, sub_id);
-            self.persist_subscription(sid, &sub.filter, Some((options, sub_id)));
-            log::info!(target: "subscribe", "{} {} {}", name, options.qos as u8, sub.filter);
+            let replaced = self.add_subscription(sid, filter, options, sub_id);
+            self.persist_subscription(sid, filter, Some((options, sub_id)));
+            log::info!(target: "subscribe", "{} {} {}", name, options.qos as u8, filter);
             codes.push(options.qos as u8);
             // Retain Handling (v5 §3.8.3.1): 0 always, 1 only for a new subscription, 2 never.
             // Retained messages are not sent when a shared subscription is made (v5 §4.8.2).
@@ -109,7 +115,7 @@ impl Broker {
                     _ => false,
                 };
             if send_retained {
-                retained.push((sub.filter.clone(), options.qos));
+                retained.push((filter.to_string(), options.qos));
             }
         }
         log::debug!("Sending SUBACK to {}", name);
@@ -132,7 +138,15 @@ impl Broker {
         let name = self.conn_name(id);
         log::debug!("Received UNSUBSCRIBE from {}", name);
         let mut codes = Vec::with_capacity(u.filters.len());
+        let mount_point = self
+            .conn(id)
+            .and_then(|c| c.mount_point())
+            .map(str::to_string);
         for filter in &u.filters {
+            // Mounted as the SUBSCRIBE was (Mosquitto forgets to, so its UNSUBSCRIBE under a
+            // mount point removes nothing).
+            let mounted = mount_point.as_deref().map(|m| mount_filter(m, filter));
+            let filter: &str = mounted.as_deref().unwrap_or(filter);
             let removed = self.remove_subscription(sid, filter);
             if removed {
                 self.persist_subscription(sid, filter, None);

@@ -48,6 +48,18 @@ impl BridgeTopic {
     }
 }
 
+/// When a bridge connects (`start_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartType {
+    /// At start-up, and again after the back-off whenever the link drops (the default).
+    Automatic,
+    /// Whenever `threshold` messages wait for the remote (not at start-up, as in Mosquitto);
+    /// the link is closed after `idle_timeout` seconds with nothing sent.
+    Lazy,
+    /// At start-up only: a link that fails or drops is not tried again.
+    Once,
+}
+
 /// MQTT version a bridge speaks to its remote broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BridgeProtocol {
@@ -90,8 +102,33 @@ pub struct BridgeConfig {
     /// `address` / `addresses`: host and port (default 1883), tried in turn.
     pub addresses: Vec<(String, u16)>,
     pub topics: Vec<BridgeTopic>,
-    /// `remote_clientid` (default `NAME.HOSTNAME`, as Mosquitto's `<name>.<hostname>`).
+    /// `remote_clientid` (default `HOSTNAME.NAME`: what Mosquitto's code sends, whatever its
+    /// man page says, so a remote broker keeps the session of a bridge moved to midge).
     pub remote_clientid: Option<String>,
+    /// `local_clientid`: the client id of the bridge's session on this broker (default
+    /// `local.` and the remote client id, as Mosquitto).
+    pub local_clientid: Option<String>,
+    /// `local_cleansession` (default: `cleansession`): false keeps the local session, and the
+    /// messages it holds for the remote, across restarts of this broker.
+    pub local_clean_session: Option<bool>,
+    /// `round_robin` (default false: the first address is the main one, tried again every
+    /// few seconds while the link uses another).
+    pub round_robin: bool,
+    /// `start_type` (default automatic).
+    pub start_type: StartType,
+    /// `threshold`: messages waiting for the remote that start a lazy bridge (default 10).
+    pub threshold: usize,
+    /// `idle_timeout`: seconds with nothing sent after which a lazy bridge stops (default 60).
+    pub idle_timeout: Duration,
+    /// `bridge_attempt_unsubscribe` (default true): on connect, unsubscribe on the remote
+    /// from each `out` topic, in case an earlier configuration subscribed to it there.
+    pub attempt_unsubscribe: bool,
+    /// `notifications_local_only` (default false): the state notifications stay on this
+    /// broker; the remote gets neither the `1` nor the will.
+    pub notifications_local_only: bool,
+    /// `bridge_max_packet_size`: the largest packet sent to the remote, 0 for no limit (an
+    /// MQTT 5 remote's own Maximum Packet Size applies too, the smaller one winning).
+    pub max_packet_size: u32,
     pub remote_username: Option<String>,
     pub remote_password: Option<String>,
     /// `cleansession` (default false: the remote keeps our subscriptions and queue).
@@ -122,6 +159,15 @@ impl BridgeConfig {
             addresses: Vec::new(),
             topics: Vec::new(),
             remote_clientid: None,
+            local_clientid: None,
+            local_clean_session: None,
+            round_robin: false,
+            start_type: StartType::Automatic,
+            threshold: 10,
+            idle_timeout: Duration::from_secs(60),
+            attempt_unsubscribe: true,
+            notifications_local_only: false,
+            max_packet_size: 0,
             remote_username: None,
             remote_password: None,
             clean_session: false,
@@ -137,14 +183,24 @@ impl BridgeConfig {
         }
     }
 
-    /// The client id used on the remote broker.
+    /// The client id used on the remote broker: `HOSTNAME.NAME` unless configured.
     pub(crate) fn client_id(&self) -> String {
-        self.remote_clientid.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "midge".into());
-            format!("{}.{}", self.name, host)
-        })
+        self.remote_clientid
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", hostname(), self.name))
+    }
+
+    /// The client id of the bridge's session on this broker: `local.` and the remote one
+    /// unless configured.
+    pub(crate) fn local_client_id(&self) -> String {
+        self.local_clientid
+            .clone()
+            .unwrap_or_else(|| format!("local.{}", self.client_id()))
+    }
+
+    /// True when the local session starts empty at each start (`local_cleansession`).
+    pub(crate) fn local_clean(&self) -> bool {
+        self.local_clean_session.unwrap_or(self.clean_session)
     }
 
     /// The topic carrying the bridge's state, 1 (up) or 0 (down).
@@ -153,6 +209,27 @@ impl BridgeConfig {
             .clone()
             .unwrap_or_else(|| format!("$SYS/broker/connection/{}/state", self.client_id()))
     }
+}
+
+/// The host name as `gethostname` gives it (the kernel's node name), which Mosquitto puts in
+/// a bridge's default client id.
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The local client id two bridges share, if any: Mosquitto refuses such a configuration,
+/// since the second bridge would take the first one's session.
+pub(super) fn duplicate_local_id(bridges: &[BridgeConfig]) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    bridges
+        .iter()
+        .map(BridgeConfig::local_client_id)
+        .find(|id| !seen.insert(id.clone()))
 }
 
 fn address(value: &str, at: &Location, name: &str) -> Result<(String, u16), ConfigError> {
@@ -251,6 +328,25 @@ pub(super) fn apply(
             b.restart_base = Duration::from_secs(base.max(1));
             b.restart_cap = Duration::from_secs(cap.max(base).max(1));
         }
+        "local_clientid" => b.local_clientid = Some(required(name, value, at)?.to_string()),
+        "local_cleansession" => b.local_clean_session = Some(parse_bool(name, value, at)?),
+        "round_robin" => b.round_robin = parse_bool(name, value, at)?,
+        "start_type" => {
+            b.start_type = match required(name, value, at)? {
+                "automatic" => StartType::Automatic,
+                "lazy" => StartType::Lazy,
+                "once" => StartType::Once,
+                // Mosquitto refuses `manual` too.
+                _ => return Err(invalid(name, value, at)),
+            }
+        }
+        "threshold" => b.threshold = parse_number::<usize>(name, value, at)?.max(1),
+        "idle_timeout" => {
+            b.idle_timeout = Duration::from_secs(parse_number::<u64>(name, value, at)?.max(1))
+        }
+        "bridge_attempt_unsubscribe" => b.attempt_unsubscribe = parse_bool(name, value, at)?,
+        "notifications_local_only" => b.notifications_local_only = parse_bool(name, value, at)?,
+        "bridge_max_packet_size" => b.max_packet_size = parse_number(name, value, at)?,
         "try_private" => b.try_private = parse_bool(name, value, at)?,
         "notifications" => b.notifications = parse_bool(name, value, at)?,
         "notification_topic" => b.notification_topic = Some(required(name, value, at)?.to_string()),
@@ -390,5 +486,41 @@ mod tests {
         assert!(b.clean_session);
         assert_eq!(b.state_topic(), "$SYS/broker/connection/kitchen/state");
         assert!(parse("connection x\nbridge_psk 0a1b").is_err());
+    }
+
+    #[test]
+    fn default_client_ids_are_mosquittos_hostname_dot_name_and_local_dot_that() {
+        let c = ok("connection hub\naddress h\nconnection two\naddress h\nremote_clientid r2");
+        let host = hostname();
+        assert_eq!(c.bridges[0].client_id(), format!("{host}.hub"));
+        assert_eq!(c.bridges[0].local_client_id(), format!("local.{host}.hub"));
+        assert_eq!(c.bridges[1].local_client_id(), "local.r2");
+        assert!(matches!(
+            parse("connection a\naddress h\nremote_clientid x\nconnection b\naddress h\nlocal_clientid local.x"),
+            Err(ConfigError::BridgeIdNotUnique { id }) if id == "local.x"
+        ));
+    }
+
+    #[test]
+    fn start_and_link_options_are_read() {
+        let c = ok(
+            "connection b\naddress h\nstart_type lazy\nthreshold 0\nidle_timeout 7\n\
+                    round_robin true\nlocal_cleansession true\nbridge_attempt_unsubscribe false\n\
+                    notifications_local_only true\nbridge_max_packet_size 500",
+        );
+        let b = &c.bridges[0];
+        assert_eq!(b.start_type, StartType::Lazy);
+        assert_eq!(b.threshold, 1, "at least one message, as Mosquitto");
+        assert_eq!(b.idle_timeout, Duration::from_secs(7));
+        assert!(b.round_robin && b.local_clean() && !b.attempt_unsubscribe);
+        assert!(b.notifications_local_only);
+        assert_eq!(b.max_packet_size, 500);
+        let d = ok("connection b\naddress h\ncleansession true");
+        assert!(
+            d.bridges[0].local_clean(),
+            "local_cleansession follows cleansession"
+        );
+        assert_eq!(d.bridges[0].start_type, StartType::Automatic);
+        assert!(parse("connection b\nstart_type manual").is_err());
     }
 }

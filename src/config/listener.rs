@@ -33,6 +33,17 @@ pub struct ListenerConfig {
     /// A failure to bind is a warning, not an error: the `::1` half of a loopback listener
     /// made by local-only mode or `-p` (a machine may have no IPv6).
     pub optional: bool,
+    /// `mount_point`: the prefix of every topic this listener's clients publish, subscribe
+    /// to and receive.
+    pub mount_point: Option<String>,
+    /// `use_username_as_clientid`: a client's username replaces the client id it sends.
+    pub use_username_as_clientid: bool,
+    /// `max_qos` (default 2): the highest QoS this listener's clients may publish with and
+    /// are granted.
+    pub max_qos: u8,
+    /// `max_topic_alias` (default 10): topic aliases an MQTT 5 client of this listener may
+    /// use towards midge.
+    pub max_topic_alias: u16,
 }
 
 /// Options that `per_listener_settings true` makes per listener.
@@ -57,6 +68,10 @@ impl Default for ListenerConfig {
             tls: TlsOptions::default(),
             auth: ListenerAuth::default(),
             optional: false,
+            mount_point: None,
+            use_username_as_clientid: false,
+            max_qos: 2,
+            max_topic_alias: 10,
         }
     }
 }
@@ -177,9 +192,8 @@ pub(super) struct Listeners {
     /// Where the default listener was first configured (for messages about it).
     default_at: Option<Location>,
     /// `max_qos` and `max_topic_alias` lines: the listener block they are in (`None` before
-    /// the first `listener` line), the option, the value and the line. Mosquitto scopes them
-    /// per listener; midge checks that every listener ends up with the same value.
-    per_listener: Vec<(Option<usize>, &'static str, u32, Location)>,
+    /// the first `listener` line), the option and the value.
+    per_listener: Vec<(Option<usize>, &'static str, u32)>,
 }
 
 impl Listeners {
@@ -270,11 +284,28 @@ impl Listeners {
                 if q > 2 {
                     return Err(invalid(name, value, at));
                 }
-                self.record_per_listener("max_qos", q.into(), at);
+                self.record_per_listener("max_qos", q.into());
             }
             "max_topic_alias" => {
                 let max: u16 = parse_number(name, value, at)?;
-                self.record_per_listener("max_topic_alias", max.into(), at);
+                self.record_per_listener("max_topic_alias", max.into());
+            }
+            "mount_point" => {
+                let prefix = required(name, value, at)?;
+                let Some(latest) = self.blocks.last_mut() else {
+                    return Err(ConfigError::ListenerRequired {
+                        option: name.to_string(),
+                        at: at.clone(),
+                    });
+                };
+                // The prefix becomes part of topic names, so it may hold no wildcard.
+                if !crate::codec::valid_topic_name(prefix) {
+                    return Err(invalid(name, value, at));
+                }
+                latest.mount_point = Some(prefix.to_string());
+            }
+            "use_username_as_clientid" => {
+                self.current(name, at).use_username_as_clientid = parse_bool(name, value, at)?
             }
             _ => return Ok(false),
         }
@@ -351,9 +382,9 @@ impl Listeners {
         &mut self.default
     }
 
-    fn record_per_listener(&mut self, option: &'static str, value: u32, at: &Location) {
+    fn record_per_listener(&mut self, option: &'static str, value: u32) {
         self.per_listener
-            .push((self.current_block(), option, value, at.clone()));
+            .push((self.current_block(), option, value));
     }
 
     /// Checks that each listener's TLS options fit together.
@@ -374,53 +405,54 @@ impl Listeners {
         Ok(())
     }
 
-    /// Resolves `option` (`max_qos` or `max_topic_alias`, default `default`), which
-    /// Mosquitto sets per listener, into midge's one value for every listener. Each listener
-    /// gets the last value in its block, else the last one before the first `listener` line
-    /// (which is the default listener's own when `port` or `bind_address` enabled it), else
-    /// the default. Listeners that end up with different values are refused: applying either
-    /// value to both would change what one of them grants.
-    pub(super) fn settle(&self, option: &'static str, default: u32) -> Result<u32, ConfigError> {
-        let last_in = |block: Option<usize>| {
-            self.per_listener
-                .iter()
-                .rev()
-                .find(|(b, name, _, _)| *b == block && *name == option)
-                .map(|(_, _, value, _)| *value)
-        };
-        let before_listeners = last_in(None);
-        let mut effective: Vec<(u32, &Location)> = Vec::new();
-        if let (true, Some(at)) = (self.default_enabled, &self.default_at) {
-            effective.push((before_listeners.unwrap_or(default), at));
+    /// The last `option` line (`max_qos` or `max_topic_alias`) in `block` (`None`: before
+    /// the first `listener` line).
+    fn last_in(&self, block: Option<usize>, option: &str) -> Option<u32> {
+        self.per_listener
+            .iter()
+            .rev()
+            .find(|(b, name, _)| *b == block && *name == option)
+            .map(|(_, _, value)| *value)
+    }
+
+    /// The value of `option` (`max_qos` or `max_topic_alias`) for each listener, by block
+    /// (`None`: the default listener): the last value in its block, else, for a `listener`
+    /// block, the last one before the first `listener` line when no `port` or `bind_address`
+    /// made that one the default listener's own (so a value written at the top of the file
+    /// still applies to every listener), else `None` (the option's default).
+    fn per_listener_value(&self, block: Option<usize>, option: &str) -> Option<u32> {
+        let own = self.last_in(block, option);
+        match block {
+            Some(_) if !self.default_enabled => own.or_else(|| self.last_in(None, option)),
+            _ => own,
         }
-        let inherited = if self.default_enabled {
-            None
-        } else {
-            before_listeners
-        };
-        for (index, at) in self.block_at.iter().enumerate() {
-            effective.push((last_in(Some(index)).or(inherited).unwrap_or(default), at));
-        }
-        if let Some((first, rest)) = effective.split_first() {
-            if let Some(other) = rest.iter().find(|(value, _)| *value != first.0) {
-                return Err(ConfigError::ListenersDiffer {
-                    option,
-                    first: (first.0, first.1.clone()),
-                    second: (other.0, other.1.clone()),
-                });
+    }
+
+    /// Puts each listener's `max_qos` and `max_topic_alias` in place; the values were
+    /// range-checked when read.
+    fn settle_per_listener(&mut self) {
+        let blocks = std::iter::once(None).chain((0..self.blocks.len()).map(Some));
+        for block in blocks {
+            let max_qos = self.per_listener_value(block, "max_qos");
+            let max_topic_alias = self.per_listener_value(block, "max_topic_alias");
+            let listener = match block {
+                Some(i) => &mut self.blocks[i],
+                None => &mut self.default,
+            };
+            if let Some(q) = max_qos.and_then(|q| u8::try_from(q).ok()) {
+                listener.max_qos = q;
+            }
+            if let Some(n) = max_topic_alias.and_then(|n| u16::try_from(n).ok()) {
+                listener.max_topic_alias = n;
             }
         }
-        Ok(effective
-            .first()
-            .map(|(value, _)| *value)
-            .or(before_listeners)
-            .unwrap_or(default))
     }
 
     /// The configured listeners, the default one first (as Mosquitto opens it first). A
     /// warning goes to `warnings` when listener options were written for a default listener
     /// that `port` or `bind_address` never enabled.
-    pub(super) fn into_listeners(self, warnings: &mut Vec<String>) -> Vec<ListenerConfig> {
+    pub(super) fn into_listeners(mut self, warnings: &mut Vec<String>) -> Vec<ListenerConfig> {
+        self.settle_per_listener();
         let mut listeners = self.blocks;
         if self.default_enabled {
             listeners.insert(0, self.default);
@@ -643,25 +675,44 @@ mod tests {
     }
 
     #[test]
-    fn max_qos_and_max_topic_alias_must_agree_between_listeners() {
-        let c = ok("max_qos 1\nlistener 1\nlistener 2");
-        assert_eq!(c.max_qos, 1);
-        let c = ok("listener 1\nmax_qos 1\nmax_topic_alias 5");
-        assert_eq!((c.max_qos, c.max_topic_alias), (1, 5));
-        let c = ok("listener 1\nmax_qos 0\nlistener 2\nmax_qos 0");
-        assert_eq!(c.max_qos, 0);
-        assert_eq!(ok("max_qos 1").max_qos, 1);
-        assert_eq!(
-            err("listener 1\nmax_qos 1\nlistener 2"),
-            "Error: max_qos is 1 for the listener in /etc/midge.conf:1 but 2 for the listener \
-             in /etc/midge.conf:3; midge applies one max_qos to every listener.\n\
-             Error found at /etc/midge.conf:3."
-        );
+    fn max_qos_and_max_topic_alias_are_per_listener() {
+        let qos_alias = |c: &crate::config::Config| -> Vec<(u8, u16)> {
+            c.listeners
+                .iter()
+                .map(|l| (l.max_qos, l.max_topic_alias))
+                .collect()
+        };
+        // Written before the first `listener` line, they apply to every listener that sets
+        // none of its own.
+        let c = ok("max_qos 1\nlistener 1\nlistener 2\nmax_qos 0");
+        assert_eq!(qos_alias(&c), [(1, 10), (0, 10)]);
+        let c = ok("listener 1\nmax_qos 1\nmax_topic_alias 5\nlistener 2");
+        assert_eq!(qos_alias(&c), [(1, 5), (2, 10)]);
         // With `port`, lines before the first `listener` are the default listener's own.
-        assert!(parse("port 1\nmax_topic_alias 3\nlistener 2").is_err());
+        let c = ok("port 1\nmax_topic_alias 3\nlistener 2");
+        assert_eq!(qos_alias(&c), [(2, 3), (2, 10)]);
         assert_eq!(
             err("max_qos 7"),
             "Error: Invalid max_qos value (7).\nError found at /etc/midge.conf:1."
+        );
+    }
+
+    #[test]
+    fn mount_point_and_use_username_as_clientid_belong_to_their_listener() {
+        let c = ok("listener 1\nmount_point tenant1/\nuse_username_as_clientid true\nlistener 2");
+        assert_eq!(c.listeners[0].mount_point.as_deref(), Some("tenant1/"));
+        assert!(c.listeners[0].use_username_as_clientid);
+        assert_eq!(c.listeners[1].mount_point, None);
+        assert!(!c.listeners[1].use_username_as_clientid);
+        // As Mosquitto: a mount point needs a `listener` line, and no wildcard.
+        assert_eq!(
+            err("port 1883\nmount_point a/"),
+            "Error: You must create a listener before using the mount_point option in the \
+             configuration file.\nError found at /etc/midge.conf:2."
+        );
+        assert_eq!(
+            err("listener 1\nmount_point a/+/"),
+            "Error: Invalid mount_point value (a/+/).\nError found at /etc/midge.conf:2."
         );
     }
 

@@ -96,8 +96,8 @@ pub struct Config {
     pub persistence: bool,
     /// `persistence_location`: the directory of the store (default: the working directory).
     pub persistence_location: Option<PathBuf>,
-    /// `persistence_file` as configured; midge always writes `midge.db` (never Mosquitto's
-    /// file) and says so when this names something else.
+    /// `persistence_file`: the store's file name inside `persistence_location` (default
+    /// `midge.db`); a name that is Mosquitto's file gets `midge.db` beside it.
     pub persistence_file: Option<String>,
     /// `persistence_sync_interval` (midge's own, default 1 s): the longest time accepted
     /// messages can stay un-fsynced, i.e. what a power cut can lose.
@@ -111,10 +111,6 @@ pub struct Config {
     pub refuse_unreadable_subscriptions: bool,
     /// `per_listener_settings` (default false): authentication options per listener.
     pub per_listener_settings: bool,
-    /// `max_qos` (default 2): the highest QoS midge accepts and grants. Mosquitto scopes it
-    /// per listener; midge has one value for every listener and refuses listeners whose values
-    /// differ (a `max_qos` before any `listener` line applies to every listener).
-    pub max_qos: u8,
     /// `connection` blocks: bridges to other brokers.
     pub bridges: Vec<BridgeConfig>,
     /// `memory_limit` in bytes (0 = midge's default, 128 MiB). Mosquitto refuses new
@@ -130,11 +126,16 @@ pub struct Config {
     pub acl_file: Option<PathBuf>,
     /// `sys_interval` seconds between `$SYS` updates (default 10; 0 disables `$SYS`).
     pub sys_interval: u32,
-    /// `max_topic_alias` (default 10): topic aliases an MQTT 5 client may use towards midge.
-    /// One value for every listener, as `max_qos`.
-    pub max_topic_alias: u16,
     /// `max_inflight_messages` (default 20; 0 = no limit).
     pub max_inflight_messages: u16,
+    /// `max_inflight_bytes` (default 0 = no limit): payload bytes of QoS 1 and 2 messages in
+    /// flight to one client; more wait in its queue.
+    pub max_inflight_bytes: usize,
+    /// `clientid_prefixes`: when set, only client ids starting with it may connect.
+    pub clientid_prefixes: Option<String>,
+    /// `check_retain_source` (default true): a retained message is sent to a new subscriber
+    /// only while its publisher may still publish to its topic.
+    pub check_retain_source: bool,
     /// `max_queued_messages` (default 1000; 0 = no limit).
     pub max_queued_messages: usize,
     /// `max_queued_bytes` (default 0 = no limit).
@@ -207,15 +208,16 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(20),
             refuse_unreadable_subscriptions: false,
             per_listener_settings: false,
-            max_qos: 2,
             bridges: Vec::new(),
             memory_limit: 0,
             user: crate::privileges::DEFAULT_USER.to_string(),
             password_file: None,
             acl_file: None,
             sys_interval: 10,
-            max_topic_alias: 10,
             max_inflight_messages: 20,
+            max_inflight_bytes: 0,
+            clientid_prefixes: None,
+            check_retain_source: true,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             queue_qos0_messages: false,
@@ -319,8 +321,9 @@ mod tests {
         assert_eq!(c.pid_file, None);
         assert!(c.warnings.is_empty());
         // Also the broker's defaults (`Settings::default` is built from these).
-        assert_eq!(c.max_qos, 2);
-        assert_eq!(c.max_topic_alias, 10);
+        assert_eq!(c.max_inflight_bytes, 0);
+        assert_eq!(c.clientid_prefixes, None);
+        assert!(c.check_retain_source);
         assert_eq!(c.sys_interval, 10);
         assert_eq!(c.connect_timeout, Duration::from_secs(20));
         assert!(!c.refuse_unreadable_subscriptions);

@@ -108,14 +108,13 @@ pub enum ConfigError {
         /// Where the option was read.
         at: Location,
     },
-    /// Listeners ask for different values of an option that midge applies to every listener.
-    ListenersDiffer {
-        /// `max_qos` or `max_topic_alias`.
-        option: &'static str,
-        /// The value of one listener and where that listener starts.
-        first: (u32, Location),
-        /// A different value of another listener and where that listener starts.
-        second: (u32, Location),
+    /// An option that only a `listener` block may set (`mount_point`) comes before the first
+    /// `listener` line, as Mosquitto refuses too.
+    ListenerRequired {
+        /// The option name.
+        option: String,
+        /// Where the option was read.
+        at: Location,
     },
     /// A listener's TLS options do not fit together (say `certfile` without `keyfile`):
     /// starting anyway would leave a listener the user meant to encrypt in plain text.
@@ -124,6 +123,12 @@ pub enum ConfigError {
         problem: String,
         /// The `listener` line (or the first option of the default listener).
         at: Location,
+    },
+    /// Two bridges have one local client id, so the second would take the first one's
+    /// session (Mosquitto refuses this too).
+    BridgeIdNotUnique {
+        /// The shared `local_clientid`.
+        id: String,
     },
     /// `listener 0 /path`: a unix socket listener, which midge cannot open.
     UnixSocketListener {
@@ -156,10 +161,12 @@ impl ConfigError {
             | ConfigError::InvalidValue { at, .. }
             | ConfigError::MissingValue { at, .. }
             | ConfigError::Refused { at, .. }
+            | ConfigError::ListenerRequired { at, .. }
             | ConfigError::Unhandled { at, .. } => Some(at),
             // midge's own checks, whose one line already names the listener's line.
-            ConfigError::Tls { .. } | ConfigError::UnixSocketListener { .. } => None,
-            ConfigError::ListenersDiffer { second, .. } => Some(&second.1),
+            ConfigError::Tls { .. }
+            | ConfigError::UnixSocketListener { .. }
+            | ConfigError::BridgeIdNotUnique { .. } => None,
         }
     }
 }
@@ -208,19 +215,19 @@ impl fmt::Display for ConfigError {
                      which refuses to start rather than run without it: {reason}"
                 )
             }
-            ConfigError::ListenersDiffer {
-                option,
-                first,
-                second,
-            } => write!(
+            ConfigError::ListenerRequired { option, .. } => write!(
                 f,
-                "Error: {option} is {} for the listener in {} but {} for the listener in {}; \
-                 midge applies one {option} to every listener.",
-                first.0, first.1, second.0, second.1
+                "Error: You must create a listener before using the {option} option in the \
+                 configuration file."
             ),
             ConfigError::Tls { problem, at } => {
                 write!(f, "Error: {problem}, for the listener in {at}.")
             }
+            ConfigError::BridgeIdNotUnique { id } => write!(
+                f,
+                "Error: Bridge local_clientid '{id}' is not unique. Try changing or setting the \
+                 local_clientid value for one of the bridges."
+            ),
             ConfigError::UnixSocketListener { path, at } => write!(
                 f,
                 "Error: Unix socket listeners ({path}) are not supported by this version of \
@@ -293,11 +300,9 @@ impl Parser {
             ..
         } = self;
         listeners.check_tls()?;
-        let max_qos = listeners.settle("max_qos", config.max_qos.into())?;
-        let max_topic_alias = listeners.settle("max_topic_alias", config.max_topic_alias.into())?;
-        // The values were range-checked when read.
-        config.max_qos = u8::try_from(max_qos).unwrap_or(config.max_qos);
-        config.max_topic_alias = u16::try_from(max_topic_alias).unwrap_or(config.max_topic_alias);
+        if let Some(id) = bridge::duplicate_local_id(&config.bridges) {
+            return Err(ConfigError::BridgeIdNotUnique { id });
+        }
         config.listeners = listeners.into_listeners(&mut config.warnings);
         Ok(config)
     }
@@ -403,6 +408,11 @@ impl Parser {
             }
             "max_keepalive" => c.max_keepalive = parse_number(name, value, at)?,
             "max_inflight_messages" => c.max_inflight_messages = parse_number(name, value, at)?,
+            "max_inflight_bytes" => c.max_inflight_bytes = parse_number(name, value, at)?,
+            "clientid_prefixes" => {
+                c.clientid_prefixes = Some(required(name, value, at)?.to_string())
+            }
+            "check_retain_source" => c.check_retain_source = parse_bool(name, value, at)?,
             "sys_interval" => c.sys_interval = parse_number(name, value, at)?,
             "password_file" => c.password_file = Some(PathBuf::from(required(name, value, at)?)),
             "acl_file" => c.acl_file = Some(PathBuf::from(required(name, value, at)?)),
@@ -871,26 +881,21 @@ mod tests {
     #[test]
     fn refused_options_name_file_line_and_reason() {
         assert_eq!(
-            err("listener 1883\n\nmount_point tenant1/"),
-            "Error: mount_point in /etc/midge.conf:3 is not supported by this version \
-             of midge, which refuses to start rather than run without it: midge does not prefix \
-             topics per listener yet, so this listener's clients would not be confined to their \
-             topic tree.\nError found at /etc/midge.conf:3."
+            err("listener 1883\n\nbind_interface eth0"),
+            "Error: bind_interface in /etc/midge.conf:3 is not supported by this version \
+             of midge, which refuses to start rather than run without it: midge cannot bind to \
+             an interface yet; ignoring it would listen on every interface.\n\
+             Error found at /etc/midge.conf:3."
         );
         for (line, option) in [
             ("plugin /usr/lib/x.so", "plugin"),
             ("plugin_opt_db x", "plugin_opt_db"),
             ("auth_opt_host x", "auth_opt_host"),
             ("auth_plugin /x.so", "auth_plugin"),
-            ("clientid_prefixes sensor-", "clientid_prefixes"),
-            ("use_username_as_clientid true", "use_username_as_clientid"),
-            ("check_retain_source true", "check_retain_source"),
-            ("max_inflight_bytes 1000", "max_inflight_bytes"),
             ("psk_file /p", "psk_file"),
             ("bind_interface eth0", "bind_interface"),
             ("tls_keyform engine", "tls_keyform"),
-            ("connection b\nlocal_username u", "local_username"),
-            ("connection b\nstart_type lazy", "start_type"),
+            ("connection b\nbridge_bind_address h", "bridge_bind_address"),
             ("connection b\nbridge_psk 0a", "bridge_psk"),
         ] {
             match parse(line) {
@@ -899,10 +904,7 @@ mod tests {
             }
         }
         // Their harmless values are accepted.
-        ok(
-            "use_username_as_clientid false\ncheck_retain_source false\nmax_inflight_bytes 0\n\
-            tls_keyform pem\nconnection b\nstart_type automatic\nround_robin false",
-        );
+        ok("tls_keyform pem\nconnection b\nstart_type automatic\nround_robin false");
     }
 
     #[test]

@@ -12,9 +12,9 @@ use crate::broker::{ConnId, Via};
 use crate::config::Config;
 use crate::transport::tls_client::TlsConnector;
 use crate::transport::Transport;
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Poll};
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -56,15 +56,20 @@ type Found = (usize, String, io::Result<Vec<SocketAddr>>);
 
 /// Resolves bridge host names on its own thread (getaddrinfo blocks; /etc/hosts, DNS and
 /// mDNS `.local` names all go through it), so the loop never waits on it. Answers wake the
-/// loop as [`Tok::DnsWaker`].
+/// loop as [`Tok::DnsWaker`] through a socket pair: mio allows one `Waker` per poll, and the
+/// store's writer thread has it.
 pub(super) struct Resolver {
     requests: mpsc::Sender<Lookup>,
     answers: mpsc::Receiver<Found>,
+    /// The loop's end of the wake-up socket pair.
+    woken: UnixStream,
 }
 
 impl Resolver {
     fn start(poll: &Poll) -> io::Result<Resolver> {
-        let waker = mio::Waker::new(poll.registry(), Tok::DnsWaker.into())?;
+        let (mut woken, mut wake) = UnixStream::pair()?;
+        poll.registry()
+            .register(&mut woken, Tok::DnsWaker.into(), Interest::READABLE)?;
         let (requests, jobs) = mpsc::channel::<Lookup>();
         let (done, answers) = mpsc::channel();
         std::thread::Builder::new()
@@ -77,10 +82,23 @@ impl Resolver {
                     if done.send((bridge, host, found)).is_err() {
                         return;
                     }
-                    let _ = waker.wake();
+                    // A full socket buffer already holds a wake-up.
+                    let _ = wake.write(&[1]);
                 }
             })?;
-        Ok(Resolver { requests, answers })
+        Ok(Resolver {
+            requests,
+            answers,
+            woken,
+        })
+    }
+
+    /// Takes the answers that have come, after reading every wake-up byte (readiness is
+    /// edge-triggered: a later answer must find the socket empty to wake the loop again).
+    fn take_answers(&mut self) -> Vec<Found> {
+        let mut buf = [0u8; 64];
+        while matches!(self.woken.read(&mut buf), Ok(n) if n > 0) {}
+        std::iter::from_fn(|| self.answers.try_recv().ok()).collect()
     }
 }
 
@@ -107,12 +125,11 @@ impl Server {
 
     /// Addresses came back: start a non-blocking connect to the first one.
     pub(super) fn bridge_addresses_resolved(&mut self, now: Instant) {
-        let mut answers = Vec::new();
-        if let Some(r) = &self.resolver {
-            while let Ok(a) = r.answers.try_recv() {
-                answers.push(a);
-            }
-        }
+        let answers = self
+            .resolver
+            .as_mut()
+            .map(Resolver::take_answers)
+            .unwrap_or_default();
         for (bridge, host, found) in answers {
             let addr = match found {
                 Ok(addrs) => match addrs.first() {

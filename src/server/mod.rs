@@ -47,7 +47,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const SIGNAL: usize = 0;
 /// Token of the waker the store's writer thread uses to say a batch is committed.
 const STORE_WAKER: usize = 1;
-/// Token of the waker the bridge resolver thread uses to say an address is resolved.
+/// Token of the socket pair the bridge resolver thread uses to say an address is resolved.
 const DNS_WAKER: usize = 2;
 /// Listener `i` has token `FIRST_LISTENER + i`; a listener index is a `u16`.
 const FIRST_LISTENER: usize = 3;

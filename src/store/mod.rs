@@ -1,11 +1,11 @@
 //! The durable store: what `persistence true` keeps across a restart, in SQLite.
 //!
 //! # What it owns, what it must not do
-//! The store owns `midge.db` in `persistence_location` and one helper thread, the *writer*,
-//! which owns the SQLite connection. It holds no broker state and makes no decisions: the
-//! broker hands it [`Change`]s (plain data, see `model.rs`) and learns back, through
-//! [`Store::committed`] and the `notify` callback, which batches are committed. The broker's
-//! loop never waits on the disk.
+//! The store owns its file (`midge.db` in `persistence_location`, unless `persistence_file`
+//! names another) and one helper thread, the *writer*, which owns the SQLite connection. It
+//! holds no broker state and makes no decisions: the broker hands it [`Change`]s (plain data,
+//! see `model.rs`) and learns back, through [`Store::committed`] and the `notify` callback,
+//! which batches are committed. The broker's loop never waits on the disk.
 //!
 //! # Flow
 //! 1. [`Store::open`] runs at start-up on the caller's thread: it opens (or creates) the file,
@@ -35,9 +35,11 @@
 //! - SIGTERM / [`Store::close`]: everything submitted is committed and fsynced before return.
 //!
 //! # Mosquitto's file
-//! midge never opens, changes or deletes a file that starts with Mosquitto's signature: a
-//! configured `persistence_file mosquitto.db` is ignored with a warning and `midge.db` is used
-//! beside it.
+//! `persistence_file` names the store (default `midge.db`), but midge never opens, changes or
+//! deletes a file that starts with Mosquitto's signature. A name that is Mosquitto's (its
+//! default `mosquitto.db`, which Debian's stock configuration spells out, or a file that
+//! carries the signature) gets `midge.db` beside it instead, with a warning, so one
+//! configuration serves both brokers and each keeps its own file.
 
 mod model;
 mod recover;
@@ -56,8 +58,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The store's file name inside `persistence_location`.
+/// The store's file name inside `persistence_location` unless `persistence_file` says
+/// otherwise.
 pub(crate) const STORE_FILE: &str = "midge.db";
+
+/// Mosquitto's default `persistence_file`: a name that always means Mosquitto's own file.
+const MOSQUITTO_FILE: &str = "mosquitto.db";
 
 /// The first bytes of a Mosquitto persistence file (`mosquitto.db`).
 pub const MOSQUITTO_SIGNATURE: &[u8] = b"\x00\xB5\x00mosquitto db";
@@ -77,7 +83,7 @@ pub enum StoreError {
     /// SQLite refused something that is not damage (permissions, a full disk, a file that is
     /// not midge's).
     Sql(rusqlite::Error),
-    /// `midge.db` itself carries Mosquitto's signature: midge will not touch it.
+    /// The store's own file carries Mosquitto's signature: midge will not touch it.
     MosquittoFile(PathBuf),
     /// The store was written by a newer midge with a schema this one does not know.
     NewerSchema { found: i64, supported: i64 },
@@ -157,13 +163,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `midge.db` in `dir` (created if missing), reads it into a [`Snapshot`] and starts
+    /// Opens the store in `dir` (created if missing), reads it into a [`Snapshot`] and starts
     /// the writer thread.
     ///
-    /// `configured_file` is the `persistence_file` option: anything but `midge.db` is ignored
-    /// with a warning (and a Mosquitto database of that name is never opened). A damaged
-    /// store is moved aside and salvaged; the snapshot then says so in
-    /// [`Snapshot::recovery`]. `notify` runs on the writer thread after each commit.
+    /// `configured_file` is the `persistence_file` option, the store's name (default
+    /// `midge.db`); a name that is Mosquitto's file gets `midge.db` beside it (see
+    /// `store_path`). A damaged store is moved aside and salvaged; the snapshot then says so
+    /// in [`Snapshot::recovery`]. `notify` runs on the writer thread after each commit.
     pub fn open(
         dir: &Path,
         configured_file: Option<&str>,
@@ -290,25 +296,38 @@ impl Drop for Store {
     }
 }
 
-/// The store's path, after warning about a `persistence_file` midge does not use.
+/// The store's path: `configured_file` (a relative name inside `dir`, as Mosquitto's
+/// `persistence_location` + `persistence_file`; an absolute one as it is), or `midge.db` in
+/// `dir` when none is configured. A name that is Mosquitto's file, by its name `mosquitto.db` (Mosquitto may
+/// create it later) or by its signature, is left to Mosquitto: the store is `midge.db` beside
+/// it, and a warning says so. A store file that is Mosquitto's all the same is refused.
 fn store_path(dir: &Path, configured_file: Option<&str>) -> Result<PathBuf, StoreError> {
-    let path = dir.join(STORE_FILE);
-    if let Some(name) = configured_file.filter(|n| *n != STORE_FILE) {
-        let configured = dir.join(name);
-        if is_mosquitto_db(&configured) {
-            log::warn!(
-                "{} is a Mosquitto database: midge never opens, changes or deletes it; \
-                 using {} beside it",
-                configured.display(),
-                path.display()
-            );
-        } else {
-            log::warn!(
-                "persistence_file {name} is ignored: midge keeps its store in {}",
-                path.display()
-            );
+    let path = match configured_file {
+        None => dir.join(STORE_FILE),
+        Some(name) => {
+            let named = dir.join(name);
+            let mosquittos = if named.file_name() == Some(MOSQUITTO_FILE.as_ref()) {
+                Some("Mosquitto's own file name")
+            } else if is_mosquitto_db(&named) {
+                Some("a Mosquitto database")
+            } else {
+                None
+            };
+            match mosquittos {
+                Some(why) if named.file_name() != Some(STORE_FILE.as_ref()) => {
+                    let beside = named.with_file_name(STORE_FILE);
+                    log::warn!(
+                        "persistence_file {} is {why}: midge never opens, changes or deletes \
+                         it and keeps its store in {} instead",
+                        named.display(),
+                        beside.display()
+                    );
+                    beside
+                }
+                _ => named,
+            }
         }
-    }
+    };
     if is_mosquitto_db(&path) {
         return Err(StoreError::MosquittoFile(path));
     }

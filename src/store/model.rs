@@ -55,6 +55,20 @@ pub struct StoredMessage {
     pub properties: Vec<u8>,
     /// When a v5 Message Expiry Interval runs out, in Unix seconds.
     pub expires_at: Option<u64>,
+    /// Who published it, for a retained message (`check_retain_source`); the table of queued
+    /// messages does not keep it.
+    pub source: Option<MessageSource>,
+}
+
+/// The client that published a retained message, so that `check_retain_source` can ask the
+/// ACL of the day whether it still may.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageSource {
+    pub client_id: String,
+    pub username: Option<String>,
+    /// The configured listener it was connected to (whose ACL applies with
+    /// `per_listener_settings`).
+    pub listener: u16,
 }
 
 /// How long an offline session is kept.

@@ -119,11 +119,18 @@ fn salvage_table(src: &Connection, dst: &Connection, table: &Table) -> TableReco
         })
         .ok()
         .and_then(|n| u64::try_from(n).ok());
-    let sql = format!(
-        "SELECT rowid, {} FROM {} WHERE rowid >= ?1 ORDER BY rowid",
-        table.columns, table.name
-    );
-    let mut stmt = match src.prepare(&sql) {
+    let select = |columns: &str| {
+        src.prepare(&format!(
+            "SELECT rowid, {columns} FROM {} WHERE rowid >= ?1 ORDER BY rowid",
+            table.name
+        ))
+    };
+    // A store damaged before it was migrated has the table as an older schema made it.
+    let prepared = select(table.columns).or_else(|e| match table.old_columns {
+        Some(old) => select(old),
+        None => Err(e),
+    });
+    let mut stmt = match prepared {
         Ok(s) => s,
         Err(e) => {
             log::error!("store: table {} unreadable: {e}", table.name);

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeMap;
 
 /// The schema version this build writes (the single row of `schema_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The schema, created on first open.
 pub(crate) const SCHEMA: &str = "
@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS retained (
     qos         INTEGER NOT NULL,
     retain      INTEGER NOT NULL,
     properties  BLOB    NOT NULL,
-    expires_at  INTEGER
+    expires_at  INTEGER,
+    source_id       TEXT,
+    source_username TEXT,
+    source_listener INTEGER
 );
 CREATE TABLE IF NOT EXISTS sessions (
     client_id       TEXT    NOT NULL UNIQUE,
@@ -72,11 +75,25 @@ CREATE TABLE IF NOT EXISTS wills (
 );
 ";
 
+/// Version 1 to 2: a retained message keeps its publisher (`check_retain_source`); the
+/// messages retained before know none.
+const MIGRATE_1_TO_2: &str = "
+BEGIN;
+ALTER TABLE retained ADD COLUMN source_id TEXT;
+ALTER TABLE retained ADD COLUMN source_username TEXT;
+ALTER TABLE retained ADD COLUMN source_listener INTEGER;
+UPDATE schema_version SET version = 2;
+COMMIT;
+";
+
 /// One data table: how to select its rows and how to decode one (column 0 is the rowid, the
 /// table's columns follow from index 1).
 pub(crate) struct Table {
     pub(crate) name: &'static str,
     pub(crate) columns: &'static str,
+    /// The same columns as a store of an older schema has them (NULL for the columns added
+    /// since), for recovering a damaged store that was never migrated.
+    pub(crate) old_columns: Option<&'static str>,
     pub(crate) decode: fn(&Row<'_>) -> Result<Change, String>,
 }
 
@@ -84,33 +101,40 @@ pub(crate) struct Table {
 pub(crate) const TABLES: &[Table] = &[
     Table {
         name: "retained",
-        columns: "topic, payload, qos, retain, properties, expires_at",
+        columns: "topic, payload, qos, retain, properties, expires_at, source_id, \
+                  source_username, source_listener",
+        old_columns: Some("topic, payload, qos, retain, properties, expires_at, NULL, NULL, NULL"),
         decode: decode_retained,
     },
     Table {
         name: "sessions",
         columns: "client_id, protocol, expiry_interval, expires_at",
+        old_columns: None,
         decode: decode_session,
     },
     Table {
         name: "subscriptions",
         columns: "client_id, filter, options, sub_id",
+        old_columns: None,
         decode: decode_subscription,
     },
     Table {
         name: "messages",
         columns: "client_id, seq, packet_id, state, qos, retain, sub_ids, topic, payload, \
                   msg_qos, msg_retain, properties, expires_at",
+        old_columns: None,
         decode: decode_message,
     },
     Table {
         name: "qos2_inbound",
         columns: "client_id, packet_id",
+        old_columns: None,
         decode: decode_qos2,
     },
     Table {
         name: "wills",
         columns: "client_id, topic, payload, qos, retain, properties, due_at",
+        old_columns: None,
         decode: decode_will,
     },
 ];
@@ -145,7 +169,10 @@ pub(crate) fn create(conn: &Connection) -> Result<(), SchemaError> {
             Ok(())
         }
         Some(v) if v > SCHEMA_VERSION => Err(SchemaError::Newer(v)),
-        // Version 1 is the first; later versions migrate older stores here.
+        Some(1) => {
+            conn.execute_batch(MIGRATE_1_TO_2)?;
+            Ok(())
+        }
         Some(_) => Ok(()),
     }
 }
@@ -172,11 +199,14 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
     match change {
         Change::RetainedSet { message: m } => {
             conn.prepare_cached(
-                "INSERT INTO retained (topic, payload, qos, retain, properties, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO retained (topic, payload, qos, retain, properties, expires_at,
+                   source_id, source_username, source_listener)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload,
                    qos = excluded.qos, retain = excluded.retain,
-                   properties = excluded.properties, expires_at = excluded.expires_at",
+                   properties = excluded.properties, expires_at = excluded.expires_at,
+                   source_id = excluded.source_id, source_username = excluded.source_username,
+                   source_listener = excluded.source_listener",
             )?
             .execute(params![
                 m.topic,
@@ -184,7 +214,10 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
                 m.qos,
                 m.retain,
                 m.properties,
-                m.expires_at.map(int)
+                m.expires_at.map(int),
+                m.source.as_ref().map(|s| &s.client_id),
+                m.source.as_ref().and_then(|s| s.username.as_ref()),
+                m.source.as_ref().map(|s| s.listener),
             ])?;
         }
         Change::RetainedClear { topic } => {
@@ -325,6 +358,11 @@ fn text(row: &Row<'_>, i: usize) -> Result<String, String> {
         .map_err(|e| format!("column {i}: {e}"))
 }
 
+fn opt_text(row: &Row<'_>, i: usize) -> Result<Option<String>, String> {
+    row.get::<_, Option<String>>(i)
+        .map_err(|e| format!("column {i}: {e}"))
+}
+
 fn blob(row: &Row<'_>, i: usize) -> Result<Vec<u8>, String> {
     row.get::<_, Vec<u8>>(i)
         .map_err(|e| format!("column {i}: {e}"))
@@ -391,13 +429,21 @@ fn stored_message(row: &Row<'_>, first: usize) -> Result<StoredMessage, String> 
         retain: flag(row, first + 3)?,
         properties: blob(row, first + 4)?,
         expires_at: unix_time(opt_integer(row, first + 5)?)?,
+        source: None,
     })
 }
 
 fn decode_retained(row: &Row<'_>) -> Result<Change, String> {
-    Ok(Change::RetainedSet {
-        message: stored_message(row, 1)?,
-    })
+    let mut message = stored_message(row, 1)?;
+    message.source = match opt_text(row, 7)? {
+        Some(client_id) => Some(MessageSource {
+            client_id,
+            username: opt_text(row, 8)?,
+            listener: ranged(row, 9, u16::MAX.into())?,
+        }),
+        None => None,
+    };
+    Ok(Change::RetainedSet { message })
 }
 
 fn decode_session(row: &Row<'_>) -> Result<Change, String> {

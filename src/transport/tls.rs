@@ -1,8 +1,8 @@
 //! TLS with rustls, driven by the loop without blocking.
 //!
 //! A TLS listener holds a [`TlsListener`]: the rustls `ServerConfig` built from the listener's
-//! options (certificate chain and key, CAs for client certificates, TLS versions, cipher
-//! suites) and how client certificates name users. Each accepted socket gets a [`TlsSession`]
+//! options (certificate chain and key, CAs for client certificates and for completing the
+//! chain, TLS versions, cipher suites) and how client certificates name users. Each accepted socket gets a [`TlsSession`]
 //! wrapping a rustls `ServerConnection`, used sans-IO: bytes read from the socket go in with
 //! [`TlsSession::received`] (`read_tls` + `process_new_packets`, then the plaintext is drained
 //! for the layer above), plaintext to send goes in with [`TlsSession::send`] (the connection's
@@ -92,8 +92,10 @@ impl TlsListener {
             .map_err(|e| {
                 format!("the ciphers and tls_version options leave nothing usable: {e}")
             })?;
+        let mut ca_certs = Vec::new();
         let builder = if opts.cafile.is_some() || opts.capath.is_some() {
-            let roots = load_roots(opts.cafile.as_deref(), opts.capath.as_deref())?;
+            let (roots, certs) = load_cas(opts.cafile.as_deref(), opts.capath.as_deref())?;
+            ca_certs = certs;
             let mut verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             if let Some(crlfile) = &opts.crlfile {
@@ -112,7 +114,7 @@ impl TlsListener {
             builder.with_no_client_auth()
         };
         let config = builder
-            .with_single_cert(certs, key)
+            .with_single_cert(complete_chain(certs, &ca_certs), key)
             .map_err(|e| format!("certfile and keyfile do not go together: {e}"))?;
         let identity = if opts.use_identity_as_username {
             IdentityMode::CommonName
@@ -149,12 +151,60 @@ pub(super) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
     Ok(certs)
 }
 
+/// The certificate chain a listener sends. A `certfile` holding more than one certificate is
+/// the chain the operator chose, sent as it is. A `certfile` holding only the server's own
+/// certificate gets its issuers appended from the CA certificates (`cafile`, `capath`), up to
+/// a self-signed root, as OpenSSL builds the chain for Mosquitto: a client that trusts only
+/// the root can then verify a certificate signed by an intermediate CA. Each issuer is the CA
+/// whose subject is the name the certificate below gives as issuer and, when both carry key
+/// identifiers, whose key is the one that certificate names (a renewed CA keeps its name).
+fn complete_chain(
+    mut chain: Vec<CertificateDer<'static>>,
+    cas: &[CertificateDer<'static>],
+) -> Vec<CertificateDer<'static>> {
+    if chain.len() != 1 {
+        return chain;
+    }
+    while let Some(last) = chain.last() {
+        let Some((issuer, subject)) = x509::issuer_and_subject(last) else {
+            break;
+        };
+        if issuer == subject {
+            break;
+        }
+        let issuer_key = x509::authority_key_id(last);
+        let next = cas.iter().find(|ca| {
+            let named = x509::issuer_and_subject(ca).is_some_and(|(_, s)| s == issuer);
+            let same_key = match (issuer_key, x509::subject_key_id(ca)) {
+                (Some(wanted), Some(key)) => wanted == key,
+                _ => true,
+            };
+            named && same_key && !chain.contains(ca)
+        });
+        match next {
+            Some(ca) => chain.push(ca.clone()),
+            None => break,
+        }
+    }
+    chain
+}
+
 /// The CAs of `cafile` and of every PEM file in `capath`.
 pub(super) fn load_roots(
     cafile: Option<&Path>,
     capath: Option<&Path>,
 ) -> Result<RootCertStore, String> {
+    load_cas(cafile, capath).map(|(roots, _)| roots)
+}
+
+/// The CAs of `cafile` and of every PEM file in `capath`, as trust anchors and as the
+/// certificates themselves.
+fn load_cas(
+    cafile: Option<&Path>,
+    capath: Option<&Path>,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
+    let mut all = Vec::new();
     if let Some(cafile) = cafile {
         let certs = load_certs(cafile).map_err(|e| {
             format!(
@@ -162,6 +212,7 @@ pub(super) fn load_roots(
                 cafile.display()
             )
         })?;
+        all.extend(certs.iter().cloned());
         let (_, bad) = roots.add_parsable_certificates(certs);
         if bad > 0 {
             return Err(format!(
@@ -179,6 +230,7 @@ pub(super) fn load_roots(
             // Like OpenSSL's hashed directories, files that are not PEM certificates are
             // skipped rather than fatal.
             if let Ok(certs) = load_certs(file) {
+                all.extend(certs.iter().cloned());
                 roots.add_parsable_certificates(certs);
             }
         }
@@ -186,7 +238,7 @@ pub(super) fn load_roots(
     if roots.is_empty() {
         return Err("no CA certificate found in cafile or capath".into());
     }
-    Ok(roots)
+    Ok((roots, all))
 }
 
 fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {

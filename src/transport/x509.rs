@@ -1,5 +1,6 @@
-//! The one piece of X.509 midge reads itself: the subject name of a client certificate, for
-//! `use_identity_as_username` (its CN) and `use_subject_as_username` (the whole subject).
+//! The pieces of X.509 midge reads itself: the subject name of a client certificate, for
+//! `use_identity_as_username` (its CN) and `use_subject_as_username` (the whole subject), and
+//! the names and key identifiers that link a server certificate to the CA certificates above it.
 //!
 //! rustls and webpki verify the certificate but do not expose its subject, and a full X.509
 //! parser is a large dependency for two fields. The certificate reaching this code has already
@@ -15,6 +16,12 @@
 const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
 const OID: u8 = 0x06;
+const BOOLEAN: u8 = 0x01;
+const OCTET_STRING: u8 = 0x04;
+/// `[3] EXPLICIT Extensions` at the end of a v3 TBSCertificate.
+const EXTENSIONS: u8 = 0xA3;
+/// `[0] IMPLICIT KeyIdentifier` inside an AuthorityKeyIdentifier.
+const KEY_IDENTIFIER: u8 = 0x80;
 /// `[0] EXPLICIT Version` at the start of a v3 TBSCertificate.
 const VERSION: u8 = 0xA0;
 
@@ -59,14 +66,83 @@ struct Attribute<'a> {
     value_der: &'a [u8],
 }
 
-/// The RDNs of a certificate's subject, in certificate order, each a list of attributes.
-fn subject_rdns(cert_der: &[u8]) -> Option<Vec<Vec<Attribute<'_>>>> {
+/// The TBSCertificate fields after the version, starting at serialNumber.
+fn tbs_fields(cert_der: &[u8]) -> Option<&[u8]> {
     let (cert, _) = expect(cert_der, SEQUENCE)?;
     let (tbs, _) = expect(cert, SEQUENCE)?;
-    let mut rest = tbs;
-    if rest.first() == Some(&VERSION) {
+    if tbs.first() == Some(&VERSION) {
+        return Some(element(tbs)?.2);
+    }
+    Some(tbs)
+}
+
+/// The issuer and subject names as they are encoded (whole DER elements). A certificate was
+/// issued by the certificate whose subject encodes exactly as its issuer.
+pub(crate) fn issuer_and_subject(cert_der: &[u8]) -> Option<(&[u8], &[u8])> {
+    // serialNumber, signature, then issuer, validity, subject.
+    let mut rest = tbs_fields(cert_der)?;
+    for _ in 0..2 {
         rest = element(rest)?.2;
     }
+    let after_issuer = element(rest)?.2;
+    let issuer = &rest[..rest.len() - after_issuer.len()];
+    let subject_start = element(after_issuer)?.2;
+    let after_subject = element(subject_start)?.2;
+    let subject = &subject_start[..subject_start.len() - after_subject.len()];
+    let is_name = |der: &[u8]| der.first() == Some(&SEQUENCE);
+    (is_name(issuer) && is_name(subject)).then_some((issuer, subject))
+}
+
+/// The DER contents of the OIDs of the subjectKeyIdentifier (2.5.29.14) and
+/// authorityKeyIdentifier (2.5.29.35) extensions.
+const SUBJECT_KEY_ID: &[u8] = &[0x55, 0x1D, 0x0E];
+const AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1D, 0x23];
+
+/// The value (the contents of extnValue) of the certificate's extension `oid`.
+fn extension<'a>(cert_der: &'a [u8], oid: &[u8]) -> Option<&'a [u8]> {
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, then the
+    // optional unique ids and the extensions.
+    let mut rest = tbs_fields(cert_der)?;
+    for _ in 0..6 {
+        rest = element(rest)?.2;
+    }
+    while !rest.is_empty() {
+        let (tag, contents, after) = element(rest)?;
+        rest = after;
+        if tag != EXTENSIONS {
+            continue;
+        }
+        let (mut list, _) = expect(contents, SEQUENCE)?;
+        while !list.is_empty() {
+            let (ext, after) = expect(list, SEQUENCE)?;
+            list = after;
+            let (id, mut fields) = expect(ext, OID)?;
+            if fields.first() == Some(&BOOLEAN) {
+                fields = element(fields)?.2;
+            }
+            if id == oid {
+                return Some(expect(fields, OCTET_STRING)?.0);
+            }
+        }
+    }
+    None
+}
+
+/// The certificate's subject key identifier, if it has one.
+pub(crate) fn subject_key_id(cert_der: &[u8]) -> Option<&[u8]> {
+    Some(expect(extension(cert_der, SUBJECT_KEY_ID)?, OCTET_STRING)?.0)
+}
+
+/// The key identifier of the certificate's issuer, if it names one.
+pub(crate) fn authority_key_id(cert_der: &[u8]) -> Option<&[u8]> {
+    let (fields, _) = expect(extension(cert_der, AUTHORITY_KEY_ID)?, SEQUENCE)?;
+    let (tag, id, _) = element(fields)?;
+    (tag == KEY_IDENTIFIER).then_some(id)
+}
+
+/// The RDNs of a certificate's subject, in certificate order, each a list of attributes.
+fn subject_rdns(cert_der: &[u8]) -> Option<Vec<Vec<Attribute<'_>>>> {
+    let mut rest = tbs_fields(cert_der)?;
     // serialNumber, signature, issuer, validity, then subject.
     for _ in 0..4 {
         rest = element(rest)?.2;
@@ -298,6 +374,34 @@ mod tests {
         let subject = subject_rfc2253(&der).unwrap();
         assert!(subject.contains("CN=caf\\C3\\A9"), "{subject}");
         assert!(subject.contains("1.3.6.1.4.1.99999.1=#0C0178"), "{subject}");
+    }
+
+    #[test]
+    fn issuer_and_subject_link_a_certificate_to_its_issuer() {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name = rcgen::DistinguishedName::new();
+        ca.distinguished_name.push(DnType::CommonName, "Root");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".into()]).unwrap();
+        leaf.use_authority_key_identifier_extension = true;
+        let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let (ca_issuer, ca_subject) = issuer_and_subject(ca.der()).unwrap();
+        let (leaf_issuer, leaf_subject) = issuer_and_subject(leaf.der()).unwrap();
+        assert_eq!(ca_issuer, ca_subject, "self-signed");
+        assert_eq!(leaf_issuer, ca_subject);
+        assert_ne!(leaf_subject, ca_subject);
+        let ca_key_id = subject_key_id(ca.der()).unwrap();
+        assert_eq!(authority_key_id(leaf.der()), Some(ca_key_id));
+        assert_ne!(subject_key_id(leaf.der()), Some(ca_key_id));
+        let der = leaf.der().to_vec();
+        for cut in 0..der.len() {
+            let _ = issuer_and_subject(&der[..cut]);
+            let _ = authority_key_id(&der[..cut]);
+            let _ = subject_key_id(&der[..cut]);
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Bridges end to end: two midge processes, and midge with Debian's Mosquitto, in both
 //! directions; remote restarts, first attempts that fail, fail-over, prefixes, notifications
-//! and no message looping between brokers bridged both ways.
+//! and no message looping between brokers bridged both ways; then what a Mosquitto remote logs
+//! of midge's bridge: its client id, the topic lines on connect, the start types, the return
+//! to the first address.
 
 use crate::common::*;
 use std::process::{Child, Command, Stdio};
@@ -351,4 +353,410 @@ fn mosquitto_bridges_to_midge_with_try_private() {
     );
     let _ = m.kill();
     let _ = m.wait();
+}
+
+/// Debian's Mosquitto as a remote, logging everything (`-v`) to a file the test reads.
+struct LoggedMosquitto {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl LoggedMosquitto {
+    fn start(port: u16) -> LoggedMosquitto {
+        LoggedMosquitto::start_with(port, "")
+    }
+
+    fn start_with(port: u16, extra: &str) -> LoggedMosquitto {
+        let dir = TempDir::new();
+        let log = dir.path().join("mosquitto.log");
+        let conf = dir.write(
+            "m.conf",
+            &format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nlog_type all\n\
+                 log_dest file {}\n{extra}\n",
+                log.display()
+            ),
+        );
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        LoggedMosquitto {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The log so far, each line without its timestamp.
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split_once(": ").map_or(l, |(_, rest)| rest).to_string())
+            .collect()
+    }
+
+    /// Waits until `n` lines contain `needle`.
+    fn wait_for(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.lines().iter().filter(|l| l.contains(needle)).count() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for LoggedMosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The host name a default bridge client id starts with (`gethostname`).
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_string()
+}
+
+/// A bridge named `name` to Mosquitto on `port`, with Mosquitto's default client ids.
+fn bridge_to(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "connection {name}\naddress 127.0.0.1:{port}\nrestart_timeout 1 2\nkeepalive_interval 5\n{extra}\n"
+    )
+}
+
+#[test]
+fn mosquitto_sees_the_default_client_id_and_the_topic_lines_in_order() {
+    if skip() {
+        return;
+    }
+    let port = free_port();
+    let m = LoggedMosquitto::start(port);
+    let _a = Broker::start(&bridge_to(
+        "order",
+        port,
+        "topic a/# in 1\ntopic b/# out 1\ntopic c/# both 0\ntopic d/# out 0",
+    ));
+    let id = format!("{}.order", host());
+    assert!(
+        m.wait_for(
+            &format!("Sending UNSUBACK to {id}"),
+            2,
+            Duration::from_secs(10)
+        ),
+        "{:#?}",
+        m.lines()
+    );
+    let lines = m.lines();
+    let connected = lines
+        .iter()
+        .position(|l| l.starts_with("New bridge connected"))
+        .expect("a bridge connected");
+    assert!(
+        lines[connected].contains(&format!(" as {id} (p2, c0, k5)")),
+        "{}",
+        lines[connected]
+    );
+    // What the remote received, in order, after the will.
+    let received: Vec<&str> = lines[connected..]
+        .iter()
+        .filter(|l| l.starts_with("Received ") || l.starts_with('\t'))
+        .map(String::as_str)
+        .collect();
+    let state = format!("$SYS/broker/connection/{id}/state");
+    let want = vec![
+        format!("\t{state}"),
+        format!("Received PUBLISH from {id} (d0, q1, r1, m1, '{state}', ... (1 bytes))"),
+        format!("Received SUBSCRIBE from {id}"),
+        "\ta/# (QoS 1)".into(),
+        format!("Received UNSUBSCRIBE from {id}"),
+        "\tb/#".into(),
+        format!("Received SUBSCRIBE from {id}"),
+        "\tc/# (QoS 0)".into(),
+        format!("Received UNSUBSCRIBE from {id}"),
+        "\td/#".into(),
+    ];
+    assert_eq!(received, want);
+}
+
+#[test]
+fn notifications_local_only_and_no_unsubscribe_leave_the_remote_only_the_subscribe() {
+    if skip() {
+        return;
+    }
+    let port = free_port();
+    let m = LoggedMosquitto::start(port);
+    let a = Broker::start(&bridge_to(
+        "quiet",
+        port,
+        "notifications_local_only true\nbridge_attempt_unsubscribe false\n\
+         remote_clientid q1\ntopic a/# in 1\ntopic b/# out 1",
+    ));
+    assert!(m.wait_for("Sending SUBACK to q1", 1, Duration::from_secs(10)));
+    let mut watch = Raw::mqtt_connect(a.port(), "watch");
+    watch.subscribe(1, &[("$SYS/broker/connection/q1/state", 0)], &[0]);
+    let p = watch.expect_packet(WAIT);
+    assert_eq!((p.payload(), p.retain()), (&b"1"[..], true), "kept here");
+    // Anything else would have come with the SUBSCRIBE, in the same write.
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = m.lines();
+    let from_bridge: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("from q1") || l.starts_with("No will") || l.starts_with("Will"))
+        .collect();
+    assert_eq!(
+        from_bridge,
+        vec!["No will message specified.", "Received SUBSCRIBE from q1"],
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn lazy_bridge_connects_at_the_threshold_and_leaves_when_idle() {
+    if skip() {
+        return;
+    }
+    let port = free_port();
+    let m = LoggedMosquitto::start(port);
+    let a = Broker::start(&bridge_to(
+        "lz",
+        port,
+        "start_type lazy\nthreshold 3\nidle_timeout 2\ntopic l/# out 1",
+    ));
+    let id = format!("{}.lz", host());
+    let mut p = Raw::mqtt_connect(a.port(), "lazy-pub");
+    for i in 1..=2u16 {
+        p.send(&publish("l/x", b"m", 1, false, false, i));
+        p.expect_bytes(&puback(i), WAIT);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !m.lines().iter().any(|l| l.contains("New bridge connected")),
+        "not at start, not below the threshold"
+    );
+    p.send(&publish("l/x", b"m", 1, false, false, 3));
+    p.expect_bytes(&puback(3), WAIT);
+    assert!(m.wait_for(
+        &format!("Received PUBLISH from {id} (d0, q1, r0"),
+        3,
+        Duration::from_secs(5)
+    ));
+    // Two seconds with nothing to forward: the link goes, and the remote publishes our will.
+    assert!(a.wait_for_log(
+        &format!("Bridge connection local.{id} has exceeded idle timeout, disconnecting."),
+        Duration::from_secs(5)
+    ));
+    assert!(m.wait_for(&format!("Client {id} closed its connection."), 1, WAIT));
+}
+
+#[test]
+fn once_bridge_is_not_restarted() {
+    if skip() {
+        return;
+    }
+    let port = free_port();
+    let m = LoggedMosquitto::start(port);
+    let a = Broker::start(&bridge_to("one", port, "start_type once\ntopic o/# out 0"));
+    assert!(m.wait_for("New bridge connected", 1, Duration::from_secs(10)));
+    drop(m);
+    assert!(a.wait_for_log("has start_type once", Duration::from_secs(10)));
+    let m = LoggedMosquitto::start(port);
+    // restart_timeout is 1 s: an automatic bridge would be back long before this.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !m.lines().iter().any(|l| l.contains("New bridge connected")),
+        "{:#?}",
+        m.lines()
+    );
+}
+
+#[test]
+fn round_robin_false_moves_back_to_the_first_address_once_it_answers() {
+    if skip() {
+        return;
+    }
+    let first = free_port();
+    let second = free_port();
+    let m2 = LoggedMosquitto::start(second);
+    let a = Broker::start(&format!(
+        "connection rr\naddresses 127.0.0.1:{first} 127.0.0.1:{second}\nrestart_timeout 1 2\n\
+         keepalive_interval 5\nremote_clientid rr\ntopic r/# out 0\n"
+    ));
+    assert!(m2.wait_for("New bridge connected", 1, Duration::from_secs(10)));
+    let m1 = LoggedMosquitto::start(first);
+    // The first address is tried every 5 seconds.
+    assert!(
+        m1.wait_for("New bridge connected", 1, Duration::from_secs(10)),
+        "{:#?}",
+        a.logs()
+    );
+    assert!(m2.wait_for("Client rr closed its connection.", 1, WAIT));
+}
+
+#[test]
+fn two_bridges_with_one_local_client_id_stop_start_up() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new();
+    let conf = dir.write(
+        "midge.conf",
+        "connection a\naddress 127.0.0.1:1\nremote_clientid x\n\
+         connection b\naddress 127.0.0.1:1\nlocal_clientid local.x\n",
+    );
+    let out = run_midge(&["-c", conf.to_str().unwrap()], WAIT);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "Error: Bridge local_clientid 'local.x' is not unique. Try changing or setting the \
+             local_clientid value for one of the bridges."
+        ),
+        "{out:?}"
+    );
+}
+
+/// Messages for a remote that is down, queued in the bridge's local session, then midge
+/// restarts (persistence on) and the remote comes up: which of them reach a subscriber there.
+fn queued_across_a_restart(local_cleansession: bool) -> Vec<Vec<u8>> {
+    let port = free_port();
+    let store = TempDir::new();
+    let conf = format!(
+        "persistence true\npersistence_location {}\n{}",
+        store.path().display(),
+        bridge_to(
+            "keep",
+            port,
+            &format!("local_cleansession {local_cleansession}\ntopic k/# out 1")
+        )
+    );
+    let mut a = Broker::start(&conf);
+    assert!(
+        a.wait_for_log("Bridge keep connection failed", Duration::from_secs(10)),
+        "{:#?}",
+        a.logs()
+    );
+    let mut p = Raw::mqtt_connect(a.port(), "keep-pub");
+    for i in 1..=3u16 {
+        p.send(&publish(
+            "k/x",
+            format!("m{i}").as_bytes(),
+            1,
+            false,
+            false,
+            i,
+        ));
+        p.expect_bytes(&puback(i), WAIT);
+    }
+    a.sigterm();
+    assert!(a.wait_exit(WAIT).is_some());
+    let _m = LoggedMosquitto::start(port);
+    let mut sub = Raw::mqtt_connect(port, "keep-sub");
+    sub.subscribe(1, &[("k/#", 1)], &[1]);
+    let a = Broker::start(&conf);
+    assert!(a.wait_for_log("Bridge keep connected.", Duration::from_secs(10)));
+    let mut got = Vec::new();
+    while let Got::Packet(m) = sub.read_packet(Duration::from_secs(2)) {
+        got.push(m.payload().to_vec());
+        sub.send(&puback(m.pid()));
+    }
+    got
+}
+
+#[test]
+fn local_cleansession_false_keeps_the_queue_for_the_remote_across_a_restart() {
+    if skip() {
+        return;
+    }
+    let want: Vec<Vec<u8>> = (1..=3).map(|i| format!("m{i}").into_bytes()).collect();
+    assert_eq!(queued_across_a_restart(false), want);
+    assert_eq!(queued_across_a_restart(true), Vec::<Vec<u8>>::new());
+}
+
+/// A 150-byte and a 5-byte message go out over a bridge with `bridge_extra` to a Mosquitto
+/// with `remote_extra`: what a subscriber there gets.
+fn through_a_size_limit(remote_extra: &str, bridge_extra: &str) -> Vec<Vec<u8>> {
+    let port = free_port();
+    let m = LoggedMosquitto::start_with(port, remote_extra);
+    let mut sub = Raw::mqtt_connect(port, "size-sub");
+    sub.subscribe(1, &[("s/#", 0)], &[0]);
+    let a = Broker::start(&bridge_to(
+        "size",
+        port,
+        &format!("remote_clientid size\ntopic s/# out 0\n{bridge_extra}"),
+    ));
+    assert!(a.wait_for_log("Bridge size connected.", Duration::from_secs(10)));
+    mosquitto_pub(a.port(), &["-t", "s/big", "-m", &"b".repeat(150)]);
+    mosquitto_pub(a.port(), &["-t", "s/small", "-m", "small"]);
+    let mut got = Vec::new();
+    while let Got::Packet(p) = sub.read_packet(Duration::from_secs(2)) {
+        got.push(p.payload().to_vec());
+    }
+    assert!(
+        !m.lines().iter().any(|l| l.contains("oversize")),
+        "nothing too large reached the remote"
+    );
+    got
+}
+
+#[test]
+fn bridge_max_packet_size_and_an_mqtt5_remotes_limit_keep_large_messages_back() {
+    if skip() {
+        return;
+    }
+    let small = vec![b"small".to_vec()];
+    assert_eq!(
+        through_a_size_limit("", "bridge_max_packet_size 100"),
+        small
+    );
+    assert_eq!(
+        through_a_size_limit("max_packet_size 100", "bridge_protocol_version mqttv50"),
+        small
+    );
+    assert_eq!(
+        through_a_size_limit("", ""),
+        vec![b"b".repeat(150), b"small".to_vec()]
+    );
+}
+
+#[test]
+fn the_remote_hears_the_bridge_is_up_at_once_with_nothing_else_to_send() {
+    if skip() {
+        return;
+    }
+    let port = free_port();
+    let m = LoggedMosquitto::start(port);
+    // Only an `out` line and no UNSUBSCRIBE: after CONNACK the "1" is all there is to send,
+    // and with a long keepalive no PINGREQ comes to push it out.
+    let _a = Broker::start(&format!(
+        "connection up\naddress 127.0.0.1:{port}\nkeepalive_interval 60\nremote_clientid up\n\
+         bridge_attempt_unsubscribe false\ntopic u/# out 0\n"
+    ));
+    assert!(m.wait_for("New bridge connected", 1, Duration::from_secs(10)));
+    assert!(
+        m.wait_for(
+            "Received PUBLISH from up (d0, q1, r1, m1, '$SYS/broker/connection/up/state'",
+            1,
+            Duration::from_secs(2)
+        ),
+        "{:#?}",
+        m.lines()
+    );
 }

@@ -254,3 +254,92 @@ fn connect_split_byte_by_byte_is_accepted() {
     }
     c.expect_bytes(&CONNACK_OK, WAIT);
 }
+
+/// Runs mosquitto_pub with a will of `will_len` bytes, MQTT `version` (`311`, `5`); returns
+/// its exit code, which is the CONNACK code of a refusal.
+fn pub_with_will(port: u16, version: &str, will_len: usize) -> Option<i32> {
+    let will = "w".repeat(will_len);
+    let out = mosquitto_pub_unchecked(
+        port,
+        &[
+            "-V",
+            version,
+            "-t",
+            "will/test",
+            "-m",
+            "hello",
+            "--will-topic",
+            "will/gone",
+            "--will-payload",
+            &will,
+        ],
+    );
+    out.status.code()
+}
+
+// A will that could never be published is refused at CONNECT, as Mosquitto's will__read does:
+// 3.x CONNACK 5 (not authorised), v5 0x95 (Packet too large).
+#[test]
+fn will_larger_than_message_size_limit_refuses_the_connect() {
+    let mut b = Broker::start("message_size_limit 10");
+    assert_eq!(pub_with_will(b.port(), "311", 11), Some(5));
+    assert_eq!(pub_with_will(b.port(), "5", 11), Some(0x95));
+    assert_eq!(pub_with_will(b.port(), "311", 10), Some(0), "at the limit");
+    assert_eq!(pub_with_will(b.port(), "5", 10), Some(0), "at the limit");
+    if !is_mosquitto() {
+        assert!(
+            b.wait_for_log("will payload larger than message_size_limit", WAIT),
+            "logs:\n{}",
+            b.logs().join("\n")
+        );
+    }
+    b.assert_serves();
+}
+
+/// paho-mqtt connects `client` twice with clean session 0 and MQTT `protocol` (`MQTTv31`,
+/// `MQTTv311`) and prints the session present flag of each CONNACK.
+const PAHO_SESSION_PRESENT: &str = r#"
+import sys
+import paho.mqtt.client as mqtt
+
+port, client_id, protocol = int(sys.argv[1]), sys.argv[2], getattr(mqtt, sys.argv[3])
+for _ in range(2):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    clean_session=False, protocol=protocol)
+    seen = {}
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        seen["present"] = int(flags.session_present)
+        client.disconnect()
+
+    c.on_connect = on_connect
+    c.connect("127.0.0.1", port, keepalive=30)
+    c.loop_forever()
+    print(seen["present"])
+"#;
+
+// MQTT 3.1's CONNACK has no session present flag (its first byte is reserved): a resumed 3.1
+// session still gets 0, while 3.1.1 says 1.
+#[test]
+fn mqtt31_connack_has_no_session_present_flag() {
+    if !crate::common::paho_available() {
+        return;
+    }
+    let b = Broker::start("");
+    let dir = TempDir::new();
+    let script = dir.write("session_present.py", PAHO_SESSION_PRESENT);
+    let run = |client: &str, protocol: &str| {
+        let mut cmd = std::process::Command::new(crate::common::python());
+        cmd.arg(&script)
+            .args([&b.port().to_string(), client, protocol]);
+        let out = run_with_timeout(cmd, None, std::time::Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run("paho-31", "MQTTv31"), "0\n0\n");
+    assert_eq!(run("paho-311", "MQTTv311"), "0\n1\n");
+}

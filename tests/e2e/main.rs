@@ -27,6 +27,7 @@ mod flow_control;
 mod fuzz_corpus;
 mod keepalive;
 mod limits;
+mod listener_options;
 mod logging;
 mod options;
 mod package;

@@ -258,28 +258,9 @@ fn harmless_values_of_refused_options_start() {
         return;
     }
     let mut b = Broker::start(
-        "use_username_as_clientid false\ncheck_retain_source false\nmax_inflight_bytes 0\n\
-         tls_keyform pem\nretained_persistence false\nsocket_domain ipv4\nlog_facility 3",
+        "tls_keyform pem\nretained_persistence false\nsocket_domain ipv4\nlog_facility 3",
     );
     b.assert_serves();
-}
-
-#[test]
-fn listeners_with_different_max_qos_are_refused() {
-    let dir = TempDir::new();
-    let path = dir.path().join("midge.conf");
-    assert_refused(
-        &dir,
-        "listener 0 127.0.0.1\nmax_qos 1\nlistener 0 127.0.0.1\n",
-        &[
-            format!(
-                "Error: max_qos is 1 for the listener in {p}:1 but 2 for the listener in {p}:3; \
-                 midge applies one max_qos to every listener.",
-                p = path.display()
-            ),
-            format!("Error found at {}:3.", path.display()),
-        ],
-    );
 }
 
 fn sighup(b: &Broker) {

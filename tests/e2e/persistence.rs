@@ -175,3 +175,96 @@ fn in_flight_messages_are_resent_with_dup_after_restart() {
         assert_eq!((p.pid(), p.payload()), (pid, body.as_bytes()));
     }
 }
+
+/// The retained value a fresh mosquitto_sub receives on `topic`.
+fn retained_value(port: u16, topic: &str) -> String {
+    let out = mosquitto_sub(port, 5, &["-t", topic, "-C", "1"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn persistence_file_names_the_store() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let dir = TempDir::new();
+    let conf = format!("{}\npersistence_file custom.db", conf(&dir));
+    let mut b = Broker::start(&conf);
+    mosquitto_pub(b.port(), &["-t", "r/named", "-m", "kept", "-r", "-q", "1"]);
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).is_some());
+    let head = std::fs::read(dir.path().join("custom.db")).expect("custom.db written");
+    assert!(head.starts_with(b"SQLite format 3\0"), "midge's store");
+    assert!(!dir.path().join("midge.db").exists());
+
+    let b = Broker::start(&conf);
+    assert_eq!(retained_value(b.port(), "r/named"), "kept");
+}
+
+/// A real Mosquitto's database under a name of the operator's choosing: midge, given the same
+/// configuration, leaves it as it is and keeps its own store in `midge.db` beside it, so the
+/// operator can go back to Mosquitto and find its data.
+#[test]
+fn a_mosquitto_database_under_a_custom_name_is_left_alone() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let dir = TempDir::new();
+    let persistence = format!(
+        "persistence true\npersistence_location {}/\npersistence_file broker.db\n",
+        dir.path().display()
+    );
+    let port = free_port();
+    let mosquitto_conf = dir.write(
+        "mosquitto.conf",
+        &format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n{persistence}"),
+    );
+    let mut mosquitto = std::process::Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&mosquitto_conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto starts");
+    wait_listening(&mut mosquitto, port, WAIT, "mosquitto");
+    mosquitto_pub(
+        port,
+        &["-t", "r/theirs", "-m", "mosquitto's", "-r", "-q", "1"],
+    );
+    unsafe { libc::kill(mosquitto.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(wait_child(&mut mosquitto, WAIT).is_some_and(|s| s.success()));
+    let theirs = dir.path().join("broker.db");
+    let before = std::fs::read(&theirs).expect("Mosquitto wrote broker.db");
+    assert!(before.starts_with(b"\x00\xB5\x00mosquitto db"));
+
+    let mut b = Broker::start(&persistence);
+    assert!(
+        b.wait_for_log("is a Mosquitto database: midge never opens", WAIT),
+        "logs:\n{}",
+        b.logs().join("\n")
+    );
+    mosquitto_pub(
+        b.port(),
+        &["-t", "r/ours", "-m", "midge's", "-r", "-q", "1"],
+    );
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).is_some());
+    assert_eq!(std::fs::read(&theirs).unwrap(), before, "untouched");
+    assert!(dir.path().join("midge.db").exists());
+    let b = Broker::start(&persistence);
+    assert_eq!(retained_value(b.port(), "r/ours"), "midge's");
+    drop(b);
+
+    // Mosquitto, back on the same configuration, finds its own data.
+    let mut mosquitto = std::process::Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&mosquitto_conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto starts again");
+    wait_listening(&mut mosquitto, port, WAIT, "mosquitto");
+    assert_eq!(retained_value(port, "r/theirs"), "mosquitto's");
+    let _ = mosquitto.kill();
+    let _ = mosquitto.wait();
+}

@@ -14,7 +14,54 @@ fn full_message() -> StoredMessage {
         retain: true,
         properties: vec![0x02, 0, 0, 0, 60],
         expires_at: Some(1_900_000_000),
+        source: None,
     }
+}
+
+/// A store of schema version 1 (before retained messages kept their publisher) is migrated in
+/// place: its retained message is kept, with no publisher, and new ones keep theirs across a
+/// restart.
+#[test]
+fn a_version_1_store_is_migrated_and_retained_publishers_survive_a_restart() {
+    let dir = scratch("migrate-v1");
+    {
+        let db = rusqlite::Connection::open(dir.join("midge.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version (version) VALUES (1);
+             CREATE TABLE retained (topic TEXT NOT NULL UNIQUE, payload BLOB NOT NULL,
+                 qos INTEGER NOT NULL, retain INTEGER NOT NULL, properties BLOB NOT NULL,
+                 expires_at INTEGER);
+             INSERT INTO retained VALUES ('old/topic', x'6869', 1, 1, x'', NULL);",
+        )
+        .unwrap();
+    }
+    let (mut store, snapshot) = open(&dir);
+    assert_eq!(snapshot.retained.len(), 1);
+    assert_eq!(snapshot.retained[0].topic, "old/topic");
+    assert_eq!(snapshot.retained[0].source, None);
+    let source = MessageSource {
+        client_id: "sensor-1".into(),
+        username: Some("alice".into()),
+        listener: 1,
+    };
+    let b = store.submit(vec![Change::RetainedSet {
+        message: StoredMessage {
+            retain: true,
+            source: Some(source.clone()),
+            ..message("new/topic", b"x")
+        },
+    }]);
+    wait_committed(&store, b);
+    drop(store);
+    let (_store, snapshot) = open(&dir);
+    let new = snapshot.retained.iter().find(|m| m.topic == "new/topic");
+    assert_eq!(new.and_then(|m| m.source.clone()), Some(source));
+    let db = rusqlite::Connection::open(dir.join("midge.db")).unwrap();
+    let version: i64 = db
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -351,7 +398,7 @@ fn midge_db_with_mosquittos_signature_is_refused_untouched() {
 }
 
 #[test]
-fn other_persistence_file_names_use_midge_db() {
+fn the_name_mosquitto_db_gets_midge_db_beside_it() {
     let dir = scratch("othername");
     let (store, _) = Store::open(
         &dir,
@@ -362,7 +409,73 @@ fn other_persistence_file_names_use_midge_db() {
     .unwrap();
     assert_eq!(store.path(), dir.join("midge.db"));
     store.close().unwrap();
-    assert!(!dir.join("mosquitto.db").exists());
+    assert!(!dir.join("mosquitto.db").exists(), "left for Mosquitto");
+}
+
+#[test]
+fn persistence_file_names_the_store() {
+    let dir = scratch("named");
+    let open_named =
+        |name| Store::open(&dir, Some(name), Duration::from_secs(1), Box::new(|| {})).unwrap();
+    let (mut store, _) = open_named("broker.db");
+    assert_eq!(store.path(), dir.join("broker.db"));
+    let n = store.submit(vec![Change::RetainedSet {
+        message: message("t", b"p"),
+    }]);
+    wait_committed(&store, n);
+    store.close().unwrap();
+    assert!(!dir.join("midge.db").exists());
+    let (store, snapshot) = open_named("broker.db");
+    assert_eq!(snapshot.retained.len(), 1, "read back from broker.db");
+    drop(store);
+    let (store, snapshot) = open_named("midge.db");
+    assert!(snapshot.retained.is_empty(), "midge.db is another store");
+    drop(store);
+}
+
+#[test]
+fn a_named_file_with_mosquittos_signature_gets_midge_db_beside_it() {
+    let dir = scratch("named-mosquitto");
+    let theirs = dir.join("broker.db");
+    let mut content = MOSQUITTO_SIGNATURE.to_vec();
+    content.extend_from_slice(&[3; 500]);
+    std::fs::write(&theirs, &content).unwrap();
+    let (store, _) = Store::open(
+        &dir,
+        Some("broker.db"),
+        Duration::from_secs(1),
+        Box::new(|| {}),
+    )
+    .unwrap();
+    assert_eq!(store.path(), dir.join("midge.db"));
+    store.close().unwrap();
+    assert_eq!(std::fs::read(&theirs).unwrap(), content);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["broker.db", "midge.db"],
+        "no -wal/-shm beside theirs"
+    );
+
+    // Configured by its own name, a midge.db that is Mosquitto's is refused, untouched.
+    let dir = scratch("named-midge-mosquitto");
+    let path = dir.join("midge.db");
+    std::fs::write(&path, &content).unwrap();
+    match Store::open(
+        &dir,
+        Some("midge.db"),
+        Duration::from_secs(1),
+        Box::new(|| {}),
+    ) {
+        Err(StoreError::MosquittoFile(p)) => assert_eq!(p, path),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a Mosquitto file"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), content);
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! TLS listeners end to end, with Debian's `mosquitto_pub`/`mosquitto_sub` (OpenSSL) as the
-//! clients and certificates rcgen makes for each test: server authentication with `--cafile`,
-//! client certificates with `require_certificate`, certificates as usernames, the wrong CA, a
-//! plain client on the TLS port, and a certificate replaced on SIGHUP. Every test checks that
-//! other clients are still served afterwards.
+//! clients and certificates rcgen (or, for chains through an intermediate CA, the `openssl`
+//! command) makes for each test: server authentication with `--cafile`, the chain up to the
+//! root sent for a certificate an intermediate signed, client certificates with
+//! `require_certificate`, certificates as usernames, the wrong CA, a plain client on the TLS
+//! port, and a certificate replaced on SIGHUP. Every test checks that other clients are still
+//! served afterwards.
 
 use crate::common::certs::{listener_ports, s, Ca, Pair};
 use crate::common::*;
@@ -445,4 +447,275 @@ fn missing_certificate_file_stops_start_up_with_its_name() {
         text.contains("Unable to load server certificate \"/nonexistent/server.pem\""),
         "{text}"
     );
+}
+
+/// A CA hierarchy made by the `openssl` command, as operators make theirs: a root, an
+/// intermediate it signs, and server certificates for 127.0.0.1 the intermediate signs
+/// (`leaf*.pem`/`.key`) or the root signs (`direct.pem`/`.key`).
+struct OpensslPki {
+    dir: TempDir,
+}
+
+impl OpensslPki {
+    fn new() -> OpensslPki {
+        let pki = OpensslPki {
+            dir: TempDir::new(),
+        };
+        pki.dir.write(
+            "ca.ext",
+            "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n",
+        );
+        pki.dir.write(
+            "server.ext",
+            "basicConstraints=CA:false\nextendedKeyUsage=serverAuth\n\
+             subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        );
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Test Root",
+            "-addext",
+            "basicConstraints=critical,CA:true",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        pki.issue("intermediate", "/CN=Test Intermediate", "root", "ca.ext");
+        pki.issue("leaf", "/CN=localhost", "intermediate", "server.ext");
+        pki.issue("leaf2", "/CN=localhost", "intermediate", "server.ext");
+        pki.issue("direct", "/CN=localhost", "root", "server.ext");
+        // The intermediate's predecessor: the same name, another key.
+        pki.issue(
+            "old-intermediate",
+            "/CN=Test Intermediate",
+            "root",
+            "ca.ext",
+        );
+        pki
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    }
+
+    /// `name.pem` and `name.key`, for `subject`, signed by `issuer` with extensions `ext`.
+    fn issue(&self, name: &str, subject: &str, issuer: &str, ext: &str) {
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ]);
+        let (ca, ca_key) = (format!("{issuer}.pem"), format!("{issuer}.key"));
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "30",
+            "-extfile",
+            ext,
+        ]);
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The concatenation of `names` written as `to`.
+    fn bundle(&self, to: &str, names: &[&str]) -> std::path::PathBuf {
+        let text: String = names
+            .iter()
+            .map(|n| std::fs::read_to_string(self.path(n)).expect("read pem"))
+            .collect();
+        self.dir.write(to, &text)
+    }
+
+    fn pair(&self, name: &str) -> Pair {
+        Pair {
+            cert: self.path(&format!("{name}.pem")),
+            key: self.path(&format!("{name}.key")),
+        }
+    }
+}
+
+/// The subjects of the certificates the server at `port` sends, as `openssl s_client
+/// -showcerts` lists them, and whether a client trusting only `root` verified it.
+fn served_chain(port: u16, root: &std::path::Path) -> (Vec<String>, bool) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-CAfile", s(root), "-verify_return_error", "-showcerts"]);
+    let out = run_with_timeout(cmd, Some(Vec::new()), Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let subjects = text
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(" s:").map(|(_, s)| s.to_string()))
+        .collect();
+    (subjects, out.status.success())
+}
+
+#[test]
+fn intermediate_certificates_from_cafile_complete_the_chain() {
+    if skip_on_mosquitto("TLS config made for midge's test harness") || !openssl_available() {
+        return;
+    }
+    let pki = OpensslPki::new();
+    let root = pki.path("root.pem");
+    let cas = pki.bundle("cas.pem", &["root.pem", "intermediate.pem"]);
+    let (mut b, plain, tls) = tls_broker(&pki.pair("leaf"), &format!("cafile {}", s(&cas)));
+    // As Mosquitto (OpenSSL) sends it: the server certificate, then its issuers up to the
+    // root.
+    assert_eq!(
+        served_chain(tls, &root),
+        (
+            vec![
+                "CN = localhost".to_string(),
+                "CN = Test Intermediate".to_string(),
+                "CN = Test Root".to_string()
+            ],
+            true
+        )
+    );
+    tls_publish_arrives(&b, plain, tls, &["--cafile", s(&root)])
+        .expect("a client trusting only the root connects");
+    b.assert_serves();
+}
+
+#[test]
+fn the_issuer_is_found_by_its_key_when_a_renewed_ca_keeps_its_name() {
+    if skip_on_mosquitto("TLS config made for midge's test harness") || !openssl_available() {
+        return;
+    }
+    let pki = OpensslPki::new();
+    let root = pki.path("root.pem");
+    let cas = pki.bundle(
+        "cas.pem",
+        &["root.pem", "old-intermediate.pem", "intermediate.pem"],
+    );
+    let (mut b, plain, tls) = tls_broker(&pki.pair("leaf"), &format!("cafile {}", s(&cas)));
+    assert!(served_chain(tls, &root).1, "the chain verifies");
+    tls_publish_arrives(&b, plain, tls, &["--cafile", s(&root)])
+        .expect("a client trusting only the root connects");
+    b.assert_serves();
+}
+
+#[test]
+fn intermediate_certificates_from_capath_complete_the_chain() {
+    if skip_on_mosquitto("TLS config made for midge's test harness") || !openssl_available() {
+        return;
+    }
+    let pki = OpensslPki::new();
+    let root = pki.path("root.pem");
+    let capath = TempDir::new();
+    for name in ["root.pem", "intermediate.pem"] {
+        std::fs::copy(pki.path(name), capath.path().join(name)).expect("copy CA");
+    }
+    let (mut b, plain, tls) =
+        tls_broker(&pki.pair("leaf"), &format!("capath {}", s(capath.path())));
+    assert!(served_chain(tls, &root).1, "the chain verifies");
+    tls_publish_arrives(&b, plain, tls, &["--cafile", s(&root)])
+        .expect("a client trusting only the root connects");
+    b.assert_serves();
+}
+
+#[test]
+fn a_certfile_holding_a_chain_is_sent_as_it_is() {
+    if skip_on_mosquitto("TLS config made for midge's test harness") || !openssl_available() {
+        return;
+    }
+    let pki = OpensslPki::new();
+    let root = pki.path("root.pem");
+    let chain = pki.bundle("chain.pem", &["leaf.pem", "intermediate.pem"]);
+    let server = Pair {
+        cert: chain,
+        key: pki.path("leaf.key"),
+    };
+    // The CA file holds the root only: nothing is added to the operator's chain.
+    let (mut b, plain, tls) = tls_broker(&server, &format!("cafile {}", s(&root)));
+    assert_eq!(
+        served_chain(tls, &root),
+        (
+            vec![
+                "CN = localhost".to_string(),
+                "CN = Test Intermediate".to_string()
+            ],
+            true
+        )
+    );
+    tls_publish_arrives(&b, plain, tls, &["--cafile", s(&root)]).expect("chain from certfile");
+    b.assert_serves();
+}
+
+#[test]
+fn sighup_builds_the_chain_of_a_replaced_certificate() {
+    if skip_on_mosquitto("midge's own log wording") || !openssl_available() {
+        return;
+    }
+    let pki = OpensslPki::new();
+    let root = pki.path("root.pem");
+    let cas = pki.bundle("cas.pem", &["root.pem", "intermediate.pem"]);
+    // Start with a certificate the root signs directly, then swap in one the intermediate
+    // signs.
+    let server = Pair {
+        cert: pki.bundle("server.pem", &["direct.pem"]),
+        key: pki.bundle("server.key", &["direct.key"]),
+    };
+    let (mut b, plain, tls) = tls_broker(&server, &format!("cafile {}", s(&cas)));
+    tls_publish_arrives(&b, plain, tls, &["--cafile", s(&root)]).expect("direct certificate");
+    std::fs::copy(pki.path("leaf2.pem"), &server.cert).unwrap();
+    std::fs::copy(pki.path("leaf2.key"), &server.key).unwrap();
+    unsafe { libc::kill(b.pid() as libc::pid_t, libc::SIGHUP) };
+    assert!(
+        b.wait_for_log(
+            "Reloaded the TLS certificate and key of the listener on port",
+            WAIT
+        ),
+        "logs:\n{}",
+        b.logs().join("\n")
+    );
+    assert_eq!(
+        served_chain(tls, &root).0.len(),
+        3,
+        "leaf, intermediate, root"
+    );
+    tls_publish_arrives(&b, plain, tls, &["--cafile", s(&root)])
+        .expect("a client trusting only the root connects after the reload");
+    b.assert_serves();
 }

@@ -212,3 +212,48 @@ fn v5_rumqttc_client_round_trip_with_connack_properties() {
     assert_eq!(&m.topic[..], b"rq5/t");
     assert_eq!(&m.payload[..], b"hello v5");
 }
+
+// v5:[MQTT-3.1.2-24] a CONNACK larger than the client's Maximum Packet Size is not sent: the
+// connection closes without it, as Mosquitto does. mosquitto_pub sends an empty client id, so
+// the CONNACK carries the Assigned Client Identifier (about 55 bytes).
+/// v5:[MQTT-3.1.2-24]
+#[test]
+fn v5_connack_over_the_clients_maximum_packet_size_closes_without_it() {
+    let mut b = Broker::start("");
+    let publish = |max: &str| {
+        mosquitto_pub_unchecked(
+            b.port(),
+            &[
+                "-V",
+                "5",
+                "-D",
+                "connect",
+                "maximum-packet-size",
+                max,
+                "-t",
+                "mps/connack",
+                "-m",
+                "x",
+            ],
+        )
+    };
+    let out = publish("20");
+    assert!(!out.status.success(), "connected with a 20-byte limit");
+    if !is_mosquitto() {
+        assert!(
+            b.wait_for_log(
+                "exceeds its Maximum Packet Size (20); closing without it",
+                WAIT
+            ),
+            "logs:\n{}",
+            b.logs().join("\n")
+        );
+    }
+    let out = publish("100");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_serves5(&mut b);
+}

@@ -964,6 +964,14 @@ pub fn mosquitto_pub_stdin(port: u16, args: &[&str], stdin: Option<Vec<u8>>) -> 
     out
 }
 
+/// Runs `mosquitto_pub -h 127.0.0.1 -p PORT ARGS...` (hard limit 30 s), success or not.
+pub fn mosquitto_pub_unchecked(port: u16, args: &[&str]) -> Output {
+    let mut cmd = Command::new(MOSQUITTO_PUB);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args);
+    run_with_timeout(cmd, None, Duration::from_secs(30))
+}
+
 /// Runs `mosquitto_sub -h 127.0.0.1 -p PORT -W secs ARGS...` to completion (hard kill after
 /// `secs` + 3 s).
 pub fn mosquitto_sub(port: u16, wait_secs: u32, args: &[&str]) -> Output {

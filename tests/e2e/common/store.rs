@@ -39,6 +39,7 @@ pub fn message(topic: &str, payload: &[u8]) -> StoredMessage {
         retain: false,
         properties: Vec::new(),
         expires_at: None,
+        source: None,
     }
 }
 
