@@ -23,7 +23,7 @@
 //! address than the first tries the first one every 5 seconds and moves back to it.
 
 use super::conn::{Conn, ConnState};
-use super::session::{Expiry, Session};
+use super::session::{BridgeLocal, Expiry, Session};
 use super::{Action, Broker, CloseReason, ConnId, SessionId, Timer};
 use crate::codec::{
     Connect, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
@@ -145,8 +145,10 @@ impl Broker {
             if let Some(s) = self.session_mut(sid) {
                 // A lazy bridge keeps QoS 0 messages while down, as in Mosquitto: they count
                 // towards its threshold.
-                s.keeps_qos0 = cfg.start_type == StartType::Lazy;
-                s.bridge_stored = !cfg.local_clean();
+                s.bridge = Some(BridgeLocal {
+                    keeps_qos0: cfg.start_type == StartType::Lazy,
+                    stored: !cfg.local_clean(),
+                });
             }
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {
                 let filter = t.local_filter();

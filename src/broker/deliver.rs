@@ -231,7 +231,7 @@ impl Outlet<'_> {
         if self.conn.is_none()
             && t.qos == QoS::AtMostOnce
             && !self.settings.queue_qos0_messages
-            && !self.session.keeps_qos0
+            && !self.session.keeps_qos0()
         {
             // QoS 0 is for connected clients only: not counted, the message was never theirs.
             return Sent::Dropped;

@@ -932,11 +932,11 @@ impl Broker {
                 Some(expiration.map_or(at, |e| at.min(now + e)))
             }
             // A bridge's own session waits for its link as long as it takes.
-            Expiry::Never if s.bridge => None,
+            Expiry::Never if s.bridge.is_some() => None,
             Expiry::Never => expiration.map(|e| now + e),
         };
         s.set_expires_at(expires_at);
-        if !qos0_kept && !s.keeps_qos0 {
+        if !qos0_kept && !s.keeps_qos0() {
             // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
             if let Some(mut out) = self.outlet(sid) {
                 out.retain_queued(|d| d.qos != codec::QoS::AtMostOnce);
@@ -961,7 +961,7 @@ impl Broker {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let mut s = Session::new(gen, client_id, version, expiry);
-        s.bridge = bridge;
+        s.bridge = bridge.then(session::BridgeLocal::default);
         let idx = self.sessions.insert(s);
         let sid = SessionId {
             idx: idx as u32,

@@ -98,7 +98,7 @@ pub(super) fn out_state(s: OutState) -> MessageState {
 
 /// True for sessions that outlive their connection, the only ones stored.
 fn persistent(s: &Session) -> bool {
-    s.expiry != Expiry::OnDisconnect && (!s.bridge || s.bridge_stored)
+    s.expiry != Expiry::OnDisconnect && s.bridge.is_none_or(|b| b.stored)
 }
 
 fn stored(p: &Persist, m: &Message) -> StoredMessage {

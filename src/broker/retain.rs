@@ -79,7 +79,7 @@ impl Broker {
             let source = m
                 .origin
                 .and_then(|sid| self.session(sid))
-                .filter(|s| !s.bridge)
+                .filter(|s| s.bridge.is_none())
                 .map(|s| {
                     Rc::new(MessageSource {
                         client_id: s.client_id.to_string(),

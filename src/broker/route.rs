@@ -333,7 +333,7 @@ pub(super) fn may_read(
     topic: &str,
 ) -> bool {
     match &settings.security_for(s.listener).acl {
-        Some(acl) if !s.bridge => acl.can_read(s.username(), &s.client_id, topic),
+        Some(acl) if s.bridge.is_none() => acl.can_read(s.username(), &s.client_id, topic),
         _ => true,
     }
 }

@@ -302,6 +302,25 @@ impl Queue {
     }
 }
 
+/// How a bridge's local session is kept, beyond what a client's is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeLocal {
+    /// Stored like a client's session (`local_cleansession false`), so its queue for the
+    /// remote survives a restart.
+    pub stored: bool,
+    /// QoS 0 messages wait in the queue while offline too, whatever `queue_qos0_messages`
+    /// says: a lazy bridge's, which counts them towards its threshold (as Mosquitto).
+    pub keeps_qos0: bool,
+}
+
+impl Session {
+    /// True if QoS 0 messages wait for this session while it is offline regardless of
+    /// `queue_qos0_messages` (see [`BridgeLocal::keeps_qos0`]).
+    pub fn keeps_qos0(&self) -> bool {
+        self.bridge.is_some_and(|b| b.keeps_qos0)
+    }
+}
+
 /// Marks a session with no connection (`Session::conn`).
 const NO_CONN: u32 = u32::MAX;
 
@@ -319,15 +338,8 @@ pub struct Session {
     pub version: ProtocolVersion,
     /// Set while messages for this session are being dropped, so the log says it once.
     pub dropping: bool,
-    /// The local side of one of midge's bridges (never expired; stored only with
-    /// `local_cleansession false`, see `bridge_stored`).
-    pub bridge: bool,
-    /// A bridge's local session that is stored like a client's (`local_cleansession false`),
-    /// so its queue for the remote survives a restart.
-    pub bridge_stored: bool,
-    /// QoS 0 messages wait in the queue while offline too, whatever `queue_qos0_messages`
-    /// says: a lazy bridge's, which counts them towards its threshold (as Mosquitto).
-    pub keeps_qos0: bool,
+    /// Set for the local side of one of midge's bridges (never expired).
+    pub bridge: Option<BridgeLocal>,
     next_packet_id: u16,
     pub expiry: Expiry,
     pub client_id: Box<str>,
@@ -359,9 +371,7 @@ impl Session {
             listener: 0,
             version,
             dropping: false,
-            bridge: false,
-            keeps_qos0: false,
-            bridge_stored: false,
+            bridge: None,
             next_packet_id: 0,
             expiry,
             client_id,
