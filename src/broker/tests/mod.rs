@@ -7,9 +7,9 @@ use crate::codec::{
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+mod bridges;
 mod connack;
 mod listener;
-mod bridges;
 mod time;
 
 struct World {
