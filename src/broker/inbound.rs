@@ -2,10 +2,10 @@
 //!
 //! In order: the refusals that end the connection (a QoS above `max_qos`, retain when it is
 //! not available, subscription identifiers), the inbound topic alias (v5 §3.3.2.3.4), a
-//! bridge's topic remapping, the QoS 2 duplicate check, the payload format, the topics only
-//! the broker may publish to (`$SYS`), the ACL WRITE check and `message_size_limit`. An
-//! accepted message goes to routing (`route.rs`) borrowed straight from the read buffer,
-//! without a copy; the acknowledgement it earns is `acks.rs`'s.
+//! bridge's topic remapping, the listener's mount point, the QoS 2 duplicate check, the
+//! payload format, the topics only the broker may publish to (`$SYS`), the ACL WRITE check
+//! and `message_size_limit`. An accepted message goes to routing (`route.rs`) borrowed
+//! straight from the read buffer, without a copy; the acknowledgement it earns is `acks.rs`'s.
 //!
 //! It decides only whether, and under which topic, a message enters; it must not match,
 //! deliver or persist a message itself.
@@ -238,6 +238,7 @@ impl Broker {
                 properties: props,
                 expires_at: expiry(props, now),
                 origin: Some(sid),
+                source: None,
             };
             let matched = self.route(&out, now);
             // As Mosquitto: told in PUBACK only; a QoS 2 PUBREC says Success either way.

@@ -729,7 +729,8 @@ impl Broker {
         if s.pending_will().is_some_and(|(_, at)| *at <= now) {
             if let Some((will, _)) = s.take_pending_will() {
                 self.persist_will(sid);
-                self.publish_will(*will, now);
+                let source = self.message_source(sid);
+                self.publish_will(*will, source, now);
             }
         }
     }
@@ -834,6 +835,11 @@ impl Broker {
         self.log_close(&name, peer, &reason);
         self.now = now;
         let mut will = will;
+        // Taken now: the session may end with the connection, before the will goes.
+        let will_source = match state {
+            ConnState::Active(sid) if will.is_some() => self.message_source(sid),
+            _ => None,
+        };
         if let ConnState::BridgeConnecting(index) = state {
             self.bridge_down(index as usize, id, now);
         }
@@ -862,7 +868,7 @@ impl Broker {
             }
         }
         if let Some(will) = will {
-            self.publish_will(will, now);
+            self.publish_will(will, will_source, now);
         }
         self.actions.push_back(Action::Close(id));
     }
@@ -985,6 +991,7 @@ impl Broker {
         self.clients.remove(sid.idx, &self.sessions);
         let mut s = self.sessions.remove(sid.idx as usize);
         self.persist_session_deleted(&s);
+        let will_source = retain::source_of(&s);
         for (filter, _, _) in s.subscriptions.iter() {
             self.router.unsubscribe(filter, sid);
         }
@@ -1002,7 +1009,7 @@ impl Broker {
         if let Some((will, _)) = s.take_pending_will() {
             // The session ends before the will delay: the will goes now.
             let now = self.now;
-            self.publish_will(*will, now);
+            self.publish_will(*will, will_source, now);
         }
     }
 

@@ -9,7 +9,7 @@
 use super::deliver::{Pending, Sent};
 use super::route::{may_read, MsgRef};
 use super::router::TopicMap;
-use super::session::{Delivery, Message};
+use super::session::{Delivery, Message, Session};
 use super::{Broker, SessionId};
 use crate::codec::QoS;
 use crate::store::MessageSource;
@@ -76,21 +76,20 @@ impl Broker {
             None
         } else {
             let msg = Rc::new(m.to_message());
-            let source = m
-                .origin
-                .and_then(|sid| self.session(sid))
-                .filter(|s| s.bridge.is_none())
-                .map(|s| {
-                    Rc::new(MessageSource {
-                        client_id: s.client_id.to_string(),
-                        username: s.username().map(str::to_string),
-                        listener: s.listener,
-                    })
-                });
+            let source = match m.source {
+                Some(source) => Some(source.clone()),
+                None => m.origin.and_then(|sid| self.message_source(sid)),
+            }
+            .map(Rc::new);
             self.persist_retained(m.topic, Some((&msg, source.as_deref())));
             self.retained.set(msg.clone(), source);
             Some(msg)
         }
+    }
+
+    /// Session `sid`'s client as the publisher of a retained message (see [`source_of`]).
+    pub(super) fn message_source(&self, sid: SessionId) -> Option<MessageSource> {
+        self.session(sid).and_then(source_of)
     }
 
     /// Queues the retained messages matching a new subscription (they bypass the queue
@@ -143,6 +142,16 @@ impl Broker {
             }
         }
     }
+}
+
+/// The client of session `s` as the publisher of a retained message; `None` for a bridge's
+/// session, whose messages no ACL applies to.
+pub(super) fn source_of(s: &Session) -> Option<MessageSource> {
+    s.bridge.is_none().then(|| MessageSource {
+        client_id: s.client_id.to_string(),
+        username: s.username().map(str::to_string),
+        listener: s.listener,
+    })
 }
 
 /// `check_retain_source`: whether the client that published a retained message may still

@@ -18,6 +18,7 @@ use super::router::Subscriber;
 use super::session::{Delivery, Message};
 use super::{Broker, SessionId};
 use crate::codec::{LastWill, Properties, QoS};
+use crate::store::MessageSource;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ pub(super) struct MsgRef<'a> {
     pub(super) properties: Option<&'a Properties>,
     pub(super) expires_at: Option<Instant>,
     pub(super) origin: Option<SessionId>,
+    /// The client to keep with it as a retained message (`check_retain_source`) when
+    /// `origin` cannot say: a will's, whose session may be gone by the time it is published.
+    pub(super) source: Option<&'a MessageSource>,
 }
 
 impl MsgRef<'_> {
@@ -59,6 +63,7 @@ impl<'a> From<&'a Message> for MsgRef<'a> {
             properties: m.properties.as_deref(),
             expires_at: m.expires_at,
             origin: m.origin,
+            source: None,
         }
     }
 }
@@ -81,12 +86,18 @@ impl Broker {
             properties: None,
             expires_at: None,
             origin: None,
+            source: None,
         };
         self.route(&out, now);
     }
 
-    /// Publishes a client's will as if the client had sent it.
-    pub(super) fn publish_will(&mut self, will: LastWill, now: Instant) {
+    /// Publishes a client's will as if the client had sent it; `source` is that client.
+    pub(super) fn publish_will(
+        &mut self,
+        will: LastWill,
+        source: Option<MessageSource>,
+        now: Instant,
+    ) {
         if reserved_for_the_broker(&will.topic) {
             // Checked when the will is sent, as Mosquitto does: dropped like such a PUBLISH.
             log::info!(target: "notice", "Denied will to '{}'.", will.topic);
@@ -111,6 +122,7 @@ impl Broker {
             properties: props,
             expires_at: expiry(props, now),
             origin: None,
+            source: source.as_ref(),
         };
         self.route(&out, now);
     }

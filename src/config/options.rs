@@ -136,7 +136,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("auto_id_prefix", General, Implemented, ManPage, ""),
     opt("autosave_interval", General, OwnMeaning, ManPage, "Superseded: midge stores every change as it happens and fsyncs every `persistence_sync_interval`; a warning says so."),
     opt("autosave_on_changes", General, OwnMeaning, ManPage, "As `autosave_interval`."),
-    opt("check_retain_source", General, Implemented, ManPage, "Default true: a retained message goes to a new subscriber only while its publisher (client id, username, listener, kept in the store with the message) may still publish to its topic under the current ACL. Retained wills are not re-checked (Mosquitto re-checks them too)."),
+    opt("check_retain_source", General, Implemented, ManPage, "Default true: a retained message goes to a new subscriber only while its publisher (client id, username, listener, kept in the store with the message) may still publish to its topic under the current ACL. Retained wills too."),
     opt("clientid_prefixes", General, Implemented, ManPage, "A client id (a generated one too) without the prefix is refused with CONNACK 5 (v5 0x87), as Mosquitto."),
     opt("connection_messages", General, Implemented, ManPage, ""),
     opt("include_dir", General, Implemented, ManPage, "Only in the main file, as Mosquitto; files are read in byte order of their names."),

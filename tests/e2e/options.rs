@@ -216,7 +216,10 @@ fn every_refused_option_stops_start_up_with_its_reason() {
         .iter()
         .filter(|o| o.class == Class::Refused)
         .collect();
-    assert!(refused.len() >= 20, "{}", refused.len());
+    assert!(
+        !refused.is_empty(),
+        "the table refuses nothing: this test has nothing to check"
+    );
     for o in refused {
         let name = o.name.replace('*', "x");
         let (conf, line) = match o.scope {

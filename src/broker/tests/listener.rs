@@ -227,6 +227,30 @@ fn check_retain_source_replays_only_what_the_publisher_may_still_publish() {
     let mut w = World::new(secured(None, Some(writer), true));
     assert_eq!(w.join(1, 0, "pub", Some("alice")), 0);
     w.send(1, &publish("r/x", b"kept", QoS::AtMostOnce, true, 0));
+    // alice's retained will, published when her connection drops (her session with it).
+    w.open_on(5, 0);
+    w.send(
+        5,
+        &Packet::Connect(Box::new(Connect {
+            version: ProtocolVersion::V311,
+            bridge: false,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: "mortal".into(),
+            will: Some(LastWill {
+                topic: "r/will".into(),
+                payload: b"kept".to_vec(),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: Properties::default(),
+            }),
+            username: Some("alice".into()),
+            password: None,
+            properties: Properties::default(),
+        }))
+        .to_bytes(ProtocolVersion::V311),
+    );
+    w.broker.handle_connection_closed(5, None, w.now);
     let retained = |topic: &str| Out::Publish {
         dup: false,
         qos: 0,
@@ -237,8 +261,11 @@ fn check_retain_source_replays_only_what_the_publisher_may_still_publish() {
     };
     assert_eq!(w.join(2, 0, "sub-1", Some("bob")), 0);
     w.send(2, &subscribe_bytes(1, &[("r/#", QoS::AtMostOnce)]));
-    assert_eq!(w.take(2), vec![Out::Suback(1, vec![0]), retained("r/x")]);
-    // alice loses the right to write r/#: her retained message is no longer replayed.
+    assert_eq!(
+        w.take(2),
+        vec![Out::Suback(1, vec![0]), retained("r/will"), retained("r/x")]
+    );
+    // alice loses the right to write r/#: her retained messages are no longer replayed.
     w.reload(secured(None, Some(reader), true));
     assert_eq!(w.join(3, 0, "sub-2", Some("bob")), 0);
     w.send(3, &subscribe_bytes(1, &[("r/#", QoS::AtMostOnce)]));
@@ -250,5 +277,8 @@ fn check_retain_source_replays_only_what_the_publisher_may_still_publish() {
     });
     assert_eq!(w.join(4, 0, "sub-3", Some("bob")), 0);
     w.send(4, &subscribe_bytes(1, &[("r/#", QoS::AtMostOnce)]));
-    assert_eq!(w.take(4), vec![Out::Suback(1, vec![0]), retained("r/x")]);
+    assert_eq!(
+        w.take(4),
+        vec![Out::Suback(1, vec![0]), retained("r/will"), retained("r/x")]
+    );
 }
