@@ -1952,3 +1952,32 @@ fn pubcomp_leaves_only_once_the_store_has_forgotten_the_packet_id() {
         "the next message with id 9 is delivered"
     );
 }
+
+#[test]
+fn an_inbound_qos2_id_acknowledged_with_pubrec_survives_a_crash() {
+    let dir = StoreDir::new("pubrec-durable");
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence(w.now, unix_now());
+    w.connect(1, "sub", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
+    w.take(1);
+    w.connect(2, "pub", false);
+    w.send(2, &publish("t", b"once", QoS::ExactlyOnce, false, 5));
+    assert_eq!(w.take(2), vec![], "no PUBREC before the id is stored");
+    assert_eq!(w.take(1).len(), 1, "delivered");
+    let stored = w.broker.take_changes();
+    w.broker.seal_acks(1, 1);
+    assert_eq!(w.take(2), vec![Out::Pubrec(5)]);
+
+    // A crash before the PUBREL: the publisher sends the PUBLISH again, which is
+    // acknowledged and not delivered a second time (v311:[MQTT-4.3.3-2]).
+    let mut w = restarted(dir.commit_and_reopen(stored));
+    w.connect(1, "sub", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
+    w.take(1);
+    assert!(resume_v311(&mut w, 2, "pub").is_empty());
+    let mut again = publish("t", b"once", QoS::ExactlyOnce, false, 5);
+    again[0] |= 0x08;
+    w.send(2, &again);
+    assert_eq!(w.take(1), vec![], "not delivered again");
+}
