@@ -41,10 +41,13 @@
 //! carries the signature) gets `midge.db` beside it instead, with a warning, so one
 //! configuration serves both brokers and each keeps its own file.
 
+mod import;
 mod model;
+pub mod mosquitto;
 mod recover;
 mod schema;
 
+pub use import::{convert as convert_mosquitto, ImportReport};
 pub use model::*;
 use schema::SCHEMA_VERSION;
 
@@ -178,7 +181,11 @@ impl Store {
     ) -> Result<(Store, Snapshot), StoreError> {
         std::fs::create_dir_all(dir)?;
         let path = store_path(dir, configured_file)?;
-        let (conn, snapshot) = open_or_recover(&path)?;
+        let new_store = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        let (mut conn, mut snapshot) = open_or_recover(&path)?;
+        if new_store {
+            (conn, snapshot) = import::into_new_store(conn, snapshot, dir, configured_file, &path)?;
+        }
         let shared = Arc::new(Shared::default());
         shared.healthy.store(true, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel();
