@@ -376,3 +376,166 @@ pub(crate) fn into_new_store(
     );
     Ok((conn, snapshot))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::mosquitto::{ClientMsg, Parsed, Sub};
+
+    fn msg(store_id: u64, topic: &str, qos: u8, expiry_time: i64) -> Record {
+        Record::Message(StoredMsg {
+            store_id,
+            expiry_time,
+            source_id: "pub".into(),
+            source_username: None,
+            source_port: 1883,
+            topic: topic.into(),
+            payload: b"x".to_vec(),
+            qos,
+            retain: false,
+            properties: Vec::new(),
+        })
+    }
+
+    fn client(id: &str, interval: u32, expiry_time: i64) -> Record {
+        Record::Client(mosquitto::Client {
+            client_id: id.into(),
+            username: None,
+            session_expiry_time: expiry_time,
+            session_expiry_interval: interval,
+            last_mid: 0,
+            listener_port: 0,
+        })
+    }
+
+    fn cmsg(id: &str, store_id: u64, mid: u16, qos: u8, st: u8, direction: Direction) -> Record {
+        Record::ClientMessage(ClientMsg {
+            client_id: id.into(),
+            store_id,
+            mid,
+            qos,
+            state: st,
+            retain: false,
+            dup: false,
+            direction,
+            // Subscription identifier 7.
+            properties: vec![2, 0x0B, 7],
+        })
+    }
+
+    fn queued(changes: &[Change]) -> Vec<(String, u64, u16, MessageState, u8, Vec<u32>)> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::MessageAdd { client_id, message } => Some((
+                    client_id.clone(),
+                    message.seq,
+                    message.packet_id,
+                    message.state,
+                    message.qos,
+                    message.sub_ids.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flows_keep_their_packet_ids_and_inbound_messages_are_left_out() {
+        use Direction::{In, Out};
+        let parsed = Parsed {
+            version: 6,
+            records: vec![
+                msg(1, "a", 2, 0),
+                msg(2, "b", 1, 0),
+                client("s", EXPIRY_NEVER, 0),
+                cmsg("s", 1, 5, 2, state::WAIT_FOR_PUBCOMP, Out),
+                cmsg("s", 2, 6, 1, state::WAIT_FOR_PUBACK, Out),
+                cmsg("s", 2, 6, 1, state::WAIT_FOR_PUBACK, Out),
+                cmsg("s", 2, 9, 1, state::QUEUED, Out),
+                cmsg("s", 1, 3, 2, 7, In),
+                cmsg("s", 2, 0, 0, 1, Out),
+                cmsg("s", 99, 4, 1, state::QUEUED, Out),
+                Record::Subscription(Sub {
+                    client_id: "s".into(),
+                    filter: "a/#".into(),
+                    qos: 2,
+                    options: 0x04,
+                    identifier: 7,
+                }),
+            ],
+            damage: None,
+        };
+        let (changes, report) = convert(&parsed, 1000);
+        let q = |seq, pid, st, qos| ("s".to_string(), seq, pid, st, qos, vec![7]);
+        assert_eq!(
+            queued(&changes),
+            [
+                q(1, 5, MessageState::AwaitPubcomp, 2),
+                q(2, 6, MessageState::AwaitPuback, 1),
+                // The same packet id twice: the second goes back to the queue.
+                q(3, 0, MessageState::Queued, 1),
+                q(4, 0, MessageState::Queued, 1),
+            ]
+        );
+        assert_eq!(
+            (report.sessions, report.subscriptions, report.messages),
+            (1, 1, 4)
+        );
+        // Inbound QoS 2, QoS 0, and a reference to a message the file does not hold.
+        assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
+        assert!(changes.contains(&Change::SubscriptionSet {
+            client_id: "s".into(),
+            subscription: Subscription {
+                filter: "a/#".into(),
+                options: 2 | 0x04,
+                sub_id: 7,
+            },
+        }));
+    }
+
+    #[test]
+    fn expired_sessions_and_messages_are_left_out() {
+        let parsed = Parsed {
+            version: 6,
+            records: vec![
+                msg(1, "old", 1, 900),
+                msg(2, "new", 1, 2000),
+                client("gone", 60, 999),
+                client("kept", 60, 1060),
+                client("ends-with-connection", 0, 0),
+                cmsg("kept", 1, 1, 1, state::QUEUED, Direction::Out),
+                cmsg("kept", 2, 2, 1, state::QUEUED, Direction::Out),
+                cmsg("gone", 2, 2, 1, state::QUEUED, Direction::Out),
+                Record::Retain { store_id: 1 },
+                Record::Retain { store_id: 2 },
+            ],
+            damage: None,
+        };
+        let (changes, report) = convert(&parsed, 1000);
+        assert_eq!(
+            (report.retained, report.sessions, report.messages),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            report.expired, 3,
+            "a session, a queued and a retained message"
+        );
+        assert!(changes.contains(&Change::SessionUpsert {
+            session: SessionRecord {
+                client_id: "kept".into(),
+                protocol: 5,
+                expiry: SessionExpiry::After(60),
+                expires_at: Some(1060),
+            }
+        }));
+        let retained: Vec<_> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::RetainedSet { message } => Some((message.topic.as_str(), message.retain)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(retained, [("new", true)]);
+    }
+}

@@ -492,7 +492,10 @@ mod tests {
             assert!(p.records.len() < 3, "{cut}");
             match p.damage {
                 // A cut between two chunks leaves a whole, shorter file.
-                None => assert!(boundaries.contains(&cut) || cut == whole.len() - 16, "{cut}"),
+                None => assert!(
+                    boundaries.contains(&cut) || cut == whole.len() - 16,
+                    "{cut}"
+                ),
                 Some(d) => assert!(d.offset <= cut, "{cut}: {d}"),
             }
         }
