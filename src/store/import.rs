@@ -58,14 +58,35 @@ impl fmt::Display for ImportReport {
     }
 }
 
-/// The Mosquitto database to import from, if `dir` holds one: the configured
-/// `persistence_file` when it carries Mosquitto's signature, else `mosquitto.db`.
-pub(crate) fn find(dir: &Path, configured_file: Option<&str>) -> Option<PathBuf> {
-    configured_file
+/// The Mosquitto database to import from, if `dir` holds one, read whole: the configured
+/// `persistence_file` when it carries Mosquitto's signature, else `mosquitto.db`. A candidate
+/// that exists but cannot be read is an error: skipping it would lose its data for good, since
+/// the import happens only once.
+fn read_source(
+    dir: &Path,
+    configured_file: Option<&str>,
+) -> Result<Option<(PathBuf, Vec<u8>)>, std::io::Error> {
+    let candidates = configured_file
         .map(|name| dir.join(name))
         .into_iter()
-        .chain(std::iter::once(dir.join(MOSQUITTO_FILE)))
-        .find(|p| super::is_mosquitto_db(p))
+        .chain(std::iter::once(dir.join(MOSQUITTO_FILE)));
+    for path in candidates {
+        // Opened read-only: Mosquitto's file is never changed.
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.starts_with(super::MOSQUITTO_SIGNATURE) => {
+                return Ok(Some((path, bytes)))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot read {} to import it: {e}", path.display()),
+                ))
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Turns the records of a Mosquitto database into store changes. `now` (Unix seconds) decides
@@ -305,9 +326,9 @@ fn properties(bytes: &[u8]) -> Option<Properties> {
 
 /// On the first start of a new store (`conn`, just created at `path`), imports the Mosquitto
 /// database of `dir`, if there is one, and returns the store's contents read back. Damage in
-/// Mosquitto's file, or a file that cannot be read, is logged and what could be read is
-/// imported: start-up goes on. If the import cannot be written, the new store is removed again
-/// (it held nothing else) so that the next start tries again, and start-up stops.
+/// Mosquitto's file is logged and what precedes it is imported: start-up goes on. If the file
+/// cannot be read (permissions) or the import cannot be written (a full disk), the new store is
+/// removed again (it held nothing else) so that the next start tries again, and start-up stops.
 pub(crate) fn into_new_store(
     conn: Connection,
     snapshot: Snapshot,
@@ -315,18 +336,12 @@ pub(crate) fn into_new_store(
     configured_file: Option<&str>,
     path: &Path,
 ) -> Result<(Connection, Snapshot), StoreError> {
-    let Some(source) = find(dir, configured_file) else {
-        return Ok((conn, snapshot));
-    };
-    // Read-only and whole: Mosquitto's file is never changed.
-    let bytes = match std::fs::read(&source) {
-        Ok(b) => b,
+    let (source, bytes) = match read_source(dir, configured_file) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok((conn, snapshot)),
         Err(e) => {
-            log::error!(
-                "Mosquitto's database {}: {e}; nothing imported",
-                source.display()
-            );
-            return Ok((conn, snapshot));
+            discard(conn, path);
+            return Err(StoreError::Io(e));
         }
     };
     let parsed = mosquitto::parse(&bytes);
@@ -355,10 +370,7 @@ pub(crate) fn into_new_store(
     let snapshot = match written {
         Ok(s) => s,
         Err(e) => {
-            drop(conn);
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(super::recover::with_suffix(path, suffix));
-            }
+            discard(conn, path);
             log::error!(
                 "import from {} could not be written to {}: {e}",
                 source.display(),
@@ -375,6 +387,14 @@ pub(crate) fn into_new_store(
         report.expired
     );
     Ok((conn, snapshot))
+}
+
+/// Removes the store just created (it holds nothing else), so that the next start imports.
+fn discard(conn: Connection, path: &Path) {
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(super::recover::with_suffix(path, suffix));
+    }
 }
 
 #[cfg(test)]

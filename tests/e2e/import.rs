@@ -443,3 +443,38 @@ fn a_damaged_mosquitto_db_is_imported_up_to_the_damage() {
         );
     }
 }
+
+/// A Mosquitto database that exists but cannot be read (here a directory stands in for a file
+/// of another owner, since the tests run as root): start-up stops and says which file, and no
+/// store is left behind, so that the next start, once the file is readable, imports it.
+#[test]
+fn an_unreadable_mosquitto_db_stops_start_up() {
+    if skip_on_mosquitto("midge's import of Mosquitto's database") {
+        return;
+    }
+    let dir = TempDir::new();
+    std::fs::create_dir(dir.path().join("mosquitto.db")).unwrap();
+    let conf = dir.write(
+        "midge.conf",
+        &format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\nuser root\n{}",
+            free_port(),
+            persistence(&dir)
+        ),
+    );
+    let out = run_midge(&["-c", conf.to_str().unwrap()], WAIT);
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read {}/mosquitto.db to import it",
+            dir.path().display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("midge.db").exists(),
+        "no store left behind"
+    );
+}
