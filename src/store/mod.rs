@@ -43,6 +43,7 @@
 //! is one, is read once and its retained messages and sessions are written into the store
 //! (`import.rs`, `mosquitto.rs`).
 
+mod compact;
 mod import;
 mod model;
 pub mod mosquitto;
@@ -657,21 +658,20 @@ impl Writer {
     }
 }
 
-/// Applies batches in one transaction. A change that fails for a reason that retrying cannot
+/// Applies batches in one transaction, without the changes a later one of the group supersedes
+/// ([`compact`]). A change that fails for a reason that retrying cannot
 /// cure (a constraint, a value too big) is logged and skipped, so one bad change cannot block
 /// every later commit; any other failure rolls the whole transaction back for a retry.
 fn apply_batches(conn: &mut Connection, batches: &[(u64, Vec<Change>)]) -> rusqlite::Result<()> {
     use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
     let tx = conn.transaction()?;
-    for (n, changes) in batches {
-        for change in changes {
-            if let Err(e) = schema::apply(&tx, change) {
-                match e.sqlite_error_code() {
-                    Some(ConstraintViolation | TooBig | TypeMismatch) => {
-                        log::error!("store: a change in batch {n} is not stored: {e}");
-                    }
-                    _ => return Err(e),
+    for (n, change) in compact::compact(batches) {
+        if let Err(e) = schema::apply(&tx, change) {
+            match e.sqlite_error_code() {
+                Some(ConstraintViolation | TooBig | TypeMismatch) => {
+                    log::error!("store: a change in batch {n} is not stored: {e}");
                 }
+                _ => return Err(e),
             }
         }
     }
