@@ -17,6 +17,87 @@ const DISCOVERY_JSON: &str =
 /// persistent sessions that are offline while QoS 1 and 2 messages are queued for them, and
 /// stops it with SIGTERM, which makes it write `mosquitto.db`. Returns the file's path.
 fn mosquitto_db(dir: &TempDir) -> PathBuf {
+    mosquitto_db_with(dir, |port| {
+        mosquitto_pub(
+            port,
+            &["-t", DISCOVERY, "-m", DISCOVERY_JSON, "-r", "-q", "1"],
+        );
+        mosquitto_pub(port, &["-t", "home/kitchen/temp", "-m", "21.5", "-r"]);
+        mosquitto_pub(
+            port,
+            &[
+                "-V",
+                "mqttv5",
+                "-t",
+                "v5/retained",
+                "-m",
+                "with properties",
+                "-r",
+                "-q",
+                "2",
+                "-D",
+                "publish",
+                "user-property",
+                "origin",
+                "mosquitto",
+                "-D",
+                "publish",
+                "content-type",
+                "text/plain",
+            ],
+        );
+        // Two persistent sessions: subscribe (-E: leave once subscribed), then go offline.
+        let sub311 = mosquitto_sub(
+            port,
+            5,
+            &[
+                "-c", "-i", "sess311", "-q", "1", "-t", "q/#", "-t", "other/+", "-E",
+            ],
+        );
+        assert!(sub311.status.success(), "{sub311:?}");
+        let sub5 = mosquitto_sub(
+            port,
+            5,
+            &[
+                "-V",
+                "mqttv5",
+                "-c",
+                "-i",
+                "sess5",
+                "-x",
+                "3600",
+                "-q",
+                "2",
+                "-t",
+                "q/#",
+                "-E",
+                "-D",
+                "subscribe",
+                "subscription-identifier",
+                "7",
+            ],
+        );
+        assert!(sub5.status.success(), "{sub5:?}");
+        for i in 1..=3 {
+            mosquitto_pub(
+                port,
+                &[
+                    "-t",
+                    &format!("q/{i}"),
+                    "-m",
+                    &format!("one-{i}"),
+                    "-q",
+                    "1",
+                ],
+            );
+        }
+        mosquitto_pub(port, &["-t", "q/two", "-m", "exactly once", "-q", "2"]);
+    })
+}
+
+/// Runs Mosquitto with `persistence true` on `dir`, runs `scenario` against its port, and stops
+/// it with SIGTERM, which makes it write `mosquitto.db`. Returns the file's path.
+fn mosquitto_db_with(dir: &TempDir, scenario: impl FnOnce(u16)) -> PathBuf {
     let port = free_port();
     let conf = dir.write(
         "mosquitto.conf",
@@ -34,80 +115,7 @@ fn mosquitto_db(dir: &TempDir) -> PathBuf {
         .spawn()
         .expect("mosquitto starts");
     wait_listening(&mut mosquitto, port, WAIT, "mosquitto");
-    mosquitto_pub(
-        port,
-        &["-t", DISCOVERY, "-m", DISCOVERY_JSON, "-r", "-q", "1"],
-    );
-    mosquitto_pub(port, &["-t", "home/kitchen/temp", "-m", "21.5", "-r"]);
-    mosquitto_pub(
-        port,
-        &[
-            "-V",
-            "mqttv5",
-            "-t",
-            "v5/retained",
-            "-m",
-            "with properties",
-            "-r",
-            "-q",
-            "2",
-            "-D",
-            "publish",
-            "user-property",
-            "origin",
-            "mosquitto",
-            "-D",
-            "publish",
-            "content-type",
-            "text/plain",
-        ],
-    );
-    // Two persistent sessions: subscribe (-E: leave once subscribed), then go offline.
-    let sub311 = mosquitto_sub(
-        port,
-        5,
-        &[
-            "-c", "-i", "sess311", "-q", "1", "-t", "q/#", "-t", "other/+", "-E",
-        ],
-    );
-    assert!(sub311.status.success(), "{sub311:?}");
-    let sub5 = mosquitto_sub(
-        port,
-        5,
-        &[
-            "-V",
-            "mqttv5",
-            "-c",
-            "-i",
-            "sess5",
-            "-x",
-            "3600",
-            "-q",
-            "2",
-            "-t",
-            "q/#",
-            "-E",
-            "-D",
-            "subscribe",
-            "subscription-identifier",
-            "7",
-        ],
-    );
-    assert!(sub5.status.success(), "{sub5:?}");
-    for i in 1..=3 {
-        mosquitto_pub(
-            port,
-            &[
-                "-t",
-                &format!("q/{i}"),
-                "-m",
-                &format!("one-{i}"),
-                "-q",
-                "1",
-            ],
-        );
-    }
-    mosquitto_pub(port, &["-t", "q/two", "-m", "exactly once", "-q", "2"]);
+    scenario(port);
     unsafe { libc::kill(mosquitto.id() as libc::pid_t, libc::SIGTERM) };
     assert!(wait_child(&mut mosquitto, WAIT).is_some_and(|s| s.success()));
     let db = dir.path().join("mosquitto.db");
@@ -477,4 +485,64 @@ fn an_unreadable_mosquitto_db_stops_start_up() {
         !dir.path().join("midge.db").exists(),
         "no store left behind"
     );
+}
+
+/// A QoS 2 message that Mosquitto acknowledged with PUBREC and held for the PUBREL that never
+/// came before it stopped: midge publishes it at the import (to the persistent subscriber, and
+/// as the retained value), and the client's PUBREL after the switch completes the flow.
+#[test]
+fn a_qos2_message_mosquitto_held_for_pubrel_is_published() {
+    let dir = TempDir::new();
+    let db = mosquitto_db_with(&dir, |port| {
+        let out = mosquitto_sub(
+            port,
+            5,
+            &["-c", "-i", "watcher", "-q", "2", "-t", "held/#", "-E"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let mut halfway =
+            Raw::mqtt_connect_with(port, &Connect::v311("halfway").clean(false), &CONNACK_OK);
+        halfway.send(&publish("held/x", b"after pubrec", 2, true, false, 42));
+        halfway.expect_bytes(&pubrec(42), WAIT);
+        // Gone without its PUBREL.
+    });
+    let parsed = parse(&std::fs::read(&db).unwrap());
+    assert!(
+        parsed.records.iter().any(|r| matches!(r,
+            Record::ClientMessage(m) if m.client_id == "halfway"
+                && m.direction == Direction::In && m.mid == 42 && m.state == 7)),
+        "{:?}",
+        parsed.records
+    );
+    if skip_on_mosquitto("midge's import of Mosquitto's database") {
+        return;
+    }
+    let b = Broker::start(&persistence(&dir));
+    assert!(
+        b.wait_for_log("Published 1 inbound QoS 2 messages", WAIT),
+        "{}",
+        b.logs().join("\n")
+    );
+    let out = mosquitto_sub(
+        b.port(),
+        5,
+        &[
+            "-c", "-i", "watcher", "-q", "2", "-t", "held/#", "-v", "-C", "1",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "held/x after pubrec\n"
+    );
+    let out = mosquitto_sub(b.port(), 5, &["-t", "held/x", "-C", "1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after pubrec\n");
+
+    // The publisher comes back: its session is there, and its PUBREL completes the flow.
+    let mut halfway = Raw::mqtt_connect_with(
+        b.port(),
+        &Connect::v311("halfway").clean(false),
+        &[0x20, 2, 1, 0],
+    );
+    halfway.send(&pubrel(42));
+    halfway.expect_bytes(&pubcomp(42), WAIT);
 }
