@@ -546,3 +546,60 @@ fn a_qos2_message_mosquitto_held_for_pubrel_is_published() {
     halfway.send(&pubrel(42));
     halfway.expect_bytes(&pubcomp(42), WAIT);
 }
+
+/// Messages in flight to a session when Mosquitto stopped keep their packet id and their step:
+/// an unacknowledged QoS 1 message comes again with DUP and the same id, and a QoS 2 message
+/// whose PUBREL went out resumes with PUBREL, never a second PUBLISH (exactly once).
+#[test]
+fn messages_in_flight_resume_where_mosquitto_left_them() {
+    let dir = TempDir::new();
+    let ids = std::cell::Cell::new((0u16, 0u16));
+    let db = mosquitto_db_with(&dir, |port| {
+        let mut c =
+            Raw::mqtt_connect_with(port, &Connect::v311("inflight").clean(false), &CONNACK_OK);
+        c.subscribe(1, &[("f/1", 1), ("f/2", 2)], &[1, 2]);
+        mosquitto_pub(port, &["-t", "f/1", "-m", "one", "-q", "1"]);
+        let p1 = c.expect_packet(WAIT);
+        assert_eq!((p1.kind(), p1.topic()), (3, "f/1".to_string()));
+        // No PUBACK.
+        mosquitto_pub(port, &["-t", "f/2", "-m", "two", "-q", "2"]);
+        let p2 = c.expect_packet(WAIT);
+        assert_eq!((p2.kind(), p2.topic()), (3, "f/2".to_string()));
+        c.send(&pubrec(p2.pid()));
+        c.expect_bytes(&pubrel(p2.pid()), WAIT);
+        // No PUBCOMP.
+        ids.set((p1.pid(), p2.pid()));
+    });
+    let (id1, id2) = ids.get();
+    let parsed = parse(&std::fs::read(&db).unwrap());
+    let states: Vec<(u16, u8)> = parsed
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::ClientMessage(m) if m.client_id == "inflight" => Some((m.mid, m.state)),
+            _ => None,
+        })
+        .collect();
+    // mosquitto_msg_state: 3 waiting for PUBACK, 9 waiting for PUBCOMP.
+    assert_eq!(states, [(id1, 3), (id2, 9)]);
+    if skip_on_mosquitto("midge's import of Mosquitto's database") {
+        return;
+    }
+    let b = Broker::start(&persistence(&dir));
+    let mut c = Raw::mqtt_connect_with(
+        b.port(),
+        &Connect::v311("inflight").clean(false),
+        &[0x20, 2, 1, 0],
+    );
+    let again = c.expect_packet(WAIT);
+    assert_eq!(
+        (again.kind(), again.pid(), again.dup()),
+        (3, id1, true),
+        "{again:?}"
+    );
+    assert_eq!(again.payload(), b"one");
+    c.expect_bytes(&pubrel(id2), WAIT);
+    c.send(&puback(id1));
+    c.send(&pubcomp(id2));
+    c.expect_silence(secs(0.5));
+}
