@@ -413,7 +413,25 @@ fn a_damaged_mosquitto_db_is_imported_up_to_the_damage() {
     for at in 0..whole.len() {
         let mut flipped = whole.clone();
         flipped[at] ^= 0xFF;
-        let _ = parse(&flipped);
+        let p = parse(&flipped);
+        let _ = midge::store::convert_mosquitto(&p, 0);
+    }
+    // Several random bytes at once (a fixed xorshift sequence, so a failure repeats).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let mut bytes = whole.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] = next() as u8;
+        }
+        let p = parse(&bytes);
+        let _ = midge::store::convert_mosquitto(&p, 0);
     }
     if skip_on_mosquitto("midge's import of Mosquitto's database") {
         return;
