@@ -29,6 +29,7 @@ mod state {
     pub const PUBLISH_QOS2: u8 = 4;
     pub const WAIT_FOR_PUBREC: u8 = 5;
     pub const RESEND_PUBREL: u8 = 6;
+    pub const WAIT_FOR_PUBREL: u8 = 7;
     pub const WAIT_FOR_PUBCOMP: u8 = 9;
     pub const QUEUED: u8 = 11;
 }
@@ -40,6 +41,8 @@ pub struct ImportReport {
     pub sessions: usize,
     pub subscriptions: usize,
     pub messages: usize,
+    /// Inbound QoS 2 messages Mosquitto held until their PUBREL, published at the import.
+    pub released: usize,
     /// Messages whose Message Expiry Interval had run out, and sessions already expired.
     pub expired: usize,
     /// Entries that were read but cannot be kept (see [`convert`]), with why.
@@ -94,11 +97,12 @@ fn read_source(
 ///
 /// Kept: retained messages; sessions that outlive their connection, with their subscriptions
 /// and their outgoing QoS 1/2 messages, queued or in flight (a message held for several
-/// sessions is one stored message in Mosquitto's file and one copy per session here).
-/// Not kept, counted in [`ImportReport::skipped`]: inbound QoS 2 messages waiting for their
-/// PUBREL (midge delivers a QoS 2 message when it arrives, so it has no place for one held
-/// back), queued QoS 0 messages (midge never stores those), sessions whose expiry interval is
-/// 0, and entries that refer to something the file does not hold.
+/// sessions is one stored message in Mosquitto's file and one copy per session here); inbound
+/// QoS 2 messages acknowledged with PUBREC, published now (see `publish_released`).
+/// Not kept, counted in [`ImportReport::skipped`]: queued QoS 0 messages (midge never stores
+/// those), sessions whose expiry interval is 0, and entries that refer to something the file
+/// does not hold. An inbound QoS 2 message whose PUBREC did not go out is left to the client,
+/// which sends it again.
 pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportReport) {
     let mut report = ImportReport {
         damage: parsed.damage.clone(),
@@ -154,6 +158,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
     }
 
     let mut seq: HashMap<&str, u64> = HashMap::new();
+    let mut released: Vec<(&str, u16, &StoredMsg)> = Vec::new();
     let mut in_flight: HashSet<(&str, u16)> = HashSet::new();
     for r in &parsed.records {
         match r {
@@ -174,9 +179,14 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
             Record::ClientMessage(cm) if sessions.contains(cm.client_id.as_str()) => {
                 let who = cm.client_id.as_str();
                 if cm.direction == Direction::In {
-                    report.skipped.push(format!(
-                        "an inbound QoS 2 message of {who} waiting for its PUBREL"
-                    ));
+                    match stored.get(&cm.store_id) {
+                        // PUBREC went out: the message is the broker's to publish.
+                        Some(m) if cm.state == state::WAIT_FOR_PUBREL && cm.mid != 0 => {
+                            released.push((who, cm.mid, *m));
+                        }
+                        // PUBREC did not go out: the client sends the PUBLISH again.
+                        _ => {}
+                    }
                     continue;
                 }
                 if cm.qos == 0 {
@@ -266,7 +276,127 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
             _ => {}
         }
     }
+    publish_released(
+        &released,
+        &parsed.records,
+        &mut seq,
+        &mut changes,
+        &mut report,
+        now,
+    );
     (changes, report)
+}
+
+/// Inbound QoS 2 messages that Mosquitto acknowledged with PUBREC and held until the PUBREL:
+/// midge delivers a QoS 2 message when it arrives and keeps only its packet id until the
+/// PUBREL, so they are published now, to the imported sessions (the only ones there are at a
+/// start) and as retained, and their packet ids are kept so that the PUBREL completes the flow
+/// and a re-sent PUBLISH is not delivered twice (v5:[MQTT-4.3.3-10]).
+fn publish_released<'a>(
+    released: &[(&'a str, u16, &'a StoredMsg)],
+    records: &'a [Record],
+    seq: &mut HashMap<&'a str, u64>,
+    changes: &mut Vec<Change>,
+    report: &mut ImportReport,
+    now: u64,
+) {
+    let imported: HashSet<String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::SessionUpsert { session } => Some(session.client_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let subs: Vec<&mosquitto::Sub> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Subscription(s) if imported.contains(&s.client_id) && !s.filter.is_empty() => {
+                Some(s)
+            }
+            _ => None,
+        })
+        .collect();
+    for &(publisher, mid, m) in released {
+        changes.push(Change::Qos2Add {
+            client_id: publisher.to_string(),
+            packet_id: mid,
+        });
+        if m.expiry_time > 0 && (m.expiry_time as u64) <= now {
+            report.expired += 1;
+            continue;
+        }
+        let Some(message) = message(m, false, report) else {
+            continue;
+        };
+        if m.retain {
+            changes.push(if m.payload.is_empty() {
+                Change::RetainedClear {
+                    topic: m.topic.clone(),
+                }
+            } else {
+                Change::RetainedSet {
+                    message: StoredMessage {
+                        retain: true,
+                        ..message.clone()
+                    },
+                }
+            });
+        }
+        // One delivery per session: the highest QoS its matching subscriptions grant, with
+        // all their identifiers (v5:[MQTT-3.3.4-3]).
+        let mut deliveries: Vec<(&str, u8, bool, Vec<u32>)> = Vec::new();
+        for s in subs
+            .iter()
+            .filter(|s| crate::topic::topic_matches(&s.filter, &m.topic))
+        {
+            let no_local = s.options & 0x04 != 0;
+            if no_local && s.client_id == publisher {
+                continue;
+            }
+            let qos = s.qos.min(m.qos);
+            let keep_retain = s.options & 0x08 != 0 && m.retain;
+            match deliveries.iter_mut().find(|d| d.0 == s.client_id) {
+                Some(d) => {
+                    d.1 = d.1.max(qos);
+                    d.2 |= keep_retain;
+                    d.3.extend((s.identifier != 0).then_some(s.identifier));
+                }
+                None => deliveries.push((
+                    &s.client_id,
+                    qos,
+                    keep_retain,
+                    (s.identifier != 0)
+                        .then_some(s.identifier)
+                        .into_iter()
+                        .collect(),
+                )),
+            }
+        }
+        for (client_id, qos, retain, sub_ids) in deliveries {
+            if qos == 0 {
+                report
+                    .skipped
+                    .push(format!("a QoS 0 delivery of {} to {client_id}", m.topic));
+                continue;
+            }
+            let n = seq.entry(client_id).or_insert(0);
+            *n += 1;
+            changes.push(Change::MessageAdd {
+                client_id: client_id.to_string(),
+                message: QueuedMessage {
+                    seq: *n,
+                    packet_id: 0,
+                    state: MessageState::Queued,
+                    qos,
+                    retain,
+                    sub_ids,
+                    message: message.clone(),
+                },
+            });
+            report.messages += 1;
+        }
+        report.released += 1;
+    }
 }
 
 /// A stored message in midge's form; `None` (counted as skipped) when its properties cannot be
@@ -379,6 +509,14 @@ pub(crate) fn into_new_store(
             return Err(StoreError::Sql(e));
         }
     };
+    if report.released > 0 {
+        log::info!(
+            target: "notice",
+            "Published {} inbound QoS 2 messages that Mosquitto had acknowledged with PUBREC \
+             and held until their PUBREL.",
+            report.released
+        );
+    }
     log::info!(
         target: "notice",
         "Imported {report} from Mosquitto's database {} ({} expired entries left out); \
@@ -461,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn flows_keep_their_packet_ids_and_inbound_messages_are_left_out() {
+    fn outgoing_flows_keep_their_packet_ids() {
         use Direction::{In, Out};
         let parsed = Parsed {
             version: 6,
@@ -502,8 +640,14 @@ mod tests {
             (report.sessions, report.subscriptions, report.messages),
             (1, 1, 4)
         );
-        // Inbound QoS 2, QoS 0, and a reference to a message the file does not hold.
-        assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
+        // QoS 0, and a reference to a message the file does not hold.
+        assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+        // The inbound QoS 2 message is published, but not to its publisher (No Local).
+        assert_eq!(report.released, 1);
+        assert!(changes.contains(&Change::Qos2Add {
+            client_id: "s".into(),
+            packet_id: 3
+        }));
         assert!(changes.contains(&Change::SubscriptionSet {
             client_id: "s".into(),
             subscription: Subscription {
@@ -512,6 +656,72 @@ mod tests {
                 sub_id: 7,
             },
         }));
+    }
+
+    /// A QoS 2 message Mosquitto acknowledged with PUBREC and held for the PUBREL is published
+    /// at the import: queued after what the subscribers had, retained if it was, its packet id
+    /// kept for the PUBREL. One whose PUBREC did not go out is left to the client.
+    #[test]
+    fn inbound_messages_after_pubrec_are_published() {
+        let sub = |id: &str, filter: &str, qos, options, identifier| {
+            Record::Subscription(Sub {
+                client_id: id.into(),
+                filter: filter.into(),
+                qos,
+                options,
+                identifier,
+            })
+        };
+        let mut held = msg(1, "h/t", 2, 0);
+        if let Record::Message(m) = &mut held {
+            m.retain = true;
+        }
+        let parsed = Parsed {
+            version: 6,
+            records: vec![
+                held,
+                msg(2, "h/t", 1, 0),
+                client("pub", EXPIRY_NEVER, 0),
+                cmsg("pub", 1, 11, 2, state::WAIT_FOR_PUBREL, Direction::In),
+                cmsg("pub", 2, 12, 2, 10, Direction::In),
+                client("sub", 600, 0),
+                cmsg("sub", 2, 0, 1, state::QUEUED, Direction::Out),
+                client("low", EXPIRY_NEVER, 0),
+                sub("sub", "h/+", 1, 0x08, 4),
+                sub("sub", "h/#", 2, 0, 5),
+                sub("low", "#", 0, 0, 0),
+                sub("pub", "x", 2, 0, 0),
+            ],
+            damage: None,
+        };
+        let (changes, report) = convert(&parsed, 1000);
+        assert_eq!(report.released, 1);
+        assert_eq!(
+            queued(&changes),
+            [
+                ("sub".to_string(), 1, 0, MessageState::Queued, 1, vec![7]),
+                ("sub".to_string(), 2, 0, MessageState::Queued, 2, vec![4, 5]),
+            ]
+        );
+        let retain_flags: Vec<bool> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::MessageAdd { message, .. } => Some(message.retain),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(retain_flags, [false, true], "Retain As Published");
+        assert!(changes.contains(&Change::Qos2Add {
+            client_id: "pub".into(),
+            packet_id: 11
+        }));
+        assert!(!changes
+            .iter()
+            .any(|c| matches!(c, Change::Qos2Add { packet_id: 12, .. })));
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::RetainedSet { message } if message.topic == "h/t")));
+        assert_eq!(report.skipped, ["a QoS 0 delivery of h/t to low"]);
     }
 
     #[test]

@@ -17,6 +17,87 @@ const DISCOVERY_JSON: &str =
 /// persistent sessions that are offline while QoS 1 and 2 messages are queued for them, and
 /// stops it with SIGTERM, which makes it write `mosquitto.db`. Returns the file's path.
 fn mosquitto_db(dir: &TempDir) -> PathBuf {
+    mosquitto_db_with(dir, |port| {
+        mosquitto_pub(
+            port,
+            &["-t", DISCOVERY, "-m", DISCOVERY_JSON, "-r", "-q", "1"],
+        );
+        mosquitto_pub(port, &["-t", "home/kitchen/temp", "-m", "21.5", "-r"]);
+        mosquitto_pub(
+            port,
+            &[
+                "-V",
+                "mqttv5",
+                "-t",
+                "v5/retained",
+                "-m",
+                "with properties",
+                "-r",
+                "-q",
+                "2",
+                "-D",
+                "publish",
+                "user-property",
+                "origin",
+                "mosquitto",
+                "-D",
+                "publish",
+                "content-type",
+                "text/plain",
+            ],
+        );
+        // Two persistent sessions: subscribe (-E: leave once subscribed), then go offline.
+        let sub311 = mosquitto_sub(
+            port,
+            5,
+            &[
+                "-c", "-i", "sess311", "-q", "1", "-t", "q/#", "-t", "other/+", "-E",
+            ],
+        );
+        assert!(sub311.status.success(), "{sub311:?}");
+        let sub5 = mosquitto_sub(
+            port,
+            5,
+            &[
+                "-V",
+                "mqttv5",
+                "-c",
+                "-i",
+                "sess5",
+                "-x",
+                "3600",
+                "-q",
+                "2",
+                "-t",
+                "q/#",
+                "-E",
+                "-D",
+                "subscribe",
+                "subscription-identifier",
+                "7",
+            ],
+        );
+        assert!(sub5.status.success(), "{sub5:?}");
+        for i in 1..=3 {
+            mosquitto_pub(
+                port,
+                &[
+                    "-t",
+                    &format!("q/{i}"),
+                    "-m",
+                    &format!("one-{i}"),
+                    "-q",
+                    "1",
+                ],
+            );
+        }
+        mosquitto_pub(port, &["-t", "q/two", "-m", "exactly once", "-q", "2"]);
+    })
+}
+
+/// Runs Mosquitto with `persistence true` on `dir`, runs `scenario` against its port, and stops
+/// it with SIGTERM, which makes it write `mosquitto.db`. Returns the file's path.
+fn mosquitto_db_with(dir: &TempDir, scenario: impl FnOnce(u16)) -> PathBuf {
     let port = free_port();
     let conf = dir.write(
         "mosquitto.conf",
@@ -34,80 +115,7 @@ fn mosquitto_db(dir: &TempDir) -> PathBuf {
         .spawn()
         .expect("mosquitto starts");
     wait_listening(&mut mosquitto, port, WAIT, "mosquitto");
-    mosquitto_pub(
-        port,
-        &["-t", DISCOVERY, "-m", DISCOVERY_JSON, "-r", "-q", "1"],
-    );
-    mosquitto_pub(port, &["-t", "home/kitchen/temp", "-m", "21.5", "-r"]);
-    mosquitto_pub(
-        port,
-        &[
-            "-V",
-            "mqttv5",
-            "-t",
-            "v5/retained",
-            "-m",
-            "with properties",
-            "-r",
-            "-q",
-            "2",
-            "-D",
-            "publish",
-            "user-property",
-            "origin",
-            "mosquitto",
-            "-D",
-            "publish",
-            "content-type",
-            "text/plain",
-        ],
-    );
-    // Two persistent sessions: subscribe (-E: leave once subscribed), then go offline.
-    let sub311 = mosquitto_sub(
-        port,
-        5,
-        &[
-            "-c", "-i", "sess311", "-q", "1", "-t", "q/#", "-t", "other/+", "-E",
-        ],
-    );
-    assert!(sub311.status.success(), "{sub311:?}");
-    let sub5 = mosquitto_sub(
-        port,
-        5,
-        &[
-            "-V",
-            "mqttv5",
-            "-c",
-            "-i",
-            "sess5",
-            "-x",
-            "3600",
-            "-q",
-            "2",
-            "-t",
-            "q/#",
-            "-E",
-            "-D",
-            "subscribe",
-            "subscription-identifier",
-            "7",
-        ],
-    );
-    assert!(sub5.status.success(), "{sub5:?}");
-    for i in 1..=3 {
-        mosquitto_pub(
-            port,
-            &[
-                "-t",
-                &format!("q/{i}"),
-                "-m",
-                &format!("one-{i}"),
-                "-q",
-                "1",
-            ],
-        );
-    }
-    mosquitto_pub(port, &["-t", "q/two", "-m", "exactly once", "-q", "2"]);
+    scenario(port);
     unsafe { libc::kill(mosquitto.id() as libc::pid_t, libc::SIGTERM) };
     assert!(wait_child(&mut mosquitto, WAIT).is_some_and(|s| s.success()));
     let db = dir.path().join("mosquitto.db");
@@ -405,7 +413,25 @@ fn a_damaged_mosquitto_db_is_imported_up_to_the_damage() {
     for at in 0..whole.len() {
         let mut flipped = whole.clone();
         flipped[at] ^= 0xFF;
-        let _ = parse(&flipped);
+        let p = parse(&flipped);
+        let _ = midge::store::convert_mosquitto(&p, 0);
+    }
+    // Several random bytes at once (a fixed xorshift sequence, so a failure repeats).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let mut bytes = whole.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] = next() as u8;
+        }
+        let p = parse(&bytes);
+        let _ = midge::store::convert_mosquitto(&p, 0);
     }
     if skip_on_mosquitto("midge's import of Mosquitto's database") {
         return;
@@ -477,4 +503,121 @@ fn an_unreadable_mosquitto_db_stops_start_up() {
         !dir.path().join("midge.db").exists(),
         "no store left behind"
     );
+}
+
+/// A QoS 2 message that Mosquitto acknowledged with PUBREC and held for the PUBREL that never
+/// came before it stopped: midge publishes it at the import (to the persistent subscriber, and
+/// as the retained value), and the client's PUBREL after the switch completes the flow.
+#[test]
+fn a_qos2_message_mosquitto_held_for_pubrel_is_published() {
+    let dir = TempDir::new();
+    let db = mosquitto_db_with(&dir, |port| {
+        let out = mosquitto_sub(
+            port,
+            5,
+            &["-c", "-i", "watcher", "-q", "2", "-t", "held/#", "-E"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let mut halfway =
+            Raw::mqtt_connect_with(port, &Connect::v311("halfway").clean(false), &CONNACK_OK);
+        halfway.send(&publish("held/x", b"after pubrec", 2, true, false, 42));
+        halfway.expect_bytes(&pubrec(42), WAIT);
+        // Gone without its PUBREL.
+    });
+    let parsed = parse(&std::fs::read(&db).unwrap());
+    assert!(
+        parsed.records.iter().any(|r| matches!(r,
+            Record::ClientMessage(m) if m.client_id == "halfway"
+                && m.direction == Direction::In && m.mid == 42 && m.state == 7)),
+        "{:?}",
+        parsed.records
+    );
+    if skip_on_mosquitto("midge's import of Mosquitto's database") {
+        return;
+    }
+    let b = Broker::start(&persistence(&dir));
+    assert!(
+        b.wait_for_log("Published 1 inbound QoS 2 messages", WAIT),
+        "{}",
+        b.logs().join("\n")
+    );
+    let out = mosquitto_sub(
+        b.port(),
+        5,
+        &[
+            "-c", "-i", "watcher", "-q", "2", "-t", "held/#", "-v", "-C", "1",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "held/x after pubrec\n"
+    );
+    let out = mosquitto_sub(b.port(), 5, &["-t", "held/x", "-C", "1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after pubrec\n");
+
+    // The publisher comes back: its session is there, and its PUBREL completes the flow.
+    let mut halfway = Raw::mqtt_connect_with(
+        b.port(),
+        &Connect::v311("halfway").clean(false),
+        &[0x20, 2, 1, 0],
+    );
+    halfway.send(&pubrel(42));
+    halfway.expect_bytes(&pubcomp(42), WAIT);
+}
+
+/// Messages in flight to a session when Mosquitto stopped keep their packet id and their step:
+/// an unacknowledged QoS 1 message comes again with DUP and the same id, and a QoS 2 message
+/// whose PUBREL went out resumes with PUBREL, never a second PUBLISH (exactly once).
+#[test]
+fn messages_in_flight_resume_where_mosquitto_left_them() {
+    let dir = TempDir::new();
+    let ids = std::cell::Cell::new((0u16, 0u16));
+    let db = mosquitto_db_with(&dir, |port| {
+        let mut c =
+            Raw::mqtt_connect_with(port, &Connect::v311("inflight").clean(false), &CONNACK_OK);
+        c.subscribe(1, &[("f/1", 1), ("f/2", 2)], &[1, 2]);
+        mosquitto_pub(port, &["-t", "f/1", "-m", "one", "-q", "1"]);
+        let p1 = c.expect_packet(WAIT);
+        assert_eq!((p1.kind(), p1.topic()), (3, "f/1".to_string()));
+        // No PUBACK.
+        mosquitto_pub(port, &["-t", "f/2", "-m", "two", "-q", "2"]);
+        let p2 = c.expect_packet(WAIT);
+        assert_eq!((p2.kind(), p2.topic()), (3, "f/2".to_string()));
+        c.send(&pubrec(p2.pid()));
+        c.expect_bytes(&pubrel(p2.pid()), WAIT);
+        // No PUBCOMP.
+        ids.set((p1.pid(), p2.pid()));
+    });
+    let (id1, id2) = ids.get();
+    let parsed = parse(&std::fs::read(&db).unwrap());
+    let states: Vec<(u16, u8)> = parsed
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::ClientMessage(m) if m.client_id == "inflight" => Some((m.mid, m.state)),
+            _ => None,
+        })
+        .collect();
+    // mosquitto_msg_state: 3 waiting for PUBACK, 9 waiting for PUBCOMP.
+    assert_eq!(states, [(id1, 3), (id2, 9)]);
+    if skip_on_mosquitto("midge's import of Mosquitto's database") {
+        return;
+    }
+    let b = Broker::start(&persistence(&dir));
+    let mut c = Raw::mqtt_connect_with(
+        b.port(),
+        &Connect::v311("inflight").clean(false),
+        &[0x20, 2, 1, 0],
+    );
+    let again = c.expect_packet(WAIT);
+    assert_eq!(
+        (again.kind(), again.pid(), again.dup()),
+        (3, id1, true),
+        "{again:?}"
+    );
+    assert_eq!(again.payload(), b"one");
+    c.expect_bytes(&pubrel(id2), WAIT);
+    c.send(&puback(id1));
+    c.send(&pubcomp(id2));
+    c.expect_silence(secs(0.5));
 }
