@@ -131,3 +131,107 @@ fn sys_topics_left_in_an_old_store_are_dropped() {
     };
     assert_eq!(topics, ["kept/topic"]);
 }
+
+/// Seconds since the Unix epoch, as `strace -ttt` prints them.
+fn epoch_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The pid of the one child of `parent` (the broker strace started).
+fn only_child(parent: u32) -> Option<u32> {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            return pid.parse().ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Under a steady trickle of QoS 1 messages for persistent sessions (a commit every 100 ms,
+/// `persistence_sync_interval 1`), the broker fsyncs once per interval: one `fdatasync` of
+/// the WAL per tick of the store's timer, never one per commit, and never the fsync SQLite
+/// gives a restarted WAL at the first commit after a checkpoint. Counted with strace.
+#[test]
+fn fsyncs_come_from_the_sync_timer_only() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/strace").exists() {
+        assert!(
+            std::env::var_os("MIDGE_TEST_REQUIRE_ALL").is_none(),
+            "MIDGE_TEST_REQUIRE_ALL is set but strace is missing"
+        );
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let dir = TempDir::new();
+    let trace = dir.path().join("fsyncs.txt");
+    dir.write(
+        "broker.conf",
+        &format!(
+            "listener 0 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
+             persistence_location {}\npersistence_sync_interval 1\n",
+            dir.path().display()
+        ),
+    );
+    let mut cmd = std::process::Command::new("/usr/bin/strace");
+    cmd.args(["-f", "-ttt", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .args([midge_bin(), "-c"])
+        .arg(dir.path().join("broker.conf"));
+    // The broker keeps `dir` (and the trace in it) until it is dropped.
+    let mut b = Broker::start_command(cmd, dir);
+    let Some(midge) = only_child(b.pid()) else {
+        eprintln!("skipped: strace could not trace midge (ptrace refused?)");
+        return;
+    };
+    let mut sub = Raw::mqtt_connect_with(
+        b.port(),
+        &Connect::v311("trickle-sub").clean(false),
+        &CONNACK_OK,
+    );
+    sub.subscribe(1, &[("trickle/#", 1)], &[1]);
+    let mut publisher = Raw::mqtt_connect(b.port(), "trickle-pub");
+    let start = epoch_secs();
+    for i in 1..=35u16 {
+        publisher.send(&publish("trickle/x", b"m", 1, false, false, i));
+        publisher.expect_bytes(&puback(i), WAIT);
+        let got = sub.expect_packet(WAIT);
+        sub.send(&puback(got.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let end = epoch_secs();
+    // The last commits' sync, then an idle second without any.
+    std::thread::sleep(Duration::from_millis(2200));
+    unsafe {
+        libc::kill(midge as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(b.wait_exit(WAIT).is_some(), "midge did not stop");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let calls: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .filter(|&t| t > start && t < end + 2.0)
+        .collect();
+    // About 3.7 s of commits and the sync after the last: 3 to 5 ticks of 1 s.
+    assert!(
+        (3..=5).contains(&calls.len()),
+        "{} fsyncs in {:.1} s of load:\n{text}",
+        calls.len(),
+        end - start
+    );
+    for pair in calls.windows(2) {
+        assert!(
+            pair[1] - pair[0] > 0.8,
+            "two fsyncs within one interval:\n{text}"
+        );
+    }
+}
