@@ -235,3 +235,43 @@ fn fsyncs_come_from_the_sync_timer_only() {
         );
     }
 }
+
+/// A log line is in the log file and on stdout by the end of the loop turn that produced it:
+/// a client that has its CONNACK knows the broker's "New client connected" line is written,
+/// so a SIGKILL right after loses nothing (the moments before a crash stay visible).
+#[test]
+fn a_log_line_survives_a_sigkill_right_after_its_event() {
+    if skip_on_mosquitto("SIGKILL timing of midge's own log") {
+        return;
+    }
+    let logs = TempDir::new();
+    let file = logs.path().join("midge.log");
+    let b = Broker::start(&format!(
+        "log_dest file {}\nlog_dest stdout",
+        file.display()
+    ));
+    for i in 0..20 {
+        let id = format!("killed-after-{i}");
+        let _c = Raw::mqtt_connect(b.port(), &id);
+    }
+    let last = Raw::mqtt_connect(b.port(), "the-last-client");
+    let want = format!(
+        "New client connected from 127.0.0.1:{} as the-last-client",
+        last.local_port()
+    );
+    let pid = b.pid();
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&want),
+        "missing {want:?} in the file:\n{text}"
+    );
+    // Whatever reached the stdout pipe before the kill is still read after it.
+    assert!(
+        b.wait_for_log(&want, WAIT),
+        "missing {want:?} on stdout:\n{}",
+        b.logs().join("\n")
+    );
+}
