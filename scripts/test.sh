@@ -10,7 +10,7 @@ source "$(dirname "$0")/setup-lib.sh"
 cd "$MIDGE_ROOT"
 
 apt_install_missing \
-  build-essential python3-venv openssl procps \
+  build-essential python3-venv openssl procps strace \
   mosquitto mosquitto-clients \
   dpkg-dev lintian man-db groff-base logrotate adduser \
   qemu-user libc6-arm64-cross libc6-armhf-cross

@@ -6,6 +6,10 @@
 //! Records with target `"notice"`, `"subscribe"`, `"unsubscribe"` or `"websockets"` get that
 //! type; any other record is typed by its level. Log those targets at `Info` level or above:
 //! `Debug` records are filtered out early unless the `debug` type is on.
+//!
+//! Nothing is buffered: each line goes out in one write call as it is logged, so it is in the
+//! file, pipe or system log by the end of the loop turn that produced it, and a SIGKILL or a
+//! crash loses none of the lines before it.
 
 use std::ffi::CString;
 use std::fmt::{self, Write as _};

@@ -96,6 +96,12 @@ pub(super) fn out_state(s: OutState) -> MessageState {
     }
 }
 
+/// Whether `topic` is in the broker's `$SYS` tree, which is never stored (as Mosquitto, which
+/// compares the first four characters).
+fn is_sys(topic: &str) -> bool {
+    topic.starts_with("$SYS")
+}
+
 /// True for sessions that outlive their connection, the only ones stored.
 fn persistent(s: &Session) -> bool {
     s.expiry != Expiry::OnDisconnect && s.bridge.is_none_or(|b| b.stored)
@@ -201,6 +207,8 @@ impl Broker {
     }
 
     /// Records a retained message, with its publisher, being set, or a topic's being cleared.
+    /// `$SYS` topics are not recorded: the broker recomputes them after a start, and storing
+    /// them would write the whole tree at every `sys_interval` on an idle broker.
     pub(super) fn persist_retained(
         &mut self,
         topic: &str,
@@ -209,6 +217,9 @@ impl Broker {
         let Some(p) = self.persist.as_deref() else {
             return;
         };
+        if is_sys(topic) {
+            return;
+        }
         let c = match msg {
             Some((m, source)) => Change::RetainedSet {
                 message: StoredMessage {
@@ -368,6 +379,11 @@ impl Broker {
         self.enable_persistence(now, unix);
         let mut messages = 0usize;
         for mut m in snapshot.retained {
+            if is_sys(&m.topic) {
+                // Stored by an older midge: stale values, deleted from the store.
+                self.record(Change::RetainedClear { topic: m.topic });
+                continue;
+            }
             let source = m.source.take().map(Rc::new);
             let msg = self.message_from(m, now);
             self.retained.set(Rc::new(msg), source);

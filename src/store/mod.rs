@@ -18,9 +18,10 @@
 //!    up while it was busy share a commit), stores the highest batch number in an atomic and
 //!    calls `notify` (the broker passes a closure that wakes the mio loop with a `mio::Waker`).
 //!    The loop then sends the acknowledgements of every batch up to [`Store::committed`].
-//! 4. At most every `sync_interval`, when there were commits, the writer checkpoints the WAL
-//!    into the main file, which fsyncs both. [`Store::sync_now`] (SIGUSR1) does it at once;
-//!    [`Store::close`] (SIGTERM) commits what is queued, checkpoints and joins the thread.
+//! 4. At most every `sync_interval`, when there were commits, the writer fsyncs the WAL; once
+//!    the WAL holds [`CHECKPOINT_PAGES`] pages it checkpoints it into the main file instead
+//!    (which fsyncs both). [`Store::sync_now`] (SIGUSR1) checkpoints at once; [`Store::close`]
+//!    (SIGTERM) commits what is queued, checkpoints and joins the thread.
 //!
 //! # Durability bounds
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to `midge.db-wal` with
@@ -28,10 +29,11 @@
 //! - Process crash (SIGKILL, panic=abort): every committed batch survives; the OS writes the
 //!   pages, and SQLite replays the WAL on the next open. Only batches submitted but not yet
 //!   committed are lost, and the broker has not acknowledged those.
-//! - Power loss / kernel crash: commits since the last checkpoint may be lost, so at most
+//! - Power loss / kernel crash: commits since the last sync may be lost, so at most
 //!   `sync_interval` (plus the time the fsync itself takes) of acknowledged messages.
-//!   Automatic checkpoints are off (`wal_autocheckpoint=0`), so fsync runs once per interval
-//!   under load, not per commit and not per 1000 WAL pages; docs/store.md shows it with strace.
+//!   SQLite's automatic checkpoints are off (the writer's WAL hook replaces them), so every
+//!   fsync comes from the writer's timer, whatever the load: one group per interval at most,
+//!   plus start-up and close; docs/store.md shows it with strace.
 //! - SIGTERM / [`Store::close`]: everything submitted is committed and fsynced before return.
 //!
 //! # Mosquitto's file
@@ -58,7 +60,7 @@ use rusqlite::Connection;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -77,6 +79,12 @@ pub const MOSQUITTO_SIGNATURE: &[u8] = b"\x00\xB5\x00mosquitto db";
 /// The WAL is truncated back to this size after a checkpoint that emptied it, so one burst of
 /// traffic does not leave a large file behind.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// WAL pages (of 4 KiB) from which a sync checkpoints the WAL into the main file rather than
+/// only fsyncing it: SQLite's own automatic threshold. Below it a sync is one `fdatasync` of
+/// the WAL, and a page changed again and again is copied into the main file once per
+/// checkpoint, not once per interval.
+const CHECKPOINT_PAGES: u32 = 1000;
 
 /// How long a failed commit waits before it is tried again (a full disk, an I/O error).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -149,8 +157,10 @@ struct Shared {
     committed: AtomicU64,
     /// False while commits are failing (they are retried).
     healthy: AtomicBool,
-    /// Number of completed syncs (checkpoints), for tests and `$SYS`.
+    /// Number of completed syncs (WAL fsyncs and checkpoints), for tests and `$SYS`.
     syncs: AtomicU64,
+    /// Pages in the WAL after the last commit, as SQLite's WAL hook reports them.
+    wal_pages: AtomicU32,
 }
 
 enum Command {
@@ -193,6 +203,21 @@ impl Store {
         }
         let shared = Arc::new(Shared::default());
         shared.healthy.store(true, Ordering::Relaxed);
+        let pages = Arc::clone(&shared);
+        // Replaces SQLite's automatic checkpoint, which is itself a WAL hook.
+        conn.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
+                let n = u32::try_from(n).unwrap_or(0);
+                pages.wal_pages.store(n, Ordering::Relaxed);
+                Ok(())
+            },
+        ))?;
+        let wal_mode = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?
+            .eq_ignore_ascii_case("wal");
+        // An empty WAL gets its header (and the fsync SQLite gives it) now, not at the first
+        // commit, between two ticks of the timer.
+        restart_wal(&conn);
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             conn,
@@ -201,6 +226,7 @@ impl Store {
             notify,
             interval: sync_interval,
             wal_path: recover::with_suffix(&path, "-wal"),
+            wal_mode,
             pending: Vec::new(),
             dirty_since: None,
             retry_at: None,
@@ -506,6 +532,8 @@ struct Writer {
     notify: Box<dyn Fn() + Send>,
     interval: Duration,
     wal_path: PathBuf,
+    /// False when SQLite refused WAL mode: then every commit is synced already.
+    wal_mode: bool,
     /// Batches received and not committed yet.
     pending: Vec<(u64, Vec<Change>)>,
     /// When the oldest commit not yet made durable happened.
@@ -546,8 +574,8 @@ impl Writer {
                 self.commit_pending();
             }
             let sync_due = self.dirty_since.is_some_and(|t| now >= t + self.interval);
-            if self.dirty_since.is_some() && (sync_requested || closing || sync_due) {
-                self.sync();
+            if self.dirty_since.is_some() && (sync_requested || sync_due) && !closing {
+                self.sync(sync_requested);
             }
         }
         self.finish();
@@ -597,25 +625,21 @@ impl Writer {
         }
     }
 
-    /// Makes every commit so far durable: a WAL checkpoint fsyncs the WAL, copies it into
-    /// the main file and fsyncs that. If a reader (the sqlite3 CLI) keeps the checkpoint
-    /// from finishing, the WAL is fsynced directly, which is enough for durability.
-    fn sync(&mut self) {
-        let result = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            });
-        let synced = match result {
-            Ok((0, log, done)) if log == done => Ok(()),
-            // Not in WAL mode (SQLite refused it): every commit was synced already.
-            Ok((_, -1, _)) => Ok(()),
-            Ok(_) => std::fs::File::open(&self.wal_path).and_then(|f| f.sync_data()),
-            Err(e) => Err(std::io::Error::other(e)),
+    /// Makes every commit so far durable. Usually one `fdatasync` of the WAL, which is all
+    /// SQLite needs to replay the commits after a power loss. When the WAL has grown to
+    /// [`CHECKPOINT_PAGES`], or on `checkpoint` (SIGUSR1), the WAL is checkpointed into the
+    /// main file instead (fsyncing both) and started again from its beginning at once, so that
+    /// the fsync SQLite gives a restarted WAL's header belongs to this sync, not to the next
+    /// commit. If a reader (the sqlite3 CLI) keeps the checkpoint from finishing, the WAL is
+    /// fsynced directly, which is enough for durability.
+    fn sync(&mut self, checkpoint: bool) {
+        let pages = self.shared.wal_pages.load(Ordering::Relaxed);
+        let synced = if !self.wal_mode {
+            Ok(())
+        } else if checkpoint || pages >= CHECKPOINT_PAGES {
+            self.checkpoint()
+        } else {
+            self.sync_wal()
         };
         match synced {
             Ok(()) => {
@@ -627,6 +651,32 @@ impl Writer {
                 // Not at once: a failing disk must not make the writer spin.
                 self.dirty_since = Some(Instant::now());
             }
+        }
+    }
+
+    fn sync_wal(&self) -> std::io::Result<()> {
+        std::fs::File::open(&self.wal_path).and_then(|f| f.sync_data())
+    }
+
+    /// A PASSIVE checkpoint (it never waits for readers), then the WAL's restart.
+    fn checkpoint(&mut self) -> std::io::Result<()> {
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        match result {
+            Ok((0, log, done)) if log == done => {
+                self.shared.wal_pages.store(0, Ordering::Relaxed);
+                restart_wal(&self.conn);
+                Ok(())
+            }
+            Ok(_) => self.sync_wal(),
+            Err(e) => Err(std::io::Error::other(e)),
         }
     }
 
@@ -656,6 +706,14 @@ impl Writer {
             Err(e) => log::error!("store: final checkpoint failed: {e}"),
         }
     }
+}
+
+/// Makes SQLite start a WAL that holds nothing unsaved again from its beginning, now: a
+/// one-row write that changes nothing. SQLite writes and fsyncs the new WAL header first (so
+/// that no frame left from before the restart can be replayed after a power loss). If it
+/// fails (a full disk), the next commit restarts the WAL instead.
+fn restart_wal(conn: &Connection) {
+    let _ = conn.execute("UPDATE schema_version SET version = version", []);
 }
 
 /// Applies batches in one transaction, without the changes a later one of the group supersedes

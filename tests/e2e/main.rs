@@ -37,6 +37,7 @@ mod persistence;
 mod privileges;
 mod publish_qos;
 mod pubsubclient_replay;
+mod quiet_disk;
 mod reauth;
 mod retained;
 mod routing;

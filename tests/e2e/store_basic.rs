@@ -559,6 +559,43 @@ fn syncs_once_per_interval_under_load() {
     store.close().unwrap();
 }
 
+/// A sync below `CHECKPOINT_PAGES` of WAL only fsyncs the WAL: the main file is left alone. A
+/// WAL grown past it is checkpointed into the main file at the next sync.
+#[test]
+fn a_small_wal_is_only_fsynced_and_a_large_one_checkpointed() {
+    let dir = scratch("checkpoint-threshold");
+    let interval = Duration::from_millis(100);
+    let (mut store, _) = Store::open(&dir, None, interval, Box::new(|| {})).unwrap();
+    let main_file = dir.join("midge.db");
+    let size = || std::fs::metadata(&main_file).unwrap().len();
+    let contents = || std::fs::read(&main_file).unwrap();
+    let wait_syncs = |store: &Store, n: u64| {
+        let start = Instant::now();
+        while store.syncs() < n {
+            assert!(start.elapsed() < Duration::from_secs(5), "no sync");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let (before, bytes) = (size(), contents());
+    let b = store.submit(vec![Change::RetainedSet {
+        message: message("small", b"x"),
+    }]);
+    wait_committed(&store, b);
+    wait_syncs(&store, 1);
+    assert!(contents() == bytes, "a small WAL was checkpointed");
+    // About 2000 pages of 4 KiB.
+    let changes = (0..2000)
+        .map(|i| Change::RetainedSet {
+            message: message(&format!("big/{i}"), &[7; 4000]),
+        })
+        .collect();
+    let b = store.submit(changes);
+    wait_committed(&store, b);
+    wait_syncs(&store, 2);
+    assert!(size() > before + 4_000_000, "the WAL was not checkpointed");
+    store.close().unwrap();
+}
+
 #[test]
 fn sync_now_syncs_at_once() {
     let dir = scratch("syncnow");
