@@ -51,6 +51,7 @@ mod subscribe;
 mod sys;
 mod systemd;
 mod tls;
+mod torture;
 mod v5_codec;
 mod v5_connack;
 mod v5_disconnect;
