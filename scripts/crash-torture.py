@@ -18,7 +18,7 @@ does not (losses or QoS 2 duplicates, listed with their sequence numbers, packet
 broker run they belong to), 2 the test itself could not run (no broker, too few kills...).
 
     cargo build --release
-    scripts/crash-torture.py --long                     # 50 SIGKILLs, about 3 minutes
+    scripts/crash-torture.py --long                     # 50 SIGKILLs, about 4 minutes
     scripts/crash-torture.py --long --signal TERM       # clean stops instead
     scripts/crash-torture.py --long --broker mosquitto  # Debian's Mosquitto, for comparison
     scripts/crash-torture.py --short --midge target/debug/midge   # what the test suite runs
