@@ -487,8 +487,12 @@ def verdict(args, pubs, subs, kills, slow_stops, elapsed):
     for pub in pubs:
         unacked = pub.published - len(pub.acked)
         extra = f", {pub.completed} completed (PUBCOMP)" if pub.qos == 2 else ""
-        print(f"QoS {pub.qos} publisher: {unacked} never acknowledged, "
-              f"{len(pub.refused)} refused{extra}, {pub.connects} connections")
+        # A PUBCOMP "packet identifier not found" answers a PUBREL re-sent for a flow the
+        # broker had completed just before a stop.
+        failed = collections.Counter(pub.refused.values())
+        answers = "".join(f", {n} answered {reason!r}" for reason, n in sorted(failed.items()))
+        print(f"QoS {pub.qos} publisher: {unacked} never acknowledged{answers}{extra}, "
+              f"{pub.connects} connections")
     for sub in subs:
         print(f"subscriber {sub.label}: {sub.connects} connections, "
               f"{sub.sessions_lost} sessions lost by the broker")
