@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -399,6 +400,8 @@ def parse_args():
     p.add_argument("--trace", action="store_true",
                    help="start the broker with -v and write each client's packets (paho's log) "
                         "to its directory, which is kept")
+    p.add_argument("--self-check", action="store_true",
+                   help="check the verdict on made-up results (no broker) and exit")
     args = p.parse_args()
     long = args.long
     if args.kills is None:
@@ -503,8 +506,41 @@ def verdict(args, pubs, subs, kills, slow_stops, elapsed):
     return failures
 
 
+def self_check(args):
+    """The verdict on made-up results: a lost QoS 1 message and a QoS 2 message delivered
+    twice fail it, a QoS 1 message delivered twice does not. Returns the exit status."""
+    def pub(qos, acked):
+        return types.SimpleNamespace(qos=qos, published=3, seq=3, acked=acked, completed=0,
+                                     refused={}, connects=1)
+
+    def sub(twice_qos2=False):
+        arrivals = {(1, 1): [(1, False, 1)], (1, 2): [(2, False, 1), (2, True, 2)],
+                    (2, 1): [(1, False, 1)], (2, 2): [(2, False, 1)]}
+        if twice_qos2:
+            arrivals[(2, 2)].append((2, True, 2))
+        return types.SimpleNamespace(label="check", connects=1, sessions_lost=0, strangers=[],
+                                     arrivals=arrivals)
+
+    both = {1: 1, 2: 1}
+    cases = [
+        ("all there, QoS 1 twice", [pub(1, both), pub(2, both)], sub(), 0),
+        ("QoS 1 seq 3 lost", [pub(1, {1: 1, 2: 1, 3: 2}), pub(2, both)], sub(), 1),
+        ("QoS 2 seq 2 twice", [pub(1, both), pub(2, both)], sub(twice_qos2=True), 1),
+    ]
+    wrong = 0
+    for name, pubs, subscriber, want in cases:
+        got = len(verdict(args, pubs, [subscriber], 0, 0, 0))
+        if got != want:
+            print(f"self-check: {name}: {got} failures, expected {want}")
+            wrong += 1
+    print("self-check: " + ("FAIL" if wrong else "ok"))
+    return 1 if wrong else 0
+
+
 def main():
     args = parse_args()
+    if args.self_check:
+        return self_check(args)
     rng = random.Random(args.seed)
     Paho.as_is = args.paho_as_is
     workdir = tempfile.mkdtemp(prefix="midge-torture-")

@@ -71,3 +71,15 @@ fn the_verdict_catches_a_broker_that_forgets() {
         "{out}"
     );
 }
+
+/// The verdict on made-up results (no broker): a QoS 2 message delivered twice fails it, which
+/// the runs above cannot show on demand.
+#[test]
+fn the_verdict_counts_a_qos2_message_twice_as_a_failure() {
+    if !paho_available() {
+        return;
+    }
+    let (code, out) = torture(&["--self-check"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("self-check: ok"), "{out}");
+}
