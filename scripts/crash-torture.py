@@ -615,7 +615,7 @@ def main():
         print("\nverdict: FAIL")
         for f in failures:
             print(f"  {f}")
-        print(f"broker directory kept: {workdir} (reproduce with --seed {args.seed})")
+        print(f"broker directory kept: {workdir} (--seed {args.seed} repeats the stop intervals)")
         return 1
     print("\nverdict: PASS (nothing acknowledged was lost, no QoS 2 message twice)")
     if args.keep or args.trace:
