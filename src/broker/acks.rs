@@ -7,8 +7,10 @@
 //! lets the session's queue move; an acknowledgement of the wrong kind for the message in
 //! flight is a protocol error.
 //!
-//! With persistence on, a PUBACK or PUBREC does not leave when it is written: a message is
-//! acknowledged only once it is safe (docs/delivery.md). [`Broker::send_ack`] holds it with
+//! With persistence on, no acknowledgement leaves when it is written: a PUBACK or PUBREC only
+//! once its message is safe, a PUBREL only once the store knows the outgoing flow reached it,
+//! a PUBCOMP only once the store has forgotten the inbound packet id, so that a crash never
+//! turns a completed QoS 2 flow into a second delivery (docs/delivery.md). [`Broker::send_ack`] holds it with
 //! the turn's changes, [`Broker::seal_acks`] tags it with the store batch that holds those
 //! changes, and at the end of a later turn, once the store reports that batch committed,
 //! [`Broker::release_committed`] writes it to its connection, unless the connection has gone
@@ -65,7 +67,8 @@ impl Broker {
         a
     }
 
-    /// Sends a PUBACK or PUBREC now, or holds it for the store's commit.
+    /// Sends an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP) now, or, with persistence
+    /// on, holds it for the commit of the turn's changes, which hold what it promises.
     pub(super) fn send_ack(&mut self, id: ConnId, packet: &Packet<'_>) {
         let Some(p) = self.persist.as_mut() else {
             return self.send(id, packet);
@@ -188,7 +191,10 @@ impl Broker {
             self.conn_name(id),
             a.packet_id
         );
-        self.send(id, &Packet::Pubrel(self.ack_for(id, a.packet_id, code)));
+        // Exactly once across a crash: the PUBREL leaves only once the store knows the flow
+        // reached it. Sent earlier, a crash would bring the message back as not yet received,
+        // and its resent PUBLISH would be a new message to a receiver that has completed it.
+        self.send_ack(id, &Packet::Pubrel(self.ack_for(id, a.packet_id, code)));
         Ok(())
     }
 
@@ -212,7 +218,10 @@ impl Broker {
             self.conn_name(id),
             a.packet_id
         );
-        self.send(id, &Packet::Pubcomp(self.ack_for(id, a.packet_id, code)));
+        // The PUBCOMP frees the packet id for the publisher's next message: it leaves only once
+        // the store has forgotten the id, or a crash would bring it back and take that next
+        // message for a duplicate.
+        self.send_ack(id, &Packet::Pubcomp(self.ack_for(id, a.packet_id, code)));
     }
 
     pub(super) fn handle_pubcomp(

@@ -144,7 +144,8 @@ impl Broker {
             let sid = self.create_session(local_id, version, Expiry::Never, true);
             if let Some(s) = self.session_mut(sid) {
                 // A lazy bridge keeps QoS 0 messages while down, as in Mosquitto: they count
-                // towards its threshold.
+                // towards its threshold. With `local_cleansession false` the store keeps the
+                // session.
                 s.bridge = Some(BridgeLocal {
                     keeps_qos0: cfg.start_type == StartType::Lazy,
                     stored: !cfg.local_clean(),

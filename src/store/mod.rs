@@ -37,16 +37,22 @@
 //! - SIGTERM / [`Store::close`]: everything submitted is committed and fsynced before return.
 //!
 //! # Mosquitto's file
-//! `persistence_file` names the store (default `midge.db`), but midge never opens, changes or
-//! deletes a file that starts with Mosquitto's signature. A name that is Mosquitto's (its
-//! default `mosquitto.db`, which Debian's stock configuration spells out, or a file that
-//! carries the signature) gets `midge.db` beside it instead, with a warning, so one
-//! configuration serves both brokers and each keeps its own file.
+//! `persistence_file` names the store (default `midge.db`), but midge never changes or deletes
+//! a file that starts with Mosquitto's signature. A name that is Mosquitto's (its default
+//! `mosquitto.db`, which Debian's stock configuration spells out, or a file that carries the
+//! signature) gets `midge.db` beside it instead, with a warning, so one configuration serves
+//! both brokers and each keeps its own file. When the store is new, Mosquitto's file, if there
+//! is one, is read once and its retained messages and sessions are written into the store
+//! (`import.rs`, `mosquitto.rs`).
 
+mod compact;
+mod import;
 mod model;
+pub mod mosquitto;
 mod recover;
 mod schema;
 
+pub use import::{convert as convert_mosquitto, ImportReport};
 pub use model::*;
 use schema::SCHEMA_VERSION;
 
@@ -110,7 +116,7 @@ impl fmt::Display for StoreError {
             StoreError::Sql(e) => write!(f, "store: {e}"),
             StoreError::MosquittoFile(p) => write!(
                 f,
-                "store: {} is a Mosquitto database; midge does not open it",
+                "store: {} is a Mosquitto database; midge does not use it as its store",
                 p.display()
             ),
             StoreError::NewerSchema { found, supported } => write!(
@@ -179,7 +185,9 @@ impl Store {
     /// `configured_file` is the `persistence_file` option, the store's name (default
     /// `midge.db`); a name that is Mosquitto's file gets `midge.db` beside it (see
     /// `store_path`). A damaged store is moved aside and salvaged; the snapshot then says so
-    /// in [`Snapshot::recovery`]. `notify` runs on the writer thread after each commit.
+    /// in [`Snapshot::recovery`]. A store created now gets the data of Mosquitto's database in
+    /// `dir`, if there is one (`import.rs`). `notify` runs on the writer thread after each
+    /// commit.
     pub fn open(
         dir: &Path,
         configured_file: Option<&str>,
@@ -188,7 +196,11 @@ impl Store {
     ) -> Result<(Store, Snapshot), StoreError> {
         std::fs::create_dir_all(dir)?;
         let path = store_path(dir, configured_file)?;
-        let (mut conn, snapshot) = open_or_recover(&path)?;
+        let new_store = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        let (mut conn, mut snapshot) = open_or_recover(&path)?;
+        if new_store {
+            (conn, snapshot) = import::into_new_store(conn, snapshot, dir, configured_file, &path)?;
+        }
         let shared = Arc::new(Shared::default());
         shared.healthy.store(true, Ordering::Relaxed);
         let pages = Arc::clone(&shared);
@@ -343,8 +355,8 @@ fn store_path(dir: &Path, configured_file: Option<&str>) -> Result<PathBuf, Stor
                 Some(why) if named.file_name() != Some(STORE_FILE.as_ref()) => {
                     let beside = named.with_file_name(STORE_FILE);
                     log::warn!(
-                        "persistence_file {} is {why}: midge never opens, changes or deletes \
-                         it and keeps its store in {} instead",
+                        "persistence_file {} is {why}: midge never changes or deletes it and \
+                         keeps its store in {} instead",
                         named.display(),
                         beside.display()
                     );
@@ -704,21 +716,20 @@ fn restart_wal(conn: &Connection) {
     let _ = conn.execute("UPDATE schema_version SET version = version", []);
 }
 
-/// Applies batches in one transaction. A change that fails for a reason that retrying cannot
+/// Applies batches in one transaction, without the changes a later one of the group supersedes
+/// ([`compact`]). A change that fails for a reason that retrying cannot
 /// cure (a constraint, a value too big) is logged and skipped, so one bad change cannot block
 /// every later commit; any other failure rolls the whole transaction back for a retry.
 fn apply_batches(conn: &mut Connection, batches: &[(u64, Vec<Change>)]) -> rusqlite::Result<()> {
     use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
     let tx = conn.transaction()?;
-    for (n, changes) in batches {
-        for change in changes {
-            if let Err(e) = schema::apply(&tx, change) {
-                match e.sqlite_error_code() {
-                    Some(ConstraintViolation | TooBig | TypeMismatch) => {
-                        log::error!("store: a change in batch {n} is not stored: {e}");
-                    }
-                    _ => return Err(e),
+    for (n, change) in compact::compact(batches) {
+        if let Err(e) = schema::apply(&tx, change) {
+            match e.sqlite_error_code() {
+                Some(ConstraintViolation | TooBig | TypeMismatch) => {
+                    log::error!("store: a change in batch {n} is not stored: {e}");
                 }
+                _ => return Err(e),
             }
         }
     }

@@ -322,14 +322,14 @@ for _ in range(2):
 // session still gets 0, while 3.1.1 says 1.
 #[test]
 fn mqtt31_connack_has_no_session_present_flag() {
-    if !crate::websockets::paho_available() {
+    if !crate::common::paho_available() {
         return;
     }
     let b = Broker::start("");
     let dir = TempDir::new();
     let script = dir.write("session_present.py", PAHO_SESSION_PRESENT);
     let run = |client: &str, protocol: &str| {
-        let mut cmd = std::process::Command::new(crate::websockets::python());
+        let mut cmd = std::process::Command::new(crate::common::python());
         cmd.arg(&script)
             .args([&b.port().to_string(), client, protocol]);
         let out = run_with_timeout(cmd, None, std::time::Duration::from_secs(30));

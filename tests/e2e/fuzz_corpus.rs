@@ -50,6 +50,11 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 #[test]
+fn mosquitto_db_corpus_reads_without_panic() {
+    replay("mosquitto_db", fuzz::check_mosquitto_db);
+}
+
+#[test]
 fn decode_v311_corpus_decodes_and_round_trips() {
     replay("decode_v311", |b| {
         fuzz::check_decode(b, ProtocolVersion::V311)

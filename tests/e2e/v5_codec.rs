@@ -361,3 +361,54 @@ fn v5_pubrel_or_pubrec_for_an_unknown_id_is_answered_0x92() {
     c.send(&pubrec(78));
     c.expect_bytes(&[0x62, 0x03, 0x00, 0x4e, 0x92], WAIT);
 }
+
+/// A paho-mqtt 2.x MQTT 5 publisher: publishes `b"x"` to each `TOPIC=QOS` argument in turn and
+/// prints the reason code its `on_publish` got for each, space separated.
+const PAHO_REASON_CODES: &str = r##"
+import sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+got = {}
+def on_publish(client, userdata, mid, rc, props):
+    got[mid] = rc.value
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="paho-rc", protocol=mqtt.MQTTv5)
+c.on_publish = on_publish
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.loop_start()
+mids = []
+for arg in sys.argv[2:]:
+    topic, qos = arg.rsplit("=", 1)
+    mids.append(c.publish(topic, b"x", qos=int(qos)).mid)
+deadline = time.time() + 5
+while len(got) < len(mids) and time.time() < deadline:
+    time.sleep(0.02)
+c.disconnect()
+c.loop_stop()
+print(" ".join(str(got.get(m, "none")) for m in mids))
+"##;
+
+/// The same reason codes through a client nobody here wrote: paho-mqtt's `on_publish` reports
+/// 0x87 for a PUBLISH to `$SYS`, 0x10 for a QoS 1 PUBLISH nobody subscribes to and Success for
+/// the same at QoS 2, as with Mosquitto.
+#[test]
+fn v5_paho_sees_mosquittos_publish_reason_codes() {
+    if !paho_available() {
+        return;
+    }
+    let b = Broker::start("");
+    let dir = TempDir::new();
+    let script = dir.write("paho_rc.py", PAHO_REASON_CODES);
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(&script).arg(b.port().to_string()).args([
+        "$SYS/spoof=1",
+        "paho/nobody=1",
+        "paho/nobody=2",
+    ]);
+    let out = run_with_timeout(cmd, None, std::time::Duration::from_secs(20));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "135 16 0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1852,3 +1852,133 @@ fn in_flight_message_too_large_after_reconnect_is_dropped_and_forgotten() {
     let snapshot = dir.commit_and_reopen(w.broker.take_changes());
     assert_eq!(stored_messages(&snapshot, "sub"), Vec::<u64>::new());
 }
+
+// ---- QoS 2 exactly once across a crash ----
+
+/// Reconnects persistent client `client` on `id` after a restart: session present, and what
+/// the broker resends after CONNACK.
+fn resume_v311(w: &mut World, id: ConnId, client: &str) -> Vec<Out> {
+    w.open(id);
+    w.send(id, &connect_bytes(client, false, 60, None));
+    let mut got = w.take(id);
+    assert_eq!(got.first(), Some(&Out::Connack(true, 0)), "session resumed");
+    got.split_off(1)
+}
+
+#[test]
+fn pubrel_leaves_only_once_the_store_knows_the_flow_reached_it() {
+    let dir = StoreDir::new("pubrel-durable");
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence(w.now, unix_now());
+    w.connect(1, "sub", false);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::ExactlyOnce)]));
+    w.take(1);
+    w.connect(2, "pub", true);
+    w.send(2, &publish("t", b"once", QoS::ExactlyOnce, false, 7));
+    let id = match w.take(1).as_slice() {
+        [Out::Publish { id, qos: 2, .. }] => *id,
+        other => panic!("expected the QoS 2 PUBLISH, got {other:?}"),
+    };
+    let delivered = w.broker.take_changes();
+
+    // The subscriber's PUBREC: the PUBREL waits for the commit of the state it implies.
+    w.send(1, &ack(Packet::Pubrec, id));
+    assert_eq!(
+        w.take(1),
+        vec![],
+        "no PUBREL before the store knows of the PUBREC"
+    );
+    let mut released = delivered.clone();
+    released.extend(w.broker.take_changes());
+    w.broker.seal_acks(1, 1);
+    assert_eq!(w.take(1), vec![Out::Pubrel(id)]);
+
+    // A crash before that commit: the receiver never saw a PUBREL, so the PUBLISH comes again
+    // with DUP and the same id, which it takes for the message it holds.
+    let mut w = restarted(dir.commit_and_reopen(delivered));
+    match resume_v311(&mut w, 1, "sub").as_slice() {
+        [Out::Publish {
+            dup: true,
+            id: again,
+            ..
+        }] => assert_eq!(*again, id),
+        other => panic!("expected the PUBLISH again, got {other:?}"),
+    }
+    drop(w);
+
+    // A crash after it: the flow resumes at PUBREL, never with the PUBLISH again.
+    let dir = StoreDir::new("pubrel-durable-after");
+    let mut w = restarted(dir.commit_and_reopen(released));
+    assert_eq!(resume_v311(&mut w, 1, "sub"), vec![Out::Pubrel(id)]);
+}
+
+#[test]
+fn pubcomp_leaves_only_once_the_store_has_forgotten_the_packet_id() {
+    let dir = StoreDir::new("pubcomp-durable");
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence(w.now, unix_now());
+    w.connect(1, "sub", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
+    w.take(1);
+    w.connect(2, "pub", false);
+    w.send(2, &publish("t", b"first", QoS::ExactlyOnce, false, 9));
+    w.broker.seal_acks(1, 1);
+    assert_eq!(w.take(2), vec![Out::Pubrec(9)]);
+    assert_eq!(w.take(1).len(), 1, "delivered once");
+    let received = w.broker.take_changes();
+
+    // PUBREL: the PUBCOMP waits until the store has forgotten id 9.
+    w.send(2, &ack(Packet::Pubrel, 9));
+    assert_eq!(
+        w.take(2),
+        vec![],
+        "no PUBCOMP before the id is forgotten for good"
+    );
+    let mut forgotten = received.clone();
+    forgotten.extend(w.broker.take_changes());
+    w.broker.seal_acks(2, 2);
+    assert_eq!(w.take(2), vec![Out::Pubcomp(9)]);
+
+    // After a crash past that commit, id 9 is free: the publisher's next message with it is
+    // a new message, delivered.
+    let mut w = restarted(dir.commit_and_reopen(forgotten));
+    w.connect(1, "sub", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
+    w.take(1);
+    assert!(resume_v311(&mut w, 2, "pub").is_empty());
+    w.send(2, &publish("t", b"second", QoS::ExactlyOnce, false, 9));
+    assert_eq!(
+        w.take(1).len(),
+        1,
+        "the next message with id 9 is delivered"
+    );
+}
+
+#[test]
+fn an_inbound_qos2_id_acknowledged_with_pubrec_survives_a_crash() {
+    let dir = StoreDir::new("pubrec-durable");
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence(w.now, unix_now());
+    w.connect(1, "sub", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
+    w.take(1);
+    w.connect(2, "pub", false);
+    w.send(2, &publish("t", b"once", QoS::ExactlyOnce, false, 5));
+    assert_eq!(w.take(2), vec![], "no PUBREC before the id is stored");
+    assert_eq!(w.take(1).len(), 1, "delivered");
+    let stored = w.broker.take_changes();
+    w.broker.seal_acks(1, 1);
+    assert_eq!(w.take(2), vec![Out::Pubrec(5)]);
+
+    // A crash before the PUBREL: the publisher sends the PUBLISH again, which is
+    // acknowledged and not delivered a second time (v311:[MQTT-4.3.3-2]).
+    let mut w = restarted(dir.commit_and_reopen(stored));
+    w.connect(1, "sub", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
+    w.take(1);
+    assert!(resume_v311(&mut w, 2, "pub").is_empty());
+    let mut again = publish("t", b"once", QoS::ExactlyOnce, false, 5);
+    again[0] |= 0x08;
+    w.send(2, &again);
+    assert_eq!(w.take(1), vec![], "not delivered again");
+}

@@ -23,6 +23,29 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
+// Mosquitto's database, as the import reads it.
+// ---------------------------------------------------------------------------------------------
+
+/// Reads `data` as a `mosquitto.db`: never a panic, damage reported at an offset inside the
+/// file, and a file cut at the damage reads the same records.
+pub fn check_mosquitto_db(data: &[u8]) {
+    let parsed = midge::store::mosquitto::parse(data);
+    let Some(damage) = &parsed.damage else {
+        return;
+    };
+    assert!(
+        damage.offset <= data.len(),
+        "damage at {} in {} bytes",
+        damage.offset,
+        data.len()
+    );
+    if damage.offset > 0 {
+        let cut = midge::store::mosquitto::parse(&data[..damage.offset]);
+        assert_eq!(cut.records, parsed.records, "records before the damage");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Decoder: framing, decode, round trip.
 // ---------------------------------------------------------------------------------------------
 

@@ -914,6 +914,36 @@ pub fn connect_small_rcvbuf(port: u16, bytes: i32) -> Raw {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Python's paho-mqtt
+
+/// The Python that has paho-mqtt 2.x: `MIDGE_TEST_PYTHON` (scripts/test.sh points it at its
+/// virtualenv, as Debian 12's python3-paho-mqtt is 1.6), else `python3`.
+pub fn python() -> String {
+    std::env::var("MIDGE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// True when Python's paho-mqtt is importable; otherwise says how to get it (and fails when
+/// `MIDGE_TEST_REQUIRE_ALL` is set, as scripts/test.sh does, so CI never skips these).
+pub fn paho_available() -> bool {
+    let ok = Command::new(python())
+        .args(["-c", "import paho.mqtt.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "skipped: Python paho-mqtt is not installed (scripts/test.sh installs it); it is the \
+             third-party client this test uses"
+        );
+        assert!(
+            std::env::var_os("MIDGE_TEST_REQUIRE_ALL").is_none(),
+            "MIDGE_TEST_REQUIRE_ALL is set but {} cannot import paho.mqtt",
+            python()
+        );
+    }
+    ok
+}
+
+// ---------------------------------------------------------------------------------------------
 // mosquitto_pub / mosquitto_sub
 
 /// Runs `mosquitto_pub -h 127.0.0.1 -p PORT ARGS...` (hard limit 10 s) and asserts success.

@@ -1,0 +1,277 @@
+//! Changes that cancel within one commit are not written.
+//!
+//! The writer commits every batch that queued up while it was busy in one transaction (group
+//! commit). Under load that group often holds a message's whole life: queued for a subscriber,
+//! sent, acknowledged. Writing its row only to delete it in the same transaction costs the SD
+//! card a page write per message for nothing. [`compact`] drops every change a later change of
+//! the same group makes pointless:
+//!
+//! - a session's message (added, or moved along its QoS flow) that a later change deletes;
+//! - an earlier state of the same message, which a later state replaces;
+//! - a subscription set, an inbound QoS 2 id added, a will set, a retained message set, when a
+//!   later change of the group deletes or replaces it;
+//! - everything of a client before its session is deleted (the delete takes it all).
+//!
+//! The deleting change itself is always kept: the row may predate the group. A delete that
+//! finds nothing writes no page.
+
+use super::model::Change;
+use std::collections::HashMap;
+
+/// The changes of `batches` (batch number, changes) in order, without those a later change
+/// of the same group supersedes. Each keeps its batch number, for error messages.
+pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
+    let all: Vec<(u64, &Change)> = batches
+        .iter()
+        .flat_map(|(n, changes)| changes.iter().map(move |c| (*n, c)))
+        .collect();
+    let mut keep = vec![true; all.len()];
+    // Index of the latest change still kept for each key.
+    let mut message: HashMap<(&str, u64), Vec<usize>> = HashMap::new();
+    let mut subscription: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut qos2: HashMap<(&str, u16), usize> = HashMap::new();
+    let mut will: HashMap<&str, usize> = HashMap::new();
+    let mut retained: HashMap<&str, usize> = HashMap::new();
+    let mut by_client: HashMap<&str, Vec<usize>> = HashMap::new();
+    let unkeep = |keep: &mut Vec<bool>, index: Option<usize>| {
+        if let Some(i) = index {
+            keep[i] = false;
+        }
+    };
+    for (i, (_, change)) in all.iter().enumerate() {
+        match change {
+            Change::RetainedSet { message: m } => {
+                unkeep(&mut keep, retained.insert(m.topic.as_str(), i));
+            }
+            Change::RetainedClear { topic } => {
+                unkeep(&mut keep, retained.remove(topic.as_str()));
+            }
+            Change::SessionUpsert { session } => {
+                by_client.entry(&session.client_id).or_default().push(i);
+            }
+            Change::SessionDelete { client_id } => {
+                // The delete takes the session's subscriptions, messages, QoS 2 ids and will.
+                for j in by_client.remove(client_id.as_str()).unwrap_or_default() {
+                    keep[j] = false;
+                }
+                message.retain(|(c, _), _| *c != client_id.as_str());
+                subscription.retain(|(c, _), _| *c != client_id.as_str());
+                qos2.retain(|(c, _), _| *c != client_id.as_str());
+                will.remove(client_id.as_str());
+            }
+            Change::SubscriptionSet {
+                client_id,
+                subscription: s,
+            } => {
+                let key = (client_id.as_str(), s.filter.as_str());
+                unkeep(&mut keep, subscription.insert(key, i));
+                by_client.entry(client_id).or_default().push(i);
+            }
+            Change::SubscriptionDelete { client_id, filter } => {
+                unkeep(
+                    &mut keep,
+                    subscription.remove(&(client_id.as_str(), filter.as_str())),
+                );
+            }
+            Change::MessageAdd {
+                client_id,
+                message: m,
+            } => {
+                message.entry((client_id, m.seq)).or_default().push(i);
+                by_client.entry(client_id).or_default().push(i);
+            }
+            Change::MessageState { client_id, seq, .. } => {
+                let earlier = message.entry((client_id, *seq)).or_default();
+                // A state replaces an earlier state, not the row an add wrote.
+                earlier.retain(|&j| {
+                    let state = matches!(all[j].1, Change::MessageState { .. });
+                    if state {
+                        keep[j] = false;
+                    }
+                    !state
+                });
+                earlier.push(i);
+                by_client.entry(client_id).or_default().push(i);
+            }
+            Change::MessageDelete { client_id, seq } => {
+                for j in message
+                    .remove(&(client_id.as_str(), *seq))
+                    .unwrap_or_default()
+                {
+                    keep[j] = false;
+                }
+            }
+            Change::Qos2Add {
+                client_id,
+                packet_id,
+            } => {
+                unkeep(&mut keep, qos2.insert((client_id, *packet_id), i));
+                by_client.entry(client_id).or_default().push(i);
+            }
+            Change::Qos2Delete {
+                client_id,
+                packet_id,
+            } => {
+                unkeep(&mut keep, qos2.remove(&(client_id.as_str(), *packet_id)));
+            }
+            Change::WillSet { will: w } => {
+                unkeep(&mut keep, will.insert(w.client_id.as_str(), i));
+                by_client.entry(&w.client_id).or_default().push(i);
+            }
+            Change::WillDelete { client_id } => {
+                unkeep(&mut keep, will.remove(client_id.as_str()));
+            }
+        }
+    }
+    all.into_iter()
+        .zip(keep)
+        .filter_map(|(change, kept)| kept.then_some(change))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::{
+        MessageState, QueuedMessage, SessionExpiry, SessionRecord, StoredMessage, Subscription,
+    };
+
+    fn msg(seq: u64) -> Change {
+        Change::MessageAdd {
+            client_id: "c".into(),
+            message: QueuedMessage {
+                seq,
+                packet_id: 0,
+                state: MessageState::Queued,
+                qos: 1,
+                retain: false,
+                sub_ids: Vec::new(),
+                message: stored("t"),
+            },
+        }
+    }
+
+    fn stored(topic: &str) -> StoredMessage {
+        StoredMessage {
+            topic: topic.into(),
+            payload: b"p".to_vec(),
+            qos: 1,
+            retain: false,
+            ..StoredMessage::default()
+        }
+    }
+
+    fn state(seq: u64, state: MessageState) -> Change {
+        Change::MessageState {
+            client_id: "c".into(),
+            seq,
+            packet_id: 1,
+            state,
+        }
+    }
+
+    fn delete(seq: u64) -> Change {
+        Change::MessageDelete {
+            client_id: "c".into(),
+            seq,
+        }
+    }
+
+    fn kept(batches: &[(u64, Vec<Change>)]) -> Vec<Change> {
+        compact(batches)
+            .into_iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_message_acknowledged_in_the_same_group_leaves_only_its_delete() {
+        let batches = vec![
+            (1, vec![msg(1), msg(2), state(1, MessageState::AwaitPuback)]),
+            (2, vec![delete(1)]),
+        ];
+        assert_eq!(kept(&batches), vec![msg(2), delete(1)]);
+    }
+
+    #[test]
+    fn a_later_state_replaces_an_earlier_one_but_not_the_add() {
+        let batches = vec![(
+            1,
+            vec![
+                msg(1),
+                state(1, MessageState::AwaitPubrec),
+                state(1, MessageState::AwaitPubcomp),
+            ],
+        )];
+        assert_eq!(
+            kept(&batches),
+            vec![msg(1), state(1, MessageState::AwaitPubcomp)]
+        );
+    }
+
+    #[test]
+    fn a_session_deleted_takes_its_earlier_changes_and_not_later_ones() {
+        let session = Change::SessionUpsert {
+            session: SessionRecord {
+                client_id: "c".into(),
+                protocol: 4,
+                expiry: SessionExpiry::Never,
+                expires_at: None,
+            },
+        };
+        let sub = Change::SubscriptionSet {
+            client_id: "c".into(),
+            subscription: Subscription {
+                filter: "a/#".into(),
+                options: 1,
+                sub_id: 0,
+            },
+        };
+        let gone = Change::SessionDelete {
+            client_id: "c".into(),
+        };
+        let other = Change::Qos2Add {
+            client_id: "d".into(),
+            packet_id: 3,
+        };
+        let batches = vec![
+            (1, vec![session.clone(), sub.clone(), msg(1), other.clone()]),
+            (2, vec![gone.clone(), session.clone()]),
+        ];
+        assert_eq!(kept(&batches), vec![other, gone, session]);
+    }
+
+    #[test]
+    fn sets_followed_by_deletes_keep_only_the_deletes() {
+        let qos2_add = Change::Qos2Add {
+            client_id: "c".into(),
+            packet_id: 9,
+        };
+        let qos2_delete = Change::Qos2Delete {
+            client_id: "c".into(),
+            packet_id: 9,
+        };
+        let set = Change::RetainedSet {
+            message: stored("r"),
+        };
+        let clear = Change::RetainedClear { topic: "r".into() };
+        let batches = vec![(
+            1,
+            vec![
+                qos2_add,
+                set.clone(),
+                set.clone(),
+                qos2_delete.clone(),
+                clear.clone(),
+                set.clone(),
+            ],
+        )];
+        assert_eq!(kept(&batches), vec![qos2_delete, clear, set]);
+    }
+
+    #[test]
+    fn a_delete_before_the_add_cancels_nothing() {
+        let batches = vec![(1, vec![delete(1), msg(1)])];
+        assert_eq!(kept(&batches), vec![delete(1), msg(1)]);
+    }
+}
