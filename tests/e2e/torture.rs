@@ -38,7 +38,10 @@ fn sigkill_loses_nothing_acknowledged_and_repeats_no_qos2_message() {
     }
     let (code, out) = torture(&["--signal", "KILL"]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("5 x SIGKILL") && out.contains("verdict: PASS"), "{out}");
+    assert!(
+        out.contains("5 x SIGKILL") && out.contains("verdict: PASS"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -48,7 +51,10 @@ fn sigterm_loses_nothing_acknowledged_and_repeats_no_qos2_message() {
     }
     let (code, out) = torture(&["--signal", "TERM", "--kills", "3"]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("3 x SIGTERM") && out.contains("verdict: PASS"), "{out}");
+    assert!(
+        out.contains("3 x SIGTERM") && out.contains("verdict: PASS"),
+        "{out}"
+    );
 }
 
 /// The verdict can fail: a broker without persistence forgets the subscribers' sessions and
