@@ -16,7 +16,14 @@
 #             generator build: they run as brokers "midge-a" and "midge-b", alternating like the
 #             others, and each scenario also prints the ratio b/a. Without --brokers only these
 #             two run; name them in --brokers to add Mosquitto or rumqttd.
-# Scenarios: fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm (default: all).
+#   --idle-secs S  how long idledisk measures an idle broker's disk writes (default 30; --quick 10)
+# Scenarios: fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm (default: all), and the
+# persistence scenarios (midge and Mosquitto only; not in the default set):
+#   p2p1mem   QoS 1 pairs with persistent sessions, persistence off
+#   p2p1disk  the same with persistence on: msg/s, and bytes written per delivered message
+#             (write_bytes of /proc/PID/io over the run and the 2 s after it)
+#   idledisk  persistence on, 10 persistent mosquitto_sub clients connected, default
+#             sys_interval: bytes written per minute once start-up has settled
 # Not a pass/fail test: never run it in CI. Loopback only.
 set -euo pipefail
 
@@ -28,21 +35,23 @@ DURATION=10
 QUICK=0
 BROKERS="midge mosquitto rumqttd"
 SCENARIOS="fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm"
+IDLE_SECS=30
 OUT=""
 MIDGE_A=""
 MIDGE_B=""
 BROKERS_GIVEN=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) QUICK=1; ROUNDS=1; DURATION=2 ;;
+        --quick) QUICK=1; ROUNDS=1; DURATION=2; IDLE_SECS=10 ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --brokers) BROKERS=$2; BROKERS_GIVEN=1; shift ;;
         --scenarios) SCENARIOS=$2; shift ;;
         --out) OUT=$2; shift ;;
+        --idle-secs) IDLE_SECS=$2; shift ;;
         --midge-a) MIDGE_A=$2; shift ;;
         --midge-b) MIDGE_B=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -117,17 +126,24 @@ midge_bin() { # NAME: the binary behind broker midge, midge-a or midge-b
 }
 
 BROKER_PID=""
+# With STORE_DIR set, midge and Mosquitto run with `persistence true` and their file there
+# (world-writable: run as root, both drop to the user mosquitto).
+STORE_DIR=""
+persistence_conf() {
+    [ -n "$STORE_DIR" ] || return 0
+    printf 'persistence true\npersistence_location %s/\n' "$STORE_DIR"
+}
 # start_broker NAME PORT LOGFILE: starts NAME pinned to core 0, sets BROKER_PID.
 start_broker() {
     local name=$1 port=$2 logf=$3 conf=$OUT/$1.conf
     [ "$name" = rumqttd ] && conf=$OUT/rumqttd.toml # rumqttd picks the format by extension
     case "$name" in
         midge|midge-a|midge-b)
-            printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$conf"
+            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; } >"$conf"
             taskset -c 0 "$(midge_bin "$name")" -c "$conf" >"$logf" 2>&1 &
             ;;
         mosquitto)
-            printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$conf"
+            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; } >"$conf"
             taskset -c 0 "$MOSQUITTO" -c "$conf" >"$logf" 2>&1 &
             ;;
         rumqttd)
@@ -180,6 +196,8 @@ stop_broker() {
 trap stop_broker EXIT INT TERM
 
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo NA; }
+# Bytes the process (all its threads) sent towards the disk so far.
+write_bytes() { awk '/^write_bytes:/ {print $2}' "/proc/$1/io" 2>/dev/null || echo NA; }
 cpu_ms() { # utime+stime (fields 14, 15 of /proc/PID/stat) in ms
     local tck; tck=$(getconf CLK_TCK)
     [ -r "/proc/$1/stat" ] || { echo NA; return; }
@@ -219,12 +237,17 @@ args() {
         idle) if [ "$QUICK" = 1 ]; then echo "idle --conns 5000 --wait 1"; else echo "idle --conns 5000 --wait 3"; fi ;;
         retained) echo "retained --count 10000 --size 64" ;;
         connstorm) echo "connstorm --parallel 8 --duration $DURATION" ;;
+        p2p1mem|p2p1disk) echo "p2p --qos 1 --pairs 32 --size 256 --duration $DURATION" ;;
     esac
 }
+# Scenarios that need a broker's store: only midge and Mosquitto have one.
+is_disk() { case "$1" in p2p1mem|p2p1disk|idledisk) return 0 ;; *) return 1 ;; esac; }
+has_store() { case "$1" in midge|midge-a|midge-b|mosquitto) return 0 ;; *) return 1 ;; esac; }
 metric() {
     case "$1" in
         latency) echo p99_us ;;
         idle) echo bytes_per_conn ;;
+        idledisk) echo bytes_per_min ;;
         *) echo rate ;;
     esac
 }
@@ -238,6 +261,9 @@ describe() {
         idle) echo "RSS per idle connection, 5000 connections (bytes, lower is better)" ;;
         retained) echo "retained replay, 10000 topics -> new '#' subscriber (msg/s)" ;;
         connstorm) echo "connection storm (connect/CONNACK/DISCONNECT per s)" ;;
+        p2p1mem) echo "QoS 1 point-to-point, 32 pairs, 256 B, persistent sessions, persistence off (msg/s)" ;;
+        p2p1disk) echo "QoS 1 point-to-point, 32 pairs, 256 B, persistent sessions, persistence on (msg/s)" ;;
+        idledisk) echo "idle broker, persistence on, 10 persistent clients, default sys_interval (bytes written per minute, lower is better)" ;;
     esac
 }
 field() { # field KEY LINE
@@ -248,31 +274,75 @@ field() { # field KEY LINE
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "NA"} else if (NR%2) {print v[(NR+1)/2]} else {printf "%.10g\n", (v[NR/2]+v[NR/2+1])/2}}'; }
 
+# idle_disk PORT LABEL: 10 persistent mosquitto_sub clients (keepalive 10 s) on the broker,
+# start-up settled for 5 s, then the broker's disk writes over IDLE_SECS; prints a RESULT line.
+idle_disk() {
+    local port=$1 label=$2 i w0 w1 pids=""
+    for i in $(seq 1 10); do
+        taskset -c 1 mosquitto_sub -h 127.0.0.1 -p "$port" -c -i "bench-idle-$i" -q 1 \
+            -t "bench/idle/$i" -k 10 >/dev/null 2>&1 &
+        pids="$pids $!"
+    done
+    sleep 5
+    w0=$(write_bytes "$BROKER_PID")
+    sleep "$IDLE_SECS"
+    w1=$(write_bytes "$BROKER_PID")
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
+    # shellcheck disable=SC2086
+    wait $pids 2>/dev/null || true
+    awk -v a="$w0" -v b="$w1" -v s="$IDLE_SECS" -v l="$label" 'BEGIN {
+        if (a == "NA" || b == "NA") exit 1;
+        printf "RESULT scenario=idledisk clients=10 secs=%d write_bytes=%d bytes_per_min=%.0f label=%s\n", s, b - a, (b - a) * 60 / s, l }'
+}
+
 run_one() { # scenario broker round
-    local scen=$1 b=$2 round=$3 port line hwm cpu gen load status=ok
+    local scen=$1 b=$2 round=$3 port line hwm cpu gen load w0 w1 status=ok
     port=$(free_port)
+    STORE_DIR=""
+    if [ "$scen" = p2p1disk ] || [ "$scen" = idledisk ]; then
+        STORE_DIR=$OUT/store-$b-$scen-$round
+        mkdir -p "$STORE_DIR" && chmod 0777 "$STORE_DIR"
+    fi
     if ! start_broker "$b" "$port" "$OUT/$b-$scen-$round.log"; then
         log "$scen $b round $round: broker did not start"
-        printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tbroker-failed\tNA\n' "$scen" "$b" "$round" >>"$RESULTS"
+        printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tbroker-failed\tNA\tNA\n' "$scen" "$b" "$round" >>"$RESULTS"
         return
     fi
     gen=$(args "$scen")
     [ "$scen" = idle ] && gen="$gen --pid $BROKER_PID"
-    # shellcheck disable=SC2086
-    line=$(timeout $((DURATION + 90)) taskset -c 1 "$BENCH" $gen --port "$port" --label "$b" \
-        2>"$OUT/gen-$b-$scen-$round.err" | grep '^RESULT' || true)
+    if [ "$scen" = idledisk ]; then
+        line=$(idle_disk "$port" "$b" 2>"$OUT/gen-$b-$scen-$round.err" || true)
+    else
+        w0=$(write_bytes "$BROKER_PID")
+        # Persistent sessions (clean session 0) for the persistence scenarios.
+        # shellcheck disable=SC2086
+        line=$(MIDGE_BENCH_PERSISTENT=$(is_disk "$scen" && echo 1 || echo 0) \
+            timeout $((DURATION + 90)) taskset -c 1 "$BENCH" $gen --port "$port" --label "$b" \
+            2>"$OUT/gen-$b-$scen-$round.err" | grep '^RESULT' || true)
+        if is_disk "$scen" && [ -n "$line" ]; then
+            # The last commits' sync (and checkpoint) belongs to the run.
+            sleep 2
+            w1=$(write_bytes "$BROKER_PID")
+            line="$line $(awk -v a="$w0" -v b="$w1" -v n="$(field received "$line")" 'BEGIN {
+                if (a == "NA" || b == "NA" || n == "NA" || n == 0) print "bytes_per_msg=NA";
+                else printf "write_bytes=%d bytes_per_msg=%.1f\n", b - a, (b - a) / n }')"
+        fi
+    fi
     hwm=$(hwm_kb "$BROKER_PID")
     cpu=$(cpu_ms "$BROKER_PID")
     stop_broker
+    [ -n "$STORE_DIR" ] && rm -rf "$STORE_DIR"
+    STORE_DIR=""
     if [ -z "$line" ]; then
         status="generator-failed:$(tr '\n' ' ' <"$OUT/gen-$b-$scen-$round.err" | cut -c1-120)"
     fi
     echo "$line" >>"$OUT/raw.txt"
     load=$(cut -d' ' -f1 /proc/loadavg)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$b" "$round" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$b" "$round" \
         "$(field "$(metric "$scen")" "$line")" "$(field lost "$line")" "$(field dup "$line")" \
-        "$hwm" "$cpu" "$status" "$load" >>"$RESULTS"
-    log "$scen $b round $round: $(metric "$scen")=$(field "$(metric "$scen")" "$line") lost=$(field lost "$line") hwm=${hwm}kB cpu=${cpu}ms load=$load $status"
+        "$hwm" "$cpu" "$status" "$load" "$(field bytes_per_msg "$line")" >>"$RESULTS"
+    log "$scen $b round $round: $(metric "$scen")=$(field "$(metric "$scen")" "$line") lost=$(field lost "$line") bytes/msg=$(field bytes_per_msg "$line") hwm=${hwm}kB cpu=${cpu}ms load=$load $status"
 }
 
 START=$(date +%s)
@@ -284,8 +354,13 @@ for scen in $SCENARIOS; do
         m=$(awk -F'\t' '$1=="fanin0" && $2=="mosquitto" && $4!="NA" {print $4}' "$RESULTS" | median)
         if [ "$m" != NA ]; then LATENCY_RATE=$(awk -v m="$m" 'BEGIN {printf "%d", m/2}'); fi
     fi
+    if [ "$scen" = idledisk ] && ! command -v mosquitto_sub >/dev/null; then
+        log "idledisk: mosquitto_sub (mosquitto-clients) is missing, skipped"
+        continue
+    fi
     for round in $(seq 1 "$ROUNDS"); do
         for b in $AVAILABLE; do
+            if is_disk "$scen" && ! has_store "$b"; then continue; fi
             run_one "$scen" "$b" "$round"
         done
     done
@@ -306,10 +381,28 @@ done
         echo "## $(describe "$scen")"
         printf '| broker | median | lost | dup | peak RSS (kB) | CPU (ms) | runs |\n|---|---|---|---|---|---|---|\n'
         for b in $AVAILABLE; do
-            sel() { awk -F'\t' -v s="$scen" -v b="$b" -v c="$1" '$1==s && $2==b && $c!="NA" {print $c}' "$RESULTS"; }
+            if is_disk "$scen" && ! has_store "$b"; then continue; fi
+            sel() { awk -F'\t' -v s="$scen" -v b="$b" -v c="$1" '$1==s && $2==b && $c!="NA" && $c!="" {print $c}' "$RESULTS"; }
             printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$b" "$(sel 4 | median)" "$(sel 5 | median)" \
                 "$(sel 6 | median)" "$(sel 7 | median)" "$(sel 8 | median)" "$(sel 4 | wc -l)/$ROUNDS"
         done
+        if [ "$scen" = p2p1mem ] || [ "$scen" = p2p1disk ]; then
+            for b in $AVAILABLE; do
+                has_store "$b" || continue
+                echo "$b: bytes written per delivered message (median): $(awk -F'\t' -v s="$scen" -v b="$b" \
+                    '$1==s && $2==b && $11!="NA" && $11!="" {print $11}' "$RESULTS" | median)"
+            done
+        fi
+        if [ "$scen" = p2p1disk ]; then
+            for b in $AVAILABLE; do
+                has_store "$b" || continue
+                on=$(awk -F'\t' -v b="$b" '$1=="p2p1disk" && $2==b && $4!="NA" {print $4}' "$RESULTS" | median)
+                off=$(awk -F'\t' -v b="$b" '$1=="p2p1mem" && $2==b && $4!="NA" {print $4}' "$RESULTS" | median)
+                awk -v on="$on" -v off="$off" -v b="$b" 'BEGIN {
+                    if (on == "NA" || off == "NA" || off == 0) print b ": persistence on/off: n/a (run p2p1mem too)";
+                    else printf "%s: persistence on/off: %.2f of the in-memory rate\n", b, on / off }'
+            done
+        fi
         if [[ " $AVAILABLE " == *" midge "* ]]; then
             mid=$(awk -F'\t' -v s="$scen" '$1==s && $2=="midge" && $4!="NA" {print $4}' "$RESULTS" | median)
             for b in $AVAILABLE; do

@@ -291,7 +291,8 @@ impl Store {
         &self.path
     }
 
-    /// Asks the writer to make every commit durable now (SIGUSR1); does not wait.
+    /// Asks the writer to make every commit durable now and checkpoint the WAL into the main
+    /// file (SIGUSR1, Mosquitto's "save now"); does not wait.
     pub fn sync_now(&self) {
         if let Some(s) = &self.sender {
             let _ = s.send(Command::Sync);
