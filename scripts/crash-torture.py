@@ -397,6 +397,8 @@ def parse_args():
                    help="leave paho's re-sending of a released QoS 2 message unmended (see Paho)")
     p.add_argument("--seed", type=int, help="seed for the stop intervals")
     p.add_argument("--keep", action="store_true", help="keep the broker's directory")
+    p.add_argument("--discard", action="store_true",
+                   help="remove the broker's directory even when the verdict fails")
     p.add_argument("--trace", action="store_true",
                    help="start the broker with -v and write each client's packets (paho's log) "
                         "to its directory, which is kept")
@@ -615,7 +617,11 @@ def main():
         print("\nverdict: FAIL")
         for f in failures:
             print(f"  {f}")
-        print(f"broker directory kept: {workdir} (--seed {args.seed} repeats the stop intervals)")
+        if args.discard:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"broker directory kept: {workdir} (--seed {args.seed} repeats the stop "
+                  f"intervals)")
         return 1
     print("\nverdict: PASS (nothing acknowledged was lost, no QoS 2 message twice)")
     if args.keep or args.trace:

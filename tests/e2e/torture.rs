@@ -64,7 +64,7 @@ fn the_verdict_catches_a_broker_that_forgets() {
     if !paho_available() {
         return;
     }
-    let (code, out) = torture(&["--no-persistence", "--kills", "2"]);
+    let (code, out) = torture(&["--no-persistence", "--kills", "2", "--discard"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("verdict: FAIL") && out.contains("acknowledged, never reached"),
