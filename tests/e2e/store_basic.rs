@@ -670,3 +670,33 @@ fn syncs_under_strace() {
     );
     store.close().unwrap();
 }
+
+/// A message queued for a session and acknowledged while the writer gathers batches (a
+/// subscriber that keeps up) is added and deleted in one transaction, which writes nothing:
+/// the WAL does not grow.
+#[test]
+fn a_message_acknowledged_while_the_writer_gathers_writes_nothing() {
+    let dir = scratch("gather");
+    let (mut store, _) =
+        Store::open(&dir, None, Duration::from_secs(3600), Box::new(|| {})).unwrap();
+    let b = store.submit(vec![Change::SessionUpsert {
+        session: session("c"),
+    }]);
+    wait_committed(&store, b);
+    let wal = dir.join("midge.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let before = wal_size();
+    store.submit(vec![Change::MessageAdd {
+        client_id: "c".into(),
+        message: queued(1, "t", &[1; 256]),
+    }]);
+    // The subscriber's PUBACK, a moment later.
+    std::thread::sleep(Duration::from_micros(200));
+    let b = store.submit(vec![Change::MessageDelete {
+        client_id: "c".into(),
+        seq: 1,
+    }]);
+    wait_committed(&store, b);
+    assert_eq!(wal_size(), before, "the message was written");
+    store.close().unwrap();
+}
