@@ -57,7 +57,8 @@ fn sent(w: &mut World, id: ConnId) -> Vec<String> {
     let mut lines = Vec::new();
     while let Ok(Some(h)) = codec::parse_fixed_header(rest) {
         let body = &rest[h.header_len..h.total()];
-        let p = codec::decode(h.first, body, ProtocolVersion::V311).expect("decodes");
+        let p = codec::decode(h.first, body, ProtocolVersion::V311)
+            .unwrap_or_else(|e| panic!("decodes: {e:?}"));
         lines.push(match p {
             Packet::Connect(c) => format!(
                 "CONNECT {} will={}",
