@@ -46,6 +46,7 @@ mod service;
 mod sessions;
 mod store_basic;
 mod store_crash;
+mod store_full;
 mod store_recovery;
 mod subscribe;
 mod sys;
