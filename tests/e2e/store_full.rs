@@ -1,6 +1,7 @@
 //! A full disk: while the store cannot commit, midge withholds the PUBACK of what it cannot
 //! store (back-pressure, never a false acknowledgement), says so in its log, keeps serving
-//! QoS 0, and acknowledges and delivers once space returns.
+//! QoS 0, and acknowledges and delivers once space returns. A store on a read-only filesystem
+//! stops start-up instead.
 
 use crate::common::*;
 use std::io::Write;
@@ -13,11 +14,18 @@ struct SmallFs {
 }
 
 impl SmallFs {
-    /// Mounts `bytes` of tmpfs, or returns None (and says why) where mounting is not allowed.
-    fn mount(bytes: u64) -> Option<SmallFs> {
+    /// Mounts `bytes` of tmpfs (with `extra` mount options, e.g. `,ro`), or returns None (and
+    /// says why) where mounting is not allowed.
+    fn mount(bytes: u64, extra: &str) -> Option<SmallFs> {
         let dir = TempDir::new();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes}{extra}"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .output();
         match out {
@@ -70,7 +78,7 @@ fn a_full_disk_withholds_the_puback_keeps_qos0_and_resumes_when_space_returns() 
     if skip_on_mosquitto("Mosquitto keeps messages in memory and acknowledges at once") {
         return;
     }
-    let Some(fs) = SmallFs::mount(4 << 20) else {
+    let Some(fs) = SmallFs::mount(4 << 20, "") else {
         return;
     };
     let b = Broker::start(&format!(
@@ -119,4 +127,36 @@ fn a_full_disk_withholds_the_puback_keeps_qos0_and_resumes_when_space_returns() 
         s.send(&puback(m.pid()));
     }
     s.expect_silence(secs(0.3));
+}
+
+/// A store that cannot be written at all is a start-up error naming the place and the reason,
+/// not a broker that would acknowledge what it cannot keep. (A mounted filesystem cannot be
+/// remounted read-only under an open store: Linux refuses with EBUSY; one that turns read-only
+/// on its own fails commits with EROFS, the path the test above takes with ENOSPC.)
+#[test]
+fn a_read_only_store_stops_start_up_with_the_reason() {
+    if skip_on_mosquitto("Mosquitto starts without its persistence file") {
+        return;
+    }
+    let Some(fs) = SmallFs::mount(1 << 20, ",ro") else {
+        return;
+    };
+    let conf = TempDir::new();
+    let path = conf.write(
+        "broker.conf",
+        &format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
+             persistence_location {}\n",
+            free_port(),
+            fs.path().display()
+        ),
+    );
+    let out = run_midge(&["-c", path.to_str().unwrap()], WAIT);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("Unable to open the store") && text.contains("Read-only file system"),
+        "{text}"
+    );
 }
