@@ -90,7 +90,7 @@ const CHECKPOINT_PAGES: u32 = 1000;
 /// batch wait for its commit, so this is added to their latency; in exchange, a QoS 1 message
 /// whose subscribers all acknowledge it within that time is queued, sent and deleted in one
 /// transaction, which `compact` turns into no page write at all.
-const GATHER: Duration = Duration::from_micros(1500);
+const GATHER: Duration = Duration::from_millis(1);
 
 /// How long a failed commit waits before it is tried again (a full disk, an I/O error).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
