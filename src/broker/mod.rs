@@ -14,7 +14,8 @@
 //! [`Broker::next_deadline`]; and [`Broker::counts`] to look inside. Within the crate the
 //! server also feeds what only a real socket or disk has: `handle_certificate_identity` (a
 //! TLS client's certificate, before its first bytes), `handle_bridge_failed` (a bridge could
-//! not be dialled), `restore` (the store's contents, once, right after `new`), and asks
+//! not be dialled), `restore` (the store's contents, once, right after `new`),
+//! `handle_stored_page` (a page of a long queue the store read back), and asks
 //! `wants_input` (back-pressure) before reading a socket.
 //!
 //! One turn of the loop, in this order:
@@ -681,6 +682,10 @@ impl Broker {
             return;
         };
         let batch = store.submit(self.take_changes());
+        // After the batch: a page is read once what came before it is committed.
+        for request in self.take_page_requests() {
+            store.read_messages(request);
+        }
         self.seal_acks(batch, store.committed());
     }
 

@@ -13,8 +13,8 @@ use crate::codec::decode::Reader;
 use crate::codec::properties::PropContext;
 use crate::codec::{LastWill, Properties, ProtocolVersion, QoS, SubscribeOptions};
 use crate::store::{
-    Change, MessageSource, MessageState, QueuedMessage, SessionExpiry, SessionRecord, Snapshot,
-    StoredMessage, Subscription, WillRecord,
+    Change, MessagePage, MessageSource, MessageState, PageRequest, QueuedMessage, SessionExpiry,
+    SessionRecord, Snapshot, StoredMessage, Subscription, WillRecord,
 };
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -29,6 +29,11 @@ pub struct Persist {
     pub(super) held_acks: VecDeque<(u64, ConnId, u32, Vec<u8>)>,
     /// A reference point to convert `Instant`s to Unix seconds and back.
     epoch: (Instant, u64),
+    /// Pages of spilled queues to ask the store for, after this turn's batch.
+    reads: Vec<PageRequest>,
+    /// The pages asked for and not come yet: (request tag, session).
+    asked: Vec<(u64, SessionId)>,
+    last_tag: u64,
 }
 
 impl Persist {
@@ -39,6 +44,9 @@ impl Persist {
             pending_acks: Vec::new(),
             held_acks: VecDeque::new(),
             epoch: (now, unix),
+            reads: Vec::new(),
+            asked: Vec::new(),
+            last_tag: 0,
         }
     }
 
@@ -185,6 +193,109 @@ impl Broker {
             .as_mut()
             .map(|p| std::mem::take(&mut p.changes))
             .unwrap_or_default()
+    }
+
+    /// The page requests recorded since the last call, to hand to the store after this turn's
+    /// batch (which holds the messages they are to read).
+    pub(super) fn take_page_requests(&mut self) -> Vec<PageRequest> {
+        self.persist
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.reads))
+            .unwrap_or_default()
+    }
+
+    /// Asks the store for the next page of session `sid`'s spilled queue, if its head in
+    /// memory has drained far enough (`Queue::ask_page`).
+    pub(super) fn ask_for_spilled(&mut self, sid: SessionId) {
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        let Some(s) = self
+            .sessions
+            .get_mut(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+        else {
+            return;
+        };
+        let Some(want) = s.queue.ask_page() else {
+            return;
+        };
+        p.last_tag += 1;
+        p.asked.push((p.last_tag, sid));
+        p.reads.push(PageRequest {
+            tag: p.last_tag,
+            client_id: s.client_id.to_string(),
+            after: want.after,
+            max_messages: want.max_messages,
+            max_bytes: want.max_bytes,
+        });
+    }
+
+    /// A page of a spilled queue, read by the store's writer: its deliveries join the queue's
+    /// head, in order, and go out as far as the session's window allows. A page for a session
+    /// that has ended since is ignored.
+    pub(crate) fn handle_stored_page(&mut self, page: MessagePage, now: Instant) {
+        self.now = now;
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        let Some(i) = p.asked.iter().position(|&(tag, _)| tag == page.tag) else {
+            return;
+        };
+        let (_, sid) = p.asked.swap_remove(i);
+        let count = page.messages.len();
+        let last = page.messages.last().map_or(0, |q| q.seq);
+        let mut bytes = 0;
+        let deliveries: Vec<_> = page
+            .messages
+            .into_iter()
+            .map(|q| {
+                bytes += q.message.topic.len() + q.message.payload.len();
+                self.delivery_from(q, now)
+            })
+            .collect();
+        let Some(mut out) = self.outlet(sid) else {
+            return;
+        };
+        for (d, inflight) in deliveries {
+            out.restore(d, inflight);
+        }
+        if !out.session.queue.page_read(count, bytes, last) {
+            log::warn!(
+                "store: messages queued for {} are missing from the store; they are not delivered",
+                out.session.client_id
+            );
+        }
+        self.pump(sid);
+    }
+
+    /// How many pages have been asked for and have not come yet.
+    #[cfg(test)]
+    pub(super) fn pages_asked(&self) -> usize {
+        self.persist
+            .as_deref()
+            .map_or(0, |p| p.asked.len() + p.reads.len())
+    }
+
+    /// A delivery read from the store, and its packet id and state if it was in flight.
+    fn delivery_from(&self, q: QueuedMessage, now: Instant) -> (Delivery, Option<(u16, OutState)>) {
+        let msg = Rc::new(self.message_from(q.message, now));
+        let d = Delivery {
+            msg,
+            qos: qos(q.qos),
+            retain: q.retain,
+            sub_ids: q.sub_ids,
+            counted: true,
+            group: None,
+            seq: q.seq,
+        };
+        let inflight = match q.state {
+            MessageState::Queued => None,
+            MessageState::AwaitPuback => Some(OutState::AwaitPuback),
+            MessageState::AwaitPubrec => Some(OutState::AwaitPubrec),
+            MessageState::AwaitPubcomp => Some(OutState::AwaitPubcomp),
+        };
+        (d, inflight.map(|state| (q.packet_id, state)))
     }
 
     fn message_from(&self, s: StoredMessage, now: Instant) -> Message {
@@ -420,27 +531,21 @@ impl Broker {
                 }
                 s.set_incoming_qos2(st.qos2_inbound);
             }
+            let head_last = st.messages.last().map_or(0, |q| q.seq);
             for q in st.messages {
-                let msg = Rc::new(self.message_from(q.message, now));
-                let d = Delivery {
-                    msg,
-                    qos: qos(q.qos),
-                    retain: q.retain,
-                    sub_ids: q.sub_ids,
-                    counted: true,
-                    group: None,
-                    seq: q.seq,
-                };
+                let (d, inflight) = self.delivery_from(q, now);
                 messages += 1;
-                let inflight = match q.state {
-                    MessageState::Queued => None,
-                    MessageState::AwaitPuback => Some(OutState::AwaitPuback),
-                    MessageState::AwaitPubrec => Some(OutState::AwaitPubrec),
-                    MessageState::AwaitPubcomp => Some(OutState::AwaitPubcomp),
-                };
                 if let Some(mut out) = self.outlet(sid) {
-                    out.restore(d, inflight.map(|state| (q.packet_id, state)));
+                    out.restore(d, inflight);
                 }
+            }
+            // The rest of a long queue stays in the store, read back as the head drains.
+            let more = st.more;
+            messages += more.count as usize;
+            if let Some(s) = self.session_mut(sid).filter(|_| more.count > 0) {
+                s.raise_seq(more.last_seq);
+                let (count, bytes) = (more.count as usize, more.bytes as usize);
+                s.queue.restore_spilled(count, bytes, head_last);
             }
             for sub in st.subscriptions.into_iter().filter(|_| bridge.is_none()) {
                 let o = sub.options;

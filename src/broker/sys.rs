@@ -167,13 +167,13 @@ impl Broker {
         v
     }
 
-    /// Messages held: retained ones plus every queued and in-flight delivery, and their
-    /// payload bytes.
+    /// Messages held: retained ones plus every queued and in-flight delivery (those of long
+    /// queues that are in the store only too), and the payload bytes of those in memory.
     fn stored_messages(&self) -> (usize, usize) {
         let mut count = self.retained.len();
         let mut bytes: usize = self.retained.payload_bytes();
         for (_, s) in &self.sessions {
-            count += s.queue.len() + s.inflight.len();
+            count += s.queue.len() + s.queue.spilled() + s.inflight.len();
             bytes += s.queue.iter().map(|d| d.msg.payload.len()).sum::<usize>();
             bytes += s
                 .inflight

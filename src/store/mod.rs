@@ -171,6 +171,7 @@ struct Shared {
 
 enum Command {
     Batch(u64, Vec<Change>),
+    Read(PageRequest),
     Sync,
     Close,
 }
@@ -178,6 +179,8 @@ enum Command {
 /// Handle to the durable store, owned by the broker's loop.
 pub struct Store {
     sender: Option<Sender<Command>>,
+    /// Pages of queued messages the writer read ([`Store::read_messages`]).
+    pages: Receiver<MessagePage>,
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     submitted: u64,
@@ -225,9 +228,12 @@ impl Store {
         // commit, between two ticks of the timer.
         restart_wal(&conn);
         let (sender, receiver) = mpsc::channel();
+        let (page_sender, pages) = mpsc::channel();
         let writer = Writer {
             conn,
             receiver,
+            pages: page_sender,
+            reads: Vec::new(),
             shared: Arc::clone(&shared),
             notify,
             interval: sync_interval,
@@ -244,6 +250,7 @@ impl Store {
             .spawn(move || writer.run())?;
         let store = Store {
             sender: Some(sender),
+            pages,
             writer: Some(writer),
             shared,
             submitted: 0,
@@ -270,6 +277,25 @@ impl Store {
             log::error!("store: the writer thread is gone; batch {n} is not stored");
         }
         n
+    }
+
+    /// Asks the writer for a page of one session's stored messages. The writer reads it once
+    /// every batch submitted before is committed (so the page holds what the broker recorded),
+    /// then calls `notify`; the page is then ready for [`Store::take_page`]. Reading is the
+    /// writer's work, never the loop's.
+    pub fn read_messages(&self, request: PageRequest) {
+        let sent = self
+            .sender
+            .as_ref()
+            .is_some_and(|s| s.send(Command::Read(request)).is_ok());
+        if !sent {
+            log::error!("store: the writer thread is gone; queued messages cannot be read");
+        }
+    }
+
+    /// A page the writer has read, if one is ready.
+    pub fn take_page(&self) -> Option<MessagePage> {
+        self.pages.try_recv().ok()
     }
 
     /// The highest batch number committed (every batch up to it is committed).
@@ -536,6 +562,10 @@ fn rebuild(path: &Path, reason: String) -> Result<(Connection, Snapshot), StoreE
 struct Writer {
     conn: Connection,
     receiver: Receiver<Command>,
+    /// Where pages of queued messages go.
+    pages: Sender<MessagePage>,
+    /// Page requests waiting for the batches submitted before them to be committed.
+    reads: Vec<PageRequest>,
     shared: Arc<Shared>,
     notify: Box<dyn Fn() + Send>,
     interval: Duration,
@@ -577,17 +607,23 @@ impl Writer {
                         self.pending_since.get_or_insert_with(Instant::now);
                         self.pending.push((n, changes));
                     }
+                    Command::Read(request) => self.reads.push(request),
                     Command::Sync => sync_requested = true,
                     Command::Close => closing = true,
                 }
                 next = self.receiver.try_recv().ok();
             }
             let now = Instant::now();
-            let gathered = self.pending_since.is_none_or(|t| now >= t + GATHER);
+            // A read waits for nothing but the commit of what came before it.
+            let gathered =
+                self.pending_since.is_none_or(|t| now >= t + GATHER) || !self.reads.is_empty();
             let retry_due = self.retry_at.is_none_or(|t| now >= t);
             if !self.pending.is_empty() && (closing || ((gathered || sync_requested) && retry_due))
             {
                 self.commit_pending();
+            }
+            if self.pending.is_empty() && !self.reads.is_empty() && retry_due && !closing {
+                self.serve_reads();
             }
             let sync_due = self.dirty_since.is_some_and(|t| now >= t + self.interval);
             if self.dirty_since.is_some() && (sync_requested || sync_due) && !closing {
@@ -601,7 +637,9 @@ impl Writer {
     fn deadline(&self) -> Option<Instant> {
         let sync = self.dirty_since.map(|t| t + self.interval);
         let commit = match self.retry_at {
-            Some(retry) => Some(retry).filter(|_| !self.pending.is_empty()),
+            Some(retry) => {
+                Some(retry).filter(|_| !self.pending.is_empty() || !self.reads.is_empty())
+            }
             None => self.pending_since.map(|t| t + GATHER),
         };
         match (sync, commit) {
@@ -642,6 +680,46 @@ impl Writer {
                 self.retry_at = Some(Instant::now() + RETRY_DELAY);
                 self.shared.healthy.store(false, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Reads the pages asked for, all batches before them being committed, and sends them to
+    /// the broker's side. A read that fails (an I/O error) is tried again after
+    /// [`RETRY_DELAY`], like a commit.
+    fn serve_reads(&mut self) {
+        // Nothing is pending: a retry planned can only be for these reads.
+        self.retry_at = None;
+        let mut sent = false;
+        for request in std::mem::take(&mut self.reads) {
+            let page = schema::read_messages_page(
+                &self.conn,
+                &request.client_id,
+                request.after,
+                request.max_messages,
+                request.max_bytes,
+                false,
+            );
+            match page {
+                Ok(page) => {
+                    let page = MessagePage {
+                        tag: request.tag,
+                        messages: page.messages,
+                    };
+                    sent |= self.pages.send(page).is_ok();
+                }
+                Err(e) => {
+                    log::error!(
+                        "store: reading queued messages of {} failed ({e}); retrying every {}s",
+                        request.client_id,
+                        RETRY_DELAY.as_secs()
+                    );
+                    self.reads.push(request);
+                    self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                }
+            }
+        }
+        if sent {
+            (self.notify)();
         }
     }
 

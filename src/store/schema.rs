@@ -586,6 +586,7 @@ impl Assembly {
                 session,
                 subscriptions,
                 messages,
+                more: QueueRest::default(),
                 qos2_inbound,
             });
         }
@@ -616,11 +617,91 @@ pub(crate) fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
     Ok(n)
 }
 
-/// Reads every table of a healthy store. A read error (a damaged page) is returned, so the
-/// caller can recover; rows with invalid values are skipped, logged and deleted.
+/// One page of a session's stored messages (see [`read_messages_page`]).
+pub(crate) struct MessagesPage {
+    /// In `seq` order.
+    pub(crate) messages: Vec<QueuedMessage>,
+    /// When asked for: the messages after the page.
+    pub(crate) rest: QueueRest,
+}
+
+/// Reads the messages of `client_id` after `after` in `seq` order: at most `max_messages`, and
+/// no more than `max_bytes` (topic plus payload) beyond the first. With `count_rest`, also
+/// counts the messages after the page and their bytes. Rows with invalid values are skipped,
+/// logged and deleted. The one query that reads queued messages back, at start and while a
+/// long queue drains.
+pub(crate) fn read_messages_page(
+    conn: &Connection,
+    client_id: &str,
+    after: u64,
+    max_messages: usize,
+    max_bytes: usize,
+    count_rest: bool,
+) -> rusqlite::Result<MessagesPage> {
+    let mut messages = Vec::new();
+    let mut invalid: Vec<i64> = Vec::new();
+    let mut bytes = 0usize;
+    let mut last = after;
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT rowid, client_id, seq, packet_id, state, qos, retain, sub_ids, topic, payload,
+               msg_qos, msg_retain, properties, expires_at
+             FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        // Rows are stepped through one at a time: the page stops where its bounds say.
+        let mut rows = stmt.query(params![client_id, int(after)])?;
+        while messages.len() < max_messages {
+            let Some(row) = rows.next()? else {
+                break;
+            };
+            match decode_message(row) {
+                Ok(Change::MessageAdd { message, .. }) => {
+                    let size = message.message.topic.len() + message.message.payload.len();
+                    if !messages.is_empty() && bytes + size > max_bytes {
+                        break;
+                    }
+                    bytes += size;
+                    last = message.seq;
+                    messages.push(message);
+                }
+                Ok(_) => {}
+                Err(why) => {
+                    let rowid = row.get::<_, i64>(0)?;
+                    log::warn!("store: messages row {rowid} skipped and deleted: {why}");
+                    invalid.push(rowid);
+                }
+            }
+        }
+    }
+    for rowid in invalid {
+        conn.execute("DELETE FROM messages WHERE rowid = ?1", [rowid])?;
+    }
+    let rest = if count_rest {
+        conn.prepare_cached(
+            "SELECT count(*), total(length(CAST(topic AS BLOB)) + length(payload)),
+               coalesce(max(seq), 0)
+             FROM messages WHERE client_id = ?1 AND seq > ?2",
+        )?
+        .query_row(params![client_id, int(last)], |r| {
+            Ok(QueueRest {
+                count: r.get::<_, i64>(0)?.max(0) as u64,
+                bytes: r.get::<_, f64>(1)? as u64,
+                last_seq: r.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?
+    } else {
+        QueueRest::default()
+    };
+    Ok(MessagesPage { messages, rest })
+}
+
+/// Reads every table of a healthy store, but of each session's messages only the head of its
+/// queue ([`QUEUE_HEAD_MESSAGES`], [`QUEUE_HEAD_BYTES`]) and the count of the rest. A read
+/// error (a damaged page) is returned, so the caller can recover; rows with invalid values
+/// are skipped, logged and deleted.
 pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut assembly = Assembly::default();
-    for table in TABLES {
+    for table in TABLES.iter().filter(|t| t.name != "messages") {
         let mut invalid: Vec<i64> = Vec::new();
         {
             let mut stmt = conn.prepare(&format!(
@@ -649,9 +730,22 @@ pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
             )?;
         }
     }
-    let (snapshot, orphans) = assembly.finish();
+    let (mut snapshot, orphans) = assembly.finish();
     if orphans > 0 {
         log::warn!("store: {orphans} rows of unknown sessions left out");
+    }
+    for st in &mut snapshot.sessions {
+        let client_id = &st.session.client_id;
+        let page = read_messages_page(
+            conn,
+            client_id,
+            0,
+            QUEUE_HEAD_MESSAGES,
+            QUEUE_HEAD_BYTES,
+            true,
+        )?;
+        st.messages = page.messages;
+        st.more = page.rest;
     }
     Ok(snapshot)
 }
@@ -717,6 +811,28 @@ mod tests {
             .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_page_skips_and_deletes_invalid_rows_and_counts_the_rest() {
+        let conn = memory();
+        conn.execute_batch(
+            "INSERT INTO messages VALUES ('c', 1, 0, 0, 1, 0, '', 't', x'00', 1, 0, x'', NULL);
+             INSERT INTO messages VALUES ('c', 2, 0, 9, 1, 0, '', 't', x'00', 1, 0, x'', NULL);
+             INSERT INTO messages VALUES ('c', 3, 0, 0, 1, 0, '', 't', x'00', 1, 0, x'', NULL);
+             INSERT INTO messages VALUES ('c', 4, 0, 0, 1, 0, '', 'tt', x'0000', 1, 0, x'', NULL);
+             INSERT INTO messages VALUES ('d', 5, 0, 0, 1, 0, '', 't', x'00', 1, 0, x'', NULL);",
+        )
+        .unwrap();
+        let page = read_messages_page(&conn, "c", 0, 2, usize::MAX, true).unwrap();
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [1, 3], "state 9 is invalid");
+        let rest = page.rest;
+        assert_eq!((rest.count, rest.bytes, rest.last_seq), (1, 4, 4));
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4, "the invalid row was deleted");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 mod bridges;
 mod connack;
 mod listener;
+mod spill;
 mod store;
 mod time;
 
