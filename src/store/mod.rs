@@ -9,8 +9,9 @@
 //!
 //! # Flow
 //! 1. [`Store::open`] runs at start-up on the caller's thread: it opens (or creates) the file,
-//!    checks it (`PRAGMA quick_check`), reads everything into a [`Snapshot`] and starts the
-//!    writer. A damaged file is moved aside and salvaged first (see `recover.rs`).
+//!    checks it (`PRAGMA quick_check`), reads it into a [`Snapshot`] (of each session's queue,
+//!    only its head: [`QUEUE_HEAD_MESSAGES`]) and starts the writer. A damaged file is moved
+//!    aside and salvaged first (see `recover.rs`).
 //! 2. Each loop turn, the broker passes everything it accepted in that turn to
 //!    [`Store::submit`], which numbers the batch and queues it for the writer. The broker holds
 //!    back the acknowledgements (PUBACK/PUBREC...) of that turn.
@@ -22,6 +23,10 @@
 //!    the WAL holds [`CHECKPOINT_PAGES`] pages it checkpoints it into the main file instead
 //!    (which fsyncs both). [`Store::sync_now`] (SIGUSR1) checkpoints at once; [`Store::close`]
 //!    (SIGTERM) commits what is queued, checkpoints and joins the thread.
+//! 5. The rest of a long queue is read back a page at a time as it drains:
+//!    [`Store::read_messages`] queues a [`PageRequest`] behind the batches already submitted;
+//!    the writer commits those, reads the page, and calls `notify`; the loop takes it with
+//!    [`Store::take_page`].
 //!
 //! # Durability bounds
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to `midge.db-wal` with
