@@ -431,8 +431,9 @@ done
                 col() { awk -F'\t' -v s="$scen" -v b="$b" -v c="$1" '$1==s && $2==b && $c!="NA" && $c!="" {print $c}' "$RESULTS" | median; }
                 awk -v b="$b" -v o="$(col 13)" -v r="$(col 14)" -v p50="$(col 12)" -v p99="$(col 4)" 'BEGIN {
                     if (p99 == "NA") { print b ": PUBACK latency: n/a"; exit }
-                    printf "%s: offered %s msg/s, delivered %s msg/s; PUBACK p50 %.2f ms, p99 %.2f ms (medians)\n",
-                        b, o, r, p50 / 1000, p99 / 1000 }'
+                    printf "%s: offered %s msg/s, delivered %s msg/s; PUBACK p50 %.2f ms, p99 %.2f ms (medians)%s\n",
+                        b, o, r, p50 / 1000, p99 / 1000,
+                        (r != "NA" && r < 0.95 * o) ? "; the load was not carried: the latency is the queue'"'"'s" : "" }'
             done
         fi
         if [ "$scen" = ackdisk ]; then
