@@ -26,8 +26,10 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 /// How long a recipient may go without acknowledging anything before its held writes are
-/// recorded.
-pub(super) const HOLD: Duration = Duration::from_millis(5);
+/// recorded. A few milliseconds would do on a quiet machine; on a busy one (a Raspberry Pi
+/// also running Home Assistant, or this broker's benchmark) a subscriber that keeps up is
+/// often descheduled for 5-10 ms, and each such pause would write its whole queue.
+pub(super) const HOLD: Duration = Duration::from_millis(20);
 
 /// The longest a write is held, even for a recipient that keeps acknowledging: the publisher's
 /// PUBACK waits at most this (plus a commit) for a slow subscriber.
@@ -182,8 +184,9 @@ impl Holds {
         self.checks.peek().map(|Reverse((t, _))| *t)
     }
 
-    /// Takes the held writes that must be recorded at `now`: all those of a recipient that
-    /// acknowledged nothing since the last check, and those held for [`MAX_HOLD`].
+    /// Takes the held writes that must be recorded at `now`, at the end of a loop turn (after
+    /// its input, so acknowledgements that waited in a socket count): all those of a recipient
+    /// that acknowledged nothing since the last check, and those held for [`MAX_HOLD`].
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<((SessionId, u64), Held)> {
         let mut due = Vec::new();
         while let Some(Reverse((at, sid))) = self.checks.peek().copied() {
