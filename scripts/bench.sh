@@ -17,6 +17,8 @@
 #             others, and each scenario also prints the ratio b/a. Without --brokers only these
 #             two run; name them in --brokers to add Mosquitto or rumqttd.
 #   --idle-secs S  how long idledisk measures an idle broker's disk writes (default 30; --quick 10)
+#   --ack-rate R   ackmem/ackdisk's offered load in msg/s for every broker, instead of half of
+#             its p2p1mem rate (a load fixed across runs, or one a busy machine carries)
 # Scenarios: fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm (default: all), and the
 # persistence scenarios (midge and Mosquitto only; not in the default set):
 #   p2p1mem   QoS 1 pairs with persistent sessions, persistence off
@@ -40,6 +42,7 @@ QUICK=0
 BROKERS="midge mosquitto rumqttd"
 SCENARIOS="fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm"
 IDLE_SECS=30
+ACK_RATE_FIXED=""
 OUT=""
 MIDGE_A=""
 MIDGE_B=""
@@ -55,7 +58,8 @@ while [ $# -gt 0 ]; do
         --idle-secs) IDLE_SECS=$2; shift ;;
         --midge-a) MIDGE_A=$2; shift ;;
         --midge-b) MIDGE_B=$2; shift ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        --ack-rate) ACK_RATE_FIXED=$2; shift ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -234,9 +238,11 @@ LATENCY_RATE=50000
 # Offered load of ackmem/ackdisk without a p2p1mem figure for the broker: one both midge and
 # Mosquitto carry with persistence on.
 ACK_RATE=20000
-# ack_rate BROKER: half of BROKER's median p2p1mem rate in this run, else ACK_RATE.
+# ack_rate BROKER: --ack-rate, else half of BROKER's median p2p1mem rate in this run, else
+# ACK_RATE.
 ack_rate() {
     local m
+    [ -z "$ACK_RATE_FIXED" ] || { echo "$ACK_RATE_FIXED"; return; }
     m=$(awk -F'\t' -v b="$1" '$1=="p2p1mem" && $2==b && $4!="NA" {print $4}' "$RESULTS" | median)
     if [ "$m" = NA ]; then echo "$ACK_RATE"; else awk -v m="$m" 'BEGIN {printf "%d", m/2}'; fi
 }
@@ -380,10 +386,17 @@ for scen in $SCENARIOS; do
         log "idledisk: mosquitto_sub (mosquitto-clients) is missing, skipped"
         continue
     fi
+    # ackmem and ackdisk alternate within each round when both are asked: their difference is
+    # the figure, so a load that drifts during the run must hit both alike.
+    runs=$scen
+    if [ "$scen" = ackmem ] && [[ " $SCENARIOS " == *" ackdisk "* ]]; then runs="ackmem ackdisk"; fi
+    if [ "$scen" = ackdisk ] && [[ " $SCENARIOS " == *" ackmem "* ]]; then continue; fi
     for round in $(seq 1 "$ROUNDS"); do
-        for b in $AVAILABLE; do
-            if is_disk "$scen" && ! has_store "$b"; then continue; fi
-            run_one "$scen" "$b" "$round"
+        for s in $runs; do
+            for b in $AVAILABLE; do
+                if is_disk "$s" && ! has_store "$b"; then continue; fi
+                run_one "$s" "$b" "$round"
+            done
         done
     done
 done
