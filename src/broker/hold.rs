@@ -185,8 +185,9 @@ impl Holds {
     }
 
     /// Takes the held writes that must be recorded at `now`, at the end of a loop turn (after
-    /// its input, so acknowledgements that waited in a socket count): all those of a recipient
-    /// that acknowledged nothing since the last check, and those held for [`MAX_HOLD`].
+    /// its input, so acknowledgements that waited in a socket count): those held for a whole
+    /// [`HOLD`] by a recipient that acknowledged nothing since the last check, and those held
+    /// for [`MAX_HOLD`].
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<((SessionId, u64), Held)> {
         let mut due = Vec::new();
         while let Some(Reverse((at, sid))) = self.checks.peek().copied() {
@@ -194,33 +195,34 @@ impl Holds {
                 break;
             }
             self.checks.pop();
-            let first = self.writes.range((sid, 0)..=(sid, u64::MAX)).next();
-            let Some(oldest) = first.map(|(_, h)| h.since) else {
-                self.watches.remove(&sid);
-                continue;
-            };
             let Some(w) = self.watches.get_mut(&sid) else {
                 continue;
             };
-            if w.completions == w.seen {
-                // Stalled: nothing acknowledged for a whole HOLD.
-                due.extend(self.take_session(sid));
-                continue;
-            }
+            let stalled = w.completions == w.seen;
             w.seen = w.completions;
-            if now >= oldest + MAX_HOLD {
-                let old: Vec<(SessionId, u64)> = self
-                    .writes
-                    .range((sid, 0)..=(sid, u64::MAX))
-                    .take_while(|(_, h)| now >= h.since + MAX_HOLD)
-                    .map(|(k, _)| *k)
-                    .collect();
-                due.extend(
-                    old.into_iter()
-                        .filter_map(|k| self.writes.remove(&k).map(|h| (k, h))),
-                );
+            // A session's writes are held in the order of their numbers, so oldest first.
+            let old: Vec<(SessionId, u64)> = self
+                .writes
+                .range((sid, 0)..=(sid, u64::MAX))
+                .take_while(|(_, h)| {
+                    (stalled && now >= h.since + HOLD) || now >= h.since + MAX_HOLD
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            due.extend(
+                old.into_iter()
+                    .filter_map(|k| self.writes.remove(&k).map(|h| (k, h))),
+            );
+            if self
+                .writes
+                .range((sid, 0)..=(sid, u64::MAX))
+                .next()
+                .is_some()
+            {
+                self.checks.push(Reverse((now + HOLD, sid)));
+            } else {
+                self.watches.remove(&sid);
             }
-            self.checks.push(Reverse((now + HOLD, sid)));
         }
         due
     }

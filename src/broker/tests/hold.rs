@@ -202,3 +202,35 @@ fn held_writes_are_recorded_at_shutdown() {
         "{changes:?}"
     );
 }
+
+#[test]
+fn a_stalled_recipient_has_only_the_writes_held_for_a_whole_hold_recorded() {
+    let mut w = world(false);
+    let t0 = w.now;
+    w.send(2, &publish("t", b"1", QoS::AtLeastOnce, false, 1));
+    w.send(2, &publish("t", b"2", QoS::AtLeastOnce, false, 2));
+    let ids = publishes_v311(&w.take(1));
+    w.send(1, &ack(Packet::Puback, ids[0]));
+    // The check at HOLD sees an acknowledgement: nothing is recorded.
+    w.drive_until(t0 + HOLD);
+    assert_eq!(message_writes(&w.broker.take_changes()), 0);
+    // A third message just before the next check, which finds the recipient stalled.
+    w.drive_until(t0 + HOLD * 2 - Duration::from_millis(1));
+    w.send(2, &publish("t", b"3", QoS::AtLeastOnce, false, 3));
+    w.drive_until(t0 + HOLD * 2);
+    let changes = w.broker.take_changes();
+    let added: Vec<&[u8]> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::MessageAdd { message, .. } => Some(message.message.payload.as_slice()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        added,
+        [b"2"],
+        "the third is held a whole HOLD first: {changes:?}"
+    );
+    w.drive_until(t0 + HOLD * 3);
+    assert_eq!(message_writes(&w.broker.take_changes()), 1);
+}
