@@ -638,6 +638,8 @@ impl Broker {
     /// changes to `store` as one batch and holds the turn's acknowledgements until that batch
     /// is committed (group commit: one transaction per turn).
     pub fn end_turn(&mut self, now: Instant, store: Option<&mut crate::store::Store>) {
+        self.sys
+            .set_store_status(store.as_ref().map(|s| s.status()));
         self.run_due_timers(now);
         self.record_due_holds(Some(now));
         self.commit_turn(store);

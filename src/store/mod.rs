@@ -172,6 +172,22 @@ struct Shared {
     syncs: AtomicU64,
     /// Pages in the WAL after the last commit, as SQLite's WAL hook reports them.
     wal_pages: AtomicU32,
+    /// Microseconds from the arrival of the oldest batch of the last commit to that commit:
+    /// how long the acknowledgements it held waited for the store.
+    last_commit_us: AtomicU64,
+}
+
+/// The store's health and work so far, as `$SYS/broker/store/...` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// False while commits are failing (a full disk): acknowledgements wait.
+    pub healthy: bool,
+    /// Syncs (fsyncs of the WAL, checkpoints) completed since the store was opened.
+    pub syncs: u64,
+    /// Batches (one per loop turn with changes) committed since the store was opened.
+    pub batches_committed: u64,
+    /// Microseconds from the arrival of the oldest batch of the last commit to that commit.
+    pub last_commit_us: u64,
 }
 
 enum Command {
@@ -322,6 +338,16 @@ impl Store {
     /// How many times the store has been made durable (fsynced) since it was opened.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The figures `$SYS` publishes about the store.
+    pub fn status(&self) -> StoreStatus {
+        StoreStatus {
+            healthy: self.healthy(),
+            syncs: self.syncs(),
+            batches_committed: self.committed(),
+            last_commit_us: self.shared.last_commit_us.load(Ordering::Relaxed),
+        }
     }
 
     /// The store's file.
@@ -655,7 +681,7 @@ impl Writer {
 
     /// Applies every pending batch in one transaction and publishes the new commit number.
     fn commit_pending(&mut self) {
-        self.pending_since = None;
+        let since = self.pending_since.take();
         let batches = std::mem::take(&mut self.pending);
         let Some(last) = batches.last().map(|b| b.0) else {
             return;
@@ -663,6 +689,10 @@ impl Writer {
         match apply_batches(&mut self.conn, &batches) {
             Ok(()) => {
                 self.shared.committed.store(last, Ordering::Release);
+                if let Some(since) = since {
+                    let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.shared.last_commit_us.store(us, Ordering::Relaxed);
+                }
                 self.dirty_since.get_or_insert_with(Instant::now);
                 if self.failures > 0 {
                     log::warn!("store: commits work again after {} failures", self.failures);
@@ -682,6 +712,8 @@ impl Writer {
                     );
                 }
                 self.pending = batches;
+                // The retry's latency counts from the first arrival, outage included.
+                self.pending_since = since;
                 self.retry_at = Some(Instant::now() + RETRY_DELAY);
                 self.shared.healthy.store(false, Ordering::Relaxed);
             }
