@@ -53,9 +53,12 @@ pub(super) enum Pending<'a, 'm> {
     },
     /// Taken from the front of the session's queue; it goes back there if it cannot go yet.
     Queued(Delivery),
-    /// A retained message for a new subscription: queued, outside the queue limits, so that
-    /// a new subscriber gets every one of them.
+    /// A retained message for a subscription whose session went offline mid-replay: queued,
+    /// outside the queue limits, so that the subscriber gets every one of them.
     Retained(Delivery),
+    /// The next retained message of a replay, for a connection with room for it
+    /// ([`Outlet::has_room`]).
+    Replayed(Delivery),
     /// In flight when the client went away: sent again, PUBLISH with DUP or PUBREL, with its
     /// packet id (v311:[MQTT-4.4.0-1]).
     Again(Inflight),
@@ -117,6 +120,7 @@ impl Broker {
             }
         }
         self.ask_for_spilled(sid);
+        self.replay(sid);
     }
 }
 
@@ -128,6 +132,7 @@ impl Outlet<'_> {
             Pending::Routed { m, shared, t } => self.send_routed(m, shared, t, now),
             Pending::Queued(d) => self.send_queued(d, now),
             Pending::Retained(d) => self.keep_queued(d, now),
+            Pending::Replayed(d) => self.send_replayed(d, now),
             Pending::Again(m) => self.send_again(m, now),
         }
     }
@@ -301,6 +306,64 @@ impl Outlet<'_> {
         self.session.inflight.push_back(Inflight {
             packet_id,
             state: OutState::sent(d.qos),
+            delivery: d,
+        });
+        Sent::InFlight
+    }
+
+    /// Whether a message at `qos` could be sent now rather than queued: connected, nothing
+    /// queued, output buffer below the bound (when it is not, the connection is marked
+    /// throttled, so that the socket's draining pumps the session again) and, for QoS 1/2, a
+    /// free place in the window.
+    pub(super) fn has_room(&mut self, qos: QoS) -> bool {
+        if !self.session.queue.is_empty() {
+            return false;
+        }
+        let Some((_, c)) = self.conn.as_mut() else {
+            return false;
+        };
+        if c.out().len() >= OUTPUT_HIGH_WATER {
+            c.throttled = true;
+            return false;
+        }
+        let limit = self
+            .settings
+            .inflight_limit()
+            .min(usize::from(c.receive_maximum));
+        qos == QoS::AtMostOnce
+            || (self.session.inflight.len() < limit && self.inflight_bytes_below_limit())
+    }
+
+    /// The next message of a retained replay, sent as a new message (in flight for QoS 1/2,
+    /// and recorded for a persistent session). Queued instead if there is no room after all.
+    fn send_replayed(&mut self, mut d: Delivery, now: Instant) -> Sent {
+        if !self.has_room(d.qos) {
+            return self.keep_queued(d, now);
+        }
+        let packet_id = if d.qos == QoS::AtMostOnce {
+            0
+        } else {
+            self.session.alloc_packet_id()
+        };
+        if !self.write(
+            MsgRef::from(&*d.msg),
+            Framing::of(&d, packet_id, false),
+            now,
+        ) {
+            return self.dropped(0);
+        }
+        self.count_sent(d.msg.payload.len());
+        if d.qos == QoS::AtMostOnce {
+            return Sent::Written;
+        }
+        let state = OutState::sent(d.qos);
+        if let Some(p) = self.persist.as_deref_mut() {
+            let stage = (packet_id, out_state(state));
+            p.message_added(self.sid, self.session, &mut d, stage, true, now);
+        }
+        self.session.inflight.push_back(Inflight {
+            packet_id,
+            state,
             delivery: d,
         });
         Sent::InFlight
