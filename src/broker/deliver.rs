@@ -184,11 +184,18 @@ impl Outlet<'_> {
         now: Instant,
     ) -> Sent {
         // Behind a queue, a message waits its turn.
+        if let (Some((_, c)), true) = (&mut self.conn, self.session.queue.is_empty()) {
+            if t.qos == QoS::AtMostOnce && c.out().len() >= OUTPUT_HIGH_WATER {
+                // Past the output bound, QoS 0 waits in the queue too, within the queue limits,
+                // until the socket drains: a reader that keeps reading gets a burst whole,
+                // and only one that lets the queue fill up loses messages.
+                c.throttled = true;
+            }
+        }
         if let (Some((_, c)), true) = (&self.conn, self.session.queue.is_empty()) {
-            if t.qos == QoS::AtMostOnce {
-                if c.out().len() >= OUTPUT_HIGH_WATER {
-                    return self.dropped_over_limit();
-                }
+            if t.qos == QoS::AtMostOnce && c.throttled {
+                // Queued below.
+            } else if t.qos == QoS::AtMostOnce {
                 self.session.dropping = false;
                 let f = Framing {
                     qos: QoS::AtMostOnce,
