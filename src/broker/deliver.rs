@@ -196,7 +196,7 @@ impl Outlet<'_> {
             if t.qos == QoS::AtMostOnce && c.throttled {
                 // Queued below.
             } else if t.qos == QoS::AtMostOnce {
-                self.session.dropping = false;
+                self.flowing(now);
                 let f = Framing {
                     qos: QoS::AtMostOnce,
                     retain: t.retain,
@@ -260,9 +260,9 @@ impl Outlet<'_> {
         if (max_count != 0 && q.count() >= max_count)
             || (max_bytes != 0 && q.bytes() + size > max_bytes)
         {
-            return self.dropped_over_limit();
+            return self.dropped_over_limit(now);
         }
-        self.session.dropping = false;
+        self.flowing(now);
         self.keep_queued(t.into_delivery(shared, m), now)
     }
 
@@ -494,17 +494,40 @@ impl Outlet<'_> {
         self.dropped(seq)
     }
 
-    /// A message dropped for the session's queue or output limits, which the log says once
-    /// until messages flow again.
-    fn dropped_over_limit(&mut self) -> Sent {
+    /// A message dropped for the session's queue or output limits: counted, and logged when
+    /// dropping starts, then with the number dropped at most once per [`DROP_LOG_INTERVAL`]
+    /// while it goes on, and once more when messages flow again.
+    fn dropped_over_limit(&mut self, now: Instant) -> Sent {
         let s = &mut *self.session;
         if !s.dropping {
             s.dropping = true;
+            let _ = s.drops_logged(now);
             log::info!(target: "notice", "Outgoing messages are being dropped for client {}.", s.client_id);
+        } else if let (n, Some(at)) = s.count_drop() {
+            if now >= at + DROP_LOG_INTERVAL {
+                let _ = s.drops_logged(now);
+                log::info!(target: "notice", "{n} more outgoing messages were dropped for client {} in the last {} s.", s.client_id, (now - at).as_secs());
+            }
         }
         self.dropped(0)
     }
+
+    /// A message went to the client: if messages were being dropped, the log says how many
+    /// since its last line.
+    fn flowing(&mut self, now: Instant) {
+        let s = &mut *self.session;
+        if !std::mem::take(&mut s.dropping) {
+            return;
+        }
+        let n = s.drops_logged(now);
+        if n > 0 {
+            log::info!(target: "notice", "Outgoing messages flow again for client {}; {n} more were dropped.", s.client_id);
+        }
+    }
 }
+
+/// How often, at most, the log repeats that messages are being dropped for one client.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Bytes of messages waiting in session queues, against `memory_limit`. Only an [`Outlet`]
 /// changes it, as deliveries enter and leave a queue.

@@ -478,6 +478,8 @@ struct Cold {
     next_seq: u64,
     /// Retained replays of new subscriptions, not all sent yet, oldest first.
     replays: VecDeque<Replay>,
+    /// Messages dropped for this client since the last log line about it, and when that was.
+    drops: (u64, Option<Instant>),
 }
 
 /// The retained messages that matched a new subscription, sent one at a time as the
@@ -528,6 +530,20 @@ impl Session {
 
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// Counts a message dropped for this client; returns how many were dropped since the
+    /// last log line, and that line's time.
+    pub fn count_drop(&mut self) -> (u64, Option<Instant>) {
+        let d = &mut self.cold().drops;
+        d.0 += 1;
+        *d
+    }
+
+    /// A log line about this client's drops is written at `now`: returns how many were
+    /// dropped since the last one, and starts counting again.
+    pub fn drops_logged(&mut self, now: Instant) -> u64 {
+        std::mem::replace(&mut self.cold().drops, (0, Some(now))).0
     }
 
     /// Starts a retained replay behind any in progress.
