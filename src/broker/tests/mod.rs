@@ -835,6 +835,7 @@ fn take_v5(w: &mut World, id: ConnId) -> Vec<Packet<'static>> {
             Packet::Pubrec(a) => Packet::Pubrec(a),
             Packet::Disconnect(d) => Packet::Disconnect(d),
             Packet::Pubcomp(a) => Packet::Pubcomp(a),
+            Packet::Pubrel(a) => Packet::Pubrel(a),
             other => panic!("unexpected {other:?}"),
         });
         rest = &rest[h.total()..];

@@ -10,7 +10,11 @@ fn retain_many(w: &mut World, n: usize, size: usize, qos: QoS) {
     w.connect(9, "filler", true);
     let payload = vec![b'x'; size];
     for i in 0..n {
-        let id = if qos == QoS::AtMostOnce { 0 } else { 1 };
+        let id = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            u16::try_from(i % 60_000 + 1).unwrap_or(1)
+        };
         w.send(9, &publish(&format!("t/{i}"), &payload, qos, true, id));
     }
     w.take(9);
@@ -181,4 +185,45 @@ fn a_cleared_topic_is_not_replayed() {
         out = w.take(1);
     }
     assert_eq!(topics, ["t/0=10", "t/2=0", "t/1=10"]);
+}
+
+/// v5:[MQTT-3.3.4-7]: a replay at QoS 2 keeps within the client's Receive Maximum, and goes on
+/// as each flow completes.
+#[test]
+fn a_qos2_replay_keeps_within_a_v5_receive_maximum() {
+    let mut w = World::new(Settings::default());
+    retain_many(&mut w, 10, 10, QoS::ExactlyOnce);
+    connect5(
+        &mut w,
+        1,
+        "sub",
+        Properties {
+            receive_maximum: Some(3),
+            ..Properties::default()
+        },
+    );
+    let qos2 = SubscribeOptions::qos(QoS::ExactlyOnce);
+    w.send(1, &subscribe_v5(1, "t/#", qos2, None));
+    let mut got = 0;
+    let mut in_flight = 0;
+    let mut out = take_v5(&mut w, 1);
+    while !out.is_empty() {
+        for p in out {
+            match p {
+                Packet::Publish(p) => {
+                    got += 1;
+                    in_flight += 1;
+                    assert!(in_flight <= 3, "within Receive Maximum: {in_flight}");
+                    w.send(1, &ack(Packet::Pubrec, p.packet_id));
+                }
+                Packet::Pubrel(a) => {
+                    in_flight -= 1;
+                    w.send(1, &ack(Packet::Pubcomp, a.packet_id));
+                }
+                _ => {}
+            }
+        }
+        out = take_v5(&mut w, 1);
+    }
+    assert_eq!(got, 10);
 }
