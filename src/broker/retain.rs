@@ -11,22 +11,47 @@
 
 use super::deliver::{Pending, Sent};
 use super::route::{may_read, MsgRef};
-use super::router::TopicMap;
+use super::router::FnvHasher;
 use super::session::{Delivery, Message, Replay, Session};
 use super::{Broker, SessionId};
 use crate::codec::QoS;
 use crate::store::MessageSource;
 use crate::topic::topic_matches;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::Rc;
 use std::time::Instant;
 
 /// A retained message and the client that published it (`None`: the broker itself, a will or
-/// a bridge, which `check_retain_source` does not re-check).
-type Entry = (Rc<Message>, Option<Rc<MessageSource>>);
+/// a bridge, which `check_retain_source` does not re-check). Found by the message's own topic,
+/// so the topic is kept once.
+struct Kept(Rc<Message>, Option<Rc<MessageSource>>);
+
+impl Borrow<str> for Kept {
+    fn borrow(&self) -> &str {
+        &self.0.topic
+    }
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Kept) -> bool {
+        self.0.topic == other.0.topic
+    }
+}
+
+impl Eq for Kept {}
+
+impl Hash for Kept {
+    // As the `str` it borrows as, which lookups hash.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.topic.hash(h);
+    }
+}
 
 /// The retained messages, one per topic.
 #[derive(Default)]
-pub(super) struct Retained(TopicMap<Entry>);
+pub(super) struct Retained(HashSet<Kept, BuildHasherDefault<FnvHasher>>);
 
 impl Retained {
     /// How many topics have a retained message.
@@ -36,17 +61,17 @@ impl Retained {
 
     /// The payload bytes of every retained message.
     pub(super) fn payload_bytes(&self) -> usize {
-        self.0.values().map(|(m, _)| m.payload.len()).sum()
+        self.0.iter().map(|k| k.0.payload.len()).sum()
     }
 
     /// Makes `msg`, published by `source`, the retained message of its topic.
     pub(super) fn set(&mut self, msg: Rc<Message>, source: Option<Rc<MessageSource>>) {
-        self.0.insert(msg.topic.clone(), (msg, source));
+        self.0.replace(Kept(msg, source));
     }
 
     /// The retained message of `topic` and its publisher, if any.
-    pub(super) fn get(&self, topic: &str) -> Option<&Entry> {
-        self.0.get(topic)
+    pub(super) fn get(&self, topic: &str) -> Option<(&Rc<Message>, &Option<Rc<MessageSource>>)> {
+        self.0.get(topic).map(|k| (&k.0, &k.1))
     }
 
     /// Removes the retained message of `topic`, if any.
@@ -57,18 +82,18 @@ impl Retained {
     /// The retained messages whose topic `filter` matches. A wildcard filter looks at every
     /// retained message and sorts what matches by topic, so that replays are predictable for
     /// clients and tests.
-    pub(super) fn matching(&self, filter: &str) -> Vec<Entry> {
-        let mut found: Vec<Entry> = Vec::new();
+    pub(super) fn matching(&self, filter: &str) -> Vec<Rc<Message>> {
+        let mut found: Vec<Rc<Message>> = Vec::new();
         if filter.bytes().any(|b| b == b'+' || b == b'#') {
             found.extend(
                 self.0
                     .iter()
-                    .filter(|(t, _)| topic_matches(filter, t))
-                    .map(|(_, e)| e.clone()),
+                    .filter(|k| topic_matches(filter, &k.0.topic))
+                    .map(|k| k.0.clone()),
             );
-            found.sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
-        } else if let Some(e) = self.0.get(filter) {
-            found.push(e.clone());
+            found.sort_by(|a, b| a.topic.cmp(&b.topic));
+        } else if let Some(k) = self.0.get(filter) {
+            found.push(k.0.clone());
         }
         found
     }
@@ -86,10 +111,9 @@ impl Broker {
         } else {
             let msg = Rc::new(m.to_message());
             let source = match m.source {
-                Some(source) => Some(source.clone()),
-                None => m.origin.and_then(|sid| self.message_source(sid)),
-            }
-            .map(Rc::new);
+                Some(source) => Some(Rc::new(source.clone())),
+                None => m.origin.and_then(|sid| self.shared_source(sid)),
+            };
             self.persist_retained(m.topic, Some((&msg, source.as_deref())));
             self.retained.set(msg.clone(), source);
             Some(msg)
@@ -99,6 +123,21 @@ impl Broker {
     /// Session `sid`'s client as the publisher of a retained message (see [`source_of`]).
     pub(super) fn message_source(&self, sid: SessionId) -> Option<MessageSource> {
         self.session(sid).and_then(source_of)
+    }
+
+    /// The same, shared with the retained messages the same client published before as long
+    /// as it is the same (client id, username, listener): a device that retains thousands of
+    /// topics (Zigbee2MQTT) costs one copy, not one per topic.
+    fn shared_source(&mut self, sid: SessionId) -> Option<Rc<MessageSource>> {
+        let fresh = self.message_source(sid)?;
+        match &self.last_source {
+            Some(last) if **last == fresh => Some(last.clone()),
+            _ => {
+                let shared = Rc::new(fresh);
+                self.last_source = Some(shared.clone());
+                Some(shared)
+            }
+        }
     }
 
     /// Starts the replay of the retained messages matching a new subscription: they are
@@ -111,12 +150,7 @@ impl Broker {
         granted: QoS,
         sub_id: u32,
     ) {
-        let messages: Vec<Rc<Message>> = self
-            .retained
-            .matching(filter)
-            .into_iter()
-            .map(|(m, _)| m)
-            .collect();
+        let messages = self.retained.matching(filter);
         if messages.is_empty() {
             return;
         }
