@@ -7,7 +7,7 @@
 //! for its commit (`acks.rs`). Clean sessions are never stored: they end with their connection
 //! anyway. The broker still never touches the disk itself.
 
-use super::session::{Delivery, Expiry, Message, OutState, Session};
+use super::session::{Delivery, Expiry, Message, OutState, Session, StoredBody};
 use super::{Broker, ConnId, SessionId, Timer};
 use crate::codec::decode::Reader;
 use crate::codec::properties::PropContext;
@@ -16,7 +16,8 @@ use crate::store::{
     Change, MessageSource, MessageState, QueuedMessage, SessionExpiry, SessionRecord, Snapshot,
     StoredMessage, Subscription, WillRecord,
 };
-use std::collections::VecDeque;
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,10 @@ pub struct Persist {
     pub(super) held_acks: VecDeque<(u64, ConnId, u32, Vec<u8>)>,
     /// A reference point to convert `Instant`s to Unix seconds and back.
     epoch: (Instant, u64),
+    /// The last message body id given out (ids continue above the store's at a restore).
+    last_body: u64,
+    /// Counts the batches taken (`take_changes`), from 1.
+    batch: u64,
 }
 
 impl Persist {
@@ -39,6 +44,8 @@ impl Persist {
             pending_acks: Vec::new(),
             held_acks: VecDeque::new(),
             epoch: (now, unix),
+            last_body: 0,
+            batch: 1,
         }
     }
 
@@ -140,12 +147,39 @@ impl Persist {
             qos: d.qos as u8,
             retain: d.retain,
             sub_ids: d.sub_ids.clone(),
-            message: stored(self, &d.msg),
+            body: self.body(&d.msg),
         };
         self.changes.push(Change::MessageAdd {
             client_id: s.client_id.to_string(),
             message,
         });
+    }
+
+    /// The id of `m`'s body in the store, recording the body first if this batch has not
+    /// named it yet. A message that goes to many sessions is stored once: every delivery refers
+    /// to the one body. The body is named again in each later batch that refers to it, because
+    /// the store deletes a body with its last delivery and may no longer hold it; naming a body
+    /// it holds writes nothing.
+    fn body(&mut self, m: &Message) -> u64 {
+        let known = m.stored.get();
+        if known.id != 0 && known.batch == self.batch {
+            return known.id;
+        }
+        let id = if known.id != 0 {
+            known.id
+        } else {
+            self.last_body += 1;
+            self.last_body
+        };
+        self.changes.push(Change::MessageBody {
+            id,
+            message: stored(self, m),
+        });
+        m.stored.set(StoredBody {
+            id,
+            batch: self.batch,
+        });
+        id
     }
 
     /// Records a stored delivery sent (now in flight with `packet_id`).
@@ -183,7 +217,12 @@ impl Broker {
     pub(super) fn take_changes(&mut self) -> Vec<Change> {
         self.persist
             .as_mut()
-            .map(|p| std::mem::take(&mut p.changes))
+            .map(|p| {
+                if !p.changes.is_empty() {
+                    p.batch += 1;
+                }
+                std::mem::take(&mut p.changes)
+            })
             .unwrap_or_default()
     }
 
@@ -197,6 +236,7 @@ impl Broker {
             properties: properties_from(&s.properties, PropContext::Publish),
             expires_at: s.expires_at.and_then(|u| p.map(|p| p.to_instant(u, now))),
             origin: None,
+            stored: Cell::default(),
         }
     }
 
@@ -388,6 +428,17 @@ impl Broker {
             let msg = self.message_from(m, now);
             self.retained.set(Rc::new(msg), source);
         }
+        // One message for all the deliveries of a body, which knows its body (batch 0: a
+        // later delivery of it names it again, see `Persist::body`).
+        let mut bodies: HashMap<u64, Rc<Message>> = HashMap::new();
+        for (id, body) in snapshot.bodies {
+            let msg = self.message_from(body, now);
+            msg.stored.set(StoredBody { id, batch: 0 });
+            bodies.insert(id, Rc::new(msg));
+        }
+        if let Some(p) = self.persist.as_deref_mut() {
+            p.last_body = bodies.keys().copied().max().unwrap_or(0);
+        }
         let sessions = snapshot.sessions.len();
         for st in snapshot.sessions {
             let rec = st.session;
@@ -421,7 +472,9 @@ impl Broker {
                 s.set_incoming_qos2(st.qos2_inbound);
             }
             for q in st.messages {
-                let msg = Rc::new(self.message_from(q.message, now));
+                let Some(msg) = bodies.get(&q.body).cloned() else {
+                    continue;
+                };
                 let d = Delivery {
                     msg,
                     qos: qos(q.qos),

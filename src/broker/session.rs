@@ -10,6 +10,7 @@
 use super::ConnId;
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{Properties, ProtocolVersion, QoS, SubscribeOptions};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
@@ -27,6 +28,17 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publishing session, for No Local.
     pub origin: Option<super::SessionId>,
+    /// Its body in the store, once a persistent session's delivery of it was stored.
+    pub stored: Cell<StoredBody>,
+}
+
+/// A message's body row in the store: one for every persistent session the message goes to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoredBody {
+    /// The row's id; 0 while the message was never stored.
+    pub id: u64,
+    /// The last store batch that named the body (see `Persist::body`).
+    pub batch: u64,
 }
 
 impl Message {
@@ -549,6 +561,7 @@ mod tests {
                 properties: None,
                 expires_at: None,
                 origin: None,
+                stored: Cell::default(),
             }),
             qos: QoS::AtLeastOnce,
             retain: false,

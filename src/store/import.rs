@@ -97,7 +97,7 @@ fn read_source(
 ///
 /// Kept: retained messages; sessions that outlive their connection, with their subscriptions
 /// and their outgoing QoS 1/2 messages, queued or in flight (a message held for several
-/// sessions is one stored message in Mosquitto's file and one copy per session here); inbound
+/// sessions is one stored message in Mosquitto's file and one body here too); inbound
 /// QoS 2 messages acknowledged with PUBREC, published now (see `publish_released`).
 /// Not kept, counted in [`ImportReport::skipped`]: queued QoS 0 messages (midge never stores
 /// those), sessions whose expiry interval is 0, and entries that refer to something the file
@@ -158,6 +158,9 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
     }
 
     let mut seq: HashMap<&str, u64> = HashMap::new();
+    // Mosquitto's store id -> the body written for it (`None`: it could not be read).
+    let mut bodies: HashMap<u64, Option<u64>> = HashMap::new();
+    let mut next_body = 0u64;
     let mut released: Vec<(&str, u16, &StoredMsg)> = Vec::new();
     let mut in_flight: HashSet<(&str, u16)> = HashSet::new();
     for r in &parsed.records {
@@ -206,7 +209,16 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                     report.expired += 1;
                     continue;
                 }
-                let Some(message) = message(m, false, &mut report) else {
+                let body = *bodies.entry(cm.store_id).or_insert_with(|| {
+                    let message = message(m, false, &mut report)?;
+                    next_body += 1;
+                    changes.push(Change::MessageBody {
+                        id: next_body,
+                        message,
+                    });
+                    Some(next_body)
+                });
+                let Some(body) = body else {
                     continue;
                 };
                 let mut flow = match cm.state {
@@ -246,7 +258,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                         sub_ids: properties(&cm.properties)
                             .map(|p| p.subscription_identifiers)
                             .unwrap_or_default(),
-                        message,
+                        body,
                     },
                 });
                 report.messages += 1;
@@ -280,6 +292,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
         &released,
         &parsed.records,
         &mut seq,
+        &mut next_body,
         &mut changes,
         &mut report,
         now,
@@ -296,6 +309,7 @@ fn publish_released<'a>(
     released: &[(&'a str, u16, &'a StoredMsg)],
     records: &'a [Record],
     seq: &mut HashMap<&'a str, u64>,
+    next_body: &mut u64,
     changes: &mut Vec<Change>,
     report: &mut ImportReport,
     now: u64,
@@ -372,6 +386,8 @@ fn publish_released<'a>(
                 )),
             }
         }
+        // One body for every session it goes to, written with the first of them.
+        let mut written = None;
         for (client_id, qos, retain, sub_ids) in deliveries {
             if qos == 0 {
                 report
@@ -379,6 +395,14 @@ fn publish_released<'a>(
                     .push(format!("a QoS 0 delivery of {} to {client_id}", m.topic));
                 continue;
             }
+            let body = *written.get_or_insert_with(|| {
+                *next_body += 1;
+                changes.push(Change::MessageBody {
+                    id: *next_body,
+                    message: message.clone(),
+                });
+                *next_body
+            });
             let n = seq.entry(client_id).or_insert(0);
             *n += 1;
             changes.push(Change::MessageAdd {
@@ -390,7 +414,7 @@ fn publish_released<'a>(
                     qos,
                     retain,
                     sub_ids,
-                    message: message.clone(),
+                    body,
                 },
             });
             report.messages += 1;

@@ -743,8 +743,9 @@ fn restart_wal(conn: &Connection) {
 fn apply_batches(conn: &mut Connection, batches: &[(u64, Vec<Change>)]) -> rusqlite::Result<()> {
     use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
     let tx = conn.transaction()?;
+    let mut released = Vec::new();
     for (n, change) in compact::compact(batches) {
-        if let Err(e) = schema::apply(&tx, change) {
+        if let Err(e) = schema::apply(&tx, change, &mut released) {
             match e.sqlite_error_code() {
                 Some(ConstraintViolation | TooBig | TypeMismatch) => {
                     log::error!("store: a change in batch {n} is not stored: {e}");
@@ -753,5 +754,6 @@ fn apply_batches(conn: &mut Connection, batches: &[(u64, Vec<Change>)]) -> rusql
             }
         }
     }
+    schema::delete_released(&tx, &mut released)?;
     tx.commit()
 }

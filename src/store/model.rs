@@ -118,7 +118,9 @@ pub struct QueuedMessage {
     pub retain: bool,
     /// MQTT 5 subscription identifiers of the matching subscriptions.
     pub sub_ids: Vec<u32>,
-    pub message: StoredMessage,
+    /// The id of its message's body ([`Change::MessageBody`]): a message queued for several
+    /// sessions is stored once.
+    pub body: u64,
 }
 
 /// An MQTT 5 will waiting for its Will Delay Interval.
@@ -155,7 +157,12 @@ pub enum Change {
     },
     /// Removes a subscription.
     SubscriptionDelete { client_id: String, filter: String },
-    /// Adds a message to a session (replacing one with the same `seq`).
+    /// Stores the body of a message that [`Change::MessageAdd`]s then refer to by `id` (chosen
+    /// by the broker, unique in the store). A body already stored is kept as it is; one is
+    /// deleted with the last delivery that refers to it.
+    MessageBody { id: u64, message: StoredMessage },
+    /// Adds a message to a session (replacing one with the same `seq`); its body must be
+    /// stored already, or in the same batch before it.
     MessageAdd {
         client_id: String,
         message: QueuedMessage,
@@ -196,6 +203,8 @@ pub struct SessionState {
 pub struct Snapshot {
     /// In topic order.
     pub retained: Vec<StoredMessage>,
+    /// The bodies the sessions' messages refer to ([`QueuedMessage::body`]), by id.
+    pub bodies: std::collections::BTreeMap<u64, StoredMessage>,
     /// In client id order.
     pub sessions: Vec<SessionState>,
     /// Pending delayed wills, in client id order.

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeMap;
 
 /// The schema version this build writes (the single row of `schema_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The schema, created on first open.
 pub(crate) const SCHEMA: &str = "
@@ -43,7 +43,17 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     sub_id      INTEGER NOT NULL,
     UNIQUE (client_id, filter)
 );
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS bodies (
+    id          INTEGER PRIMARY KEY,
+    topic       TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    properties  BLOB    NOT NULL,
+    expires_at  INTEGER,
+    refs        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
     client_id   TEXT    NOT NULL,
     seq         INTEGER NOT NULL,
     packet_id   INTEGER NOT NULL,
@@ -51,12 +61,7 @@ CREATE TABLE IF NOT EXISTS messages (
     qos         INTEGER NOT NULL,
     retain      INTEGER NOT NULL,
     sub_ids     TEXT    NOT NULL,
-    topic       TEXT    NOT NULL,
-    payload     BLOB    NOT NULL,
-    msg_qos     INTEGER NOT NULL,
-    msg_retain  INTEGER NOT NULL,
-    properties  BLOB    NOT NULL,
-    expires_at  INTEGER,
+    body        INTEGER NOT NULL,
     UNIQUE (client_id, seq)
 );
 CREATE TABLE IF NOT EXISTS qos2_inbound (
@@ -86,14 +91,45 @@ UPDATE schema_version SET version = 2;
 COMMIT;
 ";
 
+/// Version 2 to 3: a message queued for several sessions is stored once (`bodies`), and each
+/// session's delivery refers to it (`deliveries`). The copies a version 2 store holds become
+/// one body each, keeping the old row's rowid as id. (A store made before any message was
+/// stored may lack the old table.)
+const MIGRATE_2_TO_3: &str = "
+BEGIN;
+CREATE TABLE IF NOT EXISTS messages (
+    client_id   TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    packet_id   INTEGER NOT NULL,
+    state       INTEGER NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    sub_ids     TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    msg_qos     INTEGER NOT NULL,
+    msg_retain  INTEGER NOT NULL,
+    properties  BLOB    NOT NULL,
+    expires_at  INTEGER,
+    UNIQUE (client_id, seq)
+);
+INSERT INTO bodies (id, topic, payload, qos, retain, properties, expires_at, refs)
+    SELECT rowid, topic, payload, msg_qos, msg_retain, properties, expires_at, 1 FROM messages;
+INSERT INTO deliveries (client_id, seq, packet_id, state, qos, retain, sub_ids, body)
+    SELECT client_id, seq, packet_id, state, qos, retain, sub_ids, rowid FROM messages;
+DROP TABLE messages;
+UPDATE schema_version SET version = 3;
+COMMIT;
+";
+
 /// One data table: how to select its rows and how to decode one (column 0 is the rowid, the
 /// table's columns follow from index 1).
 pub(crate) struct Table {
     pub(crate) name: &'static str,
     pub(crate) columns: &'static str,
-    /// The same columns as a store of an older schema has them (NULL for the columns added
-    /// since), for recovering a damaged store that was never migrated.
-    pub(crate) old_columns: Option<&'static str>,
+    /// The table and the same columns as a store of an older schema has them (NULL for the
+    /// columns added since), for recovering a damaged store that was never migrated.
+    pub(crate) old: Option<(&'static str, &'static str)>,
     pub(crate) decode: fn(&Row<'_>) -> Result<Change, String>,
 }
 
@@ -103,38 +139,53 @@ pub(crate) const TABLES: &[Table] = &[
         name: "retained",
         columns: "topic, payload, qos, retain, properties, expires_at, source_id, \
                   source_username, source_listener",
-        old_columns: Some("topic, payload, qos, retain, properties, expires_at, NULL, NULL, NULL"),
+        old: Some((
+            "retained",
+            "topic, payload, qos, retain, properties, expires_at, NULL, NULL, NULL",
+        )),
         decode: decode_retained,
     },
     Table {
         name: "sessions",
         columns: "client_id, protocol, expiry_interval, expires_at",
-        old_columns: None,
+        old: None,
         decode: decode_session,
     },
     Table {
         name: "subscriptions",
         columns: "client_id, filter, options, sub_id",
-        old_columns: None,
+        old: None,
         decode: decode_subscription,
     },
+    // Before version 3, `messages` held each session's copy: its rowid serves as body id.
     Table {
-        name: "messages",
-        columns: "client_id, seq, packet_id, state, qos, retain, sub_ids, topic, payload, \
-                  msg_qos, msg_retain, properties, expires_at",
-        old_columns: None,
-        decode: decode_message,
+        name: "bodies",
+        columns: "id, topic, payload, qos, retain, properties, expires_at",
+        old: Some((
+            "messages",
+            "rowid, topic, payload, msg_qos, msg_retain, properties, expires_at",
+        )),
+        decode: decode_body,
+    },
+    Table {
+        name: "deliveries",
+        columns: "client_id, seq, packet_id, state, qos, retain, sub_ids, body",
+        old: Some((
+            "messages",
+            "client_id, seq, packet_id, state, qos, retain, sub_ids, rowid",
+        )),
+        decode: decode_delivery,
     },
     Table {
         name: "qos2_inbound",
         columns: "client_id, packet_id",
-        old_columns: None,
+        old: None,
         decode: decode_qos2,
     },
     Table {
         name: "wills",
         columns: "client_id, topic, payload, qos, retain, properties, due_at",
-        old_columns: None,
+        old: None,
         decode: decode_will,
     },
 ];
@@ -171,6 +222,11 @@ pub(crate) fn create(conn: &Connection) -> Result<(), SchemaError> {
         Some(v) if v > SCHEMA_VERSION => Err(SchemaError::Newer(v)),
         Some(1) => {
             conn.execute_batch(MIGRATE_1_TO_2)?;
+            conn.execute_batch(MIGRATE_2_TO_3)?;
+            Ok(())
+        }
+        Some(2) => {
+            conn.execute_batch(MIGRATE_2_TO_3)?;
             Ok(())
         }
         Some(_) => Ok(()),
@@ -194,8 +250,14 @@ fn sub_ids_text(ids: &[u32]) -> String {
     s
 }
 
-/// Applies one change. Runs inside the caller's transaction; statements are cached.
-pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
+/// Applies one change. Runs inside the caller's transaction; statements are cached. The ids
+/// of bodies whose last delivery went are added to `released`: [`delete_released`] deletes
+/// them at the end of the transaction, unless a later change referred to them again.
+pub(crate) fn apply(
+    conn: &Connection,
+    change: &Change,
+    released: &mut Vec<i64>,
+) -> rusqlite::Result<()> {
     match change {
         Change::RetainedSet { message: m } => {
             conn.prepare_cached(
@@ -243,10 +305,26 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
             ])?;
         }
         Change::SessionDelete { client_id } => {
+            // Its deliveries release their bodies first.
+            {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE bodies SET refs = refs - d.n
+                       FROM (SELECT body, count(*) AS n FROM deliveries WHERE client_id = ?1
+                             GROUP BY body) AS d
+                       WHERE bodies.id = d.body
+                     RETURNING id, refs",
+                )?;
+                let mut rows = stmt.query([client_id])?;
+                while let Some(row) = rows.next()? {
+                    if row.get::<_, i64>(1)? <= 0 {
+                        released.push(row.get(0)?);
+                    }
+                }
+            }
             for sql in [
                 "DELETE FROM sessions WHERE client_id = ?1",
                 "DELETE FROM subscriptions WHERE client_id = ?1",
-                "DELETE FROM messages WHERE client_id = ?1",
+                "DELETE FROM deliveries WHERE client_id = ?1",
                 "DELETE FROM qos2_inbound WHERE client_id = ?1",
                 "DELETE FROM wills WHERE client_id = ?1",
             ] {
@@ -269,15 +347,40 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
             conn.prepare_cached("DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2")?
                 .execute([client_id, filter])?;
         }
+        Change::MessageBody { id, message: m } => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO bodies (id, topic, payload, qos, retain, properties,
+                   expires_at, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+            )?
+            .execute(params![
+                int(*id),
+                m.topic,
+                m.payload,
+                m.qos,
+                m.retain,
+                m.properties,
+                m.expires_at.map(int)
+            ])?;
+        }
         Change::MessageAdd {
             client_id,
             message: q,
         } => {
-            let m = &q.message;
+            delete_delivery(conn, client_id, q.seq, released)?;
+            let referenced = conn
+                .prepare_cached("UPDATE bodies SET refs = refs + 1 WHERE id = ?1")?
+                .execute([int(q.body)])?;
+            if referenced == 0 {
+                log::error!(
+                    "store: a message for {client_id} refers to body {} the store does not hold; \
+                     not stored",
+                    q.body
+                );
+                return Ok(());
+            }
             conn.prepare_cached(
-                "INSERT OR REPLACE INTO messages (client_id, seq, packet_id, state, qos, retain,
-                   sub_ids, topic, payload, msg_qos, msg_retain, properties, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO deliveries (client_id, seq, packet_id, state, qos, retain,
+                   sub_ids, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 client_id,
@@ -287,12 +390,7 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
                 q.qos,
                 q.retain,
                 sub_ids_text(&q.sub_ids),
-                m.topic,
-                m.payload,
-                m.qos,
-                m.retain,
-                m.properties,
-                m.expires_at.map(int)
+                int(q.body)
             ])?;
         }
         Change::MessageState {
@@ -302,13 +400,13 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
             state,
         } => {
             conn.prepare_cached(
-                "UPDATE messages SET packet_id = ?3, state = ?4 WHERE client_id = ?1 AND seq = ?2",
+                "UPDATE deliveries SET packet_id = ?3, state = ?4
+                 WHERE client_id = ?1 AND seq = ?2",
             )?
             .execute(params![client_id, int(*seq), packet_id, state.code()])?;
         }
         Change::MessageDelete { client_id, seq } => {
-            conn.prepare_cached("DELETE FROM messages WHERE client_id = ?1 AND seq = ?2")?
-                .execute(params![client_id, int(*seq)])?;
+            delete_delivery(conn, client_id, *seq, released)?;
         }
         Change::Qos2Add {
             client_id,
@@ -347,6 +445,46 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
             conn.prepare_cached("DELETE FROM wills WHERE client_id = ?1")?
                 .execute([client_id])?;
         }
+    }
+    Ok(())
+}
+
+/// Deletes one delivery; its body is released if that was the last delivery referring to it.
+///
+/// Bodies count their references (`refs`) rather than being looked up in `deliveries` when one
+/// goes: that lookup would need an index of `deliveries` by body, which every delivery written
+/// would write too, while the count lives in the body's row, whose page a fan-out or a queue
+/// being filled writes in the same commit anyway.
+fn delete_delivery(
+    conn: &Connection,
+    client_id: &str,
+    seq: u64,
+    released: &mut Vec<i64>,
+) -> rusqlite::Result<()> {
+    let body: Option<i64> = conn
+        .prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2 RETURNING body")?
+        .query_row(params![client_id, int(seq)], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = body {
+        let refs: Option<i64> = conn
+            .prepare_cached("UPDATE bodies SET refs = refs - 1 WHERE id = ?1 RETURNING refs")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if refs.is_some_and(|n| n <= 0) {
+            released.push(id);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the bodies of `released` that are still referred to by nothing. Deferred to the end
+/// of a transaction so that a body whose deliveries went, and which a later change of the same
+/// transaction refers to again (a message handed on to another member of a shared
+/// subscription), is kept.
+pub(crate) fn delete_released(conn: &Connection, released: &mut Vec<i64>) -> rusqlite::Result<()> {
+    for id in released.drain(..) {
+        conn.prepare_cached("DELETE FROM bodies WHERE id = ?1 AND refs <= 0")?
+            .execute([id])?;
     }
     Ok(())
 }
@@ -420,7 +558,7 @@ fn parse_sub_ids(s: &str) -> Result<Vec<u32>, String> {
 const MAX_SUB_ID: u32 = crate::codec::MAX_VARINT;
 
 /// The six message columns (topic, payload, qos, retain, properties, expires_at) that start
-/// at column `first`: the retained table and the queued-message table store them alike.
+/// at column `first`: the retained table and the table of bodies store them alike.
 fn stored_message(row: &Row<'_>, first: usize) -> Result<StoredMessage, String> {
     Ok(StoredMessage {
         topic: text(row, first)?,
@@ -478,7 +616,14 @@ fn decode_subscription(row: &Row<'_>) -> Result<Change, String> {
     })
 }
 
-fn decode_message(row: &Row<'_>) -> Result<Change, String> {
+fn decode_body(row: &Row<'_>) -> Result<Change, String> {
+    Ok(Change::MessageBody {
+        id: ranged(row, 1, i64::MAX)?,
+        message: stored_message(row, 2)?,
+    })
+}
+
+fn decode_delivery(row: &Row<'_>) -> Result<Change, String> {
     let state_code = integer(row, 4)?;
     let state =
         MessageState::from_code(state_code).ok_or_else(|| format!("message state {state_code}"))?;
@@ -491,7 +636,7 @@ fn decode_message(row: &Row<'_>) -> Result<Change, String> {
             qos: qos(row, 5)?,
             retain: flag(row, 6)?,
             sub_ids: parse_sub_ids(&text(row, 7)?)?,
-            message: stored_message(row, 8)?,
+            body: ranged(row, 8, i64::MAX)?,
         },
     })
 }
@@ -523,6 +668,7 @@ pub(crate) struct Assembly {
     retained: BTreeMap<String, StoredMessage>,
     sessions: BTreeMap<String, SessionRecord>,
     subscriptions: BTreeMap<String, BTreeMap<String, Subscription>>,
+    bodies: BTreeMap<u64, StoredMessage>,
     messages: BTreeMap<String, BTreeMap<u64, QueuedMessage>>,
     qos2: BTreeMap<String, Vec<u16>>,
     wills: BTreeMap<String, WillRecord>,
@@ -547,6 +693,9 @@ impl Assembly {
                     .or_default()
                     .insert(subscription.filter.clone(), subscription);
             }
+            Change::MessageBody { id, message } => {
+                self.bodies.insert(id, message);
+            }
             Change::MessageAdd { client_id, message } => {
                 self.messages
                     .entry(client_id)
@@ -565,8 +714,23 @@ impl Assembly {
         }
     }
 
-    /// The snapshot, and how many rows hung off sessions that do not exist (left out).
+    /// The snapshot, and how many rows hung off sessions or bodies that do not exist (left
+    /// out). Bodies no message refers to are left out too.
     pub(crate) fn finish(mut self) -> (Snapshot, u64) {
+        let mut bodies = BTreeMap::new();
+        let mut bodiless = 0;
+        for queue in self.messages.values_mut() {
+            queue.retain(|_, m| match self.bodies.get(&m.body) {
+                Some(body) => {
+                    bodies.entry(m.body).or_insert_with(|| body.clone());
+                    true
+                }
+                None => {
+                    bodiless += 1;
+                    false
+                }
+            });
+        }
         let mut sessions = Vec::with_capacity(self.sessions.len());
         for (client_id, session) in std::mem::take(&mut self.sessions) {
             let subscriptions = self
@@ -591,9 +755,11 @@ impl Assembly {
         }
         let orphans = self.subscriptions.values().map(|m| m.len()).sum::<usize>()
             + self.messages.values().map(|m| m.len()).sum::<usize>()
-            + self.qos2.values().map(|v| v.len()).sum::<usize>();
+            + self.qos2.values().map(|v| v.len()).sum::<usize>()
+            + bodiless;
         let snapshot = Snapshot {
             retained: self.retained.into_values().collect(),
+            bodies,
             sessions,
             wills: self.wills.into_values().collect(),
             recovery: None,
@@ -602,17 +768,33 @@ impl Assembly {
     }
 }
 
-/// Deletes subscriptions, messages and QoS 2 ids of sessions that do not exist (the broker
-/// could not use them, and a later session with the same id must not inherit them).
-/// Returns how many rows went.
+/// Deletes subscriptions, deliveries and QoS 2 ids of sessions that do not exist (the broker
+/// could not use them, and a later session with the same id must not inherit them),
+/// deliveries whose body is gone, and bodies nothing refers to; sets each body's reference
+/// count to what it is (a salvage or a hand edit may have left it wrong). Returns how many rows
+/// went.
 pub(crate) fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
     let mut n = 0;
-    for table in ["subscriptions", "messages", "qos2_inbound"] {
+    for table in ["subscriptions", "deliveries", "qos2_inbound"] {
         n += conn.execute(
             &format!("DELETE FROM {table} WHERE client_id NOT IN (SELECT client_id FROM sessions)"),
             [],
         )?;
     }
+    n += conn.execute(
+        "DELETE FROM deliveries WHERE body NOT IN (SELECT id FROM bodies)",
+        [],
+    )?;
+    conn.execute(
+        "UPDATE bodies SET refs = d.n
+           FROM (SELECT body, count(*) AS n FROM deliveries GROUP BY body) AS d
+           WHERE bodies.id = d.body AND bodies.refs != d.n",
+        [],
+    )?;
+    n += conn.execute(
+        "DELETE FROM bodies WHERE id NOT IN (SELECT body FROM deliveries)",
+        [],
+    )?;
     Ok(n)
 }
 
