@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS bodies (
     refs        INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deliveries (
-    client_id   TEXT    NOT NULL,
+    session     INTEGER NOT NULL,
     seq         INTEGER NOT NULL,
     packet_id   INTEGER NOT NULL,
     state       INTEGER NOT NULL,
@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     retain      INTEGER NOT NULL,
     sub_ids     TEXT    NOT NULL,
     body        INTEGER NOT NULL,
-    UNIQUE (client_id, seq)
+    UNIQUE (session, seq)
 );
 CREATE TABLE IF NOT EXISTS qos2_inbound (
     client_id   TEXT    NOT NULL,
@@ -92,9 +92,11 @@ COMMIT;
 ";
 
 /// Version 2 to 3: a message queued for several sessions is stored once (`bodies`), and each
-/// session's delivery refers to it (`deliveries`). The copies a version 2 store holds become
-/// one body each, keeping the old row's rowid as id. (A store made before any message was
-/// stored may lack the old table.)
+/// session's delivery refers to it (`deliveries`), by the session's rowid rather than its
+/// client id, which would be repeated in every row and in the index. The copies a version 2
+/// store holds become one body each, keeping the old row's rowid as id; those of sessions that
+/// do not exist are dropped, as a start would. (A store made before any message was stored may
+/// lack the old table.)
 const MIGRATE_2_TO_3: &str = "
 BEGIN;
 CREATE TABLE IF NOT EXISTS messages (
@@ -114,9 +116,11 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (client_id, seq)
 );
 INSERT INTO bodies (id, topic, payload, qos, retain, properties, expires_at, refs)
-    SELECT rowid, topic, payload, msg_qos, msg_retain, properties, expires_at, 1 FROM messages;
-INSERT INTO deliveries (client_id, seq, packet_id, state, qos, retain, sub_ids, body)
-    SELECT client_id, seq, packet_id, state, qos, retain, sub_ids, rowid FROM messages;
+    SELECT rowid, topic, payload, msg_qos, msg_retain, properties, expires_at, 1 FROM messages
+    WHERE client_id IN (SELECT client_id FROM sessions);
+INSERT INTO deliveries (session, seq, packet_id, state, qos, retain, sub_ids, body)
+    SELECT s.rowid, m.seq, m.packet_id, m.state, m.qos, m.retain, m.sub_ids, m.rowid
+    FROM messages AS m JOIN sessions AS s ON s.client_id = m.client_id;
 DROP TABLE messages;
 UPDATE schema_version SET version = 3;
 COMMIT;
@@ -169,7 +173,8 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "deliveries",
-        columns: "client_id, seq, packet_id, state, qos, retain, sub_ids, body",
+        columns: "(SELECT client_id FROM sessions WHERE sessions.rowid = session), seq, \
+                  packet_id, state, qos, retain, sub_ids, body",
         old: Some((
             "messages",
             "client_id, seq, packet_id, state, qos, retain, sub_ids, rowid",
@@ -305,11 +310,13 @@ pub(crate) fn apply(
             ])?;
         }
         Change::SessionDelete { client_id } => {
-            // Its deliveries release their bodies first.
+            // Its deliveries release their bodies and go first, while the session's row still
+            // says which they are.
             {
                 let mut stmt = conn.prepare_cached(
                     "UPDATE bodies SET refs = refs - d.n
-                       FROM (SELECT body, count(*) AS n FROM deliveries WHERE client_id = ?1
+                       FROM (SELECT body, count(*) AS n FROM deliveries
+                             WHERE session = (SELECT rowid FROM sessions WHERE client_id = ?1)
                              GROUP BY body) AS d
                        WHERE bodies.id = d.body
                      RETURNING id, refs",
@@ -322,9 +329,10 @@ pub(crate) fn apply(
                 }
             }
             for sql in [
+                "DELETE FROM deliveries
+                   WHERE session = (SELECT rowid FROM sessions WHERE client_id = ?1)",
                 "DELETE FROM sessions WHERE client_id = ?1",
                 "DELETE FROM subscriptions WHERE client_id = ?1",
-                "DELETE FROM deliveries WHERE client_id = ?1",
                 "DELETE FROM qos2_inbound WHERE client_id = ?1",
                 "DELETE FROM wills WHERE client_id = ?1",
             ] {
@@ -366,7 +374,6 @@ pub(crate) fn apply(
             client_id,
             message: q,
         } => {
-            delete_delivery(conn, client_id, q.seq, released)?;
             let referenced = conn
                 .prepare_cached("UPDATE bodies SET refs = refs + 1 WHERE id = ?1")?
                 .execute([int(q.body)])?;
@@ -378,20 +385,41 @@ pub(crate) fn apply(
                 );
                 return Ok(());
             }
-            conn.prepare_cached(
-                "INSERT INTO deliveries (client_id, seq, packet_id, state, qos, retain,
-                   sub_ids, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                client_id,
-                int(q.seq),
-                q.packet_id,
-                q.state.code(),
-                q.qos,
-                q.retain,
-                sub_ids_text(&q.sub_ids),
-                int(q.body)
-            ])?;
+            let insert = || {
+                conn.prepare_cached(
+                    "INSERT INTO deliveries (session, seq, packet_id, state, qos, retain,
+                       sub_ids, body)
+                     SELECT rowid, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM sessions WHERE client_id = ?1",
+                )?
+                .execute(params![
+                    client_id,
+                    int(q.seq),
+                    q.packet_id,
+                    q.state.code(),
+                    q.qos,
+                    q.retain,
+                    sub_ids_text(&q.sub_ids),
+                    int(q.body)
+                ])
+            };
+            let added = match insert() {
+                // One with the same `seq` is replaced (its body loses a reference); rare
+                // enough to be found by the failed insert rather than looked for every time.
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                {
+                    delete_delivery(conn, client_id, q.seq, released)?;
+                    insert()?
+                }
+                other => other?,
+            };
+            if added == 0 {
+                // No such session (it ended earlier in this transaction): the message goes
+                // with it.
+                conn.prepare_cached("UPDATE bodies SET refs = refs - 1 WHERE id = ?1")?
+                    .execute([int(q.body)])?;
+                released.push(int(q.body));
+            }
         }
         Change::MessageState {
             client_id,
@@ -401,7 +429,7 @@ pub(crate) fn apply(
         } => {
             conn.prepare_cached(
                 "UPDATE deliveries SET packet_id = ?3, state = ?4
-                 WHERE client_id = ?1 AND seq = ?2",
+                 WHERE session = (SELECT rowid FROM sessions WHERE client_id = ?1) AND seq = ?2",
             )?
             .execute(params![client_id, int(*seq), packet_id, state.code()])?;
         }
@@ -462,7 +490,11 @@ fn delete_delivery(
     released: &mut Vec<i64>,
 ) -> rusqlite::Result<()> {
     let body: Option<i64> = conn
-        .prepare_cached("DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2 RETURNING body")?
+        .prepare_cached(
+            "DELETE FROM deliveries
+             WHERE session = (SELECT rowid FROM sessions WHERE client_id = ?1) AND seq = ?2
+             RETURNING body",
+        )?
         .query_row(params![client_id, int(seq)], |r| r.get(0))
         .optional()?;
     if let Some(id) = body {
@@ -774,8 +806,11 @@ impl Assembly {
 /// count to what it is (a salvage or a hand edit may have left it wrong). Returns how many rows
 /// went.
 pub(crate) fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
-    let mut n = 0;
-    for table in ["subscriptions", "deliveries", "qos2_inbound"] {
+    let mut n = conn.execute(
+        "DELETE FROM deliveries WHERE session NOT IN (SELECT rowid FROM sessions)",
+        [],
+    )?;
+    for table in ["subscriptions", "qos2_inbound"] {
         n += conn.execute(
             &format!("DELETE FROM {table} WHERE client_id NOT IN (SELECT client_id FROM sessions)"),
             [],

@@ -170,7 +170,8 @@ fn invalid_rows_are_skipped_not_fatal() {
         conn.execute_batch(
             "UPDATE retained SET qos = 7 WHERE topic = 'sensors/00003';
              UPDATE retained SET topic = CAST(x'ff00' AS TEXT) WHERE topic = 'sensors/00004';
-             UPDATE deliveries SET state = 9 WHERE client_id = 'client-00001';
+             UPDATE deliveries SET state = 9
+                 WHERE session = (SELECT rowid FROM sessions WHERE client_id = 'client-00001');
              INSERT INTO subscriptions VALUES ('nobody', '#', 0, 0);",
         )
         .unwrap();
