@@ -32,6 +32,8 @@ pub struct Persist {
     epoch: (Instant, u64),
     /// The last message body id given out (ids continue above the store's at a restore).
     last_body: u64,
+    /// The last sequence number given to a stored delivery, of any session.
+    last_seq: u64,
     /// Counts the batches taken (`take_changes`), from 1.
     batch: u64,
 }
@@ -45,6 +47,7 @@ impl Persist {
             held_acks: VecDeque::new(),
             epoch: (now, unix),
             last_body: 0,
+            last_seq: 0,
             batch: 1,
         }
     }
@@ -139,7 +142,8 @@ impl Persist {
         if d.qos == QoS::AtMostOnce || !persistent(s) {
             return;
         }
-        d.seq = s.next_seq();
+        self.last_seq += 1;
+        d.seq = self.last_seq;
         let message = QueuedMessage {
             seq: d.seq,
             packet_id,
@@ -436,8 +440,15 @@ impl Broker {
             msg.stored.set(StoredBody { id, batch: 0 });
             bodies.insert(id, Rc::new(msg));
         }
+        let last_seq = snapshot
+            .sessions
+            .iter()
+            .flat_map(|s| &s.messages)
+            .map(|q| q.seq)
+            .max();
         if let Some(p) = self.persist.as_deref_mut() {
             p.last_body = bodies.keys().copied().max().unwrap_or(0);
+            p.last_seq = last_seq.unwrap_or(0);
         }
         let sessions = snapshot.sessions.len();
         for st in snapshot.sessions {

@@ -372,7 +372,6 @@ struct Cold {
     expires_at: Option<Instant>,
     pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
     incoming_qos2: Vec<u16>,
-    next_seq: u64,
 }
 
 impl Session {
@@ -494,19 +493,6 @@ impl Session {
         if !ids.is_empty() {
             self.cold().incoming_qos2 = ids;
         }
-    }
-
-    /// The next sequence number for a stored delivery.
-    pub fn next_seq(&mut self) -> u64 {
-        let c = self.cold();
-        c.next_seq += 1;
-        c.next_seq
-    }
-
-    /// Makes sure later sequence numbers come after `seq` (restore from the store).
-    pub fn raise_seq(&mut self, seq: u64) {
-        let c = self.cold();
-        c.next_seq = c.next_seq.max(seq);
     }
 
     /// Allocates a packet id not used by any message in flight (v311:[MQTT-2.3.1-2]).

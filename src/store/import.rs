@@ -157,7 +157,8 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
         report.sessions += 1;
     }
 
-    let mut seq: HashMap<&str, u64> = HashMap::new();
+    // One counter for every session's messages, as the broker numbers them.
+    let mut seq = 0u64;
     // Mosquitto's store id -> the body written for it (`None`: it could not be read).
     let mut bodies: HashMap<u64, Option<u64>> = HashMap::new();
     let mut next_body = 0u64;
@@ -241,12 +242,11 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                 {
                     flow = MessageState::Queued;
                 }
-                let n = seq.entry(who).or_insert(0);
-                *n += 1;
+                seq += 1;
                 changes.push(Change::MessageAdd {
                     client_id: cm.client_id.clone(),
                     message: QueuedMessage {
-                        seq: *n,
+                        seq,
                         packet_id: if flow == MessageState::Queued {
                             0
                         } else {
@@ -308,7 +308,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
 fn publish_released<'a>(
     released: &[(&'a str, u16, &'a StoredMsg)],
     records: &'a [Record],
-    seq: &mut HashMap<&'a str, u64>,
+    seq: &mut u64,
     next_body: &mut u64,
     changes: &mut Vec<Change>,
     report: &mut ImportReport,
@@ -403,12 +403,11 @@ fn publish_released<'a>(
                 });
                 *next_body
             });
-            let n = seq.entry(client_id).or_insert(0);
-            *n += 1;
+            *seq += 1;
             changes.push(Change::MessageAdd {
                 client_id: client_id.to_string(),
                 message: QueuedMessage {
-                    seq: *n,
+                    seq: *seq,
                     packet_id: 0,
                     state: MessageState::Queued,
                     qos,

@@ -107,7 +107,8 @@ pub struct Subscription {
 /// One message on its way to a session: queued, or in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
-    /// Orders a session's messages; chosen by the broker, unique within the session.
+    /// Orders a session's messages; chosen by the broker, unique in the whole store (one
+    /// counter numbers every session's messages, so that the store needs no second index).
     pub seq: u64,
     /// 0 while queued.
     pub packet_id: u16,

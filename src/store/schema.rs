@@ -54,15 +54,14 @@ CREATE TABLE IF NOT EXISTS bodies (
     refs        INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deliveries (
+    seq         INTEGER PRIMARY KEY,
     session     INTEGER NOT NULL,
-    seq         INTEGER NOT NULL,
     packet_id   INTEGER NOT NULL,
     state       INTEGER NOT NULL,
     qos         INTEGER NOT NULL,
     retain      INTEGER NOT NULL,
     sub_ids     TEXT    NOT NULL,
-    body        INTEGER NOT NULL,
-    UNIQUE (session, seq)
+    body        INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS qos2_inbound (
     client_id   TEXT    NOT NULL,
@@ -92,11 +91,18 @@ COMMIT;
 ";
 
 /// Version 2 to 3: a message queued for several sessions is stored once (`bodies`), and each
-/// session's delivery refers to it (`deliveries`), by the session's rowid rather than its
-/// client id, which would be repeated in every row and in the index. The copies a version 2
-/// store holds become one body each, keeping the old row's rowid as id; those of sessions that
-/// do not exist are dropped, as a start would. (A store made before any message was stored may
-/// lack the old table.)
+/// session's delivery refers to it (`deliveries`).
+///
+/// A delivery names its session by the session's rowid, not by its client id, which would be
+/// repeated in every row. Its `seq` is unique in the whole store (the broker numbers every
+/// stored delivery from one counter) and is the rowid, so the table needs no second index:
+/// queueing messages writes the last pages of two b-trees per commit (bodies, deliveries), not
+/// three. Only a persistent session's end looks for all its deliveries, with a scan.
+///
+/// The copies a version 2 store holds become one body each, keeping the old row's rowid as id,
+/// and their sequence numbers are renumbered across the store in each session's order; those
+/// of sessions that do not exist are dropped, as a start would. (A store made before any
+/// message was stored may lack the old table.)
 const MIGRATE_2_TO_3: &str = "
 BEGIN;
 CREATE TABLE IF NOT EXISTS messages (
@@ -118,8 +124,9 @@ CREATE TABLE IF NOT EXISTS messages (
 INSERT INTO bodies (id, topic, payload, qos, retain, properties, expires_at, refs)
     SELECT rowid, topic, payload, msg_qos, msg_retain, properties, expires_at, 1 FROM messages
     WHERE client_id IN (SELECT client_id FROM sessions);
-INSERT INTO deliveries (session, seq, packet_id, state, qos, retain, sub_ids, body)
-    SELECT s.rowid, m.seq, m.packet_id, m.state, m.qos, m.retain, m.sub_ids, m.rowid
+INSERT INTO deliveries (seq, session, packet_id, state, qos, retain, sub_ids, body)
+    SELECT row_number() OVER (ORDER BY m.client_id, m.seq), s.rowid, m.packet_id, m.state,
+        m.qos, m.retain, m.sub_ids, m.rowid
     FROM messages AS m JOIN sessions AS s ON s.client_id = m.client_id;
 DROP TABLE messages;
 UPDATE schema_version SET version = 3;
@@ -177,7 +184,8 @@ pub(crate) const TABLES: &[Table] = &[
                   packet_id, state, qos, retain, sub_ids, body",
         old: Some((
             "messages",
-            "client_id, seq, packet_id, state, qos, retain, sub_ids, rowid",
+            // The old sequence numbers are per session; the rowids are unique, in order.
+            "client_id, rowid, packet_id, state, qos, retain, sub_ids, rowid",
         )),
         decode: decode_delivery,
     },
@@ -310,27 +318,28 @@ pub(crate) fn apply(
             ])?;
         }
         Change::SessionDelete { client_id } => {
-            // Its deliveries release their bodies and go first, while the session's row still
-            // says which they are.
-            {
-                let mut stmt = conn.prepare_cached(
-                    "UPDATE bodies SET refs = refs - d.n
-                       FROM (SELECT body, count(*) AS n FROM deliveries
-                             WHERE session = (SELECT rowid FROM sessions WHERE client_id = ?1)
-                             GROUP BY body) AS d
-                       WHERE bodies.id = d.body
-                     RETURNING id, refs",
-                )?;
-                let mut rows = stmt.query([client_id])?;
-                while let Some(row) = rows.next()? {
-                    if row.get::<_, i64>(1)? <= 0 {
-                        released.push(row.get(0)?);
+            // Its deliveries go first, while the session's row says which they are, and
+            // release their bodies.
+            let session: Option<i64> = conn
+                .prepare_cached("SELECT rowid FROM sessions WHERE client_id = ?1")?
+                .query_row([client_id], |r| r.get(0))
+                .optional()?;
+            if let Some(session) = session {
+                let mut lost: BTreeMap<i64, i64> = BTreeMap::new();
+                {
+                    let mut stmt = conn.prepare_cached(
+                        "DELETE FROM deliveries WHERE session = ?1 RETURNING body",
+                    )?;
+                    let mut rows = stmt.query([session])?;
+                    while let Some(row) = rows.next()? {
+                        *lost.entry(row.get(0)?).or_default() += 1;
                     }
+                }
+                for (body, n) in lost {
+                    release(conn, body, n, released)?;
                 }
             }
             for sql in [
-                "DELETE FROM deliveries
-                   WHERE session = (SELECT rowid FROM sessions WHERE client_id = ?1)",
                 "DELETE FROM sessions WHERE client_id = ?1",
                 "DELETE FROM subscriptions WHERE client_id = ?1",
                 "DELETE FROM qos2_inbound WHERE client_id = ?1",
@@ -374,22 +383,11 @@ pub(crate) fn apply(
             client_id,
             message: q,
         } => {
-            let referenced = conn
-                .prepare_cached("UPDATE bodies SET refs = refs + 1 WHERE id = ?1")?
-                .execute([int(q.body)])?;
-            if referenced == 0 {
-                log::error!(
-                    "store: a message for {client_id} refers to body {} the store does not hold; \
-                     not stored",
-                    q.body
-                );
-                return Ok(());
-            }
             let insert = || {
                 conn.prepare_cached(
-                    "INSERT INTO deliveries (session, seq, packet_id, state, qos, retain,
+                    "INSERT INTO deliveries (seq, session, packet_id, state, qos, retain,
                        sub_ids, body)
-                     SELECT rowid, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM sessions WHERE client_id = ?1",
+                     SELECT ?2, rowid, ?3, ?4, ?5, ?6, ?7, ?8 FROM sessions WHERE client_id = ?1",
                 )?
                 .execute(params![
                     client_id,
@@ -413,12 +411,21 @@ pub(crate) fn apply(
                 }
                 other => other?,
             };
+            // No such session (it ended earlier in this transaction): the message goes with it.
             if added == 0 {
-                // No such session (it ended earlier in this transaction): the message goes
-                // with it.
-                conn.prepare_cached("UPDATE bodies SET refs = refs - 1 WHERE id = ?1")?
-                    .execute([int(q.body)])?;
-                released.push(int(q.body));
+                return Ok(());
+            }
+            let referenced = conn
+                .prepare_cached("UPDATE bodies SET refs = refs + 1 WHERE id = ?1")?
+                .execute([int(q.body)])?;
+            if referenced == 0 {
+                log::error!(
+                    "store: a message for {client_id} refers to body {} the store does not hold; \
+                     not stored",
+                    q.body
+                );
+                conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?
+                    .execute([int(q.seq)])?;
             }
         }
         Change::MessageState {
@@ -429,7 +436,7 @@ pub(crate) fn apply(
         } => {
             conn.prepare_cached(
                 "UPDATE deliveries SET packet_id = ?3, state = ?4
-                 WHERE session = (SELECT rowid FROM sessions WHERE client_id = ?1) AND seq = ?2",
+                 WHERE seq = ?2 AND session = (SELECT rowid FROM sessions WHERE client_id = ?1)",
             )?
             .execute(params![client_id, int(*seq), packet_id, state.code()])?;
         }
@@ -492,19 +499,25 @@ fn delete_delivery(
     let body: Option<i64> = conn
         .prepare_cached(
             "DELETE FROM deliveries
-             WHERE session = (SELECT rowid FROM sessions WHERE client_id = ?1) AND seq = ?2
+             WHERE seq = ?2 AND session = (SELECT rowid FROM sessions WHERE client_id = ?1)
              RETURNING body",
         )?
         .query_row(params![client_id, int(seq)], |r| r.get(0))
         .optional()?;
-    if let Some(id) = body {
-        let refs: Option<i64> = conn
-            .prepare_cached("UPDATE bodies SET refs = refs - 1 WHERE id = ?1 RETURNING refs")?
-            .query_row([id], |r| r.get(0))
-            .optional()?;
-        if refs.is_some_and(|n| n <= 0) {
-            released.push(id);
-        }
+    match body {
+        Some(id) => release(conn, id, 1, released),
+        None => Ok(()),
+    }
+}
+
+/// Takes `n` references from body `id`, adding it to `released` if none is left.
+fn release(conn: &Connection, id: i64, n: i64, released: &mut Vec<i64>) -> rusqlite::Result<()> {
+    let refs: Option<i64> = conn
+        .prepare_cached("UPDATE bodies SET refs = refs - ?2 WHERE id = ?1 RETURNING refs")?
+        .query_row([id, n], |r| r.get(0))
+        .optional()?;
+    if refs.is_some_and(|left| left <= 0) {
+        released.push(id);
     }
     Ok(())
 }
