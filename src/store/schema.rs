@@ -973,4 +973,187 @@ mod tests {
         }
         assert_eq!(MessageState::from_code(4), None);
     }
+
+    fn session(client_id: &str) -> Change {
+        Change::SessionUpsert {
+            session: SessionRecord {
+                client_id: client_id.into(),
+                protocol: 4,
+                expiry: SessionExpiry::Never,
+                expires_at: None,
+            },
+        }
+    }
+
+    fn body(id: u64) -> Change {
+        Change::MessageBody {
+            id,
+            message: StoredMessage {
+                topic: "t".into(),
+                payload: vec![id as u8],
+                qos: 1,
+                ..StoredMessage::default()
+            },
+        }
+    }
+
+    fn add(client_id: &str, seq: u64, body: u64) -> Change {
+        Change::MessageAdd {
+            client_id: client_id.into(),
+            message: QueuedMessage {
+                seq,
+                packet_id: 0,
+                state: MessageState::Queued,
+                qos: 1,
+                retain: false,
+                sub_ids: Vec::new(),
+                body,
+            },
+        }
+    }
+
+    fn delete(client_id: &str, seq: u64) -> Change {
+        Change::MessageDelete {
+            client_id: client_id.into(),
+            seq,
+        }
+    }
+
+    /// Applies `changes` as one transaction does.
+    fn apply_all(conn: &Connection, changes: &[Change]) {
+        let mut released = Vec::new();
+        for c in changes {
+            apply(conn, c, &mut released).unwrap();
+        }
+        delete_released(conn, &mut released).unwrap();
+    }
+
+    /// (id, refs) of every body.
+    fn bodies(conn: &Connection) -> Vec<(i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT id, refs FROM bodies ORDER BY id")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_body_goes_with_its_last_delivery() {
+        let conn = memory();
+        apply_all(
+            &conn,
+            &[
+                session("a"),
+                session("b"),
+                body(1),
+                add("a", 1, 1),
+                add("b", 2, 1),
+            ],
+        );
+        assert_eq!(bodies(&conn), [(1, 2)]);
+        apply_all(&conn, &[delete("a", 1), delete("b", 1)]);
+        assert_eq!(bodies(&conn), [(1, 1)], "b's seq 1 is not b's delivery");
+        // Replacing a delivery takes the old body's reference.
+        apply_all(&conn, &[body(2), add("b", 2, 2)]);
+        assert_eq!(bodies(&conn), [(2, 1)]);
+        apply_all(
+            &conn,
+            &[Change::SessionDelete {
+                client_id: "b".into(),
+            }],
+        );
+        assert_eq!(bodies(&conn), []);
+    }
+
+    #[test]
+    fn a_body_released_and_referred_to_again_in_one_transaction_stays() {
+        let conn = memory();
+        apply_all(
+            &conn,
+            &[session("a"), session("b"), body(1), add("a", 1, 1)],
+        );
+        // A shared subscription hands the message on to b as a ends.
+        apply_all(
+            &conn,
+            &[
+                Change::SessionDelete {
+                    client_id: "a".into(),
+                },
+                add("b", 2, 1),
+            ],
+        );
+        assert_eq!(bodies(&conn), [(1, 1)]);
+        let snapshot = load(&conn).unwrap();
+        assert_eq!(snapshot.sessions[0].messages[0].body, 1);
+        assert_eq!(snapshot.bodies.len(), 1);
+    }
+
+    #[test]
+    fn orphan_deliveries_and_bodies_are_deleted_and_counts_corrected() {
+        let conn = memory();
+        apply_all(&conn, &[session("a"), body(1), body(2), add("a", 1, 1)]);
+        conn.execute_batch(
+            "UPDATE bodies SET refs = 5 WHERE id = 1;
+             INSERT INTO bodies VALUES (3, 't', x'00', 1, 0, x'', NULL, 1);
+             INSERT INTO deliveries VALUES (7, 99, 0, 0, 1, 0, '', 3);
+             INSERT INTO deliveries VALUES (8, (SELECT rowid FROM sessions), 0, 0, 1, 0, '', 4);",
+        )
+        .unwrap();
+        // Body 2 (never referred to), body 3 (its delivery's session is gone), the deliveries
+        // of session 99 and of the missing body 4.
+        assert_eq!(delete_orphans(&conn).unwrap(), 4);
+        assert_eq!(bodies(&conn), [(1, 1)]);
+    }
+
+    #[test]
+    fn a_version_2_store_is_migrated() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (2);
+             CREATE TABLE sessions (client_id TEXT NOT NULL UNIQUE, protocol INTEGER NOT NULL,
+                 expiry_interval INTEGER, expires_at INTEGER);
+             CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                 packet_id INTEGER NOT NULL, state INTEGER NOT NULL, qos INTEGER NOT NULL,
+                 retain INTEGER NOT NULL, sub_ids TEXT NOT NULL, topic TEXT NOT NULL,
+                 payload BLOB NOT NULL, msg_qos INTEGER NOT NULL, msg_retain INTEGER NOT NULL,
+                 properties BLOB NOT NULL, expires_at INTEGER, UNIQUE (client_id, seq));
+             INSERT INTO sessions VALUES ('b', 4, NULL, NULL), ('a', 5, 60, NULL);
+             INSERT INTO messages VALUES ('a', 9, 3, 1, 1, 0, '4', 't/1', x'01', 2, 0, x'', 7);
+             INSERT INTO messages VALUES ('b', 1, 0, 0, 1, 1, '', 't/2', x'02', 1, 1, x'', NULL);
+             INSERT INTO messages VALUES ('a', 2, 0, 0, 1, 0, '', 't/3', x'03', 1, 0, x'', NULL);
+             INSERT INTO messages VALUES ('x', 1, 0, 0, 1, 0, '', 't/4', x'04', 1, 0, x'', NULL);",
+        )
+        .unwrap();
+        create(&conn).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let snapshot = load(&conn).unwrap();
+        let queue = |i: usize| -> Vec<(u64, u16, String, Vec<u8>)> {
+            snapshot.sessions[i]
+                .messages
+                .iter()
+                .map(|m| {
+                    let b = &snapshot.bodies[&m.body];
+                    (m.seq, m.packet_id, b.topic.clone(), b.payload.clone())
+                })
+                .collect()
+        };
+        // Renumbered across the store, each session's order kept; x had no session.
+        assert_eq!(
+            queue(0),
+            [(1, 0, "t/3".into(), vec![3]), (2, 3, "t/1".into(), vec![1])]
+        );
+        assert_eq!(queue(1), [(3, 0, "t/2".into(), vec![2])]);
+        let inflight = &snapshot.sessions[0].messages[1];
+        assert_eq!(
+            (inflight.state, inflight.qos, &inflight.sub_ids),
+            (MessageState::AwaitPuback, 1, &vec![4])
+        );
+        let b = &snapshot.bodies[&inflight.body];
+        assert_eq!((b.qos, b.expires_at), (2, Some(7)));
+        assert_eq!(bodies(&conn).len(), 3);
+    }
 }
