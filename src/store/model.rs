@@ -5,7 +5,7 @@
 //! they cross to the store's helper thread, and times are Unix seconds because an `Instant`
 //! means nothing after a restart. The broker converts both ways.
 
-/// Where one message to a session stands (the `state` column of `messages`).
+/// Where one message to a session stands (the `state` column of `deliveries`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageState {
     /// Waiting behind the in-flight window; not sent yet (packet id 0).
@@ -55,8 +55,8 @@ pub struct StoredMessage {
     pub properties: Vec<u8>,
     /// When a v5 Message Expiry Interval runs out, in Unix seconds.
     pub expires_at: Option<u64>,
-    /// Who published it, for a retained message (`check_retain_source`); the table of queued
-    /// messages does not keep it.
+    /// Who published it, for a retained message (`check_retain_source`); the table of message
+    /// bodies does not keep it.
     pub source: Option<MessageSource>,
 }
 
