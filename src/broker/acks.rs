@@ -10,16 +10,136 @@
 //! With persistence on, no acknowledgement leaves when it is written: a PUBACK or PUBREC only
 //! once its message is safe, a PUBREL only once the store knows the outgoing flow reached it,
 //! a PUBCOMP only once the store has forgotten the inbound packet id, so that a crash never
-//! turns a completed QoS 2 flow into a second delivery (docs/delivery.md). [`Broker::send_ack`] holds it with
-//! the turn's changes, [`Broker::seal_acks`] tags it with the store batch that holds those
-//! changes, and at the end of a later turn, once the store reports that batch committed,
-//! [`Broker::release_committed`] writes it to its connection, unless the connection has gone
-//! in the meantime.
+//! turns a completed QoS 2 flow into a second delivery (docs/delivery.md). [`Broker::send_ack`]
+//! queues it for its connection ([`HeldAcks`]) with what it waits for: the store batch that
+//! holds the turn's changes, which [`Broker::seal_acks`] learns at the end of the turn, and,
+//! for a QoS 1 PUBACK, the message's held writes (`hold.rs`), each settled by the recipient's
+//! acknowledgement or by being recorded after all. An acknowledgement leaves once all of that
+//! is done and every earlier one to the same connection has left: a client gets its
+//! acknowledgements in the order of its packets (v311:[MQTT-4.6.0-2]), unless its connection
+//! has gone in the meantime.
 
 use super::conn::ConnState;
+use super::hold::AckKey;
 use super::session::OutState;
 use super::{Broker, ConnId, SessionId, Violation};
 use crate::codec::{reason, Ack, Packet, Publish, QoS};
+use std::collections::{HashMap, VecDeque};
+
+/// Acknowledgements written and not sent yet, per connection, in the order written.
+#[derive(Default)]
+pub(super) struct HeldAcks {
+    conns: HashMap<ConnId, AckQueue>,
+    /// Acknowledgements that wait for the batch of this turn's changes.
+    unsealed: Vec<AckKey>,
+}
+
+struct AckQueue {
+    serial: u32,
+    /// How many acknowledgements left the front so far: the number of the front one.
+    sent: u64,
+    queue: VecDeque<HeldAck>,
+}
+
+struct HeldAck {
+    bytes: Vec<u8>,
+    /// The store batch it waits for (0: none).
+    batch: u64,
+    /// False while the batch it waits for is still being gathered (this turn's).
+    sealed: bool,
+    /// Held writes it waits for.
+    waiting: u32,
+}
+
+impl HeldAcks {
+    /// Queues an acknowledgement to connection `id` that waits for `waiting` held writes and,
+    /// if `this_turn`, for the batch of this turn's changes.
+    fn push(
+        &mut self,
+        id: ConnId,
+        serial: u32,
+        bytes: Vec<u8>,
+        waiting: u32,
+        this_turn: bool,
+    ) -> AckKey {
+        let q = self.conns.entry(id).or_insert(AckQueue {
+            serial,
+            sent: 0,
+            queue: VecDeque::new(),
+        });
+        if q.serial != serial {
+            // An earlier connection in the same slot: its acknowledgements have nowhere to go.
+            *q = AckQueue {
+                serial,
+                sent: 0,
+                queue: VecDeque::new(),
+            };
+        }
+        let key = (id, serial, q.sent + q.queue.len() as u64);
+        q.queue.push_back(HeldAck {
+            bytes,
+            batch: 0,
+            sealed: !this_turn,
+            waiting,
+        });
+        if this_turn {
+            self.unsealed.push(key);
+        }
+        key
+    }
+
+    /// One held write of acknowledgement `key` is settled: forgotten, or `recorded` in this
+    /// turn's changes, whose batch it then waits for.
+    pub(super) fn resolve(&mut self, key: AckKey, recorded: bool) {
+        let (id, serial, n) = key;
+        let Some(q) = self.conns.get_mut(&id).filter(|q| q.serial == serial) else {
+            return;
+        };
+        let Some(a) = n
+            .checked_sub(q.sent)
+            .and_then(|i| q.queue.get_mut(usize::try_from(i).ok()?))
+        else {
+            return;
+        };
+        a.waiting = a.waiting.saturating_sub(1);
+        if recorded {
+            a.sealed = false;
+            self.unsealed.push(key);
+        }
+    }
+
+    /// This turn's changes are batch `batch`.
+    fn seal(&mut self, batch: u64) {
+        for (id, serial, n) in self.unsealed.drain(..) {
+            let Some(q) = self.conns.get_mut(&id).filter(|q| q.serial == serial) else {
+                continue;
+            };
+            let i = n.checked_sub(q.sent).and_then(|i| usize::try_from(i).ok());
+            if let Some(a) = i.and_then(|i| q.queue.get_mut(i)) {
+                a.batch = a.batch.max(batch);
+                a.sealed = true;
+            }
+        }
+    }
+
+    /// Moves every acknowledgement that may leave (batch up to `committed` committed, no held
+    /// write left, none before it waiting) to `out`.
+    fn take_ready(&mut self, committed: u64, out: &mut Vec<(ConnId, u32, Vec<u8>)>) {
+        self.conns.retain(|&id, q| {
+            while q
+                .queue
+                .front()
+                .is_some_and(|a| a.sealed && a.waiting == 0 && a.batch <= committed)
+            {
+                if let Some(a) = q.queue.pop_front() {
+                    q.sent += 1;
+                    out.push((id, q.serial, a.bytes));
+                }
+            }
+            !q.queue.is_empty()
+        });
+    }
+}
 
 impl Broker {
     /// Sends PUBACK or PUBREC (recording the QoS 2 id) for an accepted PUBLISH.
@@ -68,42 +188,46 @@ impl Broker {
     }
 
     /// Sends an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP) now, or, with persistence
-    /// on, holds it for the commit of the turn's changes, which hold what it promises.
+    /// on, holds it for the commit of the turn's changes, which hold what it promises. The
+    /// PUBACK of a QoS 1 message whose writes are held (`hold.rs`) waits for those instead:
+    /// it leaves when they are all forgotten or committed.
     pub(super) fn send_ack(&mut self, id: ConnId, packet: &Packet<'_>) {
-        let Some(p) = self.persist.as_mut() else {
+        let Some(p) = self.persist.as_deref_mut() else {
             return self.send(id, packet);
+        };
+        let routed = match packet {
+            Packet::Puback(_) => p.holds.end(p.changes_len()),
+            _ => None,
         };
         let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
             return;
         };
         let mut bytes = Vec::with_capacity(4);
         packet.encode(c.version, &mut bytes);
-        p.pending_acks.push((id, c.serial, bytes));
+        let key = match &routed {
+            Some(r) => {
+                let waiting = u32::try_from(r.held.len()).unwrap_or(u32::MAX);
+                p.acks.push(id, c.serial, bytes, waiting, r.recorded)
+            }
+            None => p.acks.push(id, c.serial, bytes, 0, true),
+        };
+        if let Some(r) = routed {
+            p.holds.bind(&r.held, key);
+        }
         self.stats.messages_sent += 1;
     }
 
-    /// Tags the acknowledgements written since the last call with batch `batch` (the last
-    /// batch submitted, which holds their messages), then releases every held acknowledgement
-    /// whose batch is committed.
+    /// Tells the acknowledgements that wait for this turn's changes that those are in batch
+    /// `batch` (the last batch submitted), then sends every acknowledgement whose batch is
+    /// committed (every batch up to `committed` is) and whose held writes are all settled.
     pub(super) fn seal_acks(&mut self, batch: u64, committed: u64) {
-        if let Some(p) = self.persist.as_mut() {
-            for (id, serial, bytes) in p.pending_acks.drain(..) {
-                p.held_acks.push_back((batch, id, serial, bytes));
-            }
-        }
-        self.release_committed(committed);
-    }
-
-    /// The store has committed every batch up to `committed`: writes out every acknowledgement
-    /// held for those batches, in order.
-    fn release_committed(&mut self, committed: u64) {
-        let Some(p) = self.persist.as_mut() else {
+        let Some(p) = self.persist.as_deref_mut() else {
             return;
         };
-        while p.held_acks.front().is_some_and(|(b, ..)| *b <= committed) {
-            let Some((_, id, serial, bytes)) = p.held_acks.pop_front() else {
-                break;
-            };
+        p.acks.seal(batch);
+        let mut ready = Vec::new();
+        p.acks.take_ready(committed, &mut ready);
+        for (id, serial, bytes) in ready {
             let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
                 continue;
             };

@@ -64,6 +64,7 @@ pub(super) enum Pending<'a, 'm> {
 /// One session with its connection (when it has one past CONNECT) and everything a delivery
 /// to it updates, borrowed together from the broker's separate fields.
 pub(super) struct Outlet<'a> {
+    sid: SessionId,
     pub(super) session: &'a mut Session,
     conn: Option<(ConnId, &'a mut Conn)>,
     pub(super) settings: &'a Settings,
@@ -91,6 +92,7 @@ impl Broker {
             })
             .filter(|(_, c)| matches!(c.state, ConnState::Active(_)));
         Some(Outlet {
+            sid,
             session,
             conn,
             settings: &self.settings,
@@ -124,7 +126,7 @@ impl Outlet<'_> {
         match p {
             Pending::Routed { m, shared, t } => self.send_routed(m, shared, t, now),
             Pending::Queued(d) => self.send_queued(d, now),
-            Pending::Retained(d) => self.keep_queued(d),
+            Pending::Retained(d) => self.keep_queued(d, now),
             Pending::Again(m) => self.send_again(m, now),
         }
     }
@@ -217,7 +219,8 @@ impl Outlet<'_> {
                 let mut d = t.into_delivery(shared, m);
                 let state = OutState::sent(d.qos);
                 if let Some(p) = self.persist.as_deref_mut() {
-                    p.message_added(self.session, &mut d, packet_id, out_state(state));
+                    let stage = (packet_id, out_state(state));
+                    p.message_added(self.sid, self.session, &mut d, stage, true, now);
                 }
                 self.session.inflight.push_back(Inflight {
                     packet_id,
@@ -246,7 +249,7 @@ impl Outlet<'_> {
             return self.dropped_over_limit();
         }
         self.session.dropping = false;
-        self.keep_queued(t.into_delivery(shared, m))
+        self.keep_queued(t.into_delivery(shared, m), now)
     }
 
     /// The front of the queue, if the window and the output bound let it go.
@@ -291,7 +294,7 @@ impl Outlet<'_> {
             return Sent::Written;
         }
         if let Some(p) = self.persist.as_deref_mut() {
-            p.message_sent(self.session, &d, packet_id);
+            p.message_sent(self.sid, self.session, &d, packet_id);
         }
         self.session.inflight.push_back(Inflight {
             packet_id,
@@ -366,9 +369,11 @@ impl Outlet<'_> {
     }
 
     /// Adds a delivery at the back of the queue, recording it for the store.
-    fn keep_queued(&mut self, mut d: Delivery) -> Sent {
+    fn keep_queued(&mut self, mut d: Delivery, now: Instant) -> Sent {
+        let connected = self.conn.is_some();
         if let Some(p) = self.persist.as_deref_mut() {
-            p.message_added(self.session, &mut d, 0, MessageState::Queued);
+            let stage = (0, MessageState::Queued);
+            p.message_added(self.sid, self.session, &mut d, stage, connected, now);
         }
         self.held_bytes.0 += queued_size(&d);
         self.session.enqueue(d);
@@ -386,7 +391,7 @@ impl Outlet<'_> {
     /// was stored (`seq` 0: never stored).
     fn dropped(&mut self, seq: u64) -> Sent {
         if let Some(p) = self.persist.as_deref_mut() {
-            p.message_dropped(self.session, seq);
+            p.message_done(self.sid, self.session, seq);
         }
         self.stats.publish_dropped += 1;
         Sent::Dropped

@@ -240,6 +240,12 @@ impl Broker {
                 origin: Some(sid),
                 source: None,
             };
+            if let Some(ps) = self.persist.as_deref_mut() {
+                if p.qos == QoS::AtLeastOnce && !p.retain {
+                    // Its PUBACK may leave at completion, before any write (`hold.rs`).
+                    ps.holds.begin(ps.changes_len());
+                }
+            }
             let matched = self.route(&out, now);
             // As Mosquitto: told in PUBACK only; a QoS 2 PUBREC says Success either way.
             if matched == 0 && version.is_v5() && p.qos == QoS::AtLeastOnce {

@@ -56,6 +56,7 @@ mod clients;
 pub mod conn;
 mod connect;
 mod deliver;
+mod hold;
 mod identity;
 mod inbound;
 mod mount;
@@ -624,11 +625,11 @@ impl Broker {
 
     /// When [`Broker::end_turn`] next has timers to run.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let timer = self.timers.next_deadline();
-        match (timer, self.sys.next_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let held = self.persist.as_deref().and_then(|p| p.holds.next_check());
+        [self.timers.next_deadline(), self.sys.next_due(), held]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The loop's turn is over: runs every timer due at `now` (keepalive and connect
@@ -637,6 +638,7 @@ impl Broker {
     /// is committed (group commit: one transaction per turn).
     pub fn end_turn(&mut self, now: Instant, store: Option<&mut crate::store::Store>) {
         self.run_due_timers(now);
+        self.record_due_holds(Some(now));
         self.commit_turn(store);
     }
 
@@ -670,6 +672,7 @@ impl Broker {
             }
             self.close(id, CloseReason::Shutdown, now);
         }
+        self.record_due_holds(None);
         self.commit_turn(store);
     }
 
@@ -918,6 +921,8 @@ impl Broker {
     /// The connection of session `sid` has gone: keep the session for its client's return, or
     /// end it.
     fn detach_session(&mut self, sid: SessionId, now: Instant) {
+        // Its held writes would wait for acknowledgements that cannot come now.
+        self.record_held_of(sid);
         let expiration = self.settings.persistent_client_expiration;
         let qos0_kept = self.settings.queue_qos0_messages;
         let Some(s) = self
@@ -984,6 +989,8 @@ impl Broker {
         if self.session(sid).is_none() {
             return;
         }
+        // Recorded before the session's deletion, which then removes them from the store too.
+        self.record_held_of(sid);
         let mut queue = self
             .outlet(sid)
             .map(|mut out| out.take_queue())

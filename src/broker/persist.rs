@@ -7,8 +7,10 @@
 //! for its commit (`acks.rs`). Clean sessions are never stored: they end with their connection
 //! anyway. The broker still never touches the disk itself.
 
+use super::acks::HeldAcks;
+use super::hold::{Held, Holds};
 use super::session::{Delivery, Expiry, Message, OutState, Session, StoredBody};
-use super::{Broker, ConnId, SessionId, Timer};
+use super::{Broker, SessionId, Timer};
 use crate::codec::decode::Reader;
 use crate::codec::properties::PropContext;
 use crate::codec::{LastWill, Properties, ProtocolVersion, QoS, SubscribeOptions};
@@ -17,17 +19,17 @@ use crate::store::{
     StoredMessage, Subscription, WillRecord,
 };
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Changes not yet handed to the store, and acknowledgements waiting for a commit.
+/// Changes not yet handed to the store, held writes, and acknowledgements waiting for them.
 pub struct Persist {
     changes: Vec<Change>,
-    /// Acks written this turn: (connection, its serial, encoded packet).
-    pub(super) pending_acks: Vec<(ConnId, u32, Vec<u8>)>,
-    /// Acks waiting for batch number `.0` to be committed.
-    pub(super) held_acks: VecDeque<(u64, ConnId, u32, Vec<u8>)>,
+    /// Acknowledgements written and not sent yet (`acks.rs`).
+    pub(super) acks: HeldAcks,
+    /// Writes of QoS 1 deliveries held back (`hold.rs`).
+    pub(super) holds: Holds,
     /// A reference point to convert `Instant`s to Unix seconds and back.
     epoch: (Instant, u64),
     /// The last message body id given out (ids continue above the store's at a restore).
@@ -43,8 +45,8 @@ impl Persist {
     fn new(now: Instant, unix: u64) -> Persist {
         Persist {
             changes: Vec::new(),
-            pending_acks: Vec::new(),
-            held_acks: VecDeque::new(),
+            acks: HeldAcks::default(),
+            holds: Holds::default(),
             epoch: (now, unix),
             last_body: 0,
             last_seq: 0,
@@ -130,33 +132,51 @@ fn stored(p: &Persist, m: &Message) -> StoredMessage {
 }
 
 impl Persist {
-    /// Gives a QoS 1/2 delivery of a persistent session its sequence number and records it,
-    /// queued or in flight with `packet_id`.
+    /// Gives a QoS 1/2 delivery of a persistent session `sid` its sequence number and records
+    /// it, queued or in flight with `packet_id`, or holds its write (`hold.rs`) when it goes
+    /// to a `connected` session while a QoS 1 message is routed.
     pub(super) fn message_added(
         &mut self,
+        sid: SessionId,
         s: &mut Session,
         d: &mut Delivery,
-        packet_id: u16,
-        state: MessageState,
+        (packet_id, state): (u16, MessageState),
+        connected: bool,
+        now: Instant,
     ) {
         if d.qos == QoS::AtMostOnce || !persistent(s) {
             return;
         }
         self.last_seq += 1;
         d.seq = self.last_seq;
-        let message = QueuedMessage {
-            seq: d.seq,
-            packet_id,
-            state,
-            qos: d.qos as u8,
-            retain: d.retain,
-            sub_ids: d.sub_ids.clone(),
-            body: self.body(&d.msg),
-        };
-        self.changes.push(Change::MessageAdd {
-            client_id: s.client_id.to_string(),
-            message,
-        });
+        if connected && d.qos == QoS::AtLeastOnce && self.holds.routing() {
+            self.holds.hold(sid, d.clone(), packet_id, state, now);
+            return;
+        }
+        let change = self.add_change(&s.client_id, d, packet_id, state);
+        self.changes.push(change);
+    }
+
+    /// The change that adds `d` to a session, after its body if this batch has not named it.
+    fn add_change(
+        &mut self,
+        client_id: &str,
+        d: &Delivery,
+        packet_id: u16,
+        state: MessageState,
+    ) -> Change {
+        Change::MessageAdd {
+            client_id: client_id.to_string(),
+            message: QueuedMessage {
+                seq: d.seq,
+                packet_id,
+                state,
+                qos: d.qos as u8,
+                retain: d.retain,
+                sub_ids: d.sub_ids.clone(),
+                body: self.body(&d.msg),
+            },
+        }
     }
 
     /// The id of `m`'s body in the store, recording the body first if this batch has not
@@ -187,26 +207,61 @@ impl Persist {
     }
 
     /// Records a stored delivery sent (now in flight with `packet_id`).
-    pub(super) fn message_sent(&mut self, s: &Session, d: &Delivery, packet_id: u16) {
+    pub(super) fn message_sent(
+        &mut self,
+        sid: SessionId,
+        s: &Session,
+        d: &Delivery,
+        packet_id: u16,
+    ) {
         if d.seq == 0 {
+            return;
+        }
+        let state = out_state(OutState::sent(d.qos));
+        if let Some(h) = self.holds.get_mut(sid, d.seq) {
+            h.packet_id = packet_id;
+            h.state = state;
             return;
         }
         self.changes.push(Change::MessageState {
             client_id: s.client_id.to_string(),
             seq: d.seq,
             packet_id,
-            state: out_state(OutState::sent(d.qos)),
+            state,
         });
     }
 
-    /// Records a delivery dropped, if it was stored (`seq` 0: it never was).
-    pub(super) fn message_dropped(&mut self, s: &Session, seq: u64) {
-        if seq != 0 {
-            self.changes.push(Change::MessageDelete {
-                client_id: s.client_id.to_string(),
-                seq,
-            });
+    /// Records a delivery acknowledged or dropped, if it was stored (`seq` 0: it never was); a
+    /// held write is forgotten instead, and its PUBACK may leave.
+    pub(super) fn message_done(&mut self, sid: SessionId, s: &Session, seq: u64) {
+        if seq == 0 {
+            return;
         }
+        if let Some(h) = self.holds.complete(sid, seq) {
+            if let Some(key) = h.ack {
+                self.acks.resolve(key, false);
+            }
+            return;
+        }
+        self.changes.push(Change::MessageDelete {
+            client_id: s.client_id.to_string(),
+            seq,
+        });
+    }
+
+    /// Records held writes after all; the PUBACKs waiting for them now wait for this turn's
+    /// batch.
+    fn record_held(&mut self, client_id: &str, held: Held) {
+        let change = self.add_change(client_id, &held.delivery, held.packet_id, held.state);
+        self.changes.push(change);
+        if let Some(key) = held.ack {
+            self.acks.resolve(key, true);
+        }
+    }
+
+    /// The number of changes recorded this turn.
+    pub(super) fn changes_len(&self) -> usize {
+        self.changes.len()
     }
 }
 
@@ -358,12 +413,48 @@ impl Broker {
 
     /// Records a stored delivery finished or dropped.
     pub(super) fn persist_done(&mut self, sid: SessionId, seq: u64) {
-        if seq == 0 || self.persist.is_none() {
+        let Some(p) = self.persist.as_deref_mut() else {
             return;
+        };
+        if let Some(s) = self
+            .sessions
+            .get(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+        {
+            p.message_done(sid, s, seq);
         }
-        if let Some(s) = self.session(sid) {
-            let client_id = s.client_id.to_string();
-            self.record(Change::MessageDelete { client_id, seq });
+    }
+
+    /// Records the held writes of session `sid` now: it disconnected or ends.
+    pub(super) fn record_held_of(&mut self, sid: SessionId) {
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        let held = p.holds.take_session(sid);
+        self.record_held_writes(held);
+    }
+
+    /// Records the held writes that may wait no longer at `now` (every one at shutdown).
+    pub(super) fn record_due_holds(&mut self, now: Option<Instant>) {
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        let held = match now {
+            Some(now) => p.holds.take_due(now),
+            None => p.holds.take_all(),
+        };
+        self.record_held_writes(held);
+    }
+
+    fn record_held_writes(&mut self, held: Vec<((SessionId, u64), Held)>) {
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        for ((sid, _), h) in held {
+            let session = self.sessions.get(sid.idx as usize);
+            if let Some(s) = session.filter(|s| s.gen == sid.gen) {
+                p.record_held(&s.client_id, h);
+            }
         }
     }
 

@@ -275,3 +275,60 @@ fn a_log_line_survives_a_sigkill_right_after_its_event() {
         b.logs().join("\n")
     );
 }
+
+/// A QoS 1 message that every subscriber (connected, persistent) acknowledges at once is never
+/// written: the store write of each copy is held, the acknowledgements cancel it, and the
+/// publisher's PUBACK leaves at that completion (docs/store.md). Three persistent
+/// `mosquitto_sub -c -q 1` take 300 messages from one `mosquitto_pub -l` burst (so most wait
+/// behind the 20-message in-flight window); a few pages are allowed for a subscriber
+/// descheduled on a busy machine, where writing every copy would take a megabyte.
+#[test]
+fn qos1_messages_acknowledged_by_online_persistent_subscribers_are_not_written() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let store = TempDir::new();
+    let b = Broker::start(&format!(
+        "persistence true\npersistence_location {}",
+        store.path().display()
+    ));
+    let subs: Vec<Sub> = (0..3)
+        .map(|i| {
+            let id = format!("held{i}");
+            Sub::spawn(b.port(), 60, &["-c", "-i", &id, "-q", "1", "-t", "held/#"])
+        })
+        .collect();
+    // Settled once every subscriber has a first message.
+    let mut warm = 0;
+    while subs
+        .iter()
+        .any(|s| s.wait_lines(1, Duration::from_millis(300)).is_empty())
+    {
+        warm += 1;
+        assert!(warm < 30, "the subscribers never subscribed");
+        mosquitto_pub(b.port(), &["-q", "1", "-t", "held/warm", "-m", "w"]);
+    }
+    let before: Vec<usize> = subs
+        .iter()
+        .map(|s| s.wait_lines(0, secs(0.0)).len())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let written = io_counter(b.pid(), "write_bytes");
+    let lines: String = (0..300).map(|i| format!("reading {i}\n")).collect();
+    mosquitto_pub_stdin(
+        b.port(),
+        &["-q", "1", "-t", "held/x", "-l"],
+        Some(lines.into_bytes()),
+    );
+    for (s, n) in subs.iter().zip(&before) {
+        let got = s.wait_lines(n + 300, WAIT);
+        assert!(got.len() >= n + 300, "{} of 300 delivered", got.len() - n);
+    }
+    // Past a sync interval, so that anything committed is counted.
+    std::thread::sleep(Duration::from_millis(1500));
+    let delta = io_counter(b.pid(), "write_bytes") - written;
+    assert!(
+        delta <= 64 * 1024,
+        "{delta} bytes written for 300 messages to 3 online subscribers"
+    );
+}

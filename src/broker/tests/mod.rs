@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod bridges;
 mod connack;
+mod hold;
 mod listener;
 mod store;
 mod time;
@@ -1787,6 +1788,8 @@ fn too_large_for_the_client_is_dropped_and_forgotten_by_the_store_mqtt_3_1_2_25(
     );
     w.send(1, &ack(Packet::Puback, sent[0].0));
     let unacked = sent[1].0;
+    // The subscriber stops acknowledging: its held write is recorded.
+    w.drive_until(w.now + super::hold::HOLD * 3);
 
     // A restart: the store holds the one message still in flight, nothing for the drops.
     let snapshot = dir.commit_and_reopen(w.broker.take_changes());

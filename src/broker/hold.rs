@@ -1,0 +1,229 @@
+//! Held writes: the store write of a QoS 1 delivery to a connected session waits a moment.
+//!
+//! Most QoS 1 messages are acknowledged by every recipient within milliseconds. Writing such a
+//! message to the store, then its sent state, then its deletion costs page writes (on a
+//! Raspberry Pi, SD card wear) for something that never needed to survive: once every
+//! recipient has acknowledged it, a crash loses nothing, and until the publisher has its
+//! PUBACK, nothing was promised. So while a QoS 1 PUBLISH that is not retained is routed,
+//! the write of each delivery to a *connected* persistent session is held here instead of
+//! being recorded, and the publisher's PUBACK waits for the message's completion or for the
+//! commit of its writes, whichever comes first (`acks.rs`):
+//! - the recipient acknowledges (or the delivery is dropped): the held write is forgotten, and
+//!   once none of the message's writes is held, the PUBACK leaves; nothing was written;
+//! - otherwise the write is recorded after all, and the PUBACK waits for its commit as usual,
+//!   when the recipient disconnects, its session ends, the broker shuts down, the recipient
+//!   has not acknowledged anything for [`HOLD`], or the write has been held for [`MAX_HOLD`].
+//!
+//! A recipient that keeps acknowledging keeps its writes held (a busy subscriber has a queue
+//! behind its in-flight window, whose messages complete in turn); one that stalls has them
+//! written within [`HOLD`] to 2 × [`HOLD`]. A held write keeps only an `Rc` of the message.
+
+use super::session::Delivery;
+use super::SessionId;
+use crate::store::MessageState;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+/// How long a recipient may go without acknowledging anything before its held writes are
+/// recorded. A few milliseconds would do on a quiet machine; on a busy one (a Raspberry Pi
+/// also running Home Assistant, or this broker's benchmark) a subscriber that keeps up is
+/// often descheduled for 5-10 ms, and each such pause would write its whole queue.
+pub(super) const HOLD: Duration = Duration::from_millis(20);
+
+/// The longest a write is held, even for a recipient that keeps acknowledging: the publisher's
+/// PUBACK waits at most this (plus a commit) for a slow subscriber.
+pub(super) const MAX_HOLD: Duration = Duration::from_millis(500);
+
+/// The acknowledgement a held write belongs to: the connection it goes to, that connection's
+/// serial, and its number in that connection's queue of held acknowledgements.
+pub(super) type AckKey = (super::ConnId, u32, u64);
+
+/// One delivery whose write is held.
+pub(super) struct Held {
+    pub delivery: Delivery,
+    /// 0 while queued.
+    pub packet_id: u16,
+    pub state: MessageState,
+    /// The PUBACK that waits for it, once bound.
+    pub ack: Option<AckKey>,
+    pub since: Instant,
+}
+
+/// Acknowledgements seen for one recipient with held writes, checked every [`HOLD`].
+struct Watch {
+    completions: u64,
+    seen: u64,
+}
+
+/// The held writes, by session and delivery number.
+#[derive(Default)]
+pub(super) struct Holds {
+    writes: BTreeMap<(SessionId, u64), Held>,
+    watches: HashMap<SessionId, Watch>,
+    /// When to look at a session's held writes next.
+    checks: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// Set while a message whose PUBACK may leave at its completion is routed.
+    routing: bool,
+    /// The writes held while routing that message.
+    fresh: Vec<(SessionId, u64)>,
+    /// `Persist::changes.len()` when that routing began: any change recorded during it (a
+    /// delivery to an offline session) must be committed before the PUBACK leaves.
+    mark: usize,
+}
+
+/// What routing one message held back, for its PUBACK.
+pub(super) struct Routed {
+    /// The writes held for it.
+    pub held: Vec<(SessionId, u64)>,
+    /// Whether it also recorded changes, which the PUBACK must wait to see committed.
+    pub recorded: bool,
+}
+
+impl Holds {
+    /// A QoS 1 message whose PUBACK may leave at completion is about to be routed;
+    /// `changes` is the number of changes recorded so far this turn.
+    pub(super) fn begin(&mut self, changes: usize) {
+        self.routing = true;
+        self.fresh.clear();
+        self.mark = changes;
+    }
+
+    /// Whether a delivery being recorded now may be held.
+    pub(super) fn routing(&self) -> bool {
+        self.routing
+    }
+
+    /// The routing that [`Holds::begin`] started is over: what it held, for its PUBACK.
+    pub(super) fn end(&mut self, changes: usize) -> Option<Routed> {
+        if !std::mem::take(&mut self.routing) {
+            return None;
+        }
+        Some(Routed {
+            held: std::mem::take(&mut self.fresh),
+            recorded: changes > self.mark,
+        })
+    }
+
+    /// Holds the write of delivery `d` (already numbered) to session `sid`.
+    pub(super) fn hold(
+        &mut self,
+        sid: SessionId,
+        d: Delivery,
+        packet_id: u16,
+        state: MessageState,
+        now: Instant,
+    ) {
+        let seq = d.seq;
+        self.writes.insert(
+            (sid, seq),
+            Held {
+                delivery: d,
+                packet_id,
+                state,
+                ack: None,
+                since: now,
+            },
+        );
+        self.fresh.push((sid, seq));
+        if let std::collections::hash_map::Entry::Vacant(e) = self.watches.entry(sid) {
+            e.insert(Watch {
+                completions: 0,
+                seen: 0,
+            });
+            self.checks.push(Reverse((now + HOLD, sid)));
+        }
+    }
+
+    /// Binds the writes held for a message to the PUBACK that waits for them.
+    pub(super) fn bind(&mut self, held: &[(SessionId, u64)], ack: AckKey) {
+        for key in held {
+            if let Some(h) = self.writes.get_mut(key) {
+                h.ack = Some(ack);
+            }
+        }
+    }
+
+    /// The held delivery `seq` of `sid`, if its write is held.
+    pub(super) fn get_mut(&mut self, sid: SessionId, seq: u64) -> Option<&mut Held> {
+        self.writes.get_mut(&(sid, seq))
+    }
+
+    /// The delivery was acknowledged or dropped before its write: it is forgotten, and the
+    /// recipient counts as keeping up. Returns it if it was held.
+    pub(super) fn complete(&mut self, sid: SessionId, seq: u64) -> Option<Held> {
+        let held = self.writes.remove(&(sid, seq))?;
+        if let Some(w) = self.watches.get_mut(&sid) {
+            w.completions += 1;
+        }
+        Some(held)
+    }
+
+    /// Takes every held write of `sid`, to be recorded now.
+    pub(super) fn take_session(&mut self, sid: SessionId) -> Vec<((SessionId, u64), Held)> {
+        self.watches.remove(&sid);
+        let keys: Vec<(SessionId, u64)> = self
+            .writes
+            .range((sid, 0)..=(sid, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.writes.remove(&k).map(|h| (k, h)))
+            .collect()
+    }
+
+    /// Takes every held write (shutdown).
+    pub(super) fn take_all(&mut self) -> Vec<((SessionId, u64), Held)> {
+        self.watches.clear();
+        self.checks.clear();
+        std::mem::take(&mut self.writes).into_iter().collect()
+    }
+
+    /// The next moment a held write may have to be recorded.
+    pub(super) fn next_check(&self) -> Option<Instant> {
+        self.checks.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Takes the held writes that must be recorded at `now`, at the end of a loop turn (after
+    /// its input, so acknowledgements that waited in a socket count): those held for a whole
+    /// [`HOLD`] by a recipient that acknowledged nothing since the last check, and those held
+    /// for [`MAX_HOLD`].
+    pub(super) fn take_due(&mut self, now: Instant) -> Vec<((SessionId, u64), Held)> {
+        let mut due = Vec::new();
+        while let Some(Reverse((at, sid))) = self.checks.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.checks.pop();
+            let Some(w) = self.watches.get_mut(&sid) else {
+                continue;
+            };
+            let stalled = w.completions == w.seen;
+            w.seen = w.completions;
+            // A session's writes are held in the order of their numbers, so oldest first.
+            let old: Vec<(SessionId, u64)> = self
+                .writes
+                .range((sid, 0)..=(sid, u64::MAX))
+                .take_while(|(_, h)| {
+                    (stalled && now >= h.since + HOLD) || now >= h.since + MAX_HOLD
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            due.extend(
+                old.into_iter()
+                    .filter_map(|k| self.writes.remove(&k).map(|h| (k, h))),
+            );
+            if self
+                .writes
+                .range((sid, 0)..=(sid, u64::MAX))
+                .next()
+                .is_some()
+            {
+                self.checks.push(Reverse((now + HOLD, sid)));
+            } else {
+                self.watches.remove(&sid);
+            }
+        }
+        due
+    }
+}
