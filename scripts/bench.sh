@@ -17,6 +17,8 @@
 #             others, and each scenario also prints the ratio b/a. Without --brokers only these
 #             two run; name them in --brokers to add Mosquitto or rumqttd.
 #   --idle-secs S  how long idledisk measures an idle broker's disk writes (default 30; --quick 10)
+#   --ack-rate R   ackmem/ackdisk's offered load in msg/s for every broker, instead of half of
+#             its p2p1mem rate (a load fixed across runs, or one a busy machine carries)
 # Scenarios: fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm (default: all), and the
 # persistence scenarios (midge and Mosquitto only; not in the default set):
 #   p2p1mem   QoS 1 pairs with persistent sessions, persistence off
@@ -24,6 +26,10 @@
 #             (write_bytes of /proc/PID/io over the run and the 2 s after it)
 #   idledisk  persistence on, 10 persistent mosquitto_sub clients connected, default
 #             sys_interval: bytes written per minute once start-up has settled
+#   ackmem    QoS 1 pairs as p2p1mem at half load: offered half of the broker's median
+#             p2p1mem rate in this run (run p2p1mem first), else ACK_RATE msg/s (20000):
+#             PUBACK latency p50/p99 (from writing a PUBLISH to reading its PUBACK)
+#   ackdisk   the same with persistence on; the summary gives p99 on minus off
 # Not a pass/fail test: never run it in CI. Loopback only.
 set -euo pipefail
 
@@ -36,6 +42,7 @@ QUICK=0
 BROKERS="midge mosquitto rumqttd"
 SCENARIOS="fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm"
 IDLE_SECS=30
+ACK_RATE_FIXED=""
 OUT=""
 MIDGE_A=""
 MIDGE_B=""
@@ -51,7 +58,8 @@ while [ $# -gt 0 ]; do
         --idle-secs) IDLE_SECS=$2; shift ;;
         --midge-a) MIDGE_A=$2; shift ;;
         --midge-b) MIDGE_B=$2; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        --ack-rate) ACK_RATE_FIXED=$2; shift ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -227,7 +235,18 @@ log "brokers: $AVAILABLE; rounds: $ROUNDS; duration: ${DURATION}s; output: $OUT"
 # --- scenarios -----------------------------------------------------------------------------
 # args SCENARIO: the generator's arguments. metric SCENARIO: the RESULT key compared.
 LATENCY_RATE=50000
-args() {
+# Offered load of ackmem/ackdisk without a p2p1mem figure for the broker: one both midge and
+# Mosquitto carry with persistence on.
+ACK_RATE=20000
+# ack_rate BROKER: --ack-rate, else half of BROKER's median p2p1mem rate in this run, else
+# ACK_RATE.
+ack_rate() {
+    local m
+    [ -z "$ACK_RATE_FIXED" ] || { echo "$ACK_RATE_FIXED"; return; }
+    m=$(awk -F'\t' -v b="$1" '$1=="p2p1mem" && $2==b && $4!="NA" {print $4}' "$RESULTS" | median)
+    if [ "$m" = NA ]; then echo "$ACK_RATE"; else awk -v m="$m" 'BEGIN {printf "%d", m/2}'; fi
+}
+args() { # SCENARIO BROKER
     case "$1" in
         fanin0) echo "fanin --qos 0 --pubs 8 --size 64 --duration $DURATION" ;;
         fanout0) echo "fanout --qos 0 --subs 100 --size 64 --duration $DURATION" ;;
@@ -238,16 +257,20 @@ args() {
         retained) echo "retained --count 10000 --size 64" ;;
         connstorm) echo "connstorm --parallel 8 --duration $DURATION" ;;
         p2p1mem|p2p1disk) echo "p2p --qos 1 --pairs 32 --size 256 --duration $DURATION" ;;
+        ackmem|ackdisk) echo "p2p --qos 1 --pairs 32 --size 256 --duration $DURATION --rate $(ack_rate "$2")" ;;
     esac
 }
 # Scenarios that need a broker's store: only midge and Mosquitto have one.
-is_disk() { case "$1" in p2p1mem|p2p1disk|idledisk) return 0 ;; *) return 1 ;; esac; }
+is_disk() { case "$1" in p2p1mem|p2p1disk|idledisk|ackmem|ackdisk) return 0 ;; *) return 1 ;; esac; }
+# Scenarios that run with persistence on.
+stores() { case "$1" in p2p1disk|idledisk|ackdisk) return 0 ;; *) return 1 ;; esac; }
 has_store() { case "$1" in midge|midge-a|midge-b|mosquitto) return 0 ;; *) return 1 ;; esac; }
 metric() {
     case "$1" in
         latency) echo p99_us ;;
         idle) echo bytes_per_conn ;;
         idledisk) echo bytes_per_min ;;
+        ackmem|ackdisk) echo ack_p99_us ;;
         *) echo rate ;;
     esac
 }
@@ -264,6 +287,8 @@ describe() {
         p2p1mem) echo "QoS 1 point-to-point, 32 pairs, 256 B, persistent sessions, persistence off (msg/s)" ;;
         p2p1disk) echo "QoS 1 point-to-point, 32 pairs, 256 B, persistent sessions, persistence on (msg/s)" ;;
         idledisk) echo "idle broker, persistence on, 10 persistent clients, default sys_interval (bytes written per minute, lower is better)" ;;
+        ackmem) echo "PUBACK latency p99, QoS 1 pairs at half load, persistent sessions, persistence off (us, lower is better)" ;;
+        ackdisk) echo "PUBACK latency p99, QoS 1 pairs at half load, persistent sessions, persistence on (us, lower is better)" ;;
     esac
 }
 field() { # field KEY LINE
@@ -300,16 +325,16 @@ run_one() { # scenario broker round
     local scen=$1 b=$2 round=$3 port line hwm cpu gen load w0 w1 status=ok
     port=$(free_port)
     STORE_DIR=""
-    if [ "$scen" = p2p1disk ] || [ "$scen" = idledisk ]; then
+    if stores "$scen"; then
         STORE_DIR=$OUT/store-$b-$scen-$round
         mkdir -p "$STORE_DIR" && chmod 0777 "$STORE_DIR"
     fi
     if ! start_broker "$b" "$port" "$OUT/$b-$scen-$round.log"; then
         log "$scen $b round $round: broker did not start"
-        printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tbroker-failed\tNA\tNA\n' "$scen" "$b" "$round" >>"$RESULTS"
+        printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tbroker-failed\tNA\tNA\tNA\tNA\tNA\n' "$scen" "$b" "$round" >>"$RESULTS"
         return
     fi
-    gen=$(args "$scen")
+    gen=$(args "$scen" "$b")
     [ "$scen" = idle ] && gen="$gen --pid $BROKER_PID"
     if [ "$scen" = idledisk ]; then
         line=$(idle_disk "$port" "$b" 2>"$OUT/gen-$b-$scen-$round.err" || true)
@@ -339,9 +364,12 @@ run_one() { # scenario broker round
     fi
     echo "$line" >>"$OUT/raw.txt"
     load=$(cut -d' ' -f1 /proc/loadavg)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$b" "$round" \
+    # Columns: scenario broker round metric lost dup hwm cpu status load bytes_per_msg
+    # ack_p50_us offered rate (the last three from QoS 1 runs only).
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$b" "$round" \
         "$(field "$(metric "$scen")" "$line")" "$(field lost "$line")" "$(field dup "$line")" \
-        "$hwm" "$cpu" "$status" "$load" "$(field bytes_per_msg "$line")" >>"$RESULTS"
+        "$hwm" "$cpu" "$status" "$load" "$(field bytes_per_msg "$line")" \
+        "$(field ack_p50_us "$line")" "$(field offered "$line")" "$(field rate "$line")" >>"$RESULTS"
     log "$scen $b round $round: $(metric "$scen")=$(field "$(metric "$scen")" "$line") lost=$(field lost "$line") bytes/msg=$(field bytes_per_msg "$line") hwm=${hwm}kB cpu=${cpu}ms load=$load $status"
 }
 
@@ -358,10 +386,17 @@ for scen in $SCENARIOS; do
         log "idledisk: mosquitto_sub (mosquitto-clients) is missing, skipped"
         continue
     fi
+    # ackmem and ackdisk alternate within each round when both are asked: their difference is
+    # the figure, so a load that drifts during the run must hit both alike.
+    runs=$scen
+    if [ "$scen" = ackmem ] && [[ " $SCENARIOS " == *" ackdisk "* ]]; then runs="ackmem ackdisk"; fi
+    if [ "$scen" = ackdisk ] && [[ " $SCENARIOS " == *" ackmem "* ]]; then continue; fi
     for round in $(seq 1 "$ROUNDS"); do
-        for b in $AVAILABLE; do
-            if is_disk "$scen" && ! has_store "$b"; then continue; fi
-            run_one "$scen" "$b" "$round"
+        for s in $runs; do
+            for b in $AVAILABLE; do
+                if is_disk "$s" && ! has_store "$b"; then continue; fi
+                run_one "$s" "$b" "$round"
+            done
         done
     done
 done
@@ -386,7 +421,7 @@ done
             printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$b" "$(sel 4 | median)" "$(sel 5 | median)" \
                 "$(sel 6 | median)" "$(sel 7 | median)" "$(sel 8 | median)" "$(sel 4 | wc -l)/$ROUNDS"
         done
-        if [ "$scen" = p2p1mem ] || [ "$scen" = p2p1disk ]; then
+        if [ "$scen" = p2p1mem ] || [ "$scen" = p2p1disk ] || [ "$scen" = ackdisk ]; then
             for b in $AVAILABLE; do
                 has_store "$b" || continue
                 echo "$b: bytes written per delivered message (median): $(awk -F'\t' -v s="$scen" -v b="$b" \
@@ -401,6 +436,27 @@ done
                 awk -v on="$on" -v off="$off" -v b="$b" 'BEGIN {
                     if (on == "NA" || off == "NA" || off == 0) print b ": persistence on/off: n/a (run p2p1mem too)";
                     else printf "%s: persistence on/off: %.2f of the in-memory rate\n", b, on / off }'
+            done
+        fi
+        if [ "$scen" = ackmem ] || [ "$scen" = ackdisk ]; then
+            for b in $AVAILABLE; do
+                has_store "$b" || continue
+                col() { awk -F'\t' -v s="$scen" -v b="$b" -v c="$1" '$1==s && $2==b && $c!="NA" && $c!="" {print $c}' "$RESULTS" | median; }
+                awk -v b="$b" -v o="$(col 13)" -v r="$(col 14)" -v p50="$(col 12)" -v p99="$(col 4)" 'BEGIN {
+                    if (p99 == "NA") { print b ": PUBACK latency: n/a"; exit }
+                    printf "%s: offered %s msg/s, delivered %s msg/s; PUBACK p50 %.2f ms, p99 %.2f ms (medians)%s\n",
+                        b, o, r, p50 / 1000, p99 / 1000,
+                        (r != "NA" && r < 0.95 * o) ? "; the load was not carried: the latency is the queue'"'"'s" : "" }'
+            done
+        fi
+        if [ "$scen" = ackdisk ]; then
+            for b in $AVAILABLE; do
+                has_store "$b" || continue
+                on=$(awk -F'\t' -v b="$b" '$1=="ackdisk" && $2==b && $4!="NA" {print $4}' "$RESULTS" | median)
+                off=$(awk -F'\t' -v b="$b" '$1=="ackmem" && $2==b && $4!="NA" {print $4}' "$RESULTS" | median)
+                awk -v on="$on" -v off="$off" -v b="$b" 'BEGIN {
+                    if (on == "NA" || off == "NA") print b ": PUBACK p99 persistence on minus off: n/a (run ackmem too)";
+                    else printf "%s: PUBACK p99 persistence on minus off: %.2f ms\n", b, (on - off) / 1000 }'
             done
         fi
         if [[ " $AVAILABLE " == *" midge "* ]]; then

@@ -14,6 +14,15 @@
 //! Writes are batched: each publisher encodes every message its window allows (up to
 //! [`BATCH_BYTES`]) into one buffer and writes it with one call; all messages of a batch carry
 //! the same send timestamp, taken just before the write.
+//!
+//! With a rate (`--rate`), the load is open loop within the window: each publisher is due its
+//! share of the rate, `rate / publishers` messages per second counted from the start, and the
+//! poll timeout wakes the loop when the next one is due; a broker that falls behind still
+//! closes the window, and the publisher catches up once it opens.
+//!
+//! At QoS 1 the publisher side also measures each PUBLISH's PUBACK: from the batch's send
+//! timestamp to the read that brought the PUBACK, per packet id (one slot per id, allocated
+//! once), into a histogram.
 
 use crate::net::{self, Conn, ReadOutcome};
 use crate::stats::{Histogram, Stream};
@@ -110,6 +119,8 @@ pub struct FlowReport {
     pub elapsed: Duration,
     /// Latency from send stamp to receipt.
     pub latency: Histogram,
+    /// QoS 1: latency from writing a PUBLISH to reading its PUBACK.
+    pub ack_latency: Histogram,
 }
 
 /// Packet-id states on the publisher side.
@@ -121,6 +132,9 @@ const AWAIT_COMP: u8 = 3;
 /// Packet identifiers of one publisher and where each flow stands.
 struct IdPool {
     state: Vec<u8>,
+    /// Send stamp (ns since the start) of the PUBLISH that took each id. Zeroed memory: pages
+    /// are only touched by the ids in use, so a QoS 0 run never pays for it.
+    sent_at: Vec<u64>,
     next: u16,
     in_use: u64,
 }
@@ -129,6 +143,7 @@ impl IdPool {
     fn new() -> Self {
         IdPool {
             state: vec![FREE; 65536],
+            sent_at: vec![0; 65536],
             next: 1,
             in_use: 0,
         }
@@ -289,6 +304,7 @@ pub fn run(opts: &FlowOpts) -> io::Result<FlowReport> {
         stalls: 0,
         elapsed: opts.duration,
         latency: Histogram::new(),
+        ack_latency: Histogram::new(),
     };
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(nsubs + npubs);
     let epoch = Instant::now();
@@ -308,7 +324,6 @@ pub fn run(opts: &FlowOpts) -> io::Result<FlowReport> {
         let mut next_due: Option<Duration> = None;
         if publishing {
             let elapsed = now - start;
-            let sent_ns = elapsed.as_nanos() as u64;
             for (pid, p) in pubs.iter_mut().enumerate() {
                 let min_next = p
                     .listeners
@@ -352,6 +367,9 @@ pub fn run(opts: &FlowOpts) -> io::Result<FlowReport> {
                 if outstanding == 0 {
                     p.last_progress = now;
                 }
+                // Stamped per publisher: encoding and writing the batches before this one
+                // must not count as this batch's latency.
+                let sent_ns = epoch.elapsed().as_nanos() as u64;
                 encode_batch(p, pid as u32, credit, opts.qos, &filler, sent_ns);
                 p.conn.flush().map_err(|e| ctx(e, "publisher", pid))?;
             }
@@ -432,8 +450,9 @@ pub fn run(opts: &FlowOpts) -> io::Result<FlowReport> {
                         "broker closed the connection of publisher {pi}"
                     )));
                 }
-                progressed |=
-                    drain_publisher(p, &mut report).map_err(|e| ctx(e, "publisher", pi))?;
+                let read_ns = epoch.elapsed().as_nanos() as u64;
+                progressed |= drain_publisher(p, read_ns, &mut report)
+                    .map_err(|e| ctx(e, "publisher", pi))?;
             }
             if p.conn.pending() > 0 {
                 p.conn.flush().map_err(|e| ctx(e, "publisher", pi))?;
@@ -486,6 +505,9 @@ fn encode_batch(p: &mut Publisher, pid: u32, n: u64, qos: u8, filler: &[u8], sen
         } else {
             0
         };
+        if qos > 0 {
+            p.ids.sent_at[usize::from(id)] = sent_ns;
+        }
         wire::publish_head(&mut p.conn.wbuf, &p.topic, qos, false, id, filler.len());
         let at = p.conn.wbuf.len();
         p.conn.wbuf.extend_from_slice(filler);
@@ -549,12 +571,20 @@ fn drain_subscriber(
     Ok(got)
 }
 
-/// Handles the acks a publisher has buffered; returns whether any flow moved.
-fn drain_publisher(p: &mut Publisher, report: &mut FlowReport) -> io::Result<bool> {
+/// Handles the acks a publisher has buffered (read at `now_ns`); returns whether any flow
+/// moved.
+fn drain_publisher(p: &mut Publisher, now_ns: u64, report: &mut FlowReport) -> io::Result<bool> {
     let mut moved = false;
     while let Some(packet) = p.conn.next_packet()? {
         let ok = match packet {
-            Packet::PubAck(id) => p.ids.advance(id, AWAIT_ACK, FREE),
+            Packet::PubAck(id) => {
+                let acked = p.ids.advance(id, AWAIT_ACK, FREE);
+                if acked {
+                    let sent = p.ids.sent_at[usize::from(id)];
+                    report.ack_latency.record(now_ns.saturating_sub(sent));
+                }
+                acked
+            }
             Packet::PubRec(id) => {
                 let fresh = p.ids.advance(id, AWAIT_REC, AWAIT_COMP);
                 // A repeated PUBREC for a flow already at PUBREL gets its PUBREL again.

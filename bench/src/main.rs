@@ -18,7 +18,8 @@
 //! ```
 //!
 //! Each run prints one machine-readable line, `RESULT scenario=... key=value ...`, then one
-//! line for humans. Errors (a broker closing a connection, a malformed packet, a refused
+//! line for humans (at QoS 1 two: the second gives the PUBACK latency, also in the RESULT
+//! line as `ack_p50_us`, `ack_p99_us`, `ack_max_us`). Errors (a broker closing a connection, a malformed packet, a refused
 //! CONNECT) end the run with a message and exit status 1, never a panic.
 
 mod conns;
@@ -59,8 +60,8 @@ options:
   --qos Q          0, 1 or 2 (0)
   --size B         payload bytes, at least 20 (64)
   --duration S     seconds of load (5)
-  --rate R         offered load in messages/s over all publishers (default: as fast as the
-                   window allows)
+  --rate R         offered load in messages/s over all publishers, spread evenly and paced
+                   by a timer, still within the window (default: as fast as the window allows)
   --window W       messages in flight per publisher (default 800/publishers-per-subscriber,
                    at most 200)
   --pubs N --subs N --pairs N   scenario sizes
@@ -239,11 +240,25 @@ fn run(a: &Args) -> std::io::Result<()> {
             let rate = r.in_window as f64 / secs;
             let us = |ns: u64| ns as f64 / 1000.0;
             let offered = a.rate.map_or("max".to_string(), |r| format!("{r:.0}"));
+            // QoS 1 publishers also report their PUBACK latency; other lines keep their keys.
+            let acks = &r.ack_latency;
+            let ack_fields = if a.qos == 1 {
+                format!(
+                    " acks={} ack_p50_us={:.1} ack_p99_us={:.1} ack_max_us={:.1}",
+                    acks.len(),
+                    us(acks.quantile(0.5)),
+                    us(acks.quantile(0.99)),
+                    us(acks.max()),
+                )
+            } else {
+                String::new()
+            };
             out!(
                 "RESULT scenario={} qos={} pubs={pubs} subs={subs} size={} window={window} \
                  duration={secs:.1} offered={offered} rate={rate:.0} pub_rate={:.0} \
                  p50_us={:.1} p99_us={:.1} max_us={:.1} sent={} expected={} received={} \
-                 lost={} dup={} reordered={} corrupt={} bad_acks={} open_flows={} stalls={}{label}",
+                 lost={} dup={} reordered={} corrupt={} bad_acks={} open_flows={} stalls={}\
+                 {ack_fields}{label}",
                 shape.name(),
                 a.qos,
                 a.size,
@@ -281,6 +296,15 @@ fn run(a: &Args) -> std::io::Result<()> {
                 r.dup,
                 r.open_flows,
             );
+            if a.qos == 1 {
+                out!(
+                    "PUBACK latency: p50 {:.0} us p99 {:.0} us max {:.0} us over {} acks",
+                    us(acks.quantile(0.5)),
+                    us(acks.quantile(0.99)),
+                    us(acks.max()),
+                    acks.len(),
+                );
+            }
             debug_assert!(r.latency.len() <= r.received);
         }
         "idle" => {

@@ -2,7 +2,8 @@
 //!
 //! A bridge has a local session like any client's (client id `local_clientid`, by default
 //! `local.HOSTNAME.NAME`), subscribed here to its `out` topics and kept while the link is
-//! down, so messages for the remote wait in its queue, bounded by the queue limits. On its
+//! down, so messages for the remote wait in its queue, bounded by the queue limits (a stored
+//! queue beyond its head in memory waits in the store only, see `session::Queue`). On its
 //! one outgoing connection midge plays the client: it sends CONNECT, then, as Mosquitto does,
 //! one SUBSCRIBE per `in`/`both` topic line and one UNSUBSCRIBE per `out` line, in the order of
 //! the lines; it forwards the queue as PUBLISHes and routes what the remote publishes into the

@@ -116,6 +116,7 @@ impl Broker {
                 Sent::Written | Sent::InFlight | Sent::Dropped => {}
             }
         }
+        self.ask_for_spilled(sid);
     }
 }
 
@@ -141,15 +142,15 @@ impl Outlet<'_> {
     /// Keeps only the queued deliveries `keep` accepts; the others are discarded without a
     /// trace (for QoS 0 messages, which are never stored or counted as dropped).
     pub(super) fn retain_queued(&mut self, keep: impl FnMut(&Delivery) -> bool) {
-        let before = self.session.queue.bytes();
+        let before = self.session.queue.held_bytes();
         self.session.queue.retain(keep);
-        self.held_bytes.0 -= before - self.session.queue.bytes();
+        self.held_bytes.0 -= before - self.session.queue.held_bytes();
     }
 
     /// Takes the whole queue of a session that is ending.
     pub(super) fn take_queue(&mut self) -> Queue {
         let q = std::mem::take(&mut self.session.queue);
-        self.held_bytes.0 -= q.bytes();
+        self.held_bytes.0 -= q.held_bytes();
         q
     }
 
@@ -368,12 +369,26 @@ impl Outlet<'_> {
         self.stats.messages_sent += 1;
     }
 
-    /// Adds a delivery at the back of the queue, recording it for the store.
+    /// Adds a delivery at the back of the queue, recording it for the store; beyond the
+    /// queue's bound in memory, a stored one stays in the store only (`Queue::spill`).
     fn keep_queued(&mut self, mut d: Delivery, now: Instant) -> Sent {
-        let connected = self.conn.is_some();
+        let spills = self.session.queue.spills();
+        // A delivery kept in the store only must be written now, never held: a page of the
+        // queue is read from what the store holds.
+        let connected = self.conn.is_some() && !spills;
         if let Some(p) = self.persist.as_deref_mut() {
             let stage = (0, MessageState::Queued);
             p.message_added(self.sid, self.session, &mut d, stage, connected, now);
+        }
+        if spills {
+            if d.seq != 0 {
+                self.session.queue.spill(d);
+                return Sent::Queued;
+            }
+            if self.session.queue.spilled() > 0 {
+                // A QoS 0 message cannot wait behind messages in the store: it is not stored.
+                return self.dropped(0);
+            }
         }
         self.held_bytes.0 += queued_size(&d);
         self.session.enqueue(d);

@@ -14,7 +14,8 @@
 //! [`Broker::next_deadline`]; and [`Broker::counts`] to look inside. Within the crate the
 //! server also feeds what only a real socket or disk has: `handle_certificate_identity` (a
 //! TLS client's certificate, before its first bytes), `handle_bridge_failed` (a bridge could
-//! not be dialled), `restore` (the store's contents, once, right after `new`), and asks
+//! not be dialled), `restore` (the store's contents, once, right after `new`),
+//! `handle_stored_page` (a page of a long queue the store read back), and asks
 //! `wants_input` (back-pressure) before reading a socket.
 //!
 //! One turn of the loop, in this order:
@@ -637,6 +638,8 @@ impl Broker {
     /// changes to `store` as one batch and holds the turn's acknowledgements until that batch
     /// is committed (group commit: one transaction per turn).
     pub fn end_turn(&mut self, now: Instant, store: Option<&mut crate::store::Store>) {
+        self.sys
+            .set_store_status(store.as_ref().map(|s| s.status()));
         self.run_due_timers(now);
         self.record_due_holds(Some(now));
         self.commit_turn(store);
@@ -684,6 +687,10 @@ impl Broker {
             return;
         };
         let batch = store.submit(self.take_changes());
+        // After the batch: a page is read once what came before it is committed.
+        for request in self.take_page_requests() {
+            store.read_messages(request);
+        }
         self.seal_acks(batch, store.committed());
     }
 

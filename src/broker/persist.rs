@@ -15,11 +15,11 @@ use crate::codec::decode::Reader;
 use crate::codec::properties::PropContext;
 use crate::codec::{LastWill, Properties, ProtocolVersion, QoS, SubscribeOptions};
 use crate::store::{
-    Change, MessageSource, MessageState, QueuedMessage, SessionExpiry, SessionRecord, Snapshot,
-    StoredMessage, Subscription, WillRecord,
+    Change, MessagePage, MessageSource, MessageState, PageRequest, QueuedMessage, SessionExpiry,
+    SessionRecord, Snapshot, StoredMessage, Subscription, WillRecord,
 };
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,11 @@ pub struct Persist {
     last_seq: u64,
     /// Counts the batches taken (`take_changes`), from 1.
     batch: u64,
+    /// Pages of spilled queues to ask the store for, after this turn's batch.
+    reads: Vec<PageRequest>,
+    /// The pages asked for and not come yet: (request tag, session).
+    asked: Vec<(u64, SessionId)>,
+    last_tag: u64,
 }
 
 impl Persist {
@@ -51,6 +56,9 @@ impl Persist {
             last_body: 0,
             last_seq: 0,
             batch: 1,
+            reads: Vec::new(),
+            asked: Vec::new(),
+            last_tag: 0,
         }
     }
 
@@ -97,6 +105,26 @@ fn properties_from(bytes: &[u8], ctx: PropContext) -> Option<Box<Properties>> {
 
 fn qos(q: u8) -> QoS {
     QoS::from_u8(q).unwrap_or(QoS::AtLeastOnce)
+}
+
+/// A delivery of `msg` read from the store, and its packet id and state if it was in flight.
+fn delivery_from(q: QueuedMessage, msg: Rc<Message>) -> (Delivery, Option<(u16, OutState)>) {
+    let d = Delivery {
+        msg,
+        qos: qos(q.qos),
+        retain: q.retain,
+        sub_ids: q.sub_ids,
+        counted: true,
+        group: None,
+        seq: q.seq,
+    };
+    let inflight = match q.state {
+        MessageState::Queued => None,
+        MessageState::AwaitPuback => Some(OutState::AwaitPuback),
+        MessageState::AwaitPubrec => Some(OutState::AwaitPubrec),
+        MessageState::AwaitPubcomp => Some(OutState::AwaitPubcomp),
+    };
+    (d, inflight.map(|state| (q.packet_id, state)))
 }
 
 /// The store's name for an in-flight state.
@@ -283,6 +311,107 @@ impl Broker {
                 std::mem::take(&mut p.changes)
             })
             .unwrap_or_default()
+    }
+
+    /// The page requests recorded since the last call, to hand to the store after this turn's
+    /// batch (which holds the messages they are to read).
+    pub(super) fn take_page_requests(&mut self) -> Vec<PageRequest> {
+        self.persist
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.reads))
+            .unwrap_or_default()
+    }
+
+    /// Asks the store for the next page of session `sid`'s spilled queue, if its head in
+    /// memory has drained far enough (`Queue::ask_page`).
+    pub(super) fn ask_for_spilled(&mut self, sid: SessionId) {
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        let Some(s) = self
+            .sessions
+            .get_mut(sid.idx as usize)
+            .filter(|s| s.gen == sid.gen)
+        else {
+            return;
+        };
+        let Some(want) = s.queue.ask_page() else {
+            return;
+        };
+        p.last_tag += 1;
+        p.asked.push((p.last_tag, sid));
+        p.reads.push(PageRequest {
+            tag: p.last_tag,
+            client_id: s.client_id.to_string(),
+            after: want.after,
+            max_messages: want.max_messages,
+            max_bytes: want.max_bytes,
+        });
+    }
+
+    /// A page of a spilled queue, read by the store's writer: its deliveries join the queue's
+    /// head, in order, and go out as far as the session's window allows. A page for a session
+    /// that has ended since is ignored.
+    pub(crate) fn handle_stored_page(&mut self, page: MessagePage, now: Instant) {
+        self.now = now;
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        let Some(i) = p.asked.iter().position(|&(tag, _)| tag == page.tag) else {
+            return;
+        };
+        let (_, sid) = p.asked.swap_remove(i);
+        let count = page.messages.len();
+        let last = page.messages.last().map_or(0, |q| q.seq);
+        let bodies = self.bodies_from(page.bodies, now);
+        let mut bytes = 0;
+        let deliveries: Vec<_> = page
+            .messages
+            .into_iter()
+            .filter_map(|q| {
+                let msg = bodies.get(&q.body).cloned()?;
+                bytes += msg.size();
+                Some(delivery_from(q, msg))
+            })
+            .collect();
+        let Some(mut out) = self.outlet(sid) else {
+            return;
+        };
+        for (d, inflight) in deliveries {
+            out.restore(d, inflight);
+        }
+        if !out.session.queue.page_read(count, bytes, last) {
+            log::warn!(
+                "store: messages queued for {} are missing from the store; they are not delivered",
+                out.session.client_id
+            );
+        }
+        self.pump(sid);
+    }
+
+    /// How many pages have been asked for and have not come yet.
+    #[cfg(test)]
+    pub(super) fn pages_asked(&self) -> usize {
+        self.persist
+            .as_deref()
+            .map_or(0, |p| p.asked.len() + p.reads.len())
+    }
+
+    /// The messages of bodies read from the store: one for all the deliveries of a body, which
+    /// knows its body (batch 0: a later delivery of it names it again, see `Persist::body`).
+    fn bodies_from(
+        &self,
+        bodies: BTreeMap<u64, StoredMessage>,
+        now: Instant,
+    ) -> HashMap<u64, Rc<Message>> {
+        bodies
+            .into_iter()
+            .map(|(id, body)| {
+                let msg = self.message_from(body, now);
+                msg.stored.set(StoredBody { id, batch: 0 });
+                (id, Rc::new(msg))
+            })
+            .collect()
     }
 
     fn message_from(&self, s: StoredMessage, now: Instant) -> Message {
@@ -523,22 +652,15 @@ impl Broker {
             let msg = self.message_from(m, now);
             self.retained.set(Rc::new(msg), source);
         }
-        // One message for all the deliveries of a body, which knows its body (batch 0: a
-        // later delivery of it names it again, see `Persist::body`).
-        let mut bodies: HashMap<u64, Rc<Message>> = HashMap::new();
-        for (id, body) in snapshot.bodies {
-            let msg = self.message_from(body, now);
-            msg.stored.set(StoredBody { id, batch: 0 });
-            bodies.insert(id, Rc::new(msg));
-        }
+        let bodies = self.bodies_from(snapshot.bodies, now);
+        // Numbers go on above every stored one, those left in the store included.
         let last_seq = snapshot
             .sessions
             .iter()
-            .flat_map(|s| &s.messages)
-            .map(|q| q.seq)
+            .flat_map(|s| s.messages.iter().map(|q| q.seq).chain([s.more.last_seq]))
             .max();
         if let Some(p) = self.persist.as_deref_mut() {
-            p.last_body = bodies.keys().copied().max().unwrap_or(0);
+            p.last_body = snapshot.last_body;
             p.last_seq = last_seq.unwrap_or(0);
         }
         let sessions = snapshot.sessions.len();
@@ -573,29 +695,23 @@ impl Broker {
                 }
                 s.set_incoming_qos2(st.qos2_inbound);
             }
+            let head_last = st.messages.last().map_or(0, |q| q.seq);
             for q in st.messages {
                 let Some(msg) = bodies.get(&q.body).cloned() else {
                     continue;
                 };
-                let d = Delivery {
-                    msg,
-                    qos: qos(q.qos),
-                    retain: q.retain,
-                    sub_ids: q.sub_ids,
-                    counted: true,
-                    group: None,
-                    seq: q.seq,
-                };
+                let (d, inflight) = delivery_from(q, msg);
                 messages += 1;
-                let inflight = match q.state {
-                    MessageState::Queued => None,
-                    MessageState::AwaitPuback => Some(OutState::AwaitPuback),
-                    MessageState::AwaitPubrec => Some(OutState::AwaitPubrec),
-                    MessageState::AwaitPubcomp => Some(OutState::AwaitPubcomp),
-                };
                 if let Some(mut out) = self.outlet(sid) {
-                    out.restore(d, inflight.map(|state| (q.packet_id, state)));
+                    out.restore(d, inflight);
                 }
+            }
+            // The rest of a long queue stays in the store, read back as the head drains.
+            let more = st.more;
+            messages += more.count as usize;
+            if let Some(s) = self.session_mut(sid).filter(|_| more.count > 0) {
+                let (count, bytes) = (more.count as usize, more.bytes as usize);
+                s.queue.restore_spilled(count, bytes, head_last);
             }
             for sub in st.subscriptions.into_iter().filter(|_| bridge.is_none()) {
                 let o = sub.options;

@@ -10,6 +10,7 @@
 use super::ConnId;
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{Properties, ProtocolVersion, QoS, SubscribeOptions};
+use crate::store::{QUEUE_HEAD_BYTES, QUEUE_HEAD_MESSAGES};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -220,36 +221,149 @@ impl<T> LazyVec<T> {
 
 /// The messages waiting behind a session's in-flight window, with the counters the queue
 /// limits use; nothing is allocated while it is empty.
+///
+/// A stored session's queue keeps at most [`QUEUE_HEAD_MESSAGES`] deliveries and
+/// [`QUEUE_HEAD_BYTES`] bytes in memory, its head. The deliveries behind it are *spilled*: in
+/// the store only, counted here, and read back a page at a time, in order, once the head has
+/// drained below half of either bound (see `persist.rs`). While any are spilled, every new
+/// stored delivery is spilled too, so the order holds.
 #[derive(Debug, Default)]
 pub struct Queue(Option<Box<QueueInner>>);
 
 #[derive(Debug, Default)]
 struct QueueInner {
     items: VecDeque<Delivery>,
-    /// Deliveries counted against the limits, and their bytes.
+    /// Deliveries in memory counted against the limits, and their bytes.
     count: usize,
     bytes: usize,
+    spilled: Spilled,
+}
+
+/// The deliveries of a queue that are in the store only.
+#[derive(Debug, Default)]
+struct Spilled {
+    /// How many, and their bytes; all are counted against the limits.
+    count: usize,
+    bytes: usize,
+    /// Every one has a higher sequence number than this.
+    after: u64,
+    /// A page of them has been asked for and has not come yet.
+    asked: bool,
+}
+
+/// How much of a queue to read from the store: the deliveries after `after`, at most
+/// `max_messages` and `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageWanted {
+    pub after: u64,
+    pub max_messages: usize,
+    pub max_bytes: usize,
 }
 
 impl Queue {
-    /// Number of queued deliveries, counted or not.
+    /// Number of deliveries queued in memory, counted or not.
     pub fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |q| q.items.len())
     }
 
-    /// True when nothing waits.
+    /// True when nothing waits, in memory or in the store.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 && self.spilled() == 0
     }
 
-    /// Deliveries counted against `max_queued_messages`.
+    /// Deliveries counted against `max_queued_messages`, spilled ones included.
     pub fn count(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.count)
+        self.0.as_ref().map_or(0, |q| q.count + q.spilled.count)
     }
 
-    /// Bytes counted against `max_queued_bytes`.
+    /// Bytes counted against `max_queued_bytes`, spilled ones included.
     pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.bytes + q.spilled.bytes)
+    }
+
+    /// Bytes of the counted deliveries in memory (against `memory_limit`).
+    pub fn held_bytes(&self) -> usize {
         self.0.as_ref().map_or(0, |q| q.bytes)
+    }
+
+    /// Deliveries in the store only.
+    pub fn spilled(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.spilled.count)
+    }
+
+    /// True when a stored delivery must go to the store only: some are there already (it
+    /// goes behind them), or the head in memory is at its bound.
+    pub(super) fn spills(&self) -> bool {
+        self.0.as_ref().is_some_and(|q| {
+            q.spilled.count > 0
+                || q.items.len() >= QUEUE_HEAD_MESSAGES
+                || q.bytes >= QUEUE_HEAD_BYTES
+        })
+    }
+
+    /// Counts a stored delivery (`d.seq` > 0) that stays in the store only, and drops it.
+    pub(super) fn spill(&mut self, d: Delivery) {
+        let q = self.0.get_or_insert_with(Box::default);
+        if q.spilled.count == 0 {
+            q.spilled.after = d.seq.saturating_sub(1);
+        }
+        q.spilled.count += 1;
+        q.spilled.bytes += d.msg.size();
+    }
+
+    /// Counts the deliveries the store holds after the restored head, all after `after`.
+    pub(super) fn restore_spilled(&mut self, count: usize, bytes: usize, after: u64) {
+        if count > 0 {
+            let q = self.0.get_or_insert_with(Box::default);
+            q.spilled = Spilled {
+                count,
+                bytes,
+                after,
+                asked: false,
+            };
+        }
+    }
+
+    /// The page to ask the store for, once the head has drained below half its bounds and
+    /// no page is on its way; marks it asked.
+    pub(super) fn ask_page(&mut self) -> Option<PageWanted> {
+        let q = self.0.as_mut()?;
+        if q.spilled.count == 0
+            || q.spilled.asked
+            || q.items.len() >= QUEUE_HEAD_MESSAGES / 2
+            || q.bytes >= QUEUE_HEAD_BYTES / 2
+        {
+            return None;
+        }
+        q.spilled.asked = true;
+        Some(PageWanted {
+            after: q.spilled.after,
+            max_messages: QUEUE_HEAD_MESSAGES - q.items.len(),
+            max_bytes: QUEUE_HEAD_BYTES - q.bytes,
+        })
+    }
+
+    /// A page came: `count` deliveries of `bytes`, the last with sequence number `last`, now
+    /// in memory. A page with nothing while some are counted as spilled means the store lost
+    /// them (rows it could not keep): they are no longer counted.
+    pub(super) fn page_read(&mut self, count: usize, bytes: usize, last: u64) -> bool {
+        let Some(q) = self.0.as_mut() else {
+            return true;
+        };
+        let s = &mut q.spilled;
+        s.asked = false;
+        if count == 0 {
+            let had = s.count;
+            *s = Spilled::default();
+            return had == 0;
+        }
+        s.count = s.count.saturating_sub(count);
+        s.bytes = s.bytes.saturating_sub(bytes);
+        s.after = s.after.max(last);
+        if s.count == 0 {
+            s.bytes = 0;
+        }
+        true
     }
 
     /// The delivery at the front.
@@ -291,7 +405,7 @@ impl Queue {
             q.count -= 1;
             q.bytes -= d.msg.size();
         }
-        if q.items.is_empty() && q.items.capacity() > 64 {
+        if q.items.is_empty() && q.items.capacity() > 64 && q.spilled.count == 0 {
             self.0 = None;
         }
         Some(d)
@@ -308,7 +422,8 @@ impl Queue {
         q.bytes = counted.map(|d| d.msg.size()).sum();
     }
 
-    /// Takes every delivery, leaving the queue empty (and unallocated).
+    /// Takes every delivery in memory, leaving the queue empty (and unallocated; the
+    /// spilled ones are forgotten).
     pub fn drain_all(&mut self) -> impl Iterator<Item = Delivery> {
         self.0.take().into_iter().flat_map(|q| q.items.into_iter())
     }

@@ -5,9 +5,14 @@
 //! like any message; a filter starting with a wildcard never matches a `$` topic, so `#`
 //! subscribers are not flooded (v311:[MQTT-4.7.2-1]). Load figures are moving averages of a
 //! per-minute rate over 1, 5 and 15 minutes, as Mosquitto computes them.
+//!
+//! With `persistence true`, midge adds what Mosquitto has no equivalent for, the state of its
+//! store (`$SYS/broker/store/healthy`, `syncs`, `batches/committed`, `commit/latency_us`):
+//! the server hands the broker the store's [`StoreStatus`] at the end of each turn.
 
 use super::{Broker, Stats};
 use crate::codec::QoS;
+use crate::store::StoreStatus;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -48,6 +53,8 @@ pub struct SysState {
     loads: [[f64; 3]; 9],
     /// Last payload published on each topic, to publish only changes.
     published: HashMap<String, String>,
+    /// The store's figures as of the last turn; `None` without persistence.
+    store: Option<StoreStatus>,
 }
 
 impl SysState {
@@ -60,6 +67,7 @@ impl SysState {
             last_counters: [0; 9],
             loads: [[0.0; 3]; 9],
             published: HashMap::new(),
+            store: None,
         }
     }
 
@@ -71,6 +79,11 @@ impl SysState {
     /// Changes the interval (SIGHUP).
     pub fn set_interval(&mut self, interval: Duration) {
         self.interval = interval;
+    }
+
+    /// Takes the store's current figures (once a turn, before the timers run).
+    pub fn set_store_status(&mut self, status: Option<StoreStatus>) {
+        self.store = status;
     }
 }
 
@@ -156,6 +169,16 @@ impl Broker {
         .into_iter()
         .map(|(k, v)| (format!("$SYS/broker/{k}"), v))
         .collect();
+        if let Some(st) = self.sys.store {
+            for (k, val) in [
+                ("healthy", u64::from(st.healthy)),
+                ("syncs", st.syncs),
+                ("batches/committed", st.batches_committed),
+                ("commit/latency_us", st.last_commit_us),
+            ] {
+                v.push((format!("$SYS/broker/store/{k}"), val.to_string()));
+            }
+        }
         for (i, name) in LOAD_NAMES.iter().enumerate() {
             for (j, w) in ["1min", "5min", "15min"].iter().enumerate() {
                 v.push((
@@ -167,13 +190,13 @@ impl Broker {
         v
     }
 
-    /// Messages held: retained ones plus every queued and in-flight delivery, and their
-    /// payload bytes.
+    /// Messages held: retained ones plus every queued and in-flight delivery (those of long
+    /// queues that are in the store only too), and the payload bytes of those in memory.
     fn stored_messages(&self) -> (usize, usize) {
         let mut count = self.retained.len();
         let mut bytes: usize = self.retained.payload_bytes();
         for (_, s) in &self.sessions {
-            count += s.queue.len() + s.inflight.len();
+            count += s.queue.len() + s.queue.spilled() + s.inflight.len();
             bytes += s.queue.iter().map(|d| d.msg.payload.len()).sum::<usize>();
             bytes += s
                 .inflight
@@ -217,5 +240,24 @@ mod tests {
         assert_eq!(v["$SYS/broker/retained messages/count"], "0");
         assert_eq!(v["$SYS/broker/load/publish/dropped/15min"], "0.00");
         assert!(v["$SYS/broker/version"].starts_with("midge version "));
+        assert!(!v.contains_key("$SYS/broker/store/healthy"));
+    }
+
+    #[test]
+    fn store_figures_appear_with_a_store() {
+        let now = Instant::now();
+        let mut b = Broker::new(super::super::Settings::default(), now, 1);
+        b.sys = SysState::new(now, Duration::from_secs(10));
+        b.sys.set_store_status(Some(StoreStatus {
+            healthy: false,
+            syncs: 3,
+            batches_committed: 17,
+            last_commit_us: 1250,
+        }));
+        let v: HashMap<String, String> = b.sys_values(now).into_iter().collect();
+        assert_eq!(v["$SYS/broker/store/healthy"], "0");
+        assert_eq!(v["$SYS/broker/store/syncs"], "3");
+        assert_eq!(v["$SYS/broker/store/batches/committed"], "17");
+        assert_eq!(v["$SYS/broker/store/commit/latency_us"], "1250");
     }
 }

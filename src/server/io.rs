@@ -253,12 +253,21 @@ impl Server {
         self.drop_client(id, Some(short.to_string()), now);
     }
 
-    /// Writes output of every connection the broker wrote to.
+    /// Writes output of every connection the broker wrote to, until it writes no more: a
+    /// socket that took everything lets the broker move queued messages into the output
+    /// (`handle_written`), and no event would come to write those if this stopped at one
+    /// round (the socket asks for WRITABLE only while bytes are left). It ends when the queues
+    /// are empty or the sockets are full.
     pub(super) fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        self.broker.poll_dirty(&mut dirty);
-        for &id in &dirty {
-            self.flush(id, now);
+        loop {
+            self.broker.poll_dirty(&mut dirty);
+            if dirty.is_empty() {
+                break;
+            }
+            for &id in &dirty {
+                self.flush(id, now);
+            }
         }
         self.dirty = dirty;
     }

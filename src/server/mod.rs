@@ -197,8 +197,9 @@ impl Server {
             for event in events.iter() {
                 match Tok::from(event.token()) {
                     Tok::Signal => self.handle_signals(now),
-                    // The store committed: `end_turn` releases the acknowledgements it held.
-                    Tok::StoreWaker => {}
+                    // The store committed (`end_turn` releases the acknowledgements it held)
+                    // or read a page of a long queue.
+                    Tok::StoreWaker => self.take_pages(now),
                     Tok::DnsWaker => self.bridge_addresses_resolved(now),
                     Tok::Listener(index) => self.accept(index, now),
                     Tok::Conn(id) => self.conn_ready(id, event, now),
@@ -255,6 +256,13 @@ impl Server {
             }
             !resume
         });
+    }
+
+    /// Hands the broker the pages of long queues the store's writer has read.
+    fn take_pages(&mut self, now: Instant) {
+        while let Some(page) = self.store.as_ref().and_then(Store::take_page) {
+            self.broker.handle_stored_page(page, now);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Duration> {

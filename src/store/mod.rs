@@ -9,8 +9,9 @@
 //!
 //! # Flow
 //! 1. [`Store::open`] runs at start-up on the caller's thread: it opens (or creates) the file,
-//!    checks it (`PRAGMA quick_check`), reads everything into a [`Snapshot`] and starts the
-//!    writer. A damaged file is moved aside and salvaged first (see `recover.rs`).
+//!    checks it (`PRAGMA quick_check`), reads it into a [`Snapshot`] (of each session's queue,
+//!    only its head: [`QUEUE_HEAD_MESSAGES`]) and starts the writer. A damaged file is moved
+//!    aside and salvaged first (see `recover.rs`).
 //! 2. Each loop turn, the broker passes everything it accepted in that turn to
 //!    [`Store::submit`], which numbers the batch and queues it for the writer. The broker holds
 //!    back the acknowledgements (PUBACK/PUBREC...) of that turn.
@@ -22,6 +23,10 @@
 //!    the WAL holds [`CHECKPOINT_PAGES`] pages it checkpoints it into the main file instead
 //!    (which fsyncs both). [`Store::sync_now`] (SIGUSR1) checkpoints at once; [`Store::close`]
 //!    (SIGTERM) commits what is queued, checkpoints and joins the thread.
+//! 5. The rest of a long queue is read back a page at a time as it drains:
+//!    [`Store::read_messages`] queues a [`PageRequest`] behind the batches already submitted;
+//!    the writer commits those, reads the page, and calls `notify`; the loop takes it with
+//!    [`Store::take_page`].
 //!
 //! # Durability bounds
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to `midge.db-wal` with
@@ -167,10 +172,27 @@ struct Shared {
     syncs: AtomicU64,
     /// Pages in the WAL after the last commit, as SQLite's WAL hook reports them.
     wal_pages: AtomicU32,
+    /// Microseconds from the arrival of the oldest batch of the last commit to that commit:
+    /// how long the acknowledgements it held waited for the store.
+    last_commit_us: AtomicU64,
+}
+
+/// The store's health and work so far, as `$SYS/broker/store/...` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// False while commits are failing (a full disk): acknowledgements wait.
+    pub healthy: bool,
+    /// Syncs (fsyncs of the WAL, checkpoints) completed since the store was opened.
+    pub syncs: u64,
+    /// Batches (one per loop turn with changes) committed since the store was opened.
+    pub batches_committed: u64,
+    /// Microseconds from the arrival of the oldest batch of the last commit to that commit.
+    pub last_commit_us: u64,
 }
 
 enum Command {
     Batch(u64, Vec<Change>),
+    Read(PageRequest),
     Sync,
     Close,
 }
@@ -178,6 +200,8 @@ enum Command {
 /// Handle to the durable store, owned by the broker's loop.
 pub struct Store {
     sender: Option<Sender<Command>>,
+    /// Pages of queued messages the writer read ([`Store::read_messages`]).
+    pages: Receiver<MessagePage>,
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     submitted: u64,
@@ -225,9 +249,12 @@ impl Store {
         // commit, between two ticks of the timer.
         restart_wal(&conn);
         let (sender, receiver) = mpsc::channel();
+        let (page_sender, pages) = mpsc::channel();
         let writer = Writer {
             conn,
             receiver,
+            pages: page_sender,
+            reads: Vec::new(),
             shared: Arc::clone(&shared),
             notify,
             interval: sync_interval,
@@ -244,6 +271,7 @@ impl Store {
             .spawn(move || writer.run())?;
         let store = Store {
             sender: Some(sender),
+            pages,
             writer: Some(writer),
             shared,
             submitted: 0,
@@ -272,6 +300,25 @@ impl Store {
         n
     }
 
+    /// Asks the writer for a page of one session's stored messages. The writer reads it once
+    /// every batch submitted before is committed (so the page holds what the broker recorded),
+    /// then calls `notify`; the page is then ready for [`Store::take_page`]. Reading is the
+    /// writer's work, never the loop's.
+    pub fn read_messages(&self, request: PageRequest) {
+        let sent = self
+            .sender
+            .as_ref()
+            .is_some_and(|s| s.send(Command::Read(request)).is_ok());
+        if !sent {
+            log::error!("store: the writer thread is gone; queued messages cannot be read");
+        }
+    }
+
+    /// A page the writer has read, if one is ready.
+    pub fn take_page(&self) -> Option<MessagePage> {
+        self.pages.try_recv().ok()
+    }
+
     /// The highest batch number committed (every batch up to it is committed).
     pub fn committed(&self) -> u64 {
         self.shared.committed.load(Ordering::Acquire)
@@ -291,6 +338,16 @@ impl Store {
     /// How many times the store has been made durable (fsynced) since it was opened.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The figures `$SYS` publishes about the store.
+    pub fn status(&self) -> StoreStatus {
+        StoreStatus {
+            healthy: self.healthy(),
+            syncs: self.syncs(),
+            batches_committed: self.committed(),
+            last_commit_us: self.shared.last_commit_us.load(Ordering::Relaxed),
+        }
     }
 
     /// The store's file.
@@ -536,6 +593,10 @@ fn rebuild(path: &Path, reason: String) -> Result<(Connection, Snapshot), StoreE
 struct Writer {
     conn: Connection,
     receiver: Receiver<Command>,
+    /// Where pages of queued messages go.
+    pages: Sender<MessagePage>,
+    /// Page requests waiting for the batches submitted before them to be committed.
+    reads: Vec<PageRequest>,
     shared: Arc<Shared>,
     notify: Box<dyn Fn() + Send>,
     interval: Duration,
@@ -577,17 +638,23 @@ impl Writer {
                         self.pending_since.get_or_insert_with(Instant::now);
                         self.pending.push((n, changes));
                     }
+                    Command::Read(request) => self.reads.push(request),
                     Command::Sync => sync_requested = true,
                     Command::Close => closing = true,
                 }
                 next = self.receiver.try_recv().ok();
             }
             let now = Instant::now();
-            let gathered = self.pending_since.is_none_or(|t| now >= t + GATHER);
+            // A read waits for nothing but the commit of what came before it.
+            let gathered =
+                self.pending_since.is_none_or(|t| now >= t + GATHER) || !self.reads.is_empty();
             let retry_due = self.retry_at.is_none_or(|t| now >= t);
             if !self.pending.is_empty() && (closing || ((gathered || sync_requested) && retry_due))
             {
                 self.commit_pending();
+            }
+            if self.pending.is_empty() && !self.reads.is_empty() && retry_due && !closing {
+                self.serve_reads();
             }
             let sync_due = self.dirty_since.is_some_and(|t| now >= t + self.interval);
             if self.dirty_since.is_some() && (sync_requested || sync_due) && !closing {
@@ -601,7 +668,9 @@ impl Writer {
     fn deadline(&self) -> Option<Instant> {
         let sync = self.dirty_since.map(|t| t + self.interval);
         let commit = match self.retry_at {
-            Some(retry) => Some(retry).filter(|_| !self.pending.is_empty()),
+            Some(retry) => {
+                Some(retry).filter(|_| !self.pending.is_empty() || !self.reads.is_empty())
+            }
             None => self.pending_since.map(|t| t + GATHER),
         };
         match (sync, commit) {
@@ -612,7 +681,7 @@ impl Writer {
 
     /// Applies every pending batch in one transaction and publishes the new commit number.
     fn commit_pending(&mut self) {
-        self.pending_since = None;
+        let since = self.pending_since.take();
         let batches = std::mem::take(&mut self.pending);
         let Some(last) = batches.last().map(|b| b.0) else {
             return;
@@ -620,6 +689,10 @@ impl Writer {
         match apply_batches(&mut self.conn, &batches) {
             Ok(()) => {
                 self.shared.committed.store(last, Ordering::Release);
+                if let Some(since) = since {
+                    let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.shared.last_commit_us.store(us, Ordering::Relaxed);
+                }
                 self.dirty_since.get_or_insert_with(Instant::now);
                 if self.failures > 0 {
                     log::warn!("store: commits work again after {} failures", self.failures);
@@ -639,9 +712,51 @@ impl Writer {
                     );
                 }
                 self.pending = batches;
+                // The retry's latency counts from the first arrival, outage included.
+                self.pending_since = since;
                 self.retry_at = Some(Instant::now() + RETRY_DELAY);
                 self.shared.healthy.store(false, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Reads the pages asked for, all batches before them being committed, and sends them to
+    /// the broker's side. A read that fails (an I/O error) is tried again after
+    /// [`RETRY_DELAY`], like a commit.
+    fn serve_reads(&mut self) {
+        // Nothing is pending: a retry planned can only be for these reads.
+        self.retry_at = None;
+        let mut sent = false;
+        for request in std::mem::take(&mut self.reads) {
+            let page = schema::read_messages_page(
+                &self.conn,
+                &request.client_id,
+                request.after,
+                request.max_messages,
+                request.max_bytes,
+            );
+            match page {
+                Ok((messages, bodies)) => {
+                    let page = MessagePage {
+                        tag: request.tag,
+                        messages,
+                        bodies,
+                    };
+                    sent |= self.pages.send(page).is_ok();
+                }
+                Err(e) => {
+                    log::error!(
+                        "store: reading queued messages of {} failed ({e}); retrying every {}s",
+                        request.client_id,
+                        RETRY_DELAY.as_secs()
+                    );
+                    self.reads.push(request);
+                    self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                }
+            }
+        }
+        if sent {
+            (self.notify)();
         }
     }
 

@@ -193,10 +193,61 @@ pub struct SessionState {
     pub session: SessionRecord,
     /// In filter order.
     pub subscriptions: Vec<Subscription>,
-    /// Queued and in-flight messages, in `seq` order.
+    /// Queued and in-flight messages, in `seq` order: the head of the queue, at most
+    /// [`QUEUE_HEAD_MESSAGES`] messages and [`QUEUE_HEAD_BYTES`] bytes (at least one).
     pub messages: Vec<QueuedMessage>,
+    /// The messages the store holds for the session after `messages`, read later a page at a
+    /// time ([`Store::read_messages`](super::Store::read_messages)).
+    pub more: QueueRest,
     /// Inbound QoS 2 packet ids awaiting PUBREL, ascending.
     pub qos2_inbound: Vec<u16>,
+}
+
+/// The part of a session's queue a [`Snapshot`] leaves in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueRest {
+    /// How many messages.
+    pub count: u64,
+    /// Their bytes, topic plus payload (as the queue limits count them).
+    pub bytes: u64,
+    /// The highest `seq` among them (0 when there are none).
+    pub last_seq: u64,
+}
+
+/// Messages of one session a [`Snapshot`] holds at most (the head of its queue); the rest stay
+/// in the store until the session's queue drains. The broker keeps no more than this of a
+/// stored session's queue in memory, so that a queue of any length costs bounded memory.
+pub const QUEUE_HEAD_MESSAGES: usize = 1000;
+
+/// Bytes (topic plus payload) of one session's messages a [`Snapshot`] holds at most, beyond
+/// its first message; see [`QUEUE_HEAD_MESSAGES`].
+pub const QUEUE_HEAD_BYTES: usize = 1 << 20;
+
+/// Asks the store for the next messages of one session's queue, those after `after` in
+/// `seq` order: the part of a long queue that is in the store only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The broker's number for this request, given back with the page.
+    pub tag: u64,
+    pub client_id: String,
+    /// The highest `seq` the broker already holds (or held).
+    pub after: u64,
+    /// At most this many messages...
+    pub max_messages: usize,
+    /// ...and at most this many bytes (topic plus payload), beyond the first message.
+    pub max_bytes: usize,
+}
+
+/// The answer to a [`PageRequest`], read after every batch submitted before the request was
+/// committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePage {
+    /// The request's `tag`.
+    pub tag: u64,
+    /// In `seq` order; fewer than asked when the store holds no more.
+    pub messages: Vec<QueuedMessage>,
+    /// The bodies they refer to, by id.
+    pub bodies: std::collections::BTreeMap<u64, StoredMessage>,
 }
 
 /// Everything needed to rebuild the broker at start.
@@ -206,6 +257,9 @@ pub struct Snapshot {
     pub retained: Vec<StoredMessage>,
     /// The bodies the sessions' messages refer to ([`QueuedMessage::body`]), by id.
     pub bodies: std::collections::BTreeMap<u64, StoredMessage>,
+    /// The highest body id in the store (those of messages left in it included), so that new
+    /// ids go on above it.
+    pub last_body: u64,
     /// In client id order.
     pub sessions: Vec<SessionState>,
     /// Pending delayed wills, in client id order.

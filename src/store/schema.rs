@@ -9,7 +9,7 @@
 
 use super::model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The schema version this build writes (the single row of `schema_version`).
 pub(crate) const SCHEMA_VERSION: i64 = 3;
@@ -669,20 +669,26 @@ fn decode_body(row: &Row<'_>) -> Result<Change, String> {
 }
 
 fn decode_delivery(row: &Row<'_>) -> Result<Change, String> {
-    let state_code = integer(row, 4)?;
-    let state =
-        MessageState::from_code(state_code).ok_or_else(|| format!("message state {state_code}"))?;
     Ok(Change::MessageAdd {
         client_id: text(row, 1)?,
-        message: QueuedMessage {
-            seq: ranged(row, 2, i64::MAX)?,
-            packet_id: ranged(row, 3, 65535)?,
-            state,
-            qos: qos(row, 5)?,
-            retain: flag(row, 6)?,
-            sub_ids: parse_sub_ids(&text(row, 7)?)?,
-            body: ranged(row, 8, i64::MAX)?,
-        },
+        message: queued_message(row, 2)?,
+    })
+}
+
+/// The seven delivery columns (seq, packet_id, state, qos, retain, sub_ids, body) that start at
+/// column `first`.
+fn queued_message(row: &Row<'_>, first: usize) -> Result<QueuedMessage, String> {
+    let state_code = integer(row, first + 2)?;
+    let state =
+        MessageState::from_code(state_code).ok_or_else(|| format!("message state {state_code}"))?;
+    Ok(QueuedMessage {
+        seq: ranged(row, first, i64::MAX)?,
+        packet_id: ranged(row, first + 1, 65535)?,
+        state,
+        qos: qos(row, first + 3)?,
+        retain: flag(row, first + 4)?,
+        sub_ids: parse_sub_ids(&text(row, first + 5)?)?,
+        body: ranged(row, first + 6, i64::MAX)?,
     })
 }
 
@@ -714,6 +720,8 @@ pub(crate) struct Assembly {
     sessions: BTreeMap<String, SessionRecord>,
     subscriptions: BTreeMap<String, BTreeMap<String, Subscription>>,
     bodies: BTreeMap<u64, StoredMessage>,
+    /// What each session's queue holds beyond the messages read.
+    rest: BTreeMap<String, QueueRest>,
     messages: BTreeMap<String, BTreeMap<u64, QueuedMessage>>,
     qos2: BTreeMap<String, Vec<u16>>,
     wills: BTreeMap<String, WillRecord>,
@@ -795,6 +803,7 @@ impl Assembly {
                 session,
                 subscriptions,
                 messages,
+                more: self.rest.remove(&client_id).unwrap_or_default(),
                 qos2_inbound,
             });
         }
@@ -804,6 +813,7 @@ impl Assembly {
             + bodiless;
         let snapshot = Snapshot {
             retained: self.retained.into_values().collect(),
+            last_body: bodies.keys().next_back().copied().unwrap_or(0),
             bodies,
             sessions,
             wills: self.wills.into_values().collect(),
@@ -846,11 +856,162 @@ pub(crate) fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
     Ok(n)
 }
 
-/// Reads every table of a healthy store. A read error (a damaged page) is returned, so the
-/// caller can recover; rows with invalid values are skipped, logged and deleted.
+/// Reads the messages of `client_id` after `after` in `seq` order, with the bodies they refer
+/// to: at most `max_messages`, and no more than `max_bytes` (topic plus payload) beyond the
+/// first. Rows with invalid values are skipped, logged and deleted. This is how the rest of a
+/// long queue comes back while it drains; `seq` being the rowid, the page is a range of the
+/// table from `after` (other sessions' rows in it are passed over).
+pub(crate) fn read_messages_page(
+    conn: &Connection,
+    client_id: &str,
+    after: u64,
+    max_messages: usize,
+    max_bytes: usize,
+) -> rusqlite::Result<(Vec<QueuedMessage>, BTreeMap<u64, StoredMessage>)> {
+    let mut messages = Vec::new();
+    let mut bodies = BTreeMap::new();
+    let session: Option<i64> = conn
+        .prepare_cached("SELECT rowid FROM sessions WHERE client_id = ?1")?
+        .query_row([client_id], |r| r.get(0))
+        .optional()?;
+    let Some(session) = session else {
+        return Ok((messages, bodies));
+    };
+    let mut invalid: Vec<i64> = Vec::new();
+    let mut bytes = 0usize;
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT d.session, d.seq, d.packet_id, d.state, d.qos, d.retain, d.sub_ids, d.body,
+               b.topic, b.payload, b.qos, b.retain, b.properties, b.expires_at
+             FROM deliveries AS d CROSS JOIN bodies AS b ON b.id = d.body
+             WHERE d.seq > ?2 AND d.session = ?1 ORDER BY d.seq",
+        )?;
+        // Rows are stepped through one at a time: the page stops where its bounds say.
+        let mut rows = stmt.query(params![session, int(after)])?;
+        while messages.len() < max_messages {
+            let Some(row) = rows.next()? else {
+                break;
+            };
+            match queued_message(row, 1).and_then(|q| Ok((q, stored_message(row, 8)?))) {
+                Ok((q, body)) => {
+                    let size = body.topic.len() + body.payload.len();
+                    if !messages.is_empty() && bytes + size > max_bytes {
+                        break;
+                    }
+                    bytes += size;
+                    bodies.insert(q.body, body);
+                    messages.push(q);
+                }
+                Err(why) => {
+                    let seq = row.get::<_, i64>(1)?;
+                    log::warn!("store: deliveries row {seq} skipped and deleted: {why}");
+                    invalid.push(seq);
+                }
+            }
+        }
+    }
+    for seq in invalid {
+        conn.execute("DELETE FROM deliveries WHERE seq = ?1", [seq])?;
+    }
+    Ok((messages, bodies))
+}
+
+/// Reads every session's deliveries in one pass, in `seq` order: the head of each queue
+/// ([`QUEUE_HEAD_MESSAGES`], [`QUEUE_HEAD_BYTES`]) goes into `assembly` with the bodies it
+/// refers to; the rest is only counted, and stays in the store. Rows with invalid values are
+/// skipped, logged and deleted.
+fn read_queues(conn: &Connection, assembly: &mut Assembly) -> rusqlite::Result<()> {
+    let mut clients: HashMap<i64, String> = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT rowid, client_id FROM sessions")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            if let (Ok(rowid), Ok(client_id)) = (row.get(0), row.get(1)) {
+                clients.insert(rowid, client_id);
+            }
+        }
+    }
+    // Per session: messages and bytes in the head, and whether it is full.
+    let mut heads: HashMap<i64, (usize, usize, bool)> = HashMap::new();
+    let mut wanted: BTreeSet<u64> = BTreeSet::new();
+    let mut invalid: Vec<i64> = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT d.session, d.seq, d.packet_id, d.state, d.qos, d.retain, d.sub_ids, d.body,
+               length(CAST(b.topic AS BLOB)) + length(b.payload)
+             FROM deliveries AS d CROSS JOIN bodies AS b ON b.id = d.body ORDER BY d.seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let session: i64 = row.get(0)?;
+            // A delivery of no session: `delete_orphans` took it at the start already.
+            let Some(client_id) = clients.get(&session) else {
+                continue;
+            };
+            let q = match queued_message(row, 1) {
+                Ok(q) => q,
+                Err(why) => {
+                    let seq = row.get::<_, i64>(1)?;
+                    log::warn!("store: deliveries row {seq} skipped and deleted: {why}");
+                    invalid.push(seq);
+                    continue;
+                }
+            };
+            let size = usize::try_from(row.get::<_, i64>(8)?).unwrap_or(usize::MAX);
+            let (count, bytes, full) = heads.entry(session).or_default();
+            if !*full
+                && *count < QUEUE_HEAD_MESSAGES
+                && (*count == 0 || bytes.saturating_add(size) <= QUEUE_HEAD_BYTES)
+            {
+                *count += 1;
+                *bytes = bytes.saturating_add(size);
+                wanted.insert(q.body);
+                assembly.add(Change::MessageAdd {
+                    client_id: client_id.clone(),
+                    message: q,
+                });
+            } else {
+                *full = true;
+                let rest = assembly.rest.entry(client_id.clone()).or_default();
+                rest.count += 1;
+                rest.bytes = rest.bytes.saturating_add(size as u64);
+                rest.last_seq = q.seq;
+            }
+        }
+    }
+    for seq in invalid {
+        conn.execute("DELETE FROM deliveries WHERE seq = ?1", [seq])?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT rowid, id, topic, payload, qos, retain, properties, expires_at
+         FROM bodies WHERE id = ?1",
+    )?;
+    for id in wanted {
+        let mut rows = stmt.query([int(id)])?;
+        if let Some(row) = rows.next()? {
+            match decode_body(row) {
+                Ok(change) => assembly.add(change),
+                // Its deliveries are left out (no body) and deleted at the next start.
+                Err(why) => {
+                    log::warn!("store: bodies row {id} skipped and deleted: {why}");
+                    conn.execute("DELETE FROM bodies WHERE id = ?1", [int(id)])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every table of a healthy store, but of each session's messages only the head of its
+/// queue ([`QUEUE_HEAD_MESSAGES`], [`QUEUE_HEAD_BYTES`]) and the count of the rest. A read
+/// error (a damaged page) is returned, so the caller can recover; rows with invalid values
+/// are skipped, logged and deleted.
 pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut assembly = Assembly::default();
-    for table in TABLES {
+    for table in TABLES
+        .iter()
+        .filter(|t| !matches!(t.name, "bodies" | "deliveries"))
+    {
         let mut invalid: Vec<i64> = Vec::new();
         {
             let mut stmt = conn.prepare(&format!(
@@ -879,10 +1040,14 @@ pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
             )?;
         }
     }
-    let (snapshot, orphans) = assembly.finish();
+    read_queues(conn, &mut assembly)?;
+    let (mut snapshot, orphans) = assembly.finish();
     if orphans > 0 {
         log::warn!("store: {orphans} rows of unknown sessions left out");
     }
+    let last_body: i64 =
+        conn.query_row("SELECT coalesce(max(id), 0) FROM bodies", [], |r| r.get(0))?;
+    snapshot.last_body = u64::try_from(last_body).unwrap_or(0);
     Ok(snapshot)
 }
 
@@ -947,6 +1112,76 @@ mod tests {
             .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_page_skips_and_deletes_invalid_rows() {
+        let conn = memory();
+        apply_all(
+            &conn,
+            &[
+                session("c"),
+                session("d"),
+                body(1),
+                body(2),
+                add("c", 1, 1),
+                add("c", 2, 1),
+                add("d", 3, 1),
+                add("c", 4, 2),
+                add("c", 5, 2),
+            ],
+        );
+        conn.execute("UPDATE deliveries SET state = 9 WHERE seq = 2", [])
+            .unwrap();
+        let (page, bodies) = read_messages_page(&conn, "c", 0, 2, usize::MAX).unwrap();
+        let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [1, 4], "state 9 is invalid, 3 is d's");
+        assert_eq!(bodies.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4, "the invalid row was deleted");
+        let (page, _) = read_messages_page(&conn, "c", 4, 10, usize::MAX).unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
+    fn a_start_reads_the_head_of_each_queue_and_counts_the_rest() {
+        let conn = memory();
+        let big = Change::MessageBody {
+            id: 7,
+            message: StoredMessage {
+                topic: "big".into(),
+                payload: vec![0; 600_000],
+                qos: 1,
+                ..StoredMessage::default()
+            },
+        };
+        apply_all(
+            &conn,
+            &[
+                session("c"),
+                session("d"),
+                big,
+                body(8),
+                add("c", 1, 7),
+                add("d", 2, 8),
+                add("c", 3, 7),
+                add("c", 4, 8),
+            ],
+        );
+        let snapshot = load(&conn).unwrap();
+        let c = &snapshot.sessions[0];
+        // The first message always; the second would pass QUEUE_HEAD_BYTES, and the rest stays
+        // behind it, however small.
+        assert_eq!(c.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            (c.more.count, c.more.bytes, c.more.last_seq),
+            (2, 600_003 + 2, 4)
+        );
+        assert_eq!(snapshot.sessions[1].messages[0].seq, 2);
+        assert_eq!(snapshot.bodies.keys().copied().collect::<Vec<_>>(), [7, 8]);
+        assert_eq!(snapshot.last_body, 8);
     }
 
     #[test]

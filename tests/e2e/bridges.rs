@@ -760,3 +760,173 @@ fn the_remote_hears_the_bridge_is_up_at_once_with_nothing_else_to_send() {
         m.lines()
     );
 }
+
+/// Samples a process's resident memory (VmRSS) every 20 ms until stopped; keeps the peak.
+struct RssWatch {
+    peak_kb: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssWatch {
+    fn start(pid: u32) -> RssWatch {
+        use std::sync::atomic::Ordering;
+        let peak_kb = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (peak, stopped) = (peak_kb.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+                let rss = status.ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                });
+                if let Some(kb) = rss {
+                    peak.fetch_max(kb, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        RssWatch {
+            peak_kb,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the peak in KiB.
+    fn stop(mut self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak_kb.load(Ordering::Relaxed)
+    }
+}
+
+/// midge's resident memory stays under this while it queues a bridge's messages for a remote
+/// that is down, however many (docs/store.md: the head of a stored queue in memory is at most
+/// 1000 messages and 1 MiB; the rest is in the store only).
+const BRIDGE_QUEUE_RSS_BOUND_KB: u64 = 24 * 1024;
+
+/// Message `i` of a long queue: its number, padded to 1000 bytes (without the store holding
+/// the queue, 20 000 of them alone would take midge past the bound).
+fn numbered(i: usize) -> String {
+    format!("{i:06}{}", "-".repeat(994))
+}
+
+/// paho-mqtt publishing `n` messages [`numbered`] at QoS 1 to `b/x`, at most 1000 awaiting
+/// their PUBACK; it succeeds once every one is acknowledged.
+fn publisher(port: u16, n: usize) -> Command {
+    const SCRIPT: &str = r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+port, n = int(sys.argv[1]), int(sys.argv[2])
+window = threading.Semaphore(1000)
+acked = 0
+done = threading.Event()
+def on_publish(client, userdata, mid, reason, properties):
+    global acked
+    acked += 1
+    window.release()
+    if acked == n:
+        done.set()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="long-pub")
+c.max_inflight_messages_set(100)
+c.on_publish = on_publish
+c.connect("127.0.0.1", port)
+c.loop_start()
+pad = "-" * 994
+for i in range(n):
+    window.acquire()
+    c.publish("b/x", "%06d%s" % (i, pad), qos=1)
+ok = done.wait(600)
+c.disconnect()
+c.loop_stop()
+print("acknowledged", acked)
+sys.exit(0 if ok else 1)
+"#;
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", SCRIPT, &port.to_string(), &n.to_string()]);
+    cmd
+}
+
+/// Messages queued for the remote: 20 000, or 200 000 with `MIDGE_TEST_LONG=1`.
+fn long_queue_messages() -> usize {
+    if std::env::var_os("MIDGE_TEST_LONG").is_some_and(|v| v == "1") {
+        200_000
+    } else {
+        20_000
+    }
+}
+
+/// A bridge to a Mosquitto that is down (queue limits off: `max_queued_messages 0`), a long
+/// stream of QoS 1 messages from paho-mqtt, a restart of midge, then the remote comes
+/// up: a subscriber there gets every message once and in order, and midge's memory stays
+/// bounded throughout, because the queue beyond its head is in the store only.
+#[test]
+fn a_long_bridge_queue_survives_a_restart_in_order_within_bounded_memory() {
+    if skip() || !paho_available() {
+        return;
+    }
+    let n = long_queue_messages();
+    let port = free_port();
+    let store = TempDir::new();
+    let conf = format!(
+        "persistence true\npersistence_location {}\nmax_queued_messages 0\n{}",
+        store.path().display(),
+        bridge_to("long", port, "topic b/# out 1")
+    );
+    let mut a = Broker::start(&conf);
+    assert!(
+        a.wait_for_log("Bridge long connection failed", Duration::from_secs(10)),
+        "{:#?}",
+        a.logs()
+    );
+    let rss = RssWatch::start(a.pid());
+    let started = Instant::now();
+    let out = run_with_timeout(publisher(a.port(), n), None, Duration::from_secs(900));
+    assert!(out.status.success(), "{out:?}");
+    let published = started.elapsed();
+    a.sigterm();
+    assert!(a.wait_exit(Duration::from_secs(30)).is_some());
+    let peak_queueing = rss.stop();
+
+    let m = LoggedMosquitto::start_with(port, "max_queued_messages 0");
+    let sub_port = port.to_string();
+    let count = n.to_string();
+    let subscriber = std::thread::spawn(move || {
+        let mut cmd = Command::new(MOSQUITTO_SUB);
+        cmd.args(["-h", "127.0.0.1", "-p", &sub_port, "-i", "long-sub"]);
+        cmd.args(["-t", "b/#", "-q", "1", "-C", &count]);
+        run_with_timeout(cmd, None, Duration::from_secs(900))
+    });
+    assert!(m.wait_for("Received SUBSCRIBE from long-sub", 1, WAIT));
+    let a = Broker::start(&conf);
+    let rss = RssWatch::start(a.pid());
+    let started_draining = Instant::now();
+    let got = subscriber.join().expect("subscriber thread");
+    let drained = started_draining.elapsed();
+    let peak_draining = rss.stop();
+    assert!(got.status.success(), "{:?}", got.status);
+    let got = String::from_utf8_lossy(&got.stdout);
+    let got: Vec<&str> = got.lines().collect();
+    let want: Vec<String> = (0..n).map(numbered).collect();
+    assert_eq!(got.len(), n, "every message arrives");
+    assert!(
+        got.iter().zip(&want).all(|(g, w)| g == w),
+        "in order, each once"
+    );
+    println!(
+        "{n} messages: queued in {published:?} (peak RSS {peak_queueing} KiB), delivered after \
+         the restart in {drained:?} (peak RSS {peak_draining} KiB)"
+    );
+    for peak in [peak_queueing, peak_draining] {
+        assert!(
+            peak < BRIDGE_QUEUE_RSS_BOUND_KB,
+            "peak RSS {peak} KiB over {BRIDGE_QUEUE_RSS_BOUND_KB} KiB"
+        );
+    }
+}

@@ -261,3 +261,38 @@ fn no_stale_retained_after_newer_live_publish() {
         }
     }
 }
+
+/// A large retained set reaches a new subscriber whole: 100 000 retained QoS 0 messages (one
+/// burst, a PINGREQ to be sure all were taken), then `mosquitto_sub` on `mqb/#` at QoS 0 and
+/// at QoS 1. The replay waits behind the subscriber's output bound and moves on as its socket
+/// drains; it once stopped for good whenever the socket drained completely, midway.
+#[test]
+fn a_new_subscriber_gets_every_one_of_100000_retained_messages() {
+    let b = Broker::start("");
+    let n = 100_000;
+    let mut p = Raw::mqtt_connect(b.port(), "filler");
+    let mut burst = Vec::new();
+    for i in 0..n {
+        burst.extend(publish(
+            &format!("mqb/{i}"),
+            format!("payload-{i:058}").as_bytes(),
+            0,
+            true,
+            false,
+            0,
+        ));
+    }
+    p.send(&burst);
+    p.send(&[0xC0, 0]);
+    p.expect_bytes(&[0xD0, 0], secs(60.0));
+    for q in ["0", "1"] {
+        // Within 20 s, well before a keepalive ping (60 s) could wake a stalled replay.
+        let out = mosquitto_sub(
+            b.port(),
+            20,
+            &["-k", "60", "-q", q, "-t", "mqb/#", "-C", &n.to_string()],
+        );
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(lines, n, "QoS {q}: {lines} of {n} retained messages");
+    }
+}

@@ -236,11 +236,13 @@ fn round_trip_every_kind_of_change() {
         retained: vec![full_message()],
         // Body 9 went with its delivery, body 100 with its session.
         bodies: [(7, inflight_body), (8, message("q/1", b"second"))].into(),
+        last_body: 8,
         sessions: vec![
             SessionState {
                 session: session("v3"),
                 subscriptions: vec![],
                 messages: vec![],
+                more: QueueRest::default(),
                 qos2_inbound: vec![],
             },
             SessionState {
@@ -258,6 +260,7 @@ fn round_trip_every_kind_of_change() {
                     },
                 ],
                 messages: vec![inflight, queued(8, 8)],
+                more: QueueRest::default(),
                 qos2_inbound: vec![5],
             },
         ],
@@ -271,6 +274,108 @@ fn round_trip_every_kind_of_change() {
     let (store, again) = open(&dir);
     assert_eq!(again, expected);
     drop(store);
+}
+
+/// A long queue: the snapshot holds its head only, and the rest comes back a page at a time,
+/// in order, read by the writer after the batches submitted before the request.
+#[test]
+fn a_long_queue_is_read_back_a_page_at_a_time_in_order() {
+    let dir = scratch("pages");
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n = Arc::clone(&notified);
+    let (mut store, _) = Store::open(
+        &dir,
+        None,
+        Duration::from_secs(1),
+        Box::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
+    .unwrap();
+    let total = QUEUE_HEAD_MESSAGES as u64 + 500;
+    let mut changes = vec![Change::SessionUpsert {
+        session: session("long"),
+    }];
+    for seq in 1..=total {
+        changes.push(body(seq, "q/é", format!("{seq:05}").as_bytes()));
+        changes.push(Change::MessageAdd {
+            client_id: "long".into(),
+            message: queued(seq, seq),
+        });
+    }
+    store.submit(changes);
+    // No wait for the commit: the read comes after the batch all the same.
+    store.read_messages(PageRequest {
+        tag: 7,
+        client_id: "long".into(),
+        after: 990,
+        max_messages: 100,
+        max_bytes: usize::MAX,
+    });
+    let page = wait_page(&store);
+    assert_eq!(page.tag, 7);
+    let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (991..=1090).collect::<Vec<_>>());
+    // With the bodies they refer to.
+    let payloads: Vec<&[u8]> = page
+        .messages
+        .iter()
+        .map(|m| page.bodies[&m.body].payload.as_slice())
+        .collect();
+    assert_eq!(payloads.first(), Some(&b"00991".as_slice()));
+    assert_eq!(payloads.len(), 100);
+    assert!(
+        notified.load(Ordering::SeqCst) >= 2,
+        "notify after the page"
+    );
+    // The byte bound: each message is 4 + 5 bytes ("q/é" is 4 bytes in UTF-8); at least one.
+    for (max_bytes, want) in [(27, 3), (26, 2), (0, 1)] {
+        store.read_messages(PageRequest {
+            tag: 8,
+            client_id: "long".into(),
+            after: 0,
+            max_messages: 100,
+            max_bytes,
+        });
+        assert_eq!(wait_page(&store).messages.len(), want, "{max_bytes} bytes");
+    }
+    // Past the end: fewer than asked.
+    store.read_messages(PageRequest {
+        tag: 9,
+        client_id: "long".into(),
+        after: total - 2,
+        max_messages: 100,
+        max_bytes: usize::MAX,
+    });
+    assert_eq!(wait_page(&store).messages.len(), 2);
+    store.close().unwrap();
+    // After a restart the snapshot holds the head of the queue and counts the rest.
+    let (store, snapshot) = open(&dir);
+    let st = &snapshot.sessions[0];
+    assert_eq!(st.messages.len(), QUEUE_HEAD_MESSAGES);
+    assert_eq!(
+        st.messages.last().map(|m| m.seq),
+        Some(QUEUE_HEAD_MESSAGES as u64)
+    );
+    let more = st.more;
+    assert_eq!(
+        (more.count, more.bytes, more.last_seq),
+        (500, 500 * 9, total)
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for the page the writer reads.
+fn wait_page(store: &Store) -> MessagePage {
+    let start = Instant::now();
+    loop {
+        if let Some(page) = store.take_page() {
+            return page;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no page");
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 #[test]

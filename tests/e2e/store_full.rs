@@ -7,6 +7,7 @@ use crate::common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// A size-limited tmpfs on a temporary directory, unmounted on drop.
 struct SmallFs {
@@ -159,4 +160,66 @@ fn a_read_only_store_stops_start_up_with_the_reason() {
         text.contains("Unable to open the store") && text.contains("Read-only file system"),
         "{text}"
     );
+}
+
+/// The last value `mosquitto_sub -v` printed for `topic`, parsed as a number.
+fn last_number(sub: &Sub, topic: &str) -> Option<u64> {
+    sub.wait_lines(0, Duration::ZERO)
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix(topic)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until the last value of `topic` satisfies `want`; returns it.
+fn wait_number(sub: &Sub, topic: &str, want: impl Fn(u64) -> bool) -> Option<u64> {
+    let deadline = Instant::now() + secs(8.0);
+    loop {
+        let v = last_number(sub, topic);
+        if v.is_some_and(&want) || Instant::now() >= deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// midge's `$SYS/broker/store/...` figures (Mosquitto has none): commits succeed (healthy 1),
+/// batches are committed and synced, the last commit's latency; healthy turns 0 while the disk
+/// is full and back to 1 once a commit works again.
+#[test]
+fn store_sys_topics_show_commits_syncs_and_a_full_disk() {
+    if skip_on_mosquitto("midge's own $SYS/broker/store topics") {
+        return;
+    }
+    let Some(fs) = SmallFs::mount(4 << 20, "") else {
+        return;
+    };
+    let b = Broker::start(&format!(
+        "persistence true\npersistence_location {}\nsys_interval 1",
+        fs.path().display()
+    ));
+    let port = b.port();
+    let sub = Sub::spawn(port, 40, &["-v", "-t", "$SYS/broker/store/#"]);
+    let mut s = Raw::mqtt_connect_with(port, &Connect::v311("parked").clean(false), &CONNACK_OK);
+    s.subscribe(1, &[("q/#", 1)], &[1]);
+    s.send(&DISCONNECT);
+    assert!(s.closes_within(WAIT));
+    let mut p = Raw::mqtt_connect(port, "producer");
+    p.send(&publish("q/x", b"stored", 1, false, false, 1));
+    p.expect_bytes(&puback(1), WAIT);
+
+    let healthy = "$SYS/broker/store/healthy";
+    assert_eq!(wait_number(&sub, healthy, |v| v == 1), Some(1));
+    let batches = wait_number(&sub, "$SYS/broker/store/batches/committed", |v| v >= 2);
+    assert!(batches.is_some_and(|n| n >= 2), "{batches:?}");
+    let syncs = wait_number(&sub, "$SYS/broker/store/syncs", |v| v >= 1);
+    assert!(syncs.is_some_and(|n| n >= 1), "{syncs:?}");
+    let latency = last_number(&sub, "$SYS/broker/store/commit/latency_us");
+    assert!(latency.is_some_and(|us| us > 0), "{latency:?}");
+
+    let filler = fs.fill();
+    p.send(&publish("q/x", b"while-full", 1, false, false, 2));
+    assert_eq!(wait_number(&sub, healthy, |v| v == 0), Some(0));
+    std::fs::remove_file(filler).unwrap();
+    p.expect_bytes(&puback(2), secs(3.0));
+    assert_eq!(wait_number(&sub, healthy, |v| v == 1), Some(1));
 }

@@ -11,6 +11,7 @@ mod bridges;
 mod connack;
 mod hold;
 mod listener;
+mod spill;
 mod store;
 mod time;
 
