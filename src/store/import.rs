@@ -681,6 +681,43 @@ mod tests {
         }));
     }
 
+    /// A message Mosquitto holds for several sessions (one stored message, several client
+    /// messages referring to it) is one body here too, written before its first delivery.
+    #[test]
+    fn a_message_held_for_several_sessions_is_one_body() {
+        use Direction::Out;
+        let parsed = Parsed {
+            version: 6,
+            records: vec![
+                msg(1, "a", 1, 0),
+                msg(2, "b", 1, 0),
+                client("s", EXPIRY_NEVER, 0),
+                client("t", EXPIRY_NEVER, 0),
+                cmsg("s", 1, 0, 1, state::QUEUED, Out),
+                cmsg("t", 1, 0, 1, state::QUEUED, Out),
+                cmsg("t", 2, 0, 1, state::QUEUED, Out),
+                cmsg("s", 1, 0, 1, state::QUEUED, Out),
+            ],
+            damage: None,
+        };
+        let (changes, report) = convert(&parsed, 1000);
+        assert_eq!(report.messages, 4);
+        let mut named = Vec::new();
+        let mut refers = Vec::new();
+        for c in &changes {
+            match c {
+                Change::MessageBody { id, message } => named.push((*id, message.topic.clone())),
+                Change::MessageAdd { message, .. } => {
+                    assert!(named.iter().any(|(id, _)| *id == message.body), "{c:?}");
+                    refers.push(message.body);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(named, [(1, "a".to_string()), (2, "b".to_string())]);
+        assert_eq!(refers, [1, 1, 2, 1]);
+    }
+
     /// A QoS 2 message Mosquitto acknowledged with PUBREC and held for the PUBREL is published
     /// at the import: queued after what the subscribers had, retained if it was, its packet id
     /// kept for the PUBREL. One whose PUBREC did not go out is left to the client.
