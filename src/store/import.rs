@@ -517,7 +517,7 @@ pub(crate) fn into_new_store(
         );
     }
     let mut conn = conn;
-    let written = super::apply_batches(&mut conn, &[(0, changes)])
+    let written = super::apply_batches(&mut conn, &[(0, changes)], &mut Default::default())
         .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
         .and_then(|()| schema::load(&conn));
     let snapshot = match written {

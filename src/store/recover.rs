@@ -140,6 +140,7 @@ fn salvage_table(src: &Connection, dst: &Connection, table: &Table) -> TableReco
             return TableRecovery::unreadable(table.name);
         }
     };
+    let mut tally = schema::Tally::default();
     let mut recovered = 0u64;
     let mut failed = 0u64;
     let mut probes = 0u32;
@@ -162,7 +163,7 @@ fn salvage_table(src: &Connection, dst: &Connection, table: &Table) -> TableReco
                         from = i128::from(rowid) + 1;
                         match (table.decode)(row) {
                             // Salvage only adds: nothing is released.
-                            Ok(change) => match schema::apply(dst, &change, &mut Vec::new()) {
+                            Ok(change) => match schema::apply(dst, &change, &mut tally) {
                                 Ok(()) => recovered += 1,
                                 Err(e) => {
                                     log::warn!("store: {} row {rowid} not copied: {e}", table.name);

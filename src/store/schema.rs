@@ -263,14 +263,59 @@ fn sub_ids_text(ids: &[u32]) -> String {
     s
 }
 
-/// Applies one change. Runs inside the caller's transaction; statements are cached. The ids
-/// of bodies whose last delivery went are added to `released`: [`delete_released`] deletes
-/// them at the end of the transaction, unless a later change referred to them again.
-pub(crate) fn apply(
-    conn: &Connection,
-    change: &Change,
-    released: &mut Vec<i64>,
-) -> rusqlite::Result<()> {
+/// What applying changes leaves for the end of the transaction, and what the writer knows
+/// across transactions.
+#[derive(Default)]
+pub(crate) struct Tally {
+    /// Bodies whose last delivery went: [`delete_released`] deletes them at the end of the
+    /// transaction, unless a later change referred to them again.
+    released: Vec<i64>,
+    /// How many deliveries each session (by rowid) has, when known: a session that ends with
+    /// none needs no scan of `deliveries` (which has no index by session). Never less than the
+    /// truth; `None` (then every ending session is looked for) until [`Tally::count`] reads it,
+    /// and again after a transaction that failed.
+    queued: Option<HashMap<i64, u64>>,
+}
+
+impl Tally {
+    /// Reads how many deliveries each session has.
+    pub(crate) fn count(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut queued = HashMap::new();
+        let mut stmt = conn.prepare("SELECT session, count(*) FROM deliveries GROUP BY session")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            queued.insert(row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64);
+        }
+        self.queued = Some(queued);
+        Ok(())
+    }
+
+    /// Whether the counts are known.
+    pub(crate) fn counted(&self) -> bool {
+        self.queued.is_some()
+    }
+
+    /// Forgets the counts (a transaction failed: they may no longer match the store).
+    pub(crate) fn forget(&mut self) {
+        self.queued = None;
+        self.released.clear();
+    }
+
+    fn added(&mut self, session: i64) {
+        if let Some(q) = self.queued.as_mut() {
+            *q.entry(session).or_default() += 1;
+        }
+    }
+
+    fn deleted(&mut self, session: i64) {
+        if let Some(n) = self.queued.as_mut().and_then(|q| q.get_mut(&session)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Applies one change. Runs inside the caller's transaction; statements are cached.
+pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqlite::Result<()> {
     match change {
         Change::RetainedSet { message: m } => {
             conn.prepare_cached(
@@ -324,7 +369,9 @@ pub(crate) fn apply(
                 .prepare_cached("SELECT rowid FROM sessions WHERE client_id = ?1")?
                 .query_row([client_id], |r| r.get(0))
                 .optional()?;
-            if let Some(session) = session {
+            let none = |q: &HashMap<i64, u64>, s| q.get(&s).is_none_or(|n| *n == 0);
+            let scan = session.filter(|&s| !t.queued.as_ref().is_some_and(|q| none(q, s)));
+            if let Some(session) = scan {
                 let mut lost: BTreeMap<i64, i64> = BTreeMap::new();
                 {
                     let mut stmt = conn.prepare_cached(
@@ -336,8 +383,11 @@ pub(crate) fn apply(
                     }
                 }
                 for (body, n) in lost {
-                    release(conn, body, n, released)?;
+                    release(conn, body, n, t)?;
                 }
+            }
+            if let (Some(q), Some(session)) = (t.queued.as_mut(), session) {
+                q.remove(&session);
             }
             for sql in [
                 "DELETE FROM sessions WHERE client_id = ?1",
@@ -387,18 +437,23 @@ pub(crate) fn apply(
                 conn.prepare_cached(
                     "INSERT INTO deliveries (seq, session, packet_id, state, qos, retain,
                        sub_ids, body)
-                     SELECT ?2, rowid, ?3, ?4, ?5, ?6, ?7, ?8 FROM sessions WHERE client_id = ?1",
+                     SELECT ?2, rowid, ?3, ?4, ?5, ?6, ?7, ?8 FROM sessions WHERE client_id = ?1
+                     RETURNING session",
                 )?
-                .execute(params![
-                    client_id,
-                    int(q.seq),
-                    q.packet_id,
-                    q.state.code(),
-                    q.qos,
-                    q.retain,
-                    sub_ids_text(&q.sub_ids),
-                    int(q.body)
-                ])
+                .query_row(
+                    params![
+                        client_id,
+                        int(q.seq),
+                        q.packet_id,
+                        q.state.code(),
+                        q.qos,
+                        q.retain,
+                        sub_ids_text(&q.sub_ids),
+                        int(q.body)
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
             };
             let added = match insert() {
                 // One with the same `seq` is replaced (its body loses a reference); rare
@@ -406,15 +461,16 @@ pub(crate) fn apply(
                 Err(e)
                     if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
                 {
-                    delete_delivery(conn, client_id, q.seq, released)?;
+                    delete_delivery(conn, client_id, q.seq, t)?;
                     insert()?
                 }
                 other => other?,
             };
             // No such session (it ended earlier in this transaction): the message goes with it.
-            if added == 0 {
+            let Some(session) = added else {
                 return Ok(());
-            }
+            };
+            t.added(session);
             let referenced = conn
                 .prepare_cached("UPDATE bodies SET refs = refs + 1 WHERE id = ?1")?
                 .execute([int(q.body)])?;
@@ -441,7 +497,7 @@ pub(crate) fn apply(
             .execute(params![client_id, int(*seq), packet_id, state.code()])?;
         }
         Change::MessageDelete { client_id, seq } => {
-            delete_delivery(conn, client_id, *seq, released)?;
+            delete_delivery(conn, client_id, *seq, t)?;
         }
         Change::Qos2Add {
             client_id,
@@ -494,40 +550,44 @@ fn delete_delivery(
     conn: &Connection,
     client_id: &str,
     seq: u64,
-    released: &mut Vec<i64>,
+    t: &mut Tally,
 ) -> rusqlite::Result<()> {
-    let body: Option<i64> = conn
+    let gone: Option<(i64, i64)> = conn
         .prepare_cached(
             "DELETE FROM deliveries
              WHERE seq = ?2 AND session = (SELECT rowid FROM sessions WHERE client_id = ?1)
-             RETURNING body",
+             RETURNING body, session",
         )?
-        .query_row(params![client_id, int(seq)], |r| r.get(0))
+        .query_row(params![client_id, int(seq)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    match body {
-        Some(id) => release(conn, id, 1, released),
+    match gone {
+        Some((id, session)) => {
+            t.deleted(session);
+            release(conn, id, 1, t)
+        }
         None => Ok(()),
     }
 }
 
-/// Takes `n` references from body `id`, adding it to `released` if none is left.
-fn release(conn: &Connection, id: i64, n: i64, released: &mut Vec<i64>) -> rusqlite::Result<()> {
+/// Takes `n` references from body `id`, to be deleted at the end of the transaction if none is
+/// left.
+fn release(conn: &Connection, id: i64, n: i64, t: &mut Tally) -> rusqlite::Result<()> {
     let refs: Option<i64> = conn
         .prepare_cached("UPDATE bodies SET refs = refs - ?2 WHERE id = ?1 RETURNING refs")?
         .query_row([id, n], |r| r.get(0))
         .optional()?;
     if refs.is_some_and(|left| left <= 0) {
-        released.push(id);
+        t.released.push(id);
     }
     Ok(())
 }
 
-/// Deletes the bodies of `released` that are still referred to by nothing. Deferred to the end
-/// of a transaction so that a body whose deliveries went, and which a later change of the same
-/// transaction refers to again (a message handed on to another member of a shared
-/// subscription), is kept.
-pub(crate) fn delete_released(conn: &Connection, released: &mut Vec<i64>) -> rusqlite::Result<()> {
-    for id in released.drain(..) {
+/// Deletes the bodies released by the transaction's changes that are still referred to by
+/// nothing. Deferred to the end of a transaction so that a body whose deliveries went, and
+/// which a later change of the same transaction refers to again (a message handed on to
+/// another member of a shared subscription), is kept.
+pub(crate) fn delete_released(conn: &Connection, t: &mut Tally) -> rusqlite::Result<()> {
+    for id in t.released.drain(..) {
         conn.prepare_cached("DELETE FROM bodies WHERE id = ?1 AND refs <= 0")?
             .execute([id])?;
     }
@@ -1256,11 +1316,11 @@ mod tests {
 
     /// Applies `changes` as one transaction does.
     fn apply_all(conn: &Connection, changes: &[Change]) {
-        let mut released = Vec::new();
+        let mut t = Tally::default();
         for c in changes {
-            apply(conn, c, &mut released).unwrap();
+            apply(conn, c, &mut t).unwrap();
         }
-        delete_released(conn, &mut released).unwrap();
+        delete_released(conn, &mut t).unwrap();
     }
 
     /// (id, refs) of every body.
@@ -1297,6 +1357,51 @@ mod tests {
                 client_id: "b".into(),
             }],
         );
+        assert_eq!(bodies(&conn), []);
+    }
+
+    /// The writer's counts of deliveries per session follow adds, deletes, replacements and
+    /// ends, so that a session known to have none is not looked for, and one that has some is
+    /// emptied.
+    #[test]
+    fn counted_deliveries_follow_the_changes() {
+        let conn = memory();
+        let mut t = Tally::default();
+        t.count(&conn).unwrap();
+        let end = |c: &str| Change::SessionDelete {
+            client_id: c.into(),
+        };
+        for c in [
+            session("a"),
+            session("b"),
+            session("c"),
+            body(1),
+            add("a", 1, 1),
+            add("b", 2, 1),
+            add("a", 3, 1),
+            add("a", 3, 1),
+            delete("a", 1),
+            delete("c", 2),
+            end("c"),
+            add("c", 4, 1),
+            end("b"),
+        ] {
+            apply(&conn, &c, &mut t).unwrap();
+        }
+        delete_released(&conn, &mut t).unwrap();
+        let kept = t.queued.clone().unwrap();
+        let mut recount = Tally::default();
+        recount.count(&conn).unwrap();
+        let nonzero = |q: HashMap<i64, u64>| -> BTreeMap<i64, u64> {
+            q.into_iter().filter(|(_, n)| *n > 0).collect()
+        };
+        assert_eq!(nonzero(kept), nonzero(recount.queued.unwrap()));
+        apply(&conn, &end("a"), &mut t).unwrap();
+        delete_released(&conn, &mut t).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
         assert_eq!(bodies(&conn), []);
     }
 
