@@ -954,6 +954,11 @@ impl Broker {
             Expiry::Never => expiration.map(|e| now + e),
         };
         s.set_expires_at(expires_at);
+        // The rest of a retained replay is owed to the session from now on.
+        self.queue_replays(sid);
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         if !qos0_kept && !s.keeps_qos0() {
             // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
             if let Some(mut out) = self.outlet(sid) {
