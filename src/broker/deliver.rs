@@ -162,7 +162,6 @@ impl Outlet<'_> {
     /// Puts back a delivery read from the store at start, in flight with its packet id or
     /// queued; it is already recorded.
     pub(super) fn restore(&mut self, d: Delivery, inflight: Option<(u16, OutState)>) {
-        self.session.raise_seq(d.seq);
         match inflight {
             Some((packet_id, state)) => self.session.inflight.push_back(Inflight {
                 packet_id,

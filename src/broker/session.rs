@@ -11,6 +11,7 @@ use super::ConnId;
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{Properties, ProtocolVersion, QoS, SubscribeOptions};
 use crate::store::{QUEUE_HEAD_BYTES, QUEUE_HEAD_MESSAGES};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
@@ -28,6 +29,17 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publishing session, for No Local.
     pub origin: Option<super::SessionId>,
+    /// Its body in the store, once a persistent session's delivery of it was stored.
+    pub stored: Cell<StoredBody>,
+}
+
+/// A message's body row in the store: one for every persistent session the message goes to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoredBody {
+    /// The row's id; 0 while the message was never stored.
+    pub id: u64,
+    /// The last store batch that named the body (see `Persist::body`).
+    pub batch: u64,
 }
 
 impl Message {
@@ -475,7 +487,6 @@ struct Cold {
     expires_at: Option<Instant>,
     pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
     incoming_qos2: Vec<u16>,
-    next_seq: u64,
     /// Retained replays of new subscriptions, not all sent yet, oldest first.
     replays: VecDeque<Replay>,
     /// Messages dropped for this client since the last log line about it, and when that was.
@@ -668,19 +679,6 @@ impl Session {
         }
     }
 
-    /// The next sequence number for a stored delivery.
-    pub fn next_seq(&mut self) -> u64 {
-        let c = self.cold();
-        c.next_seq += 1;
-        c.next_seq
-    }
-
-    /// Makes sure later sequence numbers come after `seq` (restore from the store).
-    pub fn raise_seq(&mut self, seq: u64) {
-        let c = self.cold();
-        c.next_seq = c.next_seq.max(seq);
-    }
-
     /// Allocates a packet id not used by any message in flight (v311:[MQTT-2.3.1-2]).
     /// The caller keeps the in-flight window below 65535, so a free id always exists.
     pub fn alloc_packet_id(&mut self) -> u16 {
@@ -733,6 +731,7 @@ mod tests {
                 properties: None,
                 expires_at: None,
                 origin: None,
+                stored: Cell::default(),
             }),
             qos: QoS::AtLeastOnce,
             retain: false,

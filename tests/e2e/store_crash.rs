@@ -19,9 +19,10 @@ fn batch(i: u64) -> Vec<Change> {
         Change::RetainedSet {
             message: message(&format!("r/{i:08}"), &i.to_be_bytes()),
         },
+        body(i, "q", &[i as u8; 100]),
         Change::MessageAdd {
             client_id: "c".into(),
-            message: queued(i, "q", &[i as u8; 100]),
+            message: queued(i, i),
         },
         Change::SubscriptionSet {
             client_id: "c".into(),

@@ -52,7 +52,16 @@ pub fn session(client_id: &str) -> SessionRecord {
     }
 }
 
-pub fn queued(seq: u64, topic: &str, payload: &[u8]) -> QueuedMessage {
+/// The body of a queued message, with id `id`.
+pub fn body(id: u64, topic: &str, payload: &[u8]) -> Change {
+    Change::MessageBody {
+        id,
+        message: message(topic, payload),
+    }
+}
+
+/// A queued QoS 1 delivery of body `body` as a session's message `seq`.
+pub fn queued(seq: u64, body: u64) -> QueuedMessage {
     QueuedMessage {
         seq,
         packet_id: 0,
@@ -60,7 +69,7 @@ pub fn queued(seq: u64, topic: &str, payload: &[u8]) -> QueuedMessage {
         qos: 1,
         retain: false,
         sub_ids: Vec::new(),
-        message: message(topic, payload),
+        body,
     }
 }
 
@@ -90,9 +99,10 @@ pub fn populate(dir: &Path, n: usize) -> Snapshot {
                 sub_id: 0,
             },
         });
+        changes.push(body(i as u64, "sensors/x", &[7u8; 200]));
         changes.push(Change::MessageAdd {
             client_id,
-            message: queued(1, "sensors/x", &[7u8; 200]),
+            message: queued(1, i as u64),
         });
     }
     let n = store.submit(changes);
@@ -104,7 +114,7 @@ pub fn populate(dir: &Path, n: usize) -> Snapshot {
 }
 
 /// Total rows a snapshot holds, per table name of the schema.
-pub fn rows(s: &Snapshot) -> [(&'static str, usize); 6] {
+pub fn rows(s: &Snapshot) -> [(&'static str, usize); 7] {
     [
         ("retained", s.retained.len()),
         ("sessions", s.sessions.len()),
@@ -112,8 +122,9 @@ pub fn rows(s: &Snapshot) -> [(&'static str, usize); 6] {
             "subscriptions",
             s.sessions.iter().map(|x| x.subscriptions.len()).sum(),
         ),
+        ("bodies", s.bodies.len()),
         (
-            "messages",
+            "deliveries",
             s.sessions.iter().map(|x| x.messages.len()).sum(),
         ),
         (
