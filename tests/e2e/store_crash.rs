@@ -80,7 +80,7 @@ fn sigkill_keeps_every_committed_batch() {
     let child_test = format!("{module}::child_writer");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", &child_test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &dir)
+        .env(CHILD_ENV, dir.as_os_str())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
