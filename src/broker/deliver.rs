@@ -290,19 +290,9 @@ impl Outlet<'_> {
         {
             return self.requeue(d);
         }
-        let packet_id = if d.qos == QoS::AtMostOnce {
-            0
-        } else {
-            self.session.alloc_packet_id()
-        };
-        if !self.write(
-            MsgRef::from(&*d.msg),
-            Framing::of(&d, packet_id, false),
-            now,
-        ) {
+        let Some(packet_id) = self.write_new(&d, now) else {
             return self.dropped(d.seq);
-        }
-        self.count_sent(d.msg.payload.len());
+        };
         if d.qos == QoS::AtMostOnce {
             return Sent::Written;
         }
@@ -340,25 +330,30 @@ impl Outlet<'_> {
             || (self.session.inflight.len() < limit && self.inflight_bytes_below_limit())
     }
 
+    /// Writes a delivery's first PUBLISH, with a fresh packet id for QoS 1/2 (0 for QoS 0),
+    /// and counts it; `None` if it could not be written (see [`Outlet::write`]).
+    fn write_new(&mut self, d: &Delivery, now: Instant) -> Option<u16> {
+        let packet_id = if d.qos == QoS::AtMostOnce {
+            0
+        } else {
+            self.session.alloc_packet_id()
+        };
+        let written = self.write(MsgRef::from(&*d.msg), Framing::of(d, packet_id, false), now);
+        written.then(|| {
+            self.count_sent(d.msg.payload.len());
+            packet_id
+        })
+    }
+
     /// The next message of a retained replay, sent as a new message (in flight for QoS 1/2,
     /// and recorded for a persistent session). Queued instead if there is no room after all.
     fn send_replayed(&mut self, mut d: Delivery, now: Instant) -> Sent {
         if !self.has_room(d.qos) {
             return self.keep_queued(d, now);
         }
-        let packet_id = if d.qos == QoS::AtMostOnce {
-            0
-        } else {
-            self.session.alloc_packet_id()
-        };
-        if !self.write(
-            MsgRef::from(&*d.msg),
-            Framing::of(&d, packet_id, false),
-            now,
-        ) {
+        let Some(packet_id) = self.write_new(&d, now) else {
             return self.dropped(0);
-        }
-        self.count_sent(d.msg.payload.len());
+        };
         if d.qos == QoS::AtMostOnce {
             return Sent::Written;
         }
