@@ -154,7 +154,7 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
 mod tests {
     use super::*;
     use crate::store::model::{
-        MessageState, QueuedMessage, SessionExpiry, SessionRecord, StoredMessage, Subscription,
+        MessageState, SessionExpiry, SessionRecord, StoredMessage, Subscription,
     };
 
     fn msg(seq: u64) -> Change {
@@ -162,18 +162,7 @@ mod tests {
     }
 
     fn add(client_id: &str, seq: u64, body: u64) -> Change {
-        Change::MessageAdd {
-            client_id: client_id.into(),
-            message: QueuedMessage {
-                seq,
-                packet_id: 0,
-                state: MessageState::Queued,
-                qos: 1,
-                retain: false,
-                sub_ids: Vec::new(),
-                body,
-            },
-        }
+        crate::store::model::queued_add(client_id, seq, body)
     }
 
     fn body(id: u64) -> Change {

@@ -304,3 +304,20 @@ impl TableRecovery {
         }
     }
 }
+
+/// A queued QoS 1 delivery of body `body` to `client_id` as its message `seq`, for tests.
+#[cfg(test)]
+pub(crate) fn queued_add(client_id: &str, seq: u64, body: u64) -> Change {
+    Change::MessageAdd {
+        client_id: client_id.into(),
+        message: QueuedMessage {
+            seq,
+            packet_id: 0,
+            state: MessageState::Queued,
+            qos: 1,
+            retain: false,
+            sub_ids: Vec::new(),
+            body,
+        },
+    }
+}

@@ -1293,18 +1293,7 @@ mod tests {
     }
 
     fn add(client_id: &str, seq: u64, body: u64) -> Change {
-        Change::MessageAdd {
-            client_id: client_id.into(),
-            message: QueuedMessage {
-                seq,
-                packet_id: 0,
-                state: MessageState::Queued,
-                qos: 1,
-                retain: false,
-                sub_ids: Vec::new(),
-                body,
-            },
-        }
+        crate::store::model::queued_add(client_id, seq, body)
     }
 
     fn delete(client_id: &str, seq: u64) -> Change {
