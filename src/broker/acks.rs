@@ -21,15 +21,17 @@
 
 use super::conn::ConnState;
 use super::hold::AckKey;
+use super::router::FnvHasher;
 use super::session::OutState;
 use super::{Broker, ConnId, SessionId, Violation};
 use crate::codec::{reason, Ack, Packet, Publish, QoS};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 
 /// Acknowledgements written and not sent yet, per connection, in the order written.
 #[derive(Default)]
 pub(super) struct HeldAcks {
-    conns: HashMap<ConnId, AckQueue>,
+    conns: HashMap<ConnId, AckQueue, BuildHasherDefault<FnvHasher>>,
     /// Acknowledgements that wait for the batch of this turn's changes.
     unsealed: Vec<AckKey>,
 }
@@ -206,13 +208,13 @@ impl Broker {
         packet.encode(c.version, &mut bytes);
         let key = match &routed {
             Some(r) => {
-                let waiting = u32::try_from(r.held.len()).unwrap_or(u32::MAX);
+                let waiting = u32::try_from(r.held).unwrap_or(u32::MAX);
                 p.acks.push(id, c.serial, bytes, waiting, r.recorded)
             }
             None => p.acks.push(id, c.serial, bytes, 0, true),
         };
-        if let Some(r) = routed {
-            p.holds.bind(&r.held, key);
+        if routed.is_some() {
+            p.holds.bind(key);
         }
         self.stats.messages_sent += 1;
     }

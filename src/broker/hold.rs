@@ -18,11 +18,13 @@
 //! behind its in-flight window, whose messages complete in turn); one that stalls has them
 //! written within [`HOLD`] to 2 × [`HOLD`]. A held write keeps only an `Rc` of the message.
 
+use super::router::FnvHasher;
 use super::session::Delivery;
 use super::SessionId;
 use crate::store::MessageState;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
 /// How long a recipient may go without acknowledging anything before its held writes are
@@ -60,7 +62,7 @@ struct Watch {
 #[derive(Default)]
 pub(super) struct Holds {
     writes: BTreeMap<(SessionId, u64), Held>,
-    watches: HashMap<SessionId, Watch>,
+    watches: HashMap<SessionId, Watch, BuildHasherDefault<FnvHasher>>,
     /// When to look at a session's held writes next.
     checks: BinaryHeap<Reverse<(Instant, SessionId)>>,
     /// Set while a message whose PUBACK may leave at its completion is routed.
@@ -74,8 +76,8 @@ pub(super) struct Holds {
 
 /// What routing one message held back, for its PUBACK.
 pub(super) struct Routed {
-    /// The writes held for it.
-    pub held: Vec<(SessionId, u64)>,
+    /// How many of its writes are held ([`Holds::bind`] binds them).
+    pub held: usize,
     /// Whether it also recorded changes, which the PUBACK must wait to see committed.
     pub recorded: bool,
 }
@@ -100,7 +102,7 @@ impl Holds {
             return None;
         }
         Some(Routed {
-            held: std::mem::take(&mut self.fresh),
+            held: self.fresh.len(),
             recorded: changes > self.mark,
         })
     }
@@ -135,10 +137,10 @@ impl Holds {
         }
     }
 
-    /// Binds the writes held for a message to the PUBACK that waits for them.
-    pub(super) fn bind(&mut self, held: &[(SessionId, u64)], ack: AckKey) {
-        for key in held {
-            if let Some(h) = self.writes.get_mut(key) {
+    /// Binds the writes held for the message just routed to the PUBACK that waits for them.
+    pub(super) fn bind(&mut self, ack: AckKey) {
+        for key in self.fresh.drain(..) {
+            if let Some(h) = self.writes.get_mut(&key) {
                 h.ack = Some(ack);
             }
         }
