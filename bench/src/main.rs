@@ -515,9 +515,14 @@ fn run(a: &Args) -> std::io::Result<()> {
                 a.callgrind,
             )?;
             let per = |v: u64| v as f64 / r.delivered.max(1) as f64;
-            let ir = r.instructions.map_or(String::new(), |i| {
-                format!(" instructions={i} ir_per_msg={:.0}", per(i))
-            });
+            // Nothing delivered: no cost per delivery to speak of.
+            let ir = match r.instructions {
+                Some(i) if r.delivered > 0 => {
+                    format!(" instructions={i} ir_per_msg={:.0}", per(i))
+                }
+                Some(i) => format!(" instructions={i} ir_per_msg=NA"),
+                None => String::new(),
+            };
             let (before, after) = r.rss_kb;
             out!(
                 "RESULT scenario=subcost shape={} clients={} filters={} publishes={} delivered={} \

@@ -15,11 +15,16 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a phase may see no input before it gives up on the rest.
 const QUIET: Duration = Duration::from_secs(10);
 
+/// The same while queued messages are published: a broker that acknowledges a QoS 1 message
+/// only once its store has it may be silent for a long commit of a million queue entries.
+const QUIET_STORING: Duration = Duration::from_secs(120);
+
 /// Feeds every packet of every connection to `on_packet` (connection index, packet, replies)
 /// until it returns `Ok(true)`, writing replies as the sockets take them. Ends with `TimedOut`
-/// after [`QUIET`] without input while nothing is left to write.
+/// after `quiet` without input while nothing is left to write.
 fn pump_all(
     conns: &mut [Conn],
+    quiet: Duration,
     mut on_packet: impl FnMut(usize, &Packet<'_>, &mut Vec<u8>) -> io::Result<bool>,
 ) -> io::Result<()> {
     let mut fds = Vec::with_capacity(conns.len());
@@ -56,7 +61,7 @@ fn pump_all(
         }
         if got {
             quiet_since = Instant::now();
-        } else if !writing && quiet_since.elapsed() > QUIET {
+        } else if !writing && quiet_since.elapsed() > quiet {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "broker went quiet"));
         }
     }
@@ -140,7 +145,7 @@ pub fn sessions(
         wire::subscribe(&mut c.wbuf, 1, topic.as_bytes(), 1);
     }
     let mut subacks = 0;
-    pump_all(&mut subs, |_, p, _| {
+    pump_all(&mut subs, QUIET, |_, p, _| {
         if let Packet::SubAck { codes, .. } = p {
             if codes.first().is_none_or(|&c| c > 2) {
                 return Err(io::Error::other("SUBSCRIBE refused"));
@@ -148,7 +153,8 @@ pub fn sessions(
             subacks += 1;
         }
         Ok(subacks == sessions)
-    })?;
+    })
+    .map_err(|e| phase("subscribing", e))?;
     disconnect_all(&mut subs)?;
     let rss_offline = rss("VmRSS")?;
 
@@ -168,10 +174,11 @@ pub fn sessions(
         publisher.wbuf.extend_from_slice(&payload);
     }
     let mut acked = 0;
-    pump_all(std::slice::from_mut(&mut publisher), |_, p, _| {
+    pump_all(std::slice::from_mut(&mut publisher), QUIET_STORING, |_, p, _| {
         acked += usize::from(matches!(p, Packet::PubAck(_)));
         Ok(acked == queued)
-    })?;
+    })
+    .map_err(|e| phase("publishing the queued messages", e))?;
     let rss_queued = rss("VmRSS")?;
 
     let expected = (sessions * queued) as u64;
@@ -186,7 +193,7 @@ pub fn sessions(
     let start = Instant::now();
     let mut last = start;
     let mut subs = open_all(addr, ids(), true)?;
-    let outcome = pump_all(&mut subs, |i, p, out| {
+    let outcome = pump_all(&mut subs, QUIET, |i, p, out| {
         match p {
             Packet::ConnAck { code } if *code != 0 => {
                 return Err(io::Error::other(format!("reconnect refused: {code}")))
@@ -372,7 +379,7 @@ pub fn subcost(
         .map(|i| (i..filters).step_by(clients).len().div_ceil(64))
         .sum();
     let mut subacks = 0;
-    pump_all(&mut subs, |_, p, _| {
+    pump_all(&mut subs, QUIET, |_, p, _| {
         if let Packet::SubAck { codes, .. } = p {
             if codes.iter().any(|&c| c > 2) {
                 return Err(io::Error::other("a SUBSCRIBE was refused"));
@@ -380,7 +387,8 @@ pub fn subcost(
             subacks += 1;
         }
         Ok(subacks == packets)
-    })?;
+    })
+    .map_err(|e| phase("subscribing", e))?;
     let setup = setup_start.elapsed();
     let rss_after = rss("VmRSS")?;
 
@@ -414,7 +422,7 @@ pub fn subcost(
     let mut all = Vec::with_capacity(clients + 1);
     all.append(&mut subs);
     all.push(publisher);
-    let outcome = pump_all(&mut all, |_, p, _| {
+    let outcome = pump_all(&mut all, QUIET, |_, p, _| {
         delivered += u64::from(matches!(p, Packet::Publish { .. }));
         Ok(delivered == publishes as u64)
     });
@@ -439,6 +447,11 @@ pub fn subcost(
         setup,
         rss_kb: (rss_before, rss_after),
     })
+}
+
+/// Names the phase an error happened in.
+fn phase(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 fn gcd(a: usize, b: usize) -> usize {
