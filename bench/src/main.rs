@@ -484,8 +484,8 @@ fn run(a: &Args) -> std::io::Result<()> {
             let (offline, queued) = r.rss_kb;
             out!(
                 "RESULT scenario=sessions sessions={} queued={} expected={} delivered={} lost={} \
-                 dup={} time_ms={:.1} rate={:.0} rss_offline_kb={offline} rss_queued_kb={queued} \
-                 bytes_per_queued={:.0}{label}",
+                 dup={} time_ms={:.1} rate={:.0} queue_ms={:.1} rss_offline_kb={offline} \
+                 rss_queued_kb={queued} bytes_per_queued={:.0}{label}",
                 a.sessions,
                 a.count,
                 r.expected,
@@ -494,6 +494,7 @@ fn run(a: &Args) -> std::io::Result<()> {
                 r.dup,
                 secs * 1000.0,
                 r.delivered as f64 / secs,
+                r.queueing.as_secs_f64() * 1000.0,
                 (queued as f64 - offline as f64) * 1024.0 / r.expected as f64,
             );
             out!(

@@ -120,6 +120,8 @@ pub struct SessionsReport {
     pub dup: u64,
     /// From the first reconnect to the last delivery.
     pub drain: Duration,
+    /// From the first queued publish to the last PUBACK (the broker queueing every copy).
+    pub queueing: Duration,
     /// Broker VmRSS (kB) with the sessions subscribed and offline, and with their queues full.
     pub rss_kb: (u64, u64),
 }
@@ -161,6 +163,7 @@ pub fn sessions(
     let mut publisher = net::handshake(addr, &format!("mb{tag}sp"), 600, SETUP_TIMEOUT)?;
     publisher.go_nonblocking()?;
     let mut payload = vec![b'q'; size];
+    let queue_start = Instant::now();
     for i in 0..queued {
         wire::publish_head(
             &mut publisher.wbuf,
@@ -174,11 +177,16 @@ pub fn sessions(
         publisher.wbuf.extend_from_slice(&payload);
     }
     let mut acked = 0;
-    pump_all(std::slice::from_mut(&mut publisher), QUIET_STORING, |_, p, _| {
-        acked += usize::from(matches!(p, Packet::PubAck(_)));
-        Ok(acked == queued)
-    })
+    pump_all(
+        std::slice::from_mut(&mut publisher),
+        QUIET_STORING,
+        |_, p, _| {
+            acked += usize::from(matches!(p, Packet::PubAck(_)));
+            Ok(acked == queued)
+        },
+    )
     .map_err(|e| phase("publishing the queued messages", e))?;
+    let queueing = queue_start.elapsed();
     let rss_queued = rss("VmRSS")?;
 
     let expected = (sessions * queued) as u64;
@@ -188,6 +196,7 @@ pub fn sessions(
         delivered: 0,
         dup: 0,
         drain: Duration::ZERO,
+        queueing,
         rss_kb: (rss_offline, rss_queued),
     };
     let start = Instant::now();
