@@ -53,9 +53,12 @@ pub(super) enum Pending<'a, 'm> {
     },
     /// Taken from the front of the session's queue; it goes back there if it cannot go yet.
     Queued(Delivery),
-    /// A retained message for a new subscription: queued, outside the queue limits, so that
-    /// a new subscriber gets every one of them.
+    /// A retained message for a subscription whose session went offline mid-replay: queued,
+    /// outside the queue limits, so that the subscriber gets every one of them.
     Retained(Delivery),
+    /// The next retained message of a replay, for a connection with room for it
+    /// ([`Outlet::has_room`]).
+    Replayed(Delivery),
     /// In flight when the client went away: sent again, PUBLISH with DUP or PUBREL, with its
     /// packet id (v311:[MQTT-4.4.0-1]).
     Again(Inflight),
@@ -117,6 +120,7 @@ impl Broker {
             }
         }
         self.ask_for_spilled(sid);
+        self.replay(sid);
     }
 }
 
@@ -128,6 +132,7 @@ impl Outlet<'_> {
             Pending::Routed { m, shared, t } => self.send_routed(m, shared, t, now),
             Pending::Queued(d) => self.send_queued(d, now),
             Pending::Retained(d) => self.keep_queued(d, now),
+            Pending::Replayed(d) => self.send_replayed(d, now),
             Pending::Again(m) => self.send_again(m, now),
         }
     }
@@ -157,7 +162,6 @@ impl Outlet<'_> {
     /// Puts back a delivery read from the store at start, in flight with its packet id or
     /// queued; it is already recorded.
     pub(super) fn restore(&mut self, d: Delivery, inflight: Option<(u16, OutState)>) {
-        self.session.raise_seq(d.seq);
         match inflight {
             Some((packet_id, state)) => self.session.inflight.push_back(Inflight {
                 packet_id,
@@ -179,12 +183,19 @@ impl Outlet<'_> {
         now: Instant,
     ) -> Sent {
         // Behind a queue, a message waits its turn.
+        if let (Some((_, c)), true) = (&mut self.conn, self.session.queue.is_empty()) {
+            if t.qos == QoS::AtMostOnce && c.out().len() >= OUTPUT_HIGH_WATER {
+                // Past the output bound, QoS 0 waits in the queue too, within the queue limits,
+                // until the socket drains: a reader that keeps reading gets a burst whole,
+                // and only one that lets the queue fill up loses messages.
+                c.throttled = true;
+            }
+        }
         if let (Some((_, c)), true) = (&self.conn, self.session.queue.is_empty()) {
-            if t.qos == QoS::AtMostOnce {
-                if c.out().len() >= OUTPUT_HIGH_WATER {
-                    return self.dropped_over_limit();
-                }
-                self.session.dropping = false;
+            if t.qos == QoS::AtMostOnce && c.throttled {
+                // Queued below.
+            } else if t.qos == QoS::AtMostOnce {
+                self.flowing(now);
                 let f = Framing {
                     qos: QoS::AtMostOnce,
                     retain: t.retain,
@@ -248,9 +259,9 @@ impl Outlet<'_> {
         if (max_count != 0 && q.count() >= max_count)
             || (max_bytes != 0 && q.bytes() + size > max_bytes)
         {
-            return self.dropped_over_limit();
+            return self.dropped_over_limit(now);
         }
-        self.session.dropping = false;
+        self.flowing(now);
         self.keep_queued(t.into_delivery(shared, m), now)
     }
 
@@ -279,19 +290,9 @@ impl Outlet<'_> {
         {
             return self.requeue(d);
         }
-        let packet_id = if d.qos == QoS::AtMostOnce {
-            0
-        } else {
-            self.session.alloc_packet_id()
-        };
-        if !self.write(
-            MsgRef::from(&*d.msg),
-            Framing::of(&d, packet_id, false),
-            now,
-        ) {
+        let Some(packet_id) = self.write_new(&d, now) else {
             return self.dropped(d.seq);
-        }
-        self.count_sent(d.msg.payload.len());
+        };
         if d.qos == QoS::AtMostOnce {
             return Sent::Written;
         }
@@ -301,6 +302,69 @@ impl Outlet<'_> {
         self.session.inflight.push_back(Inflight {
             packet_id,
             state: OutState::sent(d.qos),
+            delivery: d,
+        });
+        Sent::InFlight
+    }
+
+    /// Whether a message at `qos` could be sent now rather than queued: connected, nothing
+    /// queued, output buffer below the bound (when it is not, the connection is marked
+    /// throttled, so that the socket's draining pumps the session again) and, for QoS 1/2, a
+    /// free place in the window.
+    pub(super) fn has_room(&mut self, qos: QoS) -> bool {
+        if !self.session.queue.is_empty() {
+            return false;
+        }
+        let Some((_, c)) = self.conn.as_mut() else {
+            return false;
+        };
+        if c.out().len() >= OUTPUT_HIGH_WATER {
+            c.throttled = true;
+            return false;
+        }
+        let limit = self
+            .settings
+            .inflight_limit()
+            .min(usize::from(c.receive_maximum));
+        qos == QoS::AtMostOnce
+            || (self.session.inflight.len() < limit && self.inflight_bytes_below_limit())
+    }
+
+    /// Writes a delivery's first PUBLISH, with a fresh packet id for QoS 1/2 (0 for QoS 0),
+    /// and counts it; `None` if it could not be written (see [`Outlet::write`]).
+    fn write_new(&mut self, d: &Delivery, now: Instant) -> Option<u16> {
+        let packet_id = if d.qos == QoS::AtMostOnce {
+            0
+        } else {
+            self.session.alloc_packet_id()
+        };
+        let written = self.write(MsgRef::from(&*d.msg), Framing::of(d, packet_id, false), now);
+        written.then(|| {
+            self.count_sent(d.msg.payload.len());
+            packet_id
+        })
+    }
+
+    /// The next message of a retained replay, sent as a new message (in flight for QoS 1/2,
+    /// and recorded for a persistent session). Queued instead if there is no room after all.
+    fn send_replayed(&mut self, mut d: Delivery, now: Instant) -> Sent {
+        if !self.has_room(d.qos) {
+            return self.keep_queued(d, now);
+        }
+        let Some(packet_id) = self.write_new(&d, now) else {
+            return self.dropped(0);
+        };
+        if d.qos == QoS::AtMostOnce {
+            return Sent::Written;
+        }
+        let state = OutState::sent(d.qos);
+        if let Some(p) = self.persist.as_deref_mut() {
+            let stage = (packet_id, out_state(state));
+            p.message_added(self.sid, self.session, &mut d, stage, true, now);
+        }
+        self.session.inflight.push_back(Inflight {
+            packet_id,
+            state,
             delivery: d,
         });
         Sent::InFlight
@@ -424,17 +488,40 @@ impl Outlet<'_> {
         self.dropped(seq)
     }
 
-    /// A message dropped for the session's queue or output limits, which the log says once
-    /// until messages flow again.
-    fn dropped_over_limit(&mut self) -> Sent {
+    /// A message dropped for the session's queue or output limits: counted, and logged when
+    /// dropping starts, then with the number dropped at most once per [`DROP_LOG_INTERVAL`]
+    /// while it goes on, and once more when messages flow again.
+    fn dropped_over_limit(&mut self, now: Instant) -> Sent {
         let s = &mut *self.session;
         if !s.dropping {
             s.dropping = true;
+            let _ = s.drops_logged(now);
             log::info!(target: "notice", "Outgoing messages are being dropped for client {}.", s.client_id);
+        } else if let (n, Some(at)) = s.count_drop() {
+            if now >= at + DROP_LOG_INTERVAL {
+                let _ = s.drops_logged(now);
+                log::info!(target: "notice", "{n} more outgoing messages were dropped for client {} in the last {} s.", s.client_id, (now - at).as_secs());
+            }
         }
         self.dropped(0)
     }
+
+    /// A message went to the client: if messages were being dropped, the log says how many
+    /// since its last line.
+    fn flowing(&mut self, now: Instant) {
+        let s = &mut *self.session;
+        if !std::mem::take(&mut s.dropping) {
+            return;
+        }
+        let n = s.drops_logged(now);
+        if n > 0 {
+            log::info!(target: "notice", "Outgoing messages flow again for client {}; {n} more were dropped.", s.client_id);
+        }
+    }
 }
+
+/// How often, at most, the log repeats that messages are being dropped for one client.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Bytes of messages waiting in session queues, against `memory_limit`. Only an [`Outlet`]
 /// changes it, as deliveries enter and leave a queue.

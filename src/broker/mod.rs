@@ -463,6 +463,8 @@ pub struct Broker {
     pub(crate) stats: Stats,
     sys: sys::SysState,
     /// Bytes of messages waiting in session queues, against `memory_limit`.
+    /// The publisher of the latest retained message, shared by the next ones it publishes.
+    last_source: Option<Rc<crate::store::MessageSource>>,
     held_bytes: deliver::QueuedBytes,
     /// Change recording for the store, when persistence is on.
     persist: Option<Box<persist::Persist>>,
@@ -492,6 +494,7 @@ impl Broker {
             now,
             sys: sys::SysState::new(now, Duration::from_secs(u64::from(settings.sys_interval))),
             stats: Stats::default(),
+            last_source: None,
             held_bytes: deliver::QueuedBytes::default(),
             persist: None,
             bridges: Vec::new(),
@@ -954,6 +957,11 @@ impl Broker {
             Expiry::Never => expiration.map(|e| now + e),
         };
         s.set_expires_at(expires_at);
+        // The rest of a retained replay is owed to the session from now on.
+        self.queue_replays(sid);
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         if !qos0_kept && !s.keeps_qos0() {
             // QoS 0 messages are only for connected clients unless queue_qos0_messages is set.
             if let Some(mut out) = self.outlet(sid) {

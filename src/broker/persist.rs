@@ -9,7 +9,7 @@
 
 use super::acks::HeldAcks;
 use super::hold::{Held, Holds};
-use super::session::{Delivery, Expiry, Message, OutState, Session};
+use super::session::{Delivery, Expiry, Message, OutState, Session, StoredBody};
 use super::{Broker, SessionId, Timer};
 use crate::codec::decode::Reader;
 use crate::codec::properties::PropContext;
@@ -18,6 +18,8 @@ use crate::store::{
     Change, MessagePage, MessageSource, MessageState, PageRequest, QueuedMessage, SessionExpiry,
     SessionRecord, Snapshot, StoredMessage, Subscription, WillRecord,
 };
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,12 @@ pub struct Persist {
     pub(super) holds: Holds,
     /// A reference point to convert `Instant`s to Unix seconds and back.
     epoch: (Instant, u64),
+    /// The last message body id given out (ids continue above the store's at a restore).
+    last_body: u64,
+    /// The last sequence number given to a stored delivery, of any session.
+    last_seq: u64,
+    /// Counts the batches taken (`take_changes`), from 1.
+    batch: u64,
     /// Pages of spilled queues to ask the store for, after this turn's batch.
     reads: Vec<PageRequest>,
     /// The pages asked for and not come yet: (request tag, session).
@@ -45,6 +53,9 @@ impl Persist {
             acks: HeldAcks::default(),
             holds: Holds::default(),
             epoch: (now, unix),
+            last_body: 0,
+            last_seq: 0,
+            batch: 1,
             reads: Vec::new(),
             asked: Vec::new(),
             last_tag: 0,
@@ -96,6 +107,26 @@ fn qos(q: u8) -> QoS {
     QoS::from_u8(q).unwrap_or(QoS::AtLeastOnce)
 }
 
+/// A delivery of `msg` read from the store, and its packet id and state if it was in flight.
+fn delivery_from(q: QueuedMessage, msg: Rc<Message>) -> (Delivery, Option<(u16, OutState)>) {
+    let d = Delivery {
+        msg,
+        qos: qos(q.qos),
+        retain: q.retain,
+        sub_ids: q.sub_ids,
+        counted: true,
+        group: None,
+        seq: q.seq,
+    };
+    let inflight = match q.state {
+        MessageState::Queued => None,
+        MessageState::AwaitPuback => Some(OutState::AwaitPuback),
+        MessageState::AwaitPubrec => Some(OutState::AwaitPubrec),
+        MessageState::AwaitPubcomp => Some(OutState::AwaitPubcomp),
+    };
+    (d, inflight.map(|state| (q.packet_id, state)))
+}
+
 /// The store's name for an in-flight state.
 pub(super) fn out_state(s: OutState) -> MessageState {
     match s {
@@ -144,7 +175,8 @@ impl Persist {
         if d.qos == QoS::AtMostOnce || !persistent(s) {
             return;
         }
-        d.seq = s.next_seq();
+        self.last_seq += 1;
+        d.seq = self.last_seq;
         if connected && d.qos == QoS::AtLeastOnce && self.holds.routing() {
             self.holds.hold(sid, d.clone(), packet_id, state, now);
             return;
@@ -153,8 +185,9 @@ impl Persist {
         self.changes.push(change);
     }
 
+    /// The change that adds `d` to a session, after its body if this batch has not named it.
     fn add_change(
-        &self,
+        &mut self,
         client_id: &str,
         d: &Delivery,
         packet_id: u16,
@@ -169,9 +202,36 @@ impl Persist {
                 qos: d.qos as u8,
                 retain: d.retain,
                 sub_ids: d.sub_ids.clone(),
-                message: stored(self, &d.msg),
+                body: self.body(&d.msg),
             },
         }
+    }
+
+    /// The id of `m`'s body in the store, recording the body first if this batch has not
+    /// named it yet. A message that goes to many sessions is stored once: every delivery refers
+    /// to the one body. The body is named again in each later batch that refers to it, because
+    /// the store deletes a body with its last delivery and may no longer hold it; naming a body
+    /// it holds writes nothing.
+    fn body(&mut self, m: &Message) -> u64 {
+        let known = m.stored.get();
+        if known.id != 0 && known.batch == self.batch {
+            return known.id;
+        }
+        let id = if known.id != 0 {
+            known.id
+        } else {
+            self.last_body += 1;
+            self.last_body
+        };
+        self.changes.push(Change::MessageBody {
+            id,
+            message: stored(self, m),
+        });
+        m.stored.set(StoredBody {
+            id,
+            batch: self.batch,
+        });
+        id
     }
 
     /// Records a stored delivery sent (now in flight with `packet_id`).
@@ -244,7 +304,12 @@ impl Broker {
     pub(super) fn take_changes(&mut self) -> Vec<Change> {
         self.persist
             .as_mut()
-            .map(|p| std::mem::take(&mut p.changes))
+            .map(|p| {
+                if !p.changes.is_empty() {
+                    p.batch += 1;
+                }
+                std::mem::take(&mut p.changes)
+            })
             .unwrap_or_default()
     }
 
@@ -298,13 +363,15 @@ impl Broker {
         let (_, sid) = p.asked.swap_remove(i);
         let count = page.messages.len();
         let last = page.messages.last().map_or(0, |q| q.seq);
+        let bodies = self.bodies_from(page.bodies, now);
         let mut bytes = 0;
         let deliveries: Vec<_> = page
             .messages
             .into_iter()
-            .map(|q| {
-                bytes += q.message.topic.len() + q.message.payload.len();
-                self.delivery_from(q, now)
+            .filter_map(|q| {
+                let msg = bodies.get(&q.body).cloned()?;
+                bytes += msg.size();
+                Some(delivery_from(q, msg))
             })
             .collect();
         let Some(mut out) = self.outlet(sid) else {
@@ -330,25 +397,21 @@ impl Broker {
             .map_or(0, |p| p.asked.len() + p.reads.len())
     }
 
-    /// A delivery read from the store, and its packet id and state if it was in flight.
-    fn delivery_from(&self, q: QueuedMessage, now: Instant) -> (Delivery, Option<(u16, OutState)>) {
-        let msg = Rc::new(self.message_from(q.message, now));
-        let d = Delivery {
-            msg,
-            qos: qos(q.qos),
-            retain: q.retain,
-            sub_ids: q.sub_ids,
-            counted: true,
-            group: None,
-            seq: q.seq,
-        };
-        let inflight = match q.state {
-            MessageState::Queued => None,
-            MessageState::AwaitPuback => Some(OutState::AwaitPuback),
-            MessageState::AwaitPubrec => Some(OutState::AwaitPubrec),
-            MessageState::AwaitPubcomp => Some(OutState::AwaitPubcomp),
-        };
-        (d, inflight.map(|state| (q.packet_id, state)))
+    /// The messages of bodies read from the store: one for all the deliveries of a body, which
+    /// knows its body (batch 0: a later delivery of it names it again, see `Persist::body`).
+    fn bodies_from(
+        &self,
+        bodies: BTreeMap<u64, StoredMessage>,
+        now: Instant,
+    ) -> HashMap<u64, Rc<Message>> {
+        bodies
+            .into_iter()
+            .map(|(id, body)| {
+                let msg = self.message_from(body, now);
+                msg.stored.set(StoredBody { id, batch: 0 });
+                (id, Rc::new(msg))
+            })
+            .collect()
     }
 
     fn message_from(&self, s: StoredMessage, now: Instant) -> Message {
@@ -361,6 +424,7 @@ impl Broker {
             properties: properties_from(&s.properties, PropContext::Publish),
             expires_at: s.expires_at.and_then(|u| p.map(|p| p.to_instant(u, now))),
             origin: None,
+            stored: Cell::default(),
         }
     }
 
@@ -588,6 +652,17 @@ impl Broker {
             let msg = self.message_from(m, now);
             self.retained.set(Rc::new(msg), source);
         }
+        let bodies = self.bodies_from(snapshot.bodies, now);
+        // Numbers go on above every stored one, those left in the store included.
+        let last_seq = snapshot
+            .sessions
+            .iter()
+            .flat_map(|s| s.messages.iter().map(|q| q.seq).chain([s.more.last_seq]))
+            .max();
+        if let Some(p) = self.persist.as_deref_mut() {
+            p.last_body = snapshot.last_body;
+            p.last_seq = last_seq.unwrap_or(0);
+        }
         let sessions = snapshot.sessions.len();
         for st in snapshot.sessions {
             let rec = st.session;
@@ -622,7 +697,10 @@ impl Broker {
             }
             let head_last = st.messages.last().map_or(0, |q| q.seq);
             for q in st.messages {
-                let (d, inflight) = self.delivery_from(q, now);
+                let Some(msg) = bodies.get(&q.body).cloned() else {
+                    continue;
+                };
+                let (d, inflight) = delivery_from(q, msg);
                 messages += 1;
                 if let Some(mut out) = self.outlet(sid) {
                     out.restore(d, inflight);
@@ -632,7 +710,6 @@ impl Broker {
             let more = st.more;
             messages += more.count as usize;
             if let Some(s) = self.session_mut(sid).filter(|_| more.count > 0) {
-                s.raise_seq(more.last_seq);
                 let (count, bytes) = (more.count as usize, more.bytes as usize);
                 s.queue.restore_spilled(count, bytes, head_last);
             }

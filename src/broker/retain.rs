@@ -3,26 +3,55 @@
 //! A PUBLISH with the retain flag replaces the topic's retained message, and one with an empty
 //! payload clears it (v311 §3.3.1.3). A new subscription gets the retained messages that match
 //! its filter, after the SUBACK, if the subscriber may read it and, with `check_retain_source`,
-//! if its publisher may still publish it. The store is told of each change through
+//! if its publisher may still publish it. They are streamed: the session keeps the list of
+//! matching messages (8 bytes each) and sends the next one whenever its window and output
+//! buffer have room, so a replay of any size arrives whole, at QoS 0 too, and a value replaced
+//! meanwhile is never sent after its successor. The store is told of each change through
 //! `persist.rs`, which also brings the retained messages back at start.
 
 use super::deliver::{Pending, Sent};
 use super::route::{may_read, MsgRef};
-use super::router::TopicMap;
-use super::session::{Delivery, Message, Session};
+use super::router::FnvHasher;
+use super::session::{Delivery, Message, Replay, Session};
 use super::{Broker, SessionId};
 use crate::codec::QoS;
 use crate::store::MessageSource;
 use crate::topic::topic_matches;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::Rc;
+use std::time::Instant;
 
 /// A retained message and the client that published it (`None`: the broker itself, a will or
-/// a bridge, which `check_retain_source` does not re-check).
-type Entry = (Rc<Message>, Option<Rc<MessageSource>>);
+/// a bridge, which `check_retain_source` does not re-check). Found by the message's own topic,
+/// so the topic is kept once.
+struct Kept(Rc<Message>, Option<Rc<MessageSource>>);
+
+impl Borrow<str> for Kept {
+    fn borrow(&self) -> &str {
+        &self.0.topic
+    }
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Kept) -> bool {
+        self.0.topic == other.0.topic
+    }
+}
+
+impl Eq for Kept {}
+
+impl Hash for Kept {
+    // As the `str` it borrows as, which lookups hash.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.topic.hash(h);
+    }
+}
 
 /// The retained messages, one per topic.
 #[derive(Default)]
-pub(super) struct Retained(TopicMap<Entry>);
+pub(super) struct Retained(HashSet<Kept, BuildHasherDefault<FnvHasher>>);
 
 impl Retained {
     /// How many topics have a retained message.
@@ -32,12 +61,17 @@ impl Retained {
 
     /// The payload bytes of every retained message.
     pub(super) fn payload_bytes(&self) -> usize {
-        self.0.values().map(|(m, _)| m.payload.len()).sum()
+        self.0.iter().map(|k| k.0.payload.len()).sum()
     }
 
     /// Makes `msg`, published by `source`, the retained message of its topic.
     pub(super) fn set(&mut self, msg: Rc<Message>, source: Option<Rc<MessageSource>>) {
-        self.0.insert(msg.topic.clone(), (msg, source));
+        self.0.replace(Kept(msg, source));
+    }
+
+    /// The retained message of `topic` and its publisher, if any.
+    pub(super) fn get(&self, topic: &str) -> Option<(&Rc<Message>, &Option<Rc<MessageSource>>)> {
+        self.0.get(topic).map(|k| (&k.0, &k.1))
     }
 
     /// Removes the retained message of `topic`, if any.
@@ -48,18 +82,18 @@ impl Retained {
     /// The retained messages whose topic `filter` matches. A wildcard filter looks at every
     /// retained message and sorts what matches by topic, so that replays are predictable for
     /// clients and tests.
-    pub(super) fn matching(&self, filter: &str) -> Vec<Entry> {
-        let mut found: Vec<Entry> = Vec::new();
+    pub(super) fn matching(&self, filter: &str) -> Vec<Rc<Message>> {
+        let mut found: Vec<Rc<Message>> = Vec::new();
         if filter.bytes().any(|b| b == b'+' || b == b'#') {
             found.extend(
                 self.0
                     .iter()
-                    .filter(|(t, _)| topic_matches(filter, t))
-                    .map(|(_, e)| e.clone()),
+                    .filter(|k| topic_matches(filter, &k.0.topic))
+                    .map(|k| k.0.clone()),
             );
-            found.sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
-        } else if let Some(e) = self.0.get(filter) {
-            found.push(e.clone());
+            found.sort_by(|a, b| a.topic.cmp(&b.topic));
+        } else if let Some(k) = self.0.get(filter) {
+            found.push(k.0.clone());
         }
         found
     }
@@ -77,10 +111,9 @@ impl Broker {
         } else {
             let msg = Rc::new(m.to_message());
             let source = match m.source {
-                Some(source) => Some(source.clone()),
-                None => m.origin.and_then(|sid| self.message_source(sid)),
-            }
-            .map(Rc::new);
+                Some(source) => Some(Rc::new(source.clone())),
+                None => m.origin.and_then(|sid| self.shared_source(sid)),
+            };
             self.persist_retained(m.topic, Some((&msg, source.as_deref())));
             self.retained.set(msg.clone(), source);
             Some(msg)
@@ -92,9 +125,24 @@ impl Broker {
         self.session(sid).and_then(source_of)
     }
 
-    /// Queues the retained messages matching a new subscription (they bypass the queue
-    /// limits: a new subscriber gets every one of them, flow controlled by the in-flight
-    /// window and the output bound).
+    /// The same, shared with the retained messages the same client published before as long
+    /// as it is the same (client id, username, listener): a device that retains thousands of
+    /// topics (Zigbee2MQTT) costs one copy, not one per topic.
+    fn shared_source(&mut self, sid: SessionId) -> Option<Rc<MessageSource>> {
+        let fresh = self.message_source(sid)?;
+        match &self.last_source {
+            Some(last) if **last == fresh => Some(last.clone()),
+            _ => {
+                let shared = Rc::new(fresh);
+                self.last_source = Some(shared.clone());
+                Some(shared)
+            }
+        }
+    }
+
+    /// Starts the replay of the retained messages matching a new subscription: they are
+    /// sent as the subscriber's window and output buffer allow ([`Broker::replay`]), outside
+    /// the queue limits, so that a new subscriber gets every one of them.
     pub(super) fn queue_retained(
         &mut self,
         sid: SessionId,
@@ -102,45 +150,127 @@ impl Broker {
         granted: QoS,
         sub_id: u32,
     ) {
-        let now = self.now;
-        let found = self.retained.matching(filter);
-        let Some(mut out) = self.outlet(sid) else {
+        let messages = self.retained.matching(filter);
+        if messages.is_empty() {
             return;
-        };
-        let upgrade = out.settings.upgrade_outgoing_qos;
-        for (msg, source) in found {
-            if msg.expires_at.is_some_and(|t| t <= now) {
-                continue;
+        }
+        if let Some(s) = self.session_mut(sid) {
+            s.add_replay(Replay {
+                messages,
+                next: 0,
+                granted,
+                sub_id,
+            });
+        }
+    }
+
+    /// Sends retained messages of the session's replays while its connection has room: its
+    /// queue empty, its output buffer below the bound (else it is marked throttled, and the
+    /// socket's draining resumes the replay), and, for QoS 1/2, a free place in the window
+    /// (an acknowledgement resumes it). QoS 1 copies for a persistent session have their
+    /// writes held like a routed message's (`hold.rs`).
+    pub(super) fn replay(&mut self, sid: SessionId) {
+        let now = self.now;
+        let upgrade = self.settings.upgrade_outgoing_qos;
+        loop {
+            let Some(mut out) = self.outlet(sid) else {
+                return;
+            };
+            let Some((granted, msg_qos)) = out.session.next_replay_qos() else {
+                return;
+            };
+            let qos = if upgrade {
+                granted
+            } else {
+                granted.min(msg_qos)
+            };
+            if !out.has_room(qos) {
+                return;
             }
-            if !may_read(out.settings, out.session, &msg.topic) {
+            let Some((msg, _, sub_id)) = self.session_mut(sid).and_then(|s| s.next_replayed())
+            else {
+                return;
+            };
+            let Some(d) = self.replayed(sid, msg, qos, sub_id, now) else {
                 continue;
+            };
+            if let Some(p) = self.persist.as_deref_mut() {
+                p.holds.begin(p.changes_len());
             }
-            if out.settings.check_retain_source && !source_may_publish(out.settings, source, &msg) {
-                continue;
+            if let Some(mut out) = self.outlet(sid) {
+                // Sent, or queued if there was no room after all; a dropped one is counted.
+                match out.send_delivery(Pending::Replayed(d), now) {
+                    Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
+                }
             }
+            if let Some(p) = self.persist.as_deref_mut() {
+                p.holds.end(p.changes_len());
+            }
+        }
+    }
+
+    /// The session went offline mid-replay: the messages not sent yet are queued, owed to the
+    /// session like any other (and so stored, for a persistent session, and kept across a
+    /// restart; its QoS 0 ones go the way of queued QoS 0 messages).
+    pub(super) fn queue_replays(&mut self, sid: SessionId) {
+        let now = self.now;
+        let upgrade = self.settings.upgrade_outgoing_qos;
+        while let Some((msg, granted, sub_id)) =
+            self.session_mut(sid).and_then(|s| s.next_replayed())
+        {
             let qos = if upgrade {
                 granted
             } else {
                 granted.min(msg.qos)
             };
-            let d = Delivery {
-                msg,
-                qos,
-                retain: true,
-                sub_ids: if sub_id != 0 {
-                    vec![sub_id]
-                } else {
-                    Vec::new()
-                },
-                counted: false,
-                group: None,
-                seq: 0,
-            };
-            match out.send_delivery(Pending::Retained(d), now) {
-                // Always queued: the caller pumps once every filter of the SUBSCRIBE is done.
-                Sent::Queued | Sent::Written | Sent::InFlight | Sent::Dropped => {}
+            if let Some(d) = self.replayed(sid, msg, qos, sub_id, now) {
+                if let Some(mut out) = self.outlet(sid) {
+                    // Queued (a QoS 0 one may be dropped, counted, as for any offline client).
+                    match out.send_delivery(Pending::Retained(d), now) {
+                        Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
+                    }
+                }
             }
         }
+    }
+
+    /// The delivery of retained message `msg` of a replay, unless it is no longer the topic's
+    /// retained message (republished, which the subscriber got live, or cleared), has expired,
+    /// or may not be read or sent (ACL, `check_retain_source`) under the configuration now.
+    fn replayed(
+        &self,
+        sid: SessionId,
+        msg: Rc<Message>,
+        qos: QoS,
+        sub_id: u32,
+        now: Instant,
+    ) -> Option<Delivery> {
+        let (current, source) = self.retained.get(&msg.topic)?;
+        if !Rc::ptr_eq(current, &msg) || msg.expires_at.is_some_and(|t| t <= now) {
+            return None;
+        }
+        let s = self.session(sid)?;
+        if !may_read(&self.settings, s, &msg.topic) {
+            return None;
+        }
+        if self.settings.check_retain_source
+            && !source_may_publish(&self.settings, source.clone(), &msg)
+        {
+            return None;
+        }
+        Some(Delivery {
+            msg,
+            qos,
+            retain: true,
+            sub_ids: if sub_id != 0 {
+                vec![sub_id]
+            } else {
+                Vec::new()
+            },
+            counted: false,
+            group: None,
+            seq: 0,
+        })
     }
 }
 

@@ -49,6 +49,7 @@ impl MsgRef<'_> {
             properties: self.properties.map(|p| Box::new(p.clone())),
             expires_at: self.expires_at,
             origin: self.origin,
+            stored: Default::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use super::ConnId;
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{Properties, ProtocolVersion, QoS, SubscribeOptions};
 use crate::store::{QUEUE_HEAD_BYTES, QUEUE_HEAD_MESSAGES};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
@@ -28,6 +29,17 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publishing session, for No Local.
     pub origin: Option<super::SessionId>,
+    /// Its body in the store, once a persistent session's delivery of it was stored.
+    pub stored: Cell<StoredBody>,
+}
+
+/// A message's body row in the store: one for every persistent session the message goes to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoredBody {
+    /// The row's id; 0 while the message was never stored.
+    pub id: u64,
+    /// The last store batch that named the body (see `Persist::body`).
+    pub batch: u64,
 }
 
 impl Message {
@@ -475,7 +487,26 @@ struct Cold {
     expires_at: Option<Instant>,
     pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
     incoming_qos2: Vec<u16>,
-    next_seq: u64,
+    /// Retained replays of new subscriptions, not all sent yet, oldest first.
+    replays: VecDeque<Replay>,
+    /// Messages dropped for this client since the last log line about it, and when that was.
+    drops: (u64, Option<Instant>),
+}
+
+/// The retained messages that matched a new subscription, sent one at a time as the
+/// subscriber's window and output buffer allow (`retain.rs`), so that a large retained set
+/// costs 8 bytes per message while it waits, and none is dropped for the output bound.
+#[derive(Debug)]
+pub struct Replay {
+    /// The retained messages as they were at the SUBSCRIBE, in topic order. One republished or
+    /// cleared since is not sent: the subscriber got the newer value live.
+    pub messages: Vec<Rc<Message>>,
+    /// The next one to send.
+    pub next: usize,
+    /// The QoS granted to the subscription.
+    pub granted: QoS,
+    /// Its subscription identifier (0: none).
+    pub sub_id: u32,
 }
 
 impl Session {
@@ -510,6 +541,55 @@ impl Session {
 
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// Counts a message dropped for this client; returns how many were dropped since the
+    /// last log line, and that line's time.
+    pub fn count_drop(&mut self) -> (u64, Option<Instant>) {
+        let d = &mut self.cold().drops;
+        d.0 += 1;
+        *d
+    }
+
+    /// A log line about this client's drops is written at `now`: returns how many were
+    /// dropped since the last one, and starts counting again.
+    pub fn drops_logged(&mut self, now: Instant) -> u64 {
+        std::mem::replace(&mut self.cold().drops, (0, Some(now))).0
+    }
+
+    /// Starts a retained replay behind any in progress.
+    pub fn add_replay(&mut self, r: Replay) {
+        self.cold().replays.push_back(r);
+    }
+
+    /// Whether retained messages of a replay wait to be sent.
+    pub fn replaying(&self) -> bool {
+        self.cold.as_ref().is_some_and(|c| !c.replays.is_empty())
+    }
+
+    /// The next message of the oldest replay, with the replay's granted QoS and subscription
+    /// identifier; replays that are done are forgotten.
+    pub fn next_replayed(&mut self) -> Option<(Rc<Message>, QoS, u32)> {
+        let replays = &mut self.cold.as_mut()?.replays;
+        loop {
+            let r = replays.front_mut()?;
+            if let Some(m) = r.messages.get(r.next) {
+                r.next += 1;
+                return Some((m.clone(), r.granted, r.sub_id));
+            }
+            replays.pop_front();
+        }
+    }
+
+    /// The granted QoS of the oldest replay and the QoS of its next message, if any.
+    pub fn next_replay_qos(&self) -> Option<(QoS, QoS)> {
+        let r = self
+            .cold
+            .as_ref()?
+            .replays
+            .iter()
+            .find(|r| r.next < r.messages.len())?;
+        r.messages.get(r.next).map(|m| (r.granted, m.qos))
     }
 
     /// Username of the latest connection, for ACL checks.
@@ -599,19 +679,6 @@ impl Session {
         }
     }
 
-    /// The next sequence number for a stored delivery.
-    pub fn next_seq(&mut self) -> u64 {
-        let c = self.cold();
-        c.next_seq += 1;
-        c.next_seq
-    }
-
-    /// Makes sure later sequence numbers come after `seq` (restore from the store).
-    pub fn raise_seq(&mut self, seq: u64) {
-        let c = self.cold();
-        c.next_seq = c.next_seq.max(seq);
-    }
-
     /// Allocates a packet id not used by any message in flight (v311:[MQTT-2.3.1-2]).
     /// The caller keeps the in-flight window below 65535, so a free id always exists.
     pub fn alloc_packet_id(&mut self) -> u16 {
@@ -664,6 +731,7 @@ mod tests {
                 properties: None,
                 expires_at: None,
                 origin: None,
+                stored: Cell::default(),
             }),
             qos: QoS::AtLeastOnce,
             retain: false,

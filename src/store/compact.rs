@@ -10,7 +10,9 @@
 //! - an earlier state of the same message, which a later state replaces;
 //! - a subscription set, an inbound QoS 2 id added, a will set, a retained message set, when a
 //!   later change of the group deletes or replaces it;
-//! - everything of a client before its session is deleted (the delete takes it all).
+//! - everything of a client before its session is deleted (the delete takes it all);
+//! - a message body that no message kept in the group refers to, and a body stored again
+//!   (the broker names a body in each batch that refers to it; the first one stores it).
 //!
 //! The deleting change itself is always kept: the row may predate the group. A delete that
 //! finds nothing writes no page.
@@ -33,6 +35,9 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
     let mut will: HashMap<&str, usize> = HashMap::new();
     let mut retained: HashMap<&str, usize> = HashMap::new();
     let mut by_client: HashMap<&str, Vec<usize>> = HashMap::new();
+    // The first body of each id, and the adds that refer to each id.
+    let mut bodies: HashMap<u64, usize> = HashMap::new();
+    let mut referring: HashMap<u64, Vec<usize>> = HashMap::new();
     let unkeep = |keep: &mut Vec<bool>, index: Option<usize>| {
         if let Some(i) = index {
             keep[i] = false;
@@ -73,10 +78,18 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
                     subscription.remove(&(client_id.as_str(), filter.as_str())),
                 );
             }
+            Change::MessageBody { id, .. } => {
+                if bodies.contains_key(id) {
+                    keep[i] = false;
+                } else {
+                    bodies.insert(*id, i);
+                }
+            }
             Change::MessageAdd {
                 client_id,
                 message: m,
             } => {
+                referring.entry(m.body).or_default().push(i);
                 message.entry((client_id, m.seq)).or_default().push(i);
                 by_client.entry(client_id).or_default().push(i);
             }
@@ -123,6 +136,14 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
             }
         }
     }
+    for (id, i) in bodies {
+        let kept = referring
+            .get(&id)
+            .is_some_and(|adds| adds.iter().any(|&j| keep[j]));
+        if !kept {
+            keep[i] = false;
+        }
+    }
     all.into_iter()
         .zip(keep)
         .filter_map(|(change, kept)| kept.then_some(change))
@@ -133,21 +154,21 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
 mod tests {
     use super::*;
     use crate::store::model::{
-        MessageState, QueuedMessage, SessionExpiry, SessionRecord, StoredMessage, Subscription,
+        MessageState, SessionExpiry, SessionRecord, StoredMessage, Subscription,
     };
 
     fn msg(seq: u64) -> Change {
-        Change::MessageAdd {
-            client_id: "c".into(),
-            message: QueuedMessage {
-                seq,
-                packet_id: 0,
-                state: MessageState::Queued,
-                qos: 1,
-                retain: false,
-                sub_ids: Vec::new(),
-                message: stored("t"),
-            },
+        add("c", seq, 1)
+    }
+
+    fn add(client_id: &str, seq: u64, body: u64) -> Change {
+        crate::store::model::queued_add(client_id, seq, body)
+    }
+
+    fn body(id: u64) -> Change {
+        Change::MessageBody {
+            id,
+            message: stored("t"),
         }
     }
 
@@ -273,5 +294,35 @@ mod tests {
     fn a_delete_before_the_add_cancels_nothing() {
         let batches = vec![(1, vec![delete(1), msg(1)])];
         assert_eq!(kept(&batches), vec![delete(1), msg(1)]);
+    }
+
+    #[test]
+    fn a_body_nobody_keeps_is_not_written() {
+        // QoS 1 to an online subscriber, acknowledged within the group: nothing but the delete.
+        let batches = vec![(1, vec![body(7), msg(1)]), (2, vec![delete(1)])];
+        assert_eq!(kept(&batches), vec![delete(1)]);
+    }
+
+    #[test]
+    fn a_body_is_stored_once_for_every_session_and_batch() {
+        let (a, b, c) = (add("a", 1, 7), add("b", 1, 7), add("c", 4, 7));
+        let gone = Change::MessageDelete {
+            client_id: "a".into(),
+            seq: 1,
+        };
+        let batches = vec![
+            (1, vec![body(7), a, b.clone()]),
+            (2, vec![gone.clone(), body(7), c.clone()]),
+        ];
+        assert_eq!(kept(&batches), vec![body(7), b, gone, c]);
+    }
+
+    #[test]
+    fn a_body_whose_session_ends_in_the_group_is_not_written() {
+        let gone = Change::SessionDelete {
+            client_id: "c".into(),
+        };
+        let batches = vec![(1, vec![body(7), msg(1), msg(2)]), (2, vec![gone.clone()])];
+        assert_eq!(kept(&batches), vec![gone]);
     }
 }

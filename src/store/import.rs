@@ -97,7 +97,7 @@ fn read_source(
 ///
 /// Kept: retained messages; sessions that outlive their connection, with their subscriptions
 /// and their outgoing QoS 1/2 messages, queued or in flight (a message held for several
-/// sessions is one stored message in Mosquitto's file and one copy per session here); inbound
+/// sessions is one stored message in Mosquitto's file and one body here too); inbound
 /// QoS 2 messages acknowledged with PUBREC, published now (see `publish_released`).
 /// Not kept, counted in [`ImportReport::skipped`]: queued QoS 0 messages (midge never stores
 /// those), sessions whose expiry interval is 0, and entries that refer to something the file
@@ -157,7 +157,11 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
         report.sessions += 1;
     }
 
-    let mut seq: HashMap<&str, u64> = HashMap::new();
+    // One counter for every session's messages, as the broker numbers them.
+    let mut seq = 0u64;
+    // Mosquitto's store id -> the body written for it (`None`: it could not be read).
+    let mut bodies: HashMap<u64, Option<u64>> = HashMap::new();
+    let mut next_body = 0u64;
     let mut released: Vec<(&str, u16, &StoredMsg)> = Vec::new();
     let mut in_flight: HashSet<(&str, u16)> = HashSet::new();
     for r in &parsed.records {
@@ -206,7 +210,16 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                     report.expired += 1;
                     continue;
                 }
-                let Some(message) = message(m, false, &mut report) else {
+                let body = *bodies.entry(cm.store_id).or_insert_with(|| {
+                    let message = message(m, false, &mut report)?;
+                    next_body += 1;
+                    changes.push(Change::MessageBody {
+                        id: next_body,
+                        message,
+                    });
+                    Some(next_body)
+                });
+                let Some(body) = body else {
                     continue;
                 };
                 let mut flow = match cm.state {
@@ -229,12 +242,11 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                 {
                     flow = MessageState::Queued;
                 }
-                let n = seq.entry(who).or_insert(0);
-                *n += 1;
+                seq += 1;
                 changes.push(Change::MessageAdd {
                     client_id: cm.client_id.clone(),
                     message: QueuedMessage {
-                        seq: *n,
+                        seq,
                         packet_id: if flow == MessageState::Queued {
                             0
                         } else {
@@ -246,7 +258,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                         sub_ids: properties(&cm.properties)
                             .map(|p| p.subscription_identifiers)
                             .unwrap_or_default(),
-                        message,
+                        body,
                     },
                 });
                 report.messages += 1;
@@ -280,6 +292,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
         &released,
         &parsed.records,
         &mut seq,
+        &mut next_body,
         &mut changes,
         &mut report,
         now,
@@ -295,7 +308,8 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
 fn publish_released<'a>(
     released: &[(&'a str, u16, &'a StoredMsg)],
     records: &'a [Record],
-    seq: &mut HashMap<&'a str, u64>,
+    seq: &mut u64,
+    next_body: &mut u64,
     changes: &mut Vec<Change>,
     report: &mut ImportReport,
     now: u64,
@@ -372,6 +386,8 @@ fn publish_released<'a>(
                 )),
             }
         }
+        // One body for every session it goes to, written with the first of them.
+        let mut written = None;
         for (client_id, qos, retain, sub_ids) in deliveries {
             if qos == 0 {
                 report
@@ -379,18 +395,25 @@ fn publish_released<'a>(
                     .push(format!("a QoS 0 delivery of {} to {client_id}", m.topic));
                 continue;
             }
-            let n = seq.entry(client_id).or_insert(0);
-            *n += 1;
+            let body = *written.get_or_insert_with(|| {
+                *next_body += 1;
+                changes.push(Change::MessageBody {
+                    id: *next_body,
+                    message: message.clone(),
+                });
+                *next_body
+            });
+            *seq += 1;
             changes.push(Change::MessageAdd {
                 client_id: client_id.to_string(),
                 message: QueuedMessage {
-                    seq: *n,
+                    seq: *seq,
                     packet_id: 0,
                     state: MessageState::Queued,
                     qos,
                     retain,
                     sub_ids,
-                    message: message.clone(),
+                    body,
                 },
             });
             report.messages += 1;
@@ -494,7 +517,7 @@ pub(crate) fn into_new_store(
         );
     }
     let mut conn = conn;
-    let written = super::apply_batches(&mut conn, &[(0, changes)])
+    let written = super::apply_batches(&mut conn, &[(0, changes)], &mut Default::default())
         .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
         .and_then(|()| schema::load(&conn));
     let snapshot = match written {
@@ -656,6 +679,43 @@ mod tests {
                 sub_id: 7,
             },
         }));
+    }
+
+    /// A message Mosquitto holds for several sessions (one stored message, several client
+    /// messages referring to it) is one body here too, written before its first delivery.
+    #[test]
+    fn a_message_held_for_several_sessions_is_one_body() {
+        use Direction::Out;
+        let parsed = Parsed {
+            version: 6,
+            records: vec![
+                msg(1, "a", 1, 0),
+                msg(2, "b", 1, 0),
+                client("s", EXPIRY_NEVER, 0),
+                client("t", EXPIRY_NEVER, 0),
+                cmsg("s", 1, 0, 1, state::QUEUED, Out),
+                cmsg("t", 1, 0, 1, state::QUEUED, Out),
+                cmsg("t", 2, 0, 1, state::QUEUED, Out),
+                cmsg("s", 1, 0, 1, state::QUEUED, Out),
+            ],
+            damage: None,
+        };
+        let (changes, report) = convert(&parsed, 1000);
+        assert_eq!(report.messages, 4);
+        let mut named = Vec::new();
+        let mut refers = Vec::new();
+        for c in &changes {
+            match c {
+                Change::MessageBody { id, message } => named.push((*id, message.topic.clone())),
+                Change::MessageAdd { message, .. } => {
+                    assert!(named.iter().any(|(id, _)| *id == message.body), "{c:?}");
+                    refers.push(message.body);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(named, [(1, "a".to_string()), (2, "b".to_string())]);
+        assert_eq!(refers, [1, 1, 2, 1]);
     }
 
     /// A QoS 2 message Mosquitto acknowledged with PUBREC and held for the PUBREL is published

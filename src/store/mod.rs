@@ -255,6 +255,7 @@ impl Store {
             receiver,
             pages: page_sender,
             reads: Vec::new(),
+            tally: schema::Tally::default(),
             shared: Arc::clone(&shared),
             notify,
             interval: sync_interval,
@@ -597,6 +598,8 @@ struct Writer {
     pages: Sender<MessagePage>,
     /// Page requests waiting for the batches submitted before them to be committed.
     reads: Vec<PageRequest>,
+    /// What the transactions keep track of (see `schema::Tally`).
+    tally: schema::Tally,
     shared: Arc<Shared>,
     notify: Box<dyn Fn() + Send>,
     interval: Duration,
@@ -686,7 +689,7 @@ impl Writer {
         let Some(last) = batches.last().map(|b| b.0) else {
             return;
         };
-        match apply_batches(&mut self.conn, &batches) {
+        match apply_batches(&mut self.conn, &batches, &mut self.tally) {
             Ok(()) => {
                 self.shared.committed.store(last, Ordering::Release);
                 if let Some(since) = since {
@@ -734,13 +737,13 @@ impl Writer {
                 request.after,
                 request.max_messages,
                 request.max_bytes,
-                false,
             );
             match page {
-                Ok(page) => {
+                Ok((messages, bodies)) => {
                     let page = MessagePage {
                         tag: request.tag,
-                        messages: page.messages,
+                        messages,
+                        bodies,
                     };
                     sent |= self.pages.send(page).is_ok();
                 }
@@ -854,12 +857,35 @@ fn restart_wal(conn: &Connection) {
 /// Applies batches in one transaction, without the changes a later one of the group supersedes
 /// ([`compact`]). A change that fails for a reason that retrying cannot
 /// cure (a constraint, a value too big) is logged and skipped, so one bad change cannot block
-/// every later commit; any other failure rolls the whole transaction back for a retry.
-fn apply_batches(conn: &mut Connection, batches: &[(u64, Vec<Change>)]) -> rusqlite::Result<()> {
+/// every later commit; any other failure rolls the whole transaction back for a retry (and
+/// `tally` forgets what it counted, which the rollback may have undone).
+fn apply_batches(
+    conn: &mut Connection,
+    batches: &[(u64, Vec<Change>)],
+    tally: &mut schema::Tally,
+) -> rusqlite::Result<()> {
+    if !tally.counted() {
+        // Without the counts every session that ends is looked for: slower, never wrong.
+        if let Err(e) = tally.count(conn) {
+            log::warn!("store: counting the queued messages failed: {e}");
+        }
+    }
+    let result = apply_group(conn, batches, tally);
+    if result.is_err() {
+        tally.forget();
+    }
+    result
+}
+
+fn apply_group(
+    conn: &mut Connection,
+    batches: &[(u64, Vec<Change>)],
+    tally: &mut schema::Tally,
+) -> rusqlite::Result<()> {
     use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
     let tx = conn.transaction()?;
     for (n, change) in compact::compact(batches) {
-        if let Err(e) = schema::apply(&tx, change) {
+        if let Err(e) = schema::apply(&tx, change, tally) {
             match e.sqlite_error_code() {
                 Some(ConstraintViolation | TooBig | TypeMismatch) => {
                     log::error!("store: a change in batch {n} is not stored: {e}");
@@ -868,5 +894,6 @@ fn apply_batches(conn: &mut Connection, batches: &[(u64, Vec<Change>)]) -> rusql
             }
         }
     }
+    schema::delete_released(&tx, tally)?;
     tx.commit()
 }

@@ -5,7 +5,7 @@
 //! they cross to the store's helper thread, and times are Unix seconds because an `Instant`
 //! means nothing after a restart. The broker converts both ways.
 
-/// Where one message to a session stands (the `state` column of `messages`).
+/// Where one message to a session stands (the `state` column of `deliveries`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageState {
     /// Waiting behind the in-flight window; not sent yet (packet id 0).
@@ -55,8 +55,8 @@ pub struct StoredMessage {
     pub properties: Vec<u8>,
     /// When a v5 Message Expiry Interval runs out, in Unix seconds.
     pub expires_at: Option<u64>,
-    /// Who published it, for a retained message (`check_retain_source`); the table of queued
-    /// messages does not keep it.
+    /// Who published it, for a retained message (`check_retain_source`); the table of message
+    /// bodies does not keep it.
     pub source: Option<MessageSource>,
 }
 
@@ -107,7 +107,8 @@ pub struct Subscription {
 /// One message on its way to a session: queued, or in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
-    /// Orders a session's messages; chosen by the broker, unique within the session.
+    /// Orders a session's messages; chosen by the broker, unique in the whole store (one
+    /// counter numbers every session's messages, so that the store needs no second index).
     pub seq: u64,
     /// 0 while queued.
     pub packet_id: u16,
@@ -118,7 +119,9 @@ pub struct QueuedMessage {
     pub retain: bool,
     /// MQTT 5 subscription identifiers of the matching subscriptions.
     pub sub_ids: Vec<u32>,
-    pub message: StoredMessage,
+    /// The id of its message's body ([`Change::MessageBody`]): a message queued for several
+    /// sessions is stored once.
+    pub body: u64,
 }
 
 /// An MQTT 5 will waiting for its Will Delay Interval.
@@ -155,7 +158,12 @@ pub enum Change {
     },
     /// Removes a subscription.
     SubscriptionDelete { client_id: String, filter: String },
-    /// Adds a message to a session (replacing one with the same `seq`).
+    /// Stores the body of a message that [`Change::MessageAdd`]s then refer to by `id` (chosen
+    /// by the broker, unique in the store). A body already stored is kept as it is; one is
+    /// deleted with the last delivery that refers to it.
+    MessageBody { id: u64, message: StoredMessage },
+    /// Adds a message to a session (replacing one with the same `seq`); its body must be
+    /// stored already, or in the same batch before it.
     MessageAdd {
         client_id: String,
         message: QueuedMessage,
@@ -238,6 +246,8 @@ pub struct MessagePage {
     pub tag: u64,
     /// In `seq` order; fewer than asked when the store holds no more.
     pub messages: Vec<QueuedMessage>,
+    /// The bodies they refer to, by id.
+    pub bodies: std::collections::BTreeMap<u64, StoredMessage>,
 }
 
 /// Everything needed to rebuild the broker at start.
@@ -245,6 +255,11 @@ pub struct MessagePage {
 pub struct Snapshot {
     /// In topic order.
     pub retained: Vec<StoredMessage>,
+    /// The bodies the sessions' messages refer to ([`QueuedMessage::body`]), by id.
+    pub bodies: std::collections::BTreeMap<u64, StoredMessage>,
+    /// The highest body id in the store (those of messages left in it included), so that new
+    /// ids go on above it.
+    pub last_body: u64,
     /// In client id order.
     pub sessions: Vec<SessionState>,
     /// Pending delayed wills, in client id order.
@@ -287,5 +302,22 @@ impl TableRecovery {
             lost: 0,
             lost_is_exact: false,
         }
+    }
+}
+
+/// A queued QoS 1 delivery of body `body` to `client_id` as its message `seq`, for tests.
+#[cfg(test)]
+pub(crate) fn queued_add(client_id: &str, seq: u64, body: u64) -> Change {
+    Change::MessageAdd {
+        client_id: client_id.into(),
+        message: QueuedMessage {
+            seq,
+            packet_id: 0,
+            state: MessageState::Queued,
+            qos: 1,
+            retain: false,
+            sub_ids: Vec::new(),
+            body,
+        },
     }
 }

@@ -113,21 +113,24 @@ enum Probe {
 }
 
 fn salvage_table(src: &Connection, dst: &Connection, table: &Table) -> TableRecovery {
-    let count: Option<u64> = src
-        .query_row(&format!("SELECT count(*) FROM {}", table.name), [], |r| {
-            r.get::<_, i64>(0)
+    let count: Option<u64> = [Some(table.name), table.old.map(|(name, _)| name)]
+        .into_iter()
+        .flatten()
+        .find_map(|name| {
+            src.query_row(&format!("SELECT count(*) FROM {name}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .ok()
         })
-        .ok()
         .and_then(|n| u64::try_from(n).ok());
-    let select = |columns: &str| {
+    let select = |name: &str, columns: &str| {
         src.prepare(&format!(
-            "SELECT rowid, {columns} FROM {} WHERE rowid >= ?1 ORDER BY rowid",
-            table.name
+            "SELECT rowid, {columns} FROM {name} WHERE rowid >= ?1 ORDER BY rowid"
         ))
     };
     // A store damaged before it was migrated has the table as an older schema made it.
-    let prepared = select(table.columns).or_else(|e| match table.old_columns {
-        Some(old) => select(old),
+    let prepared = select(table.name, table.columns).or_else(|e| match table.old {
+        Some((name, columns)) => select(name, columns),
         None => Err(e),
     });
     let mut stmt = match prepared {
@@ -137,6 +140,7 @@ fn salvage_table(src: &Connection, dst: &Connection, table: &Table) -> TableReco
             return TableRecovery::unreadable(table.name);
         }
     };
+    let mut tally = schema::Tally::default();
     let mut recovered = 0u64;
     let mut failed = 0u64;
     let mut probes = 0u32;
@@ -158,7 +162,8 @@ fn salvage_table(src: &Connection, dst: &Connection, table: &Table) -> TableReco
                         };
                         from = i128::from(rowid) + 1;
                         match (table.decode)(row) {
-                            Ok(change) => match schema::apply(dst, &change) {
+                            // Salvage only adds: nothing is released.
+                            Ok(change) => match schema::apply(dst, &change, &mut tally) {
                                 Ok(()) => recovered += 1,
                                 Err(e) => {
                                     log::warn!("store: {} row {rowid} not copied: {e}", table.name);

@@ -9,10 +9,10 @@
 
 use super::model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The schema version this build writes (the single row of `schema_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The schema, created on first open.
 pub(crate) const SCHEMA: &str = "
@@ -43,21 +43,25 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     sub_id      INTEGER NOT NULL,
     UNIQUE (client_id, filter)
 );
-CREATE TABLE IF NOT EXISTS messages (
-    client_id   TEXT    NOT NULL,
-    seq         INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS bodies (
+    id          INTEGER PRIMARY KEY,
+    topic       TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    properties  BLOB    NOT NULL,
+    expires_at  INTEGER,
+    refs        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq         INTEGER PRIMARY KEY,
+    session     INTEGER NOT NULL,
     packet_id   INTEGER NOT NULL,
     state       INTEGER NOT NULL,
     qos         INTEGER NOT NULL,
     retain      INTEGER NOT NULL,
     sub_ids     TEXT    NOT NULL,
-    topic       TEXT    NOT NULL,
-    payload     BLOB    NOT NULL,
-    msg_qos     INTEGER NOT NULL,
-    msg_retain  INTEGER NOT NULL,
-    properties  BLOB    NOT NULL,
-    expires_at  INTEGER,
-    UNIQUE (client_id, seq)
+    body        INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS qos2_inbound (
     client_id   TEXT    NOT NULL,
@@ -86,14 +90,57 @@ UPDATE schema_version SET version = 2;
 COMMIT;
 ";
 
+/// Version 2 to 3: a message queued for several sessions is stored once (`bodies`), and each
+/// session's delivery refers to it (`deliveries`).
+///
+/// A delivery names its session by the session's rowid, not by its client id, which would be
+/// repeated in every row. Its `seq` is unique in the whole store (the broker numbers every
+/// stored delivery from one counter) and is the rowid, so the table needs no second index:
+/// queueing messages writes the last pages of two b-trees per commit (bodies, deliveries), not
+/// three. Only a persistent session's end looks for all its deliveries, with a scan.
+///
+/// The copies a version 2 store holds become one body each, keeping the old row's rowid as id,
+/// and their sequence numbers are renumbered across the store in each session's order; those
+/// of sessions that do not exist are dropped, as a start would. (A store made before any
+/// message was stored may lack the old table.)
+const MIGRATE_2_TO_3: &str = "
+BEGIN;
+CREATE TABLE IF NOT EXISTS messages (
+    client_id   TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    packet_id   INTEGER NOT NULL,
+    state       INTEGER NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    sub_ids     TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    msg_qos     INTEGER NOT NULL,
+    msg_retain  INTEGER NOT NULL,
+    properties  BLOB    NOT NULL,
+    expires_at  INTEGER,
+    UNIQUE (client_id, seq)
+);
+INSERT INTO bodies (id, topic, payload, qos, retain, properties, expires_at, refs)
+    SELECT rowid, topic, payload, msg_qos, msg_retain, properties, expires_at, 1 FROM messages
+    WHERE client_id IN (SELECT client_id FROM sessions);
+INSERT INTO deliveries (seq, session, packet_id, state, qos, retain, sub_ids, body)
+    SELECT row_number() OVER (ORDER BY m.client_id, m.seq), s.rowid, m.packet_id, m.state,
+        m.qos, m.retain, m.sub_ids, m.rowid
+    FROM messages AS m JOIN sessions AS s ON s.client_id = m.client_id;
+DROP TABLE messages;
+UPDATE schema_version SET version = 3;
+COMMIT;
+";
+
 /// One data table: how to select its rows and how to decode one (column 0 is the rowid, the
 /// table's columns follow from index 1).
 pub(crate) struct Table {
     pub(crate) name: &'static str,
     pub(crate) columns: &'static str,
-    /// The same columns as a store of an older schema has them (NULL for the columns added
-    /// since), for recovering a damaged store that was never migrated.
-    pub(crate) old_columns: Option<&'static str>,
+    /// The table and the same columns as a store of an older schema has them (NULL for the
+    /// columns added since), for recovering a damaged store that was never migrated.
+    pub(crate) old: Option<(&'static str, &'static str)>,
     pub(crate) decode: fn(&Row<'_>) -> Result<Change, String>,
 }
 
@@ -103,38 +150,55 @@ pub(crate) const TABLES: &[Table] = &[
         name: "retained",
         columns: "topic, payload, qos, retain, properties, expires_at, source_id, \
                   source_username, source_listener",
-        old_columns: Some("topic, payload, qos, retain, properties, expires_at, NULL, NULL, NULL"),
+        old: Some((
+            "retained",
+            "topic, payload, qos, retain, properties, expires_at, NULL, NULL, NULL",
+        )),
         decode: decode_retained,
     },
     Table {
         name: "sessions",
         columns: "client_id, protocol, expiry_interval, expires_at",
-        old_columns: None,
+        old: None,
         decode: decode_session,
     },
     Table {
         name: "subscriptions",
         columns: "client_id, filter, options, sub_id",
-        old_columns: None,
+        old: None,
         decode: decode_subscription,
     },
+    // Before version 3, `messages` held each session's copy: its rowid serves as body id.
     Table {
-        name: "messages",
-        columns: "client_id, seq, packet_id, state, qos, retain, sub_ids, topic, payload, \
-                  msg_qos, msg_retain, properties, expires_at",
-        old_columns: None,
-        decode: decode_message,
+        name: "bodies",
+        columns: "id, topic, payload, qos, retain, properties, expires_at",
+        old: Some((
+            "messages",
+            "rowid, topic, payload, msg_qos, msg_retain, properties, expires_at",
+        )),
+        decode: decode_body,
+    },
+    Table {
+        name: "deliveries",
+        columns: "(SELECT client_id FROM sessions WHERE sessions.rowid = session), seq, \
+                  packet_id, state, qos, retain, sub_ids, body",
+        old: Some((
+            "messages",
+            // The old sequence numbers are per session; the rowids are unique, in order.
+            "client_id, rowid, packet_id, state, qos, retain, sub_ids, rowid",
+        )),
+        decode: decode_delivery,
     },
     Table {
         name: "qos2_inbound",
         columns: "client_id, packet_id",
-        old_columns: None,
+        old: None,
         decode: decode_qos2,
     },
     Table {
         name: "wills",
         columns: "client_id, topic, payload, qos, retain, properties, due_at",
-        old_columns: None,
+        old: None,
         decode: decode_will,
     },
 ];
@@ -171,6 +235,11 @@ pub(crate) fn create(conn: &Connection) -> Result<(), SchemaError> {
         Some(v) if v > SCHEMA_VERSION => Err(SchemaError::Newer(v)),
         Some(1) => {
             conn.execute_batch(MIGRATE_1_TO_2)?;
+            conn.execute_batch(MIGRATE_2_TO_3)?;
+            Ok(())
+        }
+        Some(2) => {
+            conn.execute_batch(MIGRATE_2_TO_3)?;
             Ok(())
         }
         Some(_) => Ok(()),
@@ -194,8 +263,59 @@ fn sub_ids_text(ids: &[u32]) -> String {
     s
 }
 
+/// What applying changes leaves for the end of the transaction, and what the writer knows
+/// across transactions.
+#[derive(Default)]
+pub(crate) struct Tally {
+    /// Bodies whose last delivery went: [`delete_released`] deletes them at the end of the
+    /// transaction, unless a later change referred to them again.
+    released: Vec<i64>,
+    /// How many deliveries each session (by rowid) has, when known: a session that ends with
+    /// none needs no scan of `deliveries` (which has no index by session). Never less than the
+    /// truth; `None` (then every ending session is looked for) until [`Tally::count`] reads it,
+    /// and again after a transaction that failed.
+    queued: Option<HashMap<i64, u64>>,
+}
+
+impl Tally {
+    /// Reads how many deliveries each session has.
+    pub(crate) fn count(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut queued = HashMap::new();
+        let mut stmt = conn.prepare("SELECT session, count(*) FROM deliveries GROUP BY session")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            queued.insert(row.get(0)?, row.get::<_, i64>(1)?.max(0) as u64);
+        }
+        self.queued = Some(queued);
+        Ok(())
+    }
+
+    /// Whether the counts are known.
+    pub(crate) fn counted(&self) -> bool {
+        self.queued.is_some()
+    }
+
+    /// Forgets the counts (a transaction failed: they may no longer match the store).
+    pub(crate) fn forget(&mut self) {
+        self.queued = None;
+        self.released.clear();
+    }
+
+    fn added(&mut self, session: i64) {
+        if let Some(q) = self.queued.as_mut() {
+            *q.entry(session).or_default() += 1;
+        }
+    }
+
+    fn deleted(&mut self, session: i64) {
+        if let Some(n) = self.queued.as_mut().and_then(|q| q.get_mut(&session)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 /// Applies one change. Runs inside the caller's transaction; statements are cached.
-pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
+pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqlite::Result<()> {
     match change {
         Change::RetainedSet { message: m } => {
             conn.prepare_cached(
@@ -243,10 +363,35 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
             ])?;
         }
         Change::SessionDelete { client_id } => {
+            // Its deliveries go first, while the session's row says which they are, and
+            // release their bodies.
+            let session: Option<i64> = conn
+                .prepare_cached("SELECT rowid FROM sessions WHERE client_id = ?1")?
+                .query_row([client_id], |r| r.get(0))
+                .optional()?;
+            let none = |q: &HashMap<i64, u64>, s| q.get(&s).is_none_or(|n| *n == 0);
+            let scan = session.filter(|&s| !t.queued.as_ref().is_some_and(|q| none(q, s)));
+            if let Some(session) = scan {
+                let mut lost: BTreeMap<i64, i64> = BTreeMap::new();
+                {
+                    let mut stmt = conn.prepare_cached(
+                        "DELETE FROM deliveries WHERE session = ?1 RETURNING body",
+                    )?;
+                    let mut rows = stmt.query([session])?;
+                    while let Some(row) = rows.next()? {
+                        *lost.entry(row.get(0)?).or_default() += 1;
+                    }
+                }
+                for (body, n) in lost {
+                    release(conn, body, n, t)?;
+                }
+            }
+            if let (Some(q), Some(session)) = (t.queued.as_mut(), session) {
+                q.remove(&session);
+            }
             for sql in [
                 "DELETE FROM sessions WHERE client_id = ?1",
                 "DELETE FROM subscriptions WHERE client_id = ?1",
-                "DELETE FROM messages WHERE client_id = ?1",
                 "DELETE FROM qos2_inbound WHERE client_id = ?1",
                 "DELETE FROM wills WHERE client_id = ?1",
             ] {
@@ -269,24 +414,13 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
             conn.prepare_cached("DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2")?
                 .execute([client_id, filter])?;
         }
-        Change::MessageAdd {
-            client_id,
-            message: q,
-        } => {
-            let m = &q.message;
+        Change::MessageBody { id, message: m } => {
             conn.prepare_cached(
-                "INSERT OR REPLACE INTO messages (client_id, seq, packet_id, state, qos, retain,
-                   sub_ids, topic, payload, msg_qos, msg_retain, properties, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT OR IGNORE INTO bodies (id, topic, payload, qos, retain, properties,
+                   expires_at, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
             )?
             .execute(params![
-                client_id,
-                int(q.seq),
-                q.packet_id,
-                q.state.code(),
-                q.qos,
-                q.retain,
-                sub_ids_text(&q.sub_ids),
+                int(*id),
                 m.topic,
                 m.payload,
                 m.qos,
@@ -295,6 +429,61 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
                 m.expires_at.map(int)
             ])?;
         }
+        Change::MessageAdd {
+            client_id,
+            message: q,
+        } => {
+            let insert = || {
+                conn.prepare_cached(
+                    "INSERT INTO deliveries (seq, session, packet_id, state, qos, retain,
+                       sub_ids, body)
+                     SELECT ?2, rowid, ?3, ?4, ?5, ?6, ?7, ?8 FROM sessions WHERE client_id = ?1
+                     RETURNING session",
+                )?
+                .query_row(
+                    params![
+                        client_id,
+                        int(q.seq),
+                        q.packet_id,
+                        q.state.code(),
+                        q.qos,
+                        q.retain,
+                        sub_ids_text(&q.sub_ids),
+                        int(q.body)
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+            };
+            let added = match insert() {
+                // One with the same `seq` is replaced (its body loses a reference); rare
+                // enough to be found by the failed insert rather than looked for every time.
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                {
+                    delete_delivery(conn, client_id, q.seq, t)?;
+                    insert()?
+                }
+                other => other?,
+            };
+            // No such session (it ended earlier in this transaction): the message goes with it.
+            let Some(session) = added else {
+                return Ok(());
+            };
+            t.added(session);
+            let referenced = conn
+                .prepare_cached("UPDATE bodies SET refs = refs + 1 WHERE id = ?1")?
+                .execute([int(q.body)])?;
+            if referenced == 0 {
+                log::error!(
+                    "store: a message for {client_id} refers to body {} the store does not hold; \
+                     not stored",
+                    q.body
+                );
+                conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?
+                    .execute([int(q.seq)])?;
+            }
+        }
         Change::MessageState {
             client_id,
             seq,
@@ -302,13 +491,13 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
             state,
         } => {
             conn.prepare_cached(
-                "UPDATE messages SET packet_id = ?3, state = ?4 WHERE client_id = ?1 AND seq = ?2",
+                "UPDATE deliveries SET packet_id = ?3, state = ?4
+                 WHERE seq = ?2 AND session = (SELECT rowid FROM sessions WHERE client_id = ?1)",
             )?
             .execute(params![client_id, int(*seq), packet_id, state.code()])?;
         }
         Change::MessageDelete { client_id, seq } => {
-            conn.prepare_cached("DELETE FROM messages WHERE client_id = ?1 AND seq = ?2")?
-                .execute(params![client_id, int(*seq)])?;
+            delete_delivery(conn, client_id, *seq, t)?;
         }
         Change::Qos2Add {
             client_id,
@@ -347,6 +536,60 @@ pub(crate) fn apply(conn: &Connection, change: &Change) -> rusqlite::Result<()> 
             conn.prepare_cached("DELETE FROM wills WHERE client_id = ?1")?
                 .execute([client_id])?;
         }
+    }
+    Ok(())
+}
+
+/// Deletes one delivery; its body is released if that was the last delivery referring to it.
+///
+/// Bodies count their references (`refs`) rather than being looked up in `deliveries` when one
+/// goes: that lookup would need an index of `deliveries` by body, which every delivery written
+/// would write too, while the count lives in the body's row, whose page a fan-out or a queue
+/// being filled writes in the same commit anyway.
+fn delete_delivery(
+    conn: &Connection,
+    client_id: &str,
+    seq: u64,
+    t: &mut Tally,
+) -> rusqlite::Result<()> {
+    let gone: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "DELETE FROM deliveries
+             WHERE seq = ?2 AND session = (SELECT rowid FROM sessions WHERE client_id = ?1)
+             RETURNING body, session",
+        )?
+        .query_row(params![client_id, int(seq)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match gone {
+        Some((id, session)) => {
+            t.deleted(session);
+            release(conn, id, 1, t)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Takes `n` references from body `id`, to be deleted at the end of the transaction if none is
+/// left.
+fn release(conn: &Connection, id: i64, n: i64, t: &mut Tally) -> rusqlite::Result<()> {
+    let refs: Option<i64> = conn
+        .prepare_cached("UPDATE bodies SET refs = refs - ?2 WHERE id = ?1 RETURNING refs")?
+        .query_row([id, n], |r| r.get(0))
+        .optional()?;
+    if refs.is_some_and(|left| left <= 0) {
+        t.released.push(id);
+    }
+    Ok(())
+}
+
+/// Deletes the bodies released by the transaction's changes that are still referred to by
+/// nothing. Deferred to the end of a transaction so that a body whose deliveries went, and
+/// which a later change of the same transaction refers to again (a message handed on to
+/// another member of a shared subscription), is kept.
+pub(crate) fn delete_released(conn: &Connection, t: &mut Tally) -> rusqlite::Result<()> {
+    for id in t.released.drain(..) {
+        conn.prepare_cached("DELETE FROM bodies WHERE id = ?1 AND refs <= 0")?
+            .execute([id])?;
     }
     Ok(())
 }
@@ -420,7 +663,7 @@ fn parse_sub_ids(s: &str) -> Result<Vec<u32>, String> {
 const MAX_SUB_ID: u32 = crate::codec::MAX_VARINT;
 
 /// The six message columns (topic, payload, qos, retain, properties, expires_at) that start
-/// at column `first`: the retained table and the queued-message table store them alike.
+/// at column `first`: the retained table and the table of bodies store them alike.
 fn stored_message(row: &Row<'_>, first: usize) -> Result<StoredMessage, String> {
     Ok(StoredMessage {
         topic: text(row, first)?,
@@ -478,21 +721,34 @@ fn decode_subscription(row: &Row<'_>) -> Result<Change, String> {
     })
 }
 
-fn decode_message(row: &Row<'_>) -> Result<Change, String> {
-    let state_code = integer(row, 4)?;
-    let state =
-        MessageState::from_code(state_code).ok_or_else(|| format!("message state {state_code}"))?;
+fn decode_body(row: &Row<'_>) -> Result<Change, String> {
+    Ok(Change::MessageBody {
+        id: ranged(row, 1, i64::MAX)?,
+        message: stored_message(row, 2)?,
+    })
+}
+
+fn decode_delivery(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::MessageAdd {
         client_id: text(row, 1)?,
-        message: QueuedMessage {
-            seq: ranged(row, 2, i64::MAX)?,
-            packet_id: ranged(row, 3, 65535)?,
-            state,
-            qos: qos(row, 5)?,
-            retain: flag(row, 6)?,
-            sub_ids: parse_sub_ids(&text(row, 7)?)?,
-            message: stored_message(row, 8)?,
-        },
+        message: queued_message(row, 2)?,
+    })
+}
+
+/// The seven delivery columns (seq, packet_id, state, qos, retain, sub_ids, body) that start at
+/// column `first`.
+fn queued_message(row: &Row<'_>, first: usize) -> Result<QueuedMessage, String> {
+    let state_code = integer(row, first + 2)?;
+    let state =
+        MessageState::from_code(state_code).ok_or_else(|| format!("message state {state_code}"))?;
+    Ok(QueuedMessage {
+        seq: ranged(row, first, i64::MAX)?,
+        packet_id: ranged(row, first + 1, 65535)?,
+        state,
+        qos: qos(row, first + 3)?,
+        retain: flag(row, first + 4)?,
+        sub_ids: parse_sub_ids(&text(row, first + 5)?)?,
+        body: ranged(row, first + 6, i64::MAX)?,
     })
 }
 
@@ -523,6 +779,9 @@ pub(crate) struct Assembly {
     retained: BTreeMap<String, StoredMessage>,
     sessions: BTreeMap<String, SessionRecord>,
     subscriptions: BTreeMap<String, BTreeMap<String, Subscription>>,
+    bodies: BTreeMap<u64, StoredMessage>,
+    /// What each session's queue holds beyond the messages read.
+    rest: BTreeMap<String, QueueRest>,
     messages: BTreeMap<String, BTreeMap<u64, QueuedMessage>>,
     qos2: BTreeMap<String, Vec<u16>>,
     wills: BTreeMap<String, WillRecord>,
@@ -547,6 +806,9 @@ impl Assembly {
                     .or_default()
                     .insert(subscription.filter.clone(), subscription);
             }
+            Change::MessageBody { id, message } => {
+                self.bodies.insert(id, message);
+            }
             Change::MessageAdd { client_id, message } => {
                 self.messages
                     .entry(client_id)
@@ -565,8 +827,23 @@ impl Assembly {
         }
     }
 
-    /// The snapshot, and how many rows hung off sessions that do not exist (left out).
+    /// The snapshot, and how many rows hung off sessions or bodies that do not exist (left
+    /// out). Bodies no message refers to are left out too.
     pub(crate) fn finish(mut self) -> (Snapshot, u64) {
+        let mut bodies = BTreeMap::new();
+        let mut bodiless = 0;
+        for queue in self.messages.values_mut() {
+            queue.retain(|_, m| match self.bodies.get(&m.body) {
+                Some(body) => {
+                    bodies.entry(m.body).or_insert_with(|| body.clone());
+                    true
+                }
+                None => {
+                    bodiless += 1;
+                    false
+                }
+            });
+        }
         let mut sessions = Vec::with_capacity(self.sessions.len());
         for (client_id, session) in std::mem::take(&mut self.sessions) {
             let subscriptions = self
@@ -586,15 +863,18 @@ impl Assembly {
                 session,
                 subscriptions,
                 messages,
-                more: QueueRest::default(),
+                more: self.rest.remove(&client_id).unwrap_or_default(),
                 qos2_inbound,
             });
         }
         let orphans = self.subscriptions.values().map(|m| m.len()).sum::<usize>()
             + self.messages.values().map(|m| m.len()).sum::<usize>()
-            + self.qos2.values().map(|v| v.len()).sum::<usize>();
+            + self.qos2.values().map(|v| v.len()).sum::<usize>()
+            + bodiless;
         let snapshot = Snapshot {
             retained: self.retained.into_values().collect(),
+            last_body: bodies.keys().next_back().copied().unwrap_or(0),
+            bodies,
             sessions,
             wills: self.wills.into_values().collect(),
             recovery: None,
@@ -603,96 +883,183 @@ impl Assembly {
     }
 }
 
-/// Deletes subscriptions, messages and QoS 2 ids of sessions that do not exist (the broker
-/// could not use them, and a later session with the same id must not inherit them).
-/// Returns how many rows went.
+/// Deletes subscriptions, deliveries and QoS 2 ids of sessions that do not exist (the broker
+/// could not use them, and a later session with the same id must not inherit them),
+/// deliveries whose body is gone, and bodies nothing refers to; sets each body's reference
+/// count to what it is (a salvage or a hand edit may have left it wrong). Returns how many rows
+/// went.
 pub(crate) fn delete_orphans(conn: &Connection) -> rusqlite::Result<usize> {
-    let mut n = 0;
-    for table in ["subscriptions", "messages", "qos2_inbound"] {
+    let mut n = conn.execute(
+        "DELETE FROM deliveries WHERE session NOT IN (SELECT rowid FROM sessions)",
+        [],
+    )?;
+    for table in ["subscriptions", "qos2_inbound"] {
         n += conn.execute(
             &format!("DELETE FROM {table} WHERE client_id NOT IN (SELECT client_id FROM sessions)"),
             [],
         )?;
     }
+    n += conn.execute(
+        "DELETE FROM deliveries WHERE body NOT IN (SELECT id FROM bodies)",
+        [],
+    )?;
+    conn.execute(
+        "UPDATE bodies SET refs = d.n
+           FROM (SELECT body, count(*) AS n FROM deliveries GROUP BY body) AS d
+           WHERE bodies.id = d.body AND bodies.refs != d.n",
+        [],
+    )?;
+    n += conn.execute(
+        "DELETE FROM bodies WHERE id NOT IN (SELECT body FROM deliveries)",
+        [],
+    )?;
     Ok(n)
 }
 
-/// One page of a session's stored messages (see [`read_messages_page`]).
-pub(crate) struct MessagesPage {
-    /// In `seq` order.
-    pub(crate) messages: Vec<QueuedMessage>,
-    /// When asked for: the messages after the page.
-    pub(crate) rest: QueueRest,
-}
-
-/// Reads the messages of `client_id` after `after` in `seq` order: at most `max_messages`, and
-/// no more than `max_bytes` (topic plus payload) beyond the first. With `count_rest`, also
-/// counts the messages after the page and their bytes. Rows with invalid values are skipped,
-/// logged and deleted. The one query that reads queued messages back, at start and while a
-/// long queue drains.
+/// Reads the messages of `client_id` after `after` in `seq` order, with the bodies they refer
+/// to: at most `max_messages`, and no more than `max_bytes` (topic plus payload) beyond the
+/// first. Rows with invalid values are skipped, logged and deleted. This is how the rest of a
+/// long queue comes back while it drains; `seq` being the rowid, the page is a range of the
+/// table from `after` (other sessions' rows in it are passed over).
 pub(crate) fn read_messages_page(
     conn: &Connection,
     client_id: &str,
     after: u64,
     max_messages: usize,
     max_bytes: usize,
-    count_rest: bool,
-) -> rusqlite::Result<MessagesPage> {
+) -> rusqlite::Result<(Vec<QueuedMessage>, BTreeMap<u64, StoredMessage>)> {
     let mut messages = Vec::new();
+    let mut bodies = BTreeMap::new();
+    let session: Option<i64> = conn
+        .prepare_cached("SELECT rowid FROM sessions WHERE client_id = ?1")?
+        .query_row([client_id], |r| r.get(0))
+        .optional()?;
+    let Some(session) = session else {
+        return Ok((messages, bodies));
+    };
     let mut invalid: Vec<i64> = Vec::new();
     let mut bytes = 0usize;
-    let mut last = after;
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT rowid, client_id, seq, packet_id, state, qos, retain, sub_ids, topic, payload,
-               msg_qos, msg_retain, properties, expires_at
-             FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq",
+            "SELECT d.session, d.seq, d.packet_id, d.state, d.qos, d.retain, d.sub_ids, d.body,
+               b.topic, b.payload, b.qos, b.retain, b.properties, b.expires_at
+             FROM deliveries AS d CROSS JOIN bodies AS b ON b.id = d.body
+             WHERE d.seq > ?2 AND d.session = ?1 ORDER BY d.seq",
         )?;
         // Rows are stepped through one at a time: the page stops where its bounds say.
-        let mut rows = stmt.query(params![client_id, int(after)])?;
+        let mut rows = stmt.query(params![session, int(after)])?;
         while messages.len() < max_messages {
             let Some(row) = rows.next()? else {
                 break;
             };
-            match decode_message(row) {
-                Ok(Change::MessageAdd { message, .. }) => {
-                    let size = message.message.topic.len() + message.message.payload.len();
+            match queued_message(row, 1).and_then(|q| Ok((q, stored_message(row, 8)?))) {
+                Ok((q, body)) => {
+                    let size = body.topic.len() + body.payload.len();
                     if !messages.is_empty() && bytes + size > max_bytes {
                         break;
                     }
                     bytes += size;
-                    last = message.seq;
-                    messages.push(message);
+                    bodies.insert(q.body, body);
+                    messages.push(q);
                 }
-                Ok(_) => {}
                 Err(why) => {
-                    let rowid = row.get::<_, i64>(0)?;
-                    log::warn!("store: messages row {rowid} skipped and deleted: {why}");
-                    invalid.push(rowid);
+                    let seq = row.get::<_, i64>(1)?;
+                    log::warn!("store: deliveries row {seq} skipped and deleted: {why}");
+                    invalid.push(seq);
                 }
             }
         }
     }
-    for rowid in invalid {
-        conn.execute("DELETE FROM messages WHERE rowid = ?1", [rowid])?;
+    for seq in invalid {
+        conn.execute("DELETE FROM deliveries WHERE seq = ?1", [seq])?;
     }
-    let rest = if count_rest {
-        conn.prepare_cached(
-            "SELECT count(*), total(length(CAST(topic AS BLOB)) + length(payload)),
-               coalesce(max(seq), 0)
-             FROM messages WHERE client_id = ?1 AND seq > ?2",
-        )?
-        .query_row(params![client_id, int(last)], |r| {
-            Ok(QueueRest {
-                count: r.get::<_, i64>(0)?.max(0) as u64,
-                bytes: r.get::<_, f64>(1)? as u64,
-                last_seq: r.get::<_, i64>(2)?.max(0) as u64,
-            })
-        })?
-    } else {
-        QueueRest::default()
-    };
-    Ok(MessagesPage { messages, rest })
+    Ok((messages, bodies))
+}
+
+/// Reads every session's deliveries in one pass, in `seq` order: the head of each queue
+/// ([`QUEUE_HEAD_MESSAGES`], [`QUEUE_HEAD_BYTES`]) goes into `assembly` with the bodies it
+/// refers to; the rest is only counted, and stays in the store. Rows with invalid values are
+/// skipped, logged and deleted.
+fn read_queues(conn: &Connection, assembly: &mut Assembly) -> rusqlite::Result<()> {
+    let mut clients: HashMap<i64, String> = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT rowid, client_id FROM sessions")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            if let (Ok(rowid), Ok(client_id)) = (row.get(0), row.get(1)) {
+                clients.insert(rowid, client_id);
+            }
+        }
+    }
+    // Per session: messages and bytes in the head, and whether it is full.
+    let mut heads: HashMap<i64, (usize, usize, bool)> = HashMap::new();
+    let mut wanted: BTreeSet<u64> = BTreeSet::new();
+    let mut invalid: Vec<i64> = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT d.session, d.seq, d.packet_id, d.state, d.qos, d.retain, d.sub_ids, d.body,
+               length(CAST(b.topic AS BLOB)) + length(b.payload)
+             FROM deliveries AS d CROSS JOIN bodies AS b ON b.id = d.body ORDER BY d.seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let session: i64 = row.get(0)?;
+            // A delivery of no session: `delete_orphans` took it at the start already.
+            let Some(client_id) = clients.get(&session) else {
+                continue;
+            };
+            let q = match queued_message(row, 1) {
+                Ok(q) => q,
+                Err(why) => {
+                    let seq = row.get::<_, i64>(1)?;
+                    log::warn!("store: deliveries row {seq} skipped and deleted: {why}");
+                    invalid.push(seq);
+                    continue;
+                }
+            };
+            let size = usize::try_from(row.get::<_, i64>(8)?).unwrap_or(usize::MAX);
+            let (count, bytes, full) = heads.entry(session).or_default();
+            if !*full
+                && *count < QUEUE_HEAD_MESSAGES
+                && (*count == 0 || bytes.saturating_add(size) <= QUEUE_HEAD_BYTES)
+            {
+                *count += 1;
+                *bytes = bytes.saturating_add(size);
+                wanted.insert(q.body);
+                assembly.add(Change::MessageAdd {
+                    client_id: client_id.clone(),
+                    message: q,
+                });
+            } else {
+                *full = true;
+                let rest = assembly.rest.entry(client_id.clone()).or_default();
+                rest.count += 1;
+                rest.bytes = rest.bytes.saturating_add(size as u64);
+                rest.last_seq = q.seq;
+            }
+        }
+    }
+    for seq in invalid {
+        conn.execute("DELETE FROM deliveries WHERE seq = ?1", [seq])?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT rowid, id, topic, payload, qos, retain, properties, expires_at
+         FROM bodies WHERE id = ?1",
+    )?;
+    for id in wanted {
+        let mut rows = stmt.query([int(id)])?;
+        if let Some(row) = rows.next()? {
+            match decode_body(row) {
+                Ok(change) => assembly.add(change),
+                // Its deliveries are left out (no body) and deleted at the next start.
+                Err(why) => {
+                    log::warn!("store: bodies row {id} skipped and deleted: {why}");
+                    conn.execute("DELETE FROM bodies WHERE id = ?1", [int(id)])?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads every table of a healthy store, but of each session's messages only the head of its
@@ -701,7 +1068,10 @@ pub(crate) fn read_messages_page(
 /// are skipped, logged and deleted.
 pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut assembly = Assembly::default();
-    for table in TABLES.iter().filter(|t| t.name != "messages") {
+    for table in TABLES
+        .iter()
+        .filter(|t| !matches!(t.name, "bodies" | "deliveries"))
+    {
         let mut invalid: Vec<i64> = Vec::new();
         {
             let mut stmt = conn.prepare(&format!(
@@ -730,23 +1100,14 @@ pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
             )?;
         }
     }
+    read_queues(conn, &mut assembly)?;
     let (mut snapshot, orphans) = assembly.finish();
     if orphans > 0 {
         log::warn!("store: {orphans} rows of unknown sessions left out");
     }
-    for st in &mut snapshot.sessions {
-        let client_id = &st.session.client_id;
-        let page = read_messages_page(
-            conn,
-            client_id,
-            0,
-            QUEUE_HEAD_MESSAGES,
-            QUEUE_HEAD_BYTES,
-            true,
-        )?;
-        st.messages = page.messages;
-        st.more = page.rest;
-    }
+    let last_body: i64 =
+        conn.query_row("SELECT coalesce(max(id), 0) FROM bodies", [], |r| r.get(0))?;
+    snapshot.last_body = u64::try_from(last_body).unwrap_or(0);
     Ok(snapshot)
 }
 
@@ -814,25 +1175,73 @@ mod tests {
     }
 
     #[test]
-    fn a_page_skips_and_deletes_invalid_rows_and_counts_the_rest() {
+    fn a_page_skips_and_deletes_invalid_rows() {
         let conn = memory();
-        conn.execute_batch(
-            "INSERT INTO messages VALUES ('c', 1, 0, 0, 1, 0, '', 't', x'00', 1, 0, x'', NULL);
-             INSERT INTO messages VALUES ('c', 2, 0, 9, 1, 0, '', 't', x'00', 1, 0, x'', NULL);
-             INSERT INTO messages VALUES ('c', 3, 0, 0, 1, 0, '', 't', x'00', 1, 0, x'', NULL);
-             INSERT INTO messages VALUES ('c', 4, 0, 0, 1, 0, '', 'tt', x'0000', 1, 0, x'', NULL);
-             INSERT INTO messages VALUES ('d', 5, 0, 0, 1, 0, '', 't', x'00', 1, 0, x'', NULL);",
-        )
-        .unwrap();
-        let page = read_messages_page(&conn, "c", 0, 2, usize::MAX, true).unwrap();
-        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, [1, 3], "state 9 is invalid");
-        let rest = page.rest;
-        assert_eq!((rest.count, rest.bytes, rest.last_seq), (1, 4, 4));
+        apply_all(
+            &conn,
+            &[
+                session("c"),
+                session("d"),
+                body(1),
+                body(2),
+                add("c", 1, 1),
+                add("c", 2, 1),
+                add("d", 3, 1),
+                add("c", 4, 2),
+                add("c", 5, 2),
+            ],
+        );
+        conn.execute("UPDATE deliveries SET state = 9 WHERE seq = 2", [])
+            .unwrap();
+        let (page, bodies) = read_messages_page(&conn, "c", 0, 2, usize::MAX).unwrap();
+        let seqs: Vec<u64> = page.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [1, 4], "state 9 is invalid, 3 is d's");
+        assert_eq!(bodies.keys().copied().collect::<Vec<_>>(), [1, 2]);
         let n: i64 = conn
-            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 4, "the invalid row was deleted");
+        let (page, _) = read_messages_page(&conn, "c", 4, 10, usize::MAX).unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
+    fn a_start_reads_the_head_of_each_queue_and_counts_the_rest() {
+        let conn = memory();
+        let big = Change::MessageBody {
+            id: 7,
+            message: StoredMessage {
+                topic: "big".into(),
+                payload: vec![0; 600_000],
+                qos: 1,
+                ..StoredMessage::default()
+            },
+        };
+        apply_all(
+            &conn,
+            &[
+                session("c"),
+                session("d"),
+                big,
+                body(8),
+                add("c", 1, 7),
+                add("d", 2, 8),
+                add("c", 3, 7),
+                add("c", 4, 8),
+            ],
+        );
+        let snapshot = load(&conn).unwrap();
+        let c = &snapshot.sessions[0];
+        // The first message always; the second would pass QUEUE_HEAD_BYTES, and the rest stays
+        // behind it, however small.
+        assert_eq!(c.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            (c.more.count, c.more.bytes, c.more.last_seq),
+            (2, 600_003 + 2, 4)
+        );
+        assert_eq!(snapshot.sessions[1].messages[0].seq, 2);
+        assert_eq!(snapshot.bodies.keys().copied().collect::<Vec<_>>(), [7, 8]);
+        assert_eq!(snapshot.last_body, 8);
     }
 
     #[test]
@@ -858,5 +1267,222 @@ mod tests {
             assert_eq!(MessageState::from_code(i64::from(s.code())), Some(s));
         }
         assert_eq!(MessageState::from_code(4), None);
+    }
+
+    fn session(client_id: &str) -> Change {
+        Change::SessionUpsert {
+            session: SessionRecord {
+                client_id: client_id.into(),
+                protocol: 4,
+                expiry: SessionExpiry::Never,
+                expires_at: None,
+            },
+        }
+    }
+
+    fn body(id: u64) -> Change {
+        Change::MessageBody {
+            id,
+            message: StoredMessage {
+                topic: "t".into(),
+                payload: vec![id as u8],
+                qos: 1,
+                ..StoredMessage::default()
+            },
+        }
+    }
+
+    fn add(client_id: &str, seq: u64, body: u64) -> Change {
+        crate::store::model::queued_add(client_id, seq, body)
+    }
+
+    fn delete(client_id: &str, seq: u64) -> Change {
+        Change::MessageDelete {
+            client_id: client_id.into(),
+            seq,
+        }
+    }
+
+    /// Applies `changes` as one transaction does.
+    fn apply_all(conn: &Connection, changes: &[Change]) {
+        let mut t = Tally::default();
+        for c in changes {
+            apply(conn, c, &mut t).unwrap();
+        }
+        delete_released(conn, &mut t).unwrap();
+    }
+
+    /// (id, refs) of every body.
+    fn bodies(conn: &Connection) -> Vec<(i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT id, refs FROM bodies ORDER BY id")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_body_goes_with_its_last_delivery() {
+        let conn = memory();
+        apply_all(
+            &conn,
+            &[
+                session("a"),
+                session("b"),
+                body(1),
+                add("a", 1, 1),
+                add("b", 2, 1),
+            ],
+        );
+        assert_eq!(bodies(&conn), [(1, 2)]);
+        apply_all(&conn, &[delete("a", 1), delete("b", 1)]);
+        assert_eq!(bodies(&conn), [(1, 1)], "b's seq 1 is not b's delivery");
+        // Replacing a delivery takes the old body's reference.
+        apply_all(&conn, &[body(2), add("b", 2, 2)]);
+        assert_eq!(bodies(&conn), [(2, 1)]);
+        apply_all(
+            &conn,
+            &[Change::SessionDelete {
+                client_id: "b".into(),
+            }],
+        );
+        assert_eq!(bodies(&conn), []);
+    }
+
+    /// The writer's counts of deliveries per session follow adds, deletes, replacements and
+    /// ends, so that a session known to have none is not looked for, and one that has some is
+    /// emptied.
+    #[test]
+    fn counted_deliveries_follow_the_changes() {
+        let conn = memory();
+        let mut t = Tally::default();
+        t.count(&conn).unwrap();
+        let end = |c: &str| Change::SessionDelete {
+            client_id: c.into(),
+        };
+        for c in [
+            session("a"),
+            session("b"),
+            session("c"),
+            body(1),
+            add("a", 1, 1),
+            add("b", 2, 1),
+            add("a", 3, 1),
+            add("a", 3, 1),
+            delete("a", 1),
+            delete("c", 2),
+            end("c"),
+            add("c", 4, 1),
+            end("b"),
+        ] {
+            apply(&conn, &c, &mut t).unwrap();
+        }
+        delete_released(&conn, &mut t).unwrap();
+        let kept = t.queued.clone().unwrap();
+        let mut recount = Tally::default();
+        recount.count(&conn).unwrap();
+        let nonzero = |q: HashMap<i64, u64>| -> BTreeMap<i64, u64> {
+            q.into_iter().filter(|(_, n)| *n > 0).collect()
+        };
+        assert_eq!(nonzero(kept), nonzero(recount.queued.unwrap()));
+        apply(&conn, &end("a"), &mut t).unwrap();
+        delete_released(&conn, &mut t).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(bodies(&conn), []);
+    }
+
+    #[test]
+    fn a_body_released_and_referred_to_again_in_one_transaction_stays() {
+        let conn = memory();
+        apply_all(
+            &conn,
+            &[session("a"), session("b"), body(1), add("a", 1, 1)],
+        );
+        // A shared subscription hands the message on to b as a ends.
+        apply_all(
+            &conn,
+            &[
+                Change::SessionDelete {
+                    client_id: "a".into(),
+                },
+                add("b", 2, 1),
+            ],
+        );
+        assert_eq!(bodies(&conn), [(1, 1)]);
+        let snapshot = load(&conn).unwrap();
+        assert_eq!(snapshot.sessions[0].messages[0].body, 1);
+        assert_eq!(snapshot.bodies.len(), 1);
+    }
+
+    #[test]
+    fn orphan_deliveries_and_bodies_are_deleted_and_counts_corrected() {
+        let conn = memory();
+        apply_all(&conn, &[session("a"), body(1), body(2), add("a", 1, 1)]);
+        conn.execute_batch(
+            "UPDATE bodies SET refs = 5 WHERE id = 1;
+             INSERT INTO bodies VALUES (3, 't', x'00', 1, 0, x'', NULL, 1);
+             INSERT INTO deliveries VALUES (7, 99, 0, 0, 1, 0, '', 3);
+             INSERT INTO deliveries VALUES (8, (SELECT rowid FROM sessions), 0, 0, 1, 0, '', 4);",
+        )
+        .unwrap();
+        // Body 2 (never referred to), body 3 (its delivery's session is gone), the deliveries
+        // of session 99 and of the missing body 4.
+        assert_eq!(delete_orphans(&conn).unwrap(), 4);
+        assert_eq!(bodies(&conn), [(1, 1)]);
+    }
+
+    #[test]
+    fn a_version_2_store_is_migrated() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (2);
+             CREATE TABLE sessions (client_id TEXT NOT NULL UNIQUE, protocol INTEGER NOT NULL,
+                 expiry_interval INTEGER, expires_at INTEGER);
+             CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                 packet_id INTEGER NOT NULL, state INTEGER NOT NULL, qos INTEGER NOT NULL,
+                 retain INTEGER NOT NULL, sub_ids TEXT NOT NULL, topic TEXT NOT NULL,
+                 payload BLOB NOT NULL, msg_qos INTEGER NOT NULL, msg_retain INTEGER NOT NULL,
+                 properties BLOB NOT NULL, expires_at INTEGER, UNIQUE (client_id, seq));
+             INSERT INTO sessions VALUES ('b', 4, NULL, NULL), ('a', 5, 60, NULL);
+             INSERT INTO messages VALUES ('a', 9, 3, 1, 1, 0, '4', 't/1', x'01', 2, 0, x'', 7);
+             INSERT INTO messages VALUES ('b', 1, 0, 0, 1, 1, '', 't/2', x'02', 1, 1, x'', NULL);
+             INSERT INTO messages VALUES ('a', 2, 0, 0, 1, 0, '', 't/3', x'03', 1, 0, x'', NULL);
+             INSERT INTO messages VALUES ('x', 1, 0, 0, 1, 0, '', 't/4', x'04', 1, 0, x'', NULL);",
+        )
+        .unwrap();
+        create(&conn).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let snapshot = load(&conn).unwrap();
+        let queue = |i: usize| -> Vec<(u64, u16, String, Vec<u8>)> {
+            snapshot.sessions[i]
+                .messages
+                .iter()
+                .map(|m| {
+                    let b = &snapshot.bodies[&m.body];
+                    (m.seq, m.packet_id, b.topic.clone(), b.payload.clone())
+                })
+                .collect()
+        };
+        // Renumbered across the store, each session's order kept; x had no session.
+        assert_eq!(
+            queue(0),
+            [(1, 0, "t/3".into(), vec![3]), (2, 3, "t/1".into(), vec![1])]
+        );
+        assert_eq!(queue(1), [(3, 0, "t/2".into(), vec![2])]);
+        let inflight = &snapshot.sessions[0].messages[1];
+        assert_eq!(
+            (inflight.state, inflight.qos, &inflight.sub_ids),
+            (MessageState::AwaitPuback, 1, &vec![4])
+        );
+        let b = &snapshot.bodies[&inflight.body];
+        assert_eq!((b.qos, b.expires_at), (2, Some(7)));
+        assert_eq!(bodies(&conn).len(), 3);
     }
 }

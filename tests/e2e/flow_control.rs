@@ -187,3 +187,68 @@ fn stalled_subscriber_does_not_block_the_loop() {
     publ.send(&PINGREQ);
     publ.expect_bytes(&PINGRESP, Duration::from_secs(20));
 }
+
+/// A subscriber that stops reading loses QoS 0 messages only past its output bound and then its
+/// queue (`max_queued_messages`): the log says when dropping starts and, once messages reach it
+/// again, how many more were dropped meanwhile.
+#[test]
+fn a_slow_readers_drops_are_logged_with_their_count_when_messages_flow_again() {
+    if skip_on_mosquitto("midge's drop count line") {
+        return;
+    }
+    let b = Broker::start("max_queued_messages 100");
+    let mut slow = connect_small_rcvbuf(b.port(), 4096);
+    slow.send(&Connect::v311("slowpoke").bytes());
+    slow.expect_bytes(&CONNACK_OK, WAIT);
+    slow.subscribe(1, &[("slow/#", 0)], &[0]);
+    let mut publ = Raw::mqtt_connect(b.port(), "slow-pub");
+    // 6000 messages of 2 KiB: past the kernel's socket buffers, the 1 MiB output bound and the
+    // 100-message queue.
+    let payload = vec![b's'; 2048];
+    let mut burst = Vec::new();
+    for _ in 0..6000 {
+        burst.extend(publish("slow/t", &payload, 0, false, false, 0));
+    }
+    let mut w = publ.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = w.write_all(&burst);
+    });
+    writer.join().unwrap();
+    // The whole burst is taken (the PINGRESP comes after it), the reader still not reading.
+    publ.send(&PINGREQ);
+    publ.expect_bytes(&PINGRESP, Duration::from_secs(30));
+    // The reader catches up, reading until the broker has nothing more for it.
+    let mut got = 0;
+    while let Got::Packet(_) = slow.read_packet(Duration::from_secs(1)) {
+        got += 1;
+    }
+    assert!(got < 6000, "some were dropped: {got} received");
+    let logs = b.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.ends_with("Outgoing messages are being dropped for client slowpoke.")),
+        "{logs:?}"
+    );
+    // One more message: it flows, and the log counts the drops since the first line.
+    publ.send(&publish("slow/t", b"again", 0, false, false, 0));
+    assert_eq!(slow.expect_packet(WAIT).payload(), b"again");
+    publ.send(&PINGREQ);
+    publ.expect_bytes(&PINGRESP, WAIT);
+    let line = b
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("Outgoing messages flow again for client slowpoke;"))
+        .unwrap_or_else(|| panic!("no flow-again line: {:?}", b.logs()));
+    let n: u64 = line
+        .rsplit("; ")
+        .next()
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    assert_eq!(
+        got as u64 + n + 1,
+        6000,
+        "received + counted + the first: {line}"
+    );
+}

@@ -47,6 +47,7 @@ mod sessions;
 mod store_basic;
 mod store_crash;
 mod store_full;
+mod store_once;
 mod store_recovery;
 mod subscribe;
 mod sys;

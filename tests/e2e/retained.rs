@@ -270,21 +270,7 @@ fn no_stale_retained_after_newer_live_publish() {
 fn a_new_subscriber_gets_every_one_of_100000_retained_messages() {
     let b = Broker::start("");
     let n = 100_000;
-    let mut p = Raw::mqtt_connect(b.port(), "filler");
-    let mut burst = Vec::new();
-    for i in 0..n {
-        burst.extend(publish(
-            &format!("mqb/{i}"),
-            format!("payload-{i:058}").as_bytes(),
-            0,
-            true,
-            false,
-            0,
-        ));
-    }
-    p.send(&burst);
-    p.send(&[0xC0, 0]);
-    p.expect_bytes(&[0xD0, 0], secs(60.0));
+    fill_retained(b.port(), "mqb", n);
     for q in ["0", "1"] {
         // Within 20 s, well before a keepalive ping (60 s) could wake a stalled replay.
         let out = mosquitto_sub(

@@ -61,7 +61,7 @@ fn a_version_1_store_is_migrated_and_retained_publishers_survive_a_restart() {
     let version: i64 = db
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[test]
@@ -82,7 +82,12 @@ fn round_trip_every_kind_of_change() {
         qos: 2,
         retain: true,
         sub_ids: vec![1, 268_435_455],
-        message: full_message(),
+        body: 7,
+    };
+    // A body keeps no publisher (only a retained message does).
+    let inflight_body = StoredMessage {
+        source: None,
+        ..full_message()
     };
     let will = WillRecord {
         client_id: "v5".into(),
@@ -122,9 +127,14 @@ fn round_trip_every_kind_of_change() {
                 sub_id: 0,
             },
         },
+        body(8, "q/1", b"second"),
         Change::MessageAdd {
             client_id: "v5".into(),
-            message: queued(8, "q/1", b"second"),
+            message: queued(8, 8),
+        },
+        Change::MessageBody {
+            id: 7,
+            message: inflight_body.clone(),
         },
         Change::MessageAdd {
             client_id: "v5".into(),
@@ -154,9 +164,10 @@ fn round_trip_every_kind_of_change() {
             packet_id: 42,
             state: MessageState::AwaitPubrec,
         },
+        body(9, "q/2", b"acked"),
         Change::MessageAdd {
             client_id: "v5".into(),
-            message: queued(9, "q/2", b"acked"),
+            message: queued(9, 9),
         },
         Change::MessageDelete {
             client_id: "v5".into(),
@@ -198,9 +209,10 @@ fn round_trip_every_kind_of_change() {
                 sub_id: 0,
             },
         },
+        body(100, "t", b"p"),
         Change::MessageAdd {
             client_id: "doomed".into(),
-            message: queued(1, "t", b"p"),
+            message: queued(1, 100),
         },
         Change::Qos2Add {
             client_id: "doomed".into(),
@@ -222,6 +234,9 @@ fn round_trip_every_kind_of_change() {
 
     let expected = Snapshot {
         retained: vec![full_message()],
+        // Body 9 went with its delivery, body 100 with its session.
+        bodies: [(7, inflight_body), (8, message("q/1", b"second"))].into(),
+        last_body: 8,
         sessions: vec![
             SessionState {
                 session: session("v3"),
@@ -244,7 +259,7 @@ fn round_trip_every_kind_of_change() {
                         sub_id: 10,
                     },
                 ],
-                messages: vec![inflight, queued(8, "q/1", b"second")],
+                messages: vec![inflight, queued(8, 8)],
                 more: QueueRest::default(),
                 qos2_inbound: vec![5],
             },
@@ -282,9 +297,10 @@ fn a_long_queue_is_read_back_a_page_at_a_time_in_order() {
         session: session("long"),
     }];
     for seq in 1..=total {
+        changes.push(body(seq, "q/é", format!("{seq:05}").as_bytes()));
         changes.push(Change::MessageAdd {
             client_id: "long".into(),
-            message: queued(seq, "q/é", format!("{seq:05}").as_bytes()),
+            message: queued(seq, seq),
         });
     }
     store.submit(changes);
@@ -300,6 +316,14 @@ fn a_long_queue_is_read_back_a_page_at_a_time_in_order() {
     assert_eq!(page.tag, 7);
     let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, (991..=1090).collect::<Vec<_>>());
+    // With the bodies they refer to.
+    let payloads: Vec<&[u8]> = page
+        .messages
+        .iter()
+        .map(|m| page.bodies[&m.body].payload.as_slice())
+        .collect();
+    assert_eq!(payloads.first(), Some(&b"00991".as_slice()));
+    assert_eq!(payloads.len(), 100);
     assert!(
         notified.load(Ordering::SeqCst) >= 2,
         "notify after the page"
@@ -405,9 +429,10 @@ fn group_commit_keeps_batch_order() {
             Change::RetainedSet {
                 message: message("last", i.to_string().as_bytes()),
             },
+            body(i, "q", &i.to_be_bytes()),
             Change::MessageAdd {
                 client_id: "c".into(),
-                message: queued(i, "q", &i.to_be_bytes()),
+                message: queued(i, i),
             },
         ];
         // Every other message is acknowledged in the next batch.
@@ -583,9 +608,14 @@ fn ten_thousand_changes_commit_in_well_under_a_second() {
     wait_committed(&store, 1);
     let payload = [0x5a; 100];
     let changes: Vec<Change> = (0..10_000u64)
-        .map(|i| Change::MessageAdd {
-            client_id: "c".into(),
-            message: queued(i, "bench/topic", &payload),
+        .flat_map(|i| {
+            [
+                body(i, "bench/topic", &payload),
+                Change::MessageAdd {
+                    client_id: "c".into(),
+                    message: queued(i, i),
+                },
+            ]
         })
         .collect();
     let start = Instant::now();
@@ -600,9 +630,10 @@ fn ten_thousand_changes_commit_in_well_under_a_second() {
     let turns = 5_000u64;
     for i in 0..turns {
         store.submit(vec![
+            body(100_000 + i, "bench/topic", &payload),
             Change::MessageAdd {
                 client_id: "c".into(),
-                message: queued(100_000 + i, "bench/topic", &payload),
+                message: queued(100_000 + i, 100_000 + i),
             },
             Change::MessageState {
                 client_id: "c".into(),
@@ -743,10 +774,13 @@ fn syncs_under_strace() {
     let mut seq = 0u64;
     while start.elapsed() < Duration::from_secs(secs) {
         seq += 1;
-        store.submit(vec![Change::MessageAdd {
-            client_id: "c".into(),
-            message: queued(seq, "load", &[1; 64]),
-        }]);
+        store.submit(vec![
+            body(seq, "load", &[1; 64]),
+            Change::MessageAdd {
+                client_id: "c".into(),
+                message: queued(seq, seq),
+            },
+        ]);
         if seq > 1 {
             store.submit(vec![Change::MessageDelete {
                 client_id: "c".into(),
@@ -781,10 +815,13 @@ fn a_message_acknowledged_while_the_writer_gathers_writes_nothing() {
     let wal = dir.join("midge.db-wal");
     let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
     let before = wal_size();
-    store.submit(vec![Change::MessageAdd {
-        client_id: "c".into(),
-        message: queued(1, "t", &[1; 256]),
-    }]);
+    store.submit(vec![
+        body(1, "t", &[1; 256]),
+        Change::MessageAdd {
+            client_id: "c".into(),
+            message: queued(1, 1),
+        },
+    ]);
     // The subscriber's PUBACK, a moment later.
     std::thread::sleep(Duration::from_micros(200));
     let b = store.submit(vec![Change::MessageDelete {

@@ -19,9 +19,10 @@ fn batch(i: u64) -> Vec<Change> {
         Change::RetainedSet {
             message: message(&format!("r/{i:08}"), &i.to_be_bytes()),
         },
+        body(i, "q", &[i as u8; 100]),
         Change::MessageAdd {
             client_id: "c".into(),
-            message: queued(i, "q", &[i as u8; 100]),
+            message: queued(i, i),
         },
         Change::SubscriptionSet {
             client_id: "c".into(),
@@ -79,7 +80,7 @@ fn sigkill_keeps_every_committed_batch() {
     let child_test = format!("{module}::child_writer");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", &child_test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &dir)
+        .env(CHILD_ENV, dir.as_os_str())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -170,7 +170,8 @@ fn invalid_rows_are_skipped_not_fatal() {
         conn.execute_batch(
             "UPDATE retained SET qos = 7 WHERE topic = 'sensors/00003';
              UPDATE retained SET topic = CAST(x'ff00' AS TEXT) WHERE topic = 'sensors/00004';
-             UPDATE messages SET state = 9 WHERE client_id = 'client-00001';
+             UPDATE deliveries SET state = 9
+                 WHERE session = (SELECT rowid FROM sessions WHERE client_id = 'client-00001');
              INSERT INTO subscriptions VALUES ('nobody', '#', 0, 0);",
         )
         .unwrap();
@@ -188,4 +189,80 @@ fn invalid_rows_are_skipped_not_fatal() {
 
 fn rusqlite_conn(dir: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join("midge.db")).unwrap()
+}
+
+/// A store damaged before it was migrated to version 3: its `messages` table (a copy of the
+/// message per session) is salvaged into bodies and deliveries, each session's order kept.
+#[test]
+fn a_damaged_version_2_store_is_salvaged_into_bodies_and_deliveries() {
+    let dir = scratch("damaged-v2");
+    {
+        let db = rusqlite_conn(&dir);
+        db.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (2);
+             CREATE TABLE sessions (client_id TEXT NOT NULL UNIQUE, protocol INTEGER NOT NULL,
+                 expiry_interval INTEGER, expires_at INTEGER);
+             CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                 packet_id INTEGER NOT NULL, state INTEGER NOT NULL, qos INTEGER NOT NULL,
+                 retain INTEGER NOT NULL, sub_ids TEXT NOT NULL, topic TEXT NOT NULL,
+                 payload BLOB NOT NULL, msg_qos INTEGER NOT NULL, msg_retain INTEGER NOT NULL,
+                 properties BLOB NOT NULL, expires_at INTEGER, UNIQUE (client_id, seq));
+             INSERT INTO sessions VALUES ('a', 4, NULL, NULL), ('b', 4, NULL, NULL);",
+        )
+        .unwrap();
+        let mut insert = db
+            .prepare(
+                "INSERT INTO messages VALUES (?1, ?2, 0, 0, 1, 0, '', 'q', ?3, 1, 0, x'', NULL)",
+            )
+            .unwrap();
+        for i in 1..=400u32 {
+            let client = if i % 2 == 0 { "a" } else { "b" };
+            insert
+                // Numbered per session, as version 2 did.
+                .execute(rusqlite::params![
+                    client,
+                    i.div_ceil(2),
+                    i.to_be_bytes().repeat(75)
+                ])
+                .unwrap();
+        }
+    }
+    let path = dir.join("midge.db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / PAGE / 2;
+    bytes[middle * PAGE..(middle + 1) * PAGE].fill(0xa5);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (store, snapshot) = open(&dir);
+    store.close().unwrap();
+    let report = snapshot.recovery.as_ref().expect("damage not noticed");
+    print_report("a version 2 store with a page overwritten", report);
+    let recovered = |t: &str| {
+        report
+            .tables
+            .iter()
+            .find(|r| r.table == t)
+            .unwrap()
+            .recovered
+    };
+    assert!(recovered("bodies") > 300, "{report:?}");
+    assert_eq!(recovered("bodies"), recovered("deliveries"));
+    assert_eq!(snapshot.sessions.len(), 2);
+    for s in &snapshot.sessions {
+        // Each delivery's body is the message it was, in the session's order.
+        let numbers: Vec<u32> = s
+            .messages
+            .iter()
+            .map(|m| {
+                let payload = &snapshot.bodies[&m.body].payload;
+                assert_eq!(payload.len(), 300);
+                u32::from_be_bytes(payload[..4].try_into().unwrap())
+            })
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+        let odd = s.session.client_id == "b";
+        assert!(numbers.iter().all(|n| (n % 2 == 1) == odd));
+    }
+    reopens_clean(&dir, &snapshot);
 }

@@ -719,3 +719,36 @@ fn sighup_builds_the_chain_of_a_replaced_certificate() {
         .expect("a client trusting only the root connects after the reload");
     b.assert_serves();
 }
+
+/// A large retained replay arrives whole over TLS, at QoS 0 and 1 (it is streamed as the TLS
+/// session drains).
+#[test]
+fn a_large_retained_replay_arrives_whole_over_tls() {
+    if skip_on_mosquitto("TLS config made for midge's test harness") {
+        return;
+    }
+    let dir = TempDir::new();
+    let ca = Ca::new("midge test CA");
+    let ca_file = ca.write(&dir, "ca.pem");
+    let (_b, plain, tls) = tls_broker(&ca.server(&dir, "server"), "");
+    let n = 20_000;
+    fill_retained(plain, "big", n);
+    for q in ["0", "1"] {
+        let count = n.to_string();
+        let args = [
+            "--cafile",
+            s(&ca_file),
+            "-q",
+            q,
+            "-t",
+            "big/#",
+            "-C",
+            &count,
+            "-W",
+            "20",
+        ];
+        let out = mosquitto(MOSQUITTO_SUB, tls, &args);
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(lines, n, "QoS {q}: {}", stderr(&out));
+    }
+}

@@ -37,6 +37,14 @@ fn message_writes(changes: &[Change]) -> usize {
         .count()
 }
 
+/// The PUBACK of packet 7 leaves once batch 2 (this turn's changes) is committed, not before.
+fn puback_7_waits_for_batch_2(w: &mut World) {
+    w.broker.seal_acks(2, 1);
+    assert_eq!(w.take(2), vec![], "not before batch 2 is committed");
+    w.broker.seal_acks(2, 2);
+    assert_eq!(w.take(2), vec![Out::Puback(7)]);
+}
+
 fn delivered_id(w: &mut World) -> u16 {
     match w.take(1).as_slice() {
         [Out::Publish { id, qos: 1, .. }] => *id,
@@ -69,13 +77,13 @@ fn a_recipient_that_does_not_acknowledge_gets_the_write_and_the_puback_waits_for
     w.drive_until(w.now + HOLD);
     let changes = w.broker.take_changes();
     assert!(
-        matches!(changes.as_slice(), [Change::MessageAdd { client_id, .. }] if client_id == "sub"),
+        matches!(
+            changes.as_slice(),
+            [Change::MessageBody { .. }, Change::MessageAdd { client_id, .. }] if client_id == "sub"
+        ),
         "{changes:?}"
     );
-    w.broker.seal_acks(2, 1);
-    assert_eq!(w.take(2), vec![], "not before batch 2 is committed");
-    w.broker.seal_acks(2, 2);
-    assert_eq!(w.take(2), vec![Out::Puback(7)]);
+    puback_7_waits_for_batch_2(&mut w);
 }
 
 #[test]
@@ -101,10 +109,7 @@ fn a_message_for_an_offline_session_is_recorded_at_once() {
     w.send(2, &publish("t", b"v", QoS::AtLeastOnce, false, 7));
     let changes = w.broker.take_changes();
     assert_eq!(message_writes(&changes), 1, "{changes:?}");
-    w.broker.seal_acks(2, 1);
-    assert_eq!(w.take(2), vec![], "waits for the commit");
-    w.broker.seal_acks(2, 2);
-    assert_eq!(w.take(2), vec![Out::Puback(7)]);
+    puback_7_waits_for_batch_2(&mut w);
 }
 
 #[test]
@@ -114,10 +119,7 @@ fn a_retained_message_waits_for_its_commit_even_when_acknowledged() {
     let id = delivered_id(&mut w);
     w.send(1, &ack(Packet::Puback, id));
     w.broker.take_changes();
-    w.broker.seal_acks(2, 1);
-    assert_eq!(w.take(2), vec![], "the retained value is not stored yet");
-    w.broker.seal_acks(2, 2);
-    assert_eq!(w.take(2), vec![Out::Puback(7)]);
+    puback_7_waits_for_batch_2(&mut w);
 }
 
 #[test]
@@ -219,10 +221,16 @@ fn a_stalled_recipient_has_only_the_writes_held_for_a_whole_hold_recorded() {
     w.send(2, &publish("t", b"3", QoS::AtLeastOnce, false, 3));
     w.drive_until(t0 + HOLD * 2);
     let changes = w.broker.take_changes();
+    let body = |id: u64| {
+        changes.iter().find_map(|c| match c {
+            Change::MessageBody { id: i, message } if *i == id => Some(message.payload.as_slice()),
+            _ => None,
+        })
+    };
     let added: Vec<&[u8]> = changes
         .iter()
         .filter_map(|c| match c {
-            Change::MessageAdd { message, .. } => Some(message.message.payload.as_slice()),
+            Change::MessageAdd { message, .. } => body(message.body),
             _ => None,
         })
         .collect();

@@ -50,3 +50,80 @@ fn an_idle_persistent_session_records_nothing() {
         assert!(changes.is_empty(), "{changes:?}");
     }
 }
+
+/// A broker with persistence on and `n` persistent sessions `sub-0`.. subscribed to `filter`
+/// at QoS 1, offline; connection 1 is a publisher. The changes so far are taken.
+fn offline_subscribers(n: usize, filter: &str) -> World {
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence(w.now, 1_800_000_000);
+    for i in 0..n {
+        let id = 100 + i;
+        w.connect(id, &format!("sub-{i}"), false);
+        w.send(id, &subscribe_bytes(1, &[(filter, QoS::AtLeastOnce)]));
+        w.send(id, &[0xE0, 0]);
+    }
+    w.connect(1, "pub", true);
+    w.broker.take_changes();
+    w
+}
+
+/// The body ids a batch names, and the body each message added to a session refers to.
+fn bodies_and_deliveries(changes: &[Change]) -> (Vec<u64>, Vec<u64>) {
+    let bodies = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::MessageBody { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let deliveries = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::MessageAdd { message, .. } => Some(message.body),
+            _ => None,
+        })
+        .collect();
+    (bodies, deliveries)
+}
+
+#[test]
+fn a_message_for_a_hundred_offline_sessions_is_one_body() {
+    let mut w = offline_subscribers(100, "t/#");
+    w.send(1, &publish("t/x", b"once", QoS::AtLeastOnce, false, 1));
+    let changes = w.broker.take_changes();
+    let (bodies, deliveries) = bodies_and_deliveries(&changes);
+    assert_eq!(bodies.len(), 1, "{changes:?}");
+    assert_eq!(deliveries, vec![bodies[0]; 100]);
+}
+
+/// A later batch that refers to a body names it again (the store may have deleted it with its
+/// last delivery meanwhile), under the same id; after a restart, the deliveries of one body
+/// share it and new bodies get ids above the stored ones.
+#[test]
+fn a_body_is_named_in_each_batch_that_refers_to_it_and_ids_go_on_after_a_restart() {
+    let dir = StoreDir::new("bodies");
+    let mut w = offline_subscribers(0, "");
+    w.send(1, &publish("r/x", b"kept", QoS::AtLeastOnce, true, 1));
+    let mut batches = vec![w.broker.take_changes()];
+    for (id, client) in [(2, "a"), (3, "b")] {
+        w.connect(id, client, false);
+        w.send(id, &subscribe_bytes(1, &[("r/#", QoS::AtLeastOnce)]));
+        w.send(id, &[0xE0, 0]);
+        batches.push(w.broker.take_changes());
+    }
+    let (first, a) = bodies_and_deliveries(&batches[1]);
+    let (again, b) = bodies_and_deliveries(&batches[2]);
+    assert_eq!((first.len(), &again, &a, &b), (1, &first, &first, &first));
+
+    let snapshot = dir.commit_and_reopen(batches.concat());
+    assert_eq!(snapshot.bodies.keys().copied().collect::<Vec<_>>(), first);
+    assert_eq!(stored_messages(&snapshot, "a").len(), 1);
+    assert_eq!(stored_messages(&snapshot, "b").len(), 1);
+    let mut w = restarted(snapshot);
+    w.connect(1, "pub", true);
+    w.send(1, &publish("r/y", b"new", QoS::AtLeastOnce, false, 2));
+    let (new, deliveries) = bodies_and_deliveries(&w.broker.take_changes());
+    assert_eq!(new.len(), 1);
+    assert!(new[0] > first[0], "{new:?} after {first:?}");
+    assert_eq!(deliveries, vec![new[0]; 2]);
+}

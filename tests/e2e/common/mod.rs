@@ -880,6 +880,21 @@ impl Raw {
     }
 }
 
+/// Publishes `n` retained QoS 0 messages `PREFIX/<i>` (64-byte payloads) in one burst, and
+/// waits until the broker has taken them all (a PINGRESP after them).
+pub fn fill_retained(port: u16, prefix: &str, n: usize) {
+    let mut p = Raw::mqtt_connect(port, &format!("{prefix}-filler"));
+    let mut burst = Vec::new();
+    for i in 0..n {
+        let topic = format!("{prefix}/{i}");
+        let payload = format!("payload-{i:056}");
+        burst.extend(publish(&topic, payload.as_bytes(), 0, true, false, 0));
+    }
+    p.send(&burst);
+    p.send(&[0xC0, 0]);
+    p.expect_bytes(&[0xD0, 0], secs(60.0));
+}
+
 /// Connects a raw socket whose SO_RCVBUF is set before the handshake.
 pub fn connect_small_rcvbuf(port: u16, bytes: i32) -> Raw {
     use std::os::fd::FromRawFd;

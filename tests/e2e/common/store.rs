@@ -5,12 +5,34 @@ use midge::store::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// A fresh, empty directory for one test, removed when the test is done with it.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh, empty directory for one test.
-pub fn scratch(name: &str) -> PathBuf {
+pub fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("midge-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// Opens the store in `dir` with a no-op notify.
@@ -52,7 +74,16 @@ pub fn session(client_id: &str) -> SessionRecord {
     }
 }
 
-pub fn queued(seq: u64, topic: &str, payload: &[u8]) -> QueuedMessage {
+/// The body of a queued message, with id `id`.
+pub fn body(id: u64, topic: &str, payload: &[u8]) -> Change {
+    Change::MessageBody {
+        id,
+        message: message(topic, payload),
+    }
+}
+
+/// A queued QoS 1 delivery of body `body` as a session's message `seq`.
+pub fn queued(seq: u64, body: u64) -> QueuedMessage {
     QueuedMessage {
         seq,
         packet_id: 0,
@@ -60,7 +91,7 @@ pub fn queued(seq: u64, topic: &str, payload: &[u8]) -> QueuedMessage {
         qos: 1,
         retain: false,
         sub_ids: Vec::new(),
-        message: message(topic, payload),
+        body,
     }
 }
 
@@ -90,9 +121,10 @@ pub fn populate(dir: &Path, n: usize) -> Snapshot {
                 sub_id: 0,
             },
         });
+        changes.push(body(i as u64, "sensors/x", &[7u8; 200]));
         changes.push(Change::MessageAdd {
             client_id,
-            message: queued(1, "sensors/x", &[7u8; 200]),
+            message: queued(1, i as u64),
         });
     }
     let n = store.submit(changes);
@@ -104,7 +136,7 @@ pub fn populate(dir: &Path, n: usize) -> Snapshot {
 }
 
 /// Total rows a snapshot holds, per table name of the schema.
-pub fn rows(s: &Snapshot) -> [(&'static str, usize); 6] {
+pub fn rows(s: &Snapshot) -> [(&'static str, usize); 7] {
     [
         ("retained", s.retained.len()),
         ("sessions", s.sessions.len()),
@@ -112,8 +144,9 @@ pub fn rows(s: &Snapshot) -> [(&'static str, usize); 6] {
             "subscriptions",
             s.sessions.iter().map(|x| x.subscriptions.len()).sum(),
         ),
+        ("bodies", s.bodies.len()),
         (
-            "messages",
+            "deliveries",
             s.sessions.iter().map(|x| x.messages.len()).sum(),
         ),
         (
