@@ -227,6 +227,8 @@ pub struct RetainedReport {
     pub foreign: u64,
     /// Time from SUBSCRIBE to the last of our deliveries.
     pub elapsed: Duration,
+    /// Time from SUBSCRIBE to the first of them: what the broker does before it sends any.
+    pub first: Duration,
     /// Time the broker took to acknowledge all retained publishes.
     pub store_elapsed: Duration,
     /// Broker memory (VmRSS, kB) before storing and with every message stored, before the
@@ -324,6 +326,7 @@ pub fn retained(addr: SocketAddr, o: &RetainedOpts<'_>) -> io::Result<RetainedRe
         not_retained: 0,
         foreign: 0,
         elapsed: Duration::ZERO,
+        first: Duration::ZERO,
         store_elapsed,
         rss_kb: (rss_before, rss_stored),
         hwm_kb: 0,
@@ -331,6 +334,7 @@ pub fn retained(addr: SocketAddr, o: &RetainedOpts<'_>) -> io::Result<RetainedRe
     let sub_start = Instant::now();
     wire::subscribe(&mut sub.wbuf, 1, filter.as_bytes(), qos);
     let mut last = sub_start;
+    let mut first = None;
     let outcome = pump(&mut sub, |p, out| {
         if let Packet::Publish {
             qos: q,
@@ -358,6 +362,7 @@ pub fn retained(addr: SocketAddr, o: &RetainedOpts<'_>) -> io::Result<RetainedRe
                     *s = true;
                     report.delivered += 1;
                     last = Instant::now();
+                    first.get_or_insert(last);
                 }
                 Some(_) => report.dup += 1,
                 None => report.foreign += 1,
@@ -377,6 +382,7 @@ pub fn retained(addr: SocketAddr, o: &RetainedOpts<'_>) -> io::Result<RetainedRe
         Err(e) => return Err(e),
     }
     report.elapsed = last - sub_start;
+    report.first = first.map_or(Duration::ZERO, |t| t - sub_start);
     report.hwm_kb = rss("VmHWM")?;
 
     // Clear the retained topics (an empty retained payload deletes, MQTT-3.3.1-10).

@@ -419,7 +419,8 @@ fn run(a: &Args) -> std::io::Result<()> {
             };
             out!(
                 "RESULT scenario=retained qos={} count={} expected={} delivered={} lost={} dup={} \
-                 not_retained={} foreign={} time_ms={:.1} rate={rate:.0} store_ms={:.1}{mem}{label}",
+                 not_retained={} foreign={} time_ms={:.1} first_ms={:.1} rate={rate:.0} \
+                 store_ms={:.1}{mem}{label}",
                 a.qos,
                 r.count,
                 r.expected,
@@ -429,6 +430,7 @@ fn run(a: &Args) -> std::io::Result<()> {
                 r.not_retained,
                 r.foreign,
                 secs * 1000.0,
+                r.first.as_secs_f64() * 1000.0,
                 r.store_elapsed.as_secs_f64() * 1000.0,
             );
             out!(
