@@ -30,6 +30,23 @@
 #             p2p1mem rate in this run (run p2p1mem first), else ACK_RATE msg/s (20000):
 #             PUBACK latency p50/p99 (from writing a PUBLISH to reading its PUBACK)
 #   ackdisk   the same with persistence on; the summary gives p99 on minus off
+# Scale scenarios (not in the default set; `--scenarios scale` runs them all, about 15 minutes
+# for three brokers), each at two sizes; the summary gives the growth from the small to the
+# large one:
+#   replay100k replay1m    retained replay of N home topics (sensors/N/ROOM, ~20 B, 64 B
+#                          payload) to a new '#' subscriber: time, delivered, peak RSS, and RSS
+#                          per retained message at rest (before the replay)
+#   narrow100k narrow1m    the same to 'sensors/+/kitchen/#' (one topic in eight)
+#   idle2k idle18k         RSS per idle connection
+#   storm2k storm18k       N connections opened 64 at a time and held: connections/s
+#   cost-SHAPE-10k cost-SHAPE-100k  (SHAPE: exact plus hash mix) 100 clients hold N
+#                          subscriptions of that shape; 20000 publishes each matching one; the
+#                          broker runs under valgrind's callgrind, and the figure is its
+#                          instructions per delivered message (counters read with
+#                          callgrind_control -e before and after the publishing phase)
+#   sessions100 sessions1000  N offline persistent sessions with 1000 queued QoS 1 messages
+#                          each reconnect at once: time to drain, peak RSS; persistence off
+#   sessions100disk sessions1000disk  the same with persistence on (midge and Mosquitto)
 # Not a pass/fail test: never run it in CI. Loopback only.
 set -euo pipefail
 
@@ -59,11 +76,17 @@ while [ $# -gt 0 ]; do
         --midge-a) MIDGE_A=$2; shift ;;
         --midge-b) MIDGE_B=$2; shift ;;
         --ack-rate) ACK_RATE_FIXED=$2; shift ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
+SCALE_SCENARIOS="replay100k replay1m narrow100k narrow1m idle2k idle18k storm2k storm18k"
+for shape in exact plus hash mix; do SCALE_SCENARIOS="$SCALE_SCENARIOS cost-$shape-10k cost-$shape-100k"; done
+SCALE_SCENARIOS="$SCALE_SCENARIOS sessions100 sessions1000 sessions100disk sessions1000disk"
+s=""
+for scen in $SCENARIOS; do if [ "$scen" = scale ]; then s="$s $SCALE_SCENARIOS"; else s="$s $scen"; fi; done
+SCENARIOS=${s# }
 if [ -n "$MIDGE_A$MIDGE_B" ]; then
     [ -n "$MIDGE_A" ] && [ -n "$MIDGE_B" ] || { echo "bench.sh: --midge-a and --midge-b go together" >&2; exit 2; }
     # Paths are relative to where the script was called from, not to the checkout.
@@ -117,7 +140,8 @@ free_port() {
 
 wait_listen() { # port pid
     local i
-    for i in $(seq 1 100); do
+    # valgrind takes seconds to start a broker.
+    for i in $(seq 1 $([ "$CALLGRIND" = 1 ] && echo 1200 || echo 100)); do
         [ -n "$(ss -Htln "sport = :$1")" ] && return 0
         kill -0 "$2" 2>/dev/null || return 1
         sleep 0.05
@@ -134,6 +158,17 @@ midge_bin() { # NAME: the binary behind broker midge, midge-a or midge-b
 }
 
 BROKER_PID=""
+# With CALLGRIND=1 the broker runs under valgrind's callgrind (as root: a broker that drops to
+# another user cannot open valgrind's control FIFO). Its peak RSS is then valgrind's.
+CALLGRIND=0
+run_as() { [ "$CALLGRIND" = 1 ] && printf 'user root\n'; return 0; }
+under() { # the command prefix a broker runs under
+    if [ "$CALLGRIND" = 1 ]; then
+        echo "taskset -c 0 valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind.out.%p"
+    else
+        echo "taskset -c 0"
+    fi
+}
 # With STORE_DIR set, midge and Mosquitto run with `persistence true` and their file there
 # (world-writable: run as root, both drop to the user mosquitto).
 STORE_DIR=""
@@ -147,12 +182,14 @@ start_broker() {
     [ "$name" = rumqttd ] && conf=$OUT/rumqttd.toml # rumqttd picks the format by extension
     case "$name" in
         midge|midge-a|midge-b)
-            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; } >"$conf"
-            taskset -c 0 "$(midge_bin "$name")" -c "$conf" >"$logf" 2>&1 &
+            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; run_as; } >"$conf"
+            # shellcheck disable=SC2046
+            $(under) "$(midge_bin "$name")" -c "$conf" >"$logf" 2>&1 &
             ;;
         mosquitto)
-            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; } >"$conf"
-            taskset -c 0 "$MOSQUITTO" -c "$conf" >"$logf" 2>&1 &
+            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; run_as; } >"$conf"
+            # shellcheck disable=SC2046
+            $(under) "$MOSQUITTO" -c "$conf" >"$logf" 2>&1 &
             ;;
         rumqttd)
             # rumqttd 0.20's format (its own rumqttd.toml demo), one plain-TCP v4 listener with
@@ -178,7 +215,8 @@ next_connection_delay_ms = 0
     max_inflight_count = 100
     dynamic_filters = true
 EOF
-            taskset -c 0 "$RUMQTTD" -q -c "$conf" >"$logf" 2>&1 &
+            # shellcheck disable=SC2046
+            $(under) "$RUMQTTD" -q -c "$conf" >"$logf" 2>&1 &
             ;;
         forward)
             # Not a broker: midge-bench's byte-forwarding server, the generator's ceiling.
@@ -258,12 +296,50 @@ args() { # SCENARIO BROKER
         connstorm) echo "connstorm --parallel 8 --duration $DURATION" ;;
         p2p1mem|p2p1disk) echo "p2p --qos 1 --pairs 32 --size 256 --duration $DURATION" ;;
         ackmem|ackdisk) echo "p2p --qos 1 --pairs 32 --size 256 --duration $DURATION --rate $(ack_rate "$2")" ;;
+        replay*|narrow*)
+            local f="#"; [ "${1#narrow}" = "$1" ] || f="sensors/+/kitchen/#"
+            echo "retained --topics home --count $(scale_size "$1") --size 64 --filter $f" ;;
+        idle2k|idle18k) echo "idle --conns $(scale_size "$1") --wait 3" ;;
+        storm*) echo "connstorm --conns $(scale_size "$1") --parallel 64" ;;
+        cost-*) local shape=${1#cost-}; shape=${shape%-*}
+            echo "subcost --shape $shape --subs 100 --filters $(scale_size "$1") --publishes 20000 --callgrind" ;;
+        sessions*) echo "sessions --sessions $(scale_size "$1") --count 1000 --size 64" ;;
+    esac
+}
+# scale_size SCENARIO: the size in a scale scenario's name (1m = 1000000, 18k = 18000, 100 = 100).
+scale_size() {
+    local n
+    n=$(echo "$1" | grep -o '[0-9][0-9]*[km]\?' | tail -1)
+    case "$n" in *m) echo $(( ${n%m} * 1000000 )) ;; *k) echo $(( ${n%k} * 1000 )) ;; *) echo "$n" ;; esac
+}
+is_scale() { case "$1" in replay*|narrow*|idle2k|idle18k|storm*|cost-*|sessions*) return 0 ;; *) return 1 ;; esac; }
+# scale_base SCENARIO: the small size of a large scale scenario (nothing for the others).
+scale_base() {
+    case "$1" in
+        replay1m) echo replay100k ;;
+        narrow1m) echo narrow100k ;;
+        idle18k) echo idle2k ;;
+        storm18k) echo storm2k ;;
+        cost-*-100k) echo "${1%-100k}-10k" ;;
+        sessions1000) echo sessions100 ;;
+        sessions1000disk) echo sessions100disk ;;
+    esac
+}
+# Scale scenarios' second figures: what was delivered or held, and the cost per unit.
+count_key() { case "$1" in idle*) echo conns ;; storm*) echo connected ;; *) echo delivered ;; esac; }
+unit_key() {
+    case "$1" in
+        replay*|narrow*) echo bytes_per_retained ;;
+        idle*) echo rss_after_kb ;;
+        storm*) echo time_ms ;;
+        cost-*) echo bytes_per_filter ;;
+        sessions*) echo bytes_per_queued ;;
     esac
 }
 # Scenarios that need a broker's store: only midge and Mosquitto have one.
-is_disk() { case "$1" in p2p1mem|p2p1disk|idledisk|ackmem|ackdisk) return 0 ;; *) return 1 ;; esac; }
+is_disk() { case "$1" in p2p1mem|p2p1disk|idledisk|ackmem|ackdisk|sessions*disk) return 0 ;; *) return 1 ;; esac; }
 # Scenarios that run with persistence on.
-stores() { case "$1" in p2p1disk|idledisk|ackdisk) return 0 ;; *) return 1 ;; esac; }
+stores() { case "$1" in p2p1disk|idledisk|ackdisk|sessions*disk) return 0 ;; *) return 1 ;; esac; }
 has_store() { case "$1" in midge|midge-a|midge-b|mosquitto) return 0 ;; *) return 1 ;; esac; }
 metric() {
     case "$1" in
@@ -271,6 +347,9 @@ metric() {
         idle) echo bytes_per_conn ;;
         idledisk) echo bytes_per_min ;;
         ackmem|ackdisk) echo ack_p99_us ;;
+        replay*|narrow*|sessions*) echo time_ms ;;
+        idle2k|idle18k) echo bytes_per_conn ;;
+        cost-*) echo ir_per_msg ;;
         *) echo rate ;;
     esac
 }
@@ -289,6 +368,13 @@ describe() {
         idledisk) echo "idle broker, persistence on, 10 persistent clients, default sys_interval (bytes written per minute, lower is better)" ;;
         ackmem) echo "PUBACK latency p99, QoS 1 pairs at half load, persistent sessions, persistence off (us, lower is better)" ;;
         ackdisk) echo "PUBACK latency p99, QoS 1 pairs at half load, persistent sessions, persistence on (us, lower is better)" ;;
+        replay*) echo "retained replay, $(scale_size "$1") home topics -> new '#' subscriber (ms; per unit: RSS per retained message at rest, B)" ;;
+        narrow*) echo "retained replay, $(scale_size "$1") home topics -> new 'sensors/+/kitchen/#' subscriber (ms; per unit: RSS per retained message at rest, B)" ;;
+        idle2k|idle18k) echo "RSS per idle connection, $(scale_size "$1") connections (bytes; per unit: RSS with all open, kB)" ;;
+        storm*) echo "connection storm, $(scale_size "$1") connections held, 64 handshakes at a time (connections/s; per unit: ms)" ;;
+        cost-*) echo "publish cost, 100 clients, $(scale_size "$1") '$(echo "$1" | cut -d- -f2)' subscriptions, 20000 publishes each matching one (instructions per delivery under callgrind; per unit: RSS per subscription, B)" ;;
+        sessions*disk) echo "$(scale_size "$1") offline persistent sessions x 1000 queued QoS 1 reconnect at once, persistence on (ms to drain; per unit: RSS per queued message, B)" ;;
+        sessions*) echo "$(scale_size "$1") offline persistent sessions x 1000 queued QoS 1 reconnect at once, persistence off (ms to drain; per unit: RSS per queued message, B)" ;;
     esac
 }
 field() { # field KEY LINE
@@ -329,13 +415,17 @@ run_one() { # scenario broker round
         STORE_DIR=$OUT/store-$b-$scen-$round
         mkdir -p "$STORE_DIR" && chmod 0777 "$STORE_DIR"
     fi
+    CALLGRIND=0
+    case "$scen" in cost-*) CALLGRIND=1 ;; esac
     if ! start_broker "$b" "$port" "$OUT/$b-$scen-$round.log"; then
         log "$scen $b round $round: broker did not start"
         printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tbroker-failed\tNA\tNA\tNA\tNA\tNA\n' "$scen" "$b" "$round" >>"$RESULTS"
         return
     fi
     gen=$(args "$scen" "$b")
-    [ "$scen" = idle ] && gen="$gen --pid $BROKER_PID"
+    case "$scen" in idle|replay*|narrow*|idle2k|idle18k|cost-*|sessions*) gen="$gen --pid $BROKER_PID" ;; esac
+    local limit=$((DURATION + 90))
+    is_scale "$scen" && limit=600
     if [ "$scen" = idledisk ]; then
         line=$(idle_disk "$port" "$b" 2>"$OUT/gen-$b-$scen-$round.err" || true)
     else
@@ -343,7 +433,7 @@ run_one() { # scenario broker round
         # Persistent sessions (clean session 0) for the persistence scenarios.
         # shellcheck disable=SC2086
         line=$(MIDGE_BENCH_PERSISTENT=$(is_disk "$scen" && echo 1 || echo 0) \
-            timeout $((DURATION + 90)) taskset -c 1 "$BENCH" $gen --port "$port" --label "$b" \
+            timeout "$limit" taskset -c 1 "$BENCH" $gen --port "$port" --label "$b" \
             2>"$OUT/gen-$b-$scen-$round.err" | grep '^RESULT' || true)
         if is_disk "$scen" && [ -n "$line" ]; then
             # The last commits' sync (and checkpoint) belongs to the run.
@@ -356,7 +446,10 @@ run_one() { # scenario broker round
     fi
     hwm=$(hwm_kb "$BROKER_PID")
     cpu=$(cpu_ms "$BROKER_PID")
+    [ "$CALLGRIND" = 1 ] && hwm=NA # valgrind's memory, not the broker's
     stop_broker
+    CALLGRIND=0
+    rm -f "$OUT"/callgrind.out.*
     [ -n "$STORE_DIR" ] && rm -rf "$STORE_DIR"
     STORE_DIR=""
     if [ -z "$line" ]; then
@@ -365,11 +458,12 @@ run_one() { # scenario broker round
     echo "$line" >>"$OUT/raw.txt"
     load=$(cut -d' ' -f1 /proc/loadavg)
     # Columns: scenario broker round metric lost dup hwm cpu status load bytes_per_msg
-    # ack_p50_us offered rate (the last three from QoS 1 runs only).
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$b" "$round" \
+    # ack_p50_us offered rate (the last three from QoS 1 runs only) count unit (scale scenarios).
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$b" "$round" \
         "$(field "$(metric "$scen")" "$line")" "$(field lost "$line")" "$(field dup "$line")" \
         "$hwm" "$cpu" "$status" "$load" "$(field bytes_per_msg "$line")" \
-        "$(field ack_p50_us "$line")" "$(field offered "$line")" "$(field rate "$line")" >>"$RESULTS"
+        "$(field ack_p50_us "$line")" "$(field offered "$line")" "$(field rate "$line")" \
+        "$(field "$(count_key "$scen")" "$line")" "$(field "$(unit_key "$scen")" "$line")" >>"$RESULTS"
     log "$scen $b round $round: $(metric "$scen")=$(field "$(metric "$scen")" "$line") lost=$(field lost "$line") bytes/msg=$(field bytes_per_msg "$line") hwm=${hwm}kB cpu=${cpu}ms load=$load $status"
 }
 
@@ -414,6 +508,29 @@ done
     echo
     for scen in $SCENARIOS; do
         echo "## $(describe "$scen")"
+        if is_scale "$scen"; then
+            printf '| broker | median | delivered/held | lost | per unit | peak RSS (kB) | CPU (ms) | load | runs |\n|---|---|---|---|---|---|---|---|---|\n'
+            for b in $AVAILABLE; do
+                if is_disk "$scen" && ! has_store "$b"; then continue; fi
+                sel() { awk -F'\t' -v s="$scen" -v b="$b" -v c="$1" '$1==s && $2==b && $c!="NA" && $c!="" {print $c}' "$RESULTS"; }
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$b" "$(sel 4 | median)" "$(sel 15 | median)" \
+                    "$(sel 5 | median)" "$(sel 16 | median)" "$(sel 7 | median)" "$(sel 8 | median)" "$(sel 10 | median)" "$(sel 4 | wc -l)/$ROUNDS"
+            done
+            base=$(scale_base "$scen")
+            if [ -n "$base" ]; then
+                for b in $AVAILABLE; do
+                    if is_disk "$scen" && ! has_store "$b"; then continue; fi
+                    med() { awk -F'\t' -v s="$1" -v b="$b" -v c="$2" '$1==s && $2==b && $c!="NA" && $c!="" {print $c}' "$RESULTS" | median; }
+                    awk -v b="$b" -v base="$base" -v size="$(( $(scale_size "$scen") / $(scale_size "$base") ))" \
+                        -v m0="$(med "$base" 4)" -v m1="$(med "$scen" 4)" -v r0="$(med "$base" 7)" -v r1="$(med "$scen" 7)" 'BEGIN {
+                        g = (m0 == "NA" || m1 == "NA" || m0 == 0) ? "n/a" : sprintf("%.2f", m1 / m0);
+                        h = (r0 == "NA" || r1 == "NA" || r0 == 0) ? "n/a" : sprintf("%.2f", r1 / r0);
+                        printf "%s: growth from %s (%dx the work): figure x%s, peak RSS x%s\n", b, base, size, g, h }'
+                done
+            fi
+            echo
+            continue
+        fi
         printf '| broker | median | lost | dup | peak RSS (kB) | CPU (ms) | runs |\n|---|---|---|---|---|---|---|\n'
         for b in $AVAILABLE; do
             if is_disk "$scen" && ! has_store "$b"; then continue; fi

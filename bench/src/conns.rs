@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 /// Time allowed for one handshake.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a retained run waits without input before it takes the rest as lost: a broker
+/// storing or replaying a million messages may pause for seconds.
+const QUIET: Duration = Duration::from_secs(10);
+
 /// Memory and wake-ups of a broker holding idle connections.
 pub struct IdleReport {
     /// Connections opened.
@@ -211,6 +215,8 @@ fn step(c: &mut Cycle, ready: bool, now: Instant) -> io::Result<StepResult> {
 pub struct RetainedReport {
     /// Retained topics stored.
     pub count: usize,
+    /// Stored topics that the subscriber's filter matches.
+    pub expected: usize,
     /// Distinct retained messages of ours delivered to the new subscriber.
     pub delivered: usize,
     /// Our messages delivered more than once.
@@ -221,25 +227,70 @@ pub struct RetainedReport {
     pub foreign: u64,
     /// Time from SUBSCRIBE to the last of our deliveries.
     pub elapsed: Duration,
+    /// Time from SUBSCRIBE to the first of them: what the broker does before it sends any.
+    pub first: Duration,
     /// Time the broker took to acknowledge all retained publishes.
     pub store_elapsed: Duration,
+    /// Broker memory (VmRSS, kB) before storing and with every message stored, before the
+    /// replay: the cost of a retained message at rest. Zero without a broker pid.
+    pub rss_kb: (u64, u64),
+    /// Broker VmHWM (kB) right after the replay; zero without a broker pid.
+    pub hwm_kb: u64,
+}
+
+/// The rooms of [`RetainedTopics::Home`]; one topic in eight is a kitchen's.
+const ROOMS: [&str; 8] = [
+    "kitchen", "hall", "bath", "bedroom", "office", "garage", "attic", "cellar",
+];
+
+/// How the retained topics are named.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RetainedTopics {
+    /// `PREFIX/r/N`, private to this run.
+    Private,
+    /// `sensors/N/ROOM`, about 20 bytes, a home installation's shape: a filter such as
+    /// `sensors/+/kitchen/#` picks one topic in eight.
+    Home,
+}
+
+/// What [`retained`] stores and how it subscribes.
+pub struct RetainedOpts<'a> {
+    /// Retained topics to store.
+    pub count: usize,
+    /// Payload bytes.
+    pub size: usize,
+    /// QoS of the new subscription.
+    pub qos: u8,
+    /// The new subscriber's filter.
+    pub filter: &'a str,
+    /// Topic names: private to this run or a home installation's.
+    pub topics: RetainedTopics,
+    /// Topic prefix of [`RetainedTopics::Private`].
+    pub prefix: &'a str,
+    /// The broker's process, for its memory; `None` skips the readings.
+    pub pid: Option<u32>,
 }
 
 /// Publishes `count` retained messages (QoS 1, each acknowledged), then times a new subscriber
-/// to `filter` at `qos` until it has them all (or two seconds pass without a new one), then
-/// clears the retained topics again.
-pub fn retained(
-    addr: SocketAddr,
-    count: usize,
-    size: usize,
-    qos: u8,
-    filter: &str,
-    prefix: &str,
-) -> io::Result<RetainedReport> {
+/// to `filter` at `qos` until it has every matching one (or [`QUIET`] passes without a new
+/// one), then clears the retained topics again.
+pub fn retained(addr: SocketAddr, o: &RetainedOpts<'_>) -> io::Result<RetainedReport> {
+    let (count, size, qos, filter) = (o.count, o.size, o.qos, o.filter);
     let tag = std::process::id();
+    let rss = |key| o.pid.map_or(Ok(0), |pid| net::proc_status_kb(pid, key));
+    let rss_before = rss("VmRSS")?;
     let mut publisher = net::handshake(addr, &format!("mb{tag}rp"), 60, SETUP_TIMEOUT)?;
     publisher.go_nonblocking()?;
-    let topics: Vec<String> = (0..count).map(|i| format!("{prefix}/r/{i}")).collect();
+    let topics: Vec<String> = (0..count)
+        .map(|i| match o.topics {
+            RetainedTopics::Private => format!("{}/r/{i}", o.prefix),
+            RetainedTopics::Home => format!("sensors/{i}/{}", ROOMS[i % ROOMS.len()]),
+        })
+        .collect();
+    let expected = topics
+        .iter()
+        .filter(|t| wire::topic_matches(filter.as_bytes(), t.as_bytes()))
+        .count();
     let mut payload = vec![b'r'; size];
     let store_start = Instant::now();
     for (i, t) in topics.iter().enumerate() {
@@ -257,23 +308,33 @@ pub fn retained(
     })
     .map_err(|e| io::Error::new(e.kind(), format!("storing retained messages: {e}")))?;
     let store_elapsed = store_start.elapsed();
+    // The publisher's input is read and acknowledged: what the broker holds now is the store.
+    let rss_stored = rss("VmRSS")?;
 
     let mut sub = net::handshake(addr, &format!("mb{tag}rs"), 60, SETUP_TIMEOUT)?;
     sub.go_nonblocking()?;
-    let ours = format!("{prefix}/r/");
+    let ours = match o.topics {
+        RetainedTopics::Private => format!("{}/r/", o.prefix),
+        RetainedTopics::Home => "sensors/".to_string(),
+    };
     let mut seen = vec![false; count];
     let mut report = RetainedReport {
         count,
+        expected,
         delivered: 0,
         dup: 0,
         not_retained: 0,
         foreign: 0,
         elapsed: Duration::ZERO,
+        first: Duration::ZERO,
         store_elapsed,
+        rss_kb: (rss_before, rss_stored),
+        hwm_kb: 0,
     };
     let sub_start = Instant::now();
     wire::subscribe(&mut sub.wbuf, 1, filter.as_bytes(), qos);
     let mut last = sub_start;
+    let mut first = None;
     let outcome = pump(&mut sub, |p, out| {
         if let Packet::Publish {
             qos: q,
@@ -301,6 +362,7 @@ pub fn retained(
                     *s = true;
                     report.delivered += 1;
                     last = Instant::now();
+                    first.get_or_insert(last);
                 }
                 Some(_) => report.dup += 1,
                 None => report.foreign += 1,
@@ -312,7 +374,7 @@ pub fn retained(
                 return Err(io::Error::other("SUBSCRIBE refused"));
             }
         }
-        Ok(report.delivered >= count)
+        Ok(report.delivered >= expected)
     });
     match outcome {
         Ok(()) => {}
@@ -320,13 +382,17 @@ pub fn retained(
         Err(e) => return Err(e),
     }
     report.elapsed = last - sub_start;
+    report.first = first.map_or(Duration::ZERO, |t| t - sub_start);
+    report.hwm_kb = rss("VmHWM")?;
 
     // Clear the retained topics (an empty retained payload deletes, MQTT-3.3.1-10).
     for t in &topics {
         wire::publish_head(&mut publisher.wbuf, t.as_bytes(), 0, true, 0, 0);
     }
     wire::pingreq(&mut publisher.wbuf);
-    pump(&mut publisher, |p, _| Ok(matches!(p, Packet::PingResp)))?;
+    // The figures are taken: a broker slow to clear a large set (it answers nothing to QoS 0
+    // publishes until the PINGRESP) does not void them.
+    let _ = pump(&mut publisher, |p, _| Ok(matches!(p, Packet::PingResp)));
     for c in [&mut publisher, &mut sub] {
         wire::disconnect(&mut c.wbuf);
         let _ = c.flush();
@@ -335,7 +401,7 @@ pub fn retained(
 }
 
 /// Writes pending output and feeds incoming packets to `on_packet` (which may queue replies in
-/// the given buffer) until it returns `Ok(true)`; fails with `TimedOut` after two seconds
+/// the given buffer) until it returns `Ok(true)`; fails with `TimedOut` after [`QUIET`]
 /// without input while nothing is left to write.
 fn pump(
     conn: &mut Conn,
@@ -361,8 +427,86 @@ fn pump(
                 conn.flush()?;
                 return Ok(());
             }
-        } else if conn.pending() == 0 && quiet_since.elapsed() > Duration::from_secs(2) {
+        } else if conn.pending() == 0 && quiet_since.elapsed() > QUIET {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "broker went quiet"));
         }
     }
+}
+
+/// Outcome of a connection burst.
+pub struct BurstReport {
+    /// Connections that got their CONNACK.
+    pub connected: usize,
+    /// Connections refused, reset or not acknowledged within the timeout.
+    pub failed: usize,
+    /// From the first connect to the last CONNACK.
+    pub elapsed: Duration,
+}
+
+/// A connection storm of a given size: opens `n` connections as fast as the broker accepts
+/// them, `parallel` handshakes in progress at once, and keeps every one open, so the broker
+/// ends up holding all `n`; then disconnects them all.
+pub fn burst(addr: SocketAddr, n: usize, parallel: usize) -> io::Result<BurstReport> {
+    net::raise_fd_limit();
+    let tag = std::process::id();
+    let start = Instant::now();
+    let mut open: Vec<Conn> = Vec::with_capacity(n);
+    let mut pending: Vec<Cycle> = Vec::with_capacity(parallel);
+    let mut fds = Vec::with_capacity(parallel);
+    let (mut started, mut failed) = (0, 0);
+    while started < n || !pending.is_empty() {
+        while started < n && pending.len() < parallel {
+            started += 1;
+            match start_cycle(addr, &format!("mb{tag}b{started}")) {
+                Ok(conn) => pending.push(Cycle {
+                    conn,
+                    stage: Stage::AwaitConnAck,
+                    since: Instant::now(),
+                }),
+                Err(_) => failed += 1,
+            }
+        }
+        fds.clear();
+        fds.extend(pending.iter().map(|c| net::pollfd(c.conn.fd(), false)));
+        net::poll(&mut fds, Duration::from_millis(10))?;
+        let now = Instant::now();
+        // Walk backwards so that swap_remove leaves the unvisited entries (and their pollfds)
+        // where they were.
+        for k in (0..pending.len()).rev() {
+            let ready = fds.get(k).is_some_and(|f| f.revents != 0);
+            let c = &mut pending[k];
+            let outcome = if ready {
+                match c.conn.fill() {
+                    Ok(ReadOutcome::Open) => match c.conn.next_packet() {
+                        Ok(Some(Packet::ConnAck { code: 0 })) => Some(true),
+                        Ok(None) => None,
+                        _ => Some(false),
+                    },
+                    _ => Some(false),
+                }
+            } else if now - c.since > SETUP_TIMEOUT {
+                Some(false)
+            } else {
+                None
+            };
+            match outcome {
+                Some(true) => open.push(pending.swap_remove(k).conn),
+                Some(false) => {
+                    pending.swap_remove(k);
+                    failed += 1;
+                }
+                None => {}
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    for c in &mut open {
+        wire::disconnect(&mut c.wbuf);
+        let _ = c.flush();
+    }
+    Ok(BurstReport {
+        connected: open.len(),
+        failed,
+        elapsed,
+    })
 }

@@ -12,8 +12,10 @@
 //! ```text
 //! midge-bench fanin|fanout|p2p [--qos 0|1|2] [--size B] [--duration S] [--rate R] ...
 //! midge-bench idle --pid PID [--conns N]
-//! midge-bench retained [--count N]
-//! midge-bench connstorm [--duration S]
+//! midge-bench retained [--count N] [--topics home] [--filter F] [--pid PID]
+//! midge-bench connstorm [--duration S | --conns N]
+//! midge-bench sessions [--sessions N] [--count M] [--pid PID]
+//! midge-bench subcost --shape exact|plus|hash|mix --filters N [--publishes P] [--callgrind --pid PID]
 //! midge-bench forward-server --port P
 //! ```
 //!
@@ -26,6 +28,7 @@ mod conns;
 mod flow;
 mod forward;
 mod net;
+mod scale;
 mod stats;
 mod wire;
 
@@ -51,7 +54,13 @@ scenarios:
   p2p              N publisher/subscriber pairs, a topic per pair (--pairs, default 32)
   idle             open N idle connections, report broker RSS per connection (--pid required)
   retained         store N retained topics, time a new subscriber receiving them all
-  connstorm        connect / CONNACK / DISCONNECT cycles per second
+  connstorm        connect / CONNACK / DISCONNECT cycles per second; with --conns N, a storm
+                   of N connections held open (rate = N / time to the last CONNACK)
+  sessions         N offline persistent sessions with M queued QoS 1 messages each reconnect
+                   at once: time until every queue is drained
+  subcost          --subs clients hold --filters subscriptions of one --shape; time (and with
+                   --callgrind, broker instructions) per delivery of --publishes messages
+                   that each match one filter
   forward-server   run a trivial forwarding server (no MQTT state) on --host/--port
 
 options:
@@ -65,8 +74,16 @@ options:
   --window W       messages in flight per publisher (default 800/publishers-per-subscriber,
                    at most 200)
   --pubs N --subs N --pairs N   scenario sizes
-  --conns N        idle connections (5000)
-  --pid PID        broker process, for idle (RSS and wake-ups from /proc)
+  --conns N        idle connections (5000); connstorm: the storm's size
+  --pid PID        broker process, for idle (RSS and wake-ups from /proc); retained,
+                   sessions, subcost: RSS readings between phases
+  --topics T       retained: private (PREFIX/r/N, default) or home (sensors/N/ROOM, ~20 B,
+                   one in eight ROOM is kitchen)
+  --sessions N     sessions: persistent sessions (1000)
+  --shape S        subcost: exact (x/K/v), plus (p/+/K), hash (h/K/#) or mix (all three)
+  --filters N      subcost: subscriptions in total (10000)
+  --publishes P    subcost: messages in the measured phase (10000)
+  --callgrind      subcost: the broker (--pid) runs under callgrind; report instructions
   --wait S         idle: seconds the connections sit idle before measuring (2)
   --count N        retained topics (10000)
   --filter F       retained: the new subscriber's filter (#)
@@ -87,8 +104,14 @@ struct Args {
     pubs: Option<usize>,
     subs: Option<usize>,
     pairs: Option<usize>,
-    conns: usize,
+    conns: Option<usize>,
     pid: Option<u32>,
+    topics: conns::RetainedTopics,
+    sessions: usize,
+    shape: scale::FilterShape,
+    filters: usize,
+    publishes: usize,
+    callgrind: bool,
     wait: f64,
     count: usize,
     filter: String,
@@ -109,8 +132,14 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         pubs: None,
         subs: None,
         pairs: None,
-        conns: 5000,
+        conns: None,
         pid: None,
+        topics: conns::RetainedTopics::Private,
+        sessions: 1000,
+        shape: scale::FilterShape::Exact,
+        filters: 10_000,
+        publishes: 10_000,
+        callgrind: false,
         wait: 2.0,
         count: 10_000,
         filter: "#".into(),
@@ -135,7 +164,23 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--pubs" => a.pubs = Some(num("--pubs", argv.next())?),
             "--subs" => a.subs = Some(num("--subs", argv.next())?),
             "--pairs" => a.pairs = Some(num("--pairs", argv.next())?),
-            "--conns" => a.conns = num("--conns", argv.next())?,
+            "--conns" => a.conns = Some(num("--conns", argv.next())?),
+            "--topics" => {
+                a.topics = match argv.next().as_deref() {
+                    Some("home") => conns::RetainedTopics::Home,
+                    Some("private") => conns::RetainedTopics::Private,
+                    _ => return Err("--topics must be home or private".into()),
+                }
+            }
+            "--sessions" => a.sessions = num("--sessions", argv.next())?,
+            "--shape" => {
+                let v: String = num("--shape", argv.next())?;
+                a.shape = scale::FilterShape::parse(&v)
+                    .ok_or_else(|| format!("--shape: unknown shape {v:?}"))?;
+            }
+            "--filters" => a.filters = num("--filters", argv.next())?,
+            "--publishes" => a.publishes = num("--publishes", argv.next())?,
+            "--callgrind" => a.callgrind = true,
             "--pid" => a.pid = Some(num("--pid", argv.next())?),
             "--wait" => a.wait = num("--wait", argv.next())?,
             "--count" => a.count = num("--count", argv.next())?,
@@ -165,8 +210,17 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     if a.window.is_some_and(|w| w == 0 || w > 60_000) {
         return Err("--window must be in 1..=60000".into());
     }
-    if a.count == 0 || a.conns == 0 || a.parallel == 0 {
-        return Err("--count, --conns and --parallel must be positive".into());
+    if a.count == 0
+        || a.conns == Some(0)
+        || a.parallel == 0
+        || a.sessions == 0
+        || a.filters == 0
+        || a.publishes == 0
+    {
+        return Err(
+            "--count, --conns, --parallel, --sessions, --filters and --publishes must be positive"
+                .into(),
+        );
     }
     Ok(a)
 }
@@ -311,7 +365,8 @@ fn run(a: &Args) -> std::io::Result<()> {
             let pid = a
                 .pid
                 .ok_or_else(|| std::io::Error::other("idle needs --pid of the broker"))?;
-            let r = conns::idle(addr, a.conns, pid, Duration::from_secs_f64(a.wait))?;
+            let n = a.conns.unwrap_or(5000);
+            let r = conns::idle(addr, n, pid, Duration::from_secs_f64(a.wait))?;
             let per_conn =
                 (r.rss_after_kb as f64 - r.rss_before_kb as f64) * 1024.0 / r.conns as f64;
             out!(
@@ -338,29 +393,75 @@ fn run(a: &Args) -> std::io::Result<()> {
             );
         }
         "retained" => {
-            let r = conns::retained(addr, a.count, a.size, a.qos, &a.filter, &prefix)?;
+            let o = conns::RetainedOpts {
+                count: a.count,
+                size: a.size,
+                qos: a.qos,
+                filter: &a.filter,
+                topics: a.topics,
+                prefix: &prefix,
+                pid: a.pid,
+            };
+            let r = conns::retained(addr, &o)?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
             let rate = r.delivered as f64 / secs;
+            // Memory at rest per stored message, and the replay's peak, with a broker pid.
+            let mem = if a.pid.is_some() {
+                let (before, stored) = r.rss_kb;
+                format!(
+                    " rss_before_kb={before} rss_stored_kb={stored} bytes_per_retained={:.0} \
+                     replay_hwm_kb={}",
+                    (stored as f64 - before as f64) * 1024.0 / r.count as f64,
+                    r.hwm_kb
+                )
+            } else {
+                String::new()
+            };
             out!(
-                "RESULT scenario=retained qos={} count={} delivered={} lost={} dup={} \
-                 not_retained={} foreign={} time_ms={:.1} rate={rate:.0} store_ms={:.1}{label}",
+                "RESULT scenario=retained qos={} count={} expected={} delivered={} lost={} dup={} \
+                 not_retained={} foreign={} time_ms={:.1} first_ms={:.1} rate={rate:.0} \
+                 store_ms={:.1}{mem}{label}",
                 a.qos,
                 r.count,
+                r.expected,
                 r.delivered,
-                r.count - r.delivered,
+                r.expected - r.delivered,
                 r.dup,
                 r.not_retained,
                 r.foreign,
                 secs * 1000.0,
+                r.first.as_secs_f64() * 1000.0,
                 r.store_elapsed.as_secs_f64() * 1000.0,
             );
             out!(
-                "retained: {} of {} retained messages reached a new '{}' subscriber in {:.1} ms \
-                 ({rate:.0} msg/s)",
+                "retained: {} of {} matching retained messages ({} stored) reached a new '{}' \
+                 subscriber in {:.1} ms ({rate:.0} msg/s)",
                 r.delivered,
+                r.expected,
                 r.count,
                 a.filter,
                 secs * 1000.0
+            );
+        }
+        "connstorm" if a.conns.is_some() => {
+            let n = a.conns.unwrap_or(0);
+            let r = conns::burst(addr, n, a.parallel)?;
+            let secs = r.elapsed.as_secs_f64().max(1e-9);
+            let rate = r.connected as f64 / secs;
+            out!(
+                "RESULT scenario=connstorm parallel={} conns={n} rate={rate:.0} connected={} \
+                 failed={} time_ms={:.1}{label}",
+                a.parallel,
+                r.connected,
+                r.failed,
+                secs * 1000.0
+            );
+            out!(
+                "connstorm: {} of {n} connections accepted and held in {:.1} ms ({rate:.0}/s), \
+                 {} failed",
+                r.connected,
+                secs * 1000.0,
+                r.failed
             );
         }
         "connstorm" => {
@@ -377,6 +478,80 @@ fn run(a: &Args) -> std::io::Result<()> {
             out!(
                 "connstorm: {rate:.0} connect/CONNACK/DISCONNECT cycles per second, {} failed",
                 r.failed
+            );
+        }
+        "sessions" => {
+            let r = scale::sessions(addr, a.sessions, a.count, a.size, &prefix, a.pid)?;
+            let secs = r.drain.as_secs_f64().max(1e-9);
+            let (offline, queued) = r.rss_kb;
+            out!(
+                "RESULT scenario=sessions sessions={} queued={} expected={} delivered={} lost={} \
+                 dup={} time_ms={:.1} rate={:.0} queue_ms={:.1} rss_offline_kb={offline} \
+                 rss_queued_kb={queued} bytes_per_queued={:.0}{label}",
+                a.sessions,
+                a.count,
+                r.expected,
+                r.delivered,
+                r.expected - r.delivered,
+                r.dup,
+                secs * 1000.0,
+                r.delivered as f64 / secs,
+                r.queueing.as_secs_f64() * 1000.0,
+                (queued as f64 - offline as f64) * 1024.0 / r.expected as f64,
+            );
+            out!(
+                "sessions: {} sessions drained {} of {} queued messages in {:.1} ms",
+                a.sessions,
+                r.delivered,
+                r.expected,
+                secs * 1000.0
+            );
+        }
+        "subcost" => {
+            let r = scale::subcost(
+                addr,
+                a.shape,
+                a.subs.unwrap_or(100),
+                a.filters,
+                a.publishes,
+                a.pid,
+                a.callgrind,
+            )?;
+            let per = |v: u64| v as f64 / r.delivered.max(1) as f64;
+            // Nothing delivered: no cost per delivery to speak of.
+            let ir = match r.instructions {
+                Some(i) if r.delivered > 0 => {
+                    format!(" instructions={i} ir_per_msg={:.0}", per(i))
+                }
+                Some(i) => format!(" instructions={i} ir_per_msg=NA"),
+                None => String::new(),
+            };
+            let (before, after) = r.rss_kb;
+            out!(
+                "RESULT scenario=subcost shape={} clients={} filters={} publishes={} delivered={} \
+                 lost={} time_ms={:.1} rate={:.0} setup_ms={:.1} rss_before_kb={before} \
+                 rss_subscribed_kb={after} bytes_per_filter={:.0}{ir}{label}",
+                a.shape.name(),
+                a.subs.unwrap_or(100),
+                a.filters,
+                a.publishes,
+                r.delivered,
+                a.publishes as u64 - r.delivered.min(a.publishes as u64),
+                r.elapsed.as_secs_f64() * 1000.0,
+                r.delivered as f64 / r.elapsed.as_secs_f64().max(1e-9),
+                r.setup.as_secs_f64() * 1000.0,
+                (after as f64 - before as f64) * 1024.0 / a.filters as f64,
+            );
+            out!(
+                "subcost {}: {} filters, {} of {} publishes delivered{}",
+                a.shape.name(),
+                a.filters,
+                r.delivered,
+                a.publishes,
+                r.instructions.map_or(String::new(), |i| format!(
+                    ", {:.0} instructions each",
+                    per(i)
+                ))
             );
         }
         "forward-server" => forward::serve(addr)?,

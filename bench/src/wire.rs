@@ -144,8 +144,14 @@ fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
 /// environment has `MIDGE_BENCH_PERSISTENT=1`: then every session is persistent (clean
 /// session 0), which is what a broker with `persistence true` has to store.
 pub fn connect(buf: &mut Vec<u8>, client_id: &str, keepalive: u16) {
-    let rem = 10 + 2 + client_id.len();
     let persistent = std::env::var_os("MIDGE_BENCH_PERSISTENT").is_some_and(|v| v == "1");
+    connect_session(buf, client_id, keepalive, persistent);
+}
+
+/// Appends a CONNECT like [`connect`], persistent (clean session 0) when `persistent` is set
+/// whatever the environment says.
+pub fn connect_session(buf: &mut Vec<u8>, client_id: &str, keepalive: u16, persistent: bool) {
+    let rem = 10 + 2 + client_id.len();
     buf.push(CONNECT);
     put_len(buf, rem);
     put_str(buf, b"MQTT");
