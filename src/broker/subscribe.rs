@@ -195,11 +195,18 @@ impl Broker {
                 sub_id,
             },
         );
-        match session
-            .subscriptions
-            .iter_mut()
-            .find(|(f, _, _)| **f == *filter)
-        {
+        // The router knows whether the session had this filter: only then is its own list
+        // searched, so a client that sets up 100 000 subscriptions does not search 100 000
+        // times.
+        let existing = if replaced {
+            session
+                .subscriptions
+                .iter_mut()
+                .find(|(f, _, _)| **f == *filter)
+        } else {
+            None
+        };
+        match existing {
             Some(entry) => {
                 entry.1 = options;
                 entry.2 = sub_id;
