@@ -49,6 +49,10 @@ impl Hash for Kept {
     }
 }
 
+/// The most retained messages a replay sends in topic order; a larger one goes in no
+/// particular order.
+const SORTED_REPLAY: usize = 10_000;
+
 /// The retained messages, one per topic.
 #[derive(Default)]
 pub(super) struct Retained(HashSet<Kept, BuildHasherDefault<FnvHasher>>);
@@ -81,7 +85,7 @@ impl Retained {
 
     /// The retained messages whose topic `filter` matches. A wildcard filter looks at every
     /// retained message and sorts what matches by topic, so that replays are predictable for
-    /// clients and tests.
+    /// clients and tests, unless more than [`SORTED_REPLAY`] match.
     pub(super) fn matching(&self, filter: &str) -> Vec<Rc<Message>> {
         let mut found: Vec<Rc<Message>> = Vec::new();
         if filter.bytes().any(|b| b == b'+' || b == b'#') {
@@ -91,7 +95,11 @@ impl Retained {
                     .filter(|k| topic_matches(filter, &k.0.topic))
                     .map(|k| k.0.clone()),
             );
-            found.sort_by(|a, b| a.topic.cmp(&b.topic));
+            // Sorting a large set costs more than it is worth (a million topics: most of a
+            // second, the loop serving no one meanwhile), and no client can rely on an order.
+            if found.len() <= SORTED_REPLAY {
+                found.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
+            }
         } else if let Some(k) = self.0.get(filter) {
             found.push(k.0.clone());
         }

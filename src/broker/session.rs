@@ -498,8 +498,9 @@ struct Cold {
 /// costs 8 bytes per message while it waits, and none is dropped for the output bound.
 #[derive(Debug)]
 pub struct Replay {
-    /// The retained messages as they were at the SUBSCRIBE, in topic order. One republished or
-    /// cleared since is not sent: the subscriber got the newer value live.
+    /// The retained messages as they were at the SUBSCRIBE, in topic order when there are up
+    /// to 10 000. One republished or cleared since is not sent: the subscriber got the newer
+    /// value live.
     pub messages: Vec<Rc<Message>>,
     /// The next one to send.
     pub next: usize,
