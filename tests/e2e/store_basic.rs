@@ -598,8 +598,11 @@ fn a_named_file_with_mosquittos_signature_gets_midge_db_beside_it() {
     assert_eq!(std::fs::read(&path).unwrap(), content);
 }
 
+/// A batch of 10 000 changes, then 5 000 small batches as QoS 1 traffic makes them (add, mark
+/// sent, delete an older one), all commit and hold what they say. The times are printed for
+/// the benchmark notes; speed decides nothing here.
 #[test]
-fn ten_thousand_changes_commit_in_well_under_a_second() {
+fn ten_thousand_changes_in_one_batch_and_five_thousand_small_batches_commit() {
     let dir = scratch("perf");
     let (mut store, _) = open(&dir);
     store.submit(vec![Change::SessionUpsert {
@@ -623,7 +626,6 @@ fn ten_thousand_changes_commit_in_well_under_a_second() {
     wait_committed(&store, n);
     let elapsed = start.elapsed();
     println!("10000 changes in one batch committed in {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
 
     // The QoS 1 pattern, one small batch per turn: add, mark sent, delete.
     let start = Instant::now();
@@ -653,6 +655,11 @@ fn ten_thousand_changes_commit_in_well_under_a_second() {
         "{turns} batches of 3 changes in {elapsed:?} ({:.0} batches/s)",
         turns as f64 / elapsed.as_secs_f64()
     );
+    store.close().unwrap();
+    let (store, snapshot) = open(&dir);
+    let st = &snapshot.sessions[0];
+    assert_eq!(st.messages.len() as u64 + st.more.count, 10_000);
+    assert_eq!(st.messages.first().map(|m| m.seq), Some(5_000));
     store.close().unwrap();
 }
 
