@@ -339,10 +339,12 @@ impl Outlet<'_> {
             self.session.alloc_packet_id()
         };
         let written = self.write(MsgRef::from(&*d.msg), Framing::of(d, packet_id, false), now);
-        written.then(|| {
-            self.count_sent(d.msg.payload.len());
-            packet_id
-        })
+        if !written {
+            return None;
+        }
+        self.count_sent(d.msg.payload.len());
+        self.flowing(now);
+        Some(packet_id)
     }
 
     /// The next message of a retained replay, sent as a new message (in flight for QoS 1/2,
