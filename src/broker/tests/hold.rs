@@ -72,7 +72,10 @@ fn a_recipient_that_does_not_acknowledge_gets_the_write_and_the_puback_waits_for
     w.send(2, &publish("t", b"v", QoS::AtLeastOnce, false, 7));
     delivered_id(&mut w);
     assert!(w.broker.take_changes().is_empty(), "held at first");
-    let due = w.broker.next_deadline().expect("a check of the held write");
+    let due = w
+        .broker
+        .next_deadline()
+        .unwrap_or_else(|| panic!("a check of the held write"));
     assert_eq!(due, w.now + HOLD);
     w.drive_until(w.now + HOLD);
     let changes = w.broker.take_changes();
