@@ -184,16 +184,12 @@ impl Outlet<'_> {
     ) -> Sent {
         // Behind a queue, a message waits its turn.
         if let (Some((_, c)), true) = (&mut self.conn, self.session.queue.is_empty()) {
-            if t.qos == QoS::AtMostOnce && c.out().len() >= OUTPUT_HIGH_WATER {
-                // Past the output bound, QoS 0 waits in the queue too, within the queue limits,
-                // until the socket drains: a reader that keeps reading gets a burst whole,
-                // and only one that lets the queue fill up loses messages.
+            let (out_len, receive_maximum) = (c.out().len(), c.receive_maximum);
+            if t.qos == QoS::AtMostOnce && out_len >= OUTPUT_HIGH_WATER {
+                // Past the output bound, QoS 0 waits in the queue too (below), within the
+                // queue limits, until the socket drains: a reader that keeps reading gets a
+                // burst whole, and only one that lets the queue fill up loses messages.
                 c.throttled = true;
-            }
-        }
-        if let (Some((_, c)), true) = (&self.conn, self.session.queue.is_empty()) {
-            if t.qos == QoS::AtMostOnce && c.throttled {
-                // Queued below.
             } else if t.qos == QoS::AtMostOnce {
                 self.flowing(now);
                 let f = Framing {
@@ -212,10 +208,10 @@ impl Outlet<'_> {
             let limit = self
                 .settings
                 .inflight_limit()
-                .min(usize::from(c.receive_maximum));
+                .min(usize::from(receive_maximum));
             if self.session.inflight.len() < limit
                 && self.inflight_bytes_below_limit()
-                && c.out().len() < OUTPUT_HIGH_WATER
+                && out_len < OUTPUT_HIGH_WATER
             {
                 let packet_id = self.session.alloc_packet_id();
                 let f = Framing {
