@@ -164,9 +164,19 @@ impl Holds {
     /// Takes every held write of `sid`, to be recorded now.
     pub(super) fn take_session(&mut self, sid: SessionId) -> Vec<((SessionId, u64), Held)> {
         self.watches.remove(&sid);
+        self.take_oldest(sid, |_| true)
+    }
+
+    /// Takes the held writes of `sid` from its oldest on, as long as `due` says so.
+    fn take_oldest(
+        &mut self,
+        sid: SessionId,
+        due: impl Fn(&Held) -> bool,
+    ) -> Vec<((SessionId, u64), Held)> {
         let keys: Vec<(SessionId, u64)> = self
             .writes
             .range((sid, 0)..=(sid, u64::MAX))
+            .take_while(|(_, h)| due(h))
             .map(|(k, _)| *k)
             .collect();
         keys.into_iter()
@@ -203,18 +213,9 @@ impl Holds {
             let stalled = w.completions == w.seen;
             w.seen = w.completions;
             // A session's writes are held in the order of their numbers, so oldest first.
-            let old: Vec<(SessionId, u64)> = self
-                .writes
-                .range((sid, 0)..=(sid, u64::MAX))
-                .take_while(|(_, h)| {
-                    (stalled && now >= h.since + HOLD) || now >= h.since + MAX_HOLD
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            due.extend(
-                old.into_iter()
-                    .filter_map(|k| self.writes.remove(&k).map(|h| (k, h))),
-            );
+            due.extend(self.take_oldest(sid, |h| {
+                (stalled && now >= h.since + HOLD) || now >= h.since + MAX_HOLD
+            }));
             if self
                 .writes
                 .range((sid, 0)..=(sid, u64::MAX))

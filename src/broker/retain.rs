@@ -187,19 +187,14 @@ impl Broker {
             let Some((granted, msg_qos)) = out.session.next_replay_qos() else {
                 return;
             };
-            let qos = if upgrade {
-                granted
-            } else {
-                granted.min(msg_qos)
-            };
-            if !out.has_room(qos) {
+            if !out.has_room(replay_qos(upgrade, granted, msg_qos)) {
                 return;
             }
             let Some((msg, _, sub_id)) = self.session_mut(sid).and_then(|s| s.next_replayed())
             else {
                 return;
             };
-            let Some(d) = self.replayed(sid, msg, qos, sub_id, now) else {
+            let Some(d) = self.replayed(sid, msg, granted, sub_id, now) else {
                 continue;
             };
             if let Some(p) = self.persist.as_deref_mut() {
@@ -222,16 +217,10 @@ impl Broker {
     /// restart; its QoS 0 ones go the way of queued QoS 0 messages).
     pub(super) fn queue_replays(&mut self, sid: SessionId) {
         let now = self.now;
-        let upgrade = self.settings.upgrade_outgoing_qos;
         while let Some((msg, granted, sub_id)) =
             self.session_mut(sid).and_then(|s| s.next_replayed())
         {
-            let qos = if upgrade {
-                granted
-            } else {
-                granted.min(msg.qos)
-            };
-            if let Some(d) = self.replayed(sid, msg, qos, sub_id, now) {
+            if let Some(d) = self.replayed(sid, msg, granted, sub_id, now) {
                 if let Some(mut out) = self.outlet(sid) {
                     // Queued (a QoS 0 one may be dropped, counted, as for any offline client).
                     match out.send_delivery(Pending::Retained(d), now) {
@@ -249,10 +238,11 @@ impl Broker {
         &self,
         sid: SessionId,
         msg: Rc<Message>,
-        qos: QoS,
+        granted: QoS,
         sub_id: u32,
         now: Instant,
     ) -> Option<Delivery> {
+        let qos = replay_qos(self.settings.upgrade_outgoing_qos, granted, msg.qos);
         let (current, source) = self.retained.get(&msg.topic)?;
         if !Rc::ptr_eq(current, &msg) || msg.expires_at.is_some_and(|t| t <= now) {
             return None;
@@ -279,6 +269,16 @@ impl Broker {
             group: None,
             seq: 0,
         })
+    }
+}
+
+/// The QoS a replayed message goes at: the subscription's, or the message's if lower, unless
+/// `upgrade_outgoing_qos`.
+fn replay_qos(upgrade: bool, granted: QoS, msg: QoS) -> QoS {
+    if upgrade {
+        granted
+    } else {
+        granted.min(msg)
     }
 }
 
