@@ -178,6 +178,10 @@ impl Broker {
     /// (an acknowledgement resumes it). QoS 1 copies for a persistent session have their
     /// writes held like a routed message's (`hold.rs`).
     pub(super) fn replay(&mut self, sid: SessionId) {
+        // Called at every pump (each acknowledgement): most sessions have no replay.
+        if !self.session(sid).is_some_and(|s| s.replaying()) {
+            return;
+        }
         let now = self.now;
         let upgrade = self.settings.upgrade_outgoing_qos;
         loop {
