@@ -60,6 +60,7 @@ mod deliver;
 mod hold;
 mod identity;
 mod inbound;
+mod metrics;
 mod mount;
 mod persist;
 
@@ -76,6 +77,7 @@ use crate::auth::Security;
 use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
+pub use metrics::LoopFigures;
 use router::{Router, Subscriber};
 pub use session::SessionId;
 use session::{Expiry, Session};
@@ -438,6 +440,9 @@ pub struct Stats {
     /// Payload bytes of PUBLISH received and sent.
     pub publish_bytes_received: u64,
     pub publish_bytes_sent: u64,
+    /// `publish_received` and `publish_sent` by QoS (index 0, 1, 2), for `/metrics`.
+    pub publish_received_by_qos: [u64; 3],
+    pub publish_sent_by_qos: [u64; 3],
 }
 
 /// The broker: every session, subscription and retained message, and the protocol state of

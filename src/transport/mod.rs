@@ -37,8 +37,9 @@ use ws::{WsError, WsSession, WsStatus};
 /// Decrypted bytes above this capacity are not kept between reads.
 const PLAIN_KEEP: usize = 256 * 1024;
 
-/// Where a transport delivers what it unwrapped.
-pub(crate) trait Upstream {
+/// Where a transport delivers what it unwrapped; it also answers for the built-in HTTP pages
+/// of a WebSocket listener.
+pub(crate) trait Upstream: crate::http::Pages {
     /// The TLS handshake finished and the listener takes usernames from certificates. Comes
     /// before any MQTT byte.
     fn certificate_identity(&mut self, identity: CertIdentity);
@@ -116,7 +117,7 @@ impl Transport {
         match &mut self.ws {
             Some(ws) => {
                 let ws_status = ws
-                    .received(bytes, &mut |mqtt| up.mqtt_bytes(mqtt))
+                    .received(bytes, &mut *up)
                     .map_err(TransportError::WebSocket);
                 self.pump();
                 if ws_status? == WsStatus::Closed {
