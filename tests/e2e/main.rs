@@ -25,6 +25,7 @@ mod cross;
 mod fd_limit;
 mod flow_control;
 mod fuzz_corpus;
+mod http;
 mod import;
 mod keepalive;
 mod limits;
