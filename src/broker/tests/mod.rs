@@ -11,6 +11,7 @@ mod bridges;
 mod connack;
 mod hold;
 mod listener;
+mod metrics;
 mod replay;
 mod spill;
 mod store;
