@@ -29,7 +29,13 @@ pub(super) fn serve(dir: &Path, path: &str, head_only: bool, close: bool) -> Ans
     {
         return Answer::status(403, "", head_only, close);
     }
-    let mut wanted = dir.join(OsStr::from_bytes(&decoded));
+    // A leading slash (`//etc/passwd`, `%2fetc`) would make the path absolute on its own.
+    let start = decoded
+        .iter()
+        .position(|&b| b != b'/')
+        .unwrap_or(decoded.len());
+    let relative = &decoded[start..];
+    let mut wanted = dir.join(OsStr::from_bytes(relative));
     if decoded.is_empty() || decoded.ends_with(b"/") {
         wanted.push("index.html");
     }

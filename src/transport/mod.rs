@@ -8,7 +8,8 @@
 //! - TLS ([`tls`]): rustls decrypts what the socket delivered and encrypts what the broker
 //!   wrote;
 //! - WebSockets ([`ws`]): tungstenite answers the HTTP upgrade, then unwraps binary frames
-//!   into MQTT bytes and wraps broker output into frames;
+//!   into MQTT bytes and wraps broker output into frames; other HTTP requests are answered by
+//!   [`crate::http`] when the listener serves files or pages (`http_dir`, `metrics`);
 //! - WebSockets over TLS (`wss`): both, TLS below WebSocket.
 //!
 //! Outgoing bridge connections use the same [`Transport`] with a client-side TLS session
