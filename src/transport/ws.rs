@@ -204,6 +204,7 @@ impl WsSession {
                 return Some(WsStatus::Closed);
             };
             let answer = match http::parse(request) {
+                Ok(Some(head)) if head.len > MAX_REQUEST => http::too_large(),
                 Ok(Some(head)) if head.upgrade => return None,
                 Ok(Some(head)) => {
                     request.drain(..head.len);

@@ -475,6 +475,10 @@ fn huge_broken_and_slow_requests_are_closed() {
         String::from_utf8_lossy(&got)
     );
     assert!(closed);
+    // Complete, but as large.
+    huge.extend_from_slice(b"\r\n");
+    let (got, closed) = exchange(ws, &huge, WAIT);
+    assert!(got.starts_with(b"HTTP/1.1 431 ") && closed);
     // Too many headers, and bytes that are not HTTP.
     let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(100));
     let (got, closed) = exchange(ws, many.as_bytes(), WAIT);
