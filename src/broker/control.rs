@@ -114,19 +114,19 @@ impl Broker {
                     .iter()
                     .map(|c| self.run_command(c, &admin, now))
                     .collect(),
-                _ => vec![reply("Unknown command", Err("Invalid/missing commands"), None)],
+                _ => vec![reply(
+                    "Unknown command",
+                    Err("Invalid/missing commands"),
+                    None,
+                )],
             },
             Err(error) => vec![reply("Unknown command", Err(error), None)],
         };
         let body = json!({ "responses": responses }).to_string();
-        let properties = p
-            .properties
-            .correlation_data
-            .clone()
-            .map(|c| Properties {
-                correlation_data: Some(c),
-                ..Properties::default()
-            });
+        let properties = p.properties.correlation_data.clone().map(|c| Properties {
+            correlation_data: Some(c),
+            ..Properties::default()
+        });
         self.respond(sid, body.as_bytes(), p.qos, properties.as_ref(), now);
         reason::SUCCESS
     }
