@@ -21,10 +21,10 @@
 //! `correlationData` echoes the command's. Commands run in order: a client kicked by one command
 //! is gone for the next. `docs/admin.md` lists the commands and every field.
 //!
-//! The response goes out as a normal message, to the client that asked only (another
-//! administrator does not see it): through the client's own subscriptions that match the
-//! response topic, under the ACL READ check, with the request's QoS at most. A client that did
-//! not subscribe gets nothing back. The v5 Correlation Data of the request is copied to it.
+//! The response goes out as a normal message at the request's QoS, to every subscriber of the
+//! response topic that the ACL lets read it (which again takes a rule naming the topic), so a
+//! requester tells its answer apart by `correlationData`. The v5 Correlation Data property of
+//! the request, if any, is copied to the response.
 //!
 //! ## Who may use it
 //!
@@ -39,12 +39,11 @@
 
 use super::conn::Conn;
 use super::inbound::PublishSummary;
-use super::route::{may_read, MsgRef};
+use super::route::MsgRef;
 use super::session::Session;
 use super::{Broker, CloseReason, ConnId, ConnState, SessionId};
 use crate::auth::Security;
 use crate::codec::{reason, Properties, ProtocolVersion, Publish, QoS};
-use crate::topic::topic_matches;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -127,7 +126,7 @@ impl Broker {
             correlation_data: Some(c),
             ..Properties::default()
         });
-        self.respond(sid, body.as_bytes(), p.qos, properties.as_ref(), now);
+        self.respond(body.as_bytes(), p.qos, properties.as_ref(), now);
         reason::SUCCESS
     }
 
@@ -260,41 +259,8 @@ impl Broker {
         })
     }
 
-    /// Sends `payload` on the response topic to session `sid` alone, as a message its own
-    /// matching subscriptions and the ACL READ check let it receive.
-    fn respond(
-        &mut self,
-        sid: SessionId,
-        payload: &[u8],
-        qos: QoS,
-        properties: Option<&Properties>,
-        now: Instant,
-    ) {
-        let Some(s) = self.session(sid) else {
-            return;
-        };
-        let mut granted: Option<QoS> = None;
-        let mut sub_ids = Vec::new();
-        for (filter, options, sub_id) in s.subscriptions.iter() {
-            // A shared subscription is a group's, not this client's own.
-            if filter.starts_with("$share/") || !topic_matches(filter, MIDGE_RESPONSE) {
-                continue;
-            }
-            granted = Some(granted.map_or(options.qos, |g| g.max(options.qos)));
-            if *sub_id != 0 {
-                sub_ids.push(*sub_id);
-            }
-        }
-        let Some(granted) = granted else {
-            log::debug!(
-                "No subscription of {} matches {MIDGE_RESPONSE}: response dropped.",
-                s.client_id
-            );
-            return;
-        };
-        if !may_read(&self.settings, s, MIDGE_RESPONSE) {
-            return;
-        }
+    /// Publishes a response: a normal message, for every subscriber the ACL lets read it.
+    fn respond(&mut self, payload: &[u8], qos: QoS, properties: Option<&Properties>, now: Instant) {
         let m = MsgRef {
             topic: MIDGE_RESPONSE,
             payload,
@@ -305,8 +271,7 @@ impl Broker {
             origin: None,
             source: None,
         };
-        let mut shared = None;
-        self.deliver_matched(sid, &m, &mut shared, granted, false, sub_ids, None, now);
+        self.route(&m, now);
     }
 }
 

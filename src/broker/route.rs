@@ -225,7 +225,7 @@ impl Broker {
 
     /// Applies the QoS and retain rules of a matching subscription, then delivers.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn deliver_matched(
+    fn deliver_matched(
         &mut self,
         sid: SessionId,
         m: &MsgRef<'_>,

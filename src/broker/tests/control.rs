@@ -17,6 +17,9 @@ topic read $CONTROL/midge/v1/response
 topic readwrite #
 user other
 topic readwrite #
+user auditor
+topic read $CONTROL/midge/v1/response
+topic readwrite #
 ";
 
 impl World {
@@ -328,4 +331,31 @@ fn bad_requests_get_errors_and_change_nothing() {
         Some(json!({"responses": [{"command": "Unknown command", "error": "Payload too large"}]}))
     );
     assert!(!w.closed(2), "nothing was kicked");
+}
+
+#[test]
+fn the_response_is_a_normal_message_for_every_reader() {
+    let mut w = World::new(secured(None, Some(ADMIN_ACL), true));
+    w.client(1, "admin-tool", Some("admin"), &[RESPONSE]);
+    // May read the responses (a rule names the topic), may not ask.
+    w.client(2, "auditor", Some("auditor"), &["$CONTROL/midge/#"]);
+    // `#` covers no `$` topic: subscribed, but not allowed to read.
+    w.client(3, "other", Some("other"), &["$CONTROL/#"]);
+    let asked = w.ask(
+        1,
+        br#"{"commands":[{"command":"listClients","correlationData":"a"}]}"#,
+    );
+    let asked = asked.unwrap_or_else(|| panic!("no response"));
+    let seen = w.take(2);
+    let [Out::Publish { topic, payload, .. }] = seen.as_slice() else {
+        panic!("the auditor gets the response: {seen:?}")
+    };
+    assert_eq!(topic, RESPONSE);
+    assert_eq!(serde_json::from_slice::<Value>(payload).ok(), Some(asked));
+    assert!(w.take(3).is_empty(), "no READ rule, no response");
+    assert_eq!(
+        w.ask(2, br#"{"commands":[{"command":"listClients"}]}"#),
+        None
+    );
+    assert!(w.take(1).is_empty(), "the auditor's request did not run");
 }
