@@ -268,6 +268,17 @@ fn ask(c: &Connection, command: Value) -> Result<Value, String> {
         ))),
         _ => None,
     })?;
+    let answer = exchange(&mut client, command);
+    // Best effort: the answer is in (or not), a failed goodbye changes nothing.
+    let _ = client.send(&Packet::Disconnect(codec::Disconnect {
+        reason: reason::SUCCESS,
+        properties: Properties::default(),
+    }));
+    answer
+}
+
+/// Subscribes to the responses, sends the request and waits for its answer.
+fn exchange(client: &mut Client, command: Value) -> Result<Value, String> {
     client.send(&Packet::Subscribe(Subscribe {
         packet_id: 1,
         subscriptions: vec![Subscription {
@@ -335,11 +346,6 @@ fn ask(c: &Connection, command: Value) -> Result<Value, String> {
             Err(e) => return Err(format!("bad packet from the broker: {e}")),
         }
     }
-    // Best effort: the answer is in, a failed goodbye changes nothing.
-    let _ = client.send(&Packet::Disconnect(codec::Disconnect {
-        reason: reason::SUCCESS,
-        properties: Properties::default(),
-    }));
     answer.ok_or_else(|| "no answer".to_string())
 }
 
@@ -496,7 +502,7 @@ fn client_table(clients: &[Value]) -> String {
         "CLIENT ID",
         "USERNAME",
         "ADDRESS",
-        "PORT",
+        "LISTENER",
         "PROTOCOL",
         "KEEPALIVE",
         "CONNECTED SINCE",
