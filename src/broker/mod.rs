@@ -48,8 +48,9 @@
 //! Around the path: `connect.rs` (CONNECT, sessions taken over or resumed), [`session`] (what is
 //! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
 //! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
-//! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates) and `mount.rs` (a
-//! listener's `mount_point`).
+//! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates), `mount.rs` (a
+//! listener's `mount_point`) and `control.rs` (requests to the broker on `$CONTROL/...`: the
+//! administration API).
 
 mod acks;
 pub mod bridge;

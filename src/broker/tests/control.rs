@@ -359,3 +359,48 @@ fn the_response_is_a_normal_message_for_every_reader() {
     );
     assert!(w.take(1).is_empty(), "the auditor's request did not run");
 }
+
+#[test]
+fn an_mqtt5_request_gets_its_correlation_data_back_and_a_refusal_says_why() {
+    let acl = "pattern write $CONTROL/midge/v1\npattern read $CONTROL/midge/v1/response\n";
+    let mut w = World::new(secured(None, Some(acl), true));
+    connect5(&mut w, 1, "v5-admin", Properties::default());
+    let options = SubscribeOptions::qos(QoS::AtLeastOnce);
+    w.send(1, &subscribe_v5(1, RESPONSE, options, Some(9)));
+    take_v5(&mut w, 1);
+    let props = Properties {
+        correlation_data: Some(b"req-1".to_vec()),
+        ..Properties::default()
+    };
+    let request = br#"{"commands":[{"command":"listClients"}]}"#;
+    w.send(1, &publish_v5(API, request, QoS::AtLeastOnce, 3, props));
+    let out = take_v5(&mut w, 1);
+    let acked = out
+        .iter()
+        .any(|p| matches!(p, Packet::Puback(a) if a.packet_id == 3 && a.reason == 0));
+    assert!(acked, "{out:?}");
+    let response = out.iter().find_map(|p| match p {
+        Packet::Publish(p) if p.topic == RESPONSE => Some(p),
+        _ => None,
+    });
+    let response = response.unwrap_or_else(|| panic!("no response: {out:?}"));
+    assert_eq!(response.qos, QoS::AtLeastOnce, "the request's QoS");
+    assert_eq!(
+        response.properties.correlation_data.as_deref(),
+        Some(&b"req-1"[..])
+    );
+    assert_eq!(response.properties.subscription_identifiers, [9]);
+
+    // No ACL: refused, and an MQTT 5 client is told Not authorized.
+    let mut w = World::new(secured(None, None, true));
+    connect5(&mut w, 1, "v5-admin", Properties::default());
+    w.send(
+        1,
+        &publish_v5(API, request, QoS::AtLeastOnce, 4, Properties::default()),
+    );
+    let out = take_v5(&mut w, 1);
+    assert!(
+        matches!(out.as_slice(), [Packet::Puback(a)] if a.packet_id == 4 && a.reason == 0x87),
+        "{out:?}"
+    );
+}
