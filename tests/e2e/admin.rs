@@ -305,3 +305,61 @@ fn the_api_is_plain_mqtt() {
         "neither the request nor the answer reach `#` rules"
     );
 }
+
+#[test]
+fn midge_ctrl_over_tls_with_a_client_certificate() {
+    use crate::common::certs::{listener_ports, s, Ca};
+    if skip_on_mosquitto("midge's own administration API") {
+        return;
+    }
+    let dir = TempDir::new();
+    let ca = Ca::new("midge test CA");
+    let ca_file = ca.write(&dir, "ca.pem");
+    let server = ca.server(&dir, "server");
+    // The certificate's CN is the username the ACL grants the API to.
+    let admin = ca.client(&dir, "admin", "admin");
+    let acl = dir.write("acl", ACL);
+    let b = Broker::start(&format!(
+        "acl_file {}\nlistener 0 127.0.0.1\ncertfile {}\nkeyfile {}\ncafile {}\n\
+         require_certificate true\nuse_identity_as_username true",
+        s(&acl),
+        s(&server.cert),
+        s(&server.key),
+        s(&ca_file)
+    ));
+    let tls = listener_ports(&b, 2)[1];
+    let mut cmd = Command::new(MIDGE_CTRL);
+    cmd.args(["-h", "127.0.0.1", "-p", &tls.to_string(), "-i", "tls-admin"])
+        .args([
+            "--cafile",
+            s(&ca_file),
+            "--cert",
+            s(&admin.cert),
+            "--key",
+            s(&admin.key),
+        ])
+        .args(["--json", "clients", "list"]);
+    let out = run_with_timeout(cmd, None, Duration::from_secs(15));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let me = &answer["data"]["clients"][0];
+    assert_eq!(me["clientid"], "tls-admin");
+    assert_eq!(me["username"], "admin");
+    assert_eq!(me["listenerPort"], tls);
+
+    // A broker whose certificate the CA file does not vouch for: refused, exit status 1.
+    let other = Ca::new("another CA").write(&dir, "other.pem");
+    let mut cmd = Command::new(MIDGE_CTRL);
+    cmd.args(["-h", "127.0.0.1", "-p", &tls.to_string()]).args([
+        "--cafile",
+        s(&other),
+        "clients",
+        "list",
+    ]);
+    let out = run_with_timeout(cmd, None, Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(1));
+}
