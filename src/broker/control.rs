@@ -48,9 +48,9 @@ use serde_json::{json, Map, Value};
 use std::time::Instant;
 
 /// The administration API's request topic.
-pub(super) const MIDGE_API: &str = "$CONTROL/midge/v1";
+const MIDGE_API: &str = "$CONTROL/midge/v1";
 /// Where its responses go.
-pub(super) const MIDGE_RESPONSE: &str = "$CONTROL/midge/v1/response";
+const MIDGE_RESPONSE: &str = "$CONTROL/midge/v1/response";
 /// The largest request served: a few commands take a few hundred bytes, so anything near this
 /// is not a request but an attempt to make the broker parse a lot of JSON.
 const MAX_REQUEST: usize = 64 * 1024;
