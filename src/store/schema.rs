@@ -8,8 +8,10 @@
 //! docs/store.md shows the same schema for users of the `sqlite3` CLI.
 
 use super::model::*;
+use crate::broker::router::{FnvHasher, TopicMap};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 
 /// The schema version this build writes (the single row of `schema_version`).
 pub(crate) const SCHEMA_VERSION: i64 = 3;
@@ -270,12 +272,12 @@ pub(crate) struct Tally {
     /// How each body's reference count changes in this transaction: applied once per body by
     /// [`delete_released`] at its end, so a message fanned out to a thousand sessions, or the
     /// acknowledgements of one message by many, update its row once, not once per delivery.
-    refs: HashMap<i64, i64>,
+    refs: HashMap<i64, i64, BuildHasherDefault<FnvHasher>>,
     /// Sessions' rowids by client id, as looked up: every delivery names its session, and the
     /// lookup in `sessions` by client id would otherwise run with each one. A rowid stays the
     /// same while its row lives (an upsert keeps it); an ending session leaves the map, and a
     /// failed transaction empties it.
-    rowids: HashMap<Box<str>, i64>,
+    rowids: TopicMap<i64>,
     /// How many deliveries each session (by rowid) has, when known: a session that ends with
     /// none needs no scan of `deliveries` (which has no index by session). Never less than the
     /// truth; `None` (then every ending session is looked for) until [`Tally::count`] reads it,
