@@ -60,6 +60,9 @@ pub struct HttpOptions {
     /// `metrics_auth` (default true): `/metrics` wants the HTTP Basic credentials of a
     /// broker user.
     pub metrics_auth: bool,
+    /// `dashboard`: `/dashboard/` serves the built-in web page, an MQTT client that logs in
+    /// over this listener like any other.
+    pub dashboard: bool,
 }
 
 impl Default for HttpOptions {
@@ -68,6 +71,7 @@ impl Default for HttpOptions {
             dir: None,
             metrics: false,
             metrics_auth: true,
+            dashboard: false,
         }
     }
 }
@@ -75,7 +79,7 @@ impl Default for HttpOptions {
 impl HttpOptions {
     /// True when the listener answers any HTTP request besides a WebSocket upgrade.
     pub fn serves(&self) -> bool {
-        self.dir.is_some() || self.metrics
+        self.dir.is_some() || self.metrics || self.dashboard
     }
 }
 
@@ -344,7 +348,7 @@ impl Listeners {
             "use_username_as_clientid" => {
                 self.current(name, at).use_username_as_clientid = parse_bool(name, value, at)?
             }
-            "http_dir" | "metrics" | "metrics_auth" => {
+            "http_dir" | "metrics" | "metrics_auth" | "dashboard" => {
                 let http = &mut self.current(name, at).http;
                 let option = match name {
                     "http_dir" => {
@@ -354,6 +358,10 @@ impl Listeners {
                     "metrics" => {
                         http.metrics = parse_bool(name, value, at)?;
                         "metrics"
+                    }
+                    "dashboard" => {
+                        http.dashboard = parse_bool(name, value, at)?;
+                        "dashboard"
                     }
                     _ => {
                         http.metrics_auth = parse_bool(name, value, at)?;
@@ -728,6 +736,10 @@ mod tests {
              websockets` answers.\nError found at /etc/midge.conf:4."
         );
         assert!(parse("listener 8080\nprotocol websockets\nmetrics yes").is_err());
+        let dashboard = ok("listener 8080\nprotocol websockets\ndashboard true");
+        assert!(dashboard.listeners[0].http.dashboard && dashboard.listeners[0].http.serves());
+        assert!(err("listener 1883\ndashboard true").contains("The dashboard option serves HTTP"));
+        assert!(parse("listener 8080\nprotocol websockets\ndashboard on").is_err());
         assert!(parse("listener 8080\nprotocol websockets\nhttp_dir").is_err());
     }
 

@@ -172,7 +172,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // Listeners.
     opt("bind_address", Listener, Implemented, ManPage, "The default listener's address."),
     opt("bind_interface", Listener, Refused, ManPage, "midge cannot bind to an interface yet; ignoring it would listen on every interface."),
-    opt("http_dir", Listener, Implemented, ManPage, "On `protocol websockets` listeners only (elsewhere start-up stops). GET and HEAD; `/` is `index.html`; no directory listings; nothing outside the directory (symbolic links leading out: 403); files up to 4 MiB; a content type from the file's extension. midge's built-in pages (`/metrics`) win over files of the same name."),
+    opt("http_dir", Listener, Implemented, ManPage, "On `protocol websockets` listeners only (elsewhere start-up stops). GET and HEAD; `/` is `index.html`; no directory listings; nothing outside the directory (symbolic links leading out: 403); files up to 4 MiB; a content type from the file's extension. midge's built-in pages (`/metrics`, `/dashboard/...`) win over files of the same name."),
     opt("listener", Listener, Implemented, ManPage, "Unix socket listeners (`listener 0 PATH`) are refused."),
     opt("max_connections", Listener, Implemented, ManPage, ""),
     opt("max_qos", Listener, Implemented, ManPage, "Per listener; a value before the first `listener` line applies to every listener that sets none, unless `port` or `bind_address` makes it the default listener's."),
@@ -256,6 +256,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("refuse_unreadable_subscriptions", General, Implemented, Midge, "Default false, as Mosquitto: a SUBSCRIBE is granted whatever the ACL, which then filters each delivery. True: a filter the ACL lets read no topic at all is refused in SUBACK (0x87 for MQTT 5, 0x80 for 3.1.1), so the client knows."),
     opt("metrics", Listener, Implemented, Midge, "Default false. True: a `protocol websockets` listener answers `GET /metrics` with the broker's figures in Prometheus text format."),
     opt("metrics_auth", Listener, Implemented, Midge, "Default true: `/metrics` wants HTTP Basic credentials that log in as CONNECT would (401 otherwise). False: anyone who reaches the listener may read it."),
+    opt("dashboard", Listener, Implemented, Midge, "Default false. True: a `protocol websockets` listener serves midge's web dashboard at `/dashboard/` (`/dashboard` redirects there; every path under it is the dashboard's, never `http_dir`'s): a page that logs in over MQTT-over-WebSocket on the same listener with the viewer's username and password and shows the connected clients (through `$CONTROL/midge/v1`, for a viewer the ACL grants it), the topics the viewer may read with their last values, message rates and bridges. The page is static and public; what it shows is what that MQTT login may read."),
 ];
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! Every connection to a `protocol websockets` listener starts with an HTTP request. An
 //! upgrade goes on to WebSocket (`transport::ws`). Any other request is answered here when the
 //! listener asks for it, with the files of `http_dir` (as Mosquitto 2.0 does) and midge's
-//! built-in pages (`metrics true`: `/metrics`); a listener with neither refuses it with `400`,
-//! as before. Built-in pages win over files of the same name: with `metrics true`, `/metrics`
-//! is never looked up in `http_dir`.
+//! built-in pages (`metrics true`: `/metrics`; `dashboard true`: `/dashboard/...`); a listener
+//! with none of them refuses it with `400`, as before. Built-in pages win over files of the
+//! same name: with `metrics true`, `/metrics` is never looked up in `http_dir`, nor anything
+//! under `/dashboard/` with `dashboard true`.
 //!
 //! Requests are parsed with httparse inside the loop, like every other byte. A request head is
 //! bounded in size (the 16 KiB of an upgrade request; more is `431`) and in time: the broker
@@ -17,6 +18,7 @@
 //! then the answer says `Connection: close` and the connection closes once it is written, so a
 //! pipelining client cannot pile up answers in memory.
 
+mod dashboard;
 mod files;
 
 use crate::auth::base64;
@@ -34,6 +36,7 @@ pub(crate) struct Site {
     dir: Option<PathBuf>,
     metrics: bool,
     metrics_auth: bool,
+    dashboard: bool,
 }
 
 impl Site {
@@ -58,6 +61,7 @@ impl Site {
             dir,
             metrics: options.metrics,
             metrics_auth: options.metrics_auth,
+            dashboard: options.dashboard,
         })))
     }
 
@@ -89,6 +93,9 @@ impl Site {
         };
         if self.metrics && path == "metrics" {
             return self.metrics_page(head, pages, head_only, close);
+        }
+        if self.dashboard && (path == "dashboard" || path.starts_with("dashboard/")) {
+            return dashboard::serve(path, head.gzip, head_only, close);
         }
         match &self.dir {
             Some(dir) => files::serve(dir, path, head_only, close),
@@ -153,6 +160,8 @@ pub(crate) struct Head {
     authorization: Option<String>,
     /// A body follows the head.
     body: bool,
+    /// A gzip-compressed body is acceptable (`Accept-Encoding`).
+    gzip: bool,
 }
 
 /// Reads a request head from the start of `buf`: `Ok(None)` while it is incomplete, an
@@ -174,6 +183,8 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Head>, Answer> {
     let mut upgrade = false;
     let mut authorization = None;
     let mut body = false;
+    // Without Accept-Encoding any coding is acceptable (RFC 9110 §12.5.3).
+    let mut gzip = true;
     for h in req.headers.iter() {
         let value = String::from_utf8_lossy(h.value);
         let tokens = || value.split(',').map(str::trim);
@@ -194,6 +205,8 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Head>, Answer> {
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             body = true;
+        } else if h.name.eq_ignore_ascii_case("accept-encoding") {
+            gzip = tokens().any(accepts_gzip);
         }
     }
     Ok(Some(Head {
@@ -204,7 +217,24 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Head>, Answer> {
         upgrade,
         authorization,
         body,
+        gzip,
     }))
+}
+
+/// True for an `Accept-Encoding` entry that admits gzip: `gzip`, `x-gzip` or `*`, unless its
+/// weight is zero (`gzip;q=0`).
+fn accepts_gzip(entry: &str) -> bool {
+    let mut parts = entry.split(';').map(str::trim);
+    let coding = parts.next().unwrap_or("");
+    let named = ["gzip", "x-gzip", "*"]
+        .iter()
+        .any(|c| coding.eq_ignore_ascii_case(c));
+    let refused = parts.any(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+        })
+    });
+    named && !refused
 }
 
 /// The answer to a request head larger than midge reads.
@@ -236,8 +266,20 @@ pub(crate) struct Answer {
 impl Answer {
     /// `200 OK` with a body of `len` bytes (`body` is empty for HEAD).
     fn ok(content_type: &str, body: &[u8], len: usize, head_only: bool, close: bool) -> Answer {
+        Answer::ok_with(content_type, "", body, len, head_only, close)
+    }
+
+    /// `200 OK` with `extra` header lines (each ending in CRLF).
+    fn ok_with(
+        content_type: &str,
+        extra: &str,
+        body: &[u8],
+        len: usize,
+        head_only: bool,
+        close: bool,
+    ) -> Answer {
         let headers =
-            format!("Content-Type: {content_type}\r\nX-Content-Type-Options: nosniff\r\n");
+            format!("Content-Type: {content_type}\r\nX-Content-Type-Options: nosniff\r\n{extra}");
         Answer::new(200, &headers, body, len, head_only, close)
     }
 
@@ -281,11 +323,13 @@ impl Answer {
 fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        301 => "Moved Permanently",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         _ => "Internal Server Error",
@@ -327,6 +371,7 @@ mod tests {
             dir: None,
             metrics: true,
             metrics_auth: auth,
+            dashboard: false,
         }
     }
 
@@ -342,6 +387,32 @@ mod tests {
         assert!(head("GET / HTTP/1.1\r\nUpgrade: WebSocket\r\n\r\n").upgrade);
         assert!(head("GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\n").body);
         assert!(!head("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").body);
+    }
+
+    #[test]
+    fn gzip_is_acceptable_unless_the_client_says_otherwise() {
+        let accepts = |value: &str| head(&format!("GET / HTTP/1.1\r\n{value}\r\n")).gzip;
+        assert!(accepts(""));
+        assert!(accepts("Accept-Encoding: gzip, deflate, br, zstd\r\n"));
+        assert!(accepts("Accept-Encoding: br;q=1.0, GZIP;q=0.5\r\n"));
+        assert!(accepts("Accept-Encoding: *\r\n"));
+        assert!(!accepts("Accept-Encoding: identity\r\n"));
+        assert!(!accepts("Accept-Encoding: gzip;q=0, br\r\n"));
+        assert!(!accepts("Accept-Encoding: \r\n"));
+    }
+
+    #[test]
+    fn the_dashboard_wins_over_http_dir_only_when_on() {
+        let mut broker = FakeBroker { logins: vec![] };
+        let mut site = metrics_site(false);
+        let get = |site: &Site, broker: &mut FakeBroker| {
+            let answer = site.answer(&head("GET /dashboard/?x HTTP/1.1\r\n\r\n"), broker, false);
+            text(&answer)
+        };
+        assert!(get(&site, &mut broker).starts_with("HTTP/1.1 404 "));
+        site.dashboard = true;
+        assert!(get(&site, &mut broker).starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(broker.logins.is_empty(), "the page itself wants no login");
     }
 
     #[test]
