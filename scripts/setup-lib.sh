@@ -59,6 +59,24 @@ PY
   "$MIDGE_VENV/bin/pip" install --quiet --disable-pip-version-check 'paho-mqtt>=2,<3' ziglang
 }
 
+# puppeteer-core, pinned, for the dashboard's browser test (tests/e2e/dashboard.rs drives
+# Debian's chromium with it; puppeteer-core downloads no browser of its own).
+MIDGE_NODE="$MIDGE_ROOT/target/node"
+PUPPETEER_CORE_VERSION=24.43.1
+
+# Installs Node.js and npm when missing (Debian's), then puppeteer-core into $MIDGE_NODE.
+node_setup() {
+  { command -v node && command -v npm; } >/dev/null || apt_install_missing nodejs npm
+  local have
+  have=$(node -p "require('$MIDGE_NODE/node_modules/puppeteer-core/package.json').version" \
+    2>/dev/null || true)
+  [ "$have" = "$PUPPETEER_CORE_VERSION" ] && return 0
+  echo "setup: installing puppeteer-core $PUPPETEER_CORE_VERSION into $MIDGE_NODE" >&2
+  mkdir -p "$MIDGE_NODE"
+  npm install --prefix "$MIDGE_NODE" --no-save --no-audit --no-fund --loglevel=error \
+    "puppeteer-core@$PUPPETEER_CORE_VERSION"
+}
+
 # The Rust pieces: rustfmt and clippy, the ARM targets, and cargo-zigbuild.
 rust_setup() {
   local have

@@ -11,10 +11,11 @@ cd "$MIDGE_ROOT"
 
 apt_install_missing \
   build-essential python3-venv openssl procps strace \
-  mosquitto mosquitto-clients curl prometheus \
+  mosquitto mosquitto-clients curl prometheus chromium \
   dpkg-dev lintian man-db groff-base logrotate adduser \
   qemu-user libc6-arm64-cross libc6-armhf-cross
 venv_setup
+node_setup
 rust_setup
 zig_on_path
 

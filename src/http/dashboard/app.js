@@ -473,7 +473,10 @@
     this.name = name;
     this.parent = parent;
     this.children = new Map();
+    // The children in order, once on screen; `added`: children not yet sorted in.
     this.sorted = null;
+    this.added = [];
+    this.key = null;
     this.msg = null;
     this.topics = 0;
     this.messages = 0;
@@ -506,6 +509,7 @@
       if (!next) {
         next = new TopicNode(level, node);
         node.children.set(level, next);
+        if (node.sorted) node.added.push(next);
         changedChildren(node);
       }
       node = next;
@@ -535,21 +539,58 @@
   }
 
   function changedChildren(node) {
-    node.sorted = null;
     if (node.kids) structDirty.add(node);
   }
 
   // Levels with neither a message nor levels below them go.
   function prune(node) {
     while (node.parent && !node.msg && node.children.size === 0) {
-      node.parent.children.delete(node.name);
-      changedChildren(node.parent);
+      const parent = node.parent;
+      parent.children.delete(node.name);
+      parent.sorted = null;
+      parent.added = [];
+      changedChildren(parent);
       if (node === state.selected) {
         state.selected = null;
         detailDirty = true;
       }
-      node = node.parent;
+      node = parent;
     }
+  }
+
+  // Levels in natural order (sensor2 before sensor10): digit runs compare as numbers.
+  function keyOf(n) {
+    if (n.key === null) n.key = n.name.replace(/\d+/g, (d) => d.padStart(20, '0'));
+    return n.key;
+  }
+
+  function byKey(a, b) {
+    const x = keyOf(a);
+    const y = keyOf(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+
+  // The children in order: sorted whole once, then new ones merged in, so that a level
+  // growing by thousands of topics a second costs little per frame.
+  function sortedChildren(n) {
+    if (!n.sorted) {
+      n.sorted = [...n.children.values()].sort(byKey);
+      n.added = [];
+    } else if (n.added.length) {
+      const added = n.added.sort(byKey);
+      const merged = new Array(n.sorted.length + added.length);
+      let i = 0;
+      let j = 0;
+      for (let k = 0; k < merged.length; k++) {
+        merged[k] =
+          j >= added.length || (i < n.sorted.length && byKey(n.sorted[i], added[j]) <= 0)
+            ? n.sorted[i++]
+            : added[j++];
+      }
+      n.sorted = merged;
+      n.added = [];
+    }
+    return n.sorted;
   }
 
   function schedule() {
@@ -625,16 +666,16 @@
   }
 
   function fillKids(n) {
-    if (!n.sorted) n.sorted = [...n.children.keys()].sort(collator.compare);
-    const shown = Math.min(n.shown, n.sorted.length);
+    const sorted = sortedChildren(n);
+    const shown = Math.min(n.shown, sorted.length);
     const items = [];
     for (let i = 0; i < shown; i++) {
-      const child = n.children.get(n.sorted[i]);
+      const child = sorted[i];
       items.push(ensureElem(child));
       paintRow(child);
       if (child.open && child.kids) fillKids(child);
     }
-    const rest = n.sorted.length - shown;
+    const rest = sorted.length - shown;
     if (rest > 0) {
       const more = el('button', 'link more', `show ${Math.min(rest, CHILDREN_SHOWN)} more of ${rest}`);
       more.type = 'button';
