@@ -64,6 +64,16 @@ async function client(id) {
   );
 }
 
+// Waits until the client list shows `id` as gone.
+async function clientGone(id) {
+  await page.waitForFunction(
+    (id) => [...document.querySelectorAll('#clients tr.offline')].some((r) => r.dataset.clientid === id),
+    WAIT,
+    id,
+  );
+  return page.evaluate(() => ({ count: document.getElementById('clients-count').textContent }));
+}
+
 async function clientsNote() {
   await page.waitForFunction(() => document.getElementById('clients-note').textContent, WAIT);
   return page.evaluate(() => ({
@@ -212,6 +222,7 @@ const steps = {
   open: (c) => open(c.url),
   login: (c) => login(c.user, c.password),
   client: (c) => client(c.id),
+  clientGone: (c) => clientGone(c.id),
   clientsNote: () => clientsNote(),
   expand: (c) => expand(c.topic),
   waitValue: (c) => waitValue(c.topic, c.value),

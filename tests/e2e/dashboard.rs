@@ -2,10 +2,10 @@
 //! by puppeteer-core from `dashboard.js` beside this file, against the real binary, with
 //! mosquitto_sub and mosquitto_pub as the devices. The page logs in over MQTT-over-WebSocket
 //! as any client does, so the broker's password file and ACL decide what it shows: the tests
-//! check the client list, a topic's value updating live, bridges going down, a viewer the ACL
-//! keeps out, a refused login, that nothing a device sent is taken for HTML, that the browser
-//! reports no error, and a tree of 100 000 retained topics. A screenshot is saved under
-//! `target/dashboard/` (the path is printed).
+//! check the client list (a client that leaves shown as gone), a topic's value updating live,
+//! bridges going down, a viewer the ACL keeps out, a refused login, that nothing a device sent
+//! is taken for HTML, that the browser reports no error, and a tree of 100 000 retained topics.
+//! A screenshot is saved under `target/dashboard/` (the path is printed).
 //!
 //! Needs `node`, puppeteer-core in `target/node/node_modules` (or `MIDGE_TEST_NODE_MODULES`)
 //! and `/usr/bin/chromium` (or `MIDGE_TEST_CHROMIUM`), which scripts/test.sh installs; without
@@ -266,6 +266,10 @@ fn the_dashboard_shows_a_login_what_its_acl_lets_it_read() {
     remote.sigterm();
     remote.wait_exit(secs(10.0));
     browser.ask(json!({"do": "bridge", "name": "edge", "state": "down"}));
+    // A client that leaves stays listed, as gone.
+    drop(display);
+    let gone = browser.ask(json!({"do": "clientGone", "id": "kitchen-display"}));
+    assert!(gone["count"].as_str().unwrap().contains("1 gone"), "{gone}");
     browser.assert_no_problems();
 
     // A viewer who may read public/# only: no client list, nothing of home/.
