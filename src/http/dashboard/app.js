@@ -16,6 +16,7 @@
   const API_RESPONSE = API + '/response';
   const CLIENTS_EVERY_MS = 5000;
   const CLIENTS_SHOWN = 500;
+  const GONE_SHOWN_MS = 600000;
   const CHILDREN_SHOWN = 100;
   const PREVIEW_BYTES = 160;
   const DETAIL_BYTES = 65536;
@@ -263,10 +264,13 @@
       online.add(c.clientid);
       state.clients.set(c.clientid, { info: c, online: true, since: now });
     }
+    // Clients that left stay listed as gone for ten minutes.
     for (const [id, entry] of state.clients) {
       if (!online.has(id) && entry.online) {
         entry.online = false;
         entry.since = now;
+      } else if (!entry.online && now - entry.since > GONE_SHOWN_MS) {
+        state.clients.delete(id);
       }
     }
     state.clientsTotal = typeof total === 'number' ? total : online.size;
