@@ -4,13 +4,16 @@
 //! not available, subscription identifiers), the inbound topic alias (v5 §3.3.2.3.4), a
 //! bridge's topic remapping, the listener's mount point, the QoS 2 duplicate check, the
 //! payload format, the topics only the broker may publish to (`$SYS`), the ACL WRITE check
-//! and `message_size_limit`. An accepted message goes to routing (`route.rs`) borrowed
+//! and `message_size_limit`. A request to the broker (`$CONTROL/...`) goes to `control.rs`
+//! instead of routing. An accepted message goes to routing (`route.rs`) borrowed
 //! straight from the read buffer, without a copy; the acknowledgement it earns is `acks.rs`'s.
 //!
 //! It decides only whether, and under which topic, a message enters; it must not match,
 //! deliver or persist a message itself.
+use super::control::is_control;
 use super::route::{expiry, MsgRef};
 use super::{Broker, ConnId, SessionId, Violation};
+use crate::auth::dynsec::DynAccess;
 use crate::codec::{reason, ProtocolVersion, Publish, QoS};
 use crate::topic::topic_matches;
 use std::time::Instant;
@@ -196,8 +199,17 @@ impl Broker {
             self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
             return Ok(());
         }
-        if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
-            if !acl.can_publish(s.username(), &s.client_id, topic) {
+        let client = self.session(sid).filter(|_| !from_bridge);
+        if let Some(s) = client {
+            let allowed =
+                match super::dynsec::session_verdict(&security, s, DynAccess::PublishSend, topic) {
+                    Some(allowed) => allowed,
+                    None => security
+                        .acl
+                        .as_ref()
+                        .is_none_or(|acl| acl.can_publish(s.username(), &s.client_id, topic)),
+                };
+            if !allowed {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
                 // Mosquitto's line, logged at notice rather than its debug: users asked to
                 // see denials without -v (mosquitto#3020).
@@ -225,6 +237,10 @@ impl Broker {
                 p.payload.len()
             );
             reason::PACKET_TOO_LARGE
+        } else if is_control(topic) {
+            // A request to the broker (`control.rs`), never a message for subscribers.
+            self.log_received(id, &p, topic);
+            self.handle_control(id, sid, &p, topic, from_bridge, now)
         } else {
             // Logged once the message is accepted, as Mosquitto: a denied or oversized
             // PUBLISH has its own line instead.

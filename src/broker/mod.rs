@@ -56,7 +56,9 @@ pub mod bridge;
 mod clients;
 pub mod conn;
 mod connect;
+mod control;
 mod deliver;
+mod dynsec;
 mod hold;
 mod identity;
 mod inbound;
@@ -272,9 +274,11 @@ impl Settings {
             .map_or(&self.auto_id_prefix, |p| &p.auto_id_prefix)
     }
 
-    /// True when any listener has an ACL (delivery then checks READ per recipient).
+    /// True when any listener has an ACL or dynamic security (delivery then checks READ per
+    /// recipient).
     pub(super) fn any_acl(&self) -> bool {
-        self.security.acl.is_some() || self.per_listener.iter().any(|p| p.security.acl.is_some())
+        let ruled = |s: &Security| s.acl.is_some() || s.dynsec.is_some();
+        ruled(&self.security) || self.per_listener.iter().any(|p| ruled(&p.security))
     }
 
     /// The settings of a configuration with its password file and ACL loaded; warnings about
@@ -470,6 +474,8 @@ pub struct Broker {
     persist: Option<Box<persist::Persist>>,
     /// Configured bridges.
     bridges: Vec<bridge::Bridge>,
+    /// Dynamic security files to write, with their new contents (`dynsec.rs`).
+    dynsec_saves: Vec<(std::path::PathBuf, Vec<u8>)>,
 }
 
 impl Broker {
@@ -498,6 +504,7 @@ impl Broker {
             held_bytes: deliver::QueuedBytes::default(),
             persist: None,
             bridges: Vec::new(),
+            dynsec_saves: Vec::new(),
         };
         broker.add_bridges(now);
         broker
@@ -511,6 +518,7 @@ impl Broker {
     /// (`mount_point`, `max_qos`...): Mosquitto does not reload listeners either.
     pub fn handle_reload(&mut self, mut settings: Settings, now: Instant) -> usize {
         settings.listeners = std::mem::take(&mut self.settings.listeners);
+        settings.keep_dynsec(&self.settings);
         for line in settings.security.describe_change(&self.settings.security) {
             log::info!(target: "notice", "{line}");
         }

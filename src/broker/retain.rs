@@ -307,8 +307,18 @@ fn source_may_publish(
     let Some(source) = source else {
         return true;
     };
-    match &settings.security_for(source.listener).acl {
-        Some(acl) => acl.can_publish(source.username.as_deref(), &source.client_id, &msg.topic),
+    let security = settings.security_for(source.listener);
+    let user = source.username.as_deref();
+    // How the publisher logged in is not kept with the message: dynamic security alone
+    // decides for it (the stricter reading, see `dynsec::verdict`).
+    let access = crate::auth::dynsec::DynAccess::PublishSend;
+    if let Some(allowed) =
+        super::dynsec::verdict(security, user, &source.client_id, true, access, &msg.topic)
+    {
+        return allowed;
+    }
+    match &security.acl {
+        Some(acl) => acl.can_publish(user, &source.client_id, &msg.topic),
         None => true,
     }
 }
