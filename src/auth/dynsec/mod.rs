@@ -14,9 +14,24 @@
 
 use std::path::Path;
 
-/// The dynamic-security state: clients, groups, roles and the default access.
+mod check;
+mod control;
+mod json;
+mod model;
+#[cfg(test)]
+mod tests;
+
+use check::Index;
+use model::Model;
+
+/// The dynamic-security state: clients, groups, roles and the default access, with the index
+/// the checks use (rebuilt after every change).
 #[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct DynSec {}
+pub(crate) struct DynSec {
+    model: Model,
+    index: Index,
+    warnings: Vec<String>,
+}
 
 /// The answer of [`DynSec::authenticate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,54 +71,103 @@ pub(crate) struct ControlOutcome {
 }
 
 impl DynSec {
-    /// Reads and parses the file at `path`; errors read "path: reason".
+    /// Reads and parses the file at `path`; errors read "path: reason". An empty file is an
+    /// empty configuration, as for the plugin.
     pub(crate) fn load(path: &Path) -> Result<DynSec, String> {
         let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         DynSec::from_json(&path.display().to_string(), &text)
     }
 
-    /// Parses a file's contents; `source` names it in errors.
+    /// Parses a file's contents; `source` names it in errors and warnings. Invalid JSON or a
+    /// wrong top-level shape is an error (the plugin would run with nothing loaded: midge does
+    /// not start with security it could not read); entries the plugin skips are skipped with a
+    /// warning, see [`DynSec::warnings`].
     pub(crate) fn from_json(source: &str, text: &[u8]) -> Result<DynSec, String> {
-        let _ = (source, text);
-        Ok(DynSec {})
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(DynSec::default());
+        }
+        let tree: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| format!("{source}: not valid JSON: {e}"))?;
+        let (model, warnings) =
+            Model::from_value(&tree).map_err(|reason| format!("{source}: {reason}"))?;
+        Ok(DynSec {
+            index: Index::build(&model),
+            model,
+            warnings: warnings
+                .into_iter()
+                .map(|w| format!("{source}: {w}"))
+                .collect(),
+        })
     }
 
-    /// The state in the layout of Mosquitto's file, for saving.
+    /// What loading skipped, one line each ("file: client \"x\": … : skipped").
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The state in the layout of Mosquitto's file (tab-indented, as cJSON prints), for saving.
     pub(crate) fn to_json(&self) -> Vec<u8> {
-        b"{}".to_vec()
+        let mut out = Vec::new();
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+        // Serialising a `Value` into a `Vec` cannot fail.
+        let _ = serde::Serialize::serialize(&self.model.to_value(), &mut ser);
+        out.push(b'\n');
+        out
     }
 
-    /// Whether a client may connect with these credentials.
+    /// Whether a client may connect with these credentials, with the plugin's answers: no
+    /// username or password, an unknown username, or a known one without a password all defer.
     pub(crate) fn authenticate(
         &self,
         username: Option<&str>,
         password: Option<&[u8]>,
         client_id: &str,
     ) -> DynAuth {
-        let _ = (username, password, client_id);
-        DynAuth::Defer
+        check::authenticate(&self.model, username, password, client_id)
+    }
+
+    /// The plugin's ACL decision: `Some(allowed)`, or `None` where it defers (a username dynsec
+    /// does not know; no ACL matched and the default access is deny). With nothing else to
+    /// ask, a deferral is a denial, see [`DynSec::allowed`].
+    pub(crate) fn access(
+        &self,
+        username: Option<&str>,
+        access: DynAccess,
+        topic: &str,
+    ) -> Option<bool> {
+        check::access(&self.model, &self.index, username, access, topic)
     }
 
     /// Whether the client may do `access` on `topic` (a topic name, or a filter for
-    /// subscribe/unsubscribe).
+    /// subscribe/unsubscribe). Mosquitto 2.0's dynsec ACLs have no `%c` patterns, so the
+    /// answer does not depend on the client id.
     pub(crate) fn allowed(
         &self,
         username: Option<&str>,
-        client_id: &str,
+        _client_id: &str,
         access: DynAccess,
         topic: &str,
     ) -> bool {
-        let _ = (username, client_id, access, topic);
-        false
+        self.access(username, access, topic) == Some(true)
     }
 
     /// Runs one request published to `$CONTROL/dynamic-security/v1`.
     pub(crate) fn control(&mut self, request: &[u8]) -> ControlOutcome {
-        let _ = request;
+        let before = self.model.clone();
+        let reply = control::run(&mut self.model, request);
+        let changed = self.model != before;
+        if changed {
+            self.index = Index::build(&self.model);
+        }
+        let mut responses = serde_json::Map::new();
+        responses.insert("responses".into(), reply.responses.into());
         ControlOutcome {
-            response: br#"{"responses":[]}"#.to_vec(),
-            changed: false,
-            kick: Vec::new(),
+            response: serde_json::Value::Object(responses)
+                .to_string()
+                .into_bytes(),
+            changed,
+            kick: reply.kick,
         }
     }
 }
