@@ -370,22 +370,15 @@ impl Broker {
             // A will the client could not publish itself is refused at CONNECT, as Mosquitto.
             let security = self.settings.security_for(listener);
             let user = c.username.as_deref();
-            let by_dynsec = matches!(login, Some(Credential::Dynsec));
             let access = DynAccess::PublishSend;
-            let allowed = match super::dynsec::verdict(
-                security,
-                user,
-                &c.client_id,
-                by_dynsec,
-                access,
-                &w.topic,
-            ) {
-                Some(allowed) => allowed,
-                None => security
-                    .acl
-                    .as_ref()
-                    .is_none_or(|acl| acl.can_publish(user, &c.client_id, &w.topic)),
-            };
+            let allowed =
+                match super::dynsec::verdict(security, user, &c.client_id, access, &w.topic) {
+                    Some(allowed) => allowed,
+                    None => security
+                        .acl
+                        .as_ref()
+                        .is_none_or(|acl| acl.can_publish(user, &c.client_id, &w.topic)),
+                };
             if !allowed {
                 return self.refuse(id, &c, Refusal::NotAuthorized, now);
             }

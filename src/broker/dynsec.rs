@@ -35,20 +35,17 @@ pub(super) const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
 
 /// Dynamic security's answer for `access` to `topic`, combined with the `acl_file` as
-/// Mosquitto 2.0 combines a plugin with it (security.c: the plugin first, the file when the
-/// plugin defers); `None` when dynamic security is off, and the ACL file alone decides.
+/// Mosquitto 2.0 combines a plugin with it (security.c `mosquitto_acl_check`: the plugin
+/// first; when it defers, the ACL file; when every one defers, denied); `None` when dynamic
+/// security is off, and the ACL file alone decides as before.
 ///
-/// The plugin defers when it does not know the username, or when no rule matches and the
-/// default access denies. midge's dynamic security answers yes or no only, so the file is
-/// asked only for the client the plugin certainly defers for: one that logged in with a
-/// username dynamic security does not have (a `password_file` user). A client dynamic security
-/// admitted, and an anonymous one, get its answer alone: stricter than Mosquitto where both
-/// have rules, never more open.
+/// The plugin defers for a username it does not know (a `password_file` user), and where no
+/// rule matches and the default access denies. Mosquitto 2.0's ACL file has no subscribe or
+/// unsubscribe rules, so it lets both through.
 pub(super) fn verdict(
     security: &Security,
     username: Option<&str>,
     client_id: &str,
-    admitted_by_dynsec: bool,
     access: DynAccess,
     topic: &str,
 ) -> Option<bool> {
@@ -57,19 +54,14 @@ pub(super) fn verdict(
     let Ok(file) = dynsec.try_borrow() else {
         return Some(false);
     };
-    if file.state.allowed(username, client_id, access, topic) {
-        return Some(true);
+    if let Some(decided) = file.state.access(username, access, topic) {
+        return Some(decided);
     }
-    let file_decides = !admitted_by_dynsec && username.is_some();
-    Some(
-        file_decides
-            && security.acl.as_ref().is_some_and(|acl| match access {
-                DynAccess::PublishSend => acl.can_publish(username, client_id, topic),
-                DynAccess::PublishReceive => acl.can_read(username, client_id, topic),
-                // Mosquitto 2.0's ACL file has no subscribe or unsubscribe rules: both pass.
-                DynAccess::Subscribe | DynAccess::Unsubscribe => true,
-            }),
-    )
+    Some(security.acl.as_ref().is_some_and(|acl| match access {
+        DynAccess::PublishSend => acl.can_publish(username, client_id, topic),
+        DynAccess::PublishReceive => acl.can_read(username, client_id, topic),
+        DynAccess::Subscribe | DynAccess::Unsubscribe => true,
+    }))
 }
 
 /// [`verdict`] for a client's session (bridges' own sessions are not asked).
@@ -79,15 +71,7 @@ pub(super) fn session_verdict(
     access: DynAccess,
     topic: &str,
 ) -> Option<bool> {
-    let by_dynsec = matches!(s.login(), Some(Credential::Dynsec));
-    verdict(
-        security,
-        s.username(),
-        &s.client_id,
-        by_dynsec,
-        access,
-        topic,
-    )
+    verdict(security, s.username(), &s.client_id, access, topic)
 }
 
 impl Settings {
@@ -110,6 +94,9 @@ impl Settings {
             })?;
             let state = DynSec::from_json(&path.display().to_string(), &known)
                 .map_err(|e| format!("Invalid dynamic security config file: {e}"))?;
+            for w in state.warnings() {
+                log::warn!("Warning: dynsec: {w}");
+            }
             let file = Rc::new(RefCell::new(DynsecFile {
                 path: path.clone(),
                 state,

@@ -309,11 +309,9 @@ fn source_may_publish(
     };
     let security = settings.security_for(source.listener);
     let user = source.username.as_deref();
-    // How the publisher logged in is not kept with the message: dynamic security alone
-    // decides for it (the stricter reading, see `dynsec::verdict`).
     let access = crate::auth::dynsec::DynAccess::PublishSend;
     if let Some(allowed) =
-        super::dynsec::verdict(security, user, &source.client_id, true, access, &msg.topic)
+        super::dynsec::verdict(security, user, &source.client_id, access, &msg.topic)
     {
         return allowed;
     }

@@ -22,6 +22,7 @@ mod conformance_v311;
 mod conformance_v5;
 mod connect;
 mod cross;
+mod dynsec;
 mod fd_limit;
 mod flow_control;
 mod fuzz_corpus;
