@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod bridges;
 mod connack;
+mod dynsec;
 mod hold;
 mod listener;
 mod replay;
