@@ -112,17 +112,33 @@ fn run(receiver: &Receiver<(PathBuf, Vec<u8>)>, done: &AtomicU64) {
 
 /// Writes `bytes` to `path` so that the file is either the old one or the new one: a
 /// temporary file beside it (`PATH.new`, mode 0600), fsynced, renamed over it, and the
-/// directory fsynced so the rename survives a power cut.
+/// directory fsynced so the rename survives a power cut. Where the directory is not writable
+/// but the file is (Mosquitto writes the file in place, so an install may be set up so), the
+/// file is rewritten in place, with a warning.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".new");
     let tmp = PathBuf::from(tmp_name);
-    let mut file = OpenOptions::new()
+    let opened = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
+        .open(&tmp);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            log::warn!(
+                "Warning: dynsec: cannot create {} ({e}); writing {} in place, not atomically.",
+                tmp.display(),
+                path.display()
+            );
+            let mut file = OpenOptions::new().write(true).truncate(true).open(path)?;
+            file.write_all(bytes)?;
+            return file.sync_all();
+        }
+        Err(e) => return Err(e),
+    };
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);

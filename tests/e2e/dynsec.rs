@@ -185,6 +185,16 @@ fn mosquitto_ctrl_administers_midge() {
     assert!(list.contains("alice") && list.contains("admin"), "{list}");
     let alice = ctrl_ok(port, &["getClient", "alice"]);
     assert!(alice.contains("sensors"), "{alice}");
+    if !is_mosquitto() {
+        // One notice line per change, naming who made it; never a password.
+        let line = b.wait_for_log_line("| createClient | username=alice", WAIT);
+        assert!(
+            line.is_some_and(|l| l.contains("dynsec: ")),
+            "{:?}",
+            b.logs()
+        );
+        assert!(b.logs().iter().all(|l| !l.contains("alicepw")));
+    }
 
     // alice publishes where her role lets her, a subscriber as alice receives it.
     let mut sub = Command::new(MOSQUITTO_SUB);
@@ -566,4 +576,87 @@ fn midge_answers_every_command_as_mosquitto_does() {
         assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(body));
     }
     stop(m);
+}
+
+/// Runs midge on `conf` (with a listener and `user root`); returns its exit code and output.
+fn start_up(dir: &TempDir, conf: &str) -> (Option<i32>, String) {
+    let path = dir.write(
+        "midge.conf",
+        &format!("listener 0 127.0.0.1\nuser root\n{conf}\n"),
+    );
+    let out = run_midge(&["-c", path.to_str().unwrap()], Duration::from_secs(10));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn start_up_stops_on_a_plugin_midge_cannot_honour() {
+    if skip_on_mosquitto("midge's own refusals") {
+        return;
+    }
+    let dir = TempDir::new();
+    // Another plugin: refused, naming what midge has instead.
+    let (code, text) = start_up(
+        &dir,
+        "plugin /usr/lib/x86_64-linux-gnu/mosquitto_go_auth.so",
+    );
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("mosquitto_dynamic_security.so") && text.contains("password_file"));
+    // The dynamic security plugin without its file, or with a file that is missing or not
+    // JSON: nothing starts, and the message names the file and the reason.
+    let (code, text) = start_up(&dir, &format!("plugin {PLUGIN}"));
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("has no plugin_opt_config_file"), "{text}");
+    let missing = dir.path().join("missing.json");
+    let (code, text) = start_up(&dir, &plugin_conf(&missing));
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("{}: No such file", missing.display())),
+        "{text}"
+    );
+    let bad = dir.write("bad.json", "{ \"clients\": [");
+    let (code, text) = start_up(&dir, &plugin_conf(&bad));
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("{}: not valid JSON", bad.display())),
+        "{text}"
+    );
+    let (code, text) = start_up(&dir, "plugin_opt_config_file /x.json");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("without a plugin"), "{text}");
+}
+
+#[test]
+fn per_listener_one_listener_has_dynamic_security_the_other_a_password_file() {
+    if skip_on_mosquitto("ports are chosen by midge") {
+        return;
+    }
+    let dir = TempDir::new();
+    let file = init_file(&dir);
+    let passwd = dir.path().join("passwd");
+    let out = Command::new("/usr/bin/mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args(["frank", "frankpw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let b = Broker::start(&format!(
+        "per_listener_settings true\nlistener 0 127.0.0.1\n{}\nlistener 0 127.0.0.1\n\
+         password_file {}\nallow_anonymous false",
+        plugin_conf(&file),
+        passwd.display()
+    ));
+    let ports = crate::common::certs::listener_ports(&b, 3);
+    let (dyn_port, file_port) = (ports[1], ports[2]);
+    assert_eq!(connack_code(dyn_port, Some(("admin", "adminpw")), "a1"), 0);
+    assert_eq!(connack_code(dyn_port, Some(("frank", "frankpw")), "f1"), 5);
+    assert_eq!(connack_code(file_port, Some(("frank", "frankpw")), "f2"), 0);
+    assert_eq!(connack_code(file_port, Some(("admin", "adminpw")), "a2"), 5);
+    // The API is served on the listener that has dynamic security.
+    assert!(ctrl_ok(dyn_port, &["listClients"]).contains("admin"));
 }
