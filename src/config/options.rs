@@ -160,7 +160,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("persistence_location", General, Implemented, ManPage, "Also where a new store looks for Mosquitto's database (`mosquitto.db`, or `persistence_file` when it is one) to import its retained messages and persistent sessions, once."),
     opt("persistent_client_expiration", General, Implemented, ManPage, ""),
     opt("pid_file", General, Implemented, ManPage, ""),
-    opt("plugin", General, Implemented, ManPage, "Only Mosquitto's dynamic security plugin (a path whose file name is `mosquitto_dynamic_security.so`), which midge has built in: same JSON file, same `$CONTROL/dynamic-security/v1` API. Broker-wide, or per listener with `per_listener_settings`. Any other plugin is refused, naming the built-in alternatives. Read at start (a SIGHUP does not change it, as in Mosquitto)."),
+    opt("plugin", General, Implemented, ManPage, "Only Mosquitto's dynamic security plugin (a path whose file name is `mosquitto_dynamic_security.so`), which midge has built in: same JSON file, same `$CONTROL/dynamic-security/v1` API (docs/dynsec.md). Broker-wide, or per listener with `per_listener_settings`. Any other plugin is refused, naming the built-in alternatives. Read at start (a SIGHUP does not change it, as in Mosquitto)."),
     opt("plugin_opt_*", General, Implemented, ManPage, "Options of the latest `plugin` line. The dynamic security plugin has one, `plugin_opt_config_file`, which it requires: a missing, unreadable or invalid file stops start-up (Mosquitto runs without the plugin when the option is missing). Any other `plugin_opt_*`, or one without a plugin, is refused."),
     opt("psk_file", General, Refused, ManPage, "rustls has no TLS-PSK."),
     opt("queue_qos0_messages", General, Implemented, ManPage, ""),
