@@ -449,10 +449,12 @@ impl Broker {
         }
         self.persist_session(sid);
 
+        let connected_at = self.uptime_secs(now);
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
         conn.state = ConnState::Active(sid);
+        conn.connected_at = connected_at;
 
         conn.keep_alive = c.keep_alive;
         conn.remote_bridge = c.bridge;

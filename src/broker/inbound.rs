@@ -31,7 +31,7 @@ pub(super) struct PublishSummary<'a> {
 
 impl<'a> PublishSummary<'a> {
     /// A received PUBLISH, under the topic it is handled as (after alias and bridge mapping).
-    fn of(p: &Publish<'_>, topic: &'a str) -> PublishSummary<'a> {
+    pub(super) fn of(p: &Publish<'_>, topic: &'a str) -> PublishSummary<'a> {
         PublishSummary {
             dup: p.dup,
             qos: p.qos,

@@ -13,6 +13,7 @@
 
 mod common;
 
+mod admin;
 mod backpressure;
 mod bad_input;
 mod bridges;

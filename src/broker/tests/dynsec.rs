@@ -230,3 +230,44 @@ fn a_file_reloaded_from_disk_logs_out_the_clients_it_admitted_only() {
     assert_eq!(w.reload(settings), Vec::<ConnId>::new());
     assert_eq!(w.login_plain(5, "c5", Some("admin"), Some("secretpw")), 0);
 }
+
+#[test]
+fn a_dynsec_role_grants_the_administration_api() {
+    let d = dynsec(
+        r#"[{"command":"createClient","username":"ops","password":"o"},
+        {"command":"createRole","rolename":"ops"},
+        {"command":"addRoleACL","rolename":"ops","acltype":"publishClientSend","topic":"$CONTROL/midge/v1","allow":true},
+        {"command":"addRoleACL","rolename":"ops","acltype":"subscribeLiteral","topic":"$CONTROL/midge/v1/response","allow":true},
+        {"command":"addRoleACL","rolename":"ops","acltype":"publishClientReceive","topic":"$CONTROL/midge/v1/response","allow":true},
+        {"command":"addClientRole","username":"ops","rolename":"ops"}]"#,
+    );
+    let mut w = World::new(with_dynsec(&d, None, None));
+    let list = br#"{"commands":[{"command":"listClients"}]}"#;
+    // The init file's admin may administer dynamic security, not midge.
+    assert_eq!(
+        w.login_plain(1, "admin-1", Some("admin"), Some("secretpw")),
+        0
+    );
+    w.send(
+        1,
+        &publish("$CONTROL/midge/v1", list, QoS::AtLeastOnce, false, 1),
+    );
+    assert_eq!(w.take(1), vec![Out::Puback(1)]);
+    assert_eq!(w.login_plain(2, "ops-1", Some("ops"), Some("o")), 0);
+    w.send(
+        2,
+        &subscribe_bytes(1, &[("$CONTROL/midge/v1/response", QoS::AtMostOnce)]),
+    );
+    assert_eq!(w.take(2), vec![Out::Suback(1, vec![0])]);
+    w.send(
+        2,
+        &publish("$CONTROL/midge/v1", list, QoS::AtMostOnce, false, 0),
+    );
+    let got = w.take(2);
+    assert!(
+        matches!(&got[..], [Out::Publish { topic, payload, .. }]
+            if topic == "$CONTROL/midge/v1/response"
+                && String::from_utf8_lossy(payload).contains("\"totalCount\":2")),
+        "{got:?}"
+    );
+}
