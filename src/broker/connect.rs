@@ -208,6 +208,7 @@ impl Broker {
     /// connection), and the broker's own bridge connections are not clients to re-check.
     pub(super) fn recheck_logins(&mut self, now: Instant) -> usize {
         self.revoke_where(
+            CloseReason::Revoked,
             |broker, conn, session| {
                 conn.cert_identity().is_none() && !broker.still_admitted(conn.listener, session)
             },
@@ -216,11 +217,13 @@ impl Broker {
     }
 
     /// Disconnects every connected client (the broker's own bridge links aside) that `revoke`
-    /// picks, without DISCONNECT and without its will, as Mosquitto does when a client's
-    /// rights change under it: after a reload, and when dynamic security kicks it. Returns
-    /// how many.
+    /// picks, without its will, as Mosquitto does when a client's rights change under it:
+    /// after a reload ([`CloseReason::Revoked`]: no DISCONNECT), and when dynamic security
+    /// kicks it ([`CloseReason::Kicked`]: an MQTT 5 client is told Administrative action, as
+    /// Mosquitto's kick tells it). Returns how many.
     pub(super) fn revoke_where(
         &mut self,
+        reason: CloseReason,
         revoke: impl Fn(&Broker, &Conn, &Session) -> bool,
         now: Instant,
     ) -> usize {
@@ -240,7 +243,10 @@ impl Broker {
             })
             .collect();
         for &id in &revoked {
-            self.close(id, CloseReason::Revoked, now);
+            if reason == CloseReason::Kicked {
+                self.send_disconnect(id, codec::reason::ADMINISTRATIVE_ACTION);
+            }
+            self.close(id, reason.clone(), now);
         }
         revoked.len()
     }

@@ -19,7 +19,7 @@
 //! across reloads of the configuration ([`super::Settings::keep_dynsec`]).
 
 use super::session::{Credential, Session};
-use super::{Broker, ConnId, SessionId, Settings};
+use super::{Broker, CloseReason, ConnId, SessionId, Settings};
 use crate::auth::dynsec::{DynAccess, DynSec};
 use crate::auth::{DynsecFile, Security, SharedDynsec};
 use crate::codec::{reason, Publish, QoS};
@@ -222,6 +222,7 @@ impl Broker {
     /// Mosquitto's plugin kicks the clients a change affects.
     fn kick_dynsec_clients(&mut self, dynsec: &SharedDynsec, username: Option<&str>, now: Instant) {
         let n = self.revoke_where(
+            CloseReason::Kicked,
             |broker, conn, s| {
                 let uses = broker
                     .settings
@@ -267,6 +268,7 @@ impl Broker {
             Err(_) => return 0,
         }
         self.revoke_where(
+            CloseReason::Kicked,
             |broker, conn, s| {
                 let uses = broker
                     .settings

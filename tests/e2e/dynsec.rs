@@ -259,8 +259,18 @@ fn a_disabled_client_is_kicked_without_its_will() {
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto_sub runs");
+    // bob again, as an MQTT 5 client: told why (Administrative action), as Mosquitto tells it.
+    let mut c = Connect::v5("bob-5");
+    c.username = Some("bob".into());
+    c.password = Some(b"bobpw".to_vec());
+    let mut bob5 = Raw::connect(port);
+    bob5.send(&c.bytes());
+    assert_eq!(bob5.expect_packet(WAIT).kind(), 2);
     std::thread::sleep(Duration::from_millis(800));
     ctrl_ok(port, &["disableClient", "bob"]);
+    let goodbye = bob5.expect_packet(WAIT);
+    assert_eq!((goodbye.kind(), goodbye.body()[0]), (14, 0x98), "DISCONNECT 0x98");
+    assert!(bob5.closes_within(WAIT));
     // Kicked, and refused when it tries again: mosquitto_sub gives up.
     assert!(
         wait_child(&mut bob, Duration::from_secs(10)).is_some(),
