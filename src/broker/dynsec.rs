@@ -323,6 +323,10 @@ fn log_changes(admin: &str, request: &[u8], response: &[u8]) {
                 line.push_str(&format!(" | {key}={v}"));
             }
         }
+        if command.get("password").is_some() {
+            // As Mosquitto's plugin: that there is one, never what it is.
+            line.push_str(" | password=*****");
+        }
         log::info!(target: "notice", "{line}");
     }
 }

@@ -269,7 +269,11 @@ fn a_disabled_client_is_kicked_without_its_will() {
     std::thread::sleep(Duration::from_millis(800));
     ctrl_ok(port, &["disableClient", "bob"]);
     let goodbye = bob5.expect_packet(WAIT);
-    assert_eq!((goodbye.kind(), goodbye.body()[0]), (14, 0x98), "DISCONNECT 0x98");
+    assert_eq!(
+        (goodbye.kind(), goodbye.body()[0]),
+        (14, 0x98),
+        "DISCONNECT 0x98"
+    );
     assert!(bob5.closes_within(WAIT));
     // Kicked, and refused when it tries again: mosquitto_sub gives up.
     assert!(
