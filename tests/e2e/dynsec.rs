@@ -189,7 +189,7 @@ fn mosquitto_ctrl_administers_midge() {
         // One notice line per change, naming who made it; never a password.
         let line = b.wait_for_log_line("| createClient | username=alice", WAIT);
         assert!(
-            line.is_some_and(|l| l.contains("dynsec: ")),
+            line.is_some_and(|l| l.contains("dynsec: ") && l.ends_with("| password=*****")),
             "{:?}",
             b.logs()
         );
