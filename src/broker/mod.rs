@@ -49,8 +49,9 @@
 //! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
 //! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
 //! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates), `mount.rs` (a
-//! listener's `mount_point`) and `control.rs` (requests to the broker on `$CONTROL/...`: the
-//! administration API).
+//! listener's `mount_point`), `control.rs` (requests to the broker on `$CONTROL/...`: the
+//! administration API) and `dynsec.rs` (dynamic security: asked at CONNECT and at every access
+//! check, its `$CONTROL` API, its kicks and saves).
 
 mod acks;
 pub mod bridge;
