@@ -153,6 +153,31 @@ impl Broker {
         Some(connack)
     }
 
+    /// Whether a CONNECT's credentials let it in on its listener.
+    fn authenticate(&self, id: ConnId, c: &Connect) -> Login {
+        let listener = self.conn(id).map_or(0, |c| c.listener);
+        let password = c.password.as_deref();
+        self.login(listener, c.username.as_deref(), password, &c.client_id)
+    }
+
+    /// HTTP Basic credentials for a built-in page on connection `id` (`/metrics`): true when
+    /// they log in as a CONNECT with them would, by password (the page asked for credentials:
+    /// `allow_anonymous` does not open it).
+    pub fn http_login(&self, id: ConnId, username: &str, password: &[u8]) -> bool {
+        let Some(conn) = self.conn(id) else {
+            return false;
+        };
+        // No client id over HTTP: a dynamic security client bound to one is refused here.
+        let admitted = matches!(
+            self.login(conn.listener, Some(username), Some(password), ""),
+            Login::Password(_) | Login::Dynsec
+        );
+        if !admitted {
+            log::info!(target: "notice", "HTTP client {} refused: not authorised.", conn.peer);
+        }
+        admitted
+    }
+
     /// Mosquitto 2.0's rules: without a username a client needs `allow_anonymous`; with one,
     /// the password file (if any) must match; with neither a password file nor
     /// `allow_anonymous`, nobody gets in.
@@ -162,22 +187,25 @@ impl Broker {
     /// username or no password too); then the password file, for a client with a username;
     /// when every one deferred, only a client without a username gets in, and only with
     /// `allow_anonymous`. So a username neither knows is refused even with `allow_anonymous`.
-    fn authenticate(&self, id: ConnId, c: &Connect) -> Login {
-        let listener = self.conn(id).map_or(0, |c| c.listener);
+    fn login(
+        &self,
+        listener: u16,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        client_id: &str,
+    ) -> Login {
         let security = self.settings.security_for(listener);
         let passwords = security.passwords.as_ref();
         let allow_anonymous = self.settings.allow_anonymous_for(listener);
         if let Some(dynsec) = &security.dynsec {
             let answer = dynsec.try_borrow().map_or(DynAuth::Denied, |d| {
-                let password = c.password.as_deref();
-                d.state
-                    .authenticate(c.username.as_deref(), password, &c.client_id)
+                d.state.authenticate(username, password, client_id)
             });
-            return match (answer, &c.username, passwords) {
+            return match (answer, username, passwords) {
                 (DynAuth::Allowed, _, _) => Login::Dynsec,
                 (DynAuth::Denied, _, _) => Login::Refused,
                 (DynAuth::Defer, Some(user), Some(file)) => {
-                    match file.verify(user, c.password.as_deref().unwrap_or_default()) {
+                    match file.verify(user, password.unwrap_or_default()) {
                         Some(entry) => Login::Password(entry),
                         None => Login::Refused,
                     }
@@ -186,13 +214,11 @@ impl Broker {
                 (DynAuth::Defer, _, _) => Login::Refused,
             };
         }
-        match (&c.username, passwords) {
-            (Some(user), Some(file)) => {
-                match file.verify(user, c.password.as_deref().unwrap_or_default()) {
-                    Some(entry) => Login::Password(entry),
-                    None => Login::Refused,
-                }
-            }
+        match (username, passwords) {
+            (Some(user), Some(file)) => match file.verify(user, password.unwrap_or_default()) {
+                Some(entry) => Login::Password(entry),
+                None => Login::Refused,
+            },
             (_, _) if allow_anonymous => Login::Admitted,
             (_, _) => Login::Refused,
         }

@@ -81,6 +81,7 @@ impl Broker {
     ) -> Result<(), Violation> {
         self.now = now;
         self.stats.publish_received += 1;
+        self.stats.publish_received_by_qos[p.qos as usize] += 1;
         self.stats.publish_bytes_received += p.payload.len() as u64;
         if let Some(c) = self.conn_mut(id) {
             c.published = true;

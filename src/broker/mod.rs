@@ -64,6 +64,7 @@ mod dynsec;
 mod hold;
 mod identity;
 mod inbound;
+mod metrics;
 mod mount;
 mod persist;
 
@@ -80,6 +81,7 @@ use crate::auth::Security;
 use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
+pub use metrics::LoopFigures;
 use router::{Router, Subscriber};
 pub use session::SessionId;
 use session::{Expiry, Session};
@@ -447,6 +449,9 @@ pub struct Stats {
     /// Payload bytes of PUBLISH received and sent.
     pub publish_bytes_received: u64,
     pub publish_bytes_sent: u64,
+    /// `publish_received` and `publish_sent` by QoS (index 0, 1, 2), for `/metrics`.
+    pub publish_received_by_qos: [u64; 3],
+    pub publish_sent_by_qos: [u64; 3],
 }
 
 /// The broker: every session, subscription and retained message, and the protocol state of

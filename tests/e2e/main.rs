@@ -27,6 +27,7 @@ mod dynsec;
 mod fd_limit;
 mod flow_control;
 mod fuzz_corpus;
+mod http;
 mod import;
 mod keepalive;
 mod limits;

@@ -13,6 +13,7 @@ mod control;
 mod dynsec;
 mod hold;
 mod listener;
+mod metrics;
 mod replay;
 mod spill;
 mod store;
