@@ -6,7 +6,7 @@
 #   scripts/cross-build.sh armhf           # 32-bit Raspberry Pi OS (Pi 2/3/4, Zero 2)
 #   scripts/cross-build.sh --profile P ... # another cargo profile (tests use cross-test)
 #   scripts/cross-build.sh --check         # say what is missing, install nothing
-# Binaries: ${CARGO_TARGET_DIR:-target}/<triple>/<profile>/{midge,midge_passwd}; packages:
+# Binaries: ${CARGO_TARGET_DIR:-target}/<triple>/<profile>/{midge,midge_passwd,midge_ctrl}; packages:
 # ${CARGO_TARGET_DIR:-target}/deb/midge_VERSION_{arm64,armhf}.deb (paths printed at the end).
 #
 # Why cargo-zigbuild: zig links against the glibc version named in the target
@@ -60,14 +60,14 @@ zig_on_path || { echo "cross-build.sh: no zig after installing ziglang" >&2; exi
 
 targets=()
 for a in "${arches[@]}"; do targets+=(--target "$(triple_of "$a").$GLIBC"); done
-cargo zigbuild --profile "$profile" "${targets[@]}" --bin midge --bin midge_passwd
+cargo zigbuild --profile "$profile" "${targets[@]}" --bin midge --bin midge_passwd --bin midge_ctrl
 
 out=${CARGO_TARGET_DIR:-target}
 [ "$profile" = dev ] && dir=debug || dir=$profile
 for a in "${arches[@]}"; do
   bindir="$out/$(triple_of "$a")/$dir"
   # The point of the exercise: refuse binaries that a bullseye Pi could not run.
-  newest=$(readelf -V --wide "$bindir/midge" "$bindir/midge_passwd" \
+  newest=$(readelf -V --wide "$bindir/midge" "$bindir/midge_passwd" "$bindir/midge_ctrl" \
     | sed -n 's/.*Name: GLIBC_\([0-9][0-9.]*\).*/\1/p' | sort -V | tail -1)
   if [ "$(printf '%s\n%s\n' "$newest" "$GLIBC" | sort -V | tail -1)" != "$GLIBC" ]; then
     echo "cross-build.sh: $bindir/midge needs GLIBC_$newest, newer than $GLIBC" >&2

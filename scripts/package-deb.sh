@@ -2,12 +2,12 @@
 # Builds midge's Debian package around dpkg-deb (no debhelper or cargo-deb needed).
 #   scripts/package-deb.sh ARCH BINDIR OUTDIR
 #     ARCH    Debian architecture of the binaries: amd64, arm64 or armhf
-#     BINDIR  directory holding the built midge and midge_passwd (e.g. target/release)
+#     BINDIR  directory holding the built midge, midge_passwd and midge_ctrl (e.g. target/release)
 #     OUTDIR  where midge_VERSION_ARCH.deb is written; its path is printed on stdout
 # Runs as any user: files in the package are owned by root through --root-owner-group.
-# The package: /usr/bin/{midge,midge_passwd}; /etc/midge/midge.conf (a conffile, the shipped
+# The package: /usr/bin/{midge,midge_passwd,midge_ctrl}; /etc/midge/midge.conf (a conffile, the shipped
 # midge.conf); the systemd unit; /etc/logrotate.d/midge; man pages midge(8), midge.conf(5),
-# midge_passwd(1), docs/options.md; maintainer scripts that create the midge user, /var/lib/midge (0700),
+# midge_passwd(1), midge_ctrl(1), docs/options.md, docs/admin.md; maintainer scripts that create the midge user, /var/lib/midge (0700),
 # /var/log/midge and an empty /etc/midge/passwd (see packaging/debian/).
 set -euo pipefail
 
@@ -30,7 +30,7 @@ version=$(sed -n '/^\[package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$root/Cargo.t
 head -1 "$pk/changelog" | grep -q "^midge ($version) " \
   || die "packaging/changelog's first entry is not version $version (Cargo.toml); add one"
 
-for b in midge midge_passwd; do
+for b in midge midge_passwd midge_ctrl; do
   [ -x "$bindir/$b" ] || die "$bindir/$b: no such executable (build it first)"
   readelf -h "$bindir/$b" | grep -q "Machine:.*$machine" \
     || die "$bindir/$b is not a $arch binary: $(readelf -h "$bindir/$b" | grep Machine:)"
@@ -44,7 +44,7 @@ umask 022
 # Binaries. A build with symbols (a debug build, e.g. in tests) is stripped here; the release
 # profile already strips.
 install -d "$stage/usr/bin"
-for b in midge midge_passwd; do
+for b in midge midge_passwd midge_ctrl; do
   install -m 0755 "$bindir/$b" "$stage/usr/bin/$b"
   if readelf -S "$stage/usr/bin/$b" | grep -q '\.symtab'; then
     strip --strip-unneeded --remove-section=.comment "$stage/usr/bin/$b" \
@@ -64,7 +64,7 @@ grep -q '^ExecStart=/usr/bin/midge ' "$stage/lib/systemd/system/midge.service" \
 chmod 0644 "$stage/lib/systemd/system/midge.service"
 
 # Man pages and the documents Debian asks for.
-for m in midge.8 midge.conf.5 midge_passwd.1; do
+for m in midge.8 midge.conf.5 midge_passwd.1 midge_ctrl.1; do
   sec=${m##*.}
   install -D -m 0644 "$root/docs/man/$m" "$stage/usr/share/man/man$sec/$m"
   gzip -9n "$stage/usr/share/man/man$sec/$m"
@@ -74,13 +74,15 @@ install -D -m 0644 "$pk/copyright" "$doc/copyright"
 install -m 0644 "$pk/changelog" "$doc/changelog"
 # What midge does with each of Mosquitto's options; midge.conf(5) points here.
 install -m 0644 "$root/docs/options.md" "$doc/options.md"
+# The administration API midge_ctrl(1) uses.
+install -m 0644 "$root/docs/admin.md" "$doc/admin.md"
 gzip -9n "$doc/changelog"
 
 # Control files. Depends: the newest glibc symbol version the binaries use, and libgcc_s.
 install -d -m 0755 "$stage/DEBIAN"
 install -m 0644 "$pk/debian/conffiles" "$stage/DEBIAN/conffiles"
 for s in postinst prerm postrm; do install -m 0755 "$pk/debian/$s" "$stage/DEBIAN/$s"; done
-glibc=$(readelf -V --wide "$stage/usr/bin/midge" "$stage/usr/bin/midge_passwd" \
+glibc=$(readelf -V --wide "$stage/usr/bin/midge" "$stage/usr/bin/midge_passwd" "$stage/usr/bin/midge_ctrl" \
   | sed -n 's/.*Name: GLIBC_\([0-9][0-9.]*\).*/\1/p' | sort -V | tail -1)
 [ -n "$glibc" ] || die "no GLIBC_ symbol versions found in the binaries"
 depends="libc6 (>= $glibc)"

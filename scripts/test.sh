@@ -11,7 +11,7 @@ cd "$MIDGE_ROOT"
 
 apt_install_missing \
   build-essential python3-venv openssl procps strace \
-  mosquitto mosquitto-clients \
+  mosquitto mosquitto-clients curl prometheus \
   dpkg-dev lintian man-db groff-base logrotate adduser \
   qemu-user libc6-arm64-cross libc6-armhf-cross
 venv_setup

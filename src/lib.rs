@@ -10,6 +10,7 @@ pub mod broker;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub(crate) mod http;
 pub mod logging;
 pub mod notify;
 pub mod privileges;

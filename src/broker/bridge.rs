@@ -131,6 +131,19 @@ fn protocol(p: BridgeProtocol) -> ProtocolVersion {
 }
 
 impl Broker {
+    /// Each bridge's name and whether its link is up (the remote accepted its CONNECT).
+    pub(super) fn bridge_states(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        self.bridges.iter().map(|b| {
+            let up = match b.link {
+                Link::Open(id) => self
+                    .conn(id)
+                    .is_some_and(|c| matches!(c.state, ConnState::Active(_))),
+                Link::Down | Link::Dialing => false,
+            };
+            (b.config.name.as_str(), up)
+        })
+    }
+
     /// Sets up the bridges of the settings: their local sessions and subscriptions, and a
     /// first connection attempt at once (a lazy bridge's waits for its threshold).
     pub(super) fn add_bridges(&mut self, now: Instant) {

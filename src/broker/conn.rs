@@ -49,6 +49,18 @@ impl From<SocketAddr> for Peer {
     }
 }
 
+impl Peer {
+    /// The peer's IP address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// The peer's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 impl fmt::Display for Peer {
     /// `ip:port`, as Mosquitto writes it (IPv6 without brackets).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -107,6 +119,11 @@ pub struct Conn {
     pub receive_maximum: u16,
     /// Index of the configured listener it came in on (`per_listener_settings`).
     pub listener: u16,
+    /// The local port it came in on (the administration API reports it).
+    pub local_port: u16,
+    /// When CONNECT was accepted, in seconds since the broker started (see
+    /// `Broker::unix_time`).
+    pub connected_at: u32,
     /// The highest QoS the client may publish with and is granted: its listener's `max_qos`
     /// (a bridge's own connection has no limit).
     pub max_qos: crate::codec::QoS,
@@ -164,6 +181,8 @@ impl Conn {
 
             published: false,
             listener: 0,
+            local_port: 0,
+            connected_at: 0,
             max_qos: crate::codec::QoS::ExactlyOnce,
             remote_bridge: false,
             extra: None,

@@ -148,20 +148,41 @@ impl Broker {
         Some(connack)
     }
 
+    /// Whether a CONNECT's credentials let it in on its listener.
+    fn authenticate(&self, id: ConnId, c: &Connect) -> Login {
+        let listener = self.conn(id).map_or(0, |c| c.listener);
+        let password = c.password.as_deref().unwrap_or_default();
+        self.login(listener, c.username.as_deref(), password)
+    }
+
+    /// HTTP Basic credentials for a built-in page on connection `id` (`/metrics`): true when
+    /// they log in as a CONNECT with them would, by password (the page asked for credentials:
+    /// `allow_anonymous` does not open it).
+    pub fn http_login(&self, id: ConnId, username: &str, password: &[u8]) -> bool {
+        let Some(conn) = self.conn(id) else {
+            return false;
+        };
+        let admitted = matches!(
+            self.login(conn.listener, Some(username), password),
+            Login::Password(_)
+        );
+        if !admitted {
+            log::info!(target: "notice", "HTTP client {} refused: not authorised.", conn.peer);
+        }
+        admitted
+    }
+
     /// Mosquitto 2.0's rules: without a username a client needs `allow_anonymous`; with one,
     /// the password file (if any) must match; with neither a password file nor
     /// `allow_anonymous`, nobody gets in.
-    fn authenticate(&self, id: ConnId, c: &Connect) -> Login {
-        let listener = self.conn(id).map_or(0, |c| c.listener);
+    fn login(&self, listener: u16, username: Option<&str>, password: &[u8]) -> Login {
         let passwords = self.settings.security_for(listener).passwords.as_ref();
         let allow_anonymous = self.settings.allow_anonymous_for(listener);
-        match (&c.username, passwords) {
-            (Some(user), Some(file)) => {
-                match file.verify(user, c.password.as_deref().unwrap_or_default()) {
-                    Some(entry) => Login::Password(entry),
-                    None => Login::Refused,
-                }
-            }
+        match (username, passwords) {
+            (Some(user), Some(file)) => match file.verify(user, password) {
+                Some(entry) => Login::Password(entry),
+                None => Login::Refused,
+            },
             (_, _) if allow_anonymous => Login::Admitted,
             (_, _) => Login::Refused,
         }
@@ -389,10 +410,12 @@ impl Broker {
         }
         self.persist_session(sid);
 
+        let connected_at = self.uptime_secs(now);
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
         conn.state = ConnState::Active(sid);
+        conn.connected_at = connected_at;
 
         conn.keep_alive = c.keep_alive;
         conn.remote_bridge = c.bridge;

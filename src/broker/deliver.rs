@@ -202,7 +202,7 @@ impl Outlet<'_> {
                 if !self.write(*m, f, now) {
                     return self.dropped(0);
                 }
-                self.count_sent(m.payload.len());
+                self.count_sent(QoS::AtMostOnce, m.payload.len());
                 return Sent::Written;
             }
             let limit = self
@@ -224,7 +224,7 @@ impl Outlet<'_> {
                 if !self.write(*m, f, now) {
                     return self.dropped(0);
                 }
-                self.count_sent(m.payload.len());
+                self.count_sent(t.qos, m.payload.len());
                 let mut d = t.into_delivery(shared, m);
                 let state = OutState::sent(d.qos);
                 if let Some(p) = self.persist.as_deref_mut() {
@@ -338,7 +338,7 @@ impl Outlet<'_> {
         if !written {
             return None;
         }
-        self.count_sent(d.msg.payload.len());
+        self.count_sent(d.qos, d.msg.payload.len());
         self.flowing(now);
         Some(packet_id)
     }
@@ -426,8 +426,9 @@ impl Outlet<'_> {
                 < limit
     }
 
-    fn count_sent(&mut self, payload_len: usize) {
+    fn count_sent(&mut self, qos: QoS, payload_len: usize) {
         self.stats.publish_sent += 1;
+        self.stats.publish_sent_by_qos[qos as usize] += 1;
         self.stats.publish_bytes_sent += payload_len as u64;
         self.stats.messages_sent += 1;
     }

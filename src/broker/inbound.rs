@@ -4,11 +4,13 @@
 //! not available, subscription identifiers), the inbound topic alias (v5 §3.3.2.3.4), a
 //! bridge's topic remapping, the listener's mount point, the QoS 2 duplicate check, the
 //! payload format, the topics only the broker may publish to (`$SYS`), the ACL WRITE check
-//! and `message_size_limit`. An accepted message goes to routing (`route.rs`) borrowed
+//! and `message_size_limit`. A request to the broker (`$CONTROL/...`) goes to `control.rs`
+//! instead of routing. An accepted message goes to routing (`route.rs`) borrowed
 //! straight from the read buffer, without a copy; the acknowledgement it earns is `acks.rs`'s.
 //!
 //! It decides only whether, and under which topic, a message enters; it must not match,
 //! deliver or persist a message itself.
+use super::control::is_control;
 use super::route::{expiry, MsgRef};
 use super::{Broker, ConnId, SessionId, Violation};
 use crate::codec::{reason, ProtocolVersion, Publish, QoS};
@@ -28,7 +30,7 @@ pub(super) struct PublishSummary<'a> {
 
 impl<'a> PublishSummary<'a> {
     /// A received PUBLISH, under the topic it is handled as (after alias and bridge mapping).
-    fn of(p: &Publish<'_>, topic: &'a str) -> PublishSummary<'a> {
+    pub(super) fn of(p: &Publish<'_>, topic: &'a str) -> PublishSummary<'a> {
         PublishSummary {
             dup: p.dup,
             qos: p.qos,
@@ -78,6 +80,7 @@ impl Broker {
     ) -> Result<(), Violation> {
         self.now = now;
         self.stats.publish_received += 1;
+        self.stats.publish_received_by_qos[p.qos as usize] += 1;
         self.stats.publish_bytes_received += p.payload.len() as u64;
         if let Some(c) = self.conn_mut(id) {
             c.published = true;
@@ -225,6 +228,10 @@ impl Broker {
                 p.payload.len()
             );
             reason::PACKET_TOO_LARGE
+        } else if is_control(topic) {
+            // A request to the broker (`control.rs`), never a message for subscribers.
+            self.log_received(id, &p, topic);
+            self.handle_control(id, sid, &p, topic, from_bridge, now)
         } else {
             // Logged once the message is accepted, as Mosquitto: a denied or oversized
             // PUBLISH has its own line instead.

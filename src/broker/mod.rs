@@ -48,18 +48,21 @@
 //! Around the path: `connect.rs` (CONNECT, sessions taken over or resumed), [`session`] (what is
 //! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
 //! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
-//! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates) and `mount.rs` (a
-//! listener's `mount_point`).
+//! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates), `mount.rs` (a
+//! listener's `mount_point`) and `control.rs` (requests to the broker on `$CONTROL/...`: the
+//! administration API).
 
 mod acks;
 pub mod bridge;
 mod clients;
 pub mod conn;
 mod connect;
+mod control;
 mod deliver;
 mod hold;
 mod identity;
 mod inbound;
+mod metrics;
 mod mount;
 mod persist;
 
@@ -76,6 +79,7 @@ use crate::auth::Security;
 use crate::codec::{self, reason, DecodeError, Packet};
 use crate::config::Config;
 use conn::{Conn, ConnState};
+pub use metrics::LoopFigures;
 use router::{Router, Subscriber};
 pub use session::SessionId;
 use session::{Expiry, Session};
@@ -405,6 +409,8 @@ pub enum CloseReason {
     /// midge ends one of its bridge links (a lazy bridge gone idle, or a link replaced by one
     /// to the bridge's first address); the bridge logs why.
     BridgeStopped,
+    /// An administrator disconnected the client (`control.rs`): as Mosquitto's kick, no will.
+    Kicked,
 }
 
 impl CloseReason {
@@ -414,7 +420,8 @@ impl CloseReason {
             CloseReason::Refused
             | CloseReason::Shutdown
             | CloseReason::Revoked
-            | CloseReason::BridgeStopped => false,
+            | CloseReason::BridgeStopped
+            | CloseReason::Kicked => false,
             _ => true,
         }
     }
@@ -438,6 +445,9 @@ pub struct Stats {
     /// Payload bytes of PUBLISH received and sent.
     pub publish_bytes_received: u64,
     pub publish_bytes_sent: u64,
+    /// `publish_received` and `publish_sent` by QoS (index 0, 1, 2), for `/metrics`.
+    pub publish_received_by_qos: [u64; 3],
+    pub publish_sent_by_qos: [u64; 3],
 }
 
 /// The broker: every session, subscription and retained message, and the protocol state of
@@ -470,6 +480,10 @@ pub struct Broker {
     persist: Option<Box<persist::Persist>>,
     /// Configured bridges.
     bridges: Vec<bridge::Bridge>,
+    /// When the broker was created, and the wall-clock time then in Unix seconds (0 until
+    /// [`Broker::set_wall_clock`]), for the times the administration API reports.
+    started: Instant,
+    unix_at_start: u64,
 }
 
 impl Broker {
@@ -498,9 +512,29 @@ impl Broker {
             held_bytes: deliver::QueuedBytes::default(),
             persist: None,
             bridges: Vec::new(),
+            started: now,
+            unix_at_start: 0,
         };
         broker.add_bridges(now);
         broker
+    }
+
+    /// Tells the broker that the wall clock reads `unix` (Unix seconds) at `now`: the broker
+    /// never reads the clock, but reports when clients connected in Unix time.
+    pub fn set_wall_clock(&mut self, now: Instant, unix: u64) {
+        let since_start = now.saturating_duration_since(self.started).as_secs();
+        self.unix_at_start = unix.saturating_sub(since_start);
+    }
+
+    /// Seconds since the broker started at `now` (what [`conn::Conn::connected_at`] holds).
+    fn uptime_secs(&self, now: Instant) -> u32 {
+        let secs = now.saturating_duration_since(self.started).as_secs();
+        u32::try_from(secs).unwrap_or(u32::MAX)
+    }
+
+    /// The Unix time of a moment given in seconds since the broker started.
+    fn unix_time(&self, since_start: u32) -> u64 {
+        self.unix_at_start + u64::from(since_start)
     }
 
     /// Replaces the settings (SIGHUP); existing sessions keep what they negotiated. Every
@@ -545,6 +579,7 @@ impl Broker {
         }
         let mut conn = Conn::new(serial, peer, now);
         conn.listener = u16::try_from(listener).unwrap_or(u16::MAX);
+        conn.local_port = local_port;
         self.conns[id] = Some(conn);
         self.stats.connections += 1;
         self.timers
@@ -920,6 +955,10 @@ impl Broker {
                 log::info!(target: "notice", "Client {name} disconnected due to protocol error ({e}).")
             }
             CloseReason::Refused | CloseReason::BridgeStopped => {}
+            // Mosquitto's line, word for word (log watchers look for it).
+            CloseReason::Kicked => {
+                log::info!(target: "notice", "Client {name} been disconnected by administrative action.")
+            }
             // At error level, as Mosquitto logs it (handle_connect.c).
             CloseReason::TakenOver => {
                 log::error!("Client {name} already connected, closing old connection.")

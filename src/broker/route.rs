@@ -111,6 +111,7 @@ impl Broker {
             will.payload.len()
         );
         self.stats.publish_received += 1;
+        self.stats.publish_received_by_qos[will.qos as usize] += 1;
         let mut props = will.properties;
         // The delay belongs to the will, not to the message.
         props.will_delay_interval = None;

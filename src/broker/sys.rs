@@ -85,6 +85,16 @@ impl SysState {
     pub fn set_store_status(&mut self, status: Option<StoreStatus>) {
         self.store = status;
     }
+
+    /// When the broker started.
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The store's figures as of the last turn; `None` without persistence.
+    pub(super) fn store_status(&self) -> Option<StoreStatus> {
+        self.store
+    }
 }
 
 impl Broker {

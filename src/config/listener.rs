@@ -44,6 +44,39 @@ pub struct ListenerConfig {
     /// `max_topic_alias` (default 10): topic aliases an MQTT 5 client of this listener may
     /// use towards midge.
     pub max_topic_alias: u16,
+    /// What a `protocol websockets` listener answers to plain HTTP requests.
+    pub http: HttpOptions,
+}
+
+/// A WebSocket listener's HTTP side: all off by default, so nothing is served that the
+/// configuration did not ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// `http_dir`: GET and HEAD requests that are no WebSocket upgrade get the files of this
+    /// directory.
+    pub dir: Option<PathBuf>,
+    /// `metrics`: `GET /metrics` answers the broker's figures in Prometheus text format.
+    pub metrics: bool,
+    /// `metrics_auth` (default true): `/metrics` wants the HTTP Basic credentials of a
+    /// broker user.
+    pub metrics_auth: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            dir: None,
+            metrics: false,
+            metrics_auth: true,
+        }
+    }
+}
+
+impl HttpOptions {
+    /// True when the listener answers any HTTP request besides a WebSocket upgrade.
+    pub fn serves(&self) -> bool {
+        self.dir.is_some() || self.metrics
+    }
 }
 
 /// Options that `per_listener_settings true` makes per listener.
@@ -72,6 +105,7 @@ impl Default for ListenerConfig {
             use_username_as_clientid: false,
             max_qos: 2,
             max_topic_alias: 10,
+            http: HttpOptions::default(),
         }
     }
 }
@@ -194,6 +228,9 @@ pub(super) struct Listeners {
     /// `max_qos` and `max_topic_alias` lines: the listener block they are in (`None` before
     /// the first `listener` line), the option and the value.
     per_listener: Vec<(Option<usize>, &'static str, u32)>,
+    /// HTTP option lines: the listener block they are in (`None`: the default listener) and
+    /// where, to check once every line is read that the listener speaks WebSockets.
+    http_lines: Vec<(Option<usize>, &'static str, Location)>,
 }
 
 impl Listeners {
@@ -307,6 +344,25 @@ impl Listeners {
             "use_username_as_clientid" => {
                 self.current(name, at).use_username_as_clientid = parse_bool(name, value, at)?
             }
+            "http_dir" | "metrics" | "metrics_auth" => {
+                let http = &mut self.current(name, at).http;
+                let option = match name {
+                    "http_dir" => {
+                        http.dir = Some(PathBuf::from(required(name, value, at)?));
+                        "http_dir"
+                    }
+                    "metrics" => {
+                        http.metrics = parse_bool(name, value, at)?;
+                        "metrics"
+                    }
+                    _ => {
+                        http.metrics_auth = parse_bool(name, value, at)?;
+                        "metrics_auth"
+                    }
+                };
+                self.http_lines
+                    .push((self.current_block(), option, at.clone()));
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -398,6 +454,24 @@ impl Listeners {
             if let Some(problem) = tls_problem(&listener.tls) {
                 return Err(ConfigError::Tls {
                     problem,
+                    at: at.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that each listener given an HTTP option speaks WebSockets (`protocol` may come
+    /// after the option in its block).
+    pub(super) fn check_http(&self) -> Result<(), ConfigError> {
+        for (block, option, at) in &self.http_lines {
+            let listener = match block {
+                Some(i) => self.blocks.get(*i),
+                None => Some(&self.default),
+            };
+            if listener.is_some_and(|l| l.protocol != ListenerProtocol::WebSockets) {
+                return Err(ConfigError::NeedsWebSockets {
+                    option: option.to_string(),
                     at: at.clone(),
                 });
             }
@@ -630,6 +704,31 @@ mod tests {
         );
         assert!(c.warnings.is_empty());
         assert!(parse("listener 1\nprotocol http").is_err());
+    }
+
+    #[test]
+    fn http_options_belong_to_a_websockets_listener() {
+        let c = ok(
+            "listener 1883\nlistener 8080\nhttp_dir /srv/www\nmetrics true\n\
+                    metrics_auth false\nprotocol websockets",
+        );
+        assert!(!c.listeners[0].http.serves());
+        let http = &c.listeners[1].http;
+        assert_eq!(http.dir.as_deref(), Some(std::path::Path::new("/srv/www")));
+        assert!(http.metrics && !http.metrics_auth);
+        // Off unless asked for; credentials wanted unless switched off.
+        assert_eq!(
+            ok("listener 8080\nprotocol websockets").listeners[0].http,
+            HttpOptions::default()
+        );
+        assert!(HttpOptions::default().metrics_auth);
+        assert_eq!(
+            err("listener 8080\nprotocol websockets\nlistener 1883\nmetrics true"),
+            "Error: The metrics option serves HTTP, which only a listener with `protocol \
+             websockets` answers.\nError found at /etc/midge.conf:4."
+        );
+        assert!(parse("listener 8080\nprotocol websockets\nmetrics yes").is_err());
+        assert!(parse("listener 8080\nprotocol websockets\nhttp_dir").is_err());
     }
 
     #[test]

@@ -21,7 +21,8 @@ mod testing;
 
 pub use bridge::BridgeConfig;
 pub use listener::{
-    ListenerAuth, ListenerConfig, ListenerProtocol, SocketDomain, TlsOptions, TlsVersion,
+    HttpOptions, ListenerAuth, ListenerConfig, ListenerProtocol, SocketDomain, TlsOptions,
+    TlsVersion,
 };
 pub use parse::{ConfigError, Location};
 use std::path::{Path, PathBuf};

@@ -172,7 +172,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     // Listeners.
     opt("bind_address", Listener, Implemented, ManPage, "The default listener's address."),
     opt("bind_interface", Listener, Refused, ManPage, "midge cannot bind to an interface yet; ignoring it would listen on every interface."),
-    opt("http_dir", Listener, Refused, ManPage, "midge serves no HTTP files on websockets listeners."),
+    opt("http_dir", Listener, Implemented, ManPage, "On `protocol websockets` listeners only (elsewhere start-up stops). GET and HEAD; `/` is `index.html`; no directory listings; nothing outside the directory (symbolic links leading out: 403); files up to 4 MiB; a content type from the file's extension. midge's built-in pages (`/metrics`) win over files of the same name."),
     opt("listener", Listener, Implemented, ManPage, "Unix socket listeners (`listener 0 PATH`) are refused."),
     opt("max_connections", Listener, Implemented, ManPage, ""),
     opt("max_qos", Listener, Implemented, ManPage, "Per listener; a value before the first `listener` line applies to every listener that sets none, unless `port` or `bind_address` makes it the default listener's."),
@@ -254,6 +254,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     opt("connect_timeout", General, Implemented, Midge, "Seconds (default 20) a connection may take to send a complete CONNECT."),
     opt("persistence_sync_interval", General, Implemented, Midge, "Seconds (default 1) accepted messages may stay un-fsynced."),
     opt("refuse_unreadable_subscriptions", General, Implemented, Midge, "Default false, as Mosquitto: a SUBSCRIBE is granted whatever the ACL, which then filters each delivery. True: a filter the ACL lets read no topic at all is refused in SUBACK (0x87 for MQTT 5, 0x80 for 3.1.1), so the client knows."),
+    opt("metrics", Listener, Implemented, Midge, "Default false. True: a `protocol websockets` listener answers `GET /metrics` with the broker's figures in Prometheus text format."),
+    opt("metrics_auth", Listener, Implemented, Midge, "Default true: `/metrics` wants HTTP Basic credentials that log in as CONNECT would (401 otherwise). False: anyone who reaches the listener may read it."),
 ];
 
 #[cfg(test)]

@@ -124,6 +124,14 @@ pub enum ConfigError {
         /// The `listener` line (or the first option of the default listener).
         at: Location,
     },
+    /// An HTTP option (`http_dir`, `metrics`) on a listener that does not speak WebSockets,
+    /// which would serve nothing.
+    NeedsWebSockets {
+        /// The option name.
+        option: String,
+        /// Where the option was read.
+        at: Location,
+    },
     /// Two bridges have one local client id, so the second would take the first one's
     /// session (Mosquitto refuses this too).
     BridgeIdNotUnique {
@@ -162,6 +170,7 @@ impl ConfigError {
             | ConfigError::MissingValue { at, .. }
             | ConfigError::Refused { at, .. }
             | ConfigError::ListenerRequired { at, .. }
+            | ConfigError::NeedsWebSockets { at, .. }
             | ConfigError::Unhandled { at, .. } => Some(at),
             // midge's own checks, whose one line already names the listener's line.
             ConfigError::Tls { .. }
@@ -223,6 +232,11 @@ impl fmt::Display for ConfigError {
             ConfigError::Tls { problem, at } => {
                 write!(f, "Error: {problem}, for the listener in {at}.")
             }
+            ConfigError::NeedsWebSockets { option, .. } => write!(
+                f,
+                "Error: The {option} option serves HTTP, which only a listener with `protocol \
+                 websockets` answers."
+            ),
             ConfigError::BridgeIdNotUnique { id } => write!(
                 f,
                 "Error: Bridge local_clientid '{id}' is not unique. Try changing or setting the \
@@ -300,6 +314,7 @@ impl Parser {
             ..
         } = self;
         listeners.check_tls()?;
+        listeners.check_http()?;
         if let Some(id) = bridge::duplicate_local_id(&config.bridges) {
             return Err(ConfigError::BridgeIdNotUnique { id });
         }

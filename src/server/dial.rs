@@ -189,6 +189,7 @@ impl Server {
                     transport,
                     connecting: Some(bridge),
                     bridge: Some(format!("{name} ({host}:{})", addr.port())),
+                    closing: false,
                 })),
             });
         }

@@ -11,9 +11,11 @@
 //!
 //! This module does not decide anything about MQTT: the broker does.
 
+use super::listeners::{self, Listener};
 use super::{Server, Tok};
 use crate::auth::CertIdentity;
-use crate::broker::{Broker, ConnId};
+use crate::broker::{Broker, ConnId, LoopFigures};
+use crate::http::Pages;
 use crate::transport::{Status, Transport, TransportError, Upstream};
 use mio::net::TcpStream;
 use mio::{Interest, Poll};
@@ -58,6 +60,9 @@ pub(super) struct ClientExtra {
     /// For outgoing bridge connections, "NAME (host:port)", the subject of transport log
     /// lines.
     pub(super) bridge: Option<String>,
+    /// The transport is done (an HTTP answer that ends the connection, a WebSocket close):
+    /// the connection closes once its last bytes are written.
+    pub(super) closing: bool,
 }
 
 /// What writing a connection's pending output did.
@@ -147,8 +152,33 @@ fn write_through(transport: &mut Transport, stream: &mut TcpStream, out: &[u8]) 
 /// The broker, as the place transports deliver to.
 struct ToBroker<'a> {
     broker: &'a mut Broker,
+    /// For the connection counts of `/metrics`.
+    listeners: &'a [Listener],
     id: ConnId,
     now: Instant,
+}
+
+impl Pages for ToBroker<'_> {
+    fn login(&mut self, username: &str, password: &[u8]) -> bool {
+        self.broker.http_login(self.id, username, password)
+    }
+
+    fn metrics(&mut self, out: &mut String) {
+        let figures = LoopFigures {
+            listeners: listeners::connection_counts(self.listeners),
+            resident_memory_bytes: resident_memory(),
+        };
+        self.broker.write_metrics(self.now, &figures, out);
+    }
+}
+
+/// The process's resident memory (`/proc/self/statm`: pages), where the system tells it.
+fn resident_memory() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page_size).ok()?)
 }
 
 impl Upstream for ToBroker<'_> {
@@ -193,6 +223,7 @@ impl Server {
             };
             let mut up = ToBroker {
                 broker: &mut self.broker,
+                listeners: &self.listeners,
                 id,
                 now,
             };
@@ -205,6 +236,15 @@ impl Server {
                 Ok(Status::Closed) => {
                     self.flush_dirty(now);
                     self.flush(id, now);
+                    // A long last answer (an HTTP file) may not have fit in the socket: the
+                    // connection then closes once `flush` has written it.
+                    let extra = self.clients.get_mut(id).and_then(|c| c.extra.as_mut());
+                    if let Some(extra) = extra {
+                        if extra.transport.as_ref().is_some_and(Transport::wants_write) {
+                            extra.closing = true;
+                            return;
+                        }
+                    }
                     return self.drop_client(id, None, now);
                 }
                 Err(e) => return self.transport_failed(id, e, now),
@@ -298,8 +338,12 @@ impl Server {
             return self.drop_client(id, Some(e), now);
         }
         follow_output(&self.poll, client, id, pending);
+        let done = !pending && client.extra.as_ref().is_some_and(|e| e.closing);
         if taken > 0 {
             self.broker.handle_written(id, taken);
+        }
+        if done {
+            self.drop_client(id, None, now);
         }
     }
 }

@@ -11,6 +11,7 @@ use super::io::{Client, ClientExtra, Origin};
 use super::{Server, Tok};
 use crate::broker::Via;
 use crate::config::{Config, ListenerConfig, ListenerProtocol};
+use crate::http::Site;
 use crate::transport::tls::TlsListener;
 use crate::transport::ws::WsSession;
 use crate::transport::Transport;
@@ -19,6 +20,7 @@ use mio::{Interest, Poll};
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// WebSocket frames and messages may be this large at least (the broker applies
@@ -43,6 +45,8 @@ pub(super) struct Listener {
     tls: Option<TlsListener>,
     /// `protocol websockets`.
     websockets: bool,
+    /// What a WebSocket listener serves to plain HTTP requests (`http_dir`, `metrics`).
+    http: Option<Arc<Site>>,
 }
 
 /// Binds the sockets of every `listener` block and registers them with `poll`, socket `i` as
@@ -78,8 +82,9 @@ fn bind_block(
     config_index: usize,
     listeners: &mut Vec<Listener>,
 ) -> io::Result<()> {
-    let tls =
-        load_tls(l).map_err(|e| io::Error::other(format!("{e} (listener on port {})", l.port)))?;
+    let in_listener = |e: String| io::Error::other(format!("{e} (listener on port {})", l.port));
+    let tls = load_tls(l).map_err(in_listener)?;
+    let http = Site::open(&l.http).map_err(in_listener)?;
     let mut port = l.port;
     let addrs = listener_addrs(l)?;
     let all_interfaces = l.bind_address.is_none();
@@ -123,6 +128,7 @@ fn bind_block(
             configured_port: l.port,
             tls: tls.clone(),
             websockets: l.protocol == ListenerProtocol::WebSockets,
+            http: http.clone(),
         });
     }
     Ok(())
@@ -313,7 +319,9 @@ impl Server {
                 return Err(());
             }
         };
-        let ws = l.websockets.then(|| WsSession::new(self.ws_message_limit));
+        let ws = l
+            .websockets
+            .then(|| WsSession::new(self.ws_message_limit, l.http.clone()));
         Ok(Some(Transport::new(tls, ws)))
     }
 
@@ -378,6 +386,7 @@ impl Server {
                     transport: Some(transport),
                     connecting: None,
                     bridge: None,
+                    closing: false,
                 })
             });
             entry.insert(Client {
@@ -395,6 +404,20 @@ impl Server {
             self.read_conn(id, now);
         }
     }
+}
+
+/// The connections open on each listening port (the IPv4 and IPv6 sockets of a listener, or
+/// listeners on one port at several addresses, together: one series per port).
+pub(super) fn connection_counts(listeners: &[Listener]) -> Vec<(u16, u64)> {
+    let mut counts: Vec<(u16, u64)> = Vec::new();
+    for l in listeners {
+        let open = u64::try_from(l.connections).unwrap_or(0);
+        match counts.iter_mut().find(|(port, _)| *port == l.port) {
+            Some((_, n)) => *n += open,
+            None => counts.push((l.port, open)),
+        }
+    }
+    counts
 }
 
 /// `::ffff:1.2.3.4` as `1.2.3.4`, for logs that read like Mosquitto's.

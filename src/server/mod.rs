@@ -149,6 +149,7 @@ impl Server {
         let ws_message_limit = listeners::ws_message_limit(settings.max_packet_size);
         let bridges = dial::load_bridge_dialers(config).map_err(std::io::Error::other)?;
         let mut broker = Broker::new(settings, Instant::now(), seed());
+        broker.set_wall_clock(Instant::now(), unix_now());
         let store = if config.persistence {
             Some(open_store(config, &poll, &mut broker)?)
         } else {

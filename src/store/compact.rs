@@ -18,7 +18,13 @@
 //! finds nothing writes no page.
 
 use super::model::Change;
+use crate::broker::router::FnvHasher;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+/// The maps below are keyed by client ids and numbers the broker chose, and rebuilt for every
+/// commit: FNV hashes them at a fraction of SipHash's cost.
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;
 
 /// The changes of `batches` (batch number, changes) in order, without those a later change
 /// of the same group supersedes. Each keeps its batch number, for error messages.
@@ -29,15 +35,15 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
         .collect();
     let mut keep = vec![true; all.len()];
     // Index of the latest change still kept for each key.
-    let mut message: HashMap<(&str, u64), Vec<usize>> = HashMap::new();
-    let mut subscription: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut qos2: HashMap<(&str, u16), usize> = HashMap::new();
-    let mut will: HashMap<&str, usize> = HashMap::new();
-    let mut retained: HashMap<&str, usize> = HashMap::new();
-    let mut by_client: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut message: Map<(&str, u64), Vec<usize>> = Map::default();
+    let mut subscription: Map<(&str, &str), usize> = Map::default();
+    let mut qos2: Map<(&str, u16), usize> = Map::default();
+    let mut will: Map<&str, usize> = Map::default();
+    let mut retained: Map<&str, usize> = Map::default();
+    let mut by_client: Map<&str, Vec<usize>> = Map::default();
     // The first body of each id, and the adds that refer to each id.
-    let mut bodies: HashMap<u64, usize> = HashMap::new();
-    let mut referring: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut bodies: Map<u64, usize> = Map::default();
+    let mut referring: Map<u64, Vec<usize>> = Map::default();
     let unkeep = |keep: &mut Vec<bool>, index: Option<usize>| {
         if let Some(i) = index {
             keep[i] = false;

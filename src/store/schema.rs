@@ -8,8 +8,10 @@
 //! docs/store.md shows the same schema for users of the `sqlite3` CLI.
 
 use super::model::*;
+use crate::broker::router::{FnvHasher, TopicMap};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 
 /// The schema version this build writes (the single row of `schema_version`).
 pub(crate) const SCHEMA_VERSION: i64 = 3;
@@ -267,9 +269,15 @@ fn sub_ids_text(ids: &[u32]) -> String {
 /// across transactions.
 #[derive(Default)]
 pub(crate) struct Tally {
-    /// Bodies whose last delivery went: [`delete_released`] deletes them at the end of the
-    /// transaction, unless a later change referred to them again.
-    released: Vec<i64>,
+    /// How each body's reference count changes in this transaction: applied once per body by
+    /// [`delete_released`] at its end, so a message fanned out to a thousand sessions, or the
+    /// acknowledgements of one message by many, update its row once, not once per delivery.
+    refs: HashMap<i64, i64, BuildHasherDefault<FnvHasher>>,
+    /// Sessions' rowids by client id, as looked up: every delivery names its session, and the
+    /// lookup in `sessions` by client id would otherwise run with each one. A rowid stays the
+    /// same while its row lives (an upsert keeps it); an ending session leaves the map, and a
+    /// failed transaction empties it.
+    rowids: TopicMap<i64>,
     /// How many deliveries each session (by rowid) has, when known: a session that ends with
     /// none needs no scan of `deliveries` (which has no index by session). Never less than the
     /// truth; `None` (then every ending session is looked for) until [`Tally::count`] reads it,
@@ -298,7 +306,28 @@ impl Tally {
     /// Forgets the counts (a transaction failed: they may no longer match the store).
     pub(crate) fn forget(&mut self) {
         self.queued = None;
-        self.released.clear();
+        self.refs.clear();
+        self.rowids.clear();
+    }
+
+    /// The rowid of `client_id`'s session, if it has one.
+    fn rowid(&mut self, conn: &Connection, client_id: &str) -> rusqlite::Result<Option<i64>> {
+        if let Some(&rowid) = self.rowids.get(client_id) {
+            return Ok(Some(rowid));
+        }
+        let rowid: Option<i64> = conn
+            .prepare_cached("SELECT rowid FROM sessions WHERE client_id = ?1")?
+            .query_row([client_id], |r| r.get(0))
+            .optional()?;
+        if let Some(rowid) = rowid {
+            self.rowids.insert(client_id.into(), rowid);
+        }
+        Ok(rowid)
+    }
+
+    /// Body `id` gains (or, negative, loses) `n` references.
+    fn refer(&mut self, id: i64, n: i64) {
+        *self.refs.entry(id).or_default() += n;
     }
 
     fn added(&mut self, session: i64) {
@@ -365,10 +394,8 @@ pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqli
         Change::SessionDelete { client_id } => {
             // Its deliveries go first, while the session's row says which they are, and
             // release their bodies.
-            let session: Option<i64> = conn
-                .prepare_cached("SELECT rowid FROM sessions WHERE client_id = ?1")?
-                .query_row([client_id], |r| r.get(0))
-                .optional()?;
+            let session = t.rowid(conn, client_id)?;
+            t.rowids.remove(client_id.as_str());
             let none = |q: &HashMap<i64, u64>, s| q.get(&s).is_none_or(|n| *n == 0);
             let scan = session.filter(|&s| !t.queued.as_ref().is_some_and(|q| none(q, s)));
             if let Some(session) = scan {
@@ -383,7 +410,7 @@ pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqli
                     }
                 }
                 for (body, n) in lost {
-                    release(conn, body, n, t)?;
+                    t.refer(body, -n);
                 }
             }
             if let (Some(q), Some(session)) = (t.queued.as_mut(), session) {
@@ -433,29 +460,27 @@ pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqli
             client_id,
             message: q,
         } => {
+            // No such session (it ended earlier in this transaction): the message goes with it.
+            let Some(session) = t.rowid(conn, client_id)? else {
+                return Ok(());
+            };
             let insert = || {
                 conn.prepare_cached(
                     "INSERT INTO deliveries (seq, session, packet_id, state, qos, retain,
-                       sub_ids, body)
-                     SELECT ?2, rowid, ?3, ?4, ?5, ?6, ?7, ?8 FROM sessions WHERE client_id = ?1
-                     RETURNING session",
+                       sub_ids, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .query_row(
-                    params![
-                        client_id,
-                        int(q.seq),
-                        q.packet_id,
-                        q.state.code(),
-                        q.qos,
-                        q.retain,
-                        sub_ids_text(&q.sub_ids),
-                        int(q.body)
-                    ],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()
+                .execute(params![
+                    int(q.seq),
+                    session,
+                    q.packet_id,
+                    q.state.code(),
+                    q.qos,
+                    q.retain,
+                    sub_ids_text(&q.sub_ids),
+                    int(q.body)
+                ])
             };
-            let added = match insert() {
+            match insert() {
                 // One with the same `seq` is replaced (its body loses a reference); rare
                 // enough to be found by the failed insert rather than looked for every time.
                 Err(e)
@@ -466,23 +491,8 @@ pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqli
                 }
                 other => other?,
             };
-            // No such session (it ended earlier in this transaction): the message goes with it.
-            let Some(session) = added else {
-                return Ok(());
-            };
             t.added(session);
-            let referenced = conn
-                .prepare_cached("UPDATE bodies SET refs = refs + 1 WHERE id = ?1")?
-                .execute([int(q.body)])?;
-            if referenced == 0 {
-                log::error!(
-                    "store: a message for {client_id} refers to body {} the store does not hold; \
-                     not stored",
-                    q.body
-                );
-                conn.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?
-                    .execute([int(q.seq)])?;
-            }
+            t.refer(int(q.body), 1);
         }
         Change::MessageState {
             client_id,
@@ -490,11 +500,13 @@ pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqli
             packet_id,
             state,
         } => {
-            conn.prepare_cached(
-                "UPDATE deliveries SET packet_id = ?3, state = ?4
-                 WHERE seq = ?2 AND session = (SELECT rowid FROM sessions WHERE client_id = ?1)",
-            )?
-            .execute(params![client_id, int(*seq), packet_id, state.code()])?;
+            if let Some(session) = t.rowid(conn, client_id)? {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET packet_id = ?3, state = ?4
+                     WHERE seq = ?2 AND session = ?1",
+                )?
+                .execute(params![session, int(*seq), packet_id, state.code()])?;
+            }
         }
         Change::MessageDelete { client_id, seq } => {
             delete_delivery(conn, client_id, *seq, t)?;
@@ -540,7 +552,7 @@ pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqli
     Ok(())
 }
 
-/// Deletes one delivery; its body is released if that was the last delivery referring to it.
+/// Deletes one delivery; its body loses a reference.
 ///
 /// Bodies count their references (`refs`) rather than being looked up in `deliveries` when one
 /// goes: that lookup would need an index of `deliveries` by body, which every delivery written
@@ -552,44 +564,50 @@ fn delete_delivery(
     seq: u64,
     t: &mut Tally,
 ) -> rusqlite::Result<()> {
-    let gone: Option<(i64, i64)> = conn
-        .prepare_cached(
-            "DELETE FROM deliveries
-             WHERE seq = ?2 AND session = (SELECT rowid FROM sessions WHERE client_id = ?1)
-             RETURNING body, session",
-        )?
-        .query_row(params![client_id, int(seq)], |r| Ok((r.get(0)?, r.get(1)?)))
+    let Some(session) = t.rowid(conn, client_id)? else {
+        return Ok(());
+    };
+    let body: Option<i64> = conn
+        .prepare_cached("DELETE FROM deliveries WHERE seq = ?2 AND session = ?1 RETURNING body")?
+        .query_row(params![session, int(seq)], |r| r.get(0))
         .optional()?;
-    match gone {
-        Some((id, session)) => {
-            t.deleted(session);
-            release(conn, id, 1, t)
-        }
-        None => Ok(()),
-    }
-}
-
-/// Takes `n` references from body `id`, to be deleted at the end of the transaction if none is
-/// left.
-fn release(conn: &Connection, id: i64, n: i64, t: &mut Tally) -> rusqlite::Result<()> {
-    let refs: Option<i64> = conn
-        .prepare_cached("UPDATE bodies SET refs = refs - ?2 WHERE id = ?1 RETURNING refs")?
-        .query_row([id, n], |r| r.get(0))
-        .optional()?;
-    if refs.is_some_and(|left| left <= 0) {
-        t.released.push(id);
+    if let Some(body) = body {
+        t.deleted(session);
+        t.refer(body, -1);
     }
     Ok(())
 }
 
-/// Deletes the bodies released by the transaction's changes that are still referred to by
-/// nothing. Deferred to the end of a transaction so that a body whose deliveries went, and
-/// which a later change of the same transaction refers to again (a message handed on to
-/// another member of a shared subscription), is kept.
+/// Ends a transaction's changes to the bodies: each body's reference count changes once, by
+/// what the transaction's deliveries added and took, and a body left with no reference is
+/// deleted. Done at the end, so that a body whose deliveries went, and which a later change of
+/// the same transaction refers to again (a message handed on to another member of a shared
+/// subscription), is kept.
 pub(crate) fn delete_released(conn: &Connection, t: &mut Tally) -> rusqlite::Result<()> {
-    for id in t.released.drain(..) {
-        conn.prepare_cached("DELETE FROM bodies WHERE id = ?1 AND refs <= 0")?
-            .execute([id])?;
+    let mut refs: Vec<(i64, i64)> = t.refs.drain().filter(|&(_, n)| n != 0).collect();
+    // In id order, so the pages of `bodies` are visited once each, in order.
+    refs.sort_unstable();
+    for (id, n) in refs {
+        let left: Option<i64> = conn
+            .prepare_cached("UPDATE bodies SET refs = refs + ?2 WHERE id = ?1 RETURNING refs")?
+            .query_row([id, n], |r| r.get(0))
+            .optional()?;
+        match left {
+            Some(left) if left <= 0 => {
+                conn.prepare_cached("DELETE FROM bodies WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            Some(_) => {}
+            None if n > 0 => {
+                log::error!(
+                    "store: {n} queued message(s) refer to body {id}, which the store does not \
+                     hold; not stored"
+                );
+                conn.prepare_cached("DELETE FROM deliveries WHERE body = ?1")?
+                    .execute([id])?;
+            }
+            None => {}
+        }
     }
     Ok(())
 }
@@ -1392,6 +1410,66 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0);
         assert_eq!(bodies(&conn), []);
+    }
+
+    /// A fan-out and its acknowledgements in one transaction leave the body's count right
+    /// (the count changes once, at the end); a delivery naming a body the store does not hold
+    /// is not kept; a session that ends and is created again gets a new rowid, not a stale one.
+    #[test]
+    fn reference_counts_change_once_per_transaction() {
+        let conn = memory();
+        let mut t = Tally::default();
+        let mut changes = vec![body(1)];
+        for s in ["a", "b", "c", "d"] {
+            changes.push(session(s));
+            changes.push(add(s, 0, 1));
+        }
+        for (i, change) in changes.iter_mut().enumerate() {
+            if let Change::MessageAdd { message, .. } = change {
+                message.seq = i as u64;
+            }
+        }
+        changes.push(delete("a", 2));
+        changes.push(delete("b", 4));
+        changes.push(add("a", 100, 7));
+        for c in &changes {
+            apply(&conn, c, &mut t).unwrap();
+        }
+        delete_released(&conn, &mut t).unwrap();
+        assert_eq!(bodies(&conn), [(1, 2)]);
+        let seqs: Vec<i64> = conn
+            .prepare("SELECT seq FROM deliveries ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            seqs,
+            [6, 8],
+            "c's and d's stay; the one naming body 7 is gone"
+        );
+        let end = Change::SessionDelete {
+            client_id: "c".into(),
+        };
+        for c in [end, session("c"), add("c", 200, 1), delete("d", 8)] {
+            apply(&conn, &c, &mut t).unwrap();
+        }
+        delete_released(&conn, &mut t).unwrap();
+        assert_eq!(bodies(&conn), [(1, 1)]);
+        let c_rowid: i64 = conn
+            .query_row(
+                "SELECT rowid FROM sessions WHERE client_id = 'c'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let owner: i64 = conn
+            .query_row("SELECT session FROM deliveries WHERE seq = 200", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(owner, c_rowid);
     }
 
     #[test]

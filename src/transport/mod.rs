@@ -8,7 +8,8 @@
 //! - TLS ([`tls`]): rustls decrypts what the socket delivered and encrypts what the broker
 //!   wrote;
 //! - WebSockets ([`ws`]): tungstenite answers the HTTP upgrade, then unwraps binary frames
-//!   into MQTT bytes and wraps broker output into frames;
+//!   into MQTT bytes and wraps broker output into frames; other HTTP requests are answered by
+//!   [`crate::http`] when the listener serves files or pages (`http_dir`, `metrics`);
 //! - WebSockets over TLS (`wss`): both, TLS below WebSocket.
 //!
 //! Outgoing bridge connections use the same [`Transport`] with a client-side TLS session
@@ -37,8 +38,9 @@ use ws::{WsError, WsSession, WsStatus};
 /// Decrypted bytes above this capacity are not kept between reads.
 const PLAIN_KEEP: usize = 256 * 1024;
 
-/// Where a transport delivers what it unwrapped.
-pub(crate) trait Upstream {
+/// Where a transport delivers what it unwrapped; it also answers for the built-in HTTP pages
+/// of a WebSocket listener.
+pub(crate) trait Upstream: crate::http::Pages {
     /// The TLS handshake finished and the listener takes usernames from certificates. Comes
     /// before any MQTT byte.
     fn certificate_identity(&mut self, identity: CertIdentity);
@@ -116,7 +118,7 @@ impl Transport {
         match &mut self.ws {
             Some(ws) => {
                 let ws_status = ws
-                    .received(bytes, &mut |mqtt| up.mqtt_bytes(mqtt))
+                    .received(bytes, &mut *up)
                     .map_err(TransportError::WebSocket);
                 self.pump();
                 if ws_status? == WsStatus::Closed {

@@ -13,9 +13,17 @@
 //! Broker output is only framed while that buffer is short, so a slow reader pushes back on the
 //! broker as a TCP socket would. A bad upgrade request, a text frame, an oversized frame or a
 //! protocol violation ends the connection (after a `400` or a close frame) with a log line.
+//!
+//! A listener with `http_dir` or `metrics` answers requests that are not upgrades instead of
+//! refusing them: the request is read with httparse first, and only an upgrade goes on to
+//! tungstenite; the others are answered by [`crate::http`], one after the other while they
+//! come.
 
+use super::Upstream;
+use crate::http::{self, Site};
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
+use std::sync::Arc;
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::handshake::server::{create_response, write_response, Request};
 use tungstenite::http::HeaderValue;
@@ -68,7 +76,8 @@ impl Write for Feed<'_> {
 
 /// Where a WebSocket connection is.
 enum State {
-    /// Collecting the HTTP upgrade request.
+    /// Collecting the HTTP upgrade request (or, on a listener that serves HTTP, the next
+    /// request of any kind).
     Upgrading { request: Vec<u8> },
     /// Upgraded: frames both ways.
     Open(Box<WebSocketContext>),
@@ -91,12 +100,14 @@ pub(crate) struct WsSession {
     /// Bytes for the layer below, from `out_start` on.
     out: Vec<u8>,
     out_start: usize,
+    /// What the listener serves to requests that are not upgrades; `None`: they get `400`.
+    site: Option<Arc<Site>>,
 }
 
 impl WsSession {
     /// A session waiting for its upgrade request. `max_message` bounds one frame and one
     /// message (a message may hold several MQTT packets, but not more than this).
-    pub(crate) fn new(max_message: usize) -> WsSession {
+    pub(crate) fn new(max_message: usize, site: Option<Arc<Site>>) -> WsSession {
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0)
@@ -109,19 +120,26 @@ impl WsSession {
             config,
             out: Vec::new(),
             out_start: 0,
+            site,
         }
     }
 
-    /// Feeds bytes from below; MQTT bytes go to `mqtt`.
+    /// Feeds bytes from below; MQTT bytes go to `up`, which also answers for the built-in
+    /// HTTP pages.
     pub(crate) fn received(
         &mut self,
         data: &[u8],
-        mqtt: &mut dyn FnMut(&[u8]),
+        up: &mut dyn Upstream,
     ) -> Result<WsStatus, WsError> {
         let mut data = data;
         let upgraded_tail;
         if let State::Upgrading { request } = &mut self.state {
             request.extend_from_slice(data);
+            if let Some(site) = self.site.clone() {
+                if let Some(status) = self.answer_http(&site, up) {
+                    return Ok(status);
+                }
+            }
             match self.upgrade() {
                 Ok(Some(tail)) => {
                     upgraded_tail = tail;
@@ -145,7 +163,7 @@ impl WsSession {
         let mut status = WsStatus::Open;
         let failure = loop {
             match ctx.read(&mut feed) {
-                Ok(Message::Binary(bytes)) => mqtt(&bytes),
+                Ok(Message::Binary(bytes)) => up.mqtt_bytes(&bytes),
                 Ok(Message::Text(_)) => break Some((WsError::TextFrame, CloseCode::Unsupported)),
                 Ok(Message::Close(_)) => status = WsStatus::Closed,
                 // Pings are answered by tungstenite (the pong is written below); pongs need
@@ -175,6 +193,36 @@ impl WsSession {
             return Err(error);
         }
         Ok(status)
+    }
+
+    /// Answers the requests at the head of the request buffer that are not upgrades, in order.
+    /// `None`: an upgrade request is next, for [`WsSession::upgrade`]; otherwise whether the
+    /// connection goes on (waiting for the next request) or ends once the answers are written.
+    fn answer_http(&mut self, site: &Site, up: &mut dyn Upstream) -> Option<WsStatus> {
+        loop {
+            let State::Upgrading { request } = &mut self.state else {
+                return Some(WsStatus::Closed);
+            };
+            let answer = match http::parse(request) {
+                Ok(Some(head)) if head.len > MAX_REQUEST => http::too_large(),
+                Ok(Some(head)) if head.upgrade => return None,
+                Ok(Some(head)) => {
+                    request.drain(..head.len);
+                    // Answers already waiting for the socket: this one is the last, so a
+                    // client pipelining requests cannot pile them up in memory.
+                    let waiting = self.out.len() - self.out_start >= OUTPUT_LIMIT;
+                    site.answer(&head, up, waiting)
+                }
+                Ok(None) if request.len() > MAX_REQUEST => http::too_large(),
+                Ok(None) => return Some(WsStatus::Open),
+                Err(answer) => answer,
+            };
+            self.push_out(&answer.bytes);
+            if answer.close {
+                self.state = State::Done;
+                return Some(WsStatus::Closed);
+            }
+        }
     }
 
     /// Tries to complete the upgrade with the request bytes collected so far. `Ok(Some(tail))`:

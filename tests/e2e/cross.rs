@@ -208,7 +208,7 @@ fn check_arch(arch: &Arch) {
     if skip_on_mosquitto("midge's ARM builds") || !built() {
         return;
     }
-    for name in ["midge", "midge_passwd"] {
+    for name in ["midge", "midge_passwd", "midge_ctrl"] {
         let path = bin(arch, name);
         assert_eq!(machine(&path), arch.machine, "{path:?}");
         let versions = glibc_versions(&path);

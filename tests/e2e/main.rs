@@ -13,6 +13,7 @@
 
 mod common;
 
+mod admin;
 mod backpressure;
 mod bad_input;
 mod bridges;
@@ -25,6 +26,7 @@ mod cross;
 mod fd_limit;
 mod flow_control;
 mod fuzz_corpus;
+mod http;
 mod import;
 mod keepalive;
 mod limits;

@@ -84,15 +84,18 @@ fn deb_holds_the_binaries_conffiles_unit_and_man_pages_owned_by_root() {
     let want = [
         ("-rwxr-xr-x", "./usr/bin/midge"),
         ("-rwxr-xr-x", "./usr/bin/midge_passwd"),
+        ("-rwxr-xr-x", "./usr/bin/midge_ctrl"),
         ("-rw-r--r--", "./etc/midge/midge.conf"),
         ("-rw-r--r--", "./etc/logrotate.d/midge"),
         ("-rw-r--r--", "./lib/systemd/system/midge.service"),
         ("-rw-r--r--", "./usr/share/man/man8/midge.8.gz"),
         ("-rw-r--r--", "./usr/share/man/man5/midge.conf.5.gz"),
         ("-rw-r--r--", "./usr/share/man/man1/midge_passwd.1.gz"),
+        ("-rw-r--r--", "./usr/share/man/man1/midge_ctrl.1.gz"),
         ("-rw-r--r--", "./usr/share/doc/midge/copyright"),
         ("-rw-r--r--", "./usr/share/doc/midge/changelog.gz"),
         ("-rw-r--r--", "./usr/share/doc/midge/options.md"),
+        ("-rw-r--r--", "./usr/share/doc/midge/admin.md"),
     ];
     for (mode, path) in want {
         let line = listing
@@ -192,7 +195,7 @@ fn man_pages_render_without_warnings() {
     if skip_on_mosquitto("midge's own man pages") || !have("man") || !have("groff") {
         return;
     }
-    for page in ["midge.8", "midge.conf.5", "midge_passwd.1"] {
+    for page in ["midge.8", "midge.conf.5", "midge_passwd.1", "midge_ctrl.1"] {
         let path = repo_root().join("docs/man").join(page);
         // groff with every warning on: a bad macro or escape is a message on stderr.
         let out = Command::new("groff")
@@ -398,6 +401,7 @@ fn dpkg_install_remove_purge() {
     // Files, modes and owners.
     assert_meta("/usr/bin/midge", 0o755, "root", "root");
     assert_meta("/usr/bin/midge_passwd", 0o755, "root", "root");
+    assert_meta("/usr/bin/midge_ctrl", 0o755, "root", "root");
     assert_meta("/etc/midge/midge.conf", 0o644, "root", "root");
     assert_meta("/etc/midge/passwd", 0o640, "root", "midge");
     assert_meta("/var/lib/midge", 0o700, "midge", "midge");
@@ -431,6 +435,7 @@ fn dpkg_install_remove_purge() {
         "/usr/share/man/man8/midge.8.gz",
         "/usr/share/man/man5/midge.conf.5.gz",
         "/usr/share/man/man1/midge_passwd.1.gz",
+        "/usr/share/man/man1/midge_ctrl.1.gz",
         "/lib/systemd/system/midge.service",
     ] {
         assert!(files.lines().any(|l| l == f), "{f} not listed:\n{files}");

@@ -9,8 +9,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod bridges;
 mod connack;
+mod control;
 mod hold;
 mod listener;
+mod metrics;
 mod replay;
 mod spill;
 mod store;
@@ -1389,10 +1391,11 @@ fn v5_shared_error_puback_not_sent_to_another_member_mqtt_4_8_2_6() {
 fn an_idle_connection_keeps_to_its_memory_budget() {
     // An idle connection must cost at most half of Mosquitto's ~750 B. These records
     // are most of it (plus a 16-byte timer entry, a 4-byte index slot and the client id);
-    // grow them only on purpose.
+    // grow them only on purpose. Conn grew from 80 to 88 for the administration API's local
+    // port and connection time.
     use std::mem::size_of;
     assert!(
-        size_of::<super::conn::Conn>() <= 80,
+        size_of::<super::conn::Conn>() <= 88,
         "Conn {}",
         size_of::<super::conn::Conn>()
     );
