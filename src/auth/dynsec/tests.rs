@@ -301,7 +301,7 @@ fn clients_without_username_use_the_anonymous_group_and_unknown_users_defer() {
 }
 
 #[test]
-fn wildcards_do_not_reach_dollar_topics() {
+fn publish_wildcards_do_not_reach_dollar_topics() {
     let d = load(INIT);
     // admin's "publishClientReceive #" does not cover $SYS…, its own $SYS/# rule does.
     assert!(d.allowed(
@@ -319,7 +319,42 @@ fn wildcards_do_not_reach_dollar_topics() {
         d.access(Some("u"), DynAccess::PublishReceive, "$SYS/x"),
         None
     );
-    assert_eq!(d.access(Some("u"), DynAccess::Subscribe, "$SYS/#"), None);
+    // The plugin's subscribe check has no `$` rule: `#` covers `$SYS/#`.
+    assert_eq!(
+        d.access(Some("u"), DynAccess::Subscribe, "$SYS/#"),
+        Some(true)
+    );
+}
+
+#[test]
+fn subscribe_patterns_cover_filters_as_the_plugins_sub_acl_check() {
+    // The plugin's own test table (sub_matches_sub.c).
+    for (acl, sub, expected) in [
+        ("foo/+/bar", "foo/#", false),
+        ("foo/+/ba℞/#", "foo/baz/ba℞", true),
+        ("foo/+/ba℞/#", "foo/baz/ba℞/+", true),
+        ("foo/+/ba℞/#", "foo/baz/ba℞/#", true),
+        ("foo/+/ba℞/#", "foo/baz/+/#", false),
+        ("/+//#", "/foo///#", true),
+        ("#", "#", true),
+        ("#", "+", true),
+        ("/#", "+", false),
+        ("/#", "/+", true),
+        ("/+", "#", false),
+        ("/+", "+", false),
+        ("+/+", "topic/topic", true),
+        ("+/+", "topic/topic/", false),
+        ("+", "#", false),
+        ("+", "+", true),
+        ("a/b/c/d/e", "a/b/c/d/e", true),
+        ("a/b/ /d/e", "a/b/c/d/e", false),
+    ] {
+        assert_eq!(
+            super::check::sub_acl_check(acl, sub),
+            expected,
+            "{acl} : {sub}"
+        );
+    }
 }
 
 #[test]
