@@ -13,7 +13,6 @@ use std::collections::HashMap;
 
 use super::model::{AclType, Model};
 use super::{DynAccess, DynAuth};
-use crate::auth::acl::filter_covers;
 use crate::topic::topic_matches;
 
 /// One ACL as a check needs it: the topic (filter) and whether it allows.
@@ -158,7 +157,7 @@ pub(super) fn access(
         }
         let matched = role.acls[pattern.index()].iter().find(|(acl, _)| {
             if is_filter {
-                filter_covers(acl, topic)
+                sub_acl_check(acl, topic)
             } else {
                 topic_matches(acl, topic)
             }
@@ -169,4 +168,39 @@ pub(super) fn access(
     }
     // Default access never opens `$CONTROL` topics: they must be granted explicitly.
     (default && !topic.starts_with("$CONTROL")).then_some(true)
+}
+
+/// The plugin's `sub_acl_check`: whether the ACL pattern `acl` covers every topic the filter
+/// `sub` can match, level by level (`+` covers any one level, `+` included; a trailing `#` covers
+/// what remains, `#` included). Unlike topic matching it has no rule for `$` topics: a
+/// `subscribePattern` of `#` allows subscribing to `$SYS/#`.
+pub(super) fn sub_acl_check(acl: &str, sub: &str) -> bool {
+    if acl == "#" {
+        return true;
+    }
+    let (acl, acl_hash) = strip_multi_level(acl);
+    let (sub, sub_hash) = strip_multi_level(sub);
+    if sub_hash && !acl_hash {
+        return false;
+    }
+    let (acl_levels, sub_levels) = (acl.split('/').count(), sub.split('/').count());
+    if acl_levels > sub_levels || (sub_levels > acl_levels && !acl_hash) {
+        return false;
+    }
+    let mut acl = acl.split('/');
+    sub.split('/').all(|level| match acl.next() {
+        Some(a) => a == "+" || a == level,
+        None => acl_hash,
+    })
+}
+
+/// A filter without its trailing `#` level, and whether it had one.
+fn strip_multi_level(filter: &str) -> (&str, bool) {
+    if filter == "#" {
+        ("", true)
+    } else if let Some(rest) = filter.strip_suffix("/#") {
+        (rest, true)
+    } else {
+        (filter, false)
+    }
 }

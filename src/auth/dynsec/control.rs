@@ -179,8 +179,8 @@ impl Ctx<'_> {
         self.kick.push(Some(username.to_owned()));
     }
 
-    /// The plugin's `group__kick_all`: the group's clients, and the anonymous clients when it
-    /// is the anonymous group.
+    /// The plugin's `group__kick_all`: the anonymous clients when it is the anonymous group,
+    /// and the group's clients.
     fn kick_group(&mut self, group: &str) {
         if self.model.anonymous_group.as_deref() == Some(group) {
             self.kick.push(None);

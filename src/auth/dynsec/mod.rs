@@ -7,7 +7,8 @@
 //! `defaultACLAccess` for that kind of check applies. Clients without a username get the roles
 //! of the anonymous group.
 //!
-//! Pure logic: [`DynSec::load`] reads the file once, everything else works on bytes in memory.
+//! Pure logic: [`DynSec::load`] reads the file once, everything else works on bytes in memory
+//! (a new password's salt comes from `/dev/urandom`, as for `midge_passwd`).
 //! The broker saves [`DynSec::to_json`] after a command that changed something, disconnects the
 //! clients a command names, and asks [`DynSec::authenticate`] / [`DynSec::allowed`] at CONNECT,
 //! PUBLISH, SUBSCRIBE, UNSUBSCRIBE and delivery.

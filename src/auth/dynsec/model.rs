@@ -406,15 +406,18 @@ impl Model {
         Ok((model, warnings))
     }
 
-    /// The clients of a group with their priorities, highest first (then by username).
+    /// The clients of a group with their priorities, by username as the plugin lists them.
     pub(super) fn group_clients(&self, group: &str) -> Vec<Member> {
-        let mut list = Vec::new();
-        for (username, client) in &self.clients {
-            if let Some(m) = client.groups.iter().find(|m| m.name == group) {
-                insert_member(&mut list, username, m.priority);
-            }
-        }
-        list
+        self.clients
+            .iter()
+            .filter_map(|(username, client)| {
+                let m = client.groups.iter().find(|m| m.name == group)?;
+                Some(Member {
+                    name: username.clone(),
+                    priority: m.priority,
+                })
+            })
+            .collect()
     }
 
     /// The whole state as the plugin saves it (key order included).
