@@ -182,9 +182,6 @@ impl Broker {
         if outcome.changed {
             self.save_dynsec(&dynsec);
         }
-        for username in &outcome.kick {
-            self.kick_dynsec_clients(&dynsec, username.as_deref(), now);
-        }
         log::debug!(
             "dynsec: response to {} ({} bytes)",
             self.conn_name(id),
@@ -197,6 +194,11 @@ impl Broker {
             false,
             now,
         );
+        // After the response, so a client that changed itself still gets its answer (a
+        // closing connection's output is written before it closes).
+        for username in &outcome.kick {
+            self.kick_dynsec_clients(&dynsec, username.as_deref(), now);
+        }
         reason::SUCCESS
     }
 

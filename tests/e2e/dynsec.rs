@@ -229,6 +229,15 @@ fn mosquitto_ctrl_administers_midge() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    // The administrator changes its own password: kicked, but after its answer.
+    let asked = Instant::now();
+    ctrl_ok(port, &["setClientPassword", "admin", "newpw"]);
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "no answer before the kick"
+    );
+    assert_eq!(connack_code(port, Some(("admin", "adminpw")), "x"), 5);
+    assert_eq!(connack_code(port, Some(("admin", "newpw")), "y"), 0);
 }
 
 #[test]
