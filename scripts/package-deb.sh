@@ -7,7 +7,7 @@
 # Runs as any user: files in the package are owned by root through --root-owner-group.
 # The package: /usr/bin/{midge,midge_passwd,midge_ctrl}; /etc/midge/midge.conf (a conffile, the shipped
 # midge.conf); the systemd unit; /etc/logrotate.d/midge; man pages midge(8), midge.conf(5),
-# midge_passwd(1), midge_ctrl(1), docs/options.md, docs/admin.md; maintainer scripts that create the midge user, /var/lib/midge (0700),
+# midge_passwd(1), midge_ctrl(1), docs/options.md, docs/admin.md, docs/dynsec.md; maintainer scripts that create the midge user, /var/lib/midge (0700),
 # /var/log/midge and an empty /etc/midge/passwd (see packaging/debian/).
 set -euo pipefail
 
@@ -76,6 +76,8 @@ install -m 0644 "$pk/changelog" "$doc/changelog"
 install -m 0644 "$root/docs/options.md" "$doc/options.md"
 # The administration API midge_ctrl(1) uses.
 install -m 0644 "$root/docs/admin.md" "$doc/admin.md"
+# The built-in dynamic security (Mosquitto's plugin lines turn it on).
+install -m 0644 "$root/docs/dynsec.md" "$doc/dynsec.md"
 gzip -9n "$doc/changelog"
 
 # Control files. Depends: the newest glibc symbol version the binaries use, and libgcc_s.

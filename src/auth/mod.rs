@@ -11,6 +11,9 @@
 
 pub(crate) mod acl;
 pub(crate) mod base64;
+// Until the broker calls it, only its tests do.
+#[allow(dead_code)]
+pub(crate) mod dynsec;
 pub mod passwd;
 
 pub(crate) use acl::Acl;
@@ -36,6 +39,25 @@ pub struct Security {
     pub(crate) passwords: Option<PasswordFile>,
     /// Access rules; `None` without `acl_file` (everything allowed).
     pub(crate) acl: Option<Acl>,
+    /// Dynamic security, consulted before the two files (as Mosquitto asks its plugins
+    /// first); `None` without the dynamic security `plugin`.
+    pub(crate) dynsec: Option<SharedDynsec>,
+}
+
+/// The dynamic security of one JSON file, shared by the listeners that name it. It changes at
+/// runtime (`$CONTROL` commands, a file changed on disk), hence the `RefCell`; only the loop's
+/// thread uses it, and never re-entrantly.
+pub(crate) type SharedDynsec = std::rc::Rc<std::cell::RefCell<DynsecFile>>;
+
+/// A [`dynsec::DynSec`] with the file it lives in.
+#[derive(Debug, PartialEq)]
+pub(crate) struct DynsecFile {
+    /// `plugin_opt_config_file`.
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) state: dynsec::DynSec,
+    /// The file's contents as last read or written by midge: a SIGHUP re-reads the file only
+    /// when it differs.
+    pub(crate) known: Vec<u8>,
 }
 
 impl Security {
@@ -65,7 +87,14 @@ impl Security {
             }
             None => None,
         };
-        Ok((Security { passwords, acl }, warnings))
+        Ok((
+            Security {
+                passwords,
+                acl,
+                dynsec: None,
+            },
+            warnings,
+        ))
     }
 
     /// A line for the log describing what changed from `old` to `self` (for SIGHUP).

@@ -230,6 +230,30 @@ impl PasswordHash {
         constant_time_eq(&derive(self.scheme, password, &self.salt), &self.hash)
     }
 
+    /// A PBKDF2-SHA512 hash from its stored parts, as Mosquitto's dynamic-security file keeps
+    /// them (base64 `password` and `salt`, integer `iterations`).
+    pub(crate) fn pbkdf2_from_parts(
+        iterations: u32,
+        salt: Vec<u8>,
+        hash: [u8; HASH_LEN],
+    ) -> PasswordHash {
+        PasswordHash {
+            scheme: Scheme::Pbkdf2 { iterations },
+            salt,
+            hash,
+        }
+    }
+
+    /// The salt the hash was derived with.
+    pub(crate) fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    /// The derived 64-byte value.
+    pub(crate) fn hash(&self) -> &[u8; HASH_LEN] {
+        &self.hash
+    }
+
     /// The iteration count of a `$7$` hash; `None` for `$6$`.
     pub fn iterations(&self) -> Option<u32> {
         match self.scheme {

@@ -1,9 +1,11 @@
 //! CONNECT and CONNACK: who the client is, whether it may connect, and which session it gets.
 
+use super::conn::Conn;
 use super::conn::ConnState;
 use super::deliver::{Pending, Sent};
-use super::session::{Expiry, Inflight, Session};
+use super::session::{Credential, Expiry, Inflight, Session};
 use super::{Broker, CloseReason, ConnId, ListenerOptions, SessionId, Timer};
+use crate::auth::dynsec::{DynAccess, DynAuth};
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{
     self, connack_v3, reason, Connack, Connect, Packet, Properties, ProtocolVersion,
@@ -49,6 +51,9 @@ enum Login {
     Admitted,
     /// The password matched this password file entry (kept to re-check after a reload).
     Password(Rc<PasswordHash>),
+    /// Dynamic security knows the username, and the password (and any client id bound to
+    /// it) matched.
+    Dynsec,
 }
 
 impl Broker {
@@ -151,8 +156,8 @@ impl Broker {
     /// Whether a CONNECT's credentials let it in on its listener.
     fn authenticate(&self, id: ConnId, c: &Connect) -> Login {
         let listener = self.conn(id).map_or(0, |c| c.listener);
-        let password = c.password.as_deref().unwrap_or_default();
-        self.login(listener, c.username.as_deref(), password)
+        let password = c.password.as_deref();
+        self.login(listener, c.username.as_deref(), password, &c.client_id)
     }
 
     /// HTTP Basic credentials for a built-in page on connection `id` (`/metrics`): true when
@@ -162,9 +167,10 @@ impl Broker {
         let Some(conn) = self.conn(id) else {
             return false;
         };
+        // No client id over HTTP: a dynamic security client bound to one is refused here.
         let admitted = matches!(
-            self.login(conn.listener, Some(username), password),
-            Login::Password(_)
+            self.login(conn.listener, Some(username), Some(password), ""),
+            Login::Password(_) | Login::Dynsec
         );
         if !admitted {
             log::info!(target: "notice", "HTTP client {} refused: not authorised.", conn.peer);
@@ -175,11 +181,41 @@ impl Broker {
     /// Mosquitto 2.0's rules: without a username a client needs `allow_anonymous`; with one,
     /// the password file (if any) must match; with neither a password file nor
     /// `allow_anonymous`, nobody gets in.
-    fn login(&self, listener: u16, username: Option<&str>, password: &[u8]) -> Login {
-        let passwords = self.settings.security_for(listener).passwords.as_ref();
+    ///
+    /// With dynamic security, Mosquitto 2.0's order (security.c `mosquitto_unpwd_check`): the
+    /// plugin first, which admits or refuses a username it knows and defers otherwise (no
+    /// username or no password too); then the password file, for a client with a username;
+    /// when every one deferred, only a client without a username gets in, and only with
+    /// `allow_anonymous`. So a username neither knows is refused even with `allow_anonymous`.
+    fn login(
+        &self,
+        listener: u16,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        client_id: &str,
+    ) -> Login {
+        let security = self.settings.security_for(listener);
+        let passwords = security.passwords.as_ref();
         let allow_anonymous = self.settings.allow_anonymous_for(listener);
+        if let Some(dynsec) = &security.dynsec {
+            let answer = dynsec.try_borrow().map_or(DynAuth::Denied, |d| {
+                d.state.authenticate(username, password, client_id)
+            });
+            return match (answer, username, passwords) {
+                (DynAuth::Allowed, _, _) => Login::Dynsec,
+                (DynAuth::Denied, _, _) => Login::Refused,
+                (DynAuth::Defer, Some(user), Some(file)) => {
+                    match file.verify(user, password.unwrap_or_default()) {
+                        Some(entry) => Login::Password(entry),
+                        None => Login::Refused,
+                    }
+                }
+                (DynAuth::Defer, None, _) if allow_anonymous => Login::Admitted,
+                (DynAuth::Defer, _, _) => Login::Refused,
+            };
+        }
         match (username, passwords) {
-            (Some(user), Some(file)) => match file.verify(user, password) {
+            (Some(user), Some(file)) => match file.verify(user, password.unwrap_or_default()) {
                 Some(entry) => Login::Password(entry),
                 None => Login::Refused,
             },
@@ -197,6 +233,26 @@ impl Broker {
     /// Clients that logged in with a TLS certificate keep it (it cannot change on a live
     /// connection), and the broker's own bridge connections are not clients to re-check.
     pub(super) fn recheck_logins(&mut self, now: Instant) -> usize {
+        self.revoke_where(
+            CloseReason::Revoked,
+            |broker, conn, session| {
+                conn.cert_identity().is_none() && !broker.still_admitted(conn.listener, session)
+            },
+            now,
+        )
+    }
+
+    /// Disconnects every connected client (the broker's own bridge links aside) that `revoke`
+    /// picks, without its will, as Mosquitto does when a client's rights change under it:
+    /// after a reload ([`CloseReason::Revoked`]: no DISCONNECT), and when dynamic security
+    /// kicks it ([`CloseReason::Kicked`]: an MQTT 5 client is told Administrative action, as
+    /// Mosquitto's kick tells it). Returns how many.
+    pub(super) fn revoke_where(
+        &mut self,
+        reason: CloseReason,
+        revoke: impl Fn(&Broker, &Conn, &Session) -> bool,
+        now: Instant,
+    ) -> usize {
         let revoked: Vec<ConnId> = self
             .conns
             .iter()
@@ -206,27 +262,32 @@ impl Broker {
                 let ConnState::Active(sid) = conn.state else {
                     return None;
                 };
-                if conn.bridge().is_some() || conn.cert_identity().is_some() {
+                if conn.bridge().is_some() {
                     return None;
                 }
-                let session = self.session(sid)?;
-                (!self.still_admitted(conn.listener, session)).then_some(id)
+                revoke(self, conn, self.session(sid)?).then_some(id)
             })
             .collect();
         for &id in &revoked {
-            self.close(id, CloseReason::Revoked, now);
+            if reason == CloseReason::Kicked {
+                self.send_disconnect(id, codec::reason::ADMINISTRATIVE_ACTION);
+            }
+            self.close(id, reason.clone(), now);
         }
         revoked.len()
     }
 
-    /// [`Broker::authenticate`]'s rules applied to a client already connected, with the entry
-    /// it logged in with standing for its password.
+    /// [`Broker::authenticate`]'s rules applied to a client already connected, with what it
+    /// logged in with standing for its password. A client dynamic security admitted stays:
+    /// dynamic security disconnects its own clients when it changes.
     fn still_admitted(&self, listener: u16, s: &Session) -> bool {
-        let passwords = self.settings.security_for(listener).passwords.as_ref();
-        match (s.username(), passwords) {
-            (Some(user), Some(file)) => {
-                s.login().is_some_and(|entry| file.still_valid(user, entry))
+        let security = self.settings.security_for(listener);
+        match (s.username(), s.login(), &security.passwords) {
+            (_, Some(Credential::Dynsec), _) => security.dynsec.is_some(),
+            (Some(user), login, Some(file)) => {
+                matches!(login, Some(Credential::File(entry)) if file.still_valid(user, entry))
             }
+            (Some(_), _, None) if security.dynsec.is_some() => false,
             _ => self.settings.allow_anonymous_for(listener),
         }
     }
@@ -317,7 +378,8 @@ impl Broker {
         let login = match login {
             Login::Refused => return self.refuse(id, &c, Refusal::NotAuthorized, now),
             Login::Admitted => None,
-            Login::Password(entry) => Some(entry),
+            Login::Password(entry) => Some(Credential::File(entry)),
+            Login::Dynsec => Some(Credential::Dynsec),
         };
         if options.use_username_as_clientid {
             // Mosquitto refuses a client with no username to stand for its id.
@@ -338,10 +400,19 @@ impl Broker {
                 return self.refuse(id, &c, Refusal::QosNotSupported, now);
             }
             // A will the client could not publish itself is refused at CONNECT, as Mosquitto.
-            if let Some(acl) = &self.settings.security_for(listener).acl {
-                if !acl.can_publish(c.username.as_deref(), &c.client_id, &w.topic) {
-                    return self.refuse(id, &c, Refusal::NotAuthorized, now);
-                }
+            let security = self.settings.security_for(listener);
+            let user = c.username.as_deref();
+            let access = DynAccess::PublishSend;
+            let allowed =
+                match super::dynsec::verdict(security, user, &c.client_id, access, &w.topic) {
+                    Some(allowed) => allowed,
+                    None => security
+                        .acl
+                        .as_ref()
+                        .is_none_or(|acl| acl.can_publish(user, &c.client_id, &w.topic)),
+                };
+            if !allowed {
+                return self.refuse(id, &c, Refusal::NotAuthorized, now);
             }
         }
 

@@ -31,6 +31,8 @@
 //! Only a client that a rule explicitly grants writing to `$CONTROL/midge/v1`: with an
 //! `acl_file`, a `topic write` (or `pattern`) line whose filter covers the topic. A filter
 //! starting with `#` or `+` never covers a `$` topic, so `topic readwrite #` grants nothing here.
+//! With dynamic security, a role's `publishClientSend` ACL covering the topic (its default
+//! access never opens a `$CONTROL` topic).
 //! Without any ACL every other topic is open to every client, but this one is refused: an
 //! administration API must not be open by default (fail closed). A refused request is
 //! acknowledged with Not authorized (MQTT 5) and logged at notice, and nothing runs.
@@ -41,7 +43,8 @@ use super::conn::Conn;
 use super::inbound::PublishSummary;
 use super::route::MsgRef;
 use super::session::Session;
-use super::{Broker, CloseReason, ConnId, ConnState, SessionId};
+use super::{dynsec, Broker, CloseReason, ConnId, ConnState, SessionId};
+use crate::auth::dynsec::DynAccess;
 use crate::auth::Security;
 use crate::codec::{reason, Properties, ProtocolVersion, Publish, QoS};
 use serde_json::{json, Map, Value};
@@ -62,6 +65,10 @@ pub(super) fn is_control(topic: &str) -> bool {
 
 /// Whether this client may use the administration API (see the module documentation).
 fn admin_granted(security: &Security, s: &Session) -> bool {
+    // With dynamic security, a role (its default access never opens `$CONTROL` topics).
+    if let Some(granted) = dynsec::session_verdict(security, s, DynAccess::PublishSend, MIDGE_API) {
+        return granted;
+    }
     match &security.acl {
         Some(acl) => acl.can_publish(s.username(), &s.client_id, MIDGE_API),
         // No rules at all: every other topic is open, this one is not.
@@ -87,6 +94,7 @@ impl Broker {
         match topic {
             // A bridge's message came through no access check: never served.
             MIDGE_API if !from_bridge => self.serve_admin(id, sid, p, now),
+            dynsec::CONTROL_TOPIC if !from_bridge => self.serve_dynsec(id, sid, p, now),
             // Nothing serves this topic: acknowledged and dropped, as Mosquitto does.
             _ => reason::SUCCESS,
         }

@@ -13,6 +13,7 @@
 use super::control::is_control;
 use super::route::{expiry, MsgRef};
 use super::{Broker, ConnId, SessionId, Violation};
+use crate::auth::dynsec::DynAccess;
 use crate::codec::{reason, ProtocolVersion, Publish, QoS};
 use crate::topic::topic_matches;
 use std::time::Instant;
@@ -199,8 +200,17 @@ impl Broker {
             self.ack_publish(id, sid, &p, reason::NOT_AUTHORIZED);
             return Ok(());
         }
-        if let (Some(acl), Some(s), false) = (&security.acl, self.session(sid), from_bridge) {
-            if !acl.can_publish(s.username(), &s.client_id, topic) {
+        let client = self.session(sid).filter(|_| !from_bridge);
+        if let Some(s) = client {
+            let allowed =
+                match super::dynsec::session_verdict(&security, s, DynAccess::PublishSend, topic) {
+                    Some(allowed) => allowed,
+                    None => security
+                        .acl
+                        .as_ref()
+                        .is_none_or(|acl| acl.can_publish(s.username(), &s.client_id, topic)),
+                };
+            if !allowed {
                 // Mosquitto drops it silently for 3.x (the ack still goes); 5.0 says why.
                 // Mosquitto's line, logged at notice rather than its debug: users asked to
                 // see denials without -v (mosquitto#3020).

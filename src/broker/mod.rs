@@ -49,8 +49,9 @@
 //! kept about a client), `clients.rs` (a session by client id), `persist.rs` (what the store is
 //! told, and the restore at start), `timers.rs` (keepalive, will delay, session expiry),
 //! `sys.rs` (`$SYS`), [`bridge`], `identity.rs` (client certificates), `mount.rs` (a
-//! listener's `mount_point`) and `control.rs` (requests to the broker on `$CONTROL/...`: the
-//! administration API).
+//! listener's `mount_point`), `control.rs` (requests to the broker on `$CONTROL/...`: the
+//! administration API) and `dynsec.rs` (dynamic security: asked at CONNECT and at every access
+//! check, its `$CONTROL` API, its kicks and saves).
 
 mod acks;
 pub mod bridge;
@@ -59,6 +60,7 @@ pub mod conn;
 mod connect;
 mod control;
 mod deliver;
+mod dynsec;
 mod hold;
 mod identity;
 mod inbound;
@@ -276,9 +278,11 @@ impl Settings {
             .map_or(&self.auto_id_prefix, |p| &p.auto_id_prefix)
     }
 
-    /// True when any listener has an ACL (delivery then checks READ per recipient).
+    /// True when any listener has an ACL or dynamic security (delivery then checks READ per
+    /// recipient).
     pub(super) fn any_acl(&self) -> bool {
-        self.security.acl.is_some() || self.per_listener.iter().any(|p| p.security.acl.is_some())
+        let ruled = |s: &Security| s.acl.is_some() || s.dynsec.is_some();
+        ruled(&self.security) || self.per_listener.iter().any(|p| ruled(&p.security))
     }
 
     /// The settings of a configuration with its password file and ACL loaded; warnings about
@@ -480,6 +484,8 @@ pub struct Broker {
     persist: Option<Box<persist::Persist>>,
     /// Configured bridges.
     bridges: Vec<bridge::Bridge>,
+    /// Dynamic security files to write, with their new contents (`dynsec.rs`).
+    dynsec_saves: Vec<(std::path::PathBuf, Vec<u8>)>,
     /// When the broker was created, and the wall-clock time then in Unix seconds (0 until
     /// [`Broker::set_wall_clock`]), for the times the administration API reports.
     started: Instant,
@@ -512,6 +518,7 @@ impl Broker {
             held_bytes: deliver::QueuedBytes::default(),
             persist: None,
             bridges: Vec::new(),
+            dynsec_saves: Vec::new(),
             started: now,
             unix_at_start: 0,
         };
@@ -545,6 +552,7 @@ impl Broker {
     /// (`mount_point`, `max_qos`...): Mosquitto does not reload listeners either.
     pub fn handle_reload(&mut self, mut settings: Settings, now: Instant) -> usize {
         settings.listeners = std::mem::take(&mut self.settings.listeners);
+        settings.keep_dynsec(&self.settings);
         for line in settings.security.describe_change(&self.settings.security) {
             log::info!(target: "notice", "{line}");
         }

@@ -307,8 +307,16 @@ fn source_may_publish(
     let Some(source) = source else {
         return true;
     };
-    match &settings.security_for(source.listener).acl {
-        Some(acl) => acl.can_publish(source.username.as_deref(), &source.client_id, &msg.topic),
+    let security = settings.security_for(source.listener);
+    let user = source.username.as_deref();
+    let access = crate::auth::dynsec::DynAccess::PublishSend;
+    if let Some(allowed) =
+        super::dynsec::verdict(security, user, &source.client_id, access, &msg.topic)
+    {
+        return allowed;
+    }
+    match &security.acl {
+        Some(acl) => acl.can_publish(user, &source.client_id, &msg.topic),
         None => true,
     }
 }

@@ -346,9 +346,17 @@ pub(super) fn may_read(
     s: &super::session::Session,
     topic: &str,
 ) -> bool {
-    match &settings.security_for(s.listener).acl {
-        Some(acl) if s.bridge.is_none() => acl.can_read(s.username(), &s.client_id, topic),
-        _ => true,
+    if s.bridge.is_some() {
+        return true;
+    }
+    let security = settings.security_for(s.listener);
+    let access = crate::auth::dynsec::DynAccess::PublishReceive;
+    if let Some(allowed) = super::dynsec::session_verdict(security, s, access, topic) {
+        return allowed;
+    }
+    match &security.acl {
+        Some(acl) => acl.can_read(s.username(), &s.client_id, topic),
+        None => true,
     }
 }
 

@@ -478,12 +478,21 @@ pub struct Session {
     cold: Option<Box<Cold>>,
 }
 
+/// What a client proved at CONNECT, kept to check it again when the rules change.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// Its password matched this password file entry.
+    File(Rc<PasswordHash>),
+    /// Dynamic security admitted it: its username is one of dynsec's clients.
+    Dynsec,
+}
+
 /// The rarely used part of a session.
 #[derive(Debug, Default)]
 struct Cold {
     username: Option<Rc<str>>,
-    /// The password file entry the latest connection logged in with (never the password).
-    login: Option<Rc<PasswordHash>>,
+    /// What the latest connection logged in with (never the password).
+    login: Option<Credential>,
     expires_at: Option<Instant>,
     pending_will: Option<(Box<crate::codec::LastWill>, Instant)>,
     incoming_qos2: Vec<u16>,
@@ -598,9 +607,8 @@ impl Session {
         self.cold.as_ref().and_then(|c| c.username.as_deref())
     }
 
-    /// Sets the username and the password file entry it was verified against, if any (at
-    /// CONNECT).
-    pub fn set_username(&mut self, username: Option<&str>, login: Option<Rc<PasswordHash>>) {
+    /// Sets the username and what it was verified against, if anything (at CONNECT).
+    pub fn set_username(&mut self, username: Option<&str>, login: Option<Credential>) {
         match username {
             Some(u) => {
                 let cold = self.cold();
@@ -616,10 +624,10 @@ impl Session {
         }
     }
 
-    /// The password file entry the latest connection logged in with; `None` when it did not
-    /// log in with a password from the file (anonymous, certificate, no password file).
-    pub fn login(&self) -> Option<&PasswordHash> {
-        self.cold.as_ref().and_then(|c| c.login.as_deref())
+    /// What the latest connection logged in with; `None` when it did not log in with a
+    /// password (anonymous, certificate, no password file).
+    pub fn login(&self) -> Option<&Credential> {
+        self.cold.as_ref().and_then(|c| c.login.as_ref())
     }
 
     /// When an offline session expires (set when its client leaves).

@@ -9,6 +9,7 @@
 use super::mount::mount_filter;
 use super::router::{valid_shared, Subscriber};
 use super::{Broker, ConnId, SessionId, Violation};
+use crate::auth::dynsec::DynAccess;
 use crate::codec::{
     reason, valid_topic_filter, Packet, Properties, ProtocolVersion, QoS, Suback, Subscribe,
     SubscribeOptions, Unsuback, Unsubscribe,
@@ -71,16 +72,29 @@ impl Broker {
             // is refused instead, so the client knows.
             let listener = self.session(sid).map_or(0, |s| s.listener);
             let security = self.settings.security_for(listener).clone();
+            let bare = super::router::parse_shared(filter).map_or(filter, |(_, f)| f);
+            // Dynamic security's subscribe rules refuse in SUBACK, as Mosquitto's plugin.
+            let dynsec = self.session(sid).and_then(|s| {
+                super::dynsec::session_verdict(&security, s, DynAccess::Subscribe, bare)
+            });
+            if dynsec == Some(false) {
+                log::info!(target: "notice", "Denied SUBSCRIBE from {} to '{}' (dynsec).", name, sub.filter);
+                codes.push(if version.is_v5() {
+                    reason::NOT_AUTHORIZED
+                } else {
+                    reason::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
             let acl = security
                 .acl
                 .as_ref()
-                .filter(|_| self.settings.refuse_unreadable_subscriptions);
+                .filter(|_| self.settings.refuse_unreadable_subscriptions && dynsec.is_none());
             if let Some(acl) = acl {
                 let (user, client) = self
                     .session(sid)
                     .map(|s| (s.username().map(str::to_string), s.client_id.to_string()))
                     .unwrap_or((None, name.clone()));
-                let bare = super::router::parse_shared(filter).map_or(filter, |(_, f)| f);
                 if !acl.can_subscribe(user.as_deref(), &client, bare)
                     && version != ProtocolVersion::V31
                 {
@@ -147,6 +161,19 @@ impl Broker {
             // mount point removes nothing).
             let mounted = mount_point.as_deref().map(|m| mount_filter(m, filter));
             let filter: &str = mounted.as_deref().unwrap_or(filter);
+            // Mosquitto 2.0 checks unsubscribing too (dynamic security's unsubscribe rules):
+            // a refused filter stays subscribed.
+            let bare = super::router::parse_shared(filter).map_or(filter, |(_, f)| f);
+            let denied = self.session(sid).is_some_and(|s| {
+                let security = self.settings.security_for(s.listener);
+                super::dynsec::session_verdict(security, s, DynAccess::Unsubscribe, bare)
+                    == Some(false)
+            });
+            if denied {
+                log::info!(target: "notice", "Denied UNSUBSCRIBE from {} to '{}' (dynsec).", name, filter);
+                codes.push(reason::NOT_AUTHORIZED);
+                continue;
+            }
             let removed = self.remove_subscription(sid, filter);
             if removed {
                 self.persist_subscription(sid, filter, None);

@@ -91,6 +91,8 @@ pub struct ListenerAuth {
     pub acl_file: Option<PathBuf>,
     pub allow_zero_length_clientid: Option<bool>,
     pub auto_id_prefix: Option<String>,
+    /// This listener's dynamic security (a `plugin` line in its block).
+    pub dynsec: Option<super::DynsecConfig>,
 }
 
 impl Default for ListenerConfig {
@@ -426,6 +428,21 @@ impl Listeners {
     fn enable_default(&mut self, at: &Location) {
         self.default_enabled = true;
         self.default_at.get_or_insert_with(|| at.clone());
+    }
+
+    /// The listener block an option read now belongs to (`None`: the default listener,
+    /// noted as [`Listeners::current`] notes it).
+    pub(super) fn current_slot(&mut self, name: &str, at: &Location) -> Option<usize> {
+        self.current(name, at);
+        self.current_block()
+    }
+
+    /// The authentication options of the listener in `block` (`None`: the default listener).
+    pub(super) fn auth_of(&mut self, block: Option<usize>) -> Option<&mut ListenerAuth> {
+        match block {
+            Some(i) => self.blocks.get_mut(i).map(|l| &mut l.auth),
+            None => Some(&mut self.default.auth),
+        }
     }
 
     /// Index in `blocks` of the latest `listener` block; `None` before the first one.

@@ -125,6 +125,9 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     /// `acl_file`: Mosquitto ACL rules for publishing, subscribing and receiving.
     pub acl_file: Option<PathBuf>,
+    /// `plugin` naming Mosquitto's dynamic security plugin, broker-wide (without
+    /// `per_listener_settings`): midge's built-in dynamic security.
+    pub dynsec: Option<DynsecConfig>,
     /// `sys_interval` seconds between `$SYS` updates (default 10; 0 disables `$SYS`).
     pub sys_interval: u32,
     /// `max_inflight_messages` (default 20; 0 = no limit).
@@ -172,6 +175,21 @@ pub struct Config {
     pub cli_ports: Vec<u16>,
 }
 
+/// A `plugin` line naming Mosquitto's dynamic security plugin
+/// (`mosquitto_dynamic_security.so`, whatever its directory) and its `plugin_opt_config_file`:
+/// midge runs its own implementation of that plugin on the same JSON file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynsecConfig {
+    /// The `plugin` line's path (only its file name is used).
+    pub plugin: PathBuf,
+    /// `plugin_opt_config_file`: the JSON file of clients, groups and roles.
+    pub config_file: PathBuf,
+}
+
+/// The file name of Mosquitto's dynamic security plugin: a `plugin` line naming it turns on
+/// midge's built-in dynamic security.
+pub const DYNSEC_PLUGIN: &str = "mosquitto_dynamic_security.so";
+
 /// The MQTT port: the default listener's (`port`, `bind_address`, local-only mode) and a
 /// bridge `address`'s when it names none.
 pub(crate) const DEFAULT_PORT: u16 = 1883;
@@ -214,6 +232,7 @@ impl Default for Config {
             user: crate::privileges::DEFAULT_USER.to_string(),
             password_file: None,
             acl_file: None,
+            dynsec: None,
             sys_interval: 10,
             max_inflight_messages: 20,
             max_inflight_bytes: 0,

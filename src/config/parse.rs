@@ -8,7 +8,7 @@
 use super::bridge::{self, BridgeConfig};
 use super::listener::{Listeners, AUTH_OPTIONS};
 use super::options::{self, Class, Scope};
-use super::{Config, LogDest, LogTypes};
+use super::{Config, DynsecConfig, LogDest, LogTypes, DYNSEC_PLUGIN};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -145,6 +145,15 @@ pub enum ConfigError {
         /// The `listener` line.
         at: Location,
     },
+    /// A `plugin` line, or one of its `plugin_opt_*` options, that midge cannot honour as
+    /// written: an option without a plugin, an option the dynamic security plugin does not
+    /// have, a dynamic security plugin without its JSON file.
+    Plugin {
+        /// What is wrong, in words.
+        problem: String,
+        /// Where.
+        at: Location,
+    },
     /// An option in the table that the parser has no code for: a bug in midge, refused rather
     /// than ignored.
     Unhandled {
@@ -166,6 +175,7 @@ impl ConfigError {
             | ConfigError::Unknown { at, .. }
             | ConfigError::NotInBridge { at }
             | ConfigError::PerListenerSettingsLate { at }
+            | ConfigError::Plugin { at, .. }
             | ConfigError::InvalidValue { at, .. }
             | ConfigError::MissingValue { at, .. }
             | ConfigError::Refused { at, .. }
@@ -202,6 +212,7 @@ impl fmt::Display for ConfigError {
                 f,
                 "Error: per_listener_settings must be set before any other security settings."
             ),
+            ConfigError::Plugin { problem, .. } => write!(f, "Error: {problem}"),
             ConfigError::InvalidValue { option, value, .. } => {
                 write!(f, "Error: Invalid {option} value ({value}).")
             }
@@ -291,9 +302,27 @@ struct Parser {
     listeners: Listeners,
     /// The first `log_type` line replaces the default set; later ones add to it.
     log_type_seen: bool,
-    /// True once an option of [`AUTH_OPTIONS`] was read.
+    /// True once an option of [`AUTH_OPTIONS`] (or `plugin`) was read.
     security_option_seen: bool,
+    /// The dynamic security `plugin` lines, in order; `plugin_opt_*` lines belong to the
+    /// latest, wherever it is, as in Mosquitto.
+    plugins: Vec<PluginLine>,
 }
+
+/// A `plugin` line naming the dynamic security plugin, while its options are read.
+struct PluginLine {
+    /// With `per_listener_settings`: the listener block it is in (`Some(None)`: the default
+    /// listener); `None`: broker-wide.
+    scope: Option<Option<usize>>,
+    plugin: PathBuf,
+    config_file: Option<PathBuf>,
+    at: Location,
+}
+
+/// Why a `plugin` line naming another plugin is refused.
+const OTHER_PLUGIN: &str = "midge loads no plugins. It has two of Mosquitto's security \
+    mechanisms built in: the dynamic security plugin (a plugin line naming \
+    mosquitto_dynamic_security.so, with plugin_opt_config_file) and password_file/acl_file.";
 
 impl Parser {
     fn new() -> Self {
@@ -302,6 +331,7 @@ impl Parser {
             listeners: Listeners::default(),
             log_type_seen: false,
             security_option_seen: false,
+            plugins: Vec::new(),
         }
     }
 
@@ -310,9 +340,35 @@ impl Parser {
     fn into_config(self) -> Result<Config, ConfigError> {
         let Parser {
             mut config,
-            listeners,
+            mut listeners,
+            plugins,
             ..
         } = self;
+        for p in plugins {
+            // Mosquitto's plugin runs without effect when it has no file, leaving security to
+            // whatever else is configured: refused rather than run so.
+            let Some(config_file) = p.config_file else {
+                return Err(ConfigError::Plugin {
+                    problem: format!(
+                        "The dynamic security plugin {} has no plugin_opt_config_file.",
+                        p.plugin.display()
+                    ),
+                    at: p.at,
+                });
+            };
+            let dynsec = Some(DynsecConfig {
+                plugin: p.plugin,
+                config_file,
+            });
+            match p.scope {
+                None => config.dynsec = dynsec,
+                Some(block) => {
+                    if let Some(auth) = listeners.auth_of(block) {
+                        auth.dynsec = dynsec;
+                    }
+                }
+            }
+        }
         listeners.check_tls()?;
         listeners.check_http()?;
         if let Some(id) = bridge::duplicate_local_id(&config.bridges) {
@@ -396,7 +452,14 @@ impl Parser {
         at: &Location,
         depth: u32,
     ) -> Result<bool, ConfigError> {
-        self.security_option_seen |= AUTH_OPTIONS.contains(&name);
+        self.security_option_seen |= AUTH_OPTIONS.contains(&name) || name == "plugin";
+        match name {
+            "plugin" | "auth_plugin" => return self.plugin(name, value, at).map(|()| true),
+            _ if name.starts_with("plugin_opt_") || name.starts_with("auth_opt_") => {
+                return self.plugin_option(name, value, at).map(|()| true)
+            }
+            _ => {}
+        }
         if self.config.per_listener_settings && self.listeners.auth_option(name, value, at)? {
             return Ok(true);
         }
@@ -504,6 +567,68 @@ impl Parser {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// `plugin PATH` (or its old name `auth_plugin`): only Mosquitto's dynamic security
+    /// plugin, which midge has built in; broker-wide, or for the current listener with
+    /// `per_listener_settings`, as Mosquitto scopes it.
+    fn plugin(&mut self, name: &str, value: &str, at: &Location) -> Result<(), ConfigError> {
+        let plugin = PathBuf::from(required(name, value, at)?);
+        if plugin.file_name() != Some(DYNSEC_PLUGIN.as_ref()) {
+            return Err(refused(name, Some(value), OTHER_PLUGIN, at));
+        }
+        let scope = self
+            .config
+            .per_listener_settings
+            .then(|| self.listeners.current_slot(name, at));
+        if let Some(first) = self.plugins.iter().find(|p| p.scope == scope) {
+            return Err(ConfigError::Plugin {
+                problem: format!(
+                    "A second dynamic security plugin for the same {}; the first is at {}.",
+                    if scope.is_some() {
+                        "listener"
+                    } else {
+                        "broker"
+                    },
+                    first.at
+                ),
+                at: at.clone(),
+            });
+        }
+        self.plugins.push(PluginLine {
+            scope,
+            plugin,
+            config_file: None,
+            at: at.clone(),
+        });
+        Ok(())
+    }
+
+    /// `plugin_opt_KEY VALUE` (or `auth_opt_KEY`): an option of the latest `plugin` line. The
+    /// dynamic security plugin has one, `config_file` (any case, as the plugin compares it).
+    fn plugin_option(&mut self, name: &str, value: &str, at: &Location) -> Result<(), ConfigError> {
+        let key = name
+            .strip_prefix("plugin_opt_")
+            .or_else(|| name.strip_prefix("auth_opt_"))
+            .unwrap_or(name);
+        let Some(plugin) = self.plugins.last_mut() else {
+            return Err(ConfigError::Plugin {
+                problem: format!("An {name} option exists in the config file without a plugin."),
+                at: at.clone(),
+            });
+        };
+        let value = required(name, value, at)?;
+        if !key.eq_ignore_ascii_case("config_file") {
+            return Err(ConfigError::Plugin {
+                problem: format!(
+                    "{name} is not an option of the dynamic security plugin, whose only option \
+                     is plugin_opt_config_file."
+                ),
+                at: at.clone(),
+            });
+        }
+        plugin.config_file = Some(PathBuf::from(value));
+        Ok(())
     }
 
     fn log_type(&mut self, name: &str, value: &str, at: &Location) -> Result<(), ConfigError> {
@@ -904,8 +1029,6 @@ mod tests {
         );
         for (line, option) in [
             ("plugin /usr/lib/x.so", "plugin"),
-            ("plugin_opt_db x", "plugin_opt_db"),
-            ("auth_opt_host x", "auth_opt_host"),
             ("auth_plugin /x.so", "auth_plugin"),
             ("psk_file /p", "psk_file"),
             ("bind_interface eth0", "bind_interface"),
@@ -982,6 +1105,74 @@ mod tests {
         assert!(c.persistence);
         assert!(parse("listener 1\nsocket_domain ipv5").is_err());
         assert!(parse("log_facility 8").is_err());
+    }
+
+    #[test]
+    fn the_dynamic_security_plugin_is_built_in() {
+        let dynsec = |file: &str| {
+            Some(DynsecConfig {
+                plugin: PathBuf::from("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"),
+                config_file: PathBuf::from(file),
+            })
+        };
+        let c = ok(
+            "plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n\
+                    plugin_opt_config_file /var/lib/mosquitto/dynsec.json",
+        );
+        assert_eq!(c.dynsec, dynsec("/var/lib/mosquitto/dynsec.json"));
+        // The plugin compares its option's name in any case; `auth_plugin` is the old name.
+        let c = ok(
+            "auth_plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n\
+                    auth_opt_CONFIG_FILE /d.json",
+        );
+        assert_eq!(c.dynsec, dynsec("/d.json"));
+        // Per listener, it belongs to the listener block it is written in.
+        let c = ok("per_listener_settings true\nlistener 1883\n\
+                    plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n\
+                    listener 1884\nplugin_opt_config_file /a.json");
+        assert_eq!(c.listeners[0].auth.dynsec, dynsec("/a.json"));
+        assert_eq!(c.listeners[1].auth.dynsec, None);
+        assert_eq!(c.dynsec, None);
+    }
+
+    #[test]
+    fn plugin_lines_midge_cannot_honour_are_fatal() {
+        let other = err("plugin /usr/lib/mosquitto_go_auth.so");
+        assert!(other.contains("password_file/acl_file"), "{other}");
+        assert!(other.contains("mosquitto_dynamic_security.so"), "{other}");
+        assert!(
+            other.ends_with("Error found at /etc/midge.conf:1."),
+            "{other}"
+        );
+        let so = "plugin /p/mosquitto_dynamic_security.so";
+        assert_eq!(
+            err(so),
+            "Error: The dynamic security plugin /p/mosquitto_dynamic_security.so has no \
+             plugin_opt_config_file.\nError found at /etc/midge.conf:1."
+        );
+        assert_eq!(
+            err("plugin_opt_config_file /d.json"),
+            "Error: An plugin_opt_config_file option exists in the config file without a \
+             plugin.\nError found at /etc/midge.conf:1."
+        );
+        assert!(
+            err(&format!("{so}\nplugin_opt_config_file /d\nplugin_opt_db x")).starts_with(
+                "Error: plugin_opt_db is not an option of the dynamic security plugin"
+            )
+        );
+        assert!(err(&format!("{so}\nplugin_opt_config_file /d\n{so}"))
+            .starts_with("Error: A second dynamic security plugin for the same broker"));
+        assert!(matches!(
+            parse(&format!("{so}\nplugin_opt_config_file")),
+            Err(ConfigError::MissingValue { .. })
+        ));
+        // A security setting: per_listener_settings must come before it.
+        assert!(matches!(
+            parse(&format!(
+                "{so}\nplugin_opt_config_file /d\nper_listener_settings true"
+            )),
+            Err(ConfigError::PerListenerSettingsLate { .. })
+        ));
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   and reading TLS certificates again on SIGHUP;
 //! - `io`: one read path and one flush path for plain TCP and transports alike;
 //! - `signals`: the self-pipe, and what each signal does (stop, save, reload);
-//! - `dial`: resolving and connecting bridges.
+//! - `dial`: resolving and connecting bridges;
+//! - `saver`: writing dynamic security files off the loop's thread.
 //!
 //! This file keeps the loop itself: the per-turn order, closing connections the broker asks to
 //! close, and wiring the store's commits to the loop. It never parses MQTT and never decides
@@ -27,6 +28,7 @@
 mod dial;
 mod io;
 mod listeners;
+mod saver;
 mod signals;
 
 pub use signals::Reloader;
@@ -131,6 +133,8 @@ struct Server {
     store: Option<Store>,
     /// The resolver thread for bridge host names, started with the first bridge.
     resolver: Option<Resolver>,
+    /// The writer of dynamic security files, when dynamic security is on.
+    saver: Option<saver::Saver>,
     /// Per bridge (by the broker's index): its name and TLS settings.
     bridges: Vec<BridgeDialer>,
     /// The largest WebSocket message a client may send (from `max_packet_size`).
@@ -145,7 +149,15 @@ impl Server {
         let poll = Poll::new()?;
         let listeners = listeners::bind_all(config, &poll)?;
         let signals = SelfPipe::install(&poll)?;
-        let settings = Settings::load(config).map_err(std::io::Error::other)?;
+        let mut settings = Settings::load(config).map_err(std::io::Error::other)?;
+        settings
+            .load_dynsec(config)
+            .map_err(std::io::Error::other)?;
+        let saver = if settings.dynsec_files().is_empty() {
+            None
+        } else {
+            Some(saver::Saver::start()?)
+        };
         let ws_message_limit = listeners::ws_message_limit(settings.max_packet_size);
         let bridges = dial::load_bridge_dialers(config).map_err(std::io::Error::other)?;
         let mut broker = Broker::new(settings, Instant::now(), seed());
@@ -160,6 +172,7 @@ impl Server {
             bridges,
             store,
             resolver: None,
+            saver,
             poll,
             listeners,
             clients: Slab::with_capacity(crate::broker::table_capacity::<Client>()),
@@ -212,6 +225,10 @@ impl Server {
         self.broker.handle_shutdown(now, self.store.as_mut());
         self.flush_dirty(now);
         self.apply_actions(now);
+        self.save_dynsec();
+        if let Some(saver) = self.saver.as_mut() {
+            saver.close();
+        }
         if let Some(store) = self.store.take() {
             // Everything accepted is on disk before exit: a clean stop (SIGTERM, SIGINT)
             // loses nothing.
@@ -249,6 +266,7 @@ impl Server {
         self.broker.end_turn(now, self.store.as_mut());
         self.flush_dirty(now);
         self.apply_actions(now);
+        self.save_dynsec();
         let (broker, backlog) = (&self.broker, &mut self.backlog);
         self.paused.retain(|&id| {
             let resume = broker.wants_input(id);
@@ -257,6 +275,15 @@ impl Server {
             }
             !resume
         });
+    }
+
+    /// Hands the dynamic security files the broker changed to the writer thread.
+    fn save_dynsec(&mut self) {
+        while let Some((path, json)) = self.broker.poll_dynsec_save() {
+            if let Some(saver) = self.saver.as_mut() {
+                saver.save(path, json);
+            }
+        }
     }
 
     /// Hands the broker the pages of long queues the store's writer has read.

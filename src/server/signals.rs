@@ -158,6 +158,45 @@ impl Server {
                 log::error!("Error: Unable to reload config; the running one is kept.");
             }
         }
+        self.reload_dynsec(now);
+    }
+
+    /// SIGHUP, for dynamic security (midge's own addition; Mosquitto reads the file at start
+    /// only): every change made in memory is written first, then each file that differs from
+    /// what midge last read or wrote is read and put in force. A file that cannot be read or
+    /// is not valid is logged, and the running state kept.
+    fn reload_dynsec(&mut self, now: Instant) {
+        self.save_dynsec();
+        if let Some(saver) = &self.saver {
+            if !saver.wait_idle(std::time::Duration::from_secs(10)) {
+                log::error!("Error: dynsec: saving takes too long; the files are not re-read.");
+                return;
+            }
+        }
+        for file in self.broker.dynsec_files() {
+            let (path, same) = {
+                let f = file.borrow();
+                let text = std::fs::read(&f.path);
+                (f.path.clone(), text.map(|t| (t == f.known, t)))
+            };
+            let state = match same {
+                Ok((true, _)) => continue,
+                Ok((false, text)) => {
+                    crate::auth::dynsec::DynSec::from_json(&path.display().to_string(), &text)
+                        .map(|state| (state, text))
+                }
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            };
+            match state {
+                Ok((state, text)) => {
+                    let n = self.broker.handle_dynsec_reloaded(&file, state, text, now);
+                    log::info!(target: "notice", "dynsec: {n} client(s) to log in again.");
+                }
+                Err(e) => {
+                    log::error!("Error: dynsec: unable to reload {e}; the running state is kept.")
+                }
+            }
+        }
     }
 
     /// The loading half of [`Server::reload_config`]: changes nothing.

@@ -24,6 +24,7 @@ mod conformance_v5;
 mod connect;
 mod cross;
 mod dashboard;
+mod dynsec;
 mod fd_limit;
 mod flow_control;
 mod fuzz_corpus;

@@ -96,6 +96,7 @@ fn deb_holds_the_binaries_conffiles_unit_and_man_pages_owned_by_root() {
         ("-rw-r--r--", "./usr/share/doc/midge/changelog.gz"),
         ("-rw-r--r--", "./usr/share/doc/midge/options.md"),
         ("-rw-r--r--", "./usr/share/doc/midge/admin.md"),
+        ("-rw-r--r--", "./usr/share/doc/midge/dynsec.md"),
     ];
     for (mode, path) in want {
         let line = listing

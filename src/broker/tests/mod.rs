@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 mod bridges;
 mod connack;
 mod control;
+mod dynsec;
 mod hold;
 mod listener;
 mod metrics;
@@ -1420,6 +1421,7 @@ fn secured(passwords: Option<&str>, acl: Option<&str>, allow_anonymous: bool) ->
     let security = crate::auth::Security {
         passwords: passwords.map(|text| crate::auth::PasswordFile::parse("pw", text).0),
         acl: acl.map(|text| crate::auth::Acl::parse("acl", text).unwrap_or_else(|e| panic!("{e}"))),
+        dynsec: None,
     };
     Settings {
         allow_anonymous,
