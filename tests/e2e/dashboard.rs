@@ -30,7 +30,8 @@ const MQTT_JS_SHA256: &str = "f3cbeae580d3010048938ee370f2db0c15d16e6f7fc147cb32
 /// Headless Chromium behind `dashboard.js`, one JSON command and answer a line.
 struct Browser {
     child: Child,
-    stdin: ChildStdin,
+    /// The driver's commands; closed first when the test ends, so that it closes Chromium.
+    stdin: Option<ChildStdin>,
     answers: Receiver<String>,
 }
 
@@ -83,7 +84,7 @@ impl Browser {
         });
         let mut browser = Browser {
             child,
-            stdin,
+            stdin: Some(stdin),
             answers,
         };
         let ready = browser.answer("launch");
@@ -101,7 +102,8 @@ impl Browser {
 
     /// Runs one step of `dashboard.js`; a failed step fails the test.
     fn ask(&mut self, command: Value) -> Value {
-        writeln!(self.stdin, "{command}").unwrap();
+        let stdin = self.stdin.as_mut().expect("the driver is running");
+        writeln!(stdin, "{command}").unwrap();
         let answer = self.answer(&command.to_string());
         assert!(answer.get("error").is_none(), "{command}: {answer}");
         answer
@@ -120,9 +122,31 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the driver so that Chromium goes with it, however the test ended: end of input
+    /// makes it close the browser and exit; if it does not, SIGTERM lets puppeteer kill the
+    /// browser it launched (SIGKILL would leave Chromium running, in its own process group).
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.stdin.take());
+        let exited = |child: &mut Child, within: Duration| {
+            let deadline = std::time::Instant::now() + within;
+            while std::time::Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        };
+        if exited(&mut self.child, Duration::from_secs(10)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        if !exited(&mut self.child, Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
