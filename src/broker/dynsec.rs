@@ -225,15 +225,7 @@ impl Broker {
     fn kick_dynsec_clients(&mut self, dynsec: &SharedDynsec, username: Option<&str>, now: Instant) {
         let n = self.revoke_where(
             CloseReason::Kicked,
-            |broker, conn, s| {
-                let uses = broker
-                    .settings
-                    .security_for(conn.listener)
-                    .dynsec
-                    .as_ref()
-                    .is_some_and(|d| Rc::ptr_eq(d, dynsec));
-                uses && s.username() == username
-            },
+            |broker, conn, s| uses(broker, conn, dynsec) && s.username() == username,
             now,
         );
         if n > 0 {
@@ -272,17 +264,21 @@ impl Broker {
         self.revoke_where(
             CloseReason::Kicked,
             |broker, conn, s| {
-                let uses = broker
-                    .settings
-                    .security_for(conn.listener)
-                    .dynsec
-                    .as_ref()
-                    .is_some_and(|d| Rc::ptr_eq(d, dynsec));
-                uses && matches!(s.login(), Some(Credential::Dynsec))
+                uses(broker, conn, dynsec) && matches!(s.login(), Some(Credential::Dynsec))
             },
             now,
         )
     }
+}
+
+/// Whether `conn` came in on a listener whose dynamic security is `dynsec`.
+fn uses(broker: &Broker, conn: &super::conn::Conn, dynsec: &SharedDynsec) -> bool {
+    broker
+        .settings
+        .security_for(conn.listener)
+        .dynsec
+        .as_ref()
+        .is_some_and(|d| Rc::ptr_eq(d, dynsec))
 }
 
 /// One notice line per command that changed something, as Mosquitto's plugin logs its

@@ -150,25 +150,6 @@ impl Drop for Browser {
     }
 }
 
-/// A password file with `users` (name, password), made by Mosquitto's own tool.
-fn password_file(dir: &TempDir, users: &[(&str, &str)]) -> String {
-    let path = dir.path().join("passwd");
-    for (i, (user, password)) in users.iter().enumerate() {
-        let mut cmd = Command::new("/usr/bin/mosquitto_passwd");
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let status = cmd
-            .arg("-b")
-            .arg(&path)
-            .args([user, password])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path.to_str().unwrap().to_string()
-}
-
 /// Where the test's artefacts go: `target/dashboard/NAME`.
 fn artefact(name: &str) -> String {
     let dir = repo_root().join("target/dashboard");
@@ -185,7 +166,7 @@ fn the_dashboard_shows_a_login_what_its_acl_lets_it_read() {
         return;
     };
     let dir = TempDir::new();
-    let passwd = password_file(
+    let passwd = passwd_file(
         &dir,
         &[
             ("admin", "admin-pw"),
@@ -202,10 +183,11 @@ fn the_dashboard_shows_a_login_what_its_acl_lets_it_read() {
     );
     let mut remote = Broker::start("");
     let b = Broker::start(&format!(
-        "allow_anonymous false\npassword_file {passwd}\nacl_file {}\nsys_interval 1\n\
+        "allow_anonymous false\npassword_file {}\nacl_file {}\nsys_interval 1\n\
          listener 0 127.0.0.1\nprotocol websockets\ndashboard true\n\
          connection edge\naddress 127.0.0.1:{}\nremote_clientid edge\nrestart_timeout 1 2\n\
          topic public/# out 0\n",
+        passwd.display(),
         acl.display(),
         remote.port()
     ));

@@ -5,26 +5,6 @@ use crate::common::*;
 use std::process::Command;
 use std::time::Duration;
 
-/// Creates a password file with Debian's mosquitto_passwd (the format midge must read).
-fn passwd_file(dir: &TempDir, users: &[(&str, &str)]) -> std::path::PathBuf {
-    let path = dir.path().join("passwd");
-    for (i, (user, pass)) in users.iter().enumerate() {
-        let mut cmd = Command::new("/usr/bin/mosquitto_passwd");
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let status = cmd
-            .arg("-b")
-            .arg(&path)
-            .arg(user)
-            .arg(pass)
-            .status()
-            .expect("mosquitto_passwd runs");
-        assert!(status.success());
-    }
-    path
-}
-
 fn pub_status(port: u16, args: &[&str]) -> bool {
     let mut cmd = Command::new(MOSQUITTO_PUB);
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])

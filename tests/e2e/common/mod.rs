@@ -1170,3 +1170,23 @@ impl Rng {
         }
     }
 }
+
+/// Creates a password file with Debian's mosquitto_passwd (the format midge must read).
+pub fn passwd_file(dir: &TempDir, users: &[(&str, &str)]) -> std::path::PathBuf {
+    let path = dir.path().join("passwd");
+    for (i, (user, pass)) in users.iter().enumerate() {
+        let mut cmd = std::process::Command::new("/usr/bin/mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd
+            .arg("-b")
+            .arg(&path)
+            .arg(user)
+            .arg(pass)
+            .status()
+            .expect("mosquitto_passwd runs");
+        assert!(status.success());
+    }
+    path
+}
