@@ -260,7 +260,7 @@ fn ask(c: &Connection, command: Value) -> Result<Value, String> {
         password: c.password.clone().map(String::into_bytes),
         properties: Properties::default(),
     })))?;
-    client.expect(|p| match p {
+    client.await_packet(|p| match p {
         Packet::Connack(ack) if ack.code == reason::SUCCESS => Some(Ok(())),
         Packet::Connack(ack) => Some(Err(format!(
             "Connection refused: {}",
@@ -287,7 +287,7 @@ fn exchange(client: &mut Client, command: Value) -> Result<Value, String> {
         }],
         properties: Properties::default(),
     }))?;
-    client.expect(|p| match p {
+    client.await_packet(|p| match p {
         Packet::Suback(s) if s.packet_id == 1 => Some(match s.codes.first() {
             Some(&code) if code < 0x80 => Ok(()),
             _ => Err(format!(
@@ -436,7 +436,7 @@ impl Client {
     }
 
     /// Reads packets until `pick` recognises one and says how it went.
-    fn expect(
+    fn await_packet(
         &mut self,
         pick: impl Fn(&Packet<'_>) -> Option<Result<(), String>>,
     ) -> Result<(), String> {

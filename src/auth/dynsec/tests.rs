@@ -24,13 +24,14 @@ fn load(text: &str) -> DynSec {
 
 /// Runs one request and returns the response text.
 fn ask(d: &mut DynSec, request: &str) -> String {
-    String::from_utf8(d.control(request.as_bytes()).response).unwrap()
+    String::from_utf8(d.control(request.as_bytes()).response).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The single response of a one-command request, as JSON.
 fn one(d: &mut DynSec, command: serde_json::Value) -> serde_json::Value {
     let request = serde_json::json!({ "commands": [command] }).to_string();
-    let mut v: serde_json::Value = serde_json::from_str(&ask(d, &request)).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&ask(d, &request)).unwrap_or_else(|e| panic!("{e}"));
     v["responses"][0].take()
 }
 
@@ -88,21 +89,21 @@ fn a_file_saved_by_the_plugin_loads_with_everything_in_it() {
 fn what_midge_writes_reads_back_the_same() {
     for text in [INIT, SAVED] {
         let d = load(text);
-        let again = load(std::str::from_utf8(&d.to_json()).unwrap());
+        let again = load(std::str::from_utf8(&d.to_json()).unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(again.model, d.model);
     }
 }
 
 #[test]
 fn the_written_file_has_the_plugins_keys_in_its_order() {
-    let text = String::from_utf8(load(SAVED).to_json()).unwrap();
-    let ours: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let theirs: serde_json::Value = serde_json::from_str(SAVED).unwrap();
+    let text = String::from_utf8(load(SAVED).to_json()).unwrap_or_else(|e| panic!("{e}"));
+    let ours: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let theirs: serde_json::Value = serde_json::from_str(SAVED).unwrap_or_else(|e| panic!("{e}"));
     // Same keys, values and order (preserve_order keeps insertion order in both).
     assert_eq!(ours, theirs);
     assert_eq!(
-        serde_json::to_string(&ours).unwrap(),
-        serde_json::to_string(&theirs).unwrap()
+        serde_json::to_string(&ours).unwrap_or_else(|e| panic!("{e}")),
+        serde_json::to_string(&theirs).unwrap_or_else(|e| panic!("{e}"))
     );
     assert!(text.starts_with("{\n\t\"defaultACLAccess\""), "{text}");
 }
@@ -118,7 +119,10 @@ fn load_errors_name_the_file_and_reason() {
     let missing = DynSec::load(Path::new("/nonexistent/ds.json")).unwrap_err();
     assert!(missing.starts_with("/nonexistent/ds.json: "), "{missing}");
     // An empty file is an empty configuration, as for the plugin.
-    assert_eq!(DynSec::from_json("e", b"").unwrap(), DynSec::default());
+    assert_eq!(
+        DynSec::from_json("e", b"").unwrap_or_else(|e| panic!("{e}")),
+        DynSec::default()
+    );
 }
 
 #[test]
@@ -410,7 +414,7 @@ fn a_series_of_changes_answers_as_mosquitto_did() {
             continue;
         }
         assert_eq!(
-            String::from_utf8(out.response).unwrap(),
+            String::from_utf8(out.response).unwrap_or_else(|e| panic!("{e}")),
             expected,
             "{request}"
         );
@@ -423,7 +427,7 @@ fn a_series_of_changes_answers_as_mosquitto_did() {
     theirs
         .clients
         .get_mut("carol")
-        .unwrap()
+        .unwrap_or_else(|| panic!("missing"))
         .password
         .clone_from(&ours.clients["carol"].password);
     assert_eq!(&theirs, ours);
@@ -459,10 +463,12 @@ fn every_command_succeeds_with_the_plugins_reply() {
     ];
     for cmd in cmds {
         let request = format!(r#"{{"commands":[{cmd}]}}"#);
-        let name: serde_json::Value = serde_json::from_str(cmd).unwrap();
+        let name: serde_json::Value = serde_json::from_str(cmd).unwrap_or_else(|e| panic!("{e}"));
         let expected = format!(
             r#"{{"responses":[{{"command":"{}"}}]}}"#,
-            name["command"].as_str().unwrap()
+            name["command"]
+                .as_str()
+                .unwrap_or_else(|| panic!("missing"))
         );
         assert_eq!(ask(&mut d, &request), expected, "{cmd}");
     }
@@ -481,7 +487,7 @@ fn every_command_succeeds_with_the_plugins_reply() {
     assert!(!d.model.roles.contains_key("r2"));
     // The result loads in the same shape again.
     assert_eq!(
-        load(std::str::from_utf8(&d.to_json()).unwrap()).model,
+        load(std::str::from_utf8(&d.to_json()).unwrap_or_else(|e| panic!("{e}"))).model,
         d.model
     );
 }
@@ -619,7 +625,7 @@ fn modify_client_and_modify_group_never_half_apply() {
         .to_string()
         .as_bytes(),
     );
-    let text = String::from_utf8(out.response).unwrap();
+    let text = String::from_utf8(out.response).unwrap_or_else(|e| panic!("{e}"));
     assert!(text.contains("'groups' contains an object with a 'groupname' that does not exist"));
     assert!(!out.changed && out.kick.is_empty());
     assert_eq!(
@@ -707,7 +713,8 @@ fn hostile_requests_get_error_responses_and_change_nothing() {
         huge_name.as_bytes(),
     ] {
         let out = d.control(request);
-        let v: serde_json::Value = serde_json::from_slice(&out.response).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.response).unwrap_or_else(|e| panic!("{e}"));
         assert!(v["responses"][0]["error"].is_string(), "{v}");
         assert!(!out.changed && out.kick.is_empty());
     }
@@ -718,8 +725,14 @@ fn hostile_requests_get_error_responses_and_change_nothing() {
 fn passwords_never_appear_in_responses() {
     let mut d = load(SAVED);
     let out = d.control(br#"{"commands":[{"command":"createClient","username":"p","password":"hunter2"},{"command":"getClient","username":"p"},{"command":"listClients","verbose":true}]}"#);
-    let text = String::from_utf8(out.response).unwrap();
-    let hash = crate::auth::base64::encode(d.model.clients["p"].password.as_ref().unwrap().hash());
+    let text = String::from_utf8(out.response).unwrap_or_else(|e| panic!("{e}"));
+    let hash = crate::auth::base64::encode(
+        d.model.clients["p"]
+            .password
+            .as_ref()
+            .unwrap_or_else(|| panic!("missing"))
+            .hash(),
+    );
     assert!(!text.contains("hunter2") && !text.contains("password") && !text.contains(&hash));
     assert!(!format!("{d:?}").contains("hunter2"));
 }
@@ -877,7 +890,8 @@ fn list_paging_is_the_plugins() {
     let list = |d: &mut DynSec, extra: &str| {
         one(
             d,
-            serde_json::from_str(&format!(r#"{{"command":"listRoles"{extra}}}"#)).unwrap(),
+            serde_json::from_str(&format!(r#"{{"command":"listRoles"{extra}}}"#))
+                .unwrap_or_else(|e| panic!("{e}")),
         )["data"]["roles"]
             .clone()
     };

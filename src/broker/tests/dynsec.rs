@@ -156,7 +156,10 @@ fn control_requests_are_served_never_routed_and_kicks_skip_the_will() {
     );
     assert!(w.closed(2));
     assert_eq!(w.take(1), vec![]);
-    let (path, json) = w.broker.poll_dynsec_save().expect("a save");
+    let (path, json) = w
+        .broker
+        .poll_dynsec_save()
+        .unwrap_or_else(|| panic!("a save"));
     assert_eq!(
         path,
         std::path::Path::new("/nonexistent/dynamic-security.json")
