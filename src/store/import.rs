@@ -485,6 +485,7 @@ fn properties(bytes: &[u8]) -> Option<Properties> {
 pub(crate) fn into_new_store(
     conn: Connection,
     snapshot: Snapshot,
+    log: &mut super::BodyLog,
     dir: &Path,
     configured_file: Option<&str>,
     path: &Path,
@@ -517,9 +518,10 @@ pub(crate) fn into_new_store(
         );
     }
     let mut conn = conn;
-    let written = super::apply_batches(&mut conn, &[(0, changes)], &mut Default::default())
+    let written = super::apply_batches(&mut conn, &[(0, changes)], &mut Default::default(), log)
+        .and_then(|()| log.sync().map_err(schema::log_error))
         .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
-        .and_then(|()| schema::load(&conn));
+        .and_then(|()| schema::load(&conn, log));
     let snapshot = match written {
         Ok(s) => s,
         Err(e) => {

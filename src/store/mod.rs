@@ -50,6 +50,7 @@
 //! is one, is read once and its retained messages and sessions are written into the store
 //! (`import.rs`, `mosquitto.rs`).
 
+mod bodylog;
 mod compact;
 mod import;
 mod model;
@@ -57,6 +58,7 @@ pub mod mosquitto;
 mod recover;
 mod schema;
 
+use bodylog::BodyLog;
 pub use import::{convert as convert_mosquitto, ImportReport};
 pub use model::*;
 use schema::SCHEMA_VERSION;
@@ -227,9 +229,20 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let path = store_path(dir, configured_file)?;
         let new_store = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
-        let (mut conn, mut snapshot) = open_or_recover(&path)?;
+        let mut log = BodyLog::open(&bodylog::dir_of(&path))?;
+        let (mut conn, mut snapshot) = open_or_recover(&path, &mut log)?;
         if new_store {
-            (conn, snapshot) = import::into_new_store(conn, snapshot, dir, configured_file, &path)?;
+            (conn, snapshot) =
+                import::into_new_store(conn, snapshot, &mut log, dir, configured_file, &path)?;
+        }
+        if log.has_dead() {
+            // Segments nothing refers to any more: deleted once that is durable.
+            let wal = recover::with_suffix(&path, "-wal");
+            match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+                Ok(()) => log.remove_dead(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => log.remove_dead(),
+                Err(e) => log::warn!("store: {}: {e}", wal.display()),
+            }
         }
         let shared = Arc::new(Shared::default());
         shared.healthy.store(true, Ordering::Relaxed);
@@ -252,6 +265,7 @@ impl Store {
         let (page_sender, pages) = mpsc::channel();
         let writer = Writer {
             conn,
+            log,
             receiver,
             pages: page_sender,
             reads: Vec::new(),
@@ -483,14 +497,14 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Opens and fully reads a store, telling damage apart from other failures.
-fn open_checked(path: &Path) -> Result<(Connection, Snapshot), Fault> {
+fn open_checked(path: &Path, log: &mut BodyLog) -> Result<(Connection, Snapshot), Fault> {
     owner_only(path).map_err(|e| Fault::Fatal(StoreError::Io(e)))?;
     let conn = Connection::open(path).map_err(classify)?;
     configure(&conn).map_err(classify)?;
     if let Some(problem) = recover::quick_check(&conn).map_err(classify)? {
         return Err(Fault::Damaged(format!("integrity check: {problem}")));
     }
-    match schema::create(&conn) {
+    match schema::create(&conn, log) {
         Ok(()) => {}
         Err(schema::SchemaError::Newer(found)) => {
             return Err(Fault::Fatal(StoreError::NewerSchema {
@@ -504,7 +518,8 @@ fn open_checked(path: &Path) -> Result<(Connection, Snapshot), Fault> {
     if orphans > 0 {
         log::warn!("store: deleted {orphans} rows that belonged to no session");
     }
-    let snapshot = schema::load(&conn).map_err(classify)?;
+    log.rebuild(&conn).map_err(classify)?;
+    let snapshot = schema::load(&conn, log).map_err(classify)?;
     Ok((conn, snapshot))
 }
 
@@ -533,28 +548,32 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn open_or_recover(path: &Path) -> Result<(Connection, Snapshot), StoreError> {
-    match open_checked(path) {
+fn open_or_recover(path: &Path, log: &mut BodyLog) -> Result<(Connection, Snapshot), StoreError> {
+    match open_checked(path, log) {
         Ok(opened) => Ok(opened),
         Err(Fault::Fatal(e)) => Err(e),
-        Err(Fault::Damaged(reason)) => rebuild(path, reason),
+        Err(Fault::Damaged(reason)) => rebuild(path, log, reason),
     }
 }
 
 /// Moves a damaged store aside and salvages it into a fresh one.
-fn rebuild(path: &Path, reason: String) -> Result<(Connection, Snapshot), StoreError> {
+fn rebuild(
+    path: &Path,
+    log: &mut BodyLog,
+    reason: String,
+) -> Result<(Connection, Snapshot), StoreError> {
     let aside = recover::move_aside(path, unix_now())?;
     log::error!(
         "store: {} is damaged ({reason}); moved to {} and recovering what can be read",
         path.display(),
         aside.display()
     );
-    let (mut conn, _) = match open_checked(path) {
+    let (mut conn, _) = match open_checked(path, log) {
         Ok(opened) => opened,
         Err(Fault::Damaged(why)) => return Err(StoreError::Corrupt(why)),
         Err(Fault::Fatal(e)) => return Err(e),
     };
-    let tables = recover::salvage(&aside, &mut conn)?;
+    let tables = recover::salvage(&aside, &mut conn, log)?;
     for t in &tables {
         let lost = if t.lost_is_exact {
             t.lost.to_string()
@@ -579,7 +598,8 @@ fn rebuild(path: &Path, reason: String) -> Result<(Connection, Snapshot), StoreE
     if orphans > 0 {
         log::error!("store: {orphans} recovered rows belonged to a lost session and were dropped");
     }
-    let mut snapshot = schema::load(&conn)?;
+    log.rebuild(&conn)?;
+    let mut snapshot = schema::load(&conn, log)?;
     // The salvage is the only copy of this state now: make it durable before starting.
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     snapshot.recovery = Some(RecoveryReport {
@@ -593,6 +613,8 @@ fn rebuild(path: &Path, reason: String) -> Result<(Connection, Snapshot), StoreE
 /// The helper thread: owns the connection, applies batches, syncs on schedule.
 struct Writer {
     conn: Connection,
+    /// The bodies of queued messages (`bodylog.rs`).
+    log: BodyLog,
     receiver: Receiver<Command>,
     /// Where pages of queued messages go.
     pages: Sender<MessagePage>,
@@ -689,7 +711,7 @@ impl Writer {
         let Some(last) = batches.last().map(|b| b.0) else {
             return;
         };
-        match apply_batches(&mut self.conn, &batches, &mut self.tally) {
+        match apply_batches(&mut self.conn, &batches, &mut self.tally, &mut self.log) {
             Ok(()) => {
                 self.shared.committed.store(last, Ordering::Release);
                 if let Some(since) = since {
@@ -733,6 +755,7 @@ impl Writer {
         for request in std::mem::take(&mut self.reads) {
             let page = schema::read_messages_page(
                 &self.conn,
+                &mut self.log,
                 &request.client_id,
                 request.after,
                 request.max_messages,
@@ -772,22 +795,55 @@ impl Writer {
     /// fsynced directly, which is enough for durability.
     fn sync(&mut self, checkpoint: bool) {
         let pages = self.shared.wal_pages.load(Ordering::Relaxed);
-        let synced = if !self.wal_mode {
-            Ok(())
-        } else if checkpoint || pages >= CHECKPOINT_PAGES {
-            self.checkpoint()
-        } else {
-            self.sync_wal()
-        };
+        // The log first: no durable delivery may point past durable log bytes.
+        let synced = self.log.sync().and_then(|()| {
+            if !self.wal_mode {
+                Ok(())
+            } else if checkpoint || pages >= CHECKPOINT_PAGES {
+                self.checkpoint()
+            } else {
+                self.sync_wal()
+            }
+        });
         match synced {
             Ok(()) => {
                 self.dirty_since = None;
                 self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                self.log.remove_dead();
+                if self.pending.is_empty() && self.reads.is_empty() {
+                    self.compact_log();
+                }
             }
             Err(e) => {
                 log::error!("store: sync failed: {e}; retrying at the next interval");
                 // Not at once: a failing disk must not make the writer spin.
                 self.dirty_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Compacts one segment of the body log that is mostly dead (see `bodylog.rs`): its live
+    /// bodies are copied to the head and their deliveries pointed there in one transaction;
+    /// the segment is deleted after the next sync. Runs after a sync with nothing pending, so
+    /// at most once per interval and never ahead of a batch.
+    fn compact_log(&mut self) {
+        let Some(segment) = self.log.compaction_candidate() else {
+            return;
+        };
+        let (moved, lost) = self.log.copy_live(segment);
+        let result = self
+            .log
+            .flush()
+            .map_err(schema::log_error)
+            .and_then(|()| schema::relocate(&mut self.conn, segment, &moved, &lost));
+        match result {
+            Ok(()) => {
+                self.log.moved(&moved, &lost);
+                self.dirty_since.get_or_insert_with(Instant::now);
+            }
+            Err(e) => {
+                self.log.rollback();
+                log::warn!("store: compacting the body log failed: {e}");
             }
         }
     }
@@ -834,12 +890,17 @@ impl Writer {
                 self.pending.len()
             );
         }
+        if let Err(e) = self.log.sync() {
+            log::error!("store: final sync of the body log failed: {e}");
+            return;
+        }
         match self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         {
             Ok(()) => {
                 self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                self.log.remove_dead();
             }
             Err(e) => log::error!("store: final checkpoint failed: {e}"),
         }
@@ -863,6 +924,7 @@ fn apply_batches(
     conn: &mut Connection,
     batches: &[(u64, Vec<Change>)],
     tally: &mut schema::Tally,
+    log: &mut BodyLog,
 ) -> rusqlite::Result<()> {
     if !tally.counted() {
         // Without the counts every session that ends is looked for: slower, never wrong.
@@ -870,22 +932,29 @@ fn apply_batches(
             log::warn!("store: counting the queued messages failed: {e}");
         }
     }
-    let result = apply_group(conn, batches, tally);
-    if result.is_err() {
-        tally.forget();
+    let result = apply_group(conn, batches, tally, log);
+    match &result {
+        Ok(()) => schema::settle(tally, log),
+        Err(_) => {
+            log.rollback();
+            tally.forget();
+        }
     }
     result
 }
 
+/// The new bodies are appended to the log as the changes come, and written to it before the
+/// transaction that refers to them commits.
 fn apply_group(
     conn: &mut Connection,
     batches: &[(u64, Vec<Change>)],
     tally: &mut schema::Tally,
+    log: &mut BodyLog,
 ) -> rusqlite::Result<()> {
     use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
     let tx = conn.transaction()?;
     for (n, change) in compact::compact(batches) {
-        if let Err(e) = schema::apply(&tx, change, tally) {
+        if let Err(e) = schema::apply(&tx, change, tally, log) {
             match e.sqlite_error_code() {
                 Some(ConstraintViolation | TooBig | TypeMismatch) => {
                     log::error!("store: a change in batch {n} is not stored: {e}");
@@ -894,6 +963,6 @@ fn apply_group(
             }
         }
     }
-    schema::delete_released(&tx, tally)?;
+    log.flush().map_err(schema::log_error)?;
     tx.commit()
 }

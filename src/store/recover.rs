@@ -11,6 +11,7 @@
 //! SQLite keeps no checksums: bytes overwritten inside a value that still decodes (a payload,
 //! a topic) cannot be detected, and such a row comes back with the damaged value.
 
+use super::bodylog::BodyLog;
 use super::model::TableRecovery;
 use super::schema::{self, Table, TABLES};
 use rusqlite::{Connection, OpenFlags};
@@ -55,6 +56,7 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 pub(crate) fn salvage(
     damaged: &Path,
     fresh: &mut Connection,
+    log: &mut BodyLog,
 ) -> rusqlite::Result<Vec<TableRecovery>> {
     // Opening the copy may create its -wal/-shm; those are removed again afterwards, so the
     // damaged copy is left exactly as it was found.
@@ -73,7 +75,14 @@ pub(crate) fn salvage(
         c.pragma_update(None, "writable_schema", true)?;
         Ok(c)
     });
-    let report = copy_tables(src, damaged, fresh);
+    // Deliveries keep their locations in the log; bodies of an older store go into it.
+    log.set_raw_ids(true);
+    let report = copy_tables(src, damaged, fresh, log);
+    log.set_raw_ids(false);
+    match &report {
+        Ok(_) => log.settle([]),
+        Err(_) => log.rollback(),
+    }
     for p in created {
         let _ = std::fs::remove_file(p);
     }
@@ -84,13 +93,17 @@ fn copy_tables(
     src: rusqlite::Result<Connection>,
     damaged: &Path,
     fresh: &mut Connection,
+    log: &mut BodyLog,
 ) -> rusqlite::Result<Vec<TableRecovery>> {
     let tx = fresh.transaction()?;
     let mut report = Vec::with_capacity(TABLES.len());
     match src {
         Ok(src) => {
             for table in TABLES {
-                report.push(salvage_table(&src, &tx, table));
+                if table.legacy && !has_table(&src, table) {
+                    continue;
+                }
+                report.push(salvage_table(&src, &tx, table, log));
             }
         }
         Err(e) => {
@@ -101,8 +114,26 @@ fn copy_tables(
             report.extend(TABLES.iter().map(|t| TableRecovery::unreadable(t.name)));
         }
     }
+    log.flush()
+        .and_then(|()| log.sync())
+        .map_err(schema::log_error)?;
     tx.commit()?;
     Ok(report)
+}
+
+/// Whether the damaged store has `table` (or the older table it replaces), by its schema.
+fn has_table(src: &Connection, table: &Table) -> bool {
+    [Some(table.name), table.old.map(|(name, _)| name)]
+        .into_iter()
+        .flatten()
+        .any(|name| {
+            src.query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |_| Ok(()),
+            )
+            .is_ok()
+        })
 }
 
 /// What a seek at a rowid found.
@@ -112,7 +143,12 @@ enum Probe {
     Damaged,
 }
 
-fn salvage_table(src: &Connection, dst: &Connection, table: &Table) -> TableRecovery {
+fn salvage_table(
+    src: &Connection,
+    dst: &Connection,
+    table: &Table,
+    log: &mut BodyLog,
+) -> TableRecovery {
     let count: Option<u64> = [Some(table.name), table.old.map(|(name, _)| name)]
         .into_iter()
         .flatten()
@@ -163,7 +199,7 @@ fn salvage_table(src: &Connection, dst: &Connection, table: &Table) -> TableReco
                         from = i128::from(rowid) + 1;
                         match (table.decode)(row) {
                             // Salvage only adds: nothing is released.
-                            Ok(change) => match schema::apply(dst, &change, &mut tally) {
+                            Ok(change) => match schema::apply(dst, &change, &mut tally, log) {
                                 Ok(()) => recovered += 1,
                                 Err(e) => {
                                     log::warn!("store: {} row {rowid} not copied: {e}", table.name);

@@ -98,7 +98,8 @@ fn a_message_for_a_hundred_offline_sessions_is_one_body() {
 
 /// A later batch that refers to a body names it again (the store may have deleted it with its
 /// last delivery meanwhile), under the same id; after a restart, the deliveries of one body
-/// share it and new bodies get ids above the stored ones.
+/// share it (under the id the store gives it, its place in the body log) and new bodies get
+/// ids above the stored ones.
 #[test]
 fn a_body_is_named_in_each_batch_that_refers_to_it_and_ids_go_on_after_a_restart() {
     let dir = StoreDir::new("bodies");
@@ -116,7 +117,8 @@ fn a_body_is_named_in_each_batch_that_refers_to_it_and_ids_go_on_after_a_restart
     assert_eq!((first.len(), &again, &a, &b), (1, &first, &first, &first));
 
     let snapshot = dir.commit_and_reopen(batches.concat());
-    assert_eq!(snapshot.bodies.keys().copied().collect::<Vec<_>>(), first);
+    let first: Vec<u64> = snapshot.bodies.keys().copied().collect();
+    assert_eq!(first.len(), 1);
     assert_eq!(stored_messages(&snapshot, "a").len(), 1);
     assert_eq!(stored_messages(&snapshot, "b").len(), 1);
     let mut w = restarted(snapshot);
