@@ -20,7 +20,7 @@
 //!    calls `notify` (the broker passes a closure that wakes the mio loop with a `mio::Waker`).
 //!    The loop then sends the acknowledgements of every batch up to [`Store::committed`].
 //! 4. At most every `sync_interval`, when there were commits, the writer fsyncs the WAL; once
-//!    the WAL holds [`CHECKPOINT_PAGES`] pages it checkpoints it into the main file instead
+//!    the WAL holds [`CHECKPOINT_BYTES`] it checkpoints it into the main file instead
 //!    (which fsyncs both). [`Store::sync_now`] (SIGUSR1) checkpoints at once; [`Store::close`]
 //!    (SIGTERM) commits what is queued, checkpoints and joins the thread.
 //! 5. The rest of a long queue is read back a page at a time as it drains:
@@ -87,11 +87,19 @@ pub const MOSQUITTO_SIGNATURE: &[u8] = b"\x00\xB5\x00mosquitto db";
 /// traffic does not leave a large file behind.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
-/// WAL pages (of 4 KiB) from which a sync checkpoints the WAL into the main file rather than
-/// only fsyncing it: SQLite's own automatic threshold. Below it a sync is one `fdatasync` of
-/// the WAL, and a page changed again and again is copied into the main file once per
-/// checkpoint, not once per interval.
-const CHECKPOINT_PAGES: u32 = 1000;
+/// WAL bytes from which a sync checkpoints the WAL into the main file rather than only
+/// fsyncing it: SQLite's own automatic threshold (1000 pages of its default 4 KiB). Below it a
+/// sync is one `fdatasync` of the WAL, and a page changed again and again is copied into the
+/// main file once per checkpoint, not once per interval.
+const CHECKPOINT_BYTES: u64 = 4000 * 1024;
+
+/// SQLite's page size for the store: 1 KiB rather than SQLite's default 4 KiB. Each commit
+/// appends every page it changed to the WAL, whole; the usual commit (messages queued for a
+/// session, a message acknowledged) changes a row or a few in the last leaf page of
+/// `deliveries`, so a commit writes a quarter of what it would with 4 KiB pages. Rows are
+/// small (the bodies are in the body log), and a retained message of up to about 1 KB still
+/// fits in one page.
+const PAGE_SIZE: i64 = 1024;
 
 /// How long the writer gathers batches before it commits them. The acknowledgements of a
 /// batch wait for its commit, so this is added to their latency; in exchange, a QoS 1 message
@@ -258,6 +266,7 @@ impl Store {
         let wal_mode = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))?
             .eq_ignore_ascii_case("wal");
+        let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?;
         // An empty WAL gets its header (and the fsync SQLite gives it) now, not at the first
         // commit, between two ticks of the timer.
         restart_wal(&conn);
@@ -275,6 +284,7 @@ impl Store {
             interval: sync_interval,
             wal_path: recover::with_suffix(&path, "-wal"),
             wal_mode,
+            page_size: u64::try_from(page_size).unwrap_or(4096),
             pending: Vec::new(),
             pending_since: None,
             dirty_since: None,
@@ -485,6 +495,8 @@ fn classify(e: rusqlite::Error) -> Fault {
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // Another reader (the sqlite3 CLI) may hold a lock for a moment.
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Only a new, empty file takes it; an older store is rewritten by `repage`.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         log::warn!("store: SQLite refused WAL mode (journal_mode={mode}); commits will be slower");
@@ -494,6 +506,26 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
+}
+
+/// Rewrites a store made with another page size (by an older midge) with [`PAGE_SIZE`], once:
+/// SQLite changes the page size only by a `VACUUM` outside WAL mode. A failure (a full disk)
+/// leaves the store as it was, with its pages, and is only logged.
+fn repage(conn: &Connection) {
+    let size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0));
+    if size.is_ok_and(|size| size == PAGE_SIZE) {
+        return;
+    }
+    let rewritten = conn
+        .query_row("PRAGMA journal_mode=DELETE", [], |_| Ok(()))
+        .and_then(|()| conn.pragma_update(None, "page_size", PAGE_SIZE))
+        .and_then(|()| conn.execute_batch("VACUUM"));
+    if let Err(e) = rewritten {
+        log::warn!("store: rewriting the store with pages of {PAGE_SIZE} bytes failed: {e}");
+    }
+    if let Err(e) = conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())) {
+        log::warn!("store: SQLite refused WAL mode again: {e}");
+    }
 }
 
 /// Opens and fully reads a store, telling damage apart from other failures.
@@ -514,6 +546,7 @@ fn open_checked(path: &Path, log: &mut BodyLog) -> Result<(Connection, Snapshot)
         }
         Err(schema::SchemaError::Sql(e)) => return Err(classify(e)),
     }
+    repage(&conn);
     let orphans = schema::delete_orphans(&conn).map_err(classify)?;
     if orphans > 0 {
         log::warn!("store: deleted {orphans} rows that belonged to no session");
@@ -628,6 +661,8 @@ struct Writer {
     wal_path: PathBuf,
     /// False when SQLite refused WAL mode: then every commit is synced already.
     wal_mode: bool,
+    /// The store's page size (the WAL hook counts pages).
+    page_size: u64,
     /// Batches received and not committed yet.
     pending: Vec<(u64, Vec<Change>)>,
     /// When the oldest pending batch arrived (see [`GATHER`]).
@@ -788,7 +823,7 @@ impl Writer {
 
     /// Makes every commit so far durable. Usually one `fdatasync` of the WAL, which is all
     /// SQLite needs to replay the commits after a power loss. When the WAL has grown to
-    /// [`CHECKPOINT_PAGES`], or on `checkpoint` (SIGUSR1), the WAL is checkpointed into the
+    /// [`CHECKPOINT_BYTES`], or on `checkpoint` (SIGUSR1), the WAL is checkpointed into the
     /// main file instead (fsyncing both) and started again from its beginning at once, so that
     /// the fsync SQLite gives a restarted WAL's header belongs to this sync, not to the next
     /// commit. If a reader (the sqlite3 CLI) keeps the checkpoint from finishing, the WAL is
@@ -799,7 +834,7 @@ impl Writer {
         let synced = self.log.sync().and_then(|()| {
             if !self.wal_mode {
                 Ok(())
-            } else if checkpoint || pages >= CHECKPOINT_PAGES {
+            } else if checkpoint || u64::from(pages) * self.page_size >= CHECKPOINT_BYTES {
                 self.checkpoint()
             } else {
                 self.sync_wal()

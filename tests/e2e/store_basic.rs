@@ -692,7 +692,7 @@ fn syncs_once_per_interval_under_load() {
     store.close().unwrap();
 }
 
-/// A sync below `CHECKPOINT_PAGES` of WAL only fsyncs the WAL: the main file is left alone. A
+/// A sync below `CHECKPOINT_BYTES` of WAL only fsyncs the WAL: the main file is left alone. A
 /// WAL grown past it is checkpointed into the main file at the next sync.
 #[test]
 fn a_small_wal_is_only_fsynced_and_a_large_one_checkpointed() {
@@ -716,7 +716,7 @@ fn a_small_wal_is_only_fsynced_and_a_large_one_checkpointed() {
     wait_committed(&store, b);
     wait_syncs(&store, 1);
     assert!(contents() == bytes, "a small WAL was checkpointed");
-    // About 2000 pages of 4 KiB.
+    // About 8 MB.
     let changes = (0..2000)
         .map(|i| Change::RetainedSet {
             message: message(&format!("big/{i}"), &[7; 4000]),

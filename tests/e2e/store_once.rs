@@ -163,4 +163,7 @@ fn a_version_2_store_is_migrated_and_its_queues_delivered_in_order() {
         )
         .unwrap();
     assert_eq!(old, 0, "the old table is gone");
+    // Rewritten once with the store's small pages (SQLite's default is 4 KiB).
+    let page_size: i64 = db.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    assert_eq!(page_size, 1024);
 }
