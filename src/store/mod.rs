@@ -1,8 +1,12 @@
-//! The durable store: what `persistence true` keeps across a restart, in SQLite.
+//! The durable store: what `persistence true` keeps across a restart, in SQLite, and the
+//! bodies of queued messages in an append-only log beside it.
 //!
 //! # What it owns, what it must not do
 //! The store owns its file (`midge.db` in `persistence_location`, unless `persistence_file`
-//! names another) and one helper thread, the *writer*, which owns the SQLite connection. It
+//! names another), the body log beside it (`midge.db-bodies/`, see `bodylog.rs`: a queued
+//! message's topic, payload and properties, written once and referred to by each session's
+//! delivery row) and one helper thread, the *writer*, which owns the SQLite connection and the
+//! log. It
 //! holds no broker state and makes no decisions: the broker hands it [`Change`]s (plain data,
 //! see `model.rs`) and learns back, through [`Store::committed`] and the `notify` callback,
 //! which batches are committed. The broker's loop never waits on the disk.
@@ -16,13 +20,18 @@
 //!    [`Store::submit`], which numbers the batch and queues it for the writer. The broker holds
 //!    back the acknowledgements (PUBACK/PUBREC...) of that turn.
 //! 3. The writer applies queued batches in one transaction (group commit: batches that queued
-//!    up while it was busy share a commit), stores the highest batch number in an atomic and
+//!    up while it was busy share a commit): it appends the batch's new bodies to the body log
+//!    (`write(2)`), then commits the rows that refer to them; it stores the highest batch
+//!    number in an atomic and
 //!    calls `notify` (the broker passes a closure that wakes the mio loop with a `mio::Waker`).
 //!    The loop then sends the acknowledgements of every batch up to [`Store::committed`].
-//! 4. At most every `sync_interval`, when there were commits, the writer fsyncs the WAL; once
+//! 4. At most every `sync_interval`, when there were commits, the writer fdatasyncs the body
+//!    log's segments written since the last sync, then fsyncs the WAL; once
 //!    the WAL holds [`CHECKPOINT_BYTES`] it checkpoints it into the main file instead
-//!    (which fsyncs both). [`Store::sync_now`] (SIGUSR1) checkpoints at once; [`Store::close`]
-//!    (SIGTERM) commits what is queued, checkpoints and joins the thread.
+//!    (which fsyncs both). Then it deletes the log segments no delivery refers to any more, and,
+//!    with nothing pending, compacts one that is mostly dead. [`Store::sync_now`] (SIGUSR1)
+//!    checkpoints at once; [`Store::close`] (SIGTERM) commits what is queued, checkpoints and
+//!    joins the thread.
 //! 5. The rest of a long queue is read back a page at a time as it drains:
 //!    [`Store::read_messages`] queues a [`PageRequest`] behind the batches already submitted;
 //!    the writer commits those, reads the page, and calls `notify`; the loop takes it with
@@ -32,7 +41,8 @@
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to `midge.db-wal` with
 //! `write(2)` and no fsync, so it costs microseconds and the data is in the OS page cache.
 //! - Process crash (SIGKILL, panic=abort): every committed batch survives; the OS writes the
-//!   pages, and SQLite replays the WAL on the next open. Only batches submitted but not yet
+//!   pages (the log's records were written before the commit that refers to them), and SQLite
+//!   replays the WAL on the next open. Only batches submitted but not yet
 //!   committed are lost, and the broker has not acknowledged those.
 //! - Power loss / kernel crash: commits since the last sync may be lost, so at most
 //!   `sync_interval` (plus the time the fsync itself takes) of acknowledged messages.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// One counter of `/proc/PID/io`: `wchar` (bytes passed to write calls on files) or
 /// `write_bytes` (bytes the process sent towards the disk).
-fn io_counter(pid: u32, name: &str) -> u64 {
+pub(crate) fn io_counter(pid: u32, name: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
     text.lines()
         .find_map(|l| {
