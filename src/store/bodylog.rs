@@ -118,14 +118,11 @@ fn header_for(body: &[u8]) -> [u8; HEADER] {
     header
 }
 
-/// Appends `m`'s record to `buf`; returns its length (header included).
-fn encode(m: &StoredMessage, buf: &mut Vec<u8>) -> usize {
+/// Appends `m`'s record to `buf`.
+fn encode(m: &StoredMessage, buf: &mut Vec<u8>) {
     let start = buf.len();
     let topic = m.topic.as_bytes();
-    let body_len = FIXED + topic.len() + m.properties.len() + m.payload.len();
-    let len = u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes();
-    buf.extend_from_slice(&len);
-    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&[0; HEADER]);
     let mut flags = 0;
     if m.retain {
         flags |= FLAG_RETAIN;
@@ -143,9 +140,8 @@ fn encode(m: &StoredMessage, buf: &mut Vec<u8>) -> usize {
     buf.extend_from_slice(topic);
     buf.extend_from_slice(&m.properties);
     buf.extend_from_slice(&m.payload);
-    let crc = crc32c(&[&len, &buf[start + HEADER..]]);
-    buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
-    buf.len() - start
+    let header = header_for(&buf[start + HEADER..]);
+    buf[start..start + HEADER].copy_from_slice(&header);
 }
 
 fn le32(b: &[u8], at: usize) -> usize {
@@ -249,6 +245,11 @@ impl BodyLog {
     /// Opens (creating it if missing) the log in `dir` and lists its segments. Counts come
     /// from [`BodyLog::rebuild`].
     pub(crate) fn open(dir: &Path) -> io::Result<BodyLog> {
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+        BodyLog::list(dir).map_err(named)
+    }
+
+    fn list(dir: &Path) -> io::Result<BodyLog> {
         use std::os::unix::fs::DirBuilderExt;
         if !dir.is_dir() {
             std::fs::DirBuilder::new()
