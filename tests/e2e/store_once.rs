@@ -174,7 +174,7 @@ fn a_version_2_store_is_migrated_and_its_queues_delivered_in_order() {
 /// window of 20 in flight: at most 2.5 times (payload + topic) written per message
 /// (`write_bytes` of /proc/PID/io, until 2 s after a SIGUSR1 checkpoint, WAL and checkpoint
 /// included); every message then reaches the subscriber in order, after a SIGKILL and a
-/// restart in between.
+/// restart in between; and once they are all acknowledged, the log's segments are deleted.
 #[test]
 fn an_offline_queue_is_written_about_once() {
     if skip_on_mosquitto("midge's body log") {
@@ -239,4 +239,22 @@ fn an_offline_queue_is_written_about_once() {
     let got: Vec<&str> = got.lines().collect();
     assert_eq!(got.len(), N, "{:?}", got.last());
     assert!(got == want, "messages out of order or changed");
+    // Every body was released: the log's segments go at the next sync.
+    let segments = || {
+        std::fs::read_dir(dir.path().join("midge.db-bodies"))
+            .unwrap()
+            .count()
+    };
+    assert!(
+        segments() >= 2,
+        "20 000 bodies fill more than one 4 MiB segment"
+    );
+    unsafe {
+        libc::kill(b.pid() as libc::pid_t, libc::SIGUSR1);
+    }
+    let start = std::time::Instant::now();
+    while segments() > 0 {
+        assert!(start.elapsed() < WAIT, "{} segments left", segments());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
