@@ -133,11 +133,10 @@ impl Broker {
     /// subscription. Returns how many subscriptions match the topic, counted before No Local
     /// and the ACL take their share, as Mosquitto counts for "no matching subscribers".
     pub(super) fn route(&mut self, m: &MsgRef<'_>, now: Instant) -> usize {
-        let mut shared = if m.retain {
-            self.store_retained(m)
-        } else {
-            None
-        };
+        if m.retain {
+            self.store_retained(m);
+        }
+        let mut shared = None;
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.router.collect(m.topic, &mut matches);
