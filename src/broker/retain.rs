@@ -16,9 +16,9 @@
 
 use super::deliver::{Pending, Sent};
 use super::persist::persistent;
-use super::route::{may_read, MsgRef};
+use super::route::{may_read, MsgRef, Target};
 use super::router::FnvHasher;
-use super::session::{Delivery, Message, Replay, Session, StoredBody};
+use super::session::{Message, Replay, Session, StoredBody};
 use super::{Broker, SessionId};
 use crate::codec::{Properties, QoS};
 use crate::store::MessageSource;
@@ -43,7 +43,7 @@ pub struct Kept {
 /// What a retained message may carry besides topic, payload and QoS. The messages a client
 /// retains one after the other without properties or expiry share one: a device that
 /// retains thousands of topics (Zigbee2MQTT) costs one copy of its client id, not one per topic.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Extras {
     /// The client that published it (`None`: the broker itself, a will or a bridge, which
     /// `check_retain_source` does not re-check).
@@ -56,13 +56,18 @@ struct Extras {
 
 impl Kept {
     fn new(m: &MsgRef<'_>, extras: Option<Rc<Extras>>) -> Kept {
-        let mut bytes = Vec::with_capacity(5 + m.topic.len() + m.payload.len());
-        let mut head = (m.topic.len() as u64) << 2 | m.qos as u64;
-        while head >= 0x80 {
-            bytes.push(head as u8 | 0x80);
-            head >>= 7;
+        let mut head = [0u8; 10];
+        let mut len = 0;
+        let mut value = (m.topic.len() as u64) << 2 | m.qos as u64;
+        while value >= 0x80 {
+            head[len] = value as u8 | 0x80;
+            value >>= 7;
+            len += 1;
         }
-        bytes.push(head as u8);
+        head[len] = value as u8;
+        let head = &head[..=len];
+        let mut bytes = Vec::with_capacity(head.len() + m.topic.len() + m.payload.len());
+        bytes.extend_from_slice(head);
         bytes.extend_from_slice(m.topic.as_bytes());
         bytes.extend_from_slice(m.payload);
         Kept {
@@ -83,15 +88,13 @@ impl Kept {
         (value, self.bytes.len())
     }
 
-    fn topic_bytes(&self) -> &[u8] {
-        let (head, at) = self.head();
-        self.bytes.get(at..at + (head >> 2)).unwrap_or_default()
-    }
-
     /// The topic.
     pub fn topic(&self) -> &str {
-        // Made from a `&str` in `Kept::new`: never fails.
-        std::str::from_utf8(self.topic_bytes()).unwrap_or_default()
+        let (head, at) = self.head();
+        let topic = self.bytes.get(at..at + (head >> 2)).unwrap_or_default();
+        // SAFETY: `Kept::new` copied these bytes from a `&str`, and nothing writes them after.
+        // Checking them again costs more than the rest of a replayed message's lookup.
+        unsafe { std::str::from_utf8_unchecked(topic) }
     }
 
     /// The payload.
@@ -135,24 +138,24 @@ impl Kept {
 /// A [`Kept`] found by its topic, kept once.
 struct ByTopic(Rc<Kept>);
 
-impl Borrow<[u8]> for ByTopic {
-    fn borrow(&self) -> &[u8] {
-        self.0.topic_bytes()
+impl Borrow<str> for ByTopic {
+    fn borrow(&self) -> &str {
+        self.0.topic()
     }
 }
 
 impl PartialEq for ByTopic {
     fn eq(&self, other: &ByTopic) -> bool {
-        self.0.topic_bytes() == other.0.topic_bytes()
+        self.0.topic() == other.0.topic()
     }
 }
 
 impl Eq for ByTopic {}
 
 impl Hash for ByTopic {
-    // As the `[u8]` it borrows as, which lookups hash.
+    // As the `str` it borrows as, which lookups hash.
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.0.topic_bytes().hash(h);
+        self.0.topic().hash(h);
     }
 }
 
@@ -165,7 +168,7 @@ const SORTED_REPLAY: usize = 10_000;
 pub(super) struct Retained {
     set: HashSet<ByTopic, BuildHasherDefault<FnvHasher>>,
     /// The extras of the latest message stored with a publisher and nothing else, for the
-    /// next ones of the same publisher to share.
+    /// next ones of the same publisher without properties or expiry to share.
     last: Option<Rc<Extras>>,
     /// The store body that a replay recorded a retained message under, for a persistent
     /// session, by the message's address (unique while the set holds it): the next replays
@@ -186,39 +189,49 @@ impl Retained {
 
     /// Makes `m`, published by `source`, the retained message of its topic.
     pub(super) fn set(&mut self, m: &MsgRef<'_>, source: Option<&MessageSource>) {
-        let extras = Extras {
-            source: source.cloned(),
-            properties: m.properties.map(|p| Box::new(p.clone())),
-            expires_at: m.expires_at,
-        };
-        let extras = if extras.properties.is_some() || extras.expires_at.is_some() {
-            Some(Rc::new(extras))
-        } else if extras.source.is_none() {
-            None
-        } else {
+        let extras = if m.properties.is_some() || m.expires_at.is_some() {
+            Some(Rc::new(Extras {
+                source: source.cloned(),
+                properties: m.properties.map(|p| Box::new(p.clone())),
+                expires_at: m.expires_at,
+            }))
+        } else if let Some(source) = source {
             match &self.last {
-                Some(last) if **last == extras => Some(last.clone()),
+                Some(last) if last.source.as_ref() == Some(source) => Some(last.clone()),
                 _ => {
-                    let shared = Rc::new(extras);
+                    let shared = Rc::new(Extras {
+                        source: Some(source.clone()),
+                        properties: None,
+                        expires_at: None,
+                    });
                     self.last = Some(shared.clone());
                     Some(shared)
                 }
             }
+        } else {
+            None
         };
         if let Some(old) = self.set.replace(ByTopic(Rc::new(Kept::new(m, extras)))) {
-            self.bodies.remove(&Rc::as_ptr(&old.0));
+            self.forget(&old.0);
         }
     }
 
     /// The retained message of `topic`, if any.
     fn get(&self, topic: &str) -> Option<&Rc<Kept>> {
-        self.set.get(topic.as_bytes()).map(|k| &k.0)
+        self.set.get(topic).map(|k| &k.0)
     }
 
     /// Removes the retained message of `topic`, if any.
     pub(super) fn clear(&mut self, topic: &str) {
-        if let Some(old) = self.set.take(topic.as_bytes()) {
-            self.bodies.remove(&Rc::as_ptr(&old.0));
+        if let Some(old) = self.set.take(topic) {
+            self.forget(&old.0);
+        }
+    }
+
+    /// `old` left the set: its store body, if any, is no longer its topic's.
+    fn forget(&mut self, old: &Rc<Kept>) {
+        if !self.bodies.is_empty() {
+            self.bodies.remove(&Rc::as_ptr(old));
         }
     }
 
@@ -245,7 +258,7 @@ impl Retained {
             // Sorting a large set costs more than it is worth (a million topics: most of a
             // second, the loop serving no one meanwhile), and no client can rely on an order.
             if found.len() <= SORTED_REPLAY {
-                found.sort_unstable_by(|a, b| a.topic_bytes().cmp(b.topic_bytes()));
+                found.sort_unstable_by(|a, b| a.topic().cmp(b.topic()));
             }
         } else if let Some(k) = self.get(filter) {
             found.push(k.clone());
@@ -328,23 +341,33 @@ impl Broker {
             else {
                 return;
             };
-            let Some(d) = self.replayed(sid, &kept, granted, sub_id, now) else {
+            let Some((qos, mut copy)) = self.replayable(sid, &kept, granted, now) else {
                 continue;
             };
-            let copy = d.msg.clone();
+            let m = kept.as_msg_ref();
             if let Some(p) = self.persist.as_deref_mut() {
                 p.holds.begin(p.changes_len());
             }
             if let Some(mut out) = self.outlet(sid) {
                 // Sent, or queued if there was no room after all; a dropped one is counted.
-                match out.send_delivery(Pending::Replayed(d), now) {
+                let t = Target::replay(qos, sub_id);
+                match out.send_delivery(
+                    Pending::Replayed {
+                        m: &m,
+                        copy: &mut copy,
+                        t,
+                    },
+                    now,
+                ) {
                     Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
                 }
             }
             if let Some(p) = self.persist.as_deref_mut() {
                 p.holds.end(p.changes_len());
             }
-            self.retained.copied(&kept, &copy);
+            if let Some(copy) = copy {
+                self.retained.copied(&kept, &copy);
+            }
         }
     }
 
@@ -356,32 +379,34 @@ impl Broker {
         while let Some((kept, granted, sub_id)) =
             self.session_mut(sid).and_then(|s| s.next_replayed())
         {
-            if let Some(d) = self.replayed(sid, &kept, granted, sub_id, now) {
-                let copy = d.msg.clone();
-                if let Some(mut out) = self.outlet(sid) {
-                    // Queued (a QoS 0 one may be dropped, counted, as for any offline client).
-                    match out.send_delivery(Pending::Retained(d), now) {
-                        Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
-                    }
+            let Some((qos, mut copy)) = self.replayable(sid, &kept, granted, now) else {
+                continue;
+            };
+            let d = Target::replay(qos, sub_id).into_replayed(&mut copy, &kept.as_msg_ref());
+            if let Some(mut out) = self.outlet(sid) {
+                // Queued (a QoS 0 one may be dropped, counted, as for any offline client).
+                match out.send_delivery(Pending::Retained(d), now) {
+                    Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
                 }
+            }
+            if let Some(copy) = copy {
                 self.retained.copied(&kept, &copy);
             }
         }
     }
 
-    /// The delivery of retained message `kept` of a replay, unless it is no longer the topic's
-    /// retained message (republished, which the subscriber got live, or cleared), has expired,
-    /// or may not be read or sent (ACL, `check_retain_source`) under the configuration now.
-    /// For a persistent session at QoS 1/2, its copy of the message is recorded under the
-    /// store body of every copy of it, or a new one.
-    fn replayed(
+    /// Whether retained message `kept` of a replay is still to be sent, and at which QoS: not
+    /// if it is no longer the topic's retained message (republished, which the subscriber got
+    /// live, or cleared), has expired, or may not be read or sent (ACL, `check_retain_source`)
+    /// under the configuration now. For a persistent session at QoS 1/2, also the copy of
+    /// the message it keeps, recorded under the store body of every copy of it (or a new one).
+    fn replayable(
         &mut self,
         sid: SessionId,
         kept: &Rc<Kept>,
         granted: QoS,
-        sub_id: u32,
         now: Instant,
-    ) -> Option<Delivery> {
+    ) -> Option<(QoS, Option<Rc<Message>>)> {
         let current = self.retained.get(kept.topic())?;
         if !Rc::ptr_eq(current, kept) || kept.expires_at().is_some_and(|t| t <= now) {
             return None;
@@ -397,25 +422,14 @@ impl Broker {
         }
         let qos = replay_qos(self.settings.upgrade_outgoing_qos, granted, kept.qos());
         let stored = qos != QoS::AtMostOnce && persistent(s);
+        let Some(p) = self.persist.as_deref_mut().filter(|_| stored) else {
+            return Some((qos, None));
+        };
         let msg = kept.as_msg_ref().to_message();
-        if let Some(p) = self.persist.as_deref_mut().filter(|_| stored) {
-            let known = self.retained.bodies.get(&Rc::as_ptr(kept)).copied();
-            msg.stored.set(known.unwrap_or_else(|| p.new_body()));
-            self.retained.copied(kept, &msg);
-        }
-        Some(Delivery {
-            msg: Rc::new(msg),
-            qos,
-            retain: true,
-            sub_ids: if sub_id != 0 {
-                vec![sub_id]
-            } else {
-                Vec::new()
-            },
-            counted: false,
-            group: None,
-            seq: 0,
-        })
+        let known = self.retained.bodies.get(&Rc::as_ptr(kept)).copied();
+        msg.stored.set(known.unwrap_or_else(|| p.new_body()));
+        self.retained.copied(kept, &msg);
+        Some((qos, Some(Rc::new(msg))))
     }
 }
 
