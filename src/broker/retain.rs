@@ -11,8 +11,9 @@
 //!
 //! A broker may hold millions of retained topics (every device's state and configuration) for
 //! days, so a retained message at rest is kept compact ([`Kept`]): its topic and payload in one
-//! allocation, its publisher and MQTT 5 parts shared. A replay copies it into a [`Message`] as
-//! it sends it.
+//! allocation, its publisher and MQTT 5 parts shared. A replay writes a QoS 0 message straight
+//! from it, and copies a QoS 1/2 one into a [`Message`] for the session to keep until it is
+//! acknowledged.
 
 use super::deliver::{Pending, Sent};
 use super::persist::persistent;
