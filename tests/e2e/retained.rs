@@ -379,7 +379,8 @@ fn a_retained_message_keeps_its_v5_properties() {
         5,
         &["-V", "5", "-t", "p/#", "-C", "2", "-F", "%t|%p|%C|%P|%r"],
     );
-    let mut lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
     assert_eq!(
         lines,
