@@ -89,13 +89,16 @@ impl Kept {
         (value, self.bytes.len())
     }
 
+    /// The topic's bytes: what the set hashes and compares, with no UTF-8 check.
+    fn topic_bytes(&self) -> &[u8] {
+        let (head, at) = self.head();
+        self.bytes.get(at..at + (head >> 2)).unwrap_or_default()
+    }
+
     /// The topic.
     pub fn topic(&self) -> &str {
-        let (head, at) = self.head();
-        let topic = self.bytes.get(at..at + (head >> 2)).unwrap_or_default();
-        // SAFETY: `Kept::new` copied these bytes from a `&str`, and nothing writes them after.
-        // Checking them again costs more than the rest of a replayed message's lookup.
-        unsafe { std::str::from_utf8_unchecked(topic) }
+        // Copied from a `&str` in `Kept::new` and never written since: the check cannot fail.
+        std::str::from_utf8(self.topic_bytes()).unwrap_or_default()
     }
 
     /// The payload.
@@ -139,24 +142,25 @@ impl Kept {
 /// A [`Kept`] found by its topic, kept once.
 struct ByTopic(Rc<Kept>);
 
-impl Borrow<str> for ByTopic {
-    fn borrow(&self) -> &str {
-        self.0.topic()
+// Looked up by the topic's bytes, so that a lookup never checks UTF-8 again.
+impl Borrow<[u8]> for ByTopic {
+    fn borrow(&self) -> &[u8] {
+        self.0.topic_bytes()
     }
 }
 
 impl PartialEq for ByTopic {
     fn eq(&self, other: &ByTopic) -> bool {
-        self.0.topic() == other.0.topic()
+        self.0.topic_bytes() == other.0.topic_bytes()
     }
 }
 
 impl Eq for ByTopic {}
 
 impl Hash for ByTopic {
-    // As the `str` it borrows as, which lookups hash.
+    // As the `[u8]` it borrows as, which lookups hash.
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.0.topic().hash(h);
+        self.0.topic_bytes().hash(h);
     }
 }
 
@@ -219,12 +223,12 @@ impl Retained {
 
     /// The retained message of `topic`, if any.
     fn get(&self, topic: &str) -> Option<&Rc<Kept>> {
-        self.set.get(topic).map(|k| &k.0)
+        self.set.get(topic.as_bytes()).map(|k| &k.0)
     }
 
     /// Removes the retained message of `topic`, if any.
     pub(super) fn clear(&mut self, topic: &str) {
-        if let Some(old) = self.set.take(topic) {
+        if let Some(old) = self.set.take(topic.as_bytes()) {
             self.forget(&old.0);
         }
     }
@@ -408,16 +412,17 @@ impl Broker {
         granted: QoS,
         now: Instant,
     ) -> Option<(QoS, Option<Rc<Message>>)> {
-        let current = self.retained.get(kept.topic())?;
+        let topic = kept.topic();
+        let current = self.retained.get(topic)?;
         if !Rc::ptr_eq(current, kept) || kept.expires_at().is_some_and(|t| t <= now) {
             return None;
         }
         let s = self.session(sid)?;
-        if !may_read(&self.settings, s, kept.topic()) {
+        if !may_read(&self.settings, s, topic) {
             return None;
         }
         if self.settings.check_retain_source
-            && !source_may_publish(&self.settings, kept.source(), kept.topic())
+            && !source_may_publish(&self.settings, kept.source(), topic)
         {
             return None;
         }
