@@ -26,6 +26,15 @@ use std::hash::BuildHasherDefault;
 /// commit: FNV hashes them at a fraction of SipHash's cost.
 type Map<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;
 
+/// The changes of a group still kept for one of a session's messages: the add that writes its
+/// row, and its latest state. A fan-out to offline sessions puts a million of these in one
+/// group, so they hold indexes, not lists.
+#[derive(Default)]
+struct Kept {
+    add: Option<usize>,
+    state: Option<usize>,
+}
+
 /// The changes of `batches` (batch number, changes) in order, without those a later change
 /// of the same group supersedes. Each keeps its batch number, for error messages.
 pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
@@ -35,7 +44,7 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
         .collect();
     let mut keep = vec![true; all.len()];
     // Index of the latest change still kept for each key.
-    let mut message: Map<(&str, u64), Vec<usize>> = Map::default();
+    let mut message: Map<(&str, u64), Kept> = Map::default();
     let mut subscription: Map<(&str, &str), usize> = Map::default();
     let mut qos2: Map<(&str, u16), usize> = Map::default();
     let mut will: Map<&str, usize> = Map::default();
@@ -62,26 +71,26 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
             }
             Change::SessionDelete { client_id } => {
                 // The delete takes the session's subscriptions, messages, QoS 2 ids and will.
-                for j in by_client.remove(client_id.as_str()).unwrap_or_default() {
+                for j in by_client.remove(&**client_id).unwrap_or_default() {
                     keep[j] = false;
                 }
-                message.retain(|(c, _), _| *c != client_id.as_str());
-                subscription.retain(|(c, _), _| *c != client_id.as_str());
-                qos2.retain(|(c, _), _| *c != client_id.as_str());
-                will.remove(client_id.as_str());
+                message.retain(|(c, _), _| *c != &**client_id);
+                subscription.retain(|(c, _), _| *c != &**client_id);
+                qos2.retain(|(c, _), _| *c != &**client_id);
+                will.remove(&**client_id);
             }
             Change::SubscriptionSet {
                 client_id,
                 subscription: s,
             } => {
-                let key = (client_id.as_str(), s.filter.as_str());
+                let key = (&**client_id, s.filter.as_str());
                 unkeep(&mut keep, subscription.insert(key, i));
-                by_client.entry(client_id).or_default().push(i);
+                by_client.entry(&**client_id).or_default().push(i);
             }
             Change::SubscriptionDelete { client_id, filter } => {
                 unkeep(
                     &mut keep,
-                    subscription.remove(&(client_id.as_str(), filter.as_str())),
+                    subscription.remove(&(&**client_id, filter.as_str())),
                 );
             }
             Change::MessageBody { id, .. } => {
@@ -96,49 +105,44 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
                 message: m,
             } => {
                 referring.entry(m.body).or_default().push(i);
-                message.entry((client_id, m.seq)).or_default().push(i);
-                by_client.entry(client_id).or_default().push(i);
+                // An add replaces the row of the same `seq` (see `schema::apply`), so what
+                // earlier changes of the group wrote to it goes.
+                let earlier = message.entry((&**client_id, m.seq)).or_default();
+                unkeep(&mut keep, earlier.add.replace(i));
+                unkeep(&mut keep, earlier.state.take());
+                by_client.entry(&**client_id).or_default().push(i);
             }
             Change::MessageState { client_id, seq, .. } => {
-                let earlier = message.entry((client_id, *seq)).or_default();
                 // A state replaces an earlier state, not the row an add wrote.
-                earlier.retain(|&j| {
-                    let state = matches!(all[j].1, Change::MessageState { .. });
-                    if state {
-                        keep[j] = false;
-                    }
-                    !state
-                });
-                earlier.push(i);
-                by_client.entry(client_id).or_default().push(i);
+                let earlier = message.entry((&**client_id, *seq)).or_default();
+                unkeep(&mut keep, earlier.state.replace(i));
+                by_client.entry(&**client_id).or_default().push(i);
             }
             Change::MessageDelete { client_id, seq } => {
-                for j in message
-                    .remove(&(client_id.as_str(), *seq))
-                    .unwrap_or_default()
-                {
-                    keep[j] = false;
+                if let Some(earlier) = message.remove(&(&**client_id, *seq)) {
+                    unkeep(&mut keep, earlier.add);
+                    unkeep(&mut keep, earlier.state);
                 }
             }
             Change::Qos2Add {
                 client_id,
                 packet_id,
             } => {
-                unkeep(&mut keep, qos2.insert((client_id, *packet_id), i));
-                by_client.entry(client_id).or_default().push(i);
+                unkeep(&mut keep, qos2.insert((&**client_id, *packet_id), i));
+                by_client.entry(&**client_id).or_default().push(i);
             }
             Change::Qos2Delete {
                 client_id,
                 packet_id,
             } => {
-                unkeep(&mut keep, qos2.remove(&(client_id.as_str(), *packet_id)));
+                unkeep(&mut keep, qos2.remove(&(&**client_id, *packet_id)));
             }
             Change::WillSet { will: w } => {
                 unkeep(&mut keep, will.insert(w.client_id.as_str(), i));
                 by_client.entry(&w.client_id).or_default().push(i);
             }
             Change::WillDelete { client_id } => {
-                unkeep(&mut keep, will.remove(client_id.as_str()));
+                unkeep(&mut keep, will.remove(&**client_id));
             }
         }
     }
@@ -174,7 +178,7 @@ mod tests {
     fn body(id: u64) -> Change {
         Change::MessageBody {
             id,
-            message: stored("t"),
+            message: Box::new(stored("t")),
         }
     }
 
@@ -279,7 +283,7 @@ mod tests {
             packet_id: 9,
         };
         let set = Change::RetainedSet {
-            message: stored("r"),
+            message: Box::new(stored("r")),
         };
         let clear = Change::RetainedClear { topic: "r".into() };
         let batches = vec![(
@@ -294,6 +298,19 @@ mod tests {
             ],
         )];
         assert_eq!(kept(&batches), vec![qos2_delete, clear, set]);
+    }
+
+    #[test]
+    fn an_add_again_replaces_what_the_group_wrote_of_that_message() {
+        let again = add("c", 1, 2);
+        let batches = vec![
+            (
+                1,
+                vec![body(1), msg(1), state(1, MessageState::AwaitPuback)],
+            ),
+            (2, vec![body(2), again.clone()]),
+        ];
+        assert_eq!(kept(&batches), vec![body(2), again]);
     }
 
     #[test]
