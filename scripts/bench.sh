@@ -480,11 +480,14 @@ for scen in $SCENARIOS; do
         log "idledisk: mosquitto_sub (mosquitto-clients) is missing, skipped"
         continue
     fi
-    # ackmem and ackdisk alternate within each round when both are asked: their difference is
-    # the figure, so a load that drifts during the run must hit both alike.
+    # ackmem/ackdisk and p2p1mem/p2p1disk alternate within each round when both of a pair are
+    # asked: their ratio or difference is the figure, so a load (or a VM's speed) that drifts
+    # during the run must hit both alike.
     runs=$scen
     if [ "$scen" = ackmem ] && [[ " $SCENARIOS " == *" ackdisk "* ]]; then runs="ackmem ackdisk"; fi
     if [ "$scen" = ackdisk ] && [[ " $SCENARIOS " == *" ackmem "* ]]; then continue; fi
+    if [ "$scen" = p2p1mem ] && [[ " $SCENARIOS " == *" p2p1disk "* ]]; then runs="p2p1mem p2p1disk"; fi
+    if [ "$scen" = p2p1disk ] && [[ " $SCENARIOS " == *" p2p1mem "* ]]; then continue; fi
     for round in $(seq 1 "$ROUNDS"); do
         for s in $runs; do
             for b in $AVAILABLE; do
@@ -553,6 +556,11 @@ done
                 awk -v on="$on" -v off="$off" -v b="$b" 'BEGIN {
                     if (on == "NA" || off == "NA" || off == 0) print b ": persistence on/off: n/a (run p2p1mem too)";
                     else printf "%s: persistence on/off: %.2f of the in-memory rate\n", b, on / off }'
+                # The rounds ran in pairs (mem then disk): each pair's ratio, free of drift.
+                awk -F'\t' -v b="$b" '$2==b && $4!="NA" && ($1=="p2p1mem" || $1=="p2p1disk") { v[$1, $3] = $4; r[$3] = 1 }
+                    END { n = 0; for (k in r) if (v["p2p1mem", k] > 0 && (("p2p1disk", k) in v)) { n++; q[n] = v["p2p1disk", k] / v["p2p1mem", k] }
+                        if (n == 0) exit; for (i = 2; i <= n; i++) for (j = i; j > 1 && q[j - 1] > q[j]; j--) { t = q[j]; q[j] = q[j - 1]; q[j - 1] = t }; s = ""; for (i = 1; i <= n; i++) s = s sprintf(" %.2f", q[i])
+                        printf "%s: persistence on/off per round (sorted):%s; median %.2f\n", b, s, (n % 2) ? q[(n + 1) / 2] : (q[n / 2] + q[n / 2 + 1]) / 2 }' "$RESULTS"
             done
         fi
         if [ "$scen" = ackmem ] || [ "$scen" = ackdisk ]; then
