@@ -9,6 +9,7 @@
 
 use super::acks::HeldAcks;
 use super::hold::{Held, Holds};
+use super::route::MsgRef;
 use super::router::FnvHasher;
 use super::session::{Delivery, Expiry, Message, OutState, Session, StoredBody};
 use super::{Broker, SessionId, Timer};
@@ -160,17 +161,17 @@ fn is_sys(topic: &str) -> bool {
 }
 
 /// True for sessions that outlive their connection, the only ones stored.
-fn persistent(s: &Session) -> bool {
+pub(super) fn persistent(s: &Session) -> bool {
     s.expiry != Expiry::OnDisconnect && s.bridge.is_none_or(|b| b.stored)
 }
 
-fn stored(p: &Persist, m: &Message) -> StoredMessage {
+fn stored(p: &Persist, m: &MsgRef<'_>) -> StoredMessage {
     StoredMessage {
         topic: m.topic.to_string(),
         payload: m.payload.to_vec(),
         qos: m.qos as u8,
         retain: m.retain,
-        properties: properties_bytes(m.properties.as_deref()),
+        properties: properties_bytes(m.properties),
         expires_at: m.expires_at.map(|t| p.to_unix(t)),
         source: None,
     }
@@ -242,13 +243,23 @@ impl Persist {
         };
         self.changes.push(Change::MessageBody {
             id,
-            message: Box::new(stored(self, m)),
+            message: Box::new(stored(self, &m.into())),
         });
         m.stored.set(StoredBody {
             id,
             batch: self.batch,
         });
         id
+    }
+
+    /// A new body id, for a message whose body is named by the first delivery that refers to
+    /// it (batch 0: not named yet).
+    pub(super) fn new_body(&mut self) -> StoredBody {
+        self.last_body += 1;
+        StoredBody {
+            id: self.last_body,
+            batch: 0,
+        }
     }
 
     /// Records a stored delivery sent (now in flight with `packet_id`).
@@ -456,7 +467,7 @@ impl Broker {
     pub(super) fn persist_retained(
         &mut self,
         topic: &str,
-        msg: Option<(&Message, Option<&MessageSource>)>,
+        msg: Option<(&MsgRef<'_>, Option<&MessageSource>)>,
     ) {
         let Some(p) = self.persist.as_deref() else {
             return;
@@ -670,9 +681,9 @@ impl Broker {
                 self.record(Change::RetainedClear { topic: m.topic });
                 continue;
             }
-            let source = m.source.take().map(Rc::new);
+            let source = m.source.take();
             let msg = self.message_from(m, now);
-            self.retained.set(Rc::new(msg), source);
+            self.retained.set(&MsgRef::from(&msg), source.as_ref());
         }
         let bodies = self.bodies_from(snapshot.bodies, now);
         // Numbers go on above every stored one, those left in the store included.
