@@ -10,6 +10,7 @@
 use super::acks::HeldAcks;
 use super::hold::{Held, Holds};
 use super::route::MsgRef;
+use super::router::FnvHasher;
 use super::session::{Delivery, Expiry, Message, OutState, Session, StoredBody};
 use super::{Broker, SessionId, Timer};
 use crate::codec::decode::Reader;
@@ -20,8 +21,10 @@ use crate::store::{
     SessionRecord, Snapshot, StoredMessage, Subscription, WillRecord,
 };
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Changes not yet handed to the store, held writes, and acknowledgements waiting for them.
@@ -44,6 +47,9 @@ pub struct Persist {
     /// The pages asked for and not come yet: (request tag, session).
     asked: Vec<(u64, SessionId)>,
     last_tag: u64,
+    /// The client ids of sessions with changes recorded, shared by every change that names
+    /// one (a fan-out to offline sessions makes a million); forgotten when a session ends.
+    ids: HashSet<Arc<str>, BuildHasherDefault<FnvHasher>>,
 }
 
 impl Persist {
@@ -60,7 +66,18 @@ impl Persist {
             reads: Vec::new(),
             asked: Vec::new(),
             last_tag: 0,
+            ids: HashSet::default(),
         }
+    }
+
+    /// `client_id` as the changes share it.
+    fn id(&mut self, client_id: &str) -> Arc<str> {
+        if let Some(id) = self.ids.get(client_id) {
+            return Arc::clone(id);
+        }
+        let id: Arc<str> = client_id.into();
+        self.ids.insert(Arc::clone(&id));
+        id
     }
 
     fn to_unix(&self, t: Instant) -> u64 {
@@ -195,7 +212,7 @@ impl Persist {
         state: MessageState,
     ) -> Change {
         Change::MessageAdd {
-            client_id: client_id.to_string(),
+            client_id: self.id(client_id),
             message: QueuedMessage {
                 seq: d.seq,
                 packet_id,
@@ -226,7 +243,7 @@ impl Persist {
         };
         self.changes.push(Change::MessageBody {
             id,
-            message: stored(self, &m.into()),
+            message: Box::new(stored(self, &m.into())),
         });
         m.stored.set(StoredBody {
             id,
@@ -262,8 +279,9 @@ impl Persist {
             h.state = state;
             return;
         }
+        let client_id = self.id(&s.client_id);
         self.changes.push(Change::MessageState {
-            client_id: s.client_id.to_string(),
+            client_id,
             seq: d.seq,
             packet_id,
             state,
@@ -282,10 +300,8 @@ impl Persist {
             }
             return;
         }
-        self.changes.push(Change::MessageDelete {
-            client_id: s.client_id.to_string(),
-            seq,
-        });
+        let client_id = self.id(&s.client_id);
+        self.changes.push(Change::MessageDelete { client_id, seq });
     }
 
     /// Records held writes after all; the PUBACKs waiting for them now wait for this turn's
@@ -461,10 +477,10 @@ impl Broker {
         }
         let c = match msg {
             Some((m, source)) => Change::RetainedSet {
-                message: StoredMessage {
+                message: Box::new(StoredMessage {
                     source: source.cloned(),
                     ..stored(p, m)
-                },
+                }),
             },
             None => Change::RetainedClear {
                 topic: topic.to_string(),
@@ -496,9 +512,11 @@ impl Broker {
     /// Records the end of a session (cascades to everything it owned in the store). Recorded
     /// for every session: one that was persistent may have turned clean at its DISCONNECT.
     pub(super) fn persist_session_deleted(&mut self, s: &Session) {
-        self.record(Change::SessionDelete {
-            client_id: s.client_id.to_string(),
-        });
+        if let Some(p) = self.persist.as_mut() {
+            let client_id = p.ids.take(&*s.client_id);
+            let client_id = client_id.unwrap_or_else(|| s.client_id.as_ref().into());
+            p.changes.push(Change::SessionDelete { client_id });
+        }
     }
 
     /// Records a subscription set (`Some`) or removed (`None`) for a persistent session.
@@ -514,7 +532,7 @@ impl Broker {
         let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
             return;
         };
-        let client_id = s.client_id.to_string();
+        let client_id: Arc<str> = s.client_id.as_ref().into();
         let c = match set {
             Some((o, sub_id)) => Change::SubscriptionSet {
                 client_id,
@@ -540,9 +558,13 @@ impl Broker {
         if seq == 0 || self.persist.is_none() {
             return;
         }
-        if let Some(session) = self.session(sid) {
-            let client_id = session.client_id.to_string();
-            self.record(Change::MessageState {
+        let session = self.sessions.get(sid.idx as usize);
+        if let (Some(p), Some(session)) = (
+            self.persist.as_deref_mut(),
+            session.filter(|s| s.gen == sid.gen),
+        ) {
+            let client_id = p.id(&session.client_id);
+            p.changes.push(Change::MessageState {
                 client_id,
                 seq,
                 packet_id,
@@ -606,7 +628,7 @@ impl Broker {
         let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
             return;
         };
-        let client_id = s.client_id.to_string();
+        let client_id: Arc<str> = s.client_id.as_ref().into();
         self.record(if added {
             Change::Qos2Add {
                 client_id,
@@ -630,7 +652,7 @@ impl Broker {
         };
         let c = match s.pending_will() {
             Some((w, due)) => Change::WillSet {
-                will: WillRecord {
+                will: Box::new(WillRecord {
                     client_id: s.client_id.to_string(),
                     topic: w.topic.clone(),
                     payload: w.payload.clone(),
@@ -638,10 +660,10 @@ impl Broker {
                     retain: w.retain,
                     properties: properties_bytes(Some(&w.properties)),
                     due_at: p.to_unix(*due),
-                },
+                }),
             },
             None => Change::WillDelete {
-                client_id: s.client_id.to_string(),
+                client_id: s.client_id.as_ref().into(),
             },
         };
         self.record(c);

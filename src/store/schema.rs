@@ -395,7 +395,7 @@ pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqli
             // Its deliveries go first, while the session's row says which they are, and
             // release their bodies.
             let session = t.rowid(conn, client_id)?;
-            t.rowids.remove(client_id.as_str());
+            t.rowids.remove(&**client_id);
             let none = |q: &HashMap<i64, u64>, s| q.get(&s).is_none_or(|n| *n == 0);
             let scan = session.filter(|&s| !t.queued.as_ref().is_some_and(|q| none(q, s)));
             if let Some(session) = scan {
@@ -439,7 +439,7 @@ pub(crate) fn apply(conn: &Connection, change: &Change, t: &mut Tally) -> rusqli
         }
         Change::SubscriptionDelete { client_id, filter } => {
             conn.prepare_cached("DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2")?
-                .execute([client_id, filter])?;
+                .execute(params![client_id, filter])?;
         }
         Change::MessageBody { id, message: m } => {
             conn.prepare_cached(
@@ -704,7 +704,9 @@ fn decode_retained(row: &Row<'_>) -> Result<Change, String> {
         }),
         None => None,
     };
-    Ok(Change::RetainedSet { message })
+    Ok(Change::RetainedSet {
+        message: Box::new(message),
+    })
 }
 
 fn decode_session(row: &Row<'_>) -> Result<Change, String> {
@@ -730,7 +732,7 @@ fn decode_session(row: &Row<'_>) -> Result<Change, String> {
 
 fn decode_subscription(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::SubscriptionSet {
-        client_id: text(row, 1)?,
+        client_id: text(row, 1)?.into(),
         subscription: Subscription {
             filter: text(row, 2)?,
             options: ranged(row, 3, 255)?,
@@ -742,13 +744,13 @@ fn decode_subscription(row: &Row<'_>) -> Result<Change, String> {
 fn decode_body(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::MessageBody {
         id: ranged(row, 1, i64::MAX)?,
-        message: stored_message(row, 2)?,
+        message: Box::new(stored_message(row, 2)?),
     })
 }
 
 fn decode_delivery(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::MessageAdd {
-        client_id: text(row, 1)?,
+        client_id: text(row, 1)?.into(),
         message: queued_message(row, 2)?,
     })
 }
@@ -772,14 +774,14 @@ fn queued_message(row: &Row<'_>, first: usize) -> Result<QueuedMessage, String> 
 
 fn decode_qos2(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::Qos2Add {
-        client_id: text(row, 1)?,
+        client_id: text(row, 1)?.into(),
         packet_id: ranged(row, 2, 65535)?,
     })
 }
 
 fn decode_will(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::WillSet {
-        will: WillRecord {
+        will: Box::new(WillRecord {
             client_id: text(row, 1)?,
             topic: text(row, 2)?,
             payload: blob(row, 3)?,
@@ -787,7 +789,7 @@ fn decode_will(row: &Row<'_>) -> Result<Change, String> {
             retain: flag(row, 5)?,
             properties: blob(row, 6)?,
             due_at: ranged(row, 7, i64::MAX)?,
-        },
+        }),
     })
 }
 
@@ -810,7 +812,7 @@ impl Assembly {
     pub(crate) fn add(&mut self, change: Change) {
         match change {
             Change::RetainedSet { message } => {
-                self.retained.insert(message.topic.clone(), message);
+                self.retained.insert(message.topic.clone(), *message);
             }
             Change::SessionUpsert { session } => {
                 self.sessions.insert(session.client_id.clone(), session);
@@ -820,25 +822,29 @@ impl Assembly {
                 subscription,
             } => {
                 self.subscriptions
-                    .entry(client_id)
+                    .entry(client_id.to_string())
                     .or_default()
                     .insert(subscription.filter.clone(), subscription);
             }
             Change::MessageBody { id, message } => {
-                self.bodies.insert(id, message);
+                self.bodies.insert(id, *message);
             }
             Change::MessageAdd { client_id, message } => {
                 self.messages
-                    .entry(client_id)
+                    .entry(client_id.to_string())
                     .or_default()
                     .insert(message.seq, message);
             }
             Change::Qos2Add {
                 client_id,
                 packet_id,
-            } => self.qos2.entry(client_id).or_default().push(packet_id),
+            } => self
+                .qos2
+                .entry(client_id.to_string())
+                .or_default()
+                .push(packet_id),
             Change::WillSet { will } => {
-                self.wills.insert(will.client_id.clone(), will);
+                self.wills.insert(will.client_id.clone(), *will);
             }
             // Rows decode only to the variants above.
             _ => {}
@@ -1045,7 +1051,7 @@ fn read_queues(conn: &Connection, assembly: &mut Assembly) -> rusqlite::Result<(
                 *bytes = bytes.saturating_add(size);
                 wanted.insert(q.body);
                 assembly.add(Change::MessageAdd {
-                    client_id: client_id.clone(),
+                    client_id: client_id.as_str().into(),
                     message: q,
                 });
             } else {
@@ -1228,12 +1234,12 @@ mod tests {
         let conn = memory();
         let big = Change::MessageBody {
             id: 7,
-            message: StoredMessage {
+            message: Box::new(StoredMessage {
                 topic: "big".into(),
                 payload: vec![0; 600_000],
                 qos: 1,
                 ..StoredMessage::default()
-            },
+            }),
         };
         apply_all(
             &conn,
@@ -1301,12 +1307,12 @@ mod tests {
     fn body(id: u64) -> Change {
         Change::MessageBody {
             id,
-            message: StoredMessage {
+            message: Box::new(StoredMessage {
                 topic: "t".into(),
                 payload: vec![id as u8],
                 qos: 1,
                 ..StoredMessage::default()
-            },
+            }),
         }
     }
 

@@ -107,7 +107,7 @@ fn a_persistent_session_that_leaves_mid_replay_is_owed_the_rest_across_a_restart
         .iter()
         .filter(|c| {
             matches!(c, Change::MessageAdd { client_id, message }
-                if client_id == "s" && message.state == MessageState::Queued)
+                if &**client_id == "s" && message.state == MessageState::Queued)
         })
         .count();
     assert_eq!(queued, 30, "the rest of the replay is queued and stored");
