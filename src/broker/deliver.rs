@@ -57,8 +57,12 @@ pub(super) enum Pending<'a, 'm> {
     /// outside the queue limits, so that the subscriber gets every one of them.
     Retained(Delivery),
     /// The next retained message of a replay, for a connection with room for it
-    /// ([`Outlet::has_room`]).
-    Replayed(Delivery),
+    /// ([`Outlet::has_room`]), borrowed from the retained set like a routed one.
+    Replayed {
+        m: &'a MsgRef<'m>,
+        copy: &'a mut Option<Rc<Message>>,
+        t: Target,
+    },
     /// In flight when the client went away: sent again, PUBLISH with DUP or PUBREL, with its
     /// packet id (v311:[MQTT-4.4.0-1]).
     Again(Inflight),
@@ -132,7 +136,7 @@ impl Outlet<'_> {
             Pending::Routed { m, shared, t } => self.send_routed(m, shared, t, now),
             Pending::Queued(d) => self.send_queued(d, now),
             Pending::Retained(d) => self.keep_queued(d, now),
-            Pending::Replayed(d) => self.send_replayed(d, now),
+            Pending::Replayed { m, copy, t } => self.send_replayed(m, copy, t, now),
             Pending::Again(m) => self.send_again(m, now),
         }
     }
@@ -329,32 +333,58 @@ impl Outlet<'_> {
     /// Writes a delivery's first PUBLISH, with a fresh packet id for QoS 1/2 (0 for QoS 0),
     /// and counts it; `None` if it could not be written (see [`Outlet::write`]).
     fn write_new(&mut self, d: &Delivery, now: Instant) -> Option<u16> {
-        let packet_id = if d.qos == QoS::AtMostOnce {
+        self.write_first(MsgRef::from(&*d.msg), d.qos, d.retain, &d.sub_ids, now)
+    }
+
+    /// [`Outlet::write_new`] for message `m`, not copied yet.
+    fn write_first(
+        &mut self,
+        m: MsgRef<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: &[u32],
+        now: Instant,
+    ) -> Option<u16> {
+        let packet_id = if qos == QoS::AtMostOnce {
             0
         } else {
             self.session.alloc_packet_id()
         };
-        let written = self.write(MsgRef::from(&*d.msg), Framing::of(d, packet_id, false), now);
-        if !written {
+        let f = Framing {
+            qos,
+            retain,
+            dup: false,
+            packet_id,
+            sub_ids,
+        };
+        if !self.write(m, f, now) {
             return None;
         }
-        self.count_sent(d.qos, d.msg.payload.len());
+        self.count_sent(qos, m.payload.len());
         self.flowing(now);
         Some(packet_id)
     }
 
     /// The next message of a retained replay, sent as a new message (in flight for QoS 1/2,
     /// and recorded for a persistent session). Queued instead if there is no room after all.
-    fn send_replayed(&mut self, mut d: Delivery, now: Instant) -> Sent {
-        if !self.has_room(d.qos) {
-            return self.keep_queued(d, now);
+    /// It is copied (into `copy`, unless made already) only if the session keeps it.
+    fn send_replayed(
+        &mut self,
+        m: &MsgRef<'_>,
+        copy: &mut Option<Rc<Message>>,
+        t: Target,
+        now: Instant,
+    ) -> Sent {
+        if !self.has_room(t.qos) {
+            return self.keep_queued(t.into_replayed(copy, m), now);
         }
-        let Some(packet_id) = self.write_new(&d, now) else {
+        let Some(packet_id) = self.write_first(*m, t.qos, true, &t.sub_ids, now) else {
             return self.dropped(0);
         };
-        if d.qos == QoS::AtMostOnce {
+        if t.qos == QoS::AtMostOnce {
             return Sent::Written;
         }
+        let mut d = t.into_replayed(copy, m);
         let state = OutState::sent(d.qos);
         if let Some(p) = self.persist.as_deref_mut() {
             let stage = (packet_id, out_state(state));

@@ -23,7 +23,7 @@ use super::session::Delivery;
 use super::SessionId;
 use crate::store::MessageState;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
@@ -52,17 +52,27 @@ pub(super) struct Held {
     pub since: Instant,
 }
 
-/// Acknowledgements seen for one recipient with held writes, checked every [`HOLD`].
-struct Watch {
+/// The held writes of one recipient, oldest first (a session's deliveries are numbered in
+/// the order they are made, so this is also `seq` order), and the acknowledgements seen for
+/// it, checked every [`HOLD`]. Its acknowledgements mostly come in order, so the write they
+/// complete is at the front.
+#[derive(Default)]
+struct SessionHolds {
+    writes: VecDeque<(u64, Held)>,
     completions: u64,
     seen: u64,
 }
 
-/// The held writes, by session and delivery number.
+impl SessionHolds {
+    fn position(&self, seq: u64) -> Option<usize> {
+        self.writes.binary_search_by_key(&seq, |(s, _)| *s).ok()
+    }
+}
+
+/// The held writes, by session.
 #[derive(Default)]
 pub(super) struct Holds {
-    writes: BTreeMap<(SessionId, u64), Held>,
-    watches: HashMap<SessionId, Watch, BuildHasherDefault<FnvHasher>>,
+    sessions: HashMap<SessionId, SessionHolds, BuildHasherDefault<FnvHasher>>,
     /// When to look at a session's held writes next.
     checks: BinaryHeap<Reverse<(Instant, SessionId)>>,
     /// Set while a message whose PUBACK may leave at its completion is routed.
@@ -117,30 +127,29 @@ impl Holds {
         now: Instant,
     ) {
         let seq = d.seq;
-        self.writes.insert(
-            (sid, seq),
-            Held {
-                delivery: d,
-                packet_id,
-                state,
-                ack: None,
-                since: now,
-            },
-        );
+        let held = Held {
+            delivery: d,
+            packet_id,
+            state,
+            ack: None,
+            since: now,
+        };
         self.fresh.push((sid, seq));
-        if let std::collections::hash_map::Entry::Vacant(e) = self.watches.entry(sid) {
-            e.insert(Watch {
-                completions: 0,
-                seen: 0,
-            });
+        let holds = self.sessions.entry(sid).or_insert_with(|| {
             self.checks.push(Reverse((now + HOLD, sid)));
-        }
+            SessionHolds::default()
+        });
+        holds.writes.push_back((seq, held));
     }
 
     /// Binds the writes held for the message just routed to the PUBACK that waits for them.
     pub(super) fn bind(&mut self, ack: AckKey) {
-        for key in self.fresh.drain(..) {
-            if let Some(h) = self.writes.get_mut(&key) {
+        for (sid, seq) in self.fresh.drain(..) {
+            let Some(holds) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            // Held just now: at the back.
+            if let Some((_, h)) = holds.writes.iter_mut().rev().find(|(s, _)| *s == seq) {
                 h.ack = Some(ack);
             }
         }
@@ -148,47 +157,47 @@ impl Holds {
 
     /// The held delivery `seq` of `sid`, if its write is held.
     pub(super) fn get_mut(&mut self, sid: SessionId, seq: u64) -> Option<&mut Held> {
-        self.writes.get_mut(&(sid, seq))
+        let holds = self.sessions.get_mut(&sid)?;
+        let i = holds.position(seq)?;
+        holds.writes.get_mut(i).map(|(_, h)| h)
     }
 
     /// The delivery was acknowledged or dropped before its write: it is forgotten, and the
     /// recipient counts as keeping up. Returns it if it was held.
     pub(super) fn complete(&mut self, sid: SessionId, seq: u64) -> Option<Held> {
-        let held = self.writes.remove(&(sid, seq))?;
-        if let Some(w) = self.watches.get_mut(&sid) {
-            w.completions += 1;
-        }
+        let holds = self.sessions.get_mut(&sid)?;
+        let i = holds.position(seq)?;
+        let (_, held) = holds.writes.remove(i)?;
+        holds.completions += 1;
         Some(held)
     }
 
     /// Takes every held write of `sid`, to be recorded now.
     pub(super) fn take_session(&mut self, sid: SessionId) -> Vec<((SessionId, u64), Held)> {
-        self.watches.remove(&sid);
-        self.take_oldest(sid, |_| true)
-    }
-
-    /// Takes the held writes of `sid` from its oldest on, as long as `due` says so.
-    fn take_oldest(
-        &mut self,
-        sid: SessionId,
-        due: impl Fn(&Held) -> bool,
-    ) -> Vec<((SessionId, u64), Held)> {
-        let keys: Vec<(SessionId, u64)> = self
+        let Some(holds) = self.sessions.remove(&sid) else {
+            return Vec::new();
+        };
+        holds
             .writes
-            .range((sid, 0)..=(sid, u64::MAX))
-            .take_while(|(_, h)| due(h))
-            .map(|(k, _)| *k)
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| self.writes.remove(&k).map(|h| (k, h)))
+            .into_iter()
+            .map(|(seq, h)| ((sid, seq), h))
             .collect()
     }
 
-    /// Takes every held write (shutdown).
+    /// Takes every held write (shutdown), by session, each session's oldest first.
     pub(super) fn take_all(&mut self) -> Vec<((SessionId, u64), Held)> {
-        self.watches.clear();
         self.checks.clear();
-        std::mem::take(&mut self.writes).into_iter().collect()
+        let mut sessions: Vec<(SessionId, SessionHolds)> = self.sessions.drain().collect();
+        sessions.sort_unstable_by_key(|(sid, _)| *sid);
+        sessions
+            .into_iter()
+            .flat_map(|(sid, holds)| {
+                holds
+                    .writes
+                    .into_iter()
+                    .map(move |(seq, h)| ((sid, seq), h))
+            })
+            .collect()
     }
 
     /// The next moment a held write may have to be recorded.
@@ -207,24 +216,25 @@ impl Holds {
                 break;
             }
             self.checks.pop();
-            let Some(w) = self.watches.get_mut(&sid) else {
+            let Some(holds) = self.sessions.get_mut(&sid) else {
                 continue;
             };
-            let stalled = w.completions == w.seen;
-            w.seen = w.completions;
-            // A session's writes are held in the order of their numbers, so oldest first.
-            due.extend(self.take_oldest(sid, |h| {
-                (stalled && now >= h.since + HOLD) || now >= h.since + MAX_HOLD
-            }));
-            if self
-                .writes
-                .range((sid, 0)..=(sid, u64::MAX))
-                .next()
-                .is_some()
-            {
-                self.checks.push(Reverse((now + HOLD, sid)));
+            let stalled = holds.completions == holds.seen;
+            holds.seen = holds.completions;
+            // Oldest first: a write held longer than another is in front of it.
+            while let Some((seq, h)) = holds.writes.front() {
+                if !((stalled && now >= h.since + HOLD) || now >= h.since + MAX_HOLD) {
+                    break;
+                }
+                let seq = *seq;
+                if let Some((_, h)) = holds.writes.pop_front() {
+                    due.push(((sid, seq), h));
+                }
+            }
+            if holds.writes.is_empty() {
+                self.sessions.remove(&sid);
             } else {
-                self.watches.remove(&sid);
+                self.checks.push(Reverse((now + HOLD, sid)));
             }
         }
         due

@@ -477,8 +477,6 @@ pub struct Broker {
     pub(crate) stats: Stats,
     sys: sys::SysState,
     /// Bytes of messages waiting in session queues, against `memory_limit`.
-    /// The publisher of the latest retained message, shared by the next ones it publishes.
-    last_source: Option<Rc<crate::store::MessageSource>>,
     held_bytes: deliver::QueuedBytes,
     /// Change recording for the store, when persistence is on.
     persist: Option<Box<persist::Persist>>,
@@ -514,7 +512,6 @@ impl Broker {
             now,
             sys: sys::SysState::new(now, Duration::from_secs(u64::from(settings.sys_interval))),
             stats: Stats::default(),
-            last_source: None,
             held_bytes: deliver::QueuedBytes::default(),
             persist: None,
             bridges: Vec::new(),

@@ -9,6 +9,8 @@
 
 use super::acks::HeldAcks;
 use super::hold::{Held, Holds};
+use super::route::MsgRef;
+use super::router::FnvHasher;
 use super::session::{Delivery, Expiry, Message, OutState, Session, StoredBody};
 use super::{Broker, SessionId, Timer};
 use crate::codec::decode::Reader;
@@ -19,8 +21,10 @@ use crate::store::{
     SessionRecord, Snapshot, StoredMessage, Subscription, WillRecord,
 };
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Changes not yet handed to the store, held writes, and acknowledgements waiting for them.
@@ -43,6 +47,9 @@ pub struct Persist {
     /// The pages asked for and not come yet: (request tag, session).
     asked: Vec<(u64, SessionId)>,
     last_tag: u64,
+    /// The client ids of sessions with changes recorded, shared by every change that names
+    /// one (a fan-out to offline sessions makes a million); forgotten when a session ends.
+    ids: HashSet<Arc<str>, BuildHasherDefault<FnvHasher>>,
 }
 
 impl Persist {
@@ -59,7 +66,18 @@ impl Persist {
             reads: Vec::new(),
             asked: Vec::new(),
             last_tag: 0,
+            ids: HashSet::default(),
         }
+    }
+
+    /// `client_id` as the changes share it.
+    fn id(&mut self, client_id: &str) -> Arc<str> {
+        if let Some(id) = self.ids.get(client_id) {
+            return Arc::clone(id);
+        }
+        let id: Arc<str> = client_id.into();
+        self.ids.insert(Arc::clone(&id));
+        id
     }
 
     fn to_unix(&self, t: Instant) -> u64 {
@@ -143,17 +161,17 @@ fn is_sys(topic: &str) -> bool {
 }
 
 /// True for sessions that outlive their connection, the only ones stored.
-fn persistent(s: &Session) -> bool {
+pub(super) fn persistent(s: &Session) -> bool {
     s.expiry != Expiry::OnDisconnect && s.bridge.is_none_or(|b| b.stored)
 }
 
-fn stored(p: &Persist, m: &Message) -> StoredMessage {
+fn stored(p: &Persist, m: &MsgRef<'_>) -> StoredMessage {
     StoredMessage {
         topic: m.topic.to_string(),
         payload: m.payload.to_vec(),
         qos: m.qos as u8,
         retain: m.retain,
-        properties: properties_bytes(m.properties.as_deref()),
+        properties: properties_bytes(m.properties),
         expires_at: m.expires_at.map(|t| p.to_unix(t)),
         source: None,
     }
@@ -194,7 +212,7 @@ impl Persist {
         state: MessageState,
     ) -> Change {
         Change::MessageAdd {
-            client_id: client_id.to_string(),
+            client_id: self.id(client_id),
             message: QueuedMessage {
                 seq: d.seq,
                 packet_id,
@@ -225,13 +243,23 @@ impl Persist {
         };
         self.changes.push(Change::MessageBody {
             id,
-            message: stored(self, m),
+            message: Box::new(stored(self, &m.into())),
         });
         m.stored.set(StoredBody {
             id,
             batch: self.batch,
         });
         id
+    }
+
+    /// A new body id, for a message whose body is named by the first delivery that refers to
+    /// it (batch 0: not named yet).
+    pub(super) fn new_body(&mut self) -> StoredBody {
+        self.last_body += 1;
+        StoredBody {
+            id: self.last_body,
+            batch: 0,
+        }
     }
 
     /// Records a stored delivery sent (now in flight with `packet_id`).
@@ -251,8 +279,9 @@ impl Persist {
             h.state = state;
             return;
         }
+        let client_id = self.id(&s.client_id);
         self.changes.push(Change::MessageState {
-            client_id: s.client_id.to_string(),
+            client_id,
             seq: d.seq,
             packet_id,
             state,
@@ -271,10 +300,8 @@ impl Persist {
             }
             return;
         }
-        self.changes.push(Change::MessageDelete {
-            client_id: s.client_id.to_string(),
-            seq,
-        });
+        let client_id = self.id(&s.client_id);
+        self.changes.push(Change::MessageDelete { client_id, seq });
     }
 
     /// Records held writes after all; the PUBACKs waiting for them now wait for this turn's
@@ -440,7 +467,7 @@ impl Broker {
     pub(super) fn persist_retained(
         &mut self,
         topic: &str,
-        msg: Option<(&Message, Option<&MessageSource>)>,
+        msg: Option<(&MsgRef<'_>, Option<&MessageSource>)>,
     ) {
         let Some(p) = self.persist.as_deref() else {
             return;
@@ -450,10 +477,10 @@ impl Broker {
         }
         let c = match msg {
             Some((m, source)) => Change::RetainedSet {
-                message: StoredMessage {
+                message: Box::new(StoredMessage {
                     source: source.cloned(),
                     ..stored(p, m)
-                },
+                }),
             },
             None => Change::RetainedClear {
                 topic: topic.to_string(),
@@ -485,9 +512,11 @@ impl Broker {
     /// Records the end of a session (cascades to everything it owned in the store). Recorded
     /// for every session: one that was persistent may have turned clean at its DISCONNECT.
     pub(super) fn persist_session_deleted(&mut self, s: &Session) {
-        self.record(Change::SessionDelete {
-            client_id: s.client_id.to_string(),
-        });
+        if let Some(p) = self.persist.as_mut() {
+            let client_id = p.ids.take(&*s.client_id);
+            let client_id = client_id.unwrap_or_else(|| s.client_id.as_ref().into());
+            p.changes.push(Change::SessionDelete { client_id });
+        }
     }
 
     /// Records a subscription set (`Some`) or removed (`None`) for a persistent session.
@@ -503,7 +532,7 @@ impl Broker {
         let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
             return;
         };
-        let client_id = s.client_id.to_string();
+        let client_id: Arc<str> = s.client_id.as_ref().into();
         let c = match set {
             Some((o, sub_id)) => Change::SubscriptionSet {
                 client_id,
@@ -529,9 +558,13 @@ impl Broker {
         if seq == 0 || self.persist.is_none() {
             return;
         }
-        if let Some(session) = self.session(sid) {
-            let client_id = session.client_id.to_string();
-            self.record(Change::MessageState {
+        let session = self.sessions.get(sid.idx as usize);
+        if let (Some(p), Some(session)) = (
+            self.persist.as_deref_mut(),
+            session.filter(|s| s.gen == sid.gen),
+        ) {
+            let client_id = p.id(&session.client_id);
+            p.changes.push(Change::MessageState {
                 client_id,
                 seq,
                 packet_id,
@@ -595,7 +628,7 @@ impl Broker {
         let Some(s) = self.session(sid).filter(|s| persistent(s)) else {
             return;
         };
-        let client_id = s.client_id.to_string();
+        let client_id: Arc<str> = s.client_id.as_ref().into();
         self.record(if added {
             Change::Qos2Add {
                 client_id,
@@ -619,7 +652,7 @@ impl Broker {
         };
         let c = match s.pending_will() {
             Some((w, due)) => Change::WillSet {
-                will: WillRecord {
+                will: Box::new(WillRecord {
                     client_id: s.client_id.to_string(),
                     topic: w.topic.clone(),
                     payload: w.payload.clone(),
@@ -627,10 +660,10 @@ impl Broker {
                     retain: w.retain,
                     properties: properties_bytes(Some(&w.properties)),
                     due_at: p.to_unix(*due),
-                },
+                }),
             },
             None => Change::WillDelete {
-                client_id: s.client_id.to_string(),
+                client_id: s.client_id.as_ref().into(),
             },
         };
         self.record(c);
@@ -648,9 +681,9 @@ impl Broker {
                 self.record(Change::RetainedClear { topic: m.topic });
                 continue;
             }
-            let source = m.source.take().map(Rc::new);
+            let source = m.source.take();
             let msg = self.message_from(m, now);
-            self.retained.set(Rc::new(msg), source);
+            self.retained.set(&MsgRef::from(&msg), source.as_ref());
         }
         let bodies = self.bodies_from(snapshot.bodies, now);
         // Numbers go on above every stored one, those left in the store included.

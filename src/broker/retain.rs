@@ -8,44 +8,159 @@
 //! buffer have room, so a replay of any size arrives whole, at QoS 0 too, and a value replaced
 //! meanwhile is never sent after its successor. The store is told of each change through
 //! `persist.rs`, which also brings the retained messages back at start.
+//!
+//! A broker may hold millions of retained topics (every device's state and configuration) for
+//! days, so a retained message at rest is kept compact ([`Kept`]): its topic and payload in one
+//! allocation, its publisher and MQTT 5 parts shared. A replay writes a QoS 0 message straight
+//! from it, and copies a QoS 1/2 one into a [`Message`] for the session to keep until it is
+//! acknowledged.
 
 use super::deliver::{Pending, Sent};
-use super::route::{may_read, MsgRef};
+use super::persist::persistent;
+use super::route::{may_read, MsgRef, Target};
 use super::router::FnvHasher;
-use super::session::{Delivery, Message, Replay, Session};
+use super::session::{Message, Replay, Session, StoredBody};
 use super::{Broker, SessionId};
-use crate::codec::QoS;
+use crate::codec::{Properties, QoS};
 use crate::store::MessageSource;
 use crate::topic::topic_matches;
 use std::borrow::Borrow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::Rc;
 use std::time::Instant;
 
-/// A retained message and the client that published it (`None`: the broker itself, a will or
-/// a bridge, which `check_retain_source` does not re-check). Found by the message's own topic,
-/// so the topic is kept once.
-struct Kept(Rc<Message>, Option<Rc<MessageSource>>);
+/// A retained message at rest: 24 bytes plus its bytes, with its topic's length and its QoS
+/// in one varint before them.
+#[derive(Debug)]
+pub struct Kept {
+    /// `topic length << 2 | QoS` as a little-endian base-128 varint (one byte for a topic
+    /// under 32 bytes), then the topic, then the payload.
+    bytes: Box<[u8]>,
+    /// Its publisher, properties and expiry, when it has any.
+    extras: Option<Rc<Extras>>,
+}
 
-impl Borrow<str> for Kept {
-    fn borrow(&self) -> &str {
-        &self.0.topic
+/// What a retained message may carry besides topic, payload and QoS. The messages a client
+/// retains one after the other without properties or expiry share one: a device that
+/// retains thousands of topics (Zigbee2MQTT) costs one copy of its client id, not one per topic.
+#[derive(Debug)]
+struct Extras {
+    /// The client that published it (`None`: the broker itself, a will or a bridge, which
+    /// `check_retain_source` does not re-check).
+    source: Option<MessageSource>,
+    /// MQTT 5 properties to forward.
+    properties: Option<Box<Properties>>,
+    /// When a v5 Message Expiry Interval runs out.
+    expires_at: Option<Instant>,
+}
+
+impl Kept {
+    fn new(m: &MsgRef<'_>, extras: Option<Rc<Extras>>) -> Kept {
+        let mut head = [0u8; 10];
+        let mut len = 0;
+        let mut value = (m.topic.len() as u64) << 2 | m.qos as u64;
+        while value >= 0x80 {
+            head[len] = value as u8 | 0x80;
+            value >>= 7;
+            len += 1;
+        }
+        head[len] = value as u8;
+        let head = &head[..=len];
+        let mut bytes = Vec::with_capacity(head.len() + m.topic.len() + m.payload.len());
+        bytes.extend_from_slice(head);
+        bytes.extend_from_slice(m.topic.as_bytes());
+        bytes.extend_from_slice(m.payload);
+        Kept {
+            bytes: bytes.into_boxed_slice(),
+            extras,
+        }
+    }
+
+    /// The varint's value and the offset of the topic.
+    fn head(&self) -> (usize, usize) {
+        let mut value = 0usize;
+        for (i, b) in self.bytes.iter().enumerate() {
+            value |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (value, i + 1);
+            }
+        }
+        (value, self.bytes.len())
+    }
+
+    /// The topic's bytes: what the set hashes and compares, with no UTF-8 check.
+    fn topic_bytes(&self) -> &[u8] {
+        let (head, at) = self.head();
+        self.bytes.get(at..at + (head >> 2)).unwrap_or_default()
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        // Copied from a `&str` in `Kept::new` and never written since: the check cannot fail.
+        std::str::from_utf8(self.topic_bytes()).unwrap_or_default()
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        let (head, at) = self.head();
+        self.bytes.get(at + (head >> 2)..).unwrap_or_default()
+    }
+
+    /// The QoS it was published at.
+    pub fn qos(&self) -> QoS {
+        match self.bytes.first().map_or(0, |b| b & 3) {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        }
+    }
+
+    fn source(&self) -> Option<&MessageSource> {
+        self.extras.as_ref()?.source.as_ref()
+    }
+
+    fn expires_at(&self) -> Option<Instant> {
+        self.extras.as_ref()?.expires_at
+    }
+
+    /// The message as routing and the store see one.
+    fn as_msg_ref(&self) -> MsgRef<'_> {
+        MsgRef {
+            topic: self.topic(),
+            payload: self.payload(),
+            qos: self.qos(),
+            retain: true,
+            properties: self.extras.as_ref().and_then(|e| e.properties.as_deref()),
+            expires_at: self.expires_at(),
+            origin: None,
+            source: self.source(),
+        }
     }
 }
 
-impl PartialEq for Kept {
-    fn eq(&self, other: &Kept) -> bool {
-        self.0.topic == other.0.topic
+/// A [`Kept`] found by its topic, kept once.
+struct ByTopic(Rc<Kept>);
+
+// Looked up by the topic's bytes, so that a lookup never checks UTF-8 again.
+impl Borrow<[u8]> for ByTopic {
+    fn borrow(&self) -> &[u8] {
+        self.0.topic_bytes()
     }
 }
 
-impl Eq for Kept {}
+impl PartialEq for ByTopic {
+    fn eq(&self, other: &ByTopic) -> bool {
+        self.0.topic_bytes() == other.0.topic_bytes()
+    }
+}
 
-impl Hash for Kept {
-    // As the `str` it borrows as, which lookups hash.
+impl Eq for ByTopic {}
+
+impl Hash for ByTopic {
+    // As the `[u8]` it borrows as, which lookups hash.
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.0.topic.hash(h);
+        self.0.topic_bytes().hash(h);
     }
 }
 
@@ -55,53 +170,103 @@ const SORTED_REPLAY: usize = 10_000;
 
 /// The retained messages, one per topic.
 #[derive(Default)]
-pub(super) struct Retained(HashSet<Kept, BuildHasherDefault<FnvHasher>>);
+pub(super) struct Retained {
+    set: HashSet<ByTopic, BuildHasherDefault<FnvHasher>>,
+    /// The extras of the latest message stored with a publisher and nothing else, for the
+    /// next ones of the same publisher without properties or expiry to share.
+    last: Option<Rc<Extras>>,
+    /// The store body that a replay recorded a retained message under, for a persistent
+    /// session, by the message's address (unique while the set holds it): the next replays
+    /// of the message refer to the same body, one however many sessions get it.
+    bodies: HashMap<*const Kept, StoredBody, BuildHasherDefault<FnvHasher>>,
+}
 
 impl Retained {
     /// How many topics have a retained message.
     pub(super) fn len(&self) -> usize {
-        self.0.len()
+        self.set.len()
     }
 
     /// The payload bytes of every retained message.
     pub(super) fn payload_bytes(&self) -> usize {
-        self.0.iter().map(|k| k.0.payload.len()).sum()
+        self.set.iter().map(|k| k.0.payload().len()).sum()
     }
 
-    /// Makes `msg`, published by `source`, the retained message of its topic.
-    pub(super) fn set(&mut self, msg: Rc<Message>, source: Option<Rc<MessageSource>>) {
-        self.0.replace(Kept(msg, source));
+    /// Makes `m`, published by `source`, the retained message of its topic.
+    pub(super) fn set(&mut self, m: &MsgRef<'_>, source: Option<&MessageSource>) {
+        let extras = if m.properties.is_some() || m.expires_at.is_some() {
+            Some(Rc::new(Extras {
+                source: source.cloned(),
+                properties: m.properties.map(|p| Box::new(p.clone())),
+                expires_at: m.expires_at,
+            }))
+        } else if let Some(source) = source {
+            match &self.last {
+                Some(last) if last.source.as_ref() == Some(source) => Some(last.clone()),
+                _ => {
+                    let shared = Rc::new(Extras {
+                        source: Some(source.clone()),
+                        properties: None,
+                        expires_at: None,
+                    });
+                    self.last = Some(shared.clone());
+                    Some(shared)
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(old) = self.set.replace(ByTopic(Rc::new(Kept::new(m, extras)))) {
+            self.forget(&old.0);
+        }
     }
 
-    /// The retained message of `topic` and its publisher, if any.
-    pub(super) fn get(&self, topic: &str) -> Option<(&Rc<Message>, &Option<Rc<MessageSource>>)> {
-        self.0.get(topic).map(|k| (&k.0, &k.1))
+    /// The retained message of `topic`, if any.
+    fn get(&self, topic: &str) -> Option<&Rc<Kept>> {
+        self.set.get(topic.as_bytes()).map(|k| &k.0)
     }
 
     /// Removes the retained message of `topic`, if any.
     pub(super) fn clear(&mut self, topic: &str) {
-        self.0.remove(topic);
+        if let Some(old) = self.set.take(topic.as_bytes()) {
+            self.forget(&old.0);
+        }
+    }
+
+    /// `old` left the set: its store body, if any, is no longer its topic's.
+    fn forget(&mut self, old: &Rc<Kept>) {
+        if !self.bodies.is_empty() {
+            self.bodies.remove(&Rc::as_ptr(old));
+        }
+    }
+
+    /// Remembers the store body that `copy`, a copy of `kept`, is recorded under, if any.
+    fn copied(&mut self, kept: &Rc<Kept>, copy: &Message) {
+        let body = copy.stored.get();
+        if body.id != 0 {
+            self.bodies.insert(Rc::as_ptr(kept), body);
+        }
     }
 
     /// The retained messages whose topic `filter` matches. A wildcard filter looks at every
     /// retained message and sorts what matches by topic, so that replays are predictable for
     /// clients and tests, unless more than [`SORTED_REPLAY`] match.
-    pub(super) fn matching(&self, filter: &str) -> Vec<Rc<Message>> {
-        let mut found: Vec<Rc<Message>> = Vec::new();
+    pub(super) fn matching(&self, filter: &str) -> Vec<Rc<Kept>> {
+        let mut found: Vec<Rc<Kept>> = Vec::new();
         if filter.bytes().any(|b| b == b'+' || b == b'#') {
             found.extend(
-                self.0
+                self.set
                     .iter()
-                    .filter(|k| topic_matches(filter, &k.0.topic))
+                    .filter(|k| topic_matches(filter, k.0.topic()))
                     .map(|k| k.0.clone()),
             );
             // Sorting a large set costs more than it is worth (a million topics: most of a
             // second, the loop serving no one meanwhile), and no client can rely on an order.
             if found.len() <= SORTED_REPLAY {
-                found.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
+                found.sort_unstable_by(|a, b| a.topic().cmp(b.topic()));
             }
-        } else if let Some(k) = self.0.get(filter) {
-            found.push(k.0.clone());
+        } else if let Some(k) = self.get(filter) {
+            found.push(k.clone());
         }
         found
     }
@@ -109,43 +274,26 @@ impl Retained {
 
 impl Broker {
     /// Stores `m` as the retained message of its topic, or clears the topic when the payload is
-    /// empty. Returns the stored copy, for routing to share with the sessions that keep it.
-    pub(super) fn store_retained(&mut self, m: &MsgRef<'_>) -> Option<Rc<Message>> {
+    /// empty.
+    pub(super) fn store_retained(&mut self, m: &MsgRef<'_>) {
         if m.payload.is_empty() {
             // v311:[MQTT-3.3.1-10], [MQTT-3.3.1-11]: an empty retained message clears.
             self.retained.clear(m.topic);
             self.persist_retained(m.topic, None);
-            None
         } else {
-            let msg = Rc::new(m.to_message());
-            let source = match m.source {
-                Some(source) => Some(Rc::new(source.clone())),
-                None => m.origin.and_then(|sid| self.shared_source(sid)),
+            let client = match m.source {
+                Some(_) => None,
+                None => m.origin.and_then(|sid| self.message_source(sid)),
             };
-            self.persist_retained(m.topic, Some((&msg, source.as_deref())));
-            self.retained.set(msg.clone(), source);
-            Some(msg)
+            let source = m.source.or(client.as_ref());
+            self.persist_retained(m.topic, Some((m, source)));
+            self.retained.set(m, source);
         }
     }
 
     /// Session `sid`'s client as the publisher of a retained message (see [`source_of`]).
     pub(super) fn message_source(&self, sid: SessionId) -> Option<MessageSource> {
         self.session(sid).and_then(source_of)
-    }
-
-    /// The same, shared with the retained messages the same client published before as long
-    /// as it is the same (client id, username, listener): a device that retains thousands of
-    /// topics (Zigbee2MQTT) costs one copy, not one per topic.
-    fn shared_source(&mut self, sid: SessionId) -> Option<Rc<MessageSource>> {
-        let fresh = self.message_source(sid)?;
-        match &self.last_source {
-            Some(last) if **last == fresh => Some(last.clone()),
-            _ => {
-                let shared = Rc::new(fresh);
-                self.last_source = Some(shared.clone());
-                Some(shared)
-            }
-        }
     }
 
     /// Starts the replay of the retained messages matching a new subscription: they are
@@ -194,24 +342,36 @@ impl Broker {
             if !out.has_room(replay_qos(upgrade, granted, msg_qos)) {
                 return;
             }
-            let Some((msg, _, sub_id)) = self.session_mut(sid).and_then(|s| s.next_replayed())
+            let Some((kept, _, sub_id)) = self.session_mut(sid).and_then(|s| s.next_replayed())
             else {
                 return;
             };
-            let Some(d) = self.replayed(sid, msg, granted, sub_id, now) else {
+            let Some((qos, mut copy)) = self.replayable(sid, &kept, granted, now) else {
                 continue;
             };
+            let m = kept.as_msg_ref();
             if let Some(p) = self.persist.as_deref_mut() {
                 p.holds.begin(p.changes_len());
             }
             if let Some(mut out) = self.outlet(sid) {
                 // Sent, or queued if there was no room after all; a dropped one is counted.
-                match out.send_delivery(Pending::Replayed(d), now) {
+                let t = Target::replay(qos, sub_id);
+                match out.send_delivery(
+                    Pending::Replayed {
+                        m: &m,
+                        copy: &mut copy,
+                        t,
+                    },
+                    now,
+                ) {
                     Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
                 }
             }
             if let Some(p) = self.persist.as_deref_mut() {
                 p.holds.end(p.changes_len());
+            }
+            if let Some(copy) = copy {
+                self.retained.copied(&kept, &copy);
             }
         }
     }
@@ -221,58 +381,61 @@ impl Broker {
     /// restart; its QoS 0 ones go the way of queued QoS 0 messages).
     pub(super) fn queue_replays(&mut self, sid: SessionId) {
         let now = self.now;
-        while let Some((msg, granted, sub_id)) =
+        while let Some((kept, granted, sub_id)) =
             self.session_mut(sid).and_then(|s| s.next_replayed())
         {
-            if let Some(d) = self.replayed(sid, msg, granted, sub_id, now) {
-                if let Some(mut out) = self.outlet(sid) {
-                    // Queued (a QoS 0 one may be dropped, counted, as for any offline client).
-                    match out.send_delivery(Pending::Retained(d), now) {
-                        Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
-                    }
+            let Some((qos, mut copy)) = self.replayable(sid, &kept, granted, now) else {
+                continue;
+            };
+            let d = Target::replay(qos, sub_id).into_replayed(&mut copy, &kept.as_msg_ref());
+            if let Some(mut out) = self.outlet(sid) {
+                // Queued (a QoS 0 one may be dropped, counted, as for any offline client).
+                match out.send_delivery(Pending::Retained(d), now) {
+                    Sent::Written | Sent::InFlight | Sent::Queued | Sent::Dropped => {}
                 }
+            }
+            if let Some(copy) = copy {
+                self.retained.copied(&kept, &copy);
             }
         }
     }
 
-    /// The delivery of retained message `msg` of a replay, unless it is no longer the topic's
-    /// retained message (republished, which the subscriber got live, or cleared), has expired,
-    /// or may not be read or sent (ACL, `check_retain_source`) under the configuration now.
-    fn replayed(
-        &self,
+    /// Whether retained message `kept` of a replay is still to be sent, and at which QoS: not
+    /// if it is no longer the topic's retained message (republished, which the subscriber got
+    /// live, or cleared), has expired, or may not be read or sent (ACL, `check_retain_source`)
+    /// under the configuration now. For a persistent session at QoS 1/2, also the copy of
+    /// the message it keeps, recorded under the store body of every copy of it (or a new one).
+    fn replayable(
+        &mut self,
         sid: SessionId,
-        msg: Rc<Message>,
+        kept: &Rc<Kept>,
         granted: QoS,
-        sub_id: u32,
         now: Instant,
-    ) -> Option<Delivery> {
-        let qos = replay_qos(self.settings.upgrade_outgoing_qos, granted, msg.qos);
-        let (current, source) = self.retained.get(&msg.topic)?;
-        if !Rc::ptr_eq(current, &msg) || msg.expires_at.is_some_and(|t| t <= now) {
+    ) -> Option<(QoS, Option<Rc<Message>>)> {
+        let topic = kept.topic();
+        let current = self.retained.get(topic)?;
+        if !Rc::ptr_eq(current, kept) || kept.expires_at().is_some_and(|t| t <= now) {
             return None;
         }
         let s = self.session(sid)?;
-        if !may_read(&self.settings, s, &msg.topic) {
+        if !may_read(&self.settings, s, topic) {
             return None;
         }
         if self.settings.check_retain_source
-            && !source_may_publish(&self.settings, source.clone(), &msg)
+            && !source_may_publish(&self.settings, kept.source(), topic)
         {
             return None;
         }
-        Some(Delivery {
-            msg,
-            qos,
-            retain: true,
-            sub_ids: if sub_id != 0 {
-                vec![sub_id]
-            } else {
-                Vec::new()
-            },
-            counted: false,
-            group: None,
-            seq: 0,
-        })
+        let qos = replay_qos(self.settings.upgrade_outgoing_qos, granted, kept.qos());
+        let stored = qos != QoS::AtMostOnce && persistent(s);
+        let Some(p) = self.persist.as_deref_mut().filter(|_| stored) else {
+            return Some((qos, None));
+        };
+        let msg = kept.as_msg_ref().to_message();
+        let known = self.retained.bodies.get(&Rc::as_ptr(kept)).copied();
+        msg.stored.set(known.unwrap_or_else(|| p.new_body()));
+        self.retained.copied(kept, &msg);
+        Some((qos, Some(Rc::new(msg))))
     }
 }
 
@@ -301,8 +464,8 @@ pub(super) fn source_of(s: &Session) -> Option<MessageSource> {
 /// Mosquitto asks before each replay. Messages of no client are not re-checked.
 fn source_may_publish(
     settings: &super::Settings,
-    source: Option<Rc<MessageSource>>,
-    msg: &Message,
+    source: Option<&MessageSource>,
+    topic: &str,
 ) -> bool {
     let Some(source) = source else {
         return true;
@@ -310,13 +473,12 @@ fn source_may_publish(
     let security = settings.security_for(source.listener);
     let user = source.username.as_deref();
     let access = crate::auth::dynsec::DynAccess::PublishSend;
-    if let Some(allowed) =
-        super::dynsec::verdict(security, user, &source.client_id, access, &msg.topic)
+    if let Some(allowed) = super::dynsec::verdict(security, user, &source.client_id, access, topic)
     {
         return allowed;
     }
     match &security.acl {
-        Some(acl) => acl.can_publish(user, &source.client_id, &msg.topic),
+        Some(acl) => acl.can_publish(user, &source.client_id, topic),
         None => true,
     }
 }

@@ -133,11 +133,10 @@ impl Broker {
     /// subscription. Returns how many subscriptions match the topic, counted before No Local
     /// and the ACL take their share, as Mosquitto counts for "no matching subscribers".
     pub(super) fn route(&mut self, m: &MsgRef<'_>, now: Instant) -> usize {
-        let mut shared = if m.retain {
-            self.store_retained(m)
-        } else {
-            None
-        };
+        if m.retain {
+            self.store_retained(m);
+        }
+        let mut shared = None;
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.router.collect(m.topic, &mut matches);
@@ -317,6 +316,30 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// Where a replayed retained message goes: with the retain flag (v311:[MQTT-3.3.1-8]) and
+    /// the subscription's identifier, if it has one.
+    pub(super) fn replay(qos: QoS, sub_id: u32) -> Target {
+        Target {
+            qos,
+            retain: true,
+            sub_ids: if sub_id != 0 {
+                vec![sub_id]
+            } else {
+                Vec::new()
+            },
+            group: None,
+        }
+    }
+
+    /// The delivery of replayed message `m`, outside the queue limits (a new subscriber gets
+    /// every retained message), copied into `copy` unless it was already.
+    pub(super) fn into_replayed(self, copy: &mut Option<Rc<Message>>, m: &MsgRef<'_>) -> Delivery {
+        Delivery {
+            counted: false,
+            ..self.into_delivery(copy, m)
+        }
+    }
+
     /// The delivery of `m` to this target, sharing the one copy of the message (made on
     /// first need) with every other session that keeps it.
     pub(super) fn into_delivery(

@@ -510,7 +510,7 @@ pub struct Replay {
     /// The retained messages as they were at the SUBSCRIBE, in topic order when there are up
     /// to 10 000. One republished or cleared since is not sent: the subscriber got the newer
     /// value live.
-    pub messages: Vec<Rc<Message>>,
+    pub messages: Vec<Rc<super::retain::Kept>>,
     /// The next one to send.
     pub next: usize,
     /// The QoS granted to the subscription.
@@ -579,7 +579,7 @@ impl Session {
 
     /// The next message of the oldest replay, with the replay's granted QoS and subscription
     /// identifier; replays that are done are forgotten.
-    pub fn next_replayed(&mut self) -> Option<(Rc<Message>, QoS, u32)> {
+    pub fn next_replayed(&mut self) -> Option<(Rc<super::retain::Kept>, QoS, u32)> {
         let replays = &mut self.cold.as_mut()?.replays;
         loop {
             let r = replays.front_mut()?;
@@ -599,7 +599,7 @@ impl Session {
             .replays
             .iter()
             .find(|r| r.next < r.messages.len())?;
-        r.messages.get(r.next).map(|m| (r.granted, m.qos))
+        r.messages.get(r.next).map(|m| (r.granted, m.qos()))
     }
 
     /// Username of the latest connection, for ACL checks.

@@ -26,6 +26,64 @@ use std::hash::BuildHasherDefault;
 /// commit: FNV hashes them at a fraction of SipHash's cost.
 type Map<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;
 
+/// The changes of a group still kept for one of a session's messages: the add that writes its
+/// row, and its latest state.
+#[derive(Default)]
+struct Kept {
+    add: Option<usize>,
+    state: Option<usize>,
+}
+
+/// The client id a change to a session's message names.
+fn client_of(change: &Change) -> Option<&str> {
+    match change {
+        Change::MessageAdd { client_id, .. }
+        | Change::MessageState { client_id, .. }
+        | Change::MessageDelete { client_id, .. } => Some(client_id),
+        _ => None,
+    }
+}
+
+/// Drops what the changes of one message (`run`: those of one `seq`, in group order) make
+/// pointless: an add replaces the row of the same `seq` (see `schema::apply`) and a delete
+/// removes it, so both supersede what earlier changes wrote to it; a state supersedes the state
+/// before it, not the row the add wrote.
+fn settle(run: &[(u64, usize)], all: &[(u64, &Change)], keep: &mut [bool]) {
+    let mut unkeep = |index: Option<usize>| {
+        if let Some(i) = index {
+            keep[i] = false;
+        }
+    };
+    // Sequence numbers are unique in the store, so a run is one session's; should two
+    // sessions share one all the same, each is settled on its own, from its first change.
+    for (first, &(_, i)) in run.iter().enumerate() {
+        let client = client_of(all[i].1);
+        if run[..first]
+            .iter()
+            .any(|&(_, j)| client_of(all[j].1) == client)
+        {
+            continue;
+        }
+        let mut kept = Kept::default();
+        for &(_, j) in &run[first..] {
+            if client_of(all[j].1) != client {
+                continue;
+            }
+            match all[j].1 {
+                Change::MessageAdd { .. } => {
+                    unkeep(kept.add.replace(j));
+                    unkeep(kept.state.take());
+                }
+                Change::MessageState { .. } => unkeep(kept.state.replace(j)),
+                _ => {
+                    unkeep(kept.add.take());
+                    unkeep(kept.state.take());
+                }
+            }
+        }
+    }
+}
+
 /// The changes of `batches` (batch number, changes) in order, without those a later change
 /// of the same group supersedes. Each keeps its batch number, for error messages.
 pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
@@ -34,8 +92,11 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
         .flat_map(|(n, changes)| changes.iter().map(move |c| (*n, c)))
         .collect();
     let mut keep = vec![true; all.len()];
+    // The changes to sessions' messages, as (seq, index): a fan-out to offline sessions puts a
+    // million in one group, which sorting settles in a fraction of the time and memory of a
+    // map by message.
+    let mut flow: Vec<(u64, usize)> = Vec::new();
     // Index of the latest change still kept for each key.
-    let mut message: Map<(&str, u64), Vec<usize>> = Map::default();
     let mut subscription: Map<(&str, &str), usize> = Map::default();
     let mut qos2: Map<(&str, u16), usize> = Map::default();
     let mut will: Map<&str, usize> = Map::default();
@@ -62,26 +123,25 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
             }
             Change::SessionDelete { client_id } => {
                 // The delete takes the session's subscriptions, messages, QoS 2 ids and will.
-                for j in by_client.remove(client_id.as_str()).unwrap_or_default() {
+                for j in by_client.remove(&**client_id).unwrap_or_default() {
                     keep[j] = false;
                 }
-                message.retain(|(c, _), _| *c != client_id.as_str());
-                subscription.retain(|(c, _), _| *c != client_id.as_str());
-                qos2.retain(|(c, _), _| *c != client_id.as_str());
-                will.remove(client_id.as_str());
+                subscription.retain(|(c, _), _| *c != &**client_id);
+                qos2.retain(|(c, _), _| *c != &**client_id);
+                will.remove(&**client_id);
             }
             Change::SubscriptionSet {
                 client_id,
                 subscription: s,
             } => {
-                let key = (client_id.as_str(), s.filter.as_str());
+                let key = (&**client_id, s.filter.as_str());
                 unkeep(&mut keep, subscription.insert(key, i));
-                by_client.entry(client_id).or_default().push(i);
+                by_client.entry(&**client_id).or_default().push(i);
             }
             Change::SubscriptionDelete { client_id, filter } => {
                 unkeep(
                     &mut keep,
-                    subscription.remove(&(client_id.as_str(), filter.as_str())),
+                    subscription.remove(&(&**client_id, filter.as_str())),
                 );
             }
             Change::MessageBody { id, .. } => {
@@ -96,51 +156,41 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
                 message: m,
             } => {
                 referring.entry(m.body).or_default().push(i);
-                message.entry((client_id, m.seq)).or_default().push(i);
-                by_client.entry(client_id).or_default().push(i);
+                flow.push((m.seq, i));
+                by_client.entry(&**client_id).or_default().push(i);
             }
             Change::MessageState { client_id, seq, .. } => {
-                let earlier = message.entry((client_id, *seq)).or_default();
-                // A state replaces an earlier state, not the row an add wrote.
-                earlier.retain(|&j| {
-                    let state = matches!(all[j].1, Change::MessageState { .. });
-                    if state {
-                        keep[j] = false;
-                    }
-                    !state
-                });
-                earlier.push(i);
-                by_client.entry(client_id).or_default().push(i);
+                flow.push((*seq, i));
+                by_client.entry(&**client_id).or_default().push(i);
             }
-            Change::MessageDelete { client_id, seq } => {
-                for j in message
-                    .remove(&(client_id.as_str(), *seq))
-                    .unwrap_or_default()
-                {
-                    keep[j] = false;
-                }
-            }
+            Change::MessageDelete { seq, .. } => flow.push((*seq, i)),
             Change::Qos2Add {
                 client_id,
                 packet_id,
             } => {
-                unkeep(&mut keep, qos2.insert((client_id, *packet_id), i));
-                by_client.entry(client_id).or_default().push(i);
+                unkeep(&mut keep, qos2.insert((&**client_id, *packet_id), i));
+                by_client.entry(&**client_id).or_default().push(i);
             }
             Change::Qos2Delete {
                 client_id,
                 packet_id,
             } => {
-                unkeep(&mut keep, qos2.remove(&(client_id.as_str(), *packet_id)));
+                unkeep(&mut keep, qos2.remove(&(&**client_id, *packet_id)));
             }
             Change::WillSet { will: w } => {
                 unkeep(&mut keep, will.insert(w.client_id.as_str(), i));
                 by_client.entry(&w.client_id).or_default().push(i);
             }
             Change::WillDelete { client_id } => {
-                unkeep(&mut keep, will.remove(client_id.as_str()));
+                unkeep(&mut keep, will.remove(&**client_id));
             }
         }
+    }
+    // In seq order, and in group order within a message. A session deleted meanwhile needs no
+    // care: everything of it before its delete is dropped already.
+    flow.sort_unstable();
+    for run in flow.chunk_by(|a, b| a.0 == b.0) {
+        settle(run, &all, &mut keep);
     }
     for (id, i) in bodies {
         let kept = referring
@@ -174,7 +224,7 @@ mod tests {
     fn body(id: u64) -> Change {
         Change::MessageBody {
             id,
-            message: stored("t"),
+            message: Box::new(stored("t")),
         }
     }
 
@@ -279,7 +329,7 @@ mod tests {
             packet_id: 9,
         };
         let set = Change::RetainedSet {
-            message: stored("r"),
+            message: Box::new(stored("r")),
         };
         let clear = Change::RetainedClear { topic: "r".into() };
         let batches = vec![(
@@ -294,6 +344,30 @@ mod tests {
             ],
         )];
         assert_eq!(kept(&batches), vec![qos2_delete, clear, set]);
+    }
+
+    #[test]
+    fn an_add_again_replaces_what_the_group_wrote_of_that_message() {
+        let again = add("c", 1, 2);
+        let batches = vec![
+            (
+                1,
+                vec![body(1), msg(1), state(1, MessageState::AwaitPuback)],
+            ),
+            (2, vec![body(2), again.clone()]),
+        ];
+        assert_eq!(kept(&batches), vec![body(2), again]);
+    }
+
+    #[test]
+    fn messages_of_two_sessions_with_one_seq_are_settled_apart() {
+        let (a, b) = (add("a", 1, 7), add("b", 1, 7));
+        let gone = Change::MessageDelete {
+            client_id: "a".into(),
+            seq: 1,
+        };
+        let batches = vec![(1, vec![a, b.clone(), gone.clone()])];
+        assert_eq!(kept(&batches), vec![b, gone]);
     }
 
     #[test]

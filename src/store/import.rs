@@ -171,7 +171,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                     continue;
                 }
                 changes.push(Change::SubscriptionSet {
-                    client_id: s.client_id.clone(),
+                    client_id: s.client_id.as_str().into(),
                     subscription: Subscription {
                         filter: s.filter.clone(),
                         options: (s.qos & 3) | (s.options & 0x0C),
@@ -215,7 +215,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                     next_body += 1;
                     changes.push(Change::MessageBody {
                         id: next_body,
-                        message,
+                        message: Box::new(message),
                     });
                     Some(next_body)
                 });
@@ -244,7 +244,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                 }
                 seq += 1;
                 changes.push(Change::MessageAdd {
-                    client_id: cm.client_id.clone(),
+                    client_id: cm.client_id.as_str().into(),
                     message: QueuedMessage {
                         seq,
                         packet_id: if flow == MessageState::Queued {
@@ -281,7 +281,9 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                     continue;
                 }
                 if let Some(message) = message(m, true, &mut report) {
-                    changes.push(Change::RetainedSet { message });
+                    changes.push(Change::RetainedSet {
+                        message: Box::new(message),
+                    });
                     report.retained += 1;
                 }
             }
@@ -332,7 +334,7 @@ fn publish_released<'a>(
         .collect();
     for &(publisher, mid, m) in released {
         changes.push(Change::Qos2Add {
-            client_id: publisher.to_string(),
+            client_id: publisher.into(),
             packet_id: mid,
         });
         if m.expiry_time > 0 && (m.expiry_time as u64) <= now {
@@ -349,10 +351,10 @@ fn publish_released<'a>(
                 }
             } else {
                 Change::RetainedSet {
-                    message: StoredMessage {
+                    message: Box::new(StoredMessage {
                         retain: true,
                         ..message.clone()
-                    },
+                    }),
                 }
             });
         }
@@ -399,13 +401,13 @@ fn publish_released<'a>(
                 *next_body += 1;
                 changes.push(Change::MessageBody {
                     id: *next_body,
-                    message: message.clone(),
+                    message: Box::new(message.clone()),
                 });
                 *next_body
             });
             *seq += 1;
             changes.push(Change::MessageAdd {
-                client_id: client_id.to_string(),
+                client_id: client_id.into(),
                 message: QueuedMessage {
                     seq: *seq,
                     packet_id: 0,
@@ -611,7 +613,7 @@ mod tests {
             .iter()
             .filter_map(|c| match c {
                 Change::MessageAdd { client_id, message } => Some((
-                    client_id.clone(),
+                    client_id.to_string(),
                     message.seq,
                     message.packet_id,
                     message.state,

@@ -318,10 +318,13 @@ impl Store {
     /// Queues one batch (everything accepted in one loop turn) for the writer and returns its
     /// number; the batch is committed once [`Store::committed`] reaches that number. An empty
     /// batch is not queued: the number of the last batch is returned.
-    pub fn submit(&mut self, changes: Vec<Change>) -> u64 {
+    pub fn submit(&mut self, mut changes: Vec<Change>) -> u64 {
         if changes.is_empty() {
             return self.submitted;
         }
+        // The batch waits for the writer, behind a million others in a large fan-out: without
+        // the room its vector grew by (up to as much again), which shrinks it in place.
+        changes.shrink_to_fit();
         self.submitted += 1;
         let n = self.submitted;
         let sent = self

@@ -5,6 +5,8 @@
 //! they cross to the store's helper thread, and times are Unix seconds because an `Instant`
 //! means nothing after a restart. The broker converts both ways.
 
+use std::sync::Arc;
+
 /// Where one message to a session stands (the `state` column of `deliveries`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageState {
@@ -140,51 +142,58 @@ pub struct WillRecord {
 
 /// One change to the durable state. The broker collects every change of one loop turn and
 /// submits them as one batch, applied in order in one transaction.
+///
+/// A fan-out to offline sessions makes a change per session per message, and they wait in
+/// memory while the writer catches up: the common variants are kept small (a client id is
+/// shared, not copied into each change; the large records are boxed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Sets the retained message of `message.topic`.
-    RetainedSet { message: StoredMessage },
+    RetainedSet { message: Box<StoredMessage> },
     /// Removes the retained message of a topic.
     RetainedClear { topic: String },
     /// Creates a session or replaces its record (its subscriptions, messages, QoS 2 ids and
     /// will are kept).
     SessionUpsert { session: SessionRecord },
     /// Deletes a session with its subscriptions, messages, inbound QoS 2 ids and will.
-    SessionDelete { client_id: String },
+    SessionDelete { client_id: Arc<str> },
     /// Adds a subscription or replaces the one with the same filter.
     SubscriptionSet {
-        client_id: String,
+        client_id: Arc<str>,
         subscription: Subscription,
     },
     /// Removes a subscription.
-    SubscriptionDelete { client_id: String, filter: String },
+    SubscriptionDelete { client_id: Arc<str>, filter: String },
     /// Stores the body of a message that [`Change::MessageAdd`]s then refer to by `id` (chosen
     /// by the broker, unique in the store). A body already stored is kept as it is; one is
     /// deleted with the last delivery that refers to it.
-    MessageBody { id: u64, message: StoredMessage },
+    MessageBody {
+        id: u64,
+        message: Box<StoredMessage>,
+    },
     /// Adds a message to a session (replacing one with the same `seq`); its body must be
     /// stored already, or in the same batch before it.
     MessageAdd {
-        client_id: String,
+        client_id: Arc<str>,
         message: QueuedMessage,
     },
     /// A message was sent or advanced in the QoS 1/2 flow.
     MessageState {
-        client_id: String,
+        client_id: Arc<str>,
         seq: u64,
         packet_id: u16,
         state: MessageState,
     },
     /// A message was acknowledged, dropped or expired.
-    MessageDelete { client_id: String, seq: u64 },
+    MessageDelete { client_id: Arc<str>, seq: u64 },
     /// An inbound QoS 2 PUBLISH was received; its PUBREL has not come yet.
-    Qos2Add { client_id: String, packet_id: u16 },
+    Qos2Add { client_id: Arc<str>, packet_id: u16 },
     /// The PUBREL of an inbound QoS 2 message came.
-    Qos2Delete { client_id: String, packet_id: u16 },
+    Qos2Delete { client_id: Arc<str>, packet_id: u16 },
     /// Sets the pending delayed will of a client (replacing any).
-    WillSet { will: WillRecord },
+    WillSet { will: Box<WillRecord> },
     /// The delayed will was published or cancelled.
-    WillDelete { client_id: String },
+    WillDelete { client_id: Arc<str> },
 }
 
 /// Everything of one stored session.
@@ -319,5 +328,21 @@ pub(crate) fn queued_add(client_id: &str, seq: u64, body: u64) -> Change {
             sub_ids: Vec::new(),
             body,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fan-out to offline sessions queues a change per session and message while the writer
+    /// catches up: the common changes stay within a cache line, whatever the rare ones hold.
+    #[test]
+    fn a_change_is_small() {
+        assert!(
+            std::mem::size_of::<Change>() <= 64,
+            "{}",
+            std::mem::size_of::<Change>()
+        );
     }
 }

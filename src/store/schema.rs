@@ -494,7 +494,7 @@ pub(crate) fn apply(
             // Its deliveries go first, while the session's row says which they are, and
             // release their bodies.
             let session = t.rowid(conn, client_id)?;
-            t.rowids.remove(client_id.as_str());
+            t.rowids.remove(&**client_id);
             let none = |q: &HashMap<i64, u64>, s| q.get(&s).is_none_or(|n| *n == 0);
             let scan = session.filter(|&s| !t.queued.as_ref().is_some_and(|q| none(q, s)));
             if let Some(session) = scan {
@@ -538,7 +538,7 @@ pub(crate) fn apply(
         }
         Change::SubscriptionDelete { client_id, filter } => {
             conn.prepare_cached("DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2")?
-                .execute([client_id, filter])?;
+                .execute(params![client_id, filter])?;
         }
         Change::MessageBody { id, message: m } => {
             log.stage(*id, m).map_err(log_error)?;
@@ -786,7 +786,9 @@ fn decode_retained(row: &Row<'_>) -> Result<Change, String> {
         }),
         None => None,
     };
-    Ok(Change::RetainedSet { message })
+    Ok(Change::RetainedSet {
+        message: Box::new(message),
+    })
 }
 
 fn decode_session(row: &Row<'_>) -> Result<Change, String> {
@@ -812,7 +814,7 @@ fn decode_session(row: &Row<'_>) -> Result<Change, String> {
 
 fn decode_subscription(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::SubscriptionSet {
-        client_id: text(row, 1)?,
+        client_id: text(row, 1)?.into(),
         subscription: Subscription {
             filter: text(row, 2)?,
             options: ranged(row, 3, 255)?,
@@ -824,13 +826,13 @@ fn decode_subscription(row: &Row<'_>) -> Result<Change, String> {
 fn decode_body(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::MessageBody {
         id: ranged(row, 1, i64::MAX)?,
-        message: stored_message(row, 2)?,
+        message: Box::new(stored_message(row, 2)?),
     })
 }
 
 fn decode_delivery(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::MessageAdd {
-        client_id: text(row, 1)?,
+        client_id: text(row, 1)?.into(),
         message: queued_message(row, 2)?,
     })
 }
@@ -854,14 +856,14 @@ fn queued_message(row: &Row<'_>, first: usize) -> Result<QueuedMessage, String> 
 
 fn decode_qos2(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::Qos2Add {
-        client_id: text(row, 1)?,
+        client_id: text(row, 1)?.into(),
         packet_id: ranged(row, 2, 65535)?,
     })
 }
 
 fn decode_will(row: &Row<'_>) -> Result<Change, String> {
     Ok(Change::WillSet {
-        will: WillRecord {
+        will: Box::new(WillRecord {
             client_id: text(row, 1)?,
             topic: text(row, 2)?,
             payload: blob(row, 3)?,
@@ -869,7 +871,7 @@ fn decode_will(row: &Row<'_>) -> Result<Change, String> {
             retain: flag(row, 5)?,
             properties: blob(row, 6)?,
             due_at: ranged(row, 7, i64::MAX)?,
-        },
+        }),
     })
 }
 
@@ -892,7 +894,7 @@ impl Assembly {
     pub(crate) fn add(&mut self, change: Change) {
         match change {
             Change::RetainedSet { message } => {
-                self.retained.insert(message.topic.clone(), message);
+                self.retained.insert(message.topic.clone(), *message);
             }
             Change::SessionUpsert { session } => {
                 self.sessions.insert(session.client_id.clone(), session);
@@ -902,25 +904,29 @@ impl Assembly {
                 subscription,
             } => {
                 self.subscriptions
-                    .entry(client_id)
+                    .entry(client_id.to_string())
                     .or_default()
                     .insert(subscription.filter.clone(), subscription);
             }
             Change::MessageBody { id, message } => {
-                self.bodies.insert(id, message);
+                self.bodies.insert(id, *message);
             }
             Change::MessageAdd { client_id, message } => {
                 self.messages
-                    .entry(client_id)
+                    .entry(client_id.to_string())
                     .or_default()
                     .insert(message.seq, message);
             }
             Change::Qos2Add {
                 client_id,
                 packet_id,
-            } => self.qos2.entry(client_id).or_default().push(packet_id),
+            } => self
+                .qos2
+                .entry(client_id.to_string())
+                .or_default()
+                .push(packet_id),
             Change::WillSet { will } => {
-                self.wills.insert(will.client_id.clone(), will);
+                self.wills.insert(will.client_id.clone(), *will);
             }
             // Rows decode only to the variants above.
             _ => {}
@@ -1176,7 +1182,7 @@ fn read_queues(
                 // The broker knows the body by its own id.
                 q.body = log.id_at(q.body).unwrap_or(q.body);
                 assembly.add(Change::MessageAdd {
-                    client_id: client_id.clone(),
+                    client_id: client_id.as_str().into(),
                     message: q,
                 });
             } else {
@@ -1381,12 +1387,12 @@ mod tests {
         let (conn, mut log, _dir) = memory();
         let big = Change::MessageBody {
             id: 7,
-            message: StoredMessage {
+            message: Box::new(StoredMessage {
                 topic: "big".into(),
                 payload: vec![0; 600_000],
                 qos: 1,
                 ..StoredMessage::default()
-            },
+            }),
         };
         apply_all(
             &conn,
@@ -1456,12 +1462,12 @@ mod tests {
     fn body(id: u64) -> Change {
         Change::MessageBody {
             id,
-            message: StoredMessage {
+            message: Box::new(StoredMessage {
                 topic: "t".into(),
                 payload: vec![id as u8],
                 qos: 1,
                 ..StoredMessage::default()
-            },
+            }),
         }
     }
 

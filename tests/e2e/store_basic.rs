@@ -46,11 +46,11 @@ fn a_version_1_store_is_migrated_and_retained_publishers_survive_a_restart() {
         listener: 1,
     };
     let b = store.submit(vec![Change::RetainedSet {
-        message: StoredMessage {
+        message: Box::new(StoredMessage {
             retain: true,
             source: Some(source.clone()),
             ..message("new/topic", b"x")
-        },
+        }),
     }]);
     wait_committed(&store, b);
     drop(store);
@@ -100,10 +100,10 @@ fn round_trip_every_kind_of_change() {
     };
     let b1 = store.submit(vec![
         Change::RetainedSet {
-            message: full_message(),
+            message: full_message().into(),
         },
         Change::RetainedSet {
-            message: message("gone/soon", b"x"),
+            message: message("gone/soon", b"x").into(),
         },
         Change::SessionUpsert {
             session: session("v3"),
@@ -134,7 +134,7 @@ fn round_trip_every_kind_of_change() {
         },
         Change::MessageBody {
             id: 7,
-            message: inflight_body.clone(),
+            message: inflight_body.clone().into(),
         },
         Change::MessageAdd {
             client_id: "v5".into(),
@@ -152,7 +152,9 @@ fn round_trip_every_kind_of_change() {
             client_id: "v5".into(),
             packet_id: 5,
         },
-        Change::WillSet { will: will.clone() },
+        Change::WillSet {
+            will: will.clone().into(),
+        },
     ]);
     let b2 = store.submit(vec![
         Change::RetainedClear {
@@ -219,10 +221,10 @@ fn round_trip_every_kind_of_change() {
             packet_id: 1,
         },
         Change::WillSet {
-            will: WillRecord {
+            will: Box::new(WillRecord {
                 client_id: "doomed".into(),
                 ..will.clone()
-            },
+            }),
         },
         Change::SessionDelete {
             client_id: "doomed".into(),
@@ -427,7 +429,7 @@ fn group_commit_keeps_batch_order() {
     for i in 1..=batches {
         let mut changes = vec![
             Change::RetainedSet {
-                message: message("last", i.to_string().as_bytes()),
+                message: message("last", i.to_string().as_bytes()).into(),
             },
             body(i, "q", &i.to_be_bytes()),
             Change::MessageAdd {
@@ -484,7 +486,7 @@ fn mosquitto_db_is_never_touched() {
     assert_eq!(snapshot, Snapshot::default());
     assert_eq!(store.path(), dir.join("midge.db"));
     let n = store.submit(vec![Change::RetainedSet {
-        message: message("t", b"p"),
+        message: message("t", b"p").into(),
     }]);
     wait_committed(&store, n);
     store.close().unwrap();
@@ -540,7 +542,7 @@ fn persistence_file_names_the_store() {
     let (mut store, _) = open_named("broker.db");
     assert_eq!(store.path(), dir.join("broker.db"));
     let n = store.submit(vec![Change::RetainedSet {
-        message: message("t", b"p"),
+        message: message("t", b"p").into(),
     }]);
     wait_committed(&store, n);
     store.close().unwrap();
@@ -674,7 +676,7 @@ fn syncs_once_per_interval_under_load() {
     while start.elapsed() < Duration::from_millis(1100) {
         i += 1;
         store.submit(vec![Change::RetainedSet {
-            message: message("load", &i.to_be_bytes()),
+            message: message("load", &i.to_be_bytes()).into(),
         }]);
         std::thread::sleep(Duration::from_micros(500));
     }
@@ -711,7 +713,7 @@ fn a_small_wal_is_only_fsynced_and_a_large_one_checkpointed() {
     };
     let (before, bytes) = (size(), contents());
     let b = store.submit(vec![Change::RetainedSet {
-        message: message("small", b"x"),
+        message: message("small", b"x").into(),
     }]);
     wait_committed(&store, b);
     wait_syncs(&store, 1);
@@ -719,7 +721,7 @@ fn a_small_wal_is_only_fsynced_and_a_large_one_checkpointed() {
     // About 8 MB.
     let changes = (0..2000)
         .map(|i| Change::RetainedSet {
-            message: message(&format!("big/{i}"), &[7; 4000]),
+            message: message(&format!("big/{i}"), &[7; 4000]).into(),
         })
         .collect();
     let b = store.submit(changes);
@@ -752,7 +754,7 @@ fn dropping_the_store_commits_what_was_submitted() {
     let (mut store, _) = open(&dir);
     for i in 0..100u32 {
         store.submit(vec![Change::RetainedSet {
-            message: message(&format!("t/{i}"), b"p"),
+            message: message(&format!("t/{i}"), b"p").into(),
         }]);
     }
     drop(store);

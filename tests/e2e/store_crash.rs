@@ -17,7 +17,7 @@ const CHILD_ENV: &str = "MIDGE_STORE_CHILD_DIR";
 fn batch(i: u64) -> Vec<Change> {
     vec![
         Change::RetainedSet {
-            message: message(&format!("r/{i:08}"), &i.to_be_bytes()),
+            message: message(&format!("r/{i:08}"), &i.to_be_bytes()).into(),
         },
         body(i, "q", &[i as u8; 100]),
         Change::MessageAdd {

@@ -82,7 +82,7 @@ fn a_recipient_that_does_not_acknowledge_gets_the_write_and_the_puback_waits_for
     assert!(
         matches!(
             changes.as_slice(),
-            [Change::MessageBody { .. }, Change::MessageAdd { client_id, .. }] if client_id == "sub"
+            [Change::MessageBody { .. }, Change::MessageAdd { client_id, .. }] if &**client_id == "sub"
         ),
         "{changes:?}"
     );
@@ -99,7 +99,7 @@ fn a_recipient_that_disconnects_gets_its_held_writes_recorded_at_once() {
     assert!(
         changes
             .iter()
-            .any(|c| matches!(c, Change::MessageAdd { client_id, .. } if client_id == "sub")),
+            .any(|c| matches!(c, Change::MessageAdd { client_id, .. } if &**client_id == "sub")),
         "{changes:?}"
     );
     w.broker.seal_acks(2, 2);
@@ -203,7 +203,7 @@ fn held_writes_are_recorded_at_shutdown() {
     assert!(
         changes
             .iter()
-            .any(|c| matches!(c, Change::MessageAdd { client_id, .. } if client_id == "sub")),
+            .any(|c| matches!(c, Change::MessageAdd { client_id, .. } if &**client_id == "sub")),
         "{changes:?}"
     );
 }

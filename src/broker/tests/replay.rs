@@ -107,7 +107,7 @@ fn a_persistent_session_that_leaves_mid_replay_is_owed_the_rest_across_a_restart
         .iter()
         .filter(|c| {
             matches!(c, Change::MessageAdd { client_id, message }
-                if client_id == "s" && message.state == MessageState::Queued)
+                if &**client_id == "s" && message.state == MessageState::Queued)
         })
         .count();
     assert_eq!(queued, 30, "the rest of the replay is queued and stored");
@@ -226,4 +226,74 @@ fn a_qos2_replay_keeps_within_a_v5_receive_maximum() {
         out = take_v5(&mut w, 1);
     }
     assert_eq!(got, 10);
+}
+
+/// A retained message comes back as it was published, however compactly it is kept: its QoS,
+/// its payload byte for byte, its topic at any length, and its own MQTT 5 properties only
+/// (v5:[MQTT-3.3.2-17], [MQTT-3.3.2-20]), though the messages one client retains one after
+/// the other share what they have in common. At rest it takes 24 bytes besides its topic and
+/// payload.
+#[test]
+fn a_retained_message_is_replayed_as_it_was_published() {
+    assert_eq!(std::mem::size_of::<crate::broker::retain::Kept>(), 24);
+    let mut w = World::new(Settings::default());
+    connect5(&mut w, 9, "p", Properties::default());
+    let long = "l/".repeat(5_000) + "end";
+    let typed = Properties {
+        content_type: Some("text/plain".into()),
+        user_properties: vec![("k".into(), "v".into())],
+        ..Properties::default()
+    };
+    let sent = [
+        (
+            "a",
+            vec![0u8, 255, 10],
+            QoS::AtLeastOnce,
+            Properties::default(),
+        ),
+        ("b", b"typed".to_vec(), QoS::ExactlyOnce, typed.clone()),
+        ("c", vec![7; 300], QoS::AtMostOnce, Properties::default()),
+        (
+            long.as_str(),
+            b"far".to_vec(),
+            QoS::AtLeastOnce,
+            Properties::default(),
+        ),
+    ];
+    for (i, (topic, payload, qos, props)) in sent.iter().enumerate() {
+        let id = if *qos == QoS::AtMostOnce {
+            0
+        } else {
+            i as u16 + 1
+        };
+        let mut bytes = publish_v5(topic, payload, *qos, id, props.clone());
+        bytes[0] |= 1;
+        w.send(9, &bytes);
+        if *qos == QoS::ExactlyOnce {
+            w.send(9, &ack(Packet::Pubrel, id));
+        }
+    }
+    connect5(&mut w, 1, "s", Properties::default());
+    w.send(
+        1,
+        &subscribe_v5(1, "#", SubscribeOptions::qos(QoS::ExactlyOnce), None),
+    );
+    let got: Vec<_> = take_v5(&mut w, 1)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((
+                p.topic.to_string(),
+                p.payload.to_vec(),
+                p.qos,
+                p.retain,
+                p.properties,
+            )),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<_> = sent
+        .into_iter()
+        .map(|(t, payload, qos, props)| (t.to_string(), payload, qos, true, props))
+        .collect();
+    assert_eq!(got, expected);
 }

@@ -78,7 +78,7 @@ pub fn session(client_id: &str) -> SessionRecord {
 pub fn body(id: u64, topic: &str, payload: &[u8]) -> Change {
     Change::MessageBody {
         id,
-        message: message(topic, payload),
+        message: message(topic, payload).into(),
     }
 }
 
@@ -102,10 +102,10 @@ pub fn populate(dir: &Path, n: usize) -> Snapshot {
     let mut changes = Vec::new();
     for i in 0..n {
         changes.push(Change::RetainedSet {
-            message: StoredMessage {
+            message: Box::new(StoredMessage {
                 retain: true,
                 ..message(&format!("sensors/{i:05}"), &[i as u8; 300])
-            },
+            }),
         });
     }
     for i in 0..n / 4 {
@@ -114,7 +114,7 @@ pub fn populate(dir: &Path, n: usize) -> Snapshot {
             session: session(&client_id),
         });
         changes.push(Change::SubscriptionSet {
-            client_id: client_id.clone(),
+            client_id: client_id.as_str().into(),
             subscription: Subscription {
                 filter: "sensors/#".into(),
                 options: 1,
@@ -123,7 +123,7 @@ pub fn populate(dir: &Path, n: usize) -> Snapshot {
         });
         changes.push(body(i as u64, "sensors/x", &[7u8; 200]));
         changes.push(Change::MessageAdd {
-            client_id,
+            client_id: client_id.into(),
             message: queued(1, i as u64),
         });
     }
