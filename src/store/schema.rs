@@ -1200,7 +1200,7 @@ fn read_queues(
         match log.read(location) {
             Ok(message) => assembly.add(Change::MessageBody {
                 id: log.id_at(location).unwrap_or(location),
-                message,
+                message: Box::new(message),
             }),
             // Its deliveries are left out (no body) and deleted.
             Err(why) => {
