@@ -1001,7 +1001,20 @@ fn apply_group(
 ) -> rusqlite::Result<()> {
     use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
     let tx = conn.transaction()?;
+    // Deletions wait and go by runs of consecutive numbers (a drain acknowledges message after
+    // message), until the end or until an add, which might reuse a number.
+    let mut deletes: Vec<u64> = Vec::new();
     for (n, change) in compact::compact(batches) {
+        match change {
+            Change::MessageDelete { seq, .. } => {
+                deletes.push(*seq);
+                continue;
+            }
+            Change::MessageAdd { .. } if !deletes.is_empty() => {
+                schema::delete_deliveries(&tx, &mut deletes, tally, log)?;
+            }
+            _ => {}
+        }
         if let Err(e) = schema::apply(&tx, change, tally, log) {
             match e.sqlite_error_code() {
                 Some(ConstraintViolation | TooBig | TypeMismatch) => {
@@ -1011,6 +1024,7 @@ fn apply_group(
             }
         }
     }
+    schema::delete_deliveries(&tx, &mut deletes, tally, log)?;
     log.flush().map_err(schema::log_error)?;
     tx.commit()
 }

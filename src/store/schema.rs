@@ -673,6 +673,36 @@ fn delete_delivery(
     Ok(())
 }
 
+/// Deletes the deliveries numbered `seqs` (acknowledged, dropped or expired), and empties it:
+/// a run of consecutive numbers is one statement. A number names one delivery in the whole
+/// store, so the range deletes exactly those.
+pub(crate) fn delete_deliveries(
+    conn: &Connection,
+    seqs: &mut Vec<u64>,
+    t: &mut Tally,
+    log: &BodyLog,
+) -> rusqlite::Result<()> {
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM deliveries WHERE seq BETWEEN ?1 AND ?2 RETURNING session, body",
+    )?;
+    for run in seqs.chunk_by(|a, b| a + 1 == *b) {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            continue;
+        };
+        let mut rows = stmt.query(params![int(*first), int(*last)])?;
+        while let Some(row) = rows.next()? {
+            let session: i64 = row.get(0)?;
+            let body: i64 = row.get(1)?;
+            t.deleted(session);
+            released(t, log, body, 1);
+        }
+    }
+    seqs.clear();
+    Ok(())
+}
+
 /// `n` deliveries of the body at `location` went.
 fn released(t: &mut Tally, log: &BodyLog, location: i64, n: i64) {
     if let Some(id) = u64::try_from(location).ok().and_then(|l| log.id_at(l)) {
@@ -1525,6 +1555,40 @@ mod tests {
             }],
         );
         assert_eq!(bodies(&log), []);
+    }
+
+    #[test]
+    fn deletions_go_by_runs_of_numbers_and_release_their_bodies() {
+        let (conn, mut log, _dir) = memory();
+        apply_all(
+            &conn,
+            &mut log,
+            &[
+                session("a"),
+                session("b"),
+                body(1),
+                body(2),
+                add("a", 1, 1),
+                add("b", 2, 1),
+                add("a", 3, 2),
+                add("b", 5, 2),
+            ],
+        );
+        let mut t = Tally::default();
+        let mut seqs = vec![5, 1, 2, 5];
+        delete_deliveries(&conn, &mut seqs, &mut t, &log).unwrap();
+        log.flush().unwrap();
+        settle(&mut t, &mut log);
+        assert!(seqs.is_empty());
+        let left: Vec<i64> = conn
+            .prepare("SELECT seq FROM deliveries ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(left, [3], "1 and 2 in one run, 5 alone, 3 kept");
+        assert_eq!(bodies(&log), [(2, 1)], "body 1 lost both deliveries");
     }
 
     /// The writer's counts of deliveries per session follow adds, deletes, replacements and
