@@ -24,7 +24,7 @@ use super::hold::AckKey;
 use super::router::FnvHasher;
 use super::session::OutState;
 use super::{Broker, ConnId, SessionId, Violation};
-use crate::codec::{reason, Ack, Packet, Publish, QoS};
+use crate::codec::{reason, Ack, Packet, ProtocolVersion, Publish, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
@@ -34,6 +34,8 @@ pub(super) struct HeldAcks {
     conns: HashMap<ConnId, AckQueue, BuildHasherDefault<FnvHasher>>,
     /// Acknowledgements that wait for the batch of this turn's changes.
     unsealed: Vec<AckKey>,
+    /// Where acknowledgements are encoded.
+    scratch: Vec<u8>,
 }
 
 struct AckQueue {
@@ -44,7 +46,7 @@ struct AckQueue {
 }
 
 struct HeldAck {
-    bytes: Vec<u8>,
+    bytes: AckBytes,
     /// The store batch it waits for (0: none).
     batch: u64,
     /// False while the batch it waits for is still being gathered (this turn's).
@@ -53,14 +55,51 @@ struct HeldAck {
     waiting: u32,
 }
 
+/// An encoded acknowledgement: almost always 4 or 5 bytes, kept inline (one allocation per
+/// message less on the busiest path); one with properties is kept on the heap.
+enum AckBytes {
+    Inline { len: u8, buf: [u8; 8] },
+    Heap(Vec<u8>),
+}
+
+impl AckBytes {
+    fn new(bytes: &[u8]) -> AckBytes {
+        let mut buf = [0; 8];
+        match buf.get_mut(..bytes.len()) {
+            Some(head) => {
+                head.copy_from_slice(bytes);
+                AckBytes::Inline {
+                    len: bytes.len() as u8,
+                    buf,
+                }
+            }
+            None => AckBytes::Heap(bytes.to_vec()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            AckBytes::Inline { len, buf } => &buf[..usize::from(*len)],
+            AckBytes::Heap(v) => v,
+        }
+    }
+}
+
 impl HeldAcks {
+    /// `packet` encoded for a connection of `version`.
+    fn encode(&mut self, packet: &Packet<'_>, version: ProtocolVersion) -> AckBytes {
+        self.scratch.clear();
+        packet.encode(version, &mut self.scratch);
+        AckBytes::new(&self.scratch)
+    }
+
     /// Queues an acknowledgement to connection `id` that waits for `waiting` held writes and,
     /// if `this_turn`, for the batch of this turn's changes.
     fn push(
         &mut self,
         id: ConnId,
         serial: u32,
-        bytes: Vec<u8>,
+        bytes: AckBytes,
         waiting: u32,
         this_turn: bool,
     ) -> AckKey {
@@ -126,7 +165,7 @@ impl HeldAcks {
 
     /// Moves every acknowledgement that may leave (batch up to `committed` committed, no held
     /// write left, none before it waiting) to `out`.
-    fn take_ready(&mut self, committed: u64, out: &mut Vec<(ConnId, u32, Vec<u8>)>) {
+    fn take_ready(&mut self, committed: u64, out: &mut Vec<(ConnId, u32, AckBytes)>) {
         self.conns.retain(|&id, q| {
             while q
                 .queue
@@ -204,8 +243,7 @@ impl Broker {
         let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
             return;
         };
-        let mut bytes = Vec::with_capacity(4);
-        packet.encode(c.version, &mut bytes);
+        let bytes = p.acks.encode(packet, c.version);
         let key = match &routed {
             Some(r) => {
                 let waiting = u32::try_from(r.held).unwrap_or(u32::MAX);
@@ -236,7 +274,7 @@ impl Broker {
             if c.serial != serial || c.state == ConnState::Closing {
                 continue;
             }
-            c.out_mut().extend_from_slice(&bytes);
+            c.out_mut().extend_from_slice(bytes.as_slice());
             c.mark_dirty(id, &mut self.dirty);
         }
     }
