@@ -719,6 +719,7 @@ impl Broker {
             self.close(id, CloseReason::Shutdown, now);
         }
         self.record_due_holds(None);
+        self.record_inflight_qos1();
         self.commit_turn(store);
     }
 

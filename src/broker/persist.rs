@@ -279,6 +279,14 @@ impl Persist {
             h.state = state;
             return;
         }
+        if d.qos == QoS::AtLeastOnce {
+            // Not written: the packet id of a QoS 1 copy in flight matters only to the
+            // connection that has it. After a crash the copy is found queued and sent again
+            // with a new one, a second delivery that at-least-once allows; a clean stop
+            // writes the ids of those in flight (`record_inflight_qos1`). A drain of queued
+            // messages writes their deletions only.
+            return;
+        }
         let client_id = self.id(&s.client_id);
         self.changes.push(Change::MessageState {
             client_id,
@@ -584,6 +592,31 @@ impl Broker {
             .filter(|s| s.gen == sid.gen)
         {
             p.message_done(sid, s, seq);
+        }
+    }
+
+    /// Records the packet id of every stored QoS 1 copy in flight (`message_sent` leaves them
+    /// unwritten), at shutdown: after a restart, those copies go again with DUP set and the
+    /// same packet ids (v5:[MQTT-4.4.0-1]).
+    pub(super) fn record_inflight_qos1(&mut self) {
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        for (_, s) in self.sessions.iter().filter(|(_, s)| persistent(s)) {
+            let inflight = s.inflight.iter().filter(|m| {
+                m.delivery.qos == QoS::AtLeastOnce
+                    && m.delivery.seq != 0
+                    && m.state == OutState::AwaitPuback
+            });
+            for m in inflight {
+                let client_id = p.id(&s.client_id);
+                p.changes.push(Change::MessageState {
+                    client_id,
+                    seq: m.delivery.seq,
+                    packet_id: m.packet_id,
+                    state: MessageState::AwaitPuback,
+                });
+            }
         }
     }
 

@@ -129,3 +129,43 @@ fn a_body_is_named_in_each_batch_that_refers_to_it_and_ids_go_on_after_a_restart
     assert!(new[0] > first[0], "{new:?} after {first:?}");
     assert_eq!(deliveries, vec![new[0]; 2]);
 }
+
+/// The packet ids of the messages a batch marks as in flight.
+fn in_flight(changes: &[Change]) -> Vec<u16> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::MessageState { packet_id, .. } => Some(*packet_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_queued_qos1_copy_going_in_flight_is_written_only_at_shutdown_and_qos2_at_once() {
+    let mut w = World::new(Settings::default());
+    w.broker.enable_persistence(w.now, 1_800_000_000);
+    w.connect(100, "sub", false);
+    w.send(100, &subscribe_bytes(1, &[("t", QoS::ExactlyOnce)]));
+    w.send(100, &[0xE0, 0]);
+    w.connect(1, "pub", true);
+    w.send(1, &publish("t", b"one", QoS::AtLeastOnce, false, 1));
+    w.send(1, &publish("t", b"two", QoS::ExactlyOnce, false, 2));
+    w.broker.take_changes();
+    w.open(100);
+    w.send(100, &connect_bytes("sub", false, 60, None));
+    let ids: Vec<(u8, u16)> = w
+        .take(100)
+        .iter()
+        .filter_map(|o| match o {
+            Out::Publish { qos, id, .. } => Some((*qos, *id)),
+            _ => None,
+        })
+        .collect();
+    let [(1, one), (2, two)] = ids[..] else {
+        panic!("expected a QoS 1 and a QoS 2 PUBLISH, got {ids:?}");
+    };
+    assert_eq!(in_flight(&w.broker.take_changes()), [two], "QoS 2 only");
+    w.broker.handle_shutdown(w.now, None);
+    assert_eq!(in_flight(&w.broker.take_changes()), [one], "QoS 1 at shutdown");
+}
