@@ -167,5 +167,9 @@ fn a_queued_qos1_copy_going_in_flight_is_written_only_at_shutdown_and_qos2_at_on
     };
     assert_eq!(in_flight(&w.broker.take_changes()), [two], "QoS 2 only");
     w.broker.handle_shutdown(w.now, None);
-    assert_eq!(in_flight(&w.broker.take_changes()), [one], "QoS 1 at shutdown");
+    assert_eq!(
+        in_flight(&w.broker.take_changes()),
+        [one],
+        "QoS 1 at shutdown"
+    );
 }
