@@ -268,3 +268,63 @@ fn a_mosquitto_database_under_a_custom_name_is_left_alone() {
     let _ = mosquitto.kill();
     let _ = mosquitto.wait();
 }
+
+/// A queued QoS 1 message that goes in flight writes no state (docs/store.md): after a crash it
+/// is found queued and comes again (at least once) as a new delivery; a clean stop writes its
+/// packet id, so after the restart it comes again with DUP and the same id.
+#[test]
+fn a_queued_message_sent_comes_again_after_a_crash_and_keeps_its_id_across_a_stop() {
+    if skip_on_mosquitto("midge's SQLite store") {
+        return;
+    }
+    let dir = TempDir::new();
+    let b = Broker::start(&conf(&dir));
+    let mut s =
+        Raw::mqtt_connect_with(b.port(), &Connect::v311("parked").clean(false), &CONNACK_OK);
+    s.subscribe(1, &[("q/#", 1)], &[1]);
+    s.send(&[0xE0, 0]);
+    drop(s);
+    // Queued while offline, committed before the PUBACKs.
+    publish_acked(b.port(), 2);
+    // Each time: received, never acknowledged.
+    let received = |port: u16| {
+        let mut s = Raw::connect(port);
+        s.send(&Connect::v311("parked").clean(false).bytes());
+        s.expect_bytes(&[0x20, 2, 1, 0], WAIT);
+        let got: Vec<(bool, u16, Vec<u8>)> = (0..2)
+            .map(|_| {
+                let p = s.expect_packet(WAIT);
+                (p.dup(), p.pid(), p.payload().to_vec())
+            })
+            .collect();
+        (s, got)
+    };
+    let (_s, first) = received(b.port());
+    let bodies = |got: &[(bool, u16, Vec<u8>)]| -> Vec<Vec<u8>> {
+        got.iter().map(|(_, _, m)| m.clone()).collect()
+    };
+    assert_eq!(bodies(&first), [b"m1".to_vec(), b"m2".to_vec()]);
+    // Dropping the harness broker kills it with SIGKILL.
+    drop(b);
+
+    let mut b = Broker::start(&conf(&dir));
+    let (_s, after_crash) = received(b.port());
+    assert_eq!(bodies(&after_crash), bodies(&first), "delivered again");
+    assert!(
+        after_crash.iter().all(|(dup, _, _)| !dup),
+        "found queued, sent as new deliveries: {after_crash:?}"
+    );
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).is_some());
+
+    let b = Broker::start(&conf(&dir));
+    let (_s, after_stop) = received(b.port());
+    let resent: Vec<(bool, u16, Vec<u8>)> = after_crash
+        .iter()
+        .map(|(_, id, m)| (true, *id, m.clone()))
+        .collect();
+    assert_eq!(
+        after_stop, resent,
+        "resent with DUP and the same ids (v311:[MQTT-4.4.0-1])"
+    );
+}
