@@ -297,7 +297,7 @@ impl Outlet<'_> {
             return Sent::Written;
         }
         if let Some(p) = self.persist.as_deref_mut() {
-            p.message_sent(self.sid, self.session, &d, packet_id);
+            p.message_sent(self.session, &d, packet_id);
         }
         self.session.inflight.push_back(Inflight {
             packet_id,

@@ -55,23 +55,20 @@ pub(super) struct Held {
 /// The held writes of one recipient, oldest first (a session's deliveries are numbered in
 /// the order they are made, so this is also `seq` order), and the acknowledgements seen for
 /// it, checked every [`HOLD`]. Its acknowledgements mostly come in order, so the write they
-/// complete is at the front; its deliveries are sent in order too, so the next one sent is
-/// just after the last one sent.
+/// complete is at the front.
 #[derive(Default)]
 struct SessionHolds {
     writes: VecDeque<(u64, Held)>,
     completions: u64,
     seen: u64,
-    /// Where the delivery after the last one sent is likely to be.
-    next_sent: usize,
 }
 
 impl SessionHolds {
-    /// The index of `seq`, looked for at `guess` first (a binary search over a long queue
+    /// The index of `seq`, looked for at the front first (a binary search over a long queue
     /// of large entries misses the cache at every step).
-    fn position(&self, seq: u64, guess: usize) -> Option<usize> {
-        if self.writes.get(guess).is_some_and(|(s, _)| *s == seq) {
-            return Some(guess);
+    fn position(&self, seq: u64) -> Option<usize> {
+        if self.writes.front().is_some_and(|(s, _)| *s == seq) {
+            return Some(0);
         }
         self.writes.binary_search_by_key(&seq, |(s, _)| *s).ok()
     }
@@ -163,23 +160,12 @@ impl Holds {
         }
     }
 
-    /// The held delivery `seq` of `sid`, if its write is held.
-    pub(super) fn get_mut(&mut self, sid: SessionId, seq: u64) -> Option<&mut Held> {
-        let holds = self.sessions.get_mut(&sid)?;
-        let i = holds.position(seq, holds.next_sent)?;
-        holds.next_sent = i + 1;
-        holds.writes.get_mut(i).map(|(_, h)| h)
-    }
-
     /// The delivery was acknowledged or dropped before its write: it is forgotten, and the
     /// recipient counts as keeping up. Returns it if it was held.
     pub(super) fn complete(&mut self, sid: SessionId, seq: u64) -> Option<Held> {
         let holds = self.sessions.get_mut(&sid)?;
-        let i = holds.position(seq, 0)?;
+        let i = holds.position(seq)?;
         let (_, held) = holds.writes.remove(i)?;
-        if i < holds.next_sent {
-            holds.next_sent -= 1;
-        }
         holds.completions += 1;
         Some(held)
     }
@@ -241,7 +227,6 @@ impl Holds {
                 let seq = *seq;
                 if let Some((_, h)) = holds.writes.pop_front() {
                     due.push(((sid, seq), h));
-                    holds.next_sent = holds.next_sent.saturating_sub(1);
                 }
             }
             if holds.writes.is_empty() {

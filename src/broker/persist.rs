@@ -262,21 +262,10 @@ impl Persist {
         }
     }
 
-    /// Records a stored delivery sent (now in flight with `packet_id`).
-    pub(super) fn message_sent(
-        &mut self,
-        sid: SessionId,
-        s: &Session,
-        d: &Delivery,
-        packet_id: u16,
-    ) {
+    /// Records a stored QoS 2 delivery sent (now in flight with `packet_id`); a QoS 1 one
+    /// records nothing.
+    pub(super) fn message_sent(&mut self, s: &Session, d: &Delivery, packet_id: u16) {
         if d.seq == 0 {
-            return;
-        }
-        let state = out_state(OutState::sent(d.qos));
-        if let Some(h) = self.holds.get_mut(sid, d.seq) {
-            h.packet_id = packet_id;
-            h.state = state;
             return;
         }
         if d.qos == QoS::AtLeastOnce {
@@ -284,9 +273,11 @@ impl Persist {
             // connection that has it. After a crash the copy is found queued and sent again
             // with a new one, a second delivery that at-least-once allows; a clean stop
             // writes the ids of those in flight (`record_inflight_qos1`). A drain of queued
-            // messages writes their deletions only.
+            // messages writes their deletions only, and a held write (only QoS 1 is held) is
+            // recorded as it was held, for the same reason.
             return;
         }
+        let state = out_state(OutState::sent(d.qos));
         let client_id = self.id(&s.client_id);
         self.changes.push(Change::MessageState {
             client_id,
