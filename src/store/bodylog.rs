@@ -150,6 +150,19 @@ fn le32(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes(v) as usize
 }
 
+/// The body length in the header of the record at `offset` of a segment `seg_len` bytes long,
+/// checked: a length no record can have, or one that runs past the segment's end (a torn
+/// tail), is an error naming the place.
+fn record_len(header: &[u8], segment: u32, offset: u64, seg_len: u64) -> Result<usize, String> {
+    let len = le32(header, 0);
+    if !(FIXED..=MAX_RECORD).contains(&len) || offset + (HEADER + len) as u64 > seg_len {
+        return Err(format!(
+            "segment {segment} offset {offset}: no record of {len} bytes fits"
+        ));
+    }
+    Ok(len)
+}
+
 /// The topic and payload size a record's fixed part (`body[..FIXED]`) gives, checked against
 /// the body's length.
 fn sizes(body_len: usize, fixed: &[u8]) -> Result<(usize, usize), String> {
@@ -617,12 +630,7 @@ impl BodyLog {
         let mut header = [0u8; HEADER];
         file.read_exact_at(&mut header, offset)
             .map_err(|e| format!("segment {segment} offset {offset}: {e}"))?;
-        let len = le32(&header, 0);
-        if !(FIXED..=MAX_RECORD).contains(&len) || offset + (HEADER + len) as u64 > seg_len {
-            return Err(format!(
-                "segment {segment} offset {offset}: no record of {len} bytes fits"
-            ));
-        }
+        let len = record_len(&header, segment, offset, seg_len)?;
         let mut body = vec![0u8; len];
         file.read_exact_at(&mut body, offset + HEADER as u64)
             .map_err(|e| format!("segment {segment} offset {offset}: {e}"))?;
@@ -647,12 +655,7 @@ impl BodyLog {
         let file = self.file(segment).map_err(|e| e.to_string())?;
         file.read_exact_at(&mut head, offset)
             .map_err(|e| format!("segment {segment} offset {offset}: {e}"))?;
-        let len = le32(&head, 0);
-        if !(FIXED..=MAX_RECORD).contains(&len) || offset + (HEADER + len) as u64 > seg_len {
-            return Err(format!(
-                "segment {segment} offset {offset}: no record of {len} bytes fits"
-            ));
-        }
+        let len = record_len(&head, segment, offset, seg_len)?;
         let (topic, payload) = sizes(len, &head[HEADER..])?;
         let bytes = u32::try_from(HEADER + len).unwrap_or(u32::MAX);
         Ok((bytes, u32::try_from(topic + payload).unwrap_or(u32::MAX)))
