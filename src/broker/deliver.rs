@@ -333,7 +333,13 @@ impl Outlet<'_> {
     /// Writes a delivery's first PUBLISH, with a fresh packet id for QoS 1/2 (0 for QoS 0),
     /// and counts it; `None` if it could not be written (see [`Outlet::write`]).
     fn write_new(&mut self, d: &Delivery, now: Instant) -> Option<u16> {
-        self.write_first(MsgRef::from(&*d.msg), d.qos, d.retain, &d.sub_ids, now)
+        self.write_first(
+            MsgRef::from(&*d.msg),
+            d.qos,
+            d.retain,
+            d.sub_ids.as_slice(),
+            now,
+        )
     }
 
     /// [`Outlet::write_new`] for message `m`, not copied yet.
@@ -679,7 +685,7 @@ impl Framing<'_> {
             retain: d.retain,
             dup,
             packet_id,
-            sub_ids: &d.sub_ids,
+            sub_ids: d.sub_ids.as_slice(),
         }
     }
 }

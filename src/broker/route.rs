@@ -15,7 +15,7 @@
 use super::deliver::{Pending, Sent};
 use super::inbound::reserved_for_the_broker;
 use super::router::Subscriber;
-use super::session::{Delivery, Message};
+use super::session::{Delivery, GroupKey, Message};
 use super::{Broker, SessionId};
 use crate::codec::{LastWill, Properties, QoS};
 use crate::store::MessageSource;
@@ -233,7 +233,7 @@ impl Broker {
         granted: QoS,
         retain_as_published: bool,
         sub_ids: Vec<u32>,
-        group: Option<Rc<str>>,
+        group: Option<GroupKey>,
         now: Instant,
     ) {
         let qos = if self.settings.upgrade_outgoing_qos {
@@ -312,7 +312,7 @@ pub(super) struct Target {
     pub(super) qos: QoS,
     pub(super) retain: bool,
     pub(super) sub_ids: Vec<u32>,
-    group: Option<Rc<str>>,
+    group: Option<GroupKey>,
 }
 
 impl Target {
@@ -354,7 +354,7 @@ impl Target {
             msg,
             qos: self.qos,
             retain: self.retain,
-            sub_ids: self.sub_ids,
+            sub_ids: self.sub_ids.into(),
             counted: true,
             group: self.group,
             seq: 0,

@@ -14,6 +14,7 @@
 //! of members, and a matching message goes to one member, taken in turn (round robin),
 //! preferring members whose client is connected.
 
+use super::session::GroupKey;
 use super::SessionId;
 use crate::codec::SubscribeOptions;
 use crate::topic::topic_matches;
@@ -98,7 +99,7 @@ fn remove(list: &mut Vec<Subscriber>, session: SessionId) -> bool {
 /// One shared subscription group: `$share/{name}/{filter}`.
 struct SharedGroup {
     /// The whole `$share/...` string, which identifies the group.
-    key: std::rc::Rc<str>,
+    key: GroupKey,
     filter: Box<str>,
     members: Vec<Subscriber>,
     next: usize,
@@ -160,11 +161,11 @@ impl Router {
     /// replaced an existing one (v311:[MQTT-3.8.4-3]).
     pub fn subscribe(&mut self, filter: &str, sub: Subscriber) -> bool {
         let replaced = if let Some((_, f)) = parse_shared(filter) {
-            match self.shared.iter_mut().find(|g| &*g.key == filter) {
+            match self.shared.iter_mut().find(|g| g.key.as_str() == filter) {
                 Some(g) => upsert(&mut g.members, sub),
                 None => {
                     self.shared.push(SharedGroup {
-                        key: filter.into(),
+                        key: GroupKey::new(filter.to_string()),
                         filter: f.into(),
                         members: vec![sub],
                         next: 0,
@@ -209,7 +210,7 @@ impl Router {
     /// Removes a session's subscription to `filter`; true if there was one.
     pub fn unsubscribe(&mut self, filter: &str, session: SessionId) -> bool {
         let removed = if parse_shared(filter).is_some() {
-            match self.shared.iter().position(|g| &*g.key == filter) {
+            match self.shared.iter().position(|g| g.key.as_str() == filter) {
                 Some(i) => {
                     let removed = remove(&mut self.shared[i].members, session);
                     if self.shared[i].members.is_empty() {
@@ -292,7 +293,7 @@ impl Router {
         &mut self,
         topic: &str,
         online: impl Fn(SessionId) -> bool,
-        out: &mut Vec<(Subscriber, std::rc::Rc<str>)>,
+        out: &mut Vec<(Subscriber, GroupKey)>,
     ) {
         for g in &mut self.shared {
             if !topic_matches(&g.filter, topic) {
@@ -312,7 +313,7 @@ impl Router {
         not: SessionId,
         online: impl Fn(SessionId) -> bool,
     ) -> Option<Subscriber> {
-        let g = self.shared.iter_mut().find(|g| &*g.key == key)?;
+        let g = self.shared.iter_mut().find(|g| g.key.as_str() == key)?;
         Self::next_member(g, Some(not), &online)
     }
 

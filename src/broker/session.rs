@@ -87,15 +87,42 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     /// MQTT 5 subscription identifiers of the matching subscriptions.
-    pub sub_ids: Vec<u32>,
+    pub sub_ids: SubIds,
     /// Counted against the queue limits (live traffic); retained messages sent on subscribe
     /// are not, so that a new subscriber gets all of them (flow controlled, not truncated).
     pub counted: bool,
     /// The shared subscription (`$share/...`) it came through, if any: if this session ends
     /// before acknowledging it, another member of the group gets it.
-    pub group: Option<Rc<str>>,
+    pub group: Option<GroupKey>,
     /// Its number in the store (0 = not stored).
     pub seq: u64,
+}
+
+/// The key of a shared subscription group (`$share/{name}/{filter}`), shared by the router and
+/// every delivery made through the group. An `Rc<String>` rather than an `Rc<str>`: a thin
+/// pointer keeps each queued delivery 8 bytes lighter.
+pub type GroupKey = Rc<String>;
+
+/// The subscription identifiers of one delivery: none for almost every delivery (they are an
+/// MQTT 5 option few clients use), so they live behind one thin pointer, allocated only when
+/// there are some. A queued delivery is 40 bytes instead of 64 with a `Vec` here and an
+/// `Rc<str>` group: a million queued messages are 24 MB lighter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Boxed on purpose: the point is an 8-byte field, where a `Vec` takes 24 and a boxed slice 16.
+#[allow(clippy::box_collection)]
+pub struct SubIds(Option<Box<Vec<u32>>>);
+
+impl SubIds {
+    /// The identifiers, in the order given.
+    pub fn as_slice(&self) -> &[u32] {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+}
+
+impl From<Vec<u32>> for SubIds {
+    fn from(ids: Vec<u32>) -> SubIds {
+        SubIds((!ids.is_empty()).then(|| Box::new(ids)))
+    }
 }
 
 /// A `VecDeque` that allocates nothing until first used: most sessions of a big fleet of idle
@@ -744,11 +771,28 @@ mod tests {
             }),
             qos: QoS::AtLeastOnce,
             retain: false,
-            sub_ids: Vec::new(),
+            sub_ids: SubIds::default(),
             counted: true,
             group: None,
             seq: 0,
         }
+    }
+
+    #[test]
+    fn a_queued_delivery_and_an_inflight_slot_keep_to_their_size() {
+        // A million queued QoS 1 messages are a million of these: grow them only on purpose.
+        assert!(
+            size_of::<Delivery>() <= 40,
+            "Delivery {}",
+            size_of::<Delivery>()
+        );
+        assert!(
+            size_of::<Inflight>() <= 48,
+            "Inflight {}",
+            size_of::<Inflight>()
+        );
+        assert_eq!(SubIds::from(Vec::new()), SubIds::default());
+        assert_eq!(SubIds::from(vec![7, 9]).as_slice(), &[7, 9]);
     }
 
     #[test]
