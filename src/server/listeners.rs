@@ -401,7 +401,7 @@ impl Server {
             };
             self.broker.handle_connection_opened(id, peer, via, now);
             // Data may already be waiting; edge-triggered readiness would not tell us again.
-            self.read_conn(id, now);
+            self.read_conn(id, now, true);
         }
     }
 }

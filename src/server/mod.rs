@@ -206,7 +206,7 @@ impl Server {
             // Sockets left with unread data last turn go first, then the new events.
             std::mem::swap(&mut backlog, &mut self.backlog);
             for id in backlog.drain(..) {
-                self.read_conn(id, now);
+                self.read_conn(id, now, true);
             }
             for event in events.iter() {
                 match Tok::from(event.token()) {
@@ -247,8 +247,9 @@ impl Server {
         if event.is_writable() {
             self.flush(id, now);
         }
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read_conn(id, now);
+        let closed = event.is_read_closed() || event.is_error();
+        if event.is_readable() || closed {
+            self.read_conn(id, now, closed);
         }
     }
 
