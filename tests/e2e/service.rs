@@ -38,8 +38,16 @@ fn daemon_writes_pid_file_and_sigterm_removes_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(log.contains("Opening ipv4 listen socket on port"), "{log}");
+    // The pid file is written before the listeners open (as Mosquitto does): wait for them.
+    let t0 = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("Opening ipv4 listen socket on port") {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "listener opened: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let killed = Command::new("kill").arg(pid.to_string()).status();
     assert!(killed.is_ok_and(|s| s.success()));
     let t0 = Instant::now();
