@@ -19,7 +19,7 @@ use mio::net::TcpListener;
 use mio::{Interest, Poll};
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,7 +95,7 @@ fn bind_block(
         let bound = if addr.is_ipv6() && all_interfaces {
             bind_v6_only(addr)
         } else {
-            TcpListener::bind(addr)
+            TcpListener::bind(addr).and_then(lengthen_backlog)
         };
         let socket = match bound {
             Ok(s) => s,
@@ -146,6 +146,23 @@ fn load_tls(l: &ListenerConfig) -> Result<Option<TlsListener>, String> {
     Ok(Some(tls))
 }
 
+/// How many connections the kernel completes for a listener before the loop accepts them.
+/// After a restart or a network outage, every device of an installation reconnects at once;
+/// a connection beyond the queue has its SYN dropped and retries only a second later (then 3,
+/// then 7). Mosquitto asks for 100 and `std`/`mio` for 128; the kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Raises a bound listener's queue of completed connections to [`LISTEN_BACKLOG`] (`listen`
+/// again on a listening socket only changes its backlog).
+fn lengthen_backlog(listener: TcpListener) -> io::Result<TcpListener> {
+    // SAFETY: `listen` on a descriptor the listener owns and keeps open.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
 /// Binds an IPv6 socket with IPV6_V6ONLY so it can sit beside an IPv4 one on the same port.
 fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
     // SAFETY: plain socket calls on a descriptor we own; it is closed on every error path.
@@ -176,7 +193,7 @@ fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
         sa.sin6_addr.s6_addr = a.ip().octets();
         let salen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
         if libc::bind(fd, (&sa as *const libc::sockaddr_in6).cast(), salen) != 0
-            || libc::listen(fd, 1024) != 0
+            || libc::listen(fd, LISTEN_BACKLOG) != 0
         {
             let e = io::Error::last_os_error();
             libc::close(fd);

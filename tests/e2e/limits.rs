@@ -120,3 +120,35 @@ fn malformed_connects_are_refused_and_others_served() {
     }
     assert!(b.alive());
 }
+
+#[test]
+fn a_storm_of_connections_waits_in_the_kernel_while_the_loop_is_busy() {
+    // After a restart every device reconnects at once. While the loop is busy (here: stopped),
+    // the kernel completes connections up to the listener's backlog; one beyond it has its SYN
+    // dropped and retries only a second later. 600 must all complete at once.
+    if skip_on_mosquitto("Mosquitto listens with a backlog of 100") {
+        return;
+    }
+    let mut b = Broker::start("");
+    let pid = b.pid().to_string();
+    let stop = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig}");
+    };
+    stop("-STOP");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], b.port()));
+    let mut held = Vec::new();
+    while held.len() < 600 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    stop("-CONT");
+    assert_eq!(held.len(), 600, "the next connection waits for a SYN retry");
+    drop(held);
+    b.assert_serves();
+}
