@@ -430,23 +430,30 @@ fn v5_publish(topic: &str, payload: &[u8], qos: u8, pid: u16) -> Vec<u8> {
 /// Debian's Mosquitto with its own dynamic security plugin on `file`.
 fn mosquitto_with_plugin(file: &Path) -> (Child, u16, TempDir) {
     let dir = TempDir::new();
-    let port = free_port();
-    let conf = dir.write(
-        "m.conf",
-        &format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n{}\n",
-            plugin_conf(file)
-        ),
-    );
-    let mut child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts");
-    wait_listening(&mut child, port, Duration::from_secs(10), "mosquitto");
-    (child, port, dir)
+    // The free port may be taken by another test before Mosquitto binds it: try another.
+    for _ in 0..3 {
+        let port = free_port();
+        let conf = dir.write(
+            "m.conf",
+            &format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n{}\n",
+                plugin_conf(file)
+            ),
+        );
+        let mut child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        if listening(&mut child, port, Duration::from_secs(10)) {
+            return (child, port, dir);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("mosquitto did not listen on three free ports");
 }
 
 fn stop(mut child: Child) {

@@ -166,18 +166,30 @@ fn collect_lines<R: Read + Send + 'static>(r: R, into: Arc<Mutex<Vec<String>>>, 
 /// first, kills it and panics with what it wrote to stderr (for brokers started outside
 /// [`Broker`], e.g. under qemu or from an installed package).
 pub fn wait_listening(child: &mut Child, port: u16, timeout: Duration, what: &str) {
+    if !listening(child, port, timeout) {
+        let _ = child.kill();
+        let mut err = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+        }
+        panic!("{what} did not listen on port {port}:\n{err}");
+    }
+}
+
+/// Whether `child` listens on `port` within `timeout`: false if it exited, or if the port
+/// answered but the child exited right after. A port from [`free_port`] can be taken by
+/// another test's broker before the child binds it; the child then exits, and the connection
+/// that succeeded reached the other broker.
+pub fn listening(child: &mut Child, port: u16, timeout: Duration) -> bool {
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if t0.elapsed() > timeout || child.try_wait().ok().flatten().is_some() {
-            let _ = child.kill();
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
-            }
-            panic!("{what} did not listen on port {port}:\n{err}");
+            return false;
         }
         thread::sleep(Duration::from_millis(20));
     }
+    thread::sleep(Duration::from_millis(50));
+    child.try_wait().ok().flatten().is_none()
 }
 
 /// Runs a command to completion with a hard wall-clock limit. Returns the output; a command
