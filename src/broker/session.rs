@@ -10,6 +10,7 @@
 use super::ConnId;
 use crate::auth::passwd::PasswordHash;
 use crate::codec::{Properties, ProtocolVersion, QoS, SubscribeOptions};
+pub use crate::store::SubIds;
 use crate::store::{QUEUE_HEAD_BYTES, QUEUE_HEAD_MESSAGES};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -102,28 +103,6 @@ pub struct Delivery {
 /// every delivery made through the group. An `Rc<String>` rather than an `Rc<str>`: a thin
 /// pointer keeps each queued delivery 8 bytes lighter.
 pub type GroupKey = Rc<String>;
-
-/// The subscription identifiers of one delivery: none for almost every delivery (they are an
-/// MQTT 5 option few clients use), so they live behind one thin pointer, allocated only when
-/// there are some. A queued delivery is 40 bytes instead of 64 with a `Vec` here and an
-/// `Rc<str>` group: a million queued messages are 24 MB lighter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-// Boxed on purpose: the point is an 8-byte field, where a `Vec` takes 24 and a boxed slice 16.
-#[allow(clippy::box_collection)]
-pub struct SubIds(Option<Box<Vec<u32>>>);
-
-impl SubIds {
-    /// The identifiers, in the order given.
-    pub fn as_slice(&self) -> &[u32] {
-        self.0.as_deref().map_or(&[], |v| v.as_slice())
-    }
-}
-
-impl From<Vec<u32>> for SubIds {
-    fn from(ids: Vec<u32>) -> SubIds {
-        SubIds((!ids.is_empty()).then(|| Box::new(ids)))
-    }
-}
 
 /// A `VecDeque` that allocates nothing until first used: most sessions of a big fleet of idle
 /// devices never hold a QoS 1/2 message, and this keeps them 24 bytes lighter per queue.

@@ -257,7 +257,8 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                         retain: cm.retain,
                         sub_ids: properties(&cm.properties)
                             .map(|p| p.subscription_identifiers)
-                            .unwrap_or_default(),
+                            .unwrap_or_default()
+                            .into(),
                         body,
                     },
                 });
@@ -414,7 +415,7 @@ fn publish_released<'a>(
                     state: MessageState::Queued,
                     qos,
                     retain,
-                    sub_ids,
+                    sub_ids: sub_ids.into(),
                     body,
                 },
             });
@@ -618,7 +619,7 @@ mod tests {
                     message.packet_id,
                     message.state,
                     message.qos,
-                    message.sub_ids.clone(),
+                    message.sub_ids.as_slice().to_vec(),
                 )),
                 _ => None,
             })

@@ -106,6 +106,28 @@ pub struct Subscription {
     pub sub_id: u32,
 }
 
+/// The subscription identifiers of one delivery: none for almost every delivery (they are an
+/// MQTT 5 option few clients use), so they live behind one thin pointer, allocated only when
+/// there are some. A queued delivery in the broker and its change to the store each take 16
+/// bytes less than with a `Vec`: a million queued messages are 16 MB lighter, twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Boxed on purpose: the point is an 8-byte field, where a `Vec` takes 24 and a boxed slice 16.
+#[allow(clippy::box_collection)]
+pub struct SubIds(Option<Box<Vec<u32>>>);
+
+impl SubIds {
+    /// The identifiers, in the order given.
+    pub fn as_slice(&self) -> &[u32] {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+}
+
+impl From<Vec<u32>> for SubIds {
+    fn from(ids: Vec<u32>) -> SubIds {
+        SubIds((!ids.is_empty()).then(|| Box::new(ids)))
+    }
+}
+
 /// One message on its way to a session: queued, or in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
@@ -120,7 +142,7 @@ pub struct QueuedMessage {
     /// Retain flag of this delivery.
     pub retain: bool,
     /// MQTT 5 subscription identifiers of the matching subscriptions.
-    pub sub_ids: Vec<u32>,
+    pub sub_ids: SubIds,
     /// The id of its message's body ([`Change::MessageBody`]): a message queued for several
     /// sessions is stored once.
     pub body: u64,
@@ -325,7 +347,7 @@ pub(crate) fn queued_add(client_id: &str, seq: u64, body: u64) -> Change {
             state: MessageState::Queued,
             qos: 1,
             retain: false,
-            sub_ids: Vec::new(),
+            sub_ids: SubIds::default(),
             body,
         },
     }
@@ -337,10 +359,11 @@ mod tests {
 
     /// A fan-out to offline sessions queues a change per session and message while the writer
     /// catches up: the common changes stay within a cache line, whatever the rare ones hold.
+    /// (56 bytes since the subscription identifiers went behind a thin pointer.)
     #[test]
     fn a_change_is_small() {
         assert!(
-            std::mem::size_of::<Change>() <= 64,
+            std::mem::size_of::<Change>() <= 56,
             "{}",
             std::mem::size_of::<Change>()
         );

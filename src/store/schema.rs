@@ -571,7 +571,7 @@ pub(crate) fn apply(
                     q.state.code(),
                     q.qos,
                     q.retain,
-                    sub_ids_text(&q.sub_ids),
+                    sub_ids_text(q.sub_ids.as_slice()),
                     int(location)
                 ])
             };
@@ -886,7 +886,7 @@ fn queued_message(row: &Row<'_>, first: usize) -> Result<QueuedMessage, String> 
         state,
         qos: qos(row, first + 3)?,
         retain: flag(row, first + 4)?,
-        sub_ids: parse_sub_ids(&text(row, first + 5)?)?,
+        sub_ids: parse_sub_ids(&text(row, first + 5)?)?.into(),
         body: ranged(row, first + 6, i64::MAX)?,
     })
 }
@@ -1811,8 +1811,8 @@ mod tests {
         assert_eq!(queue(1), [(3, 0, "t/2".into(), vec![2])]);
         let inflight = &snapshot.sessions[0].messages[1];
         assert_eq!(
-            (inflight.state, inflight.qos, &inflight.sub_ids),
-            (MessageState::AwaitPuback, 1, &vec![4])
+            (inflight.state, inflight.qos, inflight.sub_ids.as_slice()),
+            (MessageState::AwaitPuback, 1, &[4][..])
         );
         let b = &snapshot.bodies[&inflight.body];
         assert_eq!((b.qos, b.expires_at), (2, Some(7)));

@@ -81,7 +81,7 @@ fn round_trip_every_kind_of_change() {
         state: MessageState::AwaitPubrec,
         qos: 2,
         retain: true,
-        sub_ids: vec![1, 268_435_455],
+        sub_ids: vec![1, 268_435_455].into(),
         body: 7,
     };
     // A body keeps no publisher (only a retained message does).

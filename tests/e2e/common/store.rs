@@ -90,7 +90,7 @@ pub fn queued(seq: u64, body: u64) -> QueuedMessage {
         state: MessageState::Queued,
         qos: 1,
         retain: false,
-        sub_ids: Vec::new(),
+        sub_ids: Default::default(),
         body,
     }
 }
