@@ -5,7 +5,7 @@
 //! to the first address.
 
 use crate::common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A broker on a fixed port (so it can be restarted where the bridge expects it).
@@ -278,13 +278,7 @@ fn mosquitto(port: u16, extra: &str) -> (Child, TempDir) {
         "m.conf",
         &format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n{extra}\n"),
     );
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts");
+    let child = spawn_mosquitto(&conf);
     let deadline = Instant::now() + WAIT;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "mosquitto did not listen");
@@ -378,13 +372,7 @@ impl LoggedMosquitto {
                 log.display()
             ),
         );
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
+        let child = spawn_mosquitto(&conf);
         let deadline = Instant::now() + WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "mosquitto did not listen");

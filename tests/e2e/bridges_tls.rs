@@ -6,7 +6,7 @@
 use crate::common::certs::{listener_ports, s, Ca, Pair};
 use crate::common::*;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 fn skip() -> bool {
@@ -366,13 +366,7 @@ fn mosquitto_tls(plain: u16, tls: u16, server: &Pair) -> Mosquitto {
             s(&server.key)
         ),
     );
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts");
+    let child = spawn_mosquitto(&conf);
     let m = Mosquitto { child, _dir: dir };
     let deadline = Instant::now() + WAIT;
     while std::net::TcpStream::connect(("127.0.0.1", tls)).is_err()

@@ -440,13 +440,7 @@ fn mosquitto_with_plugin(file: &Path) -> (Child, u16, TempDir) {
                 plugin_conf(file)
             ),
         );
-        let mut child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
+        let mut child = spawn_mosquitto(&conf);
         if listening(&mut child, port, Duration::from_secs(10)) {
             return (child, port, dir);
         }

@@ -7,7 +7,6 @@
 use crate::common::*;
 use midge::store::mosquitto::{parse, Direction, Record, EXPIRY_NEVER};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 const DISCOVERY: &str = "homeassistant/sensor/kitchen_temp/config";
 const DISCOVERY_JSON: &str =
@@ -107,13 +106,7 @@ fn mosquitto_db_with(dir: &TempDir, scenario: impl FnOnce(u16)) -> PathBuf {
             dir.path().display()
         ),
     );
-    let mut mosquitto = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto starts");
+    let mut mosquitto = spawn_mosquitto(&conf);
     wait_listening(&mut mosquitto, port, WAIT, "mosquitto");
     scenario(port);
     unsafe { libc::kill(mosquitto.id() as libc::pid_t, libc::SIGTERM) };

@@ -8,6 +8,7 @@
 //!
 //! Each test that needs a Mosquitto binary prints why and returns when it is not installed.
 
+use crate::common::spawn_mosquitto;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -221,14 +222,7 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn_mosquitto(&config);
         let mut broker = Mosquitto { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -219,13 +219,7 @@ fn a_mosquitto_database_under_a_custom_name_is_left_alone() {
         "mosquitto.conf",
         &format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n{persistence}"),
     );
-    let mut mosquitto = std::process::Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&mosquitto_conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto starts");
+    let mut mosquitto = spawn_mosquitto(&mosquitto_conf);
     wait_listening(&mut mosquitto, port, WAIT, "mosquitto");
     mosquitto_pub(
         port,
@@ -256,13 +250,7 @@ fn a_mosquitto_database_under_a_custom_name_is_left_alone() {
     drop(b);
 
     // Mosquitto, back on the same configuration, finds its own data.
-    let mut mosquitto = std::process::Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&mosquitto_conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto starts again");
+    let mut mosquitto = spawn_mosquitto(&mosquitto_conf);
     wait_listening(&mut mosquitto, port, WAIT, "mosquitto");
     assert_eq!(retained_value(port, "r/theirs"), "mosquitto's");
     let _ = mosquitto.kill();

@@ -162,6 +162,19 @@ fn collect_lines<R: Read + Send + 'static>(r: R, into: Arc<Mutex<Vec<String>>>, 
     });
 }
 
+/// Starts Debian's Mosquitto on configuration file `conf`, its output discarded (the tests
+/// that compare with it or bridge to it read its behaviour over the network).
+pub fn spawn_mosquitto(conf: &std::path::Path) -> Child {
+    Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto starts")
+}
+
 /// Waits until something accepts on 127.0.0.1:`port`; if `child` exits or `timeout` passes
 /// first, kills it and panics with what it wrote to stderr (for brokers started outside
 /// [`Broker`], e.g. under qemu or from an installed package).
