@@ -206,6 +206,80 @@ impl Conn {
     }
 }
 
+/// A level-triggered epoll set, for the scale scenarios' thousands of connections: waiting
+/// costs the ready ones, where `ppoll` walks every descriptor each time (a fifth of the
+/// generator's CPU with 1 000 connections).
+pub struct Epoll {
+    fd: std::os::fd::OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    /// An empty set returning at most `capacity` events per wait.
+    pub fn new(capacity: usize) -> io::Result<Epoll> {
+        // SAFETY: plain system call; the descriptor it returns is owned from here on.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let empty = libc::epoll_event { events: 0, u64: 0 };
+        Ok(Epoll {
+            fd,
+            events: vec![empty; capacity.clamp(1, 4096)],
+        })
+    }
+
+    /// Watches `fd` for input (and for room to write if `out`), reported with `token`.
+    pub fn add(&self, fd: i32, token: u64, out: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, out)
+    }
+
+    /// Changes whether `fd` is also watched for room to write.
+    pub fn set_out(&self, fd: i32, token: u64, out: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, out)
+    }
+
+    fn ctl(&self, op: i32, fd: i32, token: u64, out: bool) -> io::Result<()> {
+        let flags = libc::EPOLLIN | libc::EPOLLRDHUP | if out { libc::EPOLLOUT } else { 0 };
+        let mut ev = libc::epoll_event {
+            events: flags as u32,
+            u64: token,
+        };
+        // SAFETY: `ev` is a valid event for the duration of the call.
+        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits at most `timeout`; returns the ready (token, events) pairs.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<Vec<(u64, u32)>> {
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `events` is a valid, exclusively borrowed buffer of its length.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as i32,
+                ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                return Ok(Vec::new());
+            }
+            return Err(e);
+        }
+        Ok(self.events[..n as usize]
+            .iter()
+            .map(|e| (e.u64, e.events))
+            .collect())
+    }
+}
+
 /// `ppoll` over `fds`, waiting at most `timeout`; returns the number of ready descriptors.
 pub fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
     let ts = libc::timespec {

@@ -27,21 +27,46 @@ fn pump_all(
     quiet: Duration,
     mut on_packet: impl FnMut(usize, &Packet<'_>, &mut Vec<u8>) -> io::Result<bool>,
 ) -> io::Result<()> {
-    let mut fds = Vec::with_capacity(conns.len());
+    let mut ep = net::Epoll::new(conns.len())?;
+    for (i, c) in conns.iter().enumerate() {
+        ep.add(c.fd(), i as u64, false)?;
+    }
+    // Connections with output to write (all, at first), and those also watched for room.
+    let mut dirty: Vec<usize> = (0..conns.len()).collect();
+    let mut is_dirty = vec![true; conns.len()];
+    let mut watching_out = vec![false; conns.len()];
     let mut replies = Vec::new();
     let mut quiet_since = Instant::now();
     loop {
         let mut writing = false;
-        for c in conns.iter_mut() {
-            writing |= !c.flush()?;
+        let mut still = Vec::new();
+        for i in dirty.drain(..) {
+            let Some(c) = conns.get_mut(i) else { continue };
+            is_dirty[i] = false;
+            let all_out = c.flush()?;
+            if all_out == watching_out[i] {
+                ep.set_out(c.fd(), i as u64, !all_out)?;
+                watching_out[i] = !all_out;
+            }
+            if !all_out {
+                writing = true;
+                is_dirty[i] = true;
+                still.push(i);
+            }
         }
-        fds.clear();
-        fds.extend(conns.iter().map(|c| net::pollfd(c.fd(), c.pending() > 0)));
-        net::poll(&mut fds, Duration::from_millis(50))?;
+        dirty = still;
+        let ready = ep.wait(Duration::from_millis(50))?;
         let mut done = false;
         let mut got = false;
-        for (i, c) in conns.iter_mut().enumerate() {
-            if fds[i].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
+        for (token, events) in ready {
+            let i = token as usize;
+            let Some(c) = conns.get_mut(i) else { continue };
+            if events & libc::EPOLLOUT as u32 != 0 && !is_dirty[i] {
+                is_dirty[i] = true;
+                dirty.push(i);
+            }
+            let input = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+            if events & input == 0 {
                 continue;
             }
             if let ReadOutcome::Closed = c.fill()? {
@@ -51,7 +76,13 @@ fn pump_all(
                 got = true;
                 done |= on_packet(i, &p, &mut replies)?;
             }
-            c.wbuf.append(&mut replies);
+            if !replies.is_empty() {
+                c.wbuf.append(&mut replies);
+                if !is_dirty[i] {
+                    is_dirty[i] = true;
+                    dirty.push(i);
+                }
+            }
         }
         if done {
             for c in conns.iter_mut() {
