@@ -274,8 +274,8 @@ impl Outlet<'_> {
             // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
             return self.dropped(d.seq);
         }
-        if !may_read(self.settings, self.session, &d.msg.topic) {
-            return self.dropped_unreadable(d.seq, &d.msg.topic);
+        if !may_read(self.settings, self.session, d.msg.topic()) {
+            return self.dropped_unreadable(d.seq, d.msg.topic());
         }
         if c.out().len() >= OUTPUT_HIGH_WATER {
             c.throttled = true;
@@ -414,8 +414,8 @@ impl Outlet<'_> {
             c.mark_dirty(*cid, self.dirty);
         } else {
             let d = &m.delivery;
-            if !may_read(self.settings, self.session, &d.msg.topic) {
-                return self.dropped_unreadable(d.seq, &d.msg.topic);
+            if !may_read(self.settings, self.session, d.msg.topic()) {
+                return self.dropped_unreadable(d.seq, d.msg.topic());
             }
             if !self.write(
                 MsgRef::from(&*d.msg),
@@ -457,7 +457,7 @@ impl Outlet<'_> {
                 .session
                 .inflight
                 .iter()
-                .map(|m| m.delivery.msg.payload.len())
+                .map(|m| m.delivery.msg.payload().len())
                 .sum::<usize>()
                 < limit
     }

@@ -20,7 +20,7 @@ use crate::store::{
     Change, MessagePage, MessageSource, MessageState, PageRequest, QueuedMessage, SessionExpiry,
     SessionRecord, Snapshot, StoredMessage, Subscription, WillRecord,
 };
-use std::cell::Cell;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::rc::Rc;
@@ -442,16 +442,10 @@ impl Broker {
 
     fn message_from(&self, s: StoredMessage, now: Instant) -> Message {
         let p = self.persist.as_deref();
-        Message {
-            topic: s.topic.into(),
-            payload: s.payload.into(),
-            qos: qos(s.qos),
-            retain: s.retain,
-            properties: properties_from(&s.properties, PropContext::Publish),
-            expires_at: s.expires_at.and_then(|u| p.map(|p| p.to_instant(u, now))),
-            origin: None,
-            stored: Cell::default(),
-        }
+        let mut m = Message::new(&s.topic, &s.payload, qos(s.qos), s.retain);
+        m.properties = properties_from(&s.properties, PropContext::Publish);
+        m.expires_at = s.expires_at.and_then(|u| p.map(|p| p.to_instant(u, now)));
+        m
     }
 
     fn record(&mut self, c: Change) {

@@ -41,24 +41,19 @@ pub(super) struct MsgRef<'a> {
 
 impl MsgRef<'_> {
     pub(super) fn to_message(self) -> Message {
-        Message {
-            topic: self.topic.into(),
-            payload: self.payload.into(),
-            qos: self.qos,
-            retain: self.retain,
-            properties: self.properties.map(|p| Box::new(p.clone())),
-            expires_at: self.expires_at,
-            origin: self.origin,
-            stored: Default::default(),
-        }
+        let mut m = Message::new(self.topic, self.payload, self.qos, self.retain);
+        m.properties = self.properties.map(|p| Box::new(p.clone()));
+        m.expires_at = self.expires_at;
+        m.origin = self.origin;
+        m
     }
 }
 
 impl<'a> From<&'a Message> for MsgRef<'a> {
     fn from(m: &'a Message) -> MsgRef<'a> {
         MsgRef {
-            topic: &m.topic,
-            payload: &m.payload,
+            topic: m.topic(),
+            payload: m.payload(),
             qos: m.qos,
             retain: m.retain,
             properties: m.properties.as_deref(),

@@ -207,11 +207,11 @@ impl Broker {
         let mut bytes: usize = self.retained.payload_bytes();
         for (_, s) in &self.sessions {
             count += s.queue.len() + s.queue.spilled() + s.inflight.len();
-            bytes += s.queue.iter().map(|d| d.msg.payload.len()).sum::<usize>();
+            bytes += s.queue.iter().map(|d| d.msg.payload().len()).sum::<usize>();
             bytes += s
                 .inflight
                 .iter()
-                .map(|m| m.delivery.msg.payload.len())
+                .map(|m| m.delivery.msg.payload().len())
                 .sum::<usize>();
         }
         (count, bytes)
