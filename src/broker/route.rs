@@ -359,6 +359,13 @@ impl Target {
 
 /// The ACL READ check for one recipient session, with the ACL of its listener (bridges'
 /// own sessions are not subject to ACLs).
+/// Whether session `s` has a read check at all (an ACL or dynamic security on its
+/// listener): without one, a queued message's topic need not even be looked at.
+pub(super) fn reads_checked(settings: &super::Settings, s: &super::session::Session) -> bool {
+    let security = settings.security_for(s.listener);
+    s.bridge.is_none() && (security.acl.is_some() || security.dynsec.is_some())
+}
+
 pub(super) fn may_read(
     settings: &super::Settings,
     s: &super::session::Session,
