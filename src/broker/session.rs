@@ -807,6 +807,14 @@ mod tests {
     }
 
     #[test]
+    fn a_message_keeps_its_topic_and_payload_apart_in_one_allocation() {
+        let m = Message::new("a/é", b"xyz", QoS::AtMostOnce, false);
+        assert_eq!((m.topic(), m.payload(), m.size()), ("a/é", &b"xyz"[..], 7));
+        let empty = Message::new("t", b"", QoS::AtMostOnce, true);
+        assert_eq!((empty.topic(), empty.payload()), ("t", &b""[..]));
+    }
+
+    #[test]
     fn packet_ids_skip_ids_in_flight_mqtt_2_3_1_2() {
         let mut s = Session::new(0, "c".into(), ProtocolVersion::V311, Expiry::Never);
         assert_eq!(s.alloc_packet_id(), 1);
