@@ -44,6 +44,13 @@ fn client_of(change: &Change) -> Option<&str> {
     }
 }
 
+/// Notes change `i` as one of `client`'s, when the group needs that (see `compact`).
+fn of_client<'a>(by_client: &mut Option<Map<&'a str, Vec<usize>>>, client: &'a str, i: usize) {
+    if let Some(map) = by_client {
+        map.entry(client).or_default().push(i);
+    }
+}
+
 /// Drops what the changes of one message (`run`: those of one `seq`, in group order) make
 /// pointless: an add replaces the row of the same `seq` (see `schema::apply`) and a delete
 /// removes it, so both supersede what earlier changes wrote to it; a state supersedes the state
@@ -101,10 +108,15 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
     let mut qos2: Map<(&str, u16), usize> = Map::default();
     let mut will: Map<&str, usize> = Map::default();
     let mut retained: Map<&str, usize> = Map::default();
-    let mut by_client: Map<&str, Vec<usize>> = Map::default();
-    // The first body of each id, and the adds that refer to each id.
+    // Each client's changes, for a session delete to drop: gathered only when the group
+    // deletes a session (a fan-out to offline sessions would otherwise hash a client id and
+    // grow a list for each of its million adds).
+    let ends_sessions = all
+        .iter()
+        .any(|(_, c)| matches!(c, Change::SessionDelete { .. }));
+    let mut by_client: Option<Map<&str, Vec<usize>>> = ends_sessions.then(Map::default);
+    // The first body of each id.
     let mut bodies: Map<u64, usize> = Map::default();
-    let mut referring: Map<u64, Vec<usize>> = Map::default();
     let unkeep = |keep: &mut Vec<bool>, index: Option<usize>| {
         if let Some(i) = index {
             keep[i] = false;
@@ -118,12 +130,11 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
             Change::RetainedClear { topic } => {
                 unkeep(&mut keep, retained.remove(topic.as_str()));
             }
-            Change::SessionUpsert { session } => {
-                by_client.entry(&session.client_id).or_default().push(i);
-            }
+            Change::SessionUpsert { session } => of_client(&mut by_client, &session.client_id, i),
             Change::SessionDelete { client_id } => {
                 // The delete takes the session's subscriptions, messages, QoS 2 ids and will.
-                for j in by_client.remove(&**client_id).unwrap_or_default() {
+                let mine = by_client.as_mut().and_then(|m| m.remove(&**client_id));
+                for j in mine.unwrap_or_default() {
                     keep[j] = false;
                 }
                 subscription.retain(|(c, _), _| *c != &**client_id);
@@ -136,7 +147,7 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
             } => {
                 let key = (&**client_id, s.filter.as_str());
                 unkeep(&mut keep, subscription.insert(key, i));
-                by_client.entry(&**client_id).or_default().push(i);
+                of_client(&mut by_client, client_id, i);
             }
             Change::SubscriptionDelete { client_id, filter } => {
                 unkeep(
@@ -155,13 +166,12 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
                 client_id,
                 message: m,
             } => {
-                referring.entry(m.body).or_default().push(i);
                 flow.push((m.seq, i));
-                by_client.entry(&**client_id).or_default().push(i);
+                of_client(&mut by_client, client_id, i);
             }
             Change::MessageState { client_id, seq, .. } => {
                 flow.push((*seq, i));
-                by_client.entry(&**client_id).or_default().push(i);
+                of_client(&mut by_client, client_id, i);
             }
             Change::MessageDelete { seq, .. } => flow.push((*seq, i)),
             Change::Qos2Add {
@@ -169,7 +179,7 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
                 packet_id,
             } => {
                 unkeep(&mut keep, qos2.insert((&**client_id, *packet_id), i));
-                by_client.entry(&**client_id).or_default().push(i);
+                of_client(&mut by_client, client_id, i);
             }
             Change::Qos2Delete {
                 client_id,
@@ -179,7 +189,7 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
             }
             Change::WillSet { will: w } => {
                 unkeep(&mut keep, will.insert(w.client_id.as_str(), i));
-                by_client.entry(&w.client_id).or_default().push(i);
+                of_client(&mut by_client, &w.client_id, i);
             }
             Change::WillDelete { client_id } => {
                 unkeep(&mut keep, will.remove(&**client_id));
@@ -192,11 +202,15 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
     for run in flow.chunk_by(|a, b| a.0 == b.0) {
         settle(run, &all, &mut keep);
     }
+    // A body is kept if a kept add of the group refers to it.
+    let mut referred: Map<u64, ()> = Map::default();
+    for ((_, change), &kept) in all.iter().zip(&keep) {
+        if let (Change::MessageAdd { message: m, .. }, true) = (change, kept) {
+            referred.insert(m.body, ());
+        }
+    }
     for (id, i) in bodies {
-        let kept = referring
-            .get(&id)
-            .is_some_and(|adds| adds.iter().any(|&j| keep[j]));
-        if !kept {
+        if !referred.contains_key(&id) {
             keep[i] = false;
         }
     }
