@@ -126,18 +126,6 @@ fn request(a: &mut Raw, commands: Value) -> Value {
     serde_json::from_slice(p.payload()).expect("the response is JSON")
 }
 
-/// Waits for `path` to hold `needle` (the file is written off the loop's thread).
-fn wait_file_holds(path: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn mosquitto_ctrl_administers_midge() {
     let dir = TempDir::new();

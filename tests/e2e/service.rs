@@ -39,15 +39,9 @@ fn daemon_writes_pid_file_and_sigterm_removes_it() {
     };
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     // The pid file is written before the listeners open (as Mosquitto does): wait for them.
-    let t0 = Instant::now();
-    loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("Opening ipv4 listen socket on port") {
-            break;
-        }
-        assert!(t0.elapsed() < WAIT, "listener opened: {log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let opening = "Opening ipv4 listen socket on port";
+    let log = wait_file_holds(&log_path, opening);
+    assert!(log.contains(opening), "listener opened: {log}");
     let killed = Command::new("kill").arg(pid.to_string()).status();
     assert!(killed.is_ok_and(|s| s.success()));
     let t0 = Instant::now();
@@ -56,15 +50,8 @@ fn daemon_writes_pid_file_and_sigterm_removes_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // The last line is written right after the pid file is removed: wait for it.
-    let t0 = Instant::now();
-    loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("terminating") {
-            break;
-        }
-        assert!(t0.elapsed() < WAIT, "exit logged: {log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let log = wait_file_holds(&log_path, "terminating");
+    assert!(log.contains("terminating"), "exit logged: {log}");
 }
 
 #[test]

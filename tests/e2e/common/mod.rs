@@ -162,6 +162,19 @@ fn collect_lines<R: Read + Send + 'static>(r: R, into: Arc<Mutex<Vec<String>>>, 
     });
 }
 
+/// Waits up to [`WAIT`] for the file at `path` to hold `needle` (a file another process or
+/// thread writes); returns its text, with the needle or as it was at the deadline.
+pub fn wait_file_holds(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Starts Debian's Mosquitto on configuration file `conf`, its output discarded (the tests
 /// that compare with it or bridge to it read its behaviour over the network).
 pub fn spawn_mosquitto(conf: &std::path::Path) -> Child {
