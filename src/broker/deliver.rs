@@ -17,7 +17,7 @@
 use super::conn::{Conn, ConnState};
 use super::inbound::PublishSummary;
 use super::persist::{out_state, Persist};
-use super::route::{may_read, reads_checked, MsgRef, Target};
+use super::route::{may_read_kept, MsgRef, Target};
 use super::session::{Delivery, Inflight, Message, OutState, Queue, Session};
 use super::{Broker, ConnId, SessionId, Settings, Stats, OUTPUT_HIGH_WATER};
 use crate::codec::encode::{write_publish, PublishOut};
@@ -274,9 +274,7 @@ impl Outlet<'_> {
             // v5:[MQTT-3.3.2-5]: an expired message is not delivered.
             return self.dropped(d.seq);
         }
-        if reads_checked(self.settings, self.session)
-            && !may_read(self.settings, self.session, d.msg.topic())
-        {
+        if !may_read_kept(self.settings, self.session, &d.msg) {
             return self.dropped_unreadable(d.seq, d.msg.topic());
         }
         if c.out().len() >= OUTPUT_HIGH_WATER {
@@ -416,9 +414,7 @@ impl Outlet<'_> {
             c.mark_dirty(*cid, self.dirty);
         } else {
             let d = &m.delivery;
-            if reads_checked(self.settings, self.session)
-                && !may_read(self.settings, self.session, d.msg.topic())
-            {
+            if !may_read_kept(self.settings, self.session, &d.msg) {
                 return self.dropped_unreadable(d.seq, d.msg.topic());
             }
             if !self.write(

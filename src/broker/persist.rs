@@ -20,7 +20,6 @@ use crate::store::{
     Change, MessagePage, MessageSource, MessageState, PageRequest, QueuedMessage, SessionExpiry,
     SessionRecord, Snapshot, StoredMessage, Subscription, WillRecord,
 };
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::rc::Rc;

@@ -359,13 +359,6 @@ impl Target {
 
 /// The ACL READ check for one recipient session, with the ACL of its listener (bridges'
 /// own sessions are not subject to ACLs).
-/// Whether session `s` has a read check at all (an ACL or dynamic security on its
-/// listener): without one, a queued message's topic need not even be looked at.
-pub(super) fn reads_checked(settings: &super::Settings, s: &super::session::Session) -> bool {
-    let security = settings.security_for(s.listener);
-    s.bridge.is_none() && (security.acl.is_some() || security.dynsec.is_some())
-}
-
 pub(super) fn may_read(
     settings: &super::Settings,
     s: &super::session::Session,
@@ -383,6 +376,19 @@ pub(super) fn may_read(
         Some(acl) => acl.can_read(s.username(), &s.client_id, topic),
         None => true,
     }
+}
+
+/// [`may_read`] for a message a session keeps: its topic (checked as UTF-8 at each look, see
+/// `Message::topic`) is looked at only where the session's listener has an ACL or dynamic
+/// security, which most brokers have not.
+pub(super) fn may_read_kept(
+    settings: &super::Settings,
+    s: &super::session::Session,
+    m: &Message,
+) -> bool {
+    let security = settings.security_for(s.listener);
+    let checked = s.bridge.is_none() && (security.acl.is_some() || security.dynsec.is_some());
+    !checked || may_read(settings, s, m.topic())
 }
 
 /// When a message with these properties expires (v5 Message Expiry Interval).

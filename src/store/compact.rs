@@ -19,7 +19,7 @@
 
 use super::model::Change;
 use crate::broker::router::FnvHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
 /// The maps below are keyed by client ids and numbers the broker chose, and rebuilt for every
@@ -203,14 +203,14 @@ pub(crate) fn compact(batches: &[(u64, Vec<Change>)]) -> Vec<(u64, &Change)> {
         settle(run, &all, &mut keep);
     }
     // A body is kept if a kept add of the group refers to it.
-    let mut referred: Map<u64, ()> = Map::default();
+    let mut referred: HashSet<u64, BuildHasherDefault<FnvHasher>> = HashSet::default();
     for ((_, change), &kept) in all.iter().zip(&keep) {
         if let (Change::MessageAdd { message: m, .. }, true) = (change, kept) {
-            referred.insert(m.body, ());
+            referred.insert(m.body);
         }
     }
     for (id, i) in bodies {
-        if !referred.contains_key(&id) {
+        if !referred.contains(&id) {
             keep[i] = false;
         }
     }
