@@ -916,34 +916,44 @@ fn large_messages_cross_websocket_and_tls_layers_both_ways() {
     b.assert_serves();
 }
 
-/// A large retained replay arrives whole over WebSockets, at QoS 0 and 1 (paho-mqtt).
+/// The replay matrix over WebSockets: 5 000 retained messages arrive whole and once at every
+/// protocol level and QoS (paho-mqtt).
 #[test]
-fn a_large_retained_replay_arrives_whole_over_websockets() {
+fn a_retained_replay_arrives_whole_over_websockets_at_every_protocol_level_and_qos() {
     if skip_on_mosquitto("listener layout of midge's harness") || !paho_available() {
         return;
     }
     let paho = Paho::new();
     let (_b, tcp, ws) = ws_broker("");
-    let n = 20_000;
+    let n = 5_000;
     fill_retained(tcp, "big", n);
-    for q in ["0", "1"] {
-        let count = n.to_string();
-        let id = format!("ws-big-{q}");
-        let args = [
-            "--topic",
-            "big/#",
-            "--qos",
-            q,
-            "--count",
-            &count,
-            "--sizes",
-            "--timeout",
-            "60",
-            "--id",
-            &id,
-        ];
-        let (lines, ok) = paho.subscribe(ws, &args).finish(Duration::from_secs(90));
-        let got = lines.iter().filter(|l| l.starts_with("big/")).count();
-        assert!(ok && got == n, "QoS {q}: {got} of {n}");
+    for v in ["31", "311", "5"] {
+        for q in ["0", "1", "2"] {
+            let count = n.to_string();
+            let id = format!("ws-big-{v}-{q}");
+            let args = [
+                "--topic",
+                "big/#",
+                "--version",
+                v,
+                "--qos",
+                q,
+                "--count",
+                &count,
+                "--timeout",
+                "60",
+                "--id",
+                &id,
+            ];
+            let (lines, ok) = paho.subscribe(ws, &args).finish(Duration::from_secs(90));
+            let got: Vec<&String> = lines.iter().filter(|l| l.starts_with("big/")).collect();
+            let distinct: std::collections::HashSet<&&String> = got.iter().collect();
+            assert!(
+                ok && got.len() == n && distinct.len() == n,
+                "{v} QoS {q}: {} messages, {} distinct, of {n}",
+                got.len(),
+                distinct.len()
+            );
+        }
     }
 }
