@@ -134,7 +134,7 @@ impl Broker {
         let mut shared = None;
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
-        self.router.collect(m.topic, &mut matches);
+        let may_repeat = self.router.collect(m.topic, &mut matches);
         let mut matched = matches.len();
         // No Local (v5:[MQTT-3.8.3-3]): never back to the publishing session.
         if let Some(origin) = m.origin {
@@ -150,7 +150,8 @@ impl Broker {
                     .is_some_and(|s| may_read(settings, s, m.topic))
             });
         }
-        if matches.len() > 1 {
+        if may_repeat {
+            // A session's subscriptions side by side (a fan-out to one filter needs no sort).
             matches.sort_unstable_by_key(|s| s.session);
         }
         let mut i = 0;

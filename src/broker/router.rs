@@ -270,21 +270,22 @@ impl Router {
         }
     }
 
-    /// Appends every subscription matching `topic` to `out` (a session may appear more than
-    /// once when several of its filters match).
-    pub fn collect(&self, topic: &str, out: &mut Vec<Subscriber>) {
+    /// Appends every subscription matching `topic` to `out`. Returns whether a session may
+    /// appear more than once: only when the matches come from more than one filter, since a
+    /// filter holds each session once.
+    pub fn collect(&self, topic: &str, out: &mut Vec<Subscriber>) -> bool {
+        let mut m = Matches { out, filters: 0 };
         if let Some(list) = self.exact.get(topic) {
-            out.extend_from_slice(list);
+            m.add(list);
         }
-        if self.tree.is_empty() {
-            return;
+        if !self.tree.is_empty() {
+            let dollar = topic.starts_with('$');
+            if !dollar {
+                m.add(&self.tree.hash);
+            }
+            Self::walk_children(&self.tree, topic.split('/'), !dollar, &mut m);
         }
-        let dollar = topic.starts_with('$');
-        let levels = topic.split('/');
-        if !dollar {
-            out.extend_from_slice(&self.tree.hash);
-        }
-        Self::walk_children(&self.tree, levels, !dollar, out);
+        m.filters > 1
     }
 
     /// For each shared group matching `topic`, picks the member whose turn it is, preferring
@@ -343,7 +344,7 @@ impl Router {
         node: &Node,
         mut levels: std::str::Split<'_, char>,
         allow_plus: bool,
-        out: &mut Vec<Subscriber>,
+        out: &mut Matches<'_>,
     ) {
         let Some(level) = levels.next() else {
             return;
@@ -359,14 +360,29 @@ impl Router {
     }
 
     /// `node` matched one level; `levels` are those still to match.
-    fn walk(node: &Node, levels: std::str::Split<'_, char>, out: &mut Vec<Subscriber>) {
+    fn walk(node: &Node, levels: std::str::Split<'_, char>, out: &mut Matches<'_>) {
         // `x/#` matches `x` itself and everything below it.
-        out.extend_from_slice(&node.hash);
+        out.add(&node.hash);
         if levels.clone().next().is_none() {
-            out.extend_from_slice(&node.here);
+            out.add(&node.here);
             return;
         }
         Self::walk_children(node, levels, true, out);
+    }
+}
+
+/// The subscriptions a topic matches, gathered, and how many filters they came from.
+struct Matches<'a> {
+    out: &'a mut Vec<Subscriber>,
+    filters: usize,
+}
+
+impl Matches<'_> {
+    fn add(&mut self, filter: &[Subscriber]) {
+        if !filter.is_empty() {
+            self.out.extend_from_slice(filter);
+            self.filters += 1;
+        }
     }
 }
 
@@ -393,6 +409,27 @@ mod tests {
         let mut ids: Vec<u32> = out.iter().map(|s| s.session.idx).collect();
         ids.sort();
         ids
+    }
+
+    #[test]
+    fn collect_says_when_a_session_may_appear_twice() {
+        let mut r = Router::default();
+        for i in 0..3 {
+            r.subscribe("a/b", sub(i));
+        }
+        let mut out = Vec::new();
+        assert!(
+            !r.collect("a/b", &mut out),
+            "one filter holds each session once"
+        );
+        assert_eq!(out.len(), 3);
+        r.subscribe("a/+", sub(1));
+        out.clear();
+        assert!(r.collect("a/b", &mut out), "two filters matched");
+        assert_eq!(out.len(), 4);
+        out.clear();
+        assert!(!r.collect("a/c", &mut out));
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
