@@ -46,7 +46,7 @@ use super::session::Session;
 use super::{dynsec, Broker, CloseReason, ConnId, ConnState, SessionId};
 use crate::auth::dynsec::DynAccess;
 use crate::auth::Security;
-use crate::codec::{reason, Properties, ProtocolVersion, Publish, QoS};
+use crate::codec::{reason, Properties, PropertySet, ProtocolVersion, Publish, QoS};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -130,9 +130,12 @@ impl Broker {
             Err(error) => vec![reply("Unknown command", Err(error), None)],
         };
         let body = json!({ "responses": responses }).to_string();
-        let properties = p.properties.correlation_data.clone().map(|c| Properties {
-            correlation_data: Some(c),
-            ..Properties::default()
+        let properties = p.properties.correlation_data.clone().map(|c| {
+            PropertySet {
+                correlation_data: Some(c),
+                ..PropertySet::default()
+            }
+            .into()
         });
         self.respond(body.as_bytes(), p.qos, properties.as_ref(), now);
         reason::SUCCESS

@@ -108,7 +108,7 @@ impl Broker {
         }
         // Resolve an inbound topic alias (v5 §3.3.2.3.4).
         let aliased: Option<Box<str>>;
-        if let Some(alias) = p.properties.topic_alias.take() {
+        if let Some(alias) = p.properties.set_mut().and_then(|s| s.topic_alias.take()) {
             let Some(a) = self.conn_mut(id).and_then(|c| c.aliases_mut()) else {
                 return Err(Violation::Rule {
                     code: reason::TOPIC_ALIAS_INVALID,

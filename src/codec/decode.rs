@@ -486,6 +486,7 @@ fn decode_subscribe(r: &mut Reader<'_>, v5: bool) -> Result<Subscribe, DecodeErr
 mod tests {
     use super::*;
     use crate::codec::frame::parse_fixed_header;
+    use crate::codec::PropertySet;
 
     fn round_trip(p: &Packet<'_>, v: ProtocolVersion) {
         let bytes = p.to_bytes(v);
@@ -496,11 +497,12 @@ mod tests {
     }
 
     fn props() -> Properties {
-        Properties {
+        PropertySet {
             user_properties: vec![("k".into(), "v".into())],
             reason_string: Some("why".into()),
-            ..Properties::default()
+            ..PropertySet::default()
         }
+        .into()
     }
 
     #[test]
@@ -518,28 +520,31 @@ mod tests {
                     payload: b"offline".to_vec(),
                     qos: QoS::AtLeastOnce,
                     retain: true,
-                    properties: p5(Properties {
+                    properties: p5(PropertySet {
                         will_delay_interval: Some(5),
-                        ..Properties::default()
-                    }),
+                        ..PropertySet::default()
+                    }
+                    .into()),
                 }),
                 username: Some("u".into()),
                 password: Some(b"p".to_vec()),
-                properties: p5(Properties {
+                properties: p5(PropertySet {
                     session_expiry_interval: Some(60),
                     receive_maximum: Some(10),
-                    ..Properties::default()
-                }),
+                    ..PropertySet::default()
+                }
+                .into()),
             };
             round_trip(&Packet::Connect(Box::new(connect)), v);
             round_trip(
                 &Packet::Connack(Connack {
                     session_present: true,
                     code: 0,
-                    properties: p5(Properties {
+                    properties: p5(PropertySet {
                         topic_alias_maximum: Some(10),
-                        ..Properties::default()
-                    }),
+                        ..PropertySet::default()
+                    }
+                    .into()),
                 }),
                 v,
             );
@@ -551,10 +556,11 @@ mod tests {
                     topic: "a/b",
                     packet_id: 7,
                     payload: b"hello",
-                    properties: p5(Properties {
+                    properties: p5(PropertySet {
                         content_type: Some("text".into()),
-                        ..Properties::default()
-                    }),
+                        ..PropertySet::default()
+                    }
+                    .into()),
                 }),
                 v,
             );
@@ -579,10 +585,11 @@ mod tests {
                             retain_handling: if v.is_v5() { 2 } else { 0 },
                         },
                     }],
-                    properties: p5(Properties {
+                    properties: p5(PropertySet {
                         subscription_identifiers: vec![9],
-                        ..Properties::default()
-                    }),
+                        ..PropertySet::default()
+                    }
+                    .into()),
                 }),
                 v,
             );
@@ -723,10 +730,11 @@ mod tests {
             topic: "x/y",
             packet_id: 1,
             payload: b"payload",
-            properties: Properties {
+            properties: PropertySet {
                 user_properties: vec![("a".into(), "b".into())],
-                ..Properties::default()
-            },
+                ..PropertySet::default()
+            }
+            .into(),
         })
         .to_bytes(ProtocolVersion::V5);
         for v in [ProtocolVersion::V311, ProtocolVersion::V5] {

@@ -21,4 +21,4 @@ pub(crate) mod properties;
 pub use decode::{decode, DecodeError};
 pub use frame::{parse_fixed_header, FixedHeader, MAX_PACKET, MAX_VARINT};
 pub use packet::*;
-pub use properties::Properties;
+pub use properties::{Properties, PropertySet};

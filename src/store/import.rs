@@ -256,7 +256,7 @@ pub fn convert(parsed: &mosquitto::Parsed, now: u64) -> (Vec<Change>, ImportRepo
                         qos: cm.qos.min(m.qos),
                         retain: cm.retain,
                         sub_ids: properties(&cm.properties)
-                            .map(|p| p.subscription_identifiers)
+                            .map(|mut p| std::mem::take(&mut p.subscription_identifiers))
                             .unwrap_or_default()
                             .into(),
                         body,

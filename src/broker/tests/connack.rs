@@ -44,10 +44,11 @@ fn raw_output(w: &mut World, id: ConnId) -> Vec<u8> {
 }
 
 fn max_packet_size(max: u32) -> Properties {
-    Properties {
+    PropertySet {
         maximum_packet_size: Some(max),
-        ..Properties::default()
+        ..PropertySet::default()
     }
+    .into()
 }
 
 #[test]
@@ -181,9 +182,12 @@ fn v5_connack_larger_than_the_clients_maximum_packet_size_is_not_sent_mqtt_3_1_2
     );
 
     // A refusal too: a v5 CONNACK without properties is 5 bytes.
-    let refused = |max| Properties {
-        authentication_method: Some("SCRAM-SHA-1".into()),
-        ..max_packet_size(max)
+    let refused = |max| -> Properties {
+        PropertySet {
+            authentication_method: Some("SCRAM-SHA-1".into()),
+            ..(*max_packet_size(max)).clone()
+        }
+        .into()
     };
     w.open(6);
     w.send(
@@ -212,11 +216,12 @@ fn v5_connack_drops_reason_string_and_user_properties_to_fit() {
     let connack = || Connack {
         session_present: false,
         code: reason::NOT_AUTHORIZED,
-        properties: Properties {
+        properties: PropertySet {
             reason_string: Some("not on the list".into()),
             user_properties: vec![("why".into(), "banned".into())],
-            ..Properties::default()
-        },
+            ..PropertySet::default()
+        }
+        .into(),
     };
     let connect = |max| Connect {
         version: ProtocolVersion::V5,

@@ -368,10 +368,11 @@ fn an_mqtt5_request_gets_its_correlation_data_back_and_a_refusal_says_why() {
     let options = SubscribeOptions::qos(QoS::AtLeastOnce);
     w.send(1, &subscribe_v5(1, RESPONSE, options, Some(9)));
     take_v5(&mut w, 1);
-    let props = Properties {
+    let props: Properties = PropertySet {
         correlation_data: Some(b"req-1".to_vec()),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     let request = br#"{"commands":[{"command":"listClients"}]}"#;
     w.send(1, &publish_v5(API, request, QoS::AtLeastOnce, 3, props));
     let out = take_v5(&mut w, 1);

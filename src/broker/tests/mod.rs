@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::codec::{
-    Ack, Connect, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS, SubscribeOptions,
-    Subscription,
+    Ack, Connect, LastWill, Packet, Properties, PropertySet, ProtocolVersion, Publish, QoS,
+    SubscribeOptions, Subscription,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -805,10 +805,11 @@ fn subscribe_v5(id: u16, filter: &str, options: SubscribeOptions, sub_id: Option
             filter: filter.into(),
             options,
         }],
-        properties: Properties {
+        properties: PropertySet {
             subscription_identifiers: sub_id.into_iter().collect(),
-            ..Properties::default()
-        },
+            ..PropertySet::default()
+        }
+        .into(),
     })
     .to_bytes(ProtocolVersion::V5)
 }
@@ -869,6 +870,7 @@ fn v5_connack_announces_limits_mqtt_3_2_2_3() {
     assert!(c
         .properties
         .assigned_client_identifier
+        .as_ref()
         .is_some_and(|id| id.starts_with("auto-")));
 }
 
@@ -882,9 +884,12 @@ fn v5_inbound_topic_alias_maps_and_rejects_out_of_range_mqtt_3_3_2_8() {
     );
     take_v5(&mut w, 1);
     connect5(&mut w, 2, "pub", Properties::default());
-    let alias = |a| Properties {
-        topic_alias: Some(a),
-        ..Properties::default()
+    let alias = |a| {
+        PropertySet {
+            topic_alias: Some(a),
+            ..PropertySet::default()
+        }
+        .into()
     };
     w.send(2, &publish_v5("t/a", b"1", QoS::AtMostOnce, 0, alias(3)));
     w.send(2, &publish_v5("", b"2", QoS::AtMostOnce, 0, alias(3)));
@@ -918,10 +923,11 @@ fn v5_outbound_topic_alias_sent_once_then_alias_only() {
         &mut w,
         1,
         "sub",
-        Properties {
+        PropertySet {
             topic_alias_maximum: Some(1),
-            ..Properties::default()
-        },
+            ..PropertySet::default()
+        }
+        .into(),
     );
     w.send(
         1,
@@ -959,10 +965,11 @@ fn v5_receive_maximum_of_client_caps_inflight_mqtt_3_3_4_7() {
         &mut w,
         1,
         "sub",
-        Properties {
+        PropertySet {
             receive_maximum: Some(2),
-            ..Properties::default()
-        },
+            ..PropertySet::default()
+        }
+        .into(),
     );
     w.send(
         1,
@@ -1107,15 +1114,17 @@ fn v5_will_delay_cancelled_when_session_resumes_in_time() {
         payload: b"gone".to_vec(),
         qos: QoS::AtMostOnce,
         retain: false,
-        properties: Properties {
+        properties: PropertySet {
             will_delay_interval: Some(5),
-            ..Properties::default()
-        },
+            ..PropertySet::default()
+        }
+        .into(),
     };
-    let session = Properties {
+    let session: Properties = PropertySet {
         session_expiry_interval: Some(60),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.open(2);
     w.send(2, &connect_v5("dev", true, session.clone(), Some(will())));
     take_v5(&mut w, 2);
@@ -1138,10 +1147,11 @@ fn v5_will_delay_cancelled_when_session_resumes_in_time() {
 fn v5_session_expiry_interval_removes_session_mqtt_3_1_2_23() {
     let mut w = World::new(Settings::default());
     w.open(1);
-    let props = Properties {
+    let props: Properties = PropertySet {
         session_expiry_interval: Some(30),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.send(1, &connect_v5("s", true, props.clone(), None));
     w.send(
         1,
@@ -1159,10 +1169,11 @@ fn v5_session_expiry_interval_removes_session_mqtt_3_1_2_23() {
 fn v5_message_expiry_drops_stale_and_forwards_remaining_mqtt_3_3_2_6() {
     let mut w = World::new(Settings::default());
     w.open(1);
-    let props = Properties {
+    let props: Properties = PropertySet {
         session_expiry_interval: Some(300),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.send(1, &connect_v5("s", true, props.clone(), None));
     w.send(
         1,
@@ -1171,9 +1182,12 @@ fn v5_message_expiry_drops_stale_and_forwards_remaining_mqtt_3_3_2_6() {
     take_v5(&mut w, 1);
     w.broker.handle_connection_closed(1, None, w.now);
     connect5(&mut w, 2, "p", Properties::default());
-    let exp = |s| Properties {
-        message_expiry_interval: Some(s),
-        ..Properties::default()
+    let exp = |s| {
+        PropertySet {
+            message_expiry_interval: Some(s),
+            ..PropertySet::default()
+        }
+        .into()
     };
     w.send(2, &publish_v5("t", b"short", QoS::AtLeastOnce, 1, exp(5)));
     w.send(2, &publish_v5("t", b"long", QoS::AtLeastOnce, 2, exp(100)));
@@ -1758,11 +1772,12 @@ fn connect_small(
     max_packet_size: Option<u32>,
 ) -> (bool, Vec<Packet<'static>>) {
     w.open(id);
-    let props = Properties {
+    let props: Properties = PropertySet {
         session_expiry_interval: Some(300),
         maximum_packet_size: max_packet_size,
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.send(id, &connect_v5(client, false, props, None));
     let mut got = take_v5(w, id);
     match got.first() {

@@ -197,10 +197,11 @@ fn a_qos2_replay_keeps_within_a_v5_receive_maximum() {
         &mut w,
         1,
         "sub",
-        Properties {
+        PropertySet {
             receive_maximum: Some(3),
-            ..Properties::default()
-        },
+            ..PropertySet::default()
+        }
+        .into(),
     );
     let qos2 = SubscribeOptions::qos(QoS::ExactlyOnce);
     w.send(1, &subscribe_v5(1, "t/#", qos2, None));
@@ -239,11 +240,12 @@ fn a_retained_message_is_replayed_as_it_was_published() {
     let mut w = World::new(Settings::default());
     connect5(&mut w, 9, "p", Properties::default());
     let long = "l/".repeat(5_000) + "end";
-    let typed = Properties {
+    let typed: Properties = PropertySet {
         content_type: Some("text/plain".into()),
         user_properties: vec![("k".into(), "v".into())],
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     let sent = [
         (
             "a",

@@ -230,14 +230,16 @@ fn a_partial_connect_does_not_extend_the_connect_timeout() {
 /// Connection 2, "dev", v5 with the given Session Expiry and a will on "will" with the given
 /// Will Delay; the socket drops `lost_at` ms after time zero.
 fn dev_with_delayed_will(w: &mut World, session_expiry: u32, will_delay: u32, lost_at: u64) {
-    let session = Properties {
+    let session: Properties = PropertySet {
         session_expiry_interval: Some(session_expiry),
-        ..Properties::default()
-    };
-    let delay = Properties {
+        ..PropertySet::default()
+    }
+    .into();
+    let delay: Properties = PropertySet {
         will_delay_interval: Some(will_delay),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.open(2);
     let lw = will("will", b"gone", delay);
     w.send(
@@ -295,10 +297,11 @@ fn v5_will_with_a_delay_goes_at_once_when_the_session_ends_with_the_connection()
 #[test]
 fn v5_session_expires_its_interval_after_the_connection_ends_mqtt_3_1_2_23() {
     let mut w = World::new(Settings::default());
-    let session = Properties {
+    let session: Properties = PropertySet {
         session_expiry_interval: Some(30),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.open(1);
     w.send(1, &connect_v5("s", true, session, None));
     take_v5(&mut w, 1);
@@ -314,10 +317,11 @@ fn v5_session_expires_its_interval_after_the_connection_ends_mqtt_3_1_2_23() {
 #[test]
 fn v5_session_resumed_before_its_expiry_is_kept_mqtt_3_1_2_23() {
     let mut w = World::new(Settings::default());
-    let session = Properties {
+    let session: Properties = PropertySet {
         session_expiry_interval: Some(30),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.open(1);
     w.send(1, &connect_v5("s", true, session.clone(), None));
     take_v5(&mut w, 1);
@@ -363,10 +367,11 @@ fn persistent_client_expiration_caps_a_longer_v5_session_expiry() {
         persistent_client_expiration: Some(Duration::from_secs(60)),
         ..Settings::default()
     });
-    let session = Properties {
+    let session: Properties = PropertySet {
         session_expiry_interval: Some(3600),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.open(1);
     w.send(1, &connect_v5("s", true, session, None));
     take_v5(&mut w, 1);
@@ -380,10 +385,11 @@ fn persistent_client_expiration_caps_a_longer_v5_session_expiry() {
 // ---- message expiry (v5) ----
 
 fn expires_in(secs: u32) -> Properties {
-    Properties {
+    PropertySet {
         message_expiry_interval: Some(secs),
-        ..Properties::default()
+        ..PropertySet::default()
     }
+    .into()
 }
 
 /// The payloads and Message Expiry Intervals of the PUBLISH packets in `out`.
@@ -399,10 +405,11 @@ fn publishes(out: &[Packet<'static>]) -> Vec<(Vec<u8>, Option<u32>)> {
 /// Client `client` on connection `id`: a v5 persistent session subscribed to "t" at QoS 1,
 /// then offline.
 fn offline_subscriber(w: &mut World, id: ConnId, client: &str) {
-    let session = Properties {
+    let session: Properties = PropertySet {
         session_expiry_interval: Some(300),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.open(id);
     w.send(id, &connect_v5(client, true, session, None));
     w.send(
@@ -415,10 +422,11 @@ fn offline_subscriber(w: &mut World, id: ConnId, client: &str) {
 
 /// Resumes `client`'s session on connection `id` and returns what it is sent.
 fn resume(w: &mut World, id: ConnId, client: &str) -> Vec<(Vec<u8>, Option<u32>)> {
-    let session = Properties {
+    let session: Properties = PropertySet {
         session_expiry_interval: Some(300),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     w.open(id);
     w.send(id, &connect_v5(client, false, session, None));
     publishes(&take_v5(w, id))
