@@ -19,6 +19,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// The first capacity of an output buffer: a window of 20 small messages, or a few large ones.
+pub(crate) const FIRST_OUT: usize = 4096;
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
@@ -208,9 +211,15 @@ impl Conn {
         self.dirty = false;
     }
 
-    /// The output buffer, to append to.
+    /// The output buffer, to append to. An empty one starts at [`FIRST_OUT`] bytes: the
+    /// loop frees it whenever the socket takes all of it, and growing it again from nothing
+    /// by doubling, for a window of 20 messages, cost five reallocations and copies.
     pub fn out_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.bufs.get_or_insert_with(Box::default).out
+        let out = &mut self.bufs.get_or_insert_with(Box::default).out;
+        if out.capacity() == 0 {
+            out.reserve(FIRST_OUT);
+        }
+        out
     }
 
     /// The output buffer if it exists (the server drains it into the socket).
