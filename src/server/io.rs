@@ -337,9 +337,9 @@ impl Server {
         };
         let Written { taken, failure } = client.write_out(out);
         if taken == out.len() {
-            // Give the buffer back: an idle connection then holds no output memory at all
-            // (one allocation per busy turn is cheap next to the write system call).
-            *out = Vec::new();
+            // Emptied: the broker gives the buffer back (`handle_written`), so an idle
+            // connection holds no output memory, and the next one to write reuses it.
+            out.clear();
         } else {
             out.drain(..taken);
         }
@@ -349,7 +349,7 @@ impl Server {
         }
         follow_output(&self.poll, client, id, pending);
         let done = !pending && client.extra.as_ref().is_some_and(|e| e.closing);
-        if taken > 0 {
+        if taken > 0 || out.is_empty() {
             self.broker.handle_written(id, taken);
         }
         if done {
