@@ -110,14 +110,11 @@ fn properties_bytes(p: Option<&Properties>) -> Vec<u8> {
     }
 }
 
-fn properties_from(bytes: &[u8], ctx: PropContext) -> Option<Box<Properties>> {
+fn properties_from(bytes: &[u8], ctx: PropContext) -> Properties {
     if bytes.is_empty() {
-        return None;
+        return Properties::default();
     }
-    Properties::read(&mut Reader::new(bytes), ctx)
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(Box::new)
+    Properties::read(&mut Reader::new(bytes), ctx).unwrap_or_default()
 }
 
 fn qos(q: u8) -> QoS {
@@ -790,9 +787,7 @@ impl Broker {
                 payload: w.payload,
                 qos: qos(w.qos),
                 retain: w.retain,
-                properties: properties_from(&w.properties, PropContext::Will)
-                    .map(|b| *b)
-                    .unwrap_or_default(),
+                properties: properties_from(&w.properties, PropContext::Will),
             };
             if let Some(s) = self.session_mut(sid) {
                 s.set_pending_will(Box::new(will), due);

@@ -50,7 +50,7 @@ struct Extras {
     /// `check_retain_source` does not re-check).
     source: Option<MessageSource>,
     /// MQTT 5 properties to forward.
-    properties: Option<Box<Properties>>,
+    properties: Properties,
     /// When a v5 Message Expiry Interval runs out.
     expires_at: Option<Instant>,
 }
@@ -131,7 +131,11 @@ impl Kept {
             payload: self.payload(),
             qos: self.qos(),
             retain: true,
-            properties: self.extras.as_ref().and_then(|e| e.properties.as_deref()),
+            properties: self
+                .extras
+                .as_ref()
+                .map(|e| &e.properties)
+                .filter(|p| !p.is_empty()),
             expires_at: self.expires_at(),
             origin: None,
             source: self.source(),
@@ -197,7 +201,7 @@ impl Retained {
         let extras = if m.properties.is_some() || m.expires_at.is_some() {
             Some(Rc::new(Extras {
                 source: source.cloned(),
-                properties: m.properties.map(|p| Box::new(p.clone())),
+                properties: m.properties.cloned().unwrap_or_default(),
                 expires_at: m.expires_at,
             }))
         } else if let Some(source) = source {
@@ -206,7 +210,7 @@ impl Retained {
                 _ => {
                     let shared = Rc::new(Extras {
                         source: Some(source.clone()),
-                        properties: None,
+                        properties: Properties::default(),
                         expires_at: None,
                     });
                     self.last = Some(shared.clone());

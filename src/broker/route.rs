@@ -42,7 +42,7 @@ pub(super) struct MsgRef<'a> {
 impl MsgRef<'_> {
     pub(super) fn to_message(self) -> Message {
         let mut m = Message::new(self.topic, self.payload, self.qos, self.retain);
-        m.properties = self.properties.map(|p| Box::new(p.clone()));
+        m.properties = self.properties.cloned().unwrap_or_default();
         m.expires_at = self.expires_at;
         m.origin = self.origin;
         m
@@ -56,7 +56,7 @@ impl<'a> From<&'a Message> for MsgRef<'a> {
             payload: m.payload(),
             qos: m.qos,
             retain: m.retain,
-            properties: m.properties.as_deref(),
+            properties: (!m.properties.is_empty()).then_some(&m.properties),
             expires_at: m.expires_at,
             origin: m.origin,
             source: None,

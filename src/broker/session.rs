@@ -29,7 +29,7 @@ pub struct Message {
     pub qos: QoS,
     pub retain: bool,
     /// MQTT 5 properties to forward (never a topic alias or subscription identifier).
-    pub properties: Option<Box<Properties>>,
+    pub properties: Properties,
     /// When a v5 Message Expiry Interval runs out.
     pub expires_at: Option<Instant>,
     /// The publishing session, for No Local.
@@ -60,7 +60,7 @@ impl Message {
             topic_len: u32::try_from(topic.len()).unwrap_or(u32::MAX),
             qos,
             retain,
-            properties: None,
+            properties: Properties::default(),
             expires_at: None,
             origin: None,
             stored: Cell::default(),
