@@ -169,6 +169,9 @@ pub struct Conn {
     pub max_qos: crate::codec::QoS,
     /// Has sent a PUBLISH (see `Broker::wants_input`).
     pub published: bool,
+    /// Its input starts with a PUBLISH that waits for the store to catch up
+    /// (`Broker::must_wait_for_store`); nothing more is read meanwhile.
+    pub held: bool,
     /// The client is another broker's bridge (`try_private`): it never gets its own
     /// messages back, and retain flags reach it as published.
     pub remote_bridge: bool,
@@ -220,6 +223,7 @@ impl Conn {
             receive_maximum: u16::MAX,
 
             published: false,
+            held: false,
             listener: 0,
             local_port: 0,
             connected_at: 0,

@@ -115,6 +115,12 @@ pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// Queued message bytes at which publishers are paused when `memory_limit` is not set.
 pub const DEFAULT_MEMORY_LIMIT: usize = 128 << 20;
 
+/// Changes handed to the store and not committed yet at which PUBLISHes that may be stored
+/// wait in their socket (TCP back-pressure): about 4 MB of pending changes. Without it, a
+/// publisher faster than the disk, or one message fanned out to many offline sessions, makes
+/// the writer's backlog, and the broker's memory, grow without bound.
+pub const STORE_BACKLOG_LIMIT: usize = 65_536;
+
 /// The broker's settings, taken from [`Config`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -478,6 +484,8 @@ pub struct Broker {
     sys: sys::SysState,
     /// Bytes of messages waiting in session queues, against `memory_limit`.
     held_bytes: deliver::QueuedBytes,
+    /// Changes the store had not committed at the end of the last turn ([`STORE_BACKLOG_LIMIT`]).
+    store_backlog: usize,
     /// Change recording for the store, when persistence is on.
     persist: Option<Box<persist::Persist>>,
     /// Configured bridges.
@@ -513,6 +521,7 @@ impl Broker {
             sys: sys::SysState::new(now, Duration::from_secs(u64::from(settings.sys_interval))),
             stats: Stats::default(),
             held_bytes: deliver::QueuedBytes::default(),
+            store_backlog: 0,
             persist: None,
             bridges: Vec::new(),
             dynsec_saves: Vec::new(),
@@ -651,11 +660,35 @@ impl Broker {
         self.held_bytes.get() > self.settings.memory_limit
     }
 
+    /// True while the store's writer is more than [`STORE_BACKLOG_LIMIT`] changes behind,
+    /// counting this turn's.
+    fn store_pressure(&self) -> bool {
+        self.persist
+            .as_deref()
+            .is_some_and(|p| self.store_backlog + p.changes_len() > STORE_BACKLOG_LIMIT)
+    }
+
+    /// Whether the packet that starts with `first` must wait for the store: a PUBLISH that
+    /// may be stored (QoS 1/2, or retained) while the store is far behind. It stays in the
+    /// connection's input, with everything after it, until the store catches up.
+    fn must_wait_for_store(&self, first: u8) -> bool {
+        first >> 4 == codec::kind::PUBLISH && first & 0x07 != 0 && self.store_pressure()
+    }
+
     /// False if the server should leave connection `id`'s bytes unread for now: under memory
     /// pressure, a connection that has published is paused, while subscribers keep being read
-    /// since their acknowledgements free memory.
+    /// since their acknowledgements free memory; a connection holding PUBLISHes back for the
+    /// store waits until the store catches up.
     pub(crate) fn wants_input(&self, id: ConnId) -> bool {
-        !(self.memory_pressure() && self.conn(id).is_some_and(|c| c.published))
+        let paused =
+            |c: &Conn| (c.published && self.memory_pressure()) || (c.held && self.store_pressure());
+        !self.conn(id).is_some_and(paused)
+    }
+
+    /// True if connection `id` holds PUBLISHes back for the store: the server hands them to
+    /// [`Broker::handle_bytes`] (with no new bytes) before reading more.
+    pub(crate) fn holds_input(&self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(|c| c.held)
     }
 
     /// How many sessions, subscriptions and retained messages the broker holds.
@@ -731,6 +764,7 @@ impl Broker {
             return;
         };
         let batch = store.submit(self.take_changes());
+        self.store_backlog = store.backlog();
         // After the batch: a page is read once what came before it is committed.
         for request in self.take_page_requests() {
             store.read_messages(request);
@@ -745,6 +779,15 @@ impl Broker {
         if conn.serial != serial {
             return;
         }
+        if conn.held {
+            // Its bytes wait unread for the store, PINGREQs among them: it is not silent.
+            if let Some(c) = self.conn_mut(id) {
+                c.last_rx = now;
+            }
+        }
+        let Some(conn) = self.conn(id) else {
+            return;
+        };
         let is_bridge = conn.bridge().is_some();
         let deadline = match conn.state {
             ConnState::AwaitConnect | ConnState::BridgeConnecting(_) => {
@@ -1092,6 +1135,12 @@ impl Broker {
         }
         conn.last_rx = now;
         let mut pending = conn.take_inbuf();
+        if std::mem::take(&mut conn.held) {
+            // PUBLISHes held back for the store, and what followed them: handle them now as
+            // if they had just arrived.
+            pending.extend_from_slice(data);
+            return self.handle_fresh(id, Vec::new(), &pending, now);
+        }
         if !pending.is_empty() {
             // Finish the packet that was waiting for more bytes.
             loop {
@@ -1109,6 +1158,10 @@ impl Broker {
                         if pending.len() < h.total() {
                             return self.keep_pending(id, pending);
                         }
+                        if self.must_wait_for_store(h.first) {
+                            pending.extend_from_slice(data);
+                            return self.hold_input(id, pending);
+                        }
                         if !self.dispatch(id, h.first, &pending[h.header_len..], now) {
                             return;
                         }
@@ -1118,9 +1171,19 @@ impl Broker {
                 }
             }
         }
+        self.handle_fresh(id, pending, data, now);
+    }
+
+    /// Handles the whole packets at the start of `data` and keeps the rest (a partial packet,
+    /// or what is held back for the store) in `spare`, which is empty.
+    fn handle_fresh(&mut self, id: ConnId, mut spare: Vec<u8>, mut data: &[u8], now: Instant) {
         loop {
             match self.frame(id, data, now) {
                 Framed::Packet(h) if h.total() <= data.len() => {
+                    if self.must_wait_for_store(h.first) {
+                        spare.extend_from_slice(data);
+                        return self.hold_input(id, spare);
+                    }
                     let (packet, rest) = data.split_at(h.total());
                     if !self.dispatch(id, h.first, &packet[h.header_len..], now) {
                         return;
@@ -1131,12 +1194,21 @@ impl Broker {
                 Framed::Bad => return,
             }
         }
-        if pending.capacity() > 64 * 1024 || data.is_empty() {
+        if spare.capacity() > 64 * 1024 || data.is_empty() {
             // Nothing waits: give the buffer back (an idle connection holds none).
-            pending = Vec::new();
+            spare = Vec::new();
         }
-        pending.extend_from_slice(data);
-        self.keep_pending(id, pending);
+        spare.extend_from_slice(data);
+        self.keep_pending(id, spare);
+    }
+
+    /// Keeps `input`, which starts with a PUBLISH that must wait for the store, until the
+    /// store catches up ([`Broker::wants_input`]).
+    fn hold_input(&mut self, id: ConnId, input: Vec<u8>) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.held = true;
+            conn.set_inbuf(input);
+        }
     }
 
     fn keep_pending(&mut self, id: ConnId, pending: Vec<u8>) {

@@ -202,14 +202,15 @@ impl Server {
     /// An event that already says the peer closed (or failed) reads to the end, since its end
     /// of file raises no further edge.
     pub(super) fn read_conn(&mut self, id: ConnId, now: Instant, to_the_end: bool) {
-        if !self.broker.wants_input(id) {
-            // Back-pressure: leave the publisher's bytes in the kernel until queues drain.
-            if !self.paused.contains(&id) {
-                self.paused.push(id);
-            }
-            return;
+        if self.broker.holds_input(id) && self.broker.wants_input(id) {
+            // PUBLISHes held back until the store caught up go before anything new.
+            self.broker.handle_bytes(id, &[], now);
+            self.flush_dirty(now);
         }
         for _ in 0..READS_PER_TURN {
+            if self.pause_if_unwanted(id) {
+                return;
+            }
             let Some(client) = self.clients.get_mut(id) else {
                 return;
             };
@@ -224,6 +225,7 @@ impl Server {
                 self.broker.handle_bytes(id, &self.read_buf[..n], now);
                 self.flush_dirty(now);
                 if n < self.read_buf.len() && !to_the_end {
+                    self.pause_if_unwanted(id);
                     return;
                 }
                 continue;
@@ -240,6 +242,7 @@ impl Server {
                     // The transport may have answered by itself (handshake, pong).
                     self.flush(id, now);
                     if n < self.read_buf.len() && !to_the_end {
+                        self.pause_if_unwanted(id);
                         return;
                     }
                 }
@@ -261,6 +264,19 @@ impl Server {
             }
         }
         self.backlog.push(id);
+    }
+
+    /// Back-pressure: if the broker wants no more of connection `id`'s bytes for now, leaves
+    /// them in the kernel and remembers to come back (`end_turn`) once queues drain or the
+    /// store catches up. True if so.
+    fn pause_if_unwanted(&mut self, id: ConnId) -> bool {
+        if self.broker.wants_input(id) {
+            return false;
+        }
+        if !self.paused.contains(&id) {
+            self.paused.push(id);
+        }
+        true
     }
 
     /// The peer closed the socket. A remote broker that hangs up during our TLS handshake is

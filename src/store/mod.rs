@@ -74,6 +74,7 @@ pub use model::*;
 use schema::SCHEMA_VERSION;
 
 use rusqlite::Connection;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -225,6 +226,11 @@ pub struct Store {
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     submitted: u64,
+    /// Batches submitted and maybe not yet committed, with their number of changes, oldest
+    /// first ([`Store::backlog`]).
+    uncommitted: VecDeque<(u64, usize)>,
+    /// The changes in `uncommitted`.
+    uncommitted_changes: usize,
     path: PathBuf,
 }
 
@@ -310,6 +316,8 @@ impl Store {
             writer: Some(writer),
             shared,
             submitted: 0,
+            uncommitted: VecDeque::new(),
+            uncommitted_changes: 0,
             path,
         };
         Ok((store, snapshot))
@@ -327,6 +335,8 @@ impl Store {
         changes.shrink_to_fit();
         self.submitted += 1;
         let n = self.submitted;
+        self.uncommitted.push_back((n, changes.len()));
+        self.uncommitted_changes += changes.len();
         let sent = self
             .sender
             .as_ref()
@@ -360,6 +370,21 @@ impl Store {
     /// The highest batch number committed (every batch up to it is committed).
     pub fn committed(&self) -> u64 {
         self.shared.committed.load(Ordering::Acquire)
+    }
+
+    /// How many changes were submitted and are not committed yet: the writer's backlog, which
+    /// holds that many changes in memory. The broker stops taking PUBLISHes that may be stored
+    /// while it is long (TCP back-pressure instead of growing without bound).
+    pub fn backlog(&mut self) -> usize {
+        let committed = self.committed();
+        while let Some(&(n, len)) = self.uncommitted.front() {
+            if n > committed {
+                break;
+            }
+            self.uncommitted.pop_front();
+            self.uncommitted_changes -= len;
+        }
+        self.uncommitted_changes
     }
 
     /// The number of the last batch submitted.

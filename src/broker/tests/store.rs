@@ -96,6 +96,54 @@ fn a_message_for_a_hundred_offline_sessions_is_one_body() {
     assert_eq!(deliveries, vec![bodies[0]; 100]);
 }
 
+/// A publisher faster than the store: once more than `STORE_BACKLOG_LIMIT` changes wait, a
+/// PUBLISH that may be stored stays in the connection's input, with everything after it, and
+/// the connection is not read; QoS 0 ones before it and other connections' packets go on.
+/// When the store has caught up, the held PUBLISHes are handled in order, none lost.
+#[test]
+fn publishes_wait_in_their_socket_while_the_store_is_far_behind() {
+    let mut w = offline_subscribers(1_000, "t");
+    let mut burst = publish("t", b"qos0 first", QoS::AtMostOnce, false, 0);
+    for i in 1..=100u16 {
+        burst.extend(publish("t", &i.to_be_bytes(), QoS::AtLeastOnce, false, i));
+    }
+    w.send(1, &burst);
+    // 1 001 changes per message (its body, one add per session): the publish that would go
+    // past the limit waits.
+    let handled = STORE_BACKLOG_LIMIT.div_ceil(1_001);
+    assert_eq!(
+        w.broker.persist.as_deref().map(|p| p.changes_len()),
+        Some(handled * 1_001)
+    );
+    assert!(w.broker.holds_input(1) && !w.broker.wants_input(1));
+    let acks = |w: &mut World| {
+        w.take(1)
+            .into_iter()
+            .filter(|o| matches!(o, Out::Puback(_)))
+            .count()
+    };
+    // Nothing is acknowledged before it is stored: the PUBACKs wait for the batch.
+    assert_eq!(acks(&mut w), 0);
+    // A subscriber is read and served meanwhile.
+    w.connect(2, "reader", true);
+    w.send(2, &[0xC0, 0]);
+    assert_eq!(w.take(2).last(), Some(&Out::Pingresp));
+
+    let first = w.broker.take_changes(); // the store took this batch and committed it
+    assert_eq!(first.len(), handled * 1_001);
+    assert!(w.broker.wants_input(1), "no backlog left");
+    w.broker.handle_bytes(1, &[], w.now);
+    assert!(!w.broker.holds_input(1));
+    let rest = w.broker.take_changes();
+    let (bodies, deliveries) = bodies_and_deliveries(&rest);
+    assert_eq!(
+        (bodies.len(), deliveries.len()),
+        (100 - handled, (100 - handled) * 1_000)
+    );
+    let (first_bodies, _) = bodies_and_deliveries(&first);
+    assert!(first_bodies.iter().max() < bodies.iter().min(), "in order");
+}
+
 /// A later batch that refers to a body names it again (the store may have deleted it with its
 /// last delivery meanwhile), under the same id; after a restart, the deliveries of one body
 /// share it (under the id the store gives it, its place in the body log) and new bodies get

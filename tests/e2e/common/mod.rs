@@ -510,10 +510,20 @@ impl Broker {
 
     /// VmRSS of the broker process in KiB.
     pub fn rss_kb(&self) -> u64 {
+        self.status_kb("VmRSS:")
+    }
+
+    /// The peak of the broker process's VmRSS so far (VmHWM), in KiB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        self.status_kb("VmHWM:")
+    }
+
+    /// A figure in KiB from /proc/PID/status.
+    fn status_kb(&self, key: &str) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("read /proc/PID/status");
         for l in s.lines() {
-            if let Some(rest) = l.strip_prefix("VmRSS:") {
+            if let Some(rest) = l.strip_prefix(key) {
                 return rest
                     .trim()
                     .trim_end_matches("kB")
