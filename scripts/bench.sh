@@ -11,7 +11,10 @@
 #                         [--midge-a PATH --midge-b PATH]
 #   --quick   one round, 2-second runs (a smoke test of the whole pipeline, about 1 minute)
 #   --brokers may also name "forward": midge-bench's forwarding server, the generator's ceiling
-#             (message scenarios only; it keeps no retained messages).
+#             (message scenarios only; it keeps no retained messages), and "control":
+#             midge-bench's sessions-server, the least a broker can do for sessions100 and
+#             sessions1000 (one list of messages sent to each returning session, 20 in
+#             flight), to show how much of a drain's growth is the machine's.
 #   --midge-a, --midge-b  compare two midge binaries (say main's and a branch's) under one
 #             generator build: they run as brokers "midge-a" and "midge-b", alternating like the
 #             others, and each scenario also prints the ratio b/a. Without --brokers only these
@@ -222,6 +225,10 @@ EOF
             # Not a broker: midge-bench's byte-forwarding server, the generator's ceiling.
             taskset -c 0 "$BENCH" forward-server --port "$port" >"$logf" 2>&1 &
             ;;
+        control)
+            # Not a broker either: the floor of the offline-sessions drain (bench/src/drain.rs).
+            taskset -c 0 "$BENCH" sessions-server --port "$port" >"$logf" 2>&1 &
+            ;;
         *) log "unknown broker $name"; return 1 ;;
     esac
     BROKER_PID=$!
@@ -258,7 +265,7 @@ for b in $BROKERS; do
         midge|midge-a|midge-b) [ -x "$(midge_bin "$b")" ] || { log "$b: no binary, skipped"; continue; } ;;
         mosquitto) [ -x "$MOSQUITTO" ] || { log "mosquitto: not installed, skipped"; continue; } ;;
         rumqttd) [ -x "$RUMQTTD" ] || { log "rumqttd: not installed, skipped"; continue; } ;;
-        forward) ;;
+        forward|control) ;;
     esac
     if start_broker "$b" "$port" "$OUT/$b-probe.log"; then
         AVAILABLE="$AVAILABLE $b"
@@ -341,6 +348,13 @@ is_disk() { case "$1" in p2p1mem|p2p1disk|idledisk|ackmem|ackdisk|sessions*disk)
 # Scenarios that run with persistence on.
 stores() { case "$1" in p2p1disk|idledisk|ackdisk|sessions*disk) return 0 ;; *) return 1 ;; esac; }
 has_store() { case "$1" in midge|midge-a|midge-b|mosquitto) return 0 ;; *) return 1 ;; esac; }
+# skips SCENARIO BROKER: true if BROKER cannot run SCENARIO (no store, or the control server
+# outside the in-memory sessions scenarios).
+skips() {
+    if is_disk "$1" && ! has_store "$2"; then return 0; fi
+    case "$2:$1" in control:sessions100|control:sessions1000) return 1 ;; control:*) return 0 ;; esac
+    return 1
+}
 metric() {
     case "$1" in
         latency) echo p99_us ;;
@@ -491,7 +505,7 @@ for scen in $SCENARIOS; do
     for round in $(seq 1 "$ROUNDS"); do
         for s in $runs; do
             for b in $AVAILABLE; do
-                if is_disk "$s" && ! has_store "$b"; then continue; fi
+                if skips "$s" "$b"; then continue; fi
                 run_one "$s" "$b" "$round"
             done
         done
@@ -514,7 +528,7 @@ done
         if is_scale "$scen"; then
             printf '| broker | median | delivered/held | lost | per unit | peak RSS (kB) | CPU (ms) | load | runs |\n|---|---|---|---|---|---|---|---|---|\n'
             for b in $AVAILABLE; do
-                if is_disk "$scen" && ! has_store "$b"; then continue; fi
+                if skips "$scen" "$b"; then continue; fi
                 sel() { awk -F'\t' -v s="$scen" -v b="$b" -v c="$1" '$1==s && $2==b && $c!="NA" && $c!="" {print $c}' "$RESULTS"; }
                 printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$b" "$(sel 4 | median)" "$(sel 15 | median)" \
                     "$(sel 5 | median)" "$(sel 16 | median)" "$(sel 7 | median)" "$(sel 8 | median)" "$(sel 10 | median)" "$(sel 4 | wc -l)/$ROUNDS"
@@ -522,7 +536,7 @@ done
             base=$(scale_base "$scen")
             if [ -n "$base" ]; then
                 for b in $AVAILABLE; do
-                    if is_disk "$scen" && ! has_store "$b"; then continue; fi
+                    if skips "$scen" "$b"; then continue; fi
                     med() { awk -F'\t' -v s="$1" -v b="$b" -v c="$2" '$1==s && $2==b && $c!="NA" && $c!="" {print $c}' "$RESULTS" | median; }
                     awk -v b="$b" -v base="$base" -v size="$(( $(scale_size "$scen") / $(scale_size "$base") ))" \
                         -v m0="$(med "$base" 4)" -v m1="$(med "$scen" 4)" -v r0="$(med "$base" 7)" -v r1="$(med "$scen" 7)" \
@@ -540,7 +554,7 @@ done
         fi
         printf '| broker | median | lost | dup | peak RSS (kB) | CPU (ms) | runs |\n|---|---|---|---|---|---|---|\n'
         for b in $AVAILABLE; do
-            if is_disk "$scen" && ! has_store "$b"; then continue; fi
+            if skips "$scen" "$b"; then continue; fi
             sel() { awk -F'\t' -v s="$scen" -v b="$b" -v c="$1" '$1==s && $2==b && $c!="NA" && $c!="" {print $c}' "$RESULTS"; }
             printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$b" "$(sel 4 | median)" "$(sel 5 | median)" \
                 "$(sel 6 | median)" "$(sel 7 | median)" "$(sel 8 | median)" "$(sel 4 | wc -l)/$ROUNDS"

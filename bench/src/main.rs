@@ -17,6 +17,7 @@
 //! midge-bench sessions [--sessions N] [--count M] [--pid PID]
 //! midge-bench subcost --shape exact|plus|hash|mix --filters N [--publishes P] [--callgrind --pid PID]
 //! midge-bench forward-server --port P
+//! midge-bench sessions-server --port P
 //! ```
 //!
 //! Each run prints one machine-readable line, `RESULT scenario=... key=value ...`, then one
@@ -25,6 +26,7 @@
 //! CONNECT) end the run with a message and exit status 1, never a panic.
 
 mod conns;
+mod drain;
 mod flow;
 mod forward;
 mod net;
@@ -62,6 +64,8 @@ scenarios:
                    --callgrind, broker instructions) per delivery of --publishes messages
                    that each match one filter
   forward-server   run a trivial forwarding server (no MQTT state) on --host/--port
+  sessions-server  run the least a broker can do for `sessions` (one list of messages sent
+                   to each returning persistent session, 20 in flight) on --host/--port
 
 options:
   --host ADDR      broker address (127.0.0.1)
@@ -555,6 +559,7 @@ fn run(a: &Args) -> std::io::Result<()> {
             );
         }
         "forward-server" => forward::serve(addr)?,
+        "sessions-server" => drain::serve(addr)?,
         other => {
             return Err(std::io::Error::other(format!("unknown scenario {other:?}")));
         }
