@@ -64,6 +64,47 @@ fn a_qos0_replay_larger_than_the_output_bound_arrives_whole_and_in_topic_order()
     assert_eq!(w.broker.stats.publish_dropped, 0);
 }
 
+/// A socket that takes 512 bytes at a time: a replay of 3 MB goes through it whole, in
+/// order and once, the output never holding much more than its bound, and nothing of it
+/// waiting in the session's queue.
+#[test]
+fn a_replay_through_a_tiny_socket_window_arrives_whole() {
+    let mut w = World::new(Settings::default());
+    retain_many(&mut w, 3000, 1000, QoS::AtMostOnce);
+    w.connect(1, "s", true);
+    w.send(1, &subscribe_bytes(1, &[("t/#", QoS::AtMostOnce)]));
+    assert_eq!(w.broker.held_bytes.get(), 0);
+    let mut stream = Vec::new();
+    let mut largest = 0;
+    while let Some(out) = w.broker.poll_transmit(1) {
+        if out.is_empty() {
+            break;
+        }
+        largest = largest.max(out.len());
+        let n = out.len().min(512);
+        stream.extend(out.drain(..n));
+        w.broker.handle_written(1, n);
+    }
+    let topics: Vec<String> = decode_all(&stream)
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Publish { topic, .. } => Some(topic),
+            _ => None,
+        })
+        .collect();
+    let mut expected: Vec<String> = (0..3000).map(|i| format!("t/{i}")).collect();
+    expected.sort();
+    assert_eq!(
+        topics, expected,
+        "every retained message, once, in topic order"
+    );
+    assert!(
+        largest <= OUTPUT_HIGH_WATER + 2048,
+        "output within its bound: {largest}"
+    );
+    assert_eq!(w.broker.stats.publish_dropped, 0);
+}
+
 #[test]
 fn a_qos1_replay_respects_the_window_and_continues_with_each_acknowledgement() {
     let mut w = World::new(Settings::default());
