@@ -289,6 +289,59 @@ fn a_new_subscriber_gets_every_one_of_200000_retained_messages() {
     }
 }
 
+/// Subscribers that stop reading in the middle of a large replay hold their place in it, not
+/// copies of the messages: 20 of them (4 KiB receive buffers) subscribe to 200 000 retained
+/// messages and read nothing more. Each holds at most its output bound (1 MiB) and the
+/// replay's list of references (8 bytes a message, 1.6 MB); copies would be ~28 MB each. The
+/// broker serves others meanwhile, and one of them that reads again gets every message once.
+#[test]
+fn subscribers_that_stop_reading_mid_replay_hold_their_place_not_copies() {
+    if skip_on_mosquitto("midge's replay bound") {
+        return;
+    }
+    let mut b = Broker::start("");
+    let n = 200_000;
+    fill_retained(b.port(), "mqs", n);
+    let before = b.rss_kb();
+    let mut stalled: Vec<Raw> = (0..20)
+        .map(|i| {
+            let mut s = connect_small_rcvbuf(b.port(), 4096);
+            s.send(&Connect::v311(&format!("stalled{i}")).bytes());
+            s.expect_bytes(&CONNACK_OK, WAIT);
+            s.send(&subscribe(1, &[("mqs/#", 0)]));
+            s
+        })
+        .collect();
+    // Each replay fills its connection's output up to the bound, then waits.
+    let mut grown = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        grown = b.rss_kb().saturating_sub(before);
+    }
+    eprintln!("20 stalled replays of {n}: broker RSS +{grown} kB");
+    assert!(
+        grown < 20 * 4 * 1024,
+        "20 stalled replays grew the broker by {grown} kB: copies, not a place in the list"
+    );
+    b.assert_serves();
+
+    let mut last = stalled.pop().expect("a stalled subscriber");
+    let suback = last.expect_packet(WAIT);
+    assert_eq!(suback.kind(), 9, "SUBACK first");
+    let mut seen = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < n && std::time::Instant::now() < deadline {
+        let p = last.expect_packet(WAIT);
+        assert_eq!(p.kind(), 3, "PUBLISH expected");
+        assert!(seen.insert(p.topic()), "{} twice", p.topic());
+    }
+    assert_eq!(
+        seen.len(),
+        n,
+        "the reader that came back got every retained message"
+    );
+}
+
 /// The replay matrix over TCP: 5 000 retained messages reach `mosquitto_sub` whole at every
 /// protocol level (3.1, 3.1.1, 5) and QoS (0, 1, 2), each message once. The same matrix runs
 /// over TLS (`tls.rs`) and WebSockets (`websockets.rs`).
