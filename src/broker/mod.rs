@@ -121,6 +121,50 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 128 << 20;
 /// the writer's backlog, and the broker's memory, grow without bound.
 pub const STORE_BACKLOG_LIMIT: usize = 65_536;
 
+/// The log's account of the store falling more than [`STORE_BACKLOG_LIMIT`] changes behind:
+/// a line when a streak of such pauses starts, and one when the store has kept up for a
+/// second since, with how many times PUBLISHes waited (a slow SD card shows in the log, not
+/// only as slow acknowledgements).
+#[derive(Debug, Default)]
+struct StoreLag {
+    behind: bool,
+    pauses: u32,
+    last_behind: Option<Instant>,
+}
+
+impl StoreLag {
+    /// Takes the backlog the store has after a turn's batch.
+    fn note(&mut self, backlog: usize, now: Instant) {
+        if backlog > STORE_BACKLOG_LIMIT {
+            if !self.behind && self.pauses == 0 {
+                log::info!(
+                    target: "notice",
+                    "store: {backlog} changes wait for the disk; QoS 1/2 and retained PUBLISHes wait until it catches up."
+                );
+            }
+            if !self.behind {
+                self.behind = true;
+                self.pauses += 1;
+            }
+            self.last_behind = Some(now);
+        } else {
+            self.behind = false;
+        }
+        let calm = self
+            .last_behind
+            .is_some_and(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if !self.behind && calm {
+            log::info!(
+                target: "notice",
+                "store: kept up again; PUBLISHes waited for it {} times.",
+                self.pauses
+            );
+            self.pauses = 0;
+            self.last_behind = None;
+        }
+    }
+}
+
 /// The broker's settings, taken from [`Config`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -486,6 +530,8 @@ pub struct Broker {
     held_bytes: deliver::QueuedBytes,
     /// Changes the store had not committed at the end of the last turn ([`STORE_BACKLOG_LIMIT`]).
     store_backlog: usize,
+    /// The log's account of the store falling behind.
+    store_lag: StoreLag,
     /// Change recording for the store, when persistence is on.
     persist: Option<Box<persist::Persist>>,
     /// Configured bridges.
@@ -522,6 +568,7 @@ impl Broker {
             stats: Stats::default(),
             held_bytes: deliver::QueuedBytes::default(),
             store_backlog: 0,
+            store_lag: StoreLag::default(),
             persist: None,
             bridges: Vec::new(),
             dynsec_saves: Vec::new(),
@@ -765,6 +812,7 @@ impl Broker {
         };
         let batch = store.submit(self.take_changes());
         self.store_backlog = store.backlog();
+        self.store_lag.note(self.store_backlog, self.now);
         // After the batch: a page is read once what came before it is committed.
         for request in self.take_page_requests() {
             store.read_messages(request);

@@ -114,6 +114,10 @@ fn a_publisher_waits_for_a_store_far_behind_and_nothing_is_lost() {
         }
     }
     assert_eq!(acked, N, "every PUBLISH acknowledged");
+    assert!(
+        b.wait_for_log("changes wait for the disk", WAIT),
+        "the pause is logged"
+    );
     assert!(sender.join().unwrap_or(false), "publisher wrote everything");
     // 700 000 deliveries of 40 B are queued (28 MB; the peak grows ~43 MB). Without the
     // pause, the writer's backlog of 700 000 changes of 56 B comes on top (39 MB, and more
@@ -140,4 +144,7 @@ fn a_publisher_waits_for_a_store_far_behind_and_nothing_is_lost() {
             sub.send(&puback(p.pid()));
         }
     }
+    // Said at the first turn a second after the last pause ($SYS runs one every 10 s).
+    let kept_up = b.wait_for_log("store: kept up again", Duration::from_secs(15));
+    assert!(kept_up, "the end of the pauses is logged");
 }
