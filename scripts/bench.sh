@@ -22,6 +22,8 @@
 #   --idle-secs S  how long idledisk measures an idle broker's disk writes (default 30; --quick 10)
 #   --ack-rate R   ackmem/ackdisk's offered load in msg/s for every broker, instead of half of
 #             its p2p1mem rate (a load fixed across runs, or one a busy machine carries)
+#   --conf LINE    one more configuration line for midge and Mosquitto in every scenario (say
+#             "max_inflight_messages 200"); the summary's header names it
 # Scenarios: fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm (default: all), and the
 # persistence scenarios (midge and Mosquitto only; not in the default set):
 #   p2p1mem   QoS 1 pairs with persistent sessions, persistence off
@@ -63,6 +65,7 @@ BROKERS="midge mosquitto rumqttd"
 SCENARIOS="fanin0 fanout0 p2p1 fanin2 latency idle retained connstorm"
 IDLE_SECS=30
 ACK_RATE_FIXED=""
+EXTRA_CONF=""
 OUT=""
 MIDGE_A=""
 MIDGE_B=""
@@ -79,6 +82,7 @@ while [ $# -gt 0 ]; do
         --midge-a) MIDGE_A=$2; shift ;;
         --midge-b) MIDGE_B=$2; shift ;;
         --ack-rate) ACK_RATE_FIXED=$2; shift ;;
+        --conf) EXTRA_CONF=$2; shift ;;
         -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -165,6 +169,7 @@ BROKER_PID=""
 # another user cannot open valgrind's control FIFO). Its peak RSS is then valgrind's.
 CALLGRIND=0
 run_as() { [ "$CALLGRIND" = 1 ] && printf 'user root\n'; return 0; }
+extra_conf() { [ -n "$EXTRA_CONF" ] && printf '%s\n' "$EXTRA_CONF"; return 0; }
 under() { # the command prefix a broker runs under
     if [ "$CALLGRIND" = 1 ]; then
         echo "taskset -c 0 valgrind --tool=callgrind --callgrind-out-file=$OUT/callgrind.out.%p"
@@ -185,12 +190,12 @@ start_broker() {
     [ "$name" = rumqttd ] && conf=$OUT/rumqttd.toml # rumqttd picks the format by extension
     case "$name" in
         midge|midge-a|midge-b)
-            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; run_as; } >"$conf"
+            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; run_as; extra_conf; } >"$conf"
             # shellcheck disable=SC2046
             $(under) "$(midge_bin "$name")" -c "$conf" >"$logf" 2>&1 &
             ;;
         mosquitto)
-            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; run_as; } >"$conf"
+            { printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"; persistence_conf; run_as; extra_conf; } >"$conf"
             # shellcheck disable=SC2046
             $(under) "$MOSQUITTO" -c "$conf" >"$logf" 2>&1 &
             ;;
@@ -521,6 +526,7 @@ done
     [ -n "$MIDGE_A" ] && echo "# midge-a: $MIDGE_A (sha256 $(sha256sum "$MIDGE_A" | cut -c1-12))"
     [ -n "$MIDGE_B" ] && echo "# midge-b: $MIDGE_B (sha256 $(sha256sum "$MIDGE_B" | cut -c1-12))"
     echo "# rounds=$ROUNDS duration=${DURATION}s; medians; brokers on core 0, generator on core 1"
+    [ -n "$EXTRA_CONF" ] && echo "# midge and Mosquitto configured with: $EXTRA_CONF"
     echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (above ~0.5 the machine was shared)"
     echo
     for scen in $SCENARIOS; do
