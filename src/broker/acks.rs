@@ -177,7 +177,10 @@ impl HeldAcks {
     /// write left, none before it waiting) to [`HeldAcks::ready`].
     fn take_ready(&mut self, committed: u64) {
         let HeldAcks {
-            conns, spare, ready, ..
+            conns,
+            spare,
+            ready,
+            ..
         } = self;
         conns.retain(|&id, q| {
             while q
