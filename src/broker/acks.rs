@@ -44,10 +44,10 @@ pub(super) struct HeldAcks {
     ready: Vec<(ConnId, u32, AckBytes)>,
 }
 
-/// Emptied queues kept in [`HeldAcks::spare`], each with room for at most
+/// Emptied queues kept in [`HeldAcks::spare`] (about 130 KB at most), each with room for at most
 /// [`SPARE_QUEUE_ROOM`] acknowledgements.
 const SPARE_QUEUES: usize = 64;
-const SPARE_QUEUE_ROOM: usize = 1024;
+const SPARE_QUEUE_ROOM: usize = 64;
 
 struct AckQueue {
     serial: u32,
