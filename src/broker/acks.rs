@@ -42,6 +42,11 @@ pub(super) struct HeldAcks {
     spare: Vec<VecDeque<HeldAck>>,
     /// The acknowledgements [`HeldAcks::take_ready`] found ready, reused every turn.
     ready: Vec<(ConnId, u32, AckBytes)>,
+    /// The last batch known to be committed (learnt at the end of each turn).
+    committed: u64,
+    /// Connections whose first acknowledgement had its last held write forgotten: it may
+    /// leave now, rather than at the end of the turn.
+    woken: Vec<ConnId>,
 }
 
 /// Emptied queues kept in [`HeldAcks::spare`] (about 130 KB at most), each with room for at most
@@ -156,6 +161,8 @@ impl HeldAcks {
         if recorded {
             a.sealed = false;
             self.unsealed.push(key);
+        } else if a.waiting == 0 && n == q.sent {
+            self.woken.push(id);
         }
     }
 
@@ -176,31 +183,58 @@ impl HeldAcks {
     /// Moves every acknowledgement that may leave (batch up to `committed` committed, no held
     /// write left, none before it waiting) to [`HeldAcks::ready`].
     fn take_ready(&mut self, committed: u64) {
+        self.committed = committed;
+        self.woken.clear();
         let HeldAcks {
             conns,
             spare,
             ready,
             ..
         } = self;
-        conns.retain(|&id, q| {
-            while q
-                .queue
-                .front()
-                .is_some_and(|a| a.sealed && a.waiting == 0 && a.batch <= committed)
-            {
-                if let Some(a) = q.queue.pop_front() {
-                    q.sent += 1;
-                    ready.push((id, q.serial, a.bytes));
-                }
+        conns.retain(|&id, q| !q.take_ready(id, committed, ready, spare));
+    }
+
+    /// Moves the acknowledgements of the connections in [`HeldAcks::woken`] that may leave to
+    /// [`HeldAcks::ready`].
+    fn take_woken(&mut self) {
+        while let Some(id) = self.woken.pop() {
+            let Some(q) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if q.take_ready(id, self.committed, &mut self.ready, &mut self.spare) {
+                self.conns.remove(&id);
             }
-            if !q.queue.is_empty() {
-                return true;
+        }
+    }
+}
+
+impl AckQueue {
+    /// Moves the acknowledgements at the front that may leave to `ready`; true if that
+    /// emptied the queue (whose room then goes to `spare`).
+    fn take_ready(
+        &mut self,
+        id: ConnId,
+        committed: u64,
+        ready: &mut Vec<(ConnId, u32, AckBytes)>,
+        spare: &mut Vec<VecDeque<HeldAck>>,
+    ) -> bool {
+        while self
+            .queue
+            .front()
+            .is_some_and(|a| a.sealed && a.waiting == 0 && a.batch <= committed)
+        {
+            if let Some(a) = self.queue.pop_front() {
+                self.sent += 1;
+                ready.push((id, self.serial, a.bytes));
             }
-            if spare.len() < SPARE_QUEUES && q.queue.capacity() <= SPARE_QUEUE_ROOM {
-                spare.push(std::mem::take(&mut q.queue));
-            }
-            false
-        });
+        }
+        if !self.queue.is_empty() {
+            return false;
+        }
+        if spare.len() < SPARE_QUEUES && self.queue.capacity() <= SPARE_QUEUE_ROOM {
+            spare.push(std::mem::take(&mut self.queue));
+        }
+        true
     }
 }
 
@@ -288,6 +322,28 @@ impl Broker {
         };
         p.acks.seal(batch);
         p.acks.take_ready(committed);
+        self.send_ready_acks();
+    }
+
+    /// Sends the acknowledgements whose last held write was just forgotten, if nothing else
+    /// holds them: a publisher's PUBACK leaves in the same turn as the subscriber's
+    /// acknowledgement that completed the message.
+    pub(super) fn send_woken_acks(&mut self) {
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
+        if p.acks.woken.is_empty() {
+            return;
+        }
+        p.acks.take_woken();
+        self.send_ready_acks();
+    }
+
+    /// Writes out the acknowledgements in [`HeldAcks::ready`].
+    fn send_ready_acks(&mut self) {
+        let Some(p) = self.persist.as_deref_mut() else {
+            return;
+        };
         let mut ready = std::mem::take(&mut p.acks.ready);
         for (id, serial, bytes) in ready.drain(..) {
             let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
@@ -464,6 +520,7 @@ impl Broker {
         }
         let seq = s.inflight.remove(i).map_or(0, |m| m.delivery.seq);
         self.persist_done(sid, seq);
+        self.send_woken_acks();
         self.pump(sid);
         Ok(())
     }

@@ -59,11 +59,33 @@ fn a_message_acknowledged_by_its_recipient_is_never_written_and_its_puback_leave
     let id = delivered_id(&mut w);
     assert_eq!(w.take(2), vec![], "no PUBACK before completion or commit");
     w.send(1, &ack(Packet::Puback, id));
-    // Nothing committed beyond batch 1, and nothing needs to be.
-    w.broker.seal_acks(1, 1);
+    // Nothing committed beyond batch 1, and nothing needs to be: the PUBACK leaves with the
+    // output of the subscriber's acknowledgement, not at the end of the loop's turn.
     assert_eq!(w.take(2), vec![Out::Puback(7)]);
     let changes = w.broker.take_changes();
     assert_eq!(message_writes(&changes), 0, "{changes:?}");
+}
+
+#[test]
+fn pubacks_released_by_completions_out_of_order_still_leave_in_order() {
+    let mut w = world(false);
+    w.send(2, &publish("t", b"a", QoS::AtLeastOnce, false, 7));
+    w.send(2, &publish("t", b"b", QoS::AtLeastOnce, false, 8));
+    let ids: Vec<u16> = w
+        .take(1)
+        .iter()
+        .map(|o| match o {
+            Out::Publish { id, qos: 1, .. } => *id,
+            other => panic!("expected QoS 1 PUBLISHes, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    w.send(1, &ack(Packet::Puback, ids[1]));
+    assert_eq!(w.take(2), vec![], "PUBACK 8 waits for PUBACK 7");
+    w.send(1, &ack(Packet::Puback, ids[0]));
+    assert_eq!(w.take(2), vec![Out::Puback(7), Out::Puback(8)]);
+    w.broker.seal_acks(1, 1);
+    assert_eq!(w.take(2), vec![], "each sent once");
 }
 
 #[test]
