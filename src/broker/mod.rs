@@ -738,6 +738,17 @@ impl Broker {
         self.conn(id).is_some_and(|c| c.held)
     }
 
+    /// True if connection `id` has messages in flight to it: its input is likely to hold the
+    /// acknowledgements that free its window.
+    pub(crate) fn awaits_acks(&self, id: ConnId) -> bool {
+        match self.conn(id).map(|c| &c.state) {
+            Some(ConnState::Active(sid)) => {
+                self.session(*sid).is_some_and(|s| !s.inflight.is_empty())
+            }
+            _ => false,
+        }
+    }
+
     /// How many sessions, subscriptions and retained messages the broker holds.
     pub fn counts(&self) -> Counts {
         Counts {

@@ -194,6 +194,7 @@ impl Server {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut backlog = Vec::new();
+        let mut later = Vec::new();
         while self.running {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -208,15 +209,24 @@ impl Server {
             for id in backlog.drain(..) {
                 self.read_conn(id, now, true);
             }
-            for event in events.iter() {
+            // Connections with messages in flight to them go first: their input is mostly
+            // acknowledgements, which free room in their windows before this turn's PUBLISHes
+            // are routed (so those go out at once rather than queue) and release the PUBACKs
+            // held for them sooner.
+            later.clear();
+            for (i, event) in events.iter().enumerate() {
                 match Tok::from(event.token()) {
-                    Tok::Signal => self.handle_signals(now),
-                    // The store committed (`end_turn` releases the acknowledgements it held)
-                    // or read a page of a long queue.
-                    Tok::StoreWaker => self.take_pages(now),
-                    Tok::DnsWaker => self.bridge_addresses_resolved(now),
-                    Tok::Listener(index) => self.accept(index, now),
-                    Tok::Conn(id) => self.conn_ready(id, event, now),
+                    Tok::Conn(id) if !self.broker.awaits_acks(id) => later.push(i),
+                    _ => self.handle_event(event, now),
+                }
+            }
+            let mut later_ones = later.iter().copied().peekable();
+            for (i, event) in events.iter().enumerate() {
+                if later_ones.peek().is_none() {
+                    break;
+                }
+                if later_ones.next_if_eq(&i).is_some() {
+                    self.handle_event(event, now);
                 }
             }
             self.end_turn(now);
@@ -237,6 +247,18 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    fn handle_event(&mut self, event: &Event, now: Instant) {
+        match Tok::from(event.token()) {
+            Tok::Signal => self.handle_signals(now),
+            // The store committed (`end_turn` releases the acknowledgements it held) or read a
+            // page of a long queue.
+            Tok::StoreWaker => self.take_pages(now),
+            Tok::DnsWaker => self.bridge_addresses_resolved(now),
+            Tok::Listener(index) => self.accept(index, now),
+            Tok::Conn(id) => self.conn_ready(id, event, now),
+        }
     }
 
     /// A connection is ready: a bridge's connect finished, or bytes can move.

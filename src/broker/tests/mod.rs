@@ -416,6 +416,27 @@ fn inflight_window_holds_back_the_rest_in_order() {
 }
 
 #[test]
+fn a_connection_awaits_acknowledgements_while_messages_are_in_flight_to_it() {
+    let mut w = World::new(Settings::default());
+    w.connect(1, "s", true);
+    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
+    w.take(1);
+    w.connect(2, "p", true);
+    assert!(!w.broker.awaits_acks(1) && !w.broker.awaits_acks(2));
+    w.send(2, &publish("t", b"x", QoS::AtLeastOnce, false, 1));
+    assert_eq!(w.take(1), vec![pub_out("t", b"x", 1, 1)]);
+    // The subscriber is read first in the loop's next turn; the publisher is not waiting.
+    assert!(w.broker.awaits_acks(1));
+    assert!(!w.broker.awaits_acks(2));
+    w.send(1, &ack(Packet::Puback, 1));
+    assert!(!w.broker.awaits_acks(1));
+    // A QoS 0 delivery leaves nothing in flight.
+    w.send(2, &publish("t", b"y", QoS::AtMostOnce, false, 0));
+    assert!(!w.broker.awaits_acks(1));
+    assert!(!w.broker.awaits_acks(7), "no such connection");
+}
+
+#[test]
 fn acknowledgement_of_the_wrong_kind_closes_the_connection() {
     type Kind = fn(Ack) -> Packet<'static>;
     let cases: [(QoS, Kind); 3] = [
