@@ -190,7 +190,8 @@ impl Server {
     }
 
     /// The loop. Each turn: wait for events (or the broker's next deadline); read the sockets
-    /// left on the backlog last turn; handle each event; then [`Server::end_turn`].
+    /// left on the backlog last turn; handle each event, those of connections with messages
+    /// in flight to them first; then [`Server::end_turn`].
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut backlog = Vec::new();
