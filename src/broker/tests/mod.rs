@@ -154,6 +154,15 @@ impl World {
         self.broker.handle_bytes(id, bytes, self.now);
     }
 
+    /// "s" on connection 1, subscribed to `filter` at `qos` (its SUBACK taken), and "p" on
+    /// connection 2; both clean sessions.
+    fn subscriber_and_publisher(&mut self, filter: &str, qos: QoS) {
+        self.connect(1, "s", true);
+        self.send(1, &subscribe_bytes(1, &[(filter, qos)]));
+        self.take(1);
+        self.connect(2, "p", true);
+    }
+
     fn advance(&mut self, d: Duration) {
         self.now += d;
         self.broker.end_turn(self.now, None);
@@ -345,10 +354,7 @@ fn qos0_routing_follows_subscriptions_and_granted_qos() {
 #[test]
 fn qos2_inbound_not_delivered_twice_mqtt_4_3_3_2() {
     let mut w = World::new(Settings::default());
-    w.connect(1, "s", true);
-    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtMostOnce)]));
-    w.take(1);
-    w.connect(2, "p", true);
+    w.subscriber_and_publisher("t", QoS::AtMostOnce);
     let mut p = publish("t", b"once", QoS::ExactlyOnce, false, 9);
     w.send(2, &p);
     p[0] |= 0x08; // DUP resend before PUBREL
@@ -390,10 +396,7 @@ fn inflight_window_holds_back_the_rest_in_order() {
         ..Settings::default()
     };
     let mut w = World::new(settings);
-    w.connect(1, "s", true);
-    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
-    w.take(1);
-    w.connect(2, "p", true);
+    w.subscriber_and_publisher("t", QoS::AtLeastOnce);
     for i in 1..=5u16 {
         w.send(2, &publish("t", &[i as u8], QoS::AtLeastOnce, false, i));
     }
@@ -418,10 +421,7 @@ fn inflight_window_holds_back_the_rest_in_order() {
 #[test]
 fn a_connection_awaits_acknowledgements_while_messages_are_in_flight_to_it() {
     let mut w = World::new(Settings::default());
-    w.connect(1, "s", true);
-    w.send(1, &subscribe_bytes(1, &[("t", QoS::AtLeastOnce)]));
-    w.take(1);
-    w.connect(2, "p", true);
+    w.subscriber_and_publisher("t", QoS::AtLeastOnce);
     assert!(!w.broker.awaits_acks(1) && !w.broker.awaits_acks(2));
     w.send(2, &publish("t", b"x", QoS::AtLeastOnce, false, 1));
     assert_eq!(w.take(1), vec![pub_out("t", b"x", 1, 1)]);
@@ -447,10 +447,7 @@ fn acknowledgement_of_the_wrong_kind_closes_the_connection() {
     ];
     for (q, wrong) in cases {
         let mut w = World::new(Settings::default());
-        w.connect(1, "s", true);
-        w.send(1, &subscribe_bytes(1, &[("t", q)]));
-        w.take(1);
-        w.connect(2, "p", true);
+        w.subscriber_and_publisher("t", q);
         w.send(2, &publish("t", b"x", q, false, 1));
         assert_eq!(w.take(1), vec![pub_out("t", b"x", q as u8, 1)]);
         // For an id not in flight: ignored.
