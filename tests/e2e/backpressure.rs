@@ -95,6 +95,7 @@ fn a_publisher_waits_for_a_store_far_behind_and_nothing_is_lost() {
         let mut sub = Raw::mqtt_connect_with(b.port(), &c, &CONNACK_OK);
         sub.subscribe(1, &[("fan", 1)], &[1]);
         sub.send(&[0xE0, 0]);
+        assert!(sub.closes_within(WAIT), "offline before the burst");
     }
     let before = b.rss_kb();
 

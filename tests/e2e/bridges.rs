@@ -118,6 +118,7 @@ fn first_attempt_fails_then_connects_and_queued_qos1_is_delivered() {
         Raw::mqtt_connect_with(port_b, &Connect::v311("late-sub").clean(false), &CONNACK_OK);
     s.subscribe(1, &[("q/#", 1)], &[1]);
     s.send(&DISCONNECT);
+    assert!(s.closes_within(WAIT));
     b.sigterm();
     assert!(b.wait_exit(WAIT).is_some());
     // The remote is down: the first attempts fail, midge keeps trying.
@@ -168,6 +169,7 @@ fn remote_restart_mid_traffic_loses_no_qos1_message() {
     let mut s = Raw::mqtt_connect_with(port_b, &Connect::v311("keeper").clean(false), &CONNACK_OK);
     s.subscribe(1, &[("r/#", 1)], &[1]);
     s.send(&DISCONNECT);
+    assert!(s.closes_within(WAIT));
     let a = Broker::start(&bridge_conf(
         "rs",
         &format!("127.0.0.1:{port_b}"),

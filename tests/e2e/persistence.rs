@@ -267,11 +267,9 @@ fn a_queued_message_sent_comes_again_after_a_crash_and_keeps_its_id_across_a_sto
     }
     let dir = TempDir::new();
     let b = Broker::start(&conf(&dir));
-    let mut s =
-        Raw::mqtt_connect_with(b.port(), &Connect::v311("parked").clean(false), &CONNACK_OK);
-    s.subscribe(1, &[("q/#", 1)], &[1]);
-    s.send(&[0xE0, 0]);
-    drop(s);
+    // Offline once the broker has closed the connection: a PUBLISH routed before it read the
+    // DISCONNECT would go to the session online, held, and be written with its packet id.
+    park_subscriber(b.port(), "parked");
     // Queued while offline, committed before the PUBACKs.
     publish_acked(b.port(), 2);
     // Each time: received, never acknowledged.
